@@ -1,0 +1,34 @@
+# Every target does its own set-up on a fresh Debian 12 machine.
+CARGO ?= cargo
+GUEST := target/guest
+HOSTEL := target/release/hostel
+
+.PHONY: all deps guest build run test lint bench-boot clean-state
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+guest: deps
+	@guest/build.sh $(GUEST)
+
+build: deps
+	$(CARGO) build --release --workspace
+
+# Boots the busybox guest with its console on this terminal (Ctrl-] stops it).
+run: guest build
+	$(HOSTEL) run --kernel $(GUEST)/vmlinux --initrd $(GUEST)/initrd.img --memory 256M --cmdline quiet
+
+# Unit and integration tests, real guests included (at most two booting at once).
+test: guest
+	$(CARGO) build --workspace --all-targets
+	HOSTEL_GUEST_DIR=$(CURDIR)/$(GUEST) $(CARGO) test --workspace -- --test-threads=2
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Boot time and memory: hostel run vs a plain QEMU command, alternating (not in `make test`).
+bench-boot: guest build
+	$(CARGO) run --release -p hostel-bench --bin bench-boot -- --hostel $(HOSTEL) --guest $(GUEST) --runs 10

@@ -1,0 +1,88 @@
+//! A VM's run directory: its sockets, pid file and logs, found again by path after a restart.
+
+use crate::error::EngineError;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// Creates the directory (0700: its sockets control the VM). Refuses a directory in which
+    /// a QEMU still runs, so two VMs never share one.
+    pub(crate) fn create(&self) -> Result<(), EngineError> {
+        let io = |source| EngineError::RunDir {
+            path: self.path.clone(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.path)
+            .map_err(io)?;
+        if let Some(pid) = self.read_pid() {
+            if crate::vm::process_alive(pid) {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("a QEMU (pid {pid}) already runs here"),
+                )));
+            }
+        }
+        for stale in [self.qmp_socket(), self.console_socket(), self.pidfile()] {
+            match std::fs::remove_file(&stale) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.path.join("qmp.sock")
+    }
+    /// The serial console; connect to it for an interactive session.
+    pub fn console_socket(&self) -> PathBuf {
+        self.path.join("console.sock")
+    }
+    pub fn default_console_log(&self) -> PathBuf {
+        self.path.join("console.log")
+    }
+    pub fn pidfile(&self) -> PathBuf {
+        self.path.join("qemu.pid")
+    }
+    pub fn stderr_log(&self) -> PathBuf {
+        self.path.join("qemu.stderr")
+    }
+
+    pub fn read_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.pidfile())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Last lines of QEMU's error output, for failure messages.
+    pub fn stderr_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.stderr_log()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = &lines[lines.len().saturating_sub(3)..];
+        tail.join("; ")
+    }
+
+    /// Removes the sockets and pid file of a stopped VM; logs stay for the post-mortem.
+    pub fn remove_runtime_files(&self) {
+        for f in [self.qmp_socket(), self.console_socket(), self.pidfile()] {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Desired-state store of the hostel daemon.
+//!
+//! Holds what customers asked for — tenants, API tokens, VM specs and their
+//! desired state — plus what the engine last observed, an audit trail and
+//! host settings. The daemon talks to the [`Store`] trait; [`SqliteStore`] is
+//! the single-host backend (`<state-dir>/hostel.db`, WAL, fsync on every
+//! commit). A clustered backend can implement the same trait later.
+//!
+//! ```no_run
+//! use hostel_state::{Quota, SqliteStore, Store, TenantName};
+//! let store = SqliteStore::open("/var/lib/hostel")?;
+//! let quota = Quota { max_vcpus: 8, max_memory_mib: 16_384, max_disk_gib: 200, max_vms: 4 };
+//! let acme = store.create_tenant(&TenantName::new("acme")?, quota)?;
+//! let issued = store.issue_token(Some(&acme.id), "ci")?;
+//! println!("token (shown once): {}", issued.secret.expose());
+//! # Ok::<(), hostel_state::StoreError>(())
+//! ```
+
+mod error;
+mod ids;
+mod model;
+mod quota;
+mod sqlite;
+mod store;
+mod time;
+
+pub use error::{EntityKind, QuotaResource, QuotaViolation, Result, StoreError};
+pub use ids::{SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
+pub use model::audit::{Actor, AuditEntry, AuditQuery, AuditResult, NewAuditEntry};
+pub use model::tenant::{Quota, Tenant, Usage};
+pub use model::token::{ApiToken, IssuedToken, TokenHash, TokenSecret, SECRET_PREFIX};
+pub use model::vm::{
+    DesiredState, NewVm, ObservedState, ObservedStatus, RestartPolicy, Vm, VmSpecRecord,
+};
+pub use sqlite::{SqliteStore, DB_FILE_NAME, SCHEMA_VERSION};
+pub use store::Store;
+pub use time::{Timestamp, TimestampParseError};

@@ -1,0 +1,332 @@
+//! Single-host backend: one SQLite file, `<state-dir>/hostel.db`.
+//!
+//! Concurrency model: one writer connection behind a mutex (SQLite allows one
+//! writer at a time anyway, and serializing in-process avoids busy-waiting on
+//! the file lock) plus a small pool of reader connections, which in WAL mode
+//! read a consistent snapshot without ever blocking on, or blocking, the writer.
+//! Every write runs in a `BEGIN IMMEDIATE` transaction, which also serializes
+//! against other processes opening the same file (e.g. an admin CLI).
+
+mod audit;
+mod convert;
+mod schema;
+mod settings;
+mod tenants;
+mod tokens;
+mod vms;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+pub(crate) use convert::DbResult;
+pub use schema::LATEST_VERSION as SCHEMA_VERSION;
+
+use crate::error::{Result, StoreError};
+use crate::ids::{SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
+use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
+use crate::model::tenant::{Quota, Tenant, Usage};
+use crate::model::token::{ApiToken, TokenHash};
+use crate::model::vm::{DesiredState, NewVm, ObservedStatus, Vm, VmSpecRecord};
+use crate::store::Store;
+
+/// File name of the database inside the state directory.
+pub const DB_FILE_NAME: &str = "hostel.db";
+
+/// How long a write waits for another process holding the write lock before
+/// failing; long enough to ride out a checkpoint, short enough that a stuck
+/// process surfaces as an error rather than a hung API.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Idle reader connections kept open. More concurrent readers than this still
+/// work; the extras are just closed after use.
+const MAX_IDLE_READERS: usize = 8;
+
+/// Enough cached statements for every distinct query the store issues, so
+/// hot reads skip SQL parsing.
+const STATEMENT_CACHE: usize = 64;
+
+/// SQLite-backed [`Store`]. `Send + Sync`: share it as `Arc<SqliteStore>` or
+/// `Arc<dyn Store>`.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// Shows only the path: connections carry no useful state to print, and
+/// owners of a store (daemon state structs) want to derive `Debug`.
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the connection mid-write:
+    // an unfinished transaction rolls back when dropped. So poisoning is safe
+    // to ignore, and ignoring it keeps one bad request from wedging the store.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<state_dir>/hostel.db` and migrates it.
+    pub fn open(state_dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = state_dir.as_ref();
+        create_private_dir(dir)?;
+        let path = dir.join(DB_FILE_NAME);
+        Self::open_file(&path).map_err(StoreError::from)
+    }
+
+    fn open_file(path: &Path) -> DbResult<Self> {
+        let mut writer = Connection::open(path)?;
+        restrict_permissions(path)?;
+        // WAL must be set outside a transaction; it is persistent in the file.
+        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!(
+                "could not enable WAL mode (got {mode:?}); is {} on a network filesystem?",
+                path.display()
+            ))
+            .into());
+        }
+        configure(&writer)?;
+        // FULL fsyncs the WAL on every commit: a committed write survives
+        // power loss, not just a process crash. Worth the latency for a
+        // store of customer intent.
+        writer.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        let applied = schema::migrate(&mut writer)?;
+        tracing::info!(
+            path = %path.display(),
+            schema_version = schema::LATEST_VERSION,
+            ?applied,
+            "opened state database"
+        );
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version recorded in the file.
+    pub fn schema_version(&self) -> Result<u32> {
+        self.read(schema::user_version)
+    }
+
+    /// Runs SQLite's full consistency check; `Ok(())` if the file is sound.
+    /// Meant for startup diagnostics and tests, not the request path.
+    pub fn integrity_check(&self) -> Result<()> {
+        self.read(|c| {
+            let mut stmt = c.prepare("PRAGMA integrity_check")?;
+            let problems: Vec<String> = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            if problems == ["ok"] {
+                Ok(())
+            } else {
+                Err(StoreError::Backend(format!("integrity check: {}", problems.join("; "))).into())
+            }
+        })
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction and commits if it returns Ok.
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> DbResult<T>) -> Result<T> {
+        let mut conn = lock(&self.writer);
+        let run = || -> DbResult<T> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        run().map_err(StoreError::from)
+    }
+
+    /// Runs `f` on a pooled reader connection.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> DbResult<T>) -> Result<T> {
+        let pooled = lock(&self.readers).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => self.open_reader()?,
+        };
+        let out = f(&conn);
+        let mut idle = lock(&self.readers);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        drop(idle);
+        out.map_err(StoreError::from)
+    }
+
+    fn open_reader(&self) -> Result<Connection> {
+        let open = || -> DbResult<Connection> {
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI;
+            let conn = Connection::open_with_flags(&self.path, flags)?;
+            configure(&conn)?;
+            // Defence in depth: a bug that routes a write through a reader
+            // fails loudly instead of bypassing the writer's transaction rules.
+            conn.execute_batch("PRAGMA query_only = ON;")?;
+            Ok(conn)
+        };
+        open().map_err(StoreError::from)
+    }
+}
+
+fn configure(conn: &Connection) -> DbResult<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(())
+}
+
+/// The database holds token hashes and tenant data: keep the directory
+/// private to the daemon's user.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))
+}
+
+/// SQLite gives the -wal and -shm files the main file's mode, so 0600 here
+/// covers all three.
+fn restrict_permissions(path: &Path) -> DbResult<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| StoreError::Backend(format!("chmod {}: {e}", path.display())))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn create_tenant(&self, name: &TenantName, quota: Quota) -> Result<Tenant> {
+        self.write(|tx| tenants::insert(tx, name, quota))
+    }
+    fn get_tenant(&self, id: &TenantId) -> Result<Tenant> {
+        self.read(|c| tenants::get(c, id))
+    }
+    fn get_tenant_by_name(&self, name: &TenantName) -> Result<Tenant> {
+        self.read(|c| tenants::get_by_name(c, name))
+    }
+    fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        self.read(tenants::list)
+    }
+    fn set_quota(&self, id: &TenantId, quota: Quota) -> Result<Tenant> {
+        self.write(|tx| tenants::set_quota(tx, id, quota))
+    }
+    fn delete_tenant(&self, id: &TenantId) -> Result<()> {
+        self.write(|tx| tenants::delete(tx, id))
+    }
+    fn tenant_usage(&self, id: &TenantId) -> Result<Usage> {
+        self.read(|c| {
+            tenants::get(c, id)?;
+            vms::usage(c, id)
+        })
+    }
+
+    fn insert_token(
+        &self,
+        tenant: Option<&TenantId>,
+        name: &str,
+        hash: &TokenHash,
+    ) -> Result<ApiToken> {
+        self.write(|tx| tokens::insert(tx, tenant, name, hash))
+    }
+    fn find_token_by_hash(&self, hash: &TokenHash) -> Result<Option<ApiToken>> {
+        self.read(|c| tokens::find_by_hash(c, hash))
+    }
+    fn list_tokens(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiToken>> {
+        self.read(|c| tokens::list(c, tenant))
+    }
+    fn delete_token(&self, id: &TokenId) -> Result<()> {
+        self.write(|tx| tokens::delete(tx, id))
+    }
+
+    fn create_vm(&self, tenant: &TenantId, vm: &NewVm) -> Result<Vm> {
+        self.write(|tx| vms::insert(tx, tenant, vm, vms::QuotaCheck::Skip))
+    }
+    fn create_vm_within_quota(&self, tenant: &TenantId, vm: &NewVm) -> Result<Vm> {
+        self.write(|tx| vms::insert(tx, tenant, vm, vms::QuotaCheck::Enforce))
+    }
+    fn get_vm(&self, id: &VmId) -> Result<Vm> {
+        self.read(|c| vms::get(c, id))
+    }
+    fn get_vm_by_name(&self, tenant: &TenantId, name: &VmName) -> Result<Vm> {
+        self.read(|c| vms::get_by_name(c, tenant, name))
+    }
+    fn list_vms(&self, tenant: &TenantId) -> Result<Vec<Vm>> {
+        self.read(|c| vms::list_for_tenant(c, tenant))
+    }
+    fn list_all_vms(&self) -> Result<Vec<Vm>> {
+        self.read(vms::list_all)
+    }
+    fn update_vm_spec(
+        &self,
+        id: &VmId,
+        spec: &VmSpecRecord,
+        expected_generation: Option<u64>,
+    ) -> Result<Vm> {
+        self.write(|tx| vms::update_spec(tx, id, spec, expected_generation, vms::QuotaCheck::Skip))
+    }
+    fn resize_vm_within_quota(
+        &self,
+        id: &VmId,
+        spec: &VmSpecRecord,
+        expected_generation: Option<u64>,
+    ) -> Result<Vm> {
+        self.write(|tx| {
+            vms::update_spec(tx, id, spec, expected_generation, vms::QuotaCheck::Enforce)
+        })
+    }
+    fn set_vm_desired(
+        &self,
+        id: &VmId,
+        desired: DesiredState,
+        expected_generation: Option<u64>,
+    ) -> Result<Vm> {
+        self.write(|tx| vms::set_desired(tx, id, desired, expected_generation))
+    }
+    fn set_vm_observed(&self, id: &VmId, observed: &ObservedStatus) -> Result<Vm> {
+        self.write(|tx| vms::set_observed(tx, id, observed))
+    }
+    fn delete_vm(&self, id: &VmId, expected_generation: Option<u64>) -> Result<Vm> {
+        self.write(|tx| vms::delete(tx, id, expected_generation))
+    }
+
+    fn append_audit(&self, entry: &NewAuditEntry) -> Result<AuditEntry> {
+        self.write(|tx| audit::append(tx, entry))
+    }
+    fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        self.read(|c| audit::list(c, query))
+    }
+
+    fn get_setting(&self, key: &SettingKey) -> Result<Option<String>> {
+        self.read(|c| settings::get(c, key))
+    }
+    fn set_setting(&self, key: &SettingKey, value: &str) -> Result<()> {
+        self.write(|tx| settings::set(tx, key, value))
+    }
+    fn delete_setting(&self, key: &SettingKey) -> Result<bool> {
+        self.write(|tx| settings::delete(tx, key))
+    }
+    fn list_settings(&self) -> Result<Vec<(SettingKey, String)>> {
+        self.read(settings::list)
+    }
+}

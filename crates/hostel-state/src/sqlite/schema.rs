@@ -1,0 +1,137 @@
+//! Versioned schema migrations, tracked in `PRAGMA user_version`.
+//!
+//! Migrations are append-only: a released step is never edited, because
+//! databases in the field have already run it. Add a new step instead.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::DbResult;
+use crate::error::StoreError;
+
+struct Migration {
+    /// The `user_version` the database has after this step.
+    version: u32,
+    sql: &'static str,
+}
+
+/// STRICT tables make SQLite reject values of the wrong type instead of
+/// silently storing them, which keeps the file trustworthy for a future
+/// export to another backend.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sql: r#"
+CREATE TABLE tenants (
+    id             TEXT PRIMARY KEY NOT NULL,
+    name           TEXT NOT NULL UNIQUE,
+    created_at     INTEGER NOT NULL,
+    max_vcpus      INTEGER NOT NULL CHECK (max_vcpus >= 0),
+    max_memory_mib INTEGER NOT NULL CHECK (max_memory_mib >= 0),
+    max_disk_gib   INTEGER NOT NULL CHECK (max_disk_gib >= 0),
+    max_vms        INTEGER NOT NULL CHECK (max_vms >= 0)
+) STRICT;
+
+CREATE TABLE api_tokens (
+    id         TEXT PRIMARY KEY NOT NULL,
+    tenant_id  TEXT REFERENCES tenants(id) ON DELETE CASCADE,
+    name       TEXT NOT NULL,
+    hash       TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX api_tokens_by_tenant ON api_tokens(tenant_id);
+
+-- RESTRICT: a tenant row must outlive its VMs, or the reconciler would find
+-- machines nobody owns.
+CREATE TABLE vms (
+    id             TEXT PRIMARY KEY NOT NULL,
+    tenant_id      TEXT NOT NULL REFERENCES tenants(id) ON DELETE RESTRICT,
+    name           TEXT NOT NULL,
+    vcpus          INTEGER NOT NULL CHECK (vcpus > 0),
+    memory_mib     INTEGER NOT NULL CHECK (memory_mib > 0),
+    disk_gib       INTEGER NOT NULL CHECK (disk_gib > 0),
+    image          TEXT NOT NULL,
+    cmdline        TEXT,
+    restart_policy TEXT NOT NULL,
+    desired        TEXT NOT NULL,
+    observed_state TEXT NOT NULL,
+    observed_pid   INTEGER,
+    observed_since INTEGER NOT NULL,
+    last_exit      TEXT,
+    restart_count  INTEGER NOT NULL,
+    created_at     INTEGER NOT NULL,
+    generation     INTEGER NOT NULL,
+    UNIQUE (tenant_id, name)
+) STRICT;
+
+-- AUTOINCREMENT so sequence numbers are never reused, even after old
+-- entries are pruned: clients page through the log by seq.
+-- No foreign key on tenant_id: the trail must survive the tenant's deletion.
+CREATE TABLE audit_log (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at        INTEGER NOT NULL,
+    actor     TEXT NOT NULL,
+    tenant_id TEXT,
+    action    TEXT NOT NULL,
+    target    TEXT NOT NULL,
+    error     TEXT
+) STRICT;
+CREATE INDEX audit_log_by_tenant ON audit_log(tenant_id, seq);
+
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+) STRICT;
+"#,
+}];
+
+/// The schema version this build writes.
+pub const LATEST_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+pub(crate) fn user_version(conn: &Connection) -> DbResult<u32> {
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    u32::try_from(v).map_err(|_| StoreError::Backend(format!("bad user_version {v}")).into())
+}
+
+/// Brings the database up to [`LATEST_VERSION`] in one IMMEDIATE transaction,
+/// so a crash mid-upgrade leaves the old schema intact and two daemons
+/// starting at once cannot both migrate. Returns the versions applied.
+pub(crate) fn migrate(conn: &mut Connection) -> DbResult<Vec<u32>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current = user_version(&tx)?;
+    if current > LATEST_VERSION {
+        return Err(StoreError::Backend(format!(
+            "database schema version {current} is newer than this build supports \
+             ({LATEST_VERSION}); refusing to touch it"
+        ))
+        .into());
+    }
+    let mut applied = Vec::new();
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        tx.execute_batch(m.sql)?;
+        // PRAGMA takes no bound parameters; the value is our own integer.
+        tx.execute_batch(&format!("PRAGMA user_version = {}", m.version))?;
+        applied.push(m.version);
+    }
+    tx.commit()?;
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_strictly_increasing() {
+        for pair in MIGRATIONS.windows(2) {
+            assert!(pair[0].version < pair[1].version);
+        }
+        assert_eq!(MIGRATIONS[0].version, 1);
+    }
+
+    #[test]
+    fn migrate_twice_is_a_no_op() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1]);
+        assert!(migrate(&mut conn).unwrap().is_empty());
+        assert_eq!(user_version(&conn).unwrap(), LATEST_VERSION);
+    }
+}

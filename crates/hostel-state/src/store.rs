@@ -1,0 +1,133 @@
+//! The storage trait the daemon programs against.
+//!
+//! It exists so the single-host SQLite backend can later be swapped for a
+//! clustered one (etcd) without touching callers: nothing here mentions a
+//! backend type, every method is one atomic operation, and the trait is
+//! object-safe so the daemon can hold an `Arc<dyn Store>`.
+//!
+//! Methods are synchronous; async callers should use `spawn_blocking`
+//! (writes wait for an fsync, which must not stall an executor thread).
+
+use crate::error::Result;
+use crate::ids::{SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
+use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
+use crate::model::tenant::{Quota, Tenant, Usage};
+use crate::model::token::{validate_token_name, ApiToken, IssuedToken, TokenHash, TokenSecret};
+use crate::model::vm::{DesiredState, NewVm, ObservedStatus, Vm, VmSpecRecord};
+
+/// Desired-state storage. Every write is a single transaction: it either
+/// happens completely and durably, or not at all.
+///
+/// `expected_generation` parameters implement compare-and-set: when `Some`,
+/// the write fails with [`Conflict`](crate::StoreError::Conflict) unless the
+/// VM's current generation matches, so two API clients editing the same VM
+/// cannot silently overwrite each other.
+pub trait Store: Send + Sync {
+    // ---- tenants -------------------------------------------------------
+
+    /// Fails with `Conflict` if the name is taken.
+    fn create_tenant(&self, name: &TenantName, quota: Quota) -> Result<Tenant>;
+    fn get_tenant(&self, id: &TenantId) -> Result<Tenant>;
+    fn get_tenant_by_name(&self, name: &TenantName) -> Result<Tenant>;
+    /// All tenants, ordered by name.
+    fn list_tenants(&self) -> Result<Vec<Tenant>>;
+    /// Replaces the quota. Lowering it below current usage is allowed (it
+    /// only blocks growth); existing VMs are never evicted by the store.
+    fn set_quota(&self, id: &TenantId, quota: Quota) -> Result<Tenant>;
+    /// Fails with `Conflict` while the tenant still has VMs, so deleting a
+    /// tenant can never orphan running machines. Its tokens are deleted too.
+    fn delete_tenant(&self, id: &TenantId) -> Result<()>;
+    /// Resources reserved by the tenant's VMs (running or not).
+    fn tenant_usage(&self, id: &TenantId) -> Result<Usage>;
+
+    // ---- API tokens ----------------------------------------------------
+
+    /// Stores a token given only its hash. Most callers want [`Store::issue_token`].
+    fn insert_token(
+        &self,
+        tenant: Option<&TenantId>,
+        name: &str,
+        hash: &TokenHash,
+    ) -> Result<ApiToken>;
+    /// `Ok(None)` when no token has this hash (an authentication failure,
+    /// not an error).
+    fn find_token_by_hash(&self, hash: &TokenHash) -> Result<Option<ApiToken>>;
+    /// With `Some(tenant)`, that tenant's tokens; with `None`, every token
+    /// (operator tokens have `tenant == None`). Ordered by creation.
+    fn list_tokens(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiToken>>;
+    fn delete_token(&self, id: &TokenId) -> Result<()>;
+
+    /// Generates a fresh secret, stores only its hash, and returns the secret
+    /// this one time.
+    fn issue_token(&self, tenant: Option<&TenantId>, name: &str) -> Result<IssuedToken> {
+        validate_token_name(name)?;
+        let secret = TokenSecret::generate()?;
+        let token = self.insert_token(tenant, name, &secret.hash())?;
+        Ok(IssuedToken { token, secret })
+    }
+
+    /// Resolves a presented secret to its token, if any.
+    fn authenticate(&self, secret: &str) -> Result<Option<ApiToken>> {
+        self.find_token_by_hash(&TokenHash::of_secret(secret))
+    }
+
+    // ---- VMs -----------------------------------------------------------
+
+    /// Records a VM without a quota check (operator imports, tests). Tenant
+    /// requests must go through [`Store::create_vm_within_quota`].
+    /// Fails with `Conflict` if the tenant already has a VM of that name.
+    fn create_vm(&self, tenant: &TenantId, vm: &NewVm) -> Result<Vm>;
+    /// Like [`Store::create_vm`], but checks the tenant's quota against its
+    /// current usage in the same transaction as the insert, so concurrent
+    /// creates cannot jointly overshoot. Fails with `QuotaExceeded`.
+    fn create_vm_within_quota(&self, tenant: &TenantId, vm: &NewVm) -> Result<Vm>;
+    fn get_vm(&self, id: &VmId) -> Result<Vm>;
+    fn get_vm_by_name(&self, tenant: &TenantId, name: &VmName) -> Result<Vm>;
+    /// One tenant's VMs, ordered by name.
+    fn list_vms(&self, tenant: &TenantId) -> Result<Vec<Vm>>;
+    /// Every VM on the host (for the reconciler), ordered by tenant id then name.
+    fn list_all_vms(&self) -> Result<Vec<Vm>>;
+    /// Replaces the spec without a quota check (operator use).
+    fn update_vm_spec(
+        &self,
+        id: &VmId,
+        spec: &VmSpecRecord,
+        expected_generation: Option<u64>,
+    ) -> Result<Vm>;
+    /// Replaces the spec, checking the quota atomically. Only dimensions that
+    /// grow are checked, so a tenant already over a lowered quota can still
+    /// shrink a VM.
+    fn resize_vm_within_quota(
+        &self,
+        id: &VmId,
+        spec: &VmSpecRecord,
+        expected_generation: Option<u64>,
+    ) -> Result<Vm>;
+    fn set_vm_desired(
+        &self,
+        id: &VmId,
+        desired: DesiredState,
+        expected_generation: Option<u64>,
+    ) -> Result<Vm>;
+    /// Records what the engine saw. Writing a status identical to the stored
+    /// one is a no-op (no generation bump), so engines can report
+    /// periodically without churning watchers.
+    fn set_vm_observed(&self, id: &VmId, observed: &ObservedStatus) -> Result<Vm>;
+    /// Removes the record and returns its last state.
+    fn delete_vm(&self, id: &VmId, expected_generation: Option<u64>) -> Result<Vm>;
+
+    // ---- audit log -----------------------------------------------------
+
+    fn append_audit(&self, entry: &NewAuditEntry) -> Result<AuditEntry>;
+    /// Newest first.
+    fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>>;
+
+    // ---- settings ------------------------------------------------------
+
+    fn get_setting(&self, key: &SettingKey) -> Result<Option<String>>;
+    fn set_setting(&self, key: &SettingKey, value: &str) -> Result<()>;
+    /// Returns whether the key existed.
+    fn delete_setting(&self, key: &SettingKey) -> Result<bool>;
+    /// All settings, ordered by key.
+    fn list_settings(&self) -> Result<Vec<(SettingKey, String)>>;
+}

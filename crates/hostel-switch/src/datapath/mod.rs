@@ -1,0 +1,46 @@
+//! The switching datapath: decision pipeline (pure) and its execution on virtio rings.
+
+pub mod chain;
+pub mod decide;
+pub mod exec;
+pub mod local;
+pub mod pipeline;
+pub mod port;
+pub mod rx;
+pub mod tx;
+pub mod vnet;
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::tables::Tables;
+use pipeline::Pipeline;
+
+/// What every worker thread shares: the current tables and the pipeline.
+pub struct Core {
+    tables: RwLock<Arc<Tables>>,
+    pub pipeline: Pipeline,
+}
+
+impl Core {
+    pub fn new(pipeline: Pipeline) -> Arc<Core> {
+        Arc::new(Core {
+            tables: RwLock::new(Arc::new(Tables::default())),
+            pipeline,
+        })
+    }
+
+    /// A snapshot for one batch (one uncontended read lock and a reference-count bump).
+    pub fn tables(&self) -> Arc<Tables> {
+        self.tables
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn publish(&self, t: Tables) {
+        *self.tables.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(t);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,271 @@
+//! A port's TX queue: pop a batch of chains, classify each frame, execute the decisions
+//! grouped by destination, then complete the chains and notify once.
+
+use virtio_queue::QueueT;
+use vhost_user_backend::VringT;
+use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
+
+use crate::datapath::chain::SegList;
+use crate::datapath::exec::with_rx;
+use crate::datapath::local;
+use crate::datapath::pipeline::{Ctx, Decision, Ingress};
+use crate::datapath::port::{Mem, PortRuntime, Vring};
+use crate::datapath::rx::FrameSrc;
+use crate::datapath::vnet::{VnetHdr, VNET_HDR_LEN};
+use crate::datapath::Core;
+use crate::packet::{parse, REPLY_BUF};
+use crate::stats::DropReason;
+use crate::tables::{PortIdx, Tables};
+
+/// Frames handled per lock/notify round.
+pub const BATCH: usize = 64;
+/// Bytes of each frame copied out of guest memory for parsing and checking.
+pub const WINDOW: usize = 128;
+/// A 64 KiB TSO segment plus L2-L4 headers.
+pub const MAX_FRAME: usize = 65_536 + 256;
+/// Local replies need the whole request (DHCP options follow a 236-byte BOOTP header).
+const LOCAL_REQ: usize = 1024;
+
+#[derive(Clone, Copy)]
+struct TxItem {
+    head: u16,
+    hdr: VnetHdr,
+    segs: SegList,
+    window: [u8; WINDOW],
+    wlen: usize,
+    frame_len: usize,
+    decision: Decision,
+}
+
+impl Default for TxItem {
+    fn default() -> Self {
+        TxItem {
+            head: 0,
+            hdr: VnetHdr::default(),
+            segs: SegList::default(),
+            window: [0; WINDOW],
+            wlen: 0,
+            frame_len: 0,
+            decision: Decision::Drop(DropReason::Malformed),
+        }
+    }
+}
+
+impl TxItem {
+    fn src<'a>(&'a self, mem: &'a GuestMemoryMmap<()>) -> FrameSrc<'a> {
+        FrameSrc {
+            head: &self.window[..self.wlen],
+            tail_mem: Some(mem),
+            tail: &self.segs,
+            tail_skip: VNET_HDR_LEN + self.wlen,
+            len: self.frame_len,
+        }
+    }
+}
+
+/// Per-port buffers allocated once per connection, so the TX path never allocates.
+pub struct TxScratch {
+    items: Vec<TxItem>,
+    request: Box<[u8; LOCAL_REQ]>,
+    reply: Box<[u8; REPLY_BUF]>,
+}
+
+impl Default for TxScratch {
+    fn default() -> Self {
+        TxScratch {
+            items: vec![TxItem::default(); BATCH],
+            request: Box::new([0; LOCAL_REQ]),
+            reply: Box::new([0; REPLY_BUF]),
+        }
+    }
+}
+
+/// Reads the header and window of one TX chain and runs the pipeline on it.
+fn classify(
+    core: &Core,
+    tables: &Tables,
+    me: Option<PortIdx>,
+    mem: &GuestMemoryMmap<()>,
+    item: &mut TxItem,
+) -> Decision {
+    if item.segs.total < VNET_HDR_LEN {
+        return Decision::Drop(DropReason::ShortChain);
+    }
+    let mut h = [0u8; VNET_HDR_LEN];
+    if item.segs.read_at(mem, 0, &mut h) != VNET_HDR_LEN {
+        return Decision::Drop(DropReason::BadDescriptor);
+    }
+    item.hdr = VnetHdr::from_bytes(&h);
+    item.hdr.num_buffers = 0;
+    item.frame_len = item.segs.total - VNET_HDR_LEN;
+    let want = item.frame_len.min(WINDOW);
+    item.wlen = item.segs.read_at(mem, VNET_HDR_LEN, &mut item.window[..want]);
+    if item.wlen != want {
+        return Decision::Drop(DropReason::BadDescriptor);
+    }
+    if let Err(r) = item.hdr.validate(item.frame_len) {
+        return Decision::Drop(r);
+    }
+    let Some(pi) = me else {
+        return Decision::Drop(DropReason::UnknownPort);
+    };
+    let mut ctx = Ctx::new(tables, Ingress::Port(pi), &item.window[..item.wlen], item.frame_len);
+    core.pipeline.classify(&mut ctx)
+}
+
+/// Handles everything queued on `port`'s TX ring. Returns when the ring is empty and
+/// notifications are re-enabled (the standard race-free virtio loop).
+pub fn process_tx(core: &Core, port: &PortRuntime, mem: &Mem, vring: &Vring, scratch: &mut TxScratch) {
+    let tables = core.tables();
+    let me = tables.port_by_key(port.key);
+    let guard = mem.memory();
+    let m: &GuestMemoryMmap<()> = &guard;
+    loop {
+        let mut st = vring.get_mut();
+        let _ = st.disable_notification();
+        let mut n = 0;
+        while n < BATCH {
+            let Some(chain) = st.get_queue_mut().pop_descriptor_chain(m) else {
+                break;
+            };
+            let item = &mut scratch.items[n];
+            item.head = chain.head_index();
+            item.decision = match SegList::gather(m, chain, false, MAX_FRAME + VNET_HDR_LEN) {
+                Ok(segs) => {
+                    item.segs = segs;
+                    classify(core, &tables, me, m, item)
+                }
+                Err(r) => Decision::Drop(r),
+            };
+            n += 1;
+        }
+        if n > 0 {
+            execute(&tables, me, port, m, scratch, n);
+            for item in &scratch.items[..n] {
+                let _ = st.add_used(item.head, 0);
+            }
+            if st.needs_notification().unwrap_or(true) {
+                let _ = st.signal_used_queue();
+            }
+        }
+        if n == BATCH {
+            continue;
+        }
+        match st.enable_notification() {
+            Ok(true) => continue,
+            _ => break,
+        }
+    }
+}
+
+fn execute(
+    tables: &Tables,
+    me: Option<PortIdx>,
+    port: &PortRuntime,
+    m: &GuestMemoryMmap<()>,
+    scratch: &mut TxScratch,
+    n: usize,
+) {
+    let items = &scratch.items[..n];
+    let mut done = [false; BATCH];
+    let (mut packets, mut bytes) = (0u64, 0u64);
+    for i in 0..n {
+        if done[i] {
+            continue;
+        }
+        let Decision::Unicast(q) = items[i].decision else {
+            continue;
+        };
+        // Deliver every frame of the batch bound for q under one lock of q's ring.
+        let res = with_rx(&tables.port(q).rt, |sink| {
+            for j in i..n {
+                if done[j] || items[j].decision != Decision::Unicast(q) {
+                    continue;
+                }
+                done[j] = true;
+                match sink.send(items[j].hdr, &items[j].src(m)) {
+                    Ok(()) => {
+                        packets += 1;
+                        bytes += items[j].frame_len as u64;
+                    }
+                    Err(r) => port.stats.count_drop(r),
+                }
+            }
+        });
+        if let Err(r) = res {
+            for j in i..n {
+                if !done[j] && items[j].decision == Decision::Unicast(q) {
+                    done[j] = true;
+                    port.stats.count_drop(r);
+                }
+            }
+            done[i] = true;
+            port.stats.count_drop(r);
+        }
+    }
+    for (i, item) in items.iter().enumerate() {
+        if done[i] {
+            continue;
+        }
+        let outcome = match item.decision {
+            Decision::Unicast(_) => Ok(()),
+            Decision::Drop(r) => Err(r),
+            Decision::Flood => {
+                if let Some(pi) = me {
+                    flood(tables, pi, item, m);
+                }
+                Ok(())
+            }
+            Decision::Uplink => match me.and_then(|pi| tables.net(tables.port(pi).net).uplink.as_ref()) {
+                Some(u) => u.send(item.hdr, &item.src(m)),
+                None => Err(DropReason::NoRoute),
+            },
+            Decision::Local(reply) => {
+                let Some(pi) = me else { continue };
+                let req = &mut scratch.request[..];
+                let len = item.segs.read_at(m, VNET_HDR_LEN, &mut req[..item.frame_len.min(LOCAL_REQ)]);
+                let out = &mut scratch.reply[..];
+                match parse(&req[..len]) {
+                    Ok(parsed) => local::build(tables, Ingress::Port(pi), tables.port(pi).net, reply, &parsed, &req[..len], out)
+                        .and_then(|rlen| reply_to(port, &out[..rlen])),
+                    Err(_) => Err(DropReason::Malformed),
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                packets += 1;
+                bytes += item.frame_len as u64;
+            }
+            Err(r) => port.stats.count_drop(r),
+        }
+    }
+    port.stats.add_tx(packets, bytes);
+}
+
+/// Delivers a switch-built frame to `port`'s own RX ring.
+fn reply_to(port: &PortRuntime, frame: &[u8]) -> Result<(), DropReason> {
+    let src = FrameSrc {
+        head: frame,
+        tail_mem: None,
+        tail: &SegList::default(),
+        tail_skip: 0,
+        len: frame.len(),
+    };
+    with_rx(port, |s| s.send(VnetHdr::default(), &src))??;
+    port.stats.replies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// Broadcast/multicast: every other port of the sender's network, plus its uplink.
+fn flood(tables: &Tables, from: PortIdx, item: &TxItem, m: &GuestMemoryMmap<()>) {
+    let net = tables.net(tables.port(from).net);
+    for &q in &net.ports {
+        if q != from {
+            let _ = with_rx(&tables.port(q).rt, |s| s.send(item.hdr, &item.src(m)));
+        }
+    }
+    if let Some(u) = &net.uplink {
+        let _ = u.send(item.hdr, &item.src(m));
+    }
+}

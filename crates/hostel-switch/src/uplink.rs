@@ -1,0 +1,271 @@
+//! A network's uplink: a TAP device with virtio-net headers, so offloads cross into the host
+//! kernel untouched, and the thread that delivers what the host sends back.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use vm_memory::{GuestAddress, GuestMemoryBackend};
+
+use crate::datapath::exec::with_rx;
+use crate::datapath::local;
+use crate::datapath::pipeline::{Ctx, Decision, Ingress};
+use crate::datapath::rx::FrameSrc;
+use crate::datapath::vnet::{VnetHdr, VNET_HDR_LEN};
+use crate::datapath::Core;
+use crate::datapath::chain::SegList;
+use crate::error::SwitchError;
+use crate::packet::{parse, REPLY_BUF};
+use crate::stats::{DropReason, PortStats};
+use crate::types::MacAddr;
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+const TUN_F_CSUM: libc::c_uint = 0x01;
+const TUN_F_TSO4: libc::c_uint = 0x02;
+const TUN_F_TSO6: libc::c_uint = 0x04;
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    data: [u8; 24],
+}
+
+fn ifreq(name: &str) -> IfReq {
+    let mut r = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: [0; 24],
+    };
+    let n = name.len().min(libc::IFNAMSIZ - 1);
+    r.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+    r
+}
+
+fn ioctl(fd: RawFd, req: libc::c_ulong, arg: *mut libc::c_void) -> io::Result<()> {
+    // SAFETY: every caller passes a pointer to a live, correctly sized argument for `req`.
+    let r = unsafe { libc::ioctl(fd, req as _, arg) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+pub struct Uplink {
+    pub name: String,
+    pub network: String,
+    file: File,
+    pub stats: PortStats,
+    stop: AtomicBool,
+}
+
+impl Uplink {
+    /// Opens (creating if needed) TAP `name` with 12-byte vnet headers and checksum/TSO
+    /// offloads, gives it the gateway MAC so the host answers as the gateway, and sets it up.
+    pub fn open(name: &str, network: &str, mac: MacAddr) -> Result<Arc<Uplink>, SwitchError> {
+        let err = |source| SwitchError::Tap {
+            name: name.to_string(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open("/dev/net/tun")
+            .map_err(err)?;
+        let fd = file.as_raw_fd();
+        let mut req = ifreq(name);
+        let flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+        req.data[..2].copy_from_slice(&flags.to_ne_bytes());
+        ioctl(fd, TUNSETIFF, (&mut req as *mut IfReq).cast()).map_err(err)?;
+        let mut hdr_sz: libc::c_int = VNET_HDR_LEN as libc::c_int;
+        ioctl(fd, TUNSETVNETHDRSZ, (&mut hdr_sz as *mut libc::c_int).cast()).map_err(err)?;
+        // TUNSETOFFLOAD takes the flags as the argument value itself.
+        // SAFETY: plain integer argument.
+        let r = unsafe { libc::ioctl(fd, TUNSETOFFLOAD as _, (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) as libc::c_ulong) };
+        if r < 0 {
+            return Err(err(io::Error::last_os_error()));
+        }
+        set_mac_and_up(name, mac).map_err(err)?;
+        Ok(Arc::new(Uplink {
+            name: name.to_string(),
+            network: network.to_string(),
+            file,
+            stats: PortStats::default(),
+            stop: AtomicBool::new(false),
+        }))
+    }
+
+    /// Writes one frame (header, switch-held head, then guest segments) with a single
+    /// `writev`, straight from guest memory.
+    pub fn send(&self, hdr: VnetHdr, src: &FrameSrc<'_>) -> Result<(), DropReason> {
+        let hb = hdr.to_bytes();
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; 2 + crate::datapath::chain::MAX_SEGS];
+        iov[0] = libc::iovec {
+            iov_base: hb.as_ptr() as *mut _,
+            iov_len: hb.len(),
+        };
+        let head_len = src.head.len().min(src.len);
+        iov[1] = libc::iovec {
+            iov_base: src.head.as_ptr() as *mut _,
+            iov_len: head_len,
+        };
+        let mut cnt = 2;
+        let mut left = src.len - head_len;
+        let mut pos = 0usize;
+        if left > 0 {
+            let mem = src.tail_mem.ok_or(DropReason::BadDescriptor)?;
+            for s in src.tail.as_slice() {
+                let slen = s.len as usize;
+                if src.tail_skip >= pos + slen {
+                    pos += slen;
+                    continue;
+                }
+                let off = src.tail_skip.saturating_sub(pos);
+                let n = (slen - off).min(left);
+                let vs = mem
+                    .get_slice(GuestAddress(s.addr + off as u64), n)
+                    .map_err(|_| DropReason::BadDescriptor)?;
+                iov[cnt] = libc::iovec {
+                    iov_base: vs.ptr_guard().as_ptr() as *mut _,
+                    iov_len: n,
+                };
+                cnt += 1;
+                left -= n;
+                pos += slen;
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        // SAFETY: the iovecs point into `hb`, `src.head` and guest memory mapped for as long
+        // as `src.tail_mem` is borrowed; all outlive the call.
+        let r = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), cnt as libc::c_int) };
+        if r < 0 {
+            self.stats.count_drop(DropReason::UplinkError);
+            return Err(DropReason::UplinkError);
+        }
+        self.stats.add_rx(1, src.len as u64);
+        Ok(())
+    }
+
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: buf is valid for writes of buf.len() bytes.
+        let r = unsafe { libc::read(self.file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r as usize)
+        }
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Reader loop: waits for the TAP to become readable (100 ms timeout only to notice
+    /// `stop`), then delivers every queued frame through the pipeline.
+    pub fn run(self: Arc<Self>, core: Arc<Core>) {
+        let mut buf = vec![0u8; VNET_HDR_LEN + 65_536 + 256];
+        let mut reply = [0u8; REPLY_BUF];
+        while !self.stop.load(Ordering::Acquire) {
+            let mut pfd = libc::pollfd {
+                fd: self.file.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, 100) };
+            if r <= 0 {
+                continue;
+            }
+            for _ in 0..64 {
+                let n = match self.recv(&mut buf) {
+                    Ok(n) => n,
+                    Err(_) => break,
+                };
+                self.handle(&core, &buf[..n], &mut reply);
+            }
+        }
+    }
+
+    fn handle(&self, core: &Core, buf: &[u8], reply: &mut [u8]) {
+        self.stats.add_tx(1, buf.len() as u64);
+        let Some(h) = buf.get(..VNET_HDR_LEN).and_then(|h| <&[u8; VNET_HDR_LEN]>::try_from(h).ok()) else {
+            self.stats.count_drop(DropReason::ShortChain);
+            return;
+        };
+        let mut hdr = VnetHdr::from_bytes(h);
+        hdr.num_buffers = 0;
+        let frame = &buf[VNET_HDR_LEN..];
+        let tables = core.tables();
+        let Some(ni) = tables.net_by_id(&self.network) else {
+            return;
+        };
+        let mut ctx = Ctx::new(&tables, Ingress::Uplink(ni), frame, frame.len());
+        let decision = core.pipeline.classify(&mut ctx);
+        let src = FrameSrc {
+            head: frame,
+            tail_mem: None,
+            tail: &SegList::default(),
+            tail_skip: 0,
+            len: frame.len(),
+        };
+        let res = match decision {
+            Decision::Unicast(q) => with_rx(&tables.port(q).rt, |s| s.send(hdr, &src)).and_then(|r| r),
+            Decision::Flood => {
+                for &q in &tables.net(ni).ports {
+                    let _ = with_rx(&tables.port(q).rt, |s| s.send(hdr, &src));
+                }
+                Ok(())
+            }
+            Decision::Local(r) => match parse(frame) {
+                Ok(p) => local::build(&tables, Ingress::Uplink(ni), ni, r, &p, frame, reply).and_then(|n| {
+                    let out = FrameSrc {
+                        head: &reply[..n],
+                        tail_mem: None,
+                        tail: &SegList::default(),
+                        tail_skip: 0,
+                        len: n,
+                    };
+                    self.send(VnetHdr::default(), &out)
+                }),
+                Err(_) => Err(DropReason::Malformed),
+            },
+            Decision::Uplink => Err(DropReason::Hairpin),
+            Decision::Drop(r) => Err(r),
+        };
+        if let Err(r) = res {
+            self.stats.count_drop(r);
+        }
+    }
+}
+
+fn set_mac_and_up(name: &str, mac: MacAddr) -> io::Result<()> {
+    // SAFETY: creating a datagram socket has no memory-safety preconditions.
+    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: s is a fresh fd we own.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(s) };
+    let mut req = ifreq(name);
+    req.data[..2].copy_from_slice(&(libc::ARPHRD_ETHER).to_ne_bytes());
+    req.data[2..8].copy_from_slice(&mac.0);
+    ioctl(sock.as_raw_fd(), libc::SIOCSIFHWADDR, (&mut req as *mut IfReq).cast())?;
+    let mut req = ifreq(name);
+    ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, (&mut req as *mut IfReq).cast())?;
+    let flags = i16::from_ne_bytes([req.data[0], req.data[1]]) | libc::IFF_UP as i16;
+    req.data[..2].copy_from_slice(&flags.to_ne_bytes());
+    ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, (&mut req as *mut IfReq).cast())
+}

@@ -1,0 +1,192 @@
+//! Two TCG guests with vhost-user NICs on one switch network: they reach each other, one gets
+//! its address from the switch's DHCP server, and a spoofed source is dropped and counted.
+//!
+//! Skipped (with a printed reason) when QEMU or the guest assets are missing.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use hostel_switch::{DropReason, NetworkConfig, PortConfig, Switch};
+
+fn assets() -> Option<(PathBuf, PathBuf)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guest");
+    let (k, i) = (root.join("vmlinux"), root.join("initrd.img"));
+    (k.exists() && i.exists()).then_some((k, i))
+}
+
+fn have_qemu() -> bool {
+    Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+struct Guest {
+    name: &'static str,
+    child: Child,
+    lines: Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Guest {
+    fn boot(name: &'static str, sock: &Path, mac: &str, cmdline_extra: &str, script: &str) -> Guest {
+        let (kernel, initrd) = assets().expect("assets checked");
+        let run = base64::engine::general_purpose::STANDARD.encode(script);
+        let append = format!("console=ttyS0 quiet pci=off {cmdline_extra} hostel.run={run}");
+        let mut child = Command::new("qemu-system-x86_64")
+            .args(["-nodefaults", "-no-user-config", "-display", "none"])
+            .args(["-M", "microvm,acpi=on,memory-backend=mem,pcie=off"])
+            .args(["-object", "memory-backend-memfd,id=mem,size=128M,share=on"])
+            .args(["-m", "128M", "-smp", "1", "-accel", "tcg,tb-size=64"])
+            .args(["-global", "virtio-mmio.force-legacy=false"])
+            .arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .args(["-append", &append, "-serial", "stdio"])
+            .arg("-chardev")
+            .arg(format!("socket,id=n0,path={}", sock.display()))
+            .args(["-netdev", "vhost-user,id=net0,chardev=n0"])
+            .args(["-device", &format!("virtio-net-device,netdev=net0,mac={mac}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn qemu");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Guest {
+            name,
+            child,
+            lines: rx,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for a console line containing `needle`; panics with the console log on timeout.
+    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    eprintln!("[{}] {}", self.name, line);
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "{}: no {needle:?} within {timeout:?} ({e}); console:\n{}",
+                    self.name,
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_guests_ping_and_spoof_is_dropped() {
+    if !have_qemu() {
+        eprintln!("SKIPPED: qemu-system-x86_64 not found");
+        return;
+    }
+    if assets().is_none() {
+        eprintln!("SKIPPED: guest assets target/guest/{{vmlinux,initrd.img}} missing");
+        return;
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let sw = Switch::new();
+    sw.add_network(NetworkConfig {
+        id: "t1".into(),
+        subnet4: Some("10.0.0.0/24".parse().unwrap()),
+        gateway4: Some("10.0.0.1".parse().unwrap()),
+        subnet6: None,
+        gateway6: None,
+        gateway_mac: "52:54:00:00:00:01".parse().unwrap(),
+        uplink: None,
+        dns: vec![],
+        mtu: 1500,
+    })
+    .unwrap();
+    let port = |id: &str, last: u8| PortConfig {
+        id: id.into(),
+        network: "t1".into(),
+        mac: format!("52:54:00:00:00:{last:02x}").parse().unwrap(),
+        ipv4: Some(format!("10.0.0.{last}").parse().unwrap()),
+        ipv6: vec![],
+        socket: dir.path().join(format!("{id}.sock")),
+    };
+    sw.add_port(port("vm-a", 2)).unwrap();
+    sw.add_port(port("vm-b", 3)).unwrap();
+
+    // B takes its address from the switch's DHCP server, then idles.
+    let mut b = Guest::boot(
+        "b",
+        &dir.path().join("vm-b.sock"),
+        "52:54:00:00:00:03",
+        "",
+        "udhcpc -i eth0 -f -q -n -t 3 -T 1 2>&1; i=0; while [ $i -lt 30 ] && ! ip -4 addr show eth0 | grep -q inet; do sleep 1; i=$((i+1)); done\n\
+         ip -4 addr show eth0; echo B-UP; sleep 600",
+    );
+    b.wait_for("B-UP", Duration::from_secs(120));
+    eprintln!("{}", serde_json::to_string_pretty(&sw.stats()).unwrap());
+    assert!(
+        b.log.iter().any(|l| l.contains("inet 10.0.0.3/24")),
+        "B did not get 10.0.0.3 from DHCP: {:?}",
+        b.log
+    );
+
+    let script = "i=0; while [ $i -lt 20 ]; do ping -c 1 -W 1 10.0.0.3 >/dev/null 2>&1 && break; i=$((i+1)); done\n\
+        if ping -c 3 -W 2 10.0.0.3; then echo PING-OK; else echo PING-FAIL; fi\n\
+        ip addr add 10.0.0.99/24 dev eth0\n\
+        if ping -c 2 -W 1 -I 10.0.0.99 10.0.0.3 >/dev/null 2>&1; then echo SPOOF-PASSED; else echo SPOOF-BLOCKED; fi\n";
+    let mut a = Guest::boot(
+        "a",
+        &dir.path().join("vm-a.sock"),
+        "52:54:00:00:00:02",
+        "hostel.ip=10.0.0.2/24 hostel.gw=10.0.0.1",
+        script,
+    );
+    let ping = a.wait_for("PING-", Duration::from_secs(180));
+    assert!(ping.contains("PING-OK"), "ping failed: {:?}", a.log);
+    let spoof = a.wait_for("SPOOF-", Duration::from_secs(60));
+    assert!(spoof.contains("SPOOF-BLOCKED"), "spoofed ping got through");
+    a.wait_for("HOSTEL-EXIT", Duration::from_secs(30));
+
+    let stats = sw.stats();
+    eprintln!("{}", serde_json::to_string_pretty(&stats).unwrap());
+    let sa = &stats.ports["vm-a"].stats;
+    let sb = &stats.ports["vm-b"].stats;
+    assert!(sa.drop_count(DropReason::SpoofedSrcIp) >= 2, "spoof not counted: {sa:?}");
+    assert!(sa.tx_packets >= 4 && sb.rx_packets >= 4, "a={sa:?} b={sb:?}");
+    assert!(sb.replies >= 2, "B's DHCP exchange not answered locally: {sb:?}");
+    drop(b);
+    sw.shutdown();
+}
