@@ -23,7 +23,7 @@ run: guest build
 # Unit and integration tests, real guests included (at most two booting at once).
 test: guest
 	$(CARGO) build --workspace --all-targets
-	HOSTEL_GUEST_DIR=$(CURDIR)/$(GUEST) $(CARGO) test --workspace -- --test-threads=2
+	HOSTEL_REQUIRE_GUEST=1 HOSTEL_GUEST_DIR=$(CURDIR)/$(GUEST) $(CARGO) test --workspace -- --test-threads=2
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -61,7 +61,10 @@ impl ExitReason {
 
     /// A stop that loses nothing: what the guest or the operator asked for.
     pub fn is_clean(&self) -> bool {
-        matches!(self, ExitReason::GuestPoweroff | ExitReason::HostStop { .. })
+        matches!(
+            self,
+            ExitReason::GuestPoweroff | ExitReason::HostStop { .. }
+        )
     }
 }
 
@@ -120,9 +123,13 @@ mod tests {
         ));
         assert_eq!(
             ExitReason::classify(ok, ev(false, "host-qmp-quit"), none),
-            ExitReason::HostStop { cause: "host-qmp-quit".into() }
+            ExitReason::HostStop {
+                cause: "host-qmp-quit".into()
+            }
         );
         assert_eq!(ExitReason::classify(None, None, none), ExitReason::Vanished);
-        assert!(ExitReason::Killed { signal: 9 }.to_string().contains("SIGKILL"));
+        assert!(ExitReason::Killed { signal: 9 }
+            .to_string()
+            .contains("SIGKILL"));
     }
 }

@@ -11,6 +11,7 @@
 //! - [`run_dir`]: where a VM's sockets, pid file and logs live.
 //! - [`vm`]: launching, adopting, controlling and watching a VM.
 //! - [`exit`]: why a VM ended.
+//! - [`tsc`]: the host TSC rate TCG guests are told instead of calibrating.
 
 pub mod accel;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod qmp;
 pub mod run_dir;
 pub mod spec;
 pub mod tap;
+pub mod tsc;
 pub mod vm;
 
 pub use accel::{Accel, AccelDecision};
@@ -28,5 +30,7 @@ pub use error::EngineError;
 pub use exit::ExitReason;
 pub use qmp::RunState;
 pub use run_dir::RunDir;
-pub use spec::{AccelChoice, Boot, DiskFormat, DiskSpec, MacAddr, NicBackend, NicSpec, VmSpec, VmSpecInput};
+pub use spec::{
+    AccelChoice, Boot, DiskFormat, DiskSpec, MacAddr, NicBackend, NicSpec, VmSpec, VmSpecInput,
+};
 pub use vm::{LaunchOptions, Vm};

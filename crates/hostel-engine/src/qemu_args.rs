@@ -79,7 +79,11 @@ pub fn build(spec: &VmSpec, accel: Accel, p: &Plumbing<'_>) -> Vec<String> {
         if let Some(initrd) = initrd {
             a.push(["-initrd", &initrd.display().to_string()]);
         }
-        let full = format!("{PLATFORM_CMDLINE} {MICROVM_CMDLINE} {cmdline}");
+        let tsc = match (accel, crate::tsc::host_tsc_khz()) {
+            (Accel::Tcg, Some(khz)) => format!(" tsc_early_khz={khz}"),
+            _ => String::new(),
+        };
+        let full = format!("{PLATFORM_CMDLINE}{tsc} {MICROVM_CMDLINE} {cmdline}");
         a.push(["-append", full.trim_end()]);
     }
     a.push([
@@ -115,7 +119,11 @@ pub fn build(spec: &VmSpec, accel: Accel, p: &Plumbing<'_>) -> Vec<String> {
                 escape_opt(&disk.path.display().to_string()),
             ),
         ]);
-        let boot = if !direct && i == 0 { ",bootindex=0" } else { "" };
+        let boot = if !direct && i == 0 {
+            ",bootindex=0"
+        } else {
+            ""
+        };
         a.push(["-device", &format!("{blk},drive=disk{i}{boot}")]);
     }
     for (i, (nic, attach)) in spec.nics().iter().zip(&p.nics).enumerate() {
@@ -131,7 +139,10 @@ pub fn build(spec: &VmSpec, accel: Accel, p: &Plumbing<'_>) -> Vec<String> {
                         escape_opt(&path.display().to_string())
                     ),
                 ]);
-                a.push(["-netdev", &format!("vhost-user,id=net{i},chardev=netsock{i}")]);
+                a.push([
+                    "-netdev",
+                    &format!("vhost-user,id=net{i},chardev=netsock{i}"),
+                ]);
             }
         }
         let mac = nic.mac.map(|m| format!(",mac={m}")).unwrap_or_default();
@@ -174,7 +185,11 @@ mod tests {
             cmdline: (!boot_from_disk).then(|| "quiet".into()),
             vcpus: Some(2),
             memory_mib: Some(256),
-            disks: vec!["/d/a,b.img,readonly".parse().unwrap()],
+            disks: vec![crate::spec::DiskSpec {
+                path: "/d/a,b.img".into(),
+                format: None,
+                readonly: true,
+            }],
             nics: vec!["tap=tap0".parse().unwrap()],
             ..Default::default()
         }

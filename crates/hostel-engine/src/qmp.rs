@@ -92,7 +92,9 @@ impl Qmp {
         let greeting: Value =
             serde_json::from_str(&greeting).map_err(|e| QmpError::Protocol(e.to_string()))?;
         if greeting.get("QMP").is_none() {
-            return Err(QmpError::Protocol(format!("unexpected greeting {greeting}")));
+            return Err(QmpError::Protocol(format!(
+                "unexpected greeting {greeting}"
+            )));
         }
         let (events, _) = broadcast::channel(64);
         let (closed_tx, closed) = watch::channel(false);
@@ -115,7 +117,11 @@ impl Qmp {
         Ok(qmp)
     }
 
-    pub async fn execute(&self, command: &str, arguments: Option<Value>) -> Result<Value, QmpError> {
+    pub async fn execute(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, QmpError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
@@ -207,7 +213,9 @@ async fn read_loop(
                 desc: err["desc"].as_str().unwrap_or("").to_string(),
             })
         } else {
-            Err(QmpError::Protocol(format!("reply without return or error: {line}")))
+            Err(QmpError::Protocol(format!(
+                "reply without return or error: {line}"
+            )))
         };
         let _ = tx.send(result);
     }

@@ -99,9 +99,10 @@ impl FromStr for DiskSpec {
     /// `PATH[,readonly][,format=raw|qcow2]`, the `--disk` flag's syntax.
     fn from_str(s: &str) -> Result<Self, SpecError> {
         let mut parts = s.split(',');
-        let path = parts.next().filter(|p| !p.is_empty()).ok_or_else(|| {
-            SpecError::new("disk", "expected PATH[,readonly][,format=raw|qcow2]")
-        })?;
+        let path = parts
+            .next()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| SpecError::new("disk", "expected PATH[,readonly][,format=raw|qcow2]"))?;
         let mut disk = DiskSpec {
             path: PathBuf::from(path),
             format: None,
@@ -210,13 +211,17 @@ impl TryFrom<String> for IfName {
             && s.len() < libc::IFNAMSIZ
             && s != "."
             && s != ".."
-            && !s.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
+            && !s
+                .bytes()
+                .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
         if ok {
             Ok(IfName(s))
         } else {
             Err(SpecError::new(
                 "net.tap",
-                format!("{s:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)"),
+                format!(
+                    "{s:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)"
+                ),
             ))
         }
     }
@@ -267,7 +272,10 @@ impl FromStr for NicSpec {
             }
         }
         let backend = backend.ok_or_else(|| {
-            SpecError::new("net", format!("{s:?} names no backend (tap=IFNAME or vhost-user=SOCKET)"))
+            SpecError::new(
+                "net",
+                format!("{s:?} names no backend (tap=IFNAME or vhost-user=SOCKET)"),
+            )
         })?;
         Ok(NicSpec { backend, mac })
     }
@@ -365,7 +373,10 @@ impl VmSpecInput {
             },
             (None, true) => {
                 if self.disks.is_empty() {
-                    return Err(SpecError::new("disks", "boot from disk needs at least one disk"));
+                    return Err(SpecError::new(
+                        "disks",
+                        "boot from disk needs at least one disk",
+                    ));
                 }
                 if self.initrd.is_some() || self.cmdline.is_some() {
                     return Err(SpecError::new(
@@ -386,7 +397,10 @@ impl VmSpecInput {
             if cmdline.len() > 2048 {
                 return Err(SpecError::new(
                     "cmdline",
-                    format!("{} bytes exceeds the kernel's 2048-byte limit", cmdline.len()),
+                    format!(
+                        "{} bytes exceeds the kernel's 2048-byte limit",
+                        cmdline.len()
+                    ),
                 ));
             }
         }
@@ -456,13 +470,23 @@ mod tests {
 
     #[test]
     fn zero_vcpus_is_refused_naming_the_field() {
-        let err = VmSpecInput { vcpus: Some(0), ..base() }.validate().unwrap_err();
+        let err = VmSpecInput {
+            vcpus: Some(0),
+            ..base()
+        }
+        .validate()
+        .unwrap_err();
         assert_eq!(err.field, "vcpus");
     }
 
     #[test]
     fn tiny_memory_is_refused() {
-        let err = VmSpecInput { memory_mib: Some(4), ..base() }.validate().unwrap_err();
+        let err = VmSpecInput {
+            memory_mib: Some(4),
+            ..base()
+        }
+        .validate()
+        .unwrap_err();
         assert_eq!(err.field, "memory");
     }
 
@@ -481,19 +505,30 @@ mod tests {
         assert_eq!(n.mac.unwrap().to_string(), "52:54:00:12:34:56");
         assert!("tap=this-name-is-way-too-long".parse::<NicSpec>().is_err());
         assert!("mac=01:00:00:00:00:01,tap=t".parse::<NicSpec>().is_err());
-        let spec = VmSpecInput { nics: vec!["tap=t0".parse().unwrap()], ..base() }
-            .validate()
-            .unwrap();
-        let again = VmSpecInput { nics: vec!["tap=t0".parse().unwrap()], ..base() }
-            .validate()
-            .unwrap();
+        let spec = VmSpecInput {
+            nics: vec!["tap=t0".parse().unwrap()],
+            ..base()
+        }
+        .validate()
+        .unwrap();
+        let again = VmSpecInput {
+            nics: vec!["tap=t0".parse().unwrap()],
+            ..base()
+        }
+        .validate()
+        .unwrap();
         assert_eq!(spec.nics()[0].mac, again.nics()[0].mac);
     }
 
     #[test]
     fn same_disk_twice_is_refused() {
         let d: DiskSpec = "/a.img".parse().unwrap();
-        let err = VmSpecInput { disks: vec![d.clone(), d], ..base() }.validate().unwrap_err();
+        let err = VmSpecInput {
+            disks: vec![d.clone(), d],
+            ..base()
+        }
+        .validate()
+        .unwrap_err();
         assert_eq!(err.field, "disks");
     }
 }

@@ -216,7 +216,9 @@ async fn spawn(
         .nics()
         .iter()
         .map(|n| match &n.backend {
-            NicBackend::Tap(_) => NicAttachment::TapFd(tap_iter.next().map_or(-1, |f| f.as_raw_fd())),
+            NicBackend::Tap(_) => {
+                NicAttachment::TapFd(tap_iter.next().map_or(-1, |f| f.as_raw_fd()))
+            }
             NicBackend::VhostUser(p) => NicAttachment::VhostUser(p),
         })
         .collect();

@@ -160,11 +160,17 @@ impl Client {
     }
 
     pub fn call(&mut self, req: &Request) -> std::io::Result<Response> {
-        let mut line = serde_json::to_string(req).map_err(std::io::Error::other)?;
-        line.push('\n');
+        let line = serde_json::to_string(req).map_err(std::io::Error::other)?;
+        let resp = self.call_raw(&line)?;
+        serde_json::from_str(&resp).map_err(std::io::Error::other)
+    }
+
+    /// Sends one raw line and returns the raw response line.
+    pub fn call_raw(&mut self, line: &str) -> std::io::Result<String> {
         self.writer.write_all(line.as_bytes())?;
+        self.writer.write_all(b"\n")?;
         let mut resp = String::new();
         self.reader.read_line(&mut resp)?;
-        serde_json::from_str(&resp).map_err(std::io::Error::other)
+        Ok(resp)
     }
 }

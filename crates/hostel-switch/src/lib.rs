@@ -13,6 +13,7 @@
 //! - [`uplink`]: the per-network TAP device and its reader thread.
 //! - [`switch`]: the control-plane object ([`Switch`]); [`control`]: its JSON-lines socket.
 //! - [`run`]: the blocking entry point used by `hostel switch`.
+//! - [`driver`]: a guest-side split-ring driver for tests, the bench tool and fuzzing.
 //!
 //! # Running
 //! [`run()`] takes [`RunOptions`]:
@@ -24,7 +25,10 @@
 pub mod config;
 pub mod control;
 pub mod datapath;
+pub mod driver;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod packet;
 pub mod run;
 pub mod stats;
@@ -33,6 +37,9 @@ pub mod tables;
 pub mod types;
 pub mod uplink;
 pub mod vhost;
+
+#[cfg(test)]
+mod uplink_tests;
 
 pub use config::{NetworkConfig, PortConfig, SwitchConfig};
 pub use error::{ConfigError, SwitchError};

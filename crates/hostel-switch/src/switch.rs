@@ -69,7 +69,12 @@ impl Switch {
     }
 
     /// Builds tables for a candidate configuration; only on success is it committed.
-    fn build(&self, st: &mut State, nets: &[NetworkConfig], ports: &[PortConfig]) -> Result<Tables, ConfigError> {
+    fn build(
+        &self,
+        st: &mut State,
+        nets: &[NetworkConfig],
+        ports: &[PortConfig],
+    ) -> Result<Tables, ConfigError> {
         let runtimes = &mut st.runtimes;
         let uplinks = &st.uplinks;
         Tables::build(

@@ -27,7 +27,11 @@ impl Hasher for FnvHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for b in bytes {
             h ^= u64::from(*b);
             h = h.wrapping_mul(0x0100_0000_01b3);
@@ -104,13 +108,12 @@ impl Tables {
             let pi = t.ports.len() as PortIdx;
             let net = &mut t.nets[ni as usize];
             p.validate(&net.cfg)?;
-            let in_use = |addr: String, owner: PortIdx, ports: &[PortEntry]| {
-                ConfigError::AddressInUse {
+            let in_use =
+                |addr: String, owner: PortIdx, ports: &[PortEntry]| ConfigError::AddressInUse {
                     addr,
                     port: ports[owner as usize].cfg.id.clone(),
                     network: p.network.clone(),
-                }
-            };
+                };
             if let Some(ip) = p.ipv4 {
                 if let Some(o) = net.v4.insert(ip, pi) {
                     return Err(in_use(ip.to_string(), o, &t.ports));

@@ -8,15 +8,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use vm_memory::{GuestAddress, GuestMemoryBackend};
-
+use crate::datapath::chain::SegList;
 use crate::datapath::exec::with_rx;
 use crate::datapath::local;
 use crate::datapath::pipeline::{Ctx, Decision, Ingress};
 use crate::datapath::rx::FrameSrc;
 use crate::datapath::vnet::{VnetHdr, VNET_HDR_LEN};
 use crate::datapath::Core;
-use crate::datapath::chain::SegList;
 use crate::error::SwitchError;
 use crate::packet::{parse, REPLY_BUF};
 use crate::stats::{DropReason, PortStats};
@@ -86,10 +84,21 @@ impl Uplink {
         req.data[..2].copy_from_slice(&flags.to_ne_bytes());
         ioctl(fd, TUNSETIFF, (&mut req as *mut IfReq).cast()).map_err(err)?;
         let mut hdr_sz: libc::c_int = VNET_HDR_LEN as libc::c_int;
-        ioctl(fd, TUNSETVNETHDRSZ, (&mut hdr_sz as *mut libc::c_int).cast()).map_err(err)?;
+        ioctl(
+            fd,
+            TUNSETVNETHDRSZ,
+            (&mut hdr_sz as *mut libc::c_int).cast(),
+        )
+        .map_err(err)?;
         // TUNSETOFFLOAD takes the flags as the argument value itself.
         // SAFETY: plain integer argument.
-        let r = unsafe { libc::ioctl(fd, TUNSETOFFLOAD as _, (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) as libc::c_ulong) };
+        let r = unsafe {
+            libc::ioctl(
+                fd,
+                TUNSETOFFLOAD as _,
+                (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) as libc::c_ulong,
+            )
+        };
         if r < 0 {
             return Err(err(io::Error::last_os_error()));
         }
@@ -124,7 +133,7 @@ impl Uplink {
         let mut left = src.len - head_len;
         let mut pos = 0usize;
         if left > 0 {
-            let mem = src.tail_mem.ok_or(DropReason::BadDescriptor)?;
+            src.tail_mem.ok_or(DropReason::BadDescriptor)?;
             for s in src.tail.as_slice() {
                 let slen = s.len as usize;
                 if src.tail_skip >= pos + slen {
@@ -133,11 +142,8 @@ impl Uplink {
                 }
                 let off = src.tail_skip.saturating_sub(pos);
                 let n = (slen - off).min(left);
-                let vs = mem
-                    .get_slice(GuestAddress(s.addr + off as u64), n)
-                    .map_err(|_| DropReason::BadDescriptor)?;
                 iov[cnt] = libc::iovec {
-                    iov_base: vs.ptr_guard().as_ptr() as *mut _,
+                    iov_base: (s.host + off) as *mut _,
                     iov_len: n,
                 };
                 cnt += 1;
@@ -201,7 +207,10 @@ impl Uplink {
 
     fn handle(&self, core: &Core, buf: &[u8], reply: &mut [u8]) {
         self.stats.add_tx(1, buf.len() as u64);
-        let Some(h) = buf.get(..VNET_HDR_LEN).and_then(|h| <&[u8; VNET_HDR_LEN]>::try_from(h).ok()) else {
+        let Some(h) = buf
+            .get(..VNET_HDR_LEN)
+            .and_then(|h| <&[u8; VNET_HDR_LEN]>::try_from(h).ok())
+        else {
             self.stats.count_drop(DropReason::ShortChain);
             return;
         };
@@ -222,7 +231,9 @@ impl Uplink {
             len: frame.len(),
         };
         let res = match decision {
-            Decision::Unicast(q) => with_rx(&tables.port(q).rt, |s| s.send(hdr, &src)).and_then(|r| r),
+            Decision::Unicast(q) => {
+                with_rx(&tables.port(q).rt, |s| s.send(hdr, &src)).and_then(|r| r)
+            }
             Decision::Flood => {
                 for &q in &tables.net(ni).ports {
                     let _ = with_rx(&tables.port(q).rt, |s| s.send(hdr, &src));
@@ -230,16 +241,17 @@ impl Uplink {
                 Ok(())
             }
             Decision::Local(r) => match parse(frame) {
-                Ok(p) => local::build(&tables, Ingress::Uplink(ni), ni, r, &p, frame, reply).and_then(|n| {
-                    let out = FrameSrc {
-                        head: &reply[..n],
-                        tail_mem: None,
-                        tail: &SegList::default(),
-                        tail_skip: 0,
-                        len: n,
-                    };
-                    self.send(VnetHdr::default(), &out)
-                }),
+                Ok(p) => local::build(&tables, Ingress::Uplink(ni), ni, r, &p, frame, reply)
+                    .and_then(|n| {
+                        let out = FrameSrc {
+                            head: &reply[..n],
+                            tail_mem: None,
+                            tail: &SegList::default(),
+                            tail_skip: 0,
+                            len: n,
+                        };
+                        self.send(VnetHdr::default(), &out)
+                    }),
                 Err(_) => Err(DropReason::Malformed),
             },
             Decision::Uplink => Err(DropReason::Hairpin),
@@ -262,10 +274,22 @@ fn set_mac_and_up(name: &str, mac: MacAddr) -> io::Result<()> {
     let mut req = ifreq(name);
     req.data[..2].copy_from_slice(&(libc::ARPHRD_ETHER).to_ne_bytes());
     req.data[2..8].copy_from_slice(&mac.0);
-    ioctl(sock.as_raw_fd(), libc::SIOCSIFHWADDR, (&mut req as *mut IfReq).cast())?;
+    ioctl(
+        sock.as_raw_fd(),
+        libc::SIOCSIFHWADDR,
+        (&mut req as *mut IfReq).cast(),
+    )?;
     let mut req = ifreq(name);
-    ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, (&mut req as *mut IfReq).cast())?;
+    ioctl(
+        sock.as_raw_fd(),
+        libc::SIOCGIFFLAGS,
+        (&mut req as *mut IfReq).cast(),
+    )?;
     let flags = i16::from_ne_bytes([req.data[0], req.data[1]]) | libc::IFF_UP as i16;
     req.data[..2].copy_from_slice(&flags.to_ne_bytes());
-    ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, (&mut req as *mut IfReq).cast())
+    ioctl(
+        sock.as_raw_fd(),
+        libc::SIOCSIFFLAGS,
+        (&mut req as *mut IfReq).cast(),
+    )
 }

@@ -36,7 +36,13 @@ struct Guest {
 }
 
 impl Guest {
-    fn boot(name: &'static str, sock: &Path, mac: &str, cmdline_extra: &str, script: &str) -> Guest {
+    fn boot(
+        name: &'static str,
+        sock: &Path,
+        mac: &str,
+        cmdline_extra: &str,
+        script: &str,
+    ) -> Guest {
         let (kernel, initrd) = assets().expect("assets checked");
         let run = base64::engine::general_purpose::STANDARD.encode(script);
         let append = format!("console=ttyS0 quiet pci=off {cmdline_extra} hostel.run={run}");
@@ -54,7 +60,10 @@ impl Guest {
             .arg("-chardev")
             .arg(format!("socket,id=n0,path={}", sock.display()))
             .args(["-netdev", "vhost-user,id=net0,chardev=n0"])
-            .args(["-device", &format!("virtio-net-device,netdev=net0,mac={mac}")])
+            .args([
+                "-device",
+                &format!("virtio-net-device,netdev=net0,mac={mac}"),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -146,13 +155,17 @@ fn two_guests_ping_and_spoof_is_dropped() {
     sw.add_port(port("vm-a", 2)).unwrap();
     sw.add_port(port("vm-b", 3)).unwrap();
 
-    // B takes its address from the switch's DHCP server, then idles.
+    // B takes its address from the switch's DHCP server, then idles. The lease script is
+    // named explicitly: this busybox's udhcpc does not look in /usr/share/udhcpc, so init's
+    // own DHCP attempt obtains the lease but never applies it.
     let mut b = Guest::boot(
         "b",
         &dir.path().join("vm-b.sock"),
         "52:54:00:00:00:03",
         "",
-        "udhcpc -i eth0 -f -q -n -t 3 -T 1 2>&1; i=0; while [ $i -lt 30 ] && ! ip -4 addr show eth0 | grep -q inet; do sleep 1; i=$((i+1)); done\n\
+        "killall udhcpc 2>/dev/null\n\
+         printf '#!/bin/sh\\nexec sh /usr/share/udhcpc/default.script \"$@\"\\n' > /tmp/dhcp.sh; chmod +x /tmp/dhcp.sh\n\
+         udhcpc -s /tmp/dhcp.sh -i eth0 -f -q -n -t 5 -T 1 2>&1\n\
          ip -4 addr show eth0; echo B-UP; sleep 600",
     );
     b.wait_for("B-UP", Duration::from_secs(120));
@@ -184,9 +197,18 @@ fn two_guests_ping_and_spoof_is_dropped() {
     eprintln!("{}", serde_json::to_string_pretty(&stats).unwrap());
     let sa = &stats.ports["vm-a"].stats;
     let sb = &stats.ports["vm-b"].stats;
-    assert!(sa.drop_count(DropReason::SpoofedSrcIp) >= 2, "spoof not counted: {sa:?}");
-    assert!(sa.tx_packets >= 4 && sb.rx_packets >= 4, "a={sa:?} b={sb:?}");
-    assert!(sb.replies >= 2, "B's DHCP exchange not answered locally: {sb:?}");
+    assert!(
+        sa.drop_count(DropReason::SpoofedSrcIp) >= 2,
+        "spoof not counted: {sa:?}"
+    );
+    assert!(
+        sa.tx_packets >= 4 && sb.rx_packets >= 4,
+        "a={sa:?} b={sb:?}"
+    );
+    assert!(
+        sb.replies >= 2,
+        "B's DHCP exchange not answered locally: {sb:?}"
+    );
     drop(b);
     sw.shutdown();
 }

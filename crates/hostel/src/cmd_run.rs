@@ -77,8 +77,8 @@ impl RunArgs {
 }
 
 fn read_spec_file(path: &Path) -> Result<VmSpecInput> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("spec file {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("spec file {}", path.display()))?;
     let parsed = if path.extension().is_some_and(|e| e == "json") {
         serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{e}"))
     } else {
@@ -99,7 +99,10 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
 async fn run(args: RunArgs) -> Result<ExitCode> {
     let spec = args.spec_input()?.validate()?;
     let tmp = tempfile::Builder::new().prefix("hostel-run-").tempdir()?;
-    let run_dir = args.run_dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let run_dir = args
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     let mut opts = LaunchOptions::new(&run_dir);
     opts.qemu = args.qemu.clone();
     opts.die_with_parent = true;
@@ -132,7 +135,9 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     let reported = relay.finish().await;
     if reason.is_clean() {
         // The guest's own report of its command is the most useful status to pass on.
-        Ok(ExitCode::from(reported.map_or(0, |s| s.clamp(0, 255) as u8)))
+        Ok(ExitCode::from(
+            reported.map_or(0, |s| s.clamp(0, 255) as u8),
+        ))
     } else {
         eprintln!("\nhostel: {}: {reason}", spec.name());
         Ok(ExitCode::FAILURE)

@@ -112,7 +112,9 @@ impl ExitScanner {
         for &b in bytes {
             if b == b'\n' || b == b'\r' {
                 if let Some(rest) = self.line.strip_prefix(Self::MARK) {
-                    found = std::str::from_utf8(rest).ok().and_then(|s| s.trim().parse().ok());
+                    found = std::str::from_utf8(rest)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok());
                 }
                 self.line.clear();
             } else if self.line.len() < 64 {

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "hostel", version, about = "Multi-tenant virtualization platform")]
+#[command(
+    name = "hostel",
+    version,
+    about = "Multi-tenant virtualization platform"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,11 +1,15 @@
 //! Turning guest descriptor chains into bounded segment lists.
 //!
 //! Chains come from the guest and are hostile: every descriptor is checked against guest
-//! memory once, split at memory-region boundaries, and stored as (guest address, length)
-//! pairs in a fixed-size array, so a chain can neither make the switch allocate nor walk
-//! outside the guest's memory. Any violation drops just that frame.
+//! memory once, split at memory-region boundaries, and stored as (guest address, host
+//! address, length) in a fixed-size array, so a chain can neither make the switch allocate
+//! nor walk outside the guest's memory. Any violation drops just that frame.
+//!
+//! Host addresses are resolved once here so the copy loops are plain `memcpy`s. They stay
+//! valid only while the guest-memory guard the list was gathered under is alive; every user
+//! holds that guard for the whole batch.
 
-use vm_memory::{GuestAddress, GuestMemoryBackend};
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::stats::DropReason;
 
@@ -15,6 +19,8 @@ pub const MAX_SEGS: usize = 32;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Seg {
     pub addr: u64,
+    /// Host virtual address of `addr` (see the module docs for its lifetime).
+    pub host: usize,
     pub len: u32,
 }
 
@@ -40,7 +46,7 @@ impl Default for SegList {
 /// for plain tuples (tests, fuzzing).
 pub trait DescLike {
     fn addr(&self) -> u64;
-    fn len(&self) -> u32;
+    fn byte_len(&self) -> u32;
     fn is_write_only(&self) -> bool;
 }
 
@@ -48,7 +54,7 @@ impl DescLike for virtio_queue::desc::split::Descriptor {
     fn addr(&self) -> u64 {
         self.addr().0
     }
-    fn len(&self) -> u32 {
+    fn byte_len(&self) -> u32 {
         self.len()
     }
     fn is_write_only(&self) -> bool {
@@ -60,7 +66,7 @@ impl DescLike for (u64, u32, bool) {
     fn addr(&self) -> u64 {
         self.0
     }
-    fn len(&self) -> u32 {
+    fn byte_len(&self) -> u32 {
         self.1
     }
     fn is_write_only(&self) -> bool {
@@ -75,28 +81,53 @@ impl SegList {
 
     /// Collects the descriptors of one direction. `writable` selects RX (device-writable)
     /// buffers; a descriptor of the other direction is an error, as is a total above `max`.
-    pub fn gather<M, D, I>(mem: &M, descs: I, writable: bool, max: usize) -> Result<SegList, DropReason>
+    pub fn gather<M, D, I>(
+        mem: &M,
+        descs: I,
+        writable: bool,
+        max: usize,
+    ) -> Result<SegList, DropReason>
     where
         M: GuestMemoryBackend + ?Sized,
         D: DescLike,
         I: IntoIterator<Item = D>,
     {
         let mut out = SegList::default();
+        out.gather_into(mem, descs, writable, max)?;
+        Ok(out)
+    }
+
+    /// [`SegList::gather`] into an existing list, so hot paths reuse one buffer instead of
+    /// moving a 768-byte value per frame.
+    pub fn gather_into<M, D, I>(
+        &mut self,
+        mem: &M,
+        descs: I,
+        writable: bool,
+        max: usize,
+    ) -> Result<(), DropReason>
+    where
+        M: GuestMemoryBackend + ?Sized,
+        D: DescLike,
+        I: IntoIterator<Item = D>,
+    {
+        self.n = 0;
+        self.total = 0;
         for d in descs {
             if d.is_write_only() != writable {
                 return Err(DropReason::BadDescriptor);
             }
-            let len = d.len() as usize;
+            let len = d.byte_len() as usize;
             if len == 0 {
                 continue;
             }
-            out.total = out.total.saturating_add(len);
-            if out.total > max {
+            self.total = self.total.saturating_add(len);
+            if self.total > max {
                 return Err(DropReason::TooLong);
             }
-            out.push_range(mem, d.addr(), len)?;
+            self.push_range(mem, d.addr(), len)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     fn push_range<M: GuestMemoryBackend + ?Sized>(
@@ -106,30 +137,35 @@ impl SegList {
         len: usize,
     ) -> Result<(), DropReason> {
         let mut cur = addr;
-        let mut left = len;
-        for slice in mem.get_slices(GuestAddress(addr), len) {
-            let slice = slice.map_err(|_| DropReason::BadDescriptor)?;
-            let n = slice.len().min(left);
-            if self.n == MAX_SEGS {
+        let mut left = len as u64;
+        while left > 0 {
+            let (region, raddr) = mem
+                .to_region_addr(GuestAddress(cur))
+                .ok_or(DropReason::BadDescriptor)?;
+            let room = region.len().saturating_sub(raddr.raw_value());
+            let n = room.min(left);
+            if n == 0 || self.n == MAX_SEGS {
                 return Err(DropReason::BadDescriptor);
             }
+            let host = region
+                .get_host_address(raddr)
+                .map_err(|_| DropReason::BadDescriptor)? as usize;
             self.segs[self.n] = Seg {
                 addr: cur,
+                host,
                 len: n as u32,
             };
             self.n += 1;
-            cur = cur.checked_add(n as u64).ok_or(DropReason::BadDescriptor)?;
+            cur = cur.checked_add(n).ok_or(DropReason::BadDescriptor)?;
             left -= n;
-        }
-        if left != 0 {
-            return Err(DropReason::BadDescriptor);
         }
         Ok(())
     }
 
     /// Copies bytes `[skip, skip + out.len())` of the chain into `out`; returns how many
-    /// bytes were available.
-    pub fn read_at<M: GuestMemoryBackend + ?Sized>(&self, mem: &M, skip: usize, out: &mut [u8]) -> usize {
+    /// bytes were available. Must be called while the memory guard of [`SegList::gather`]
+    /// is alive.
+    pub fn read_at(&self, skip: usize, out: &mut [u8]) -> usize {
         let mut pos = 0usize; // chain offset of current segment start
         let mut done = 0usize;
         for s in self.as_slice() {
@@ -144,10 +180,12 @@ impl SegList {
             }
             let off = want_from - pos;
             let n = (slen - off).min(out.len() - done);
-            let Ok(vs) = mem.get_slice(GuestAddress(s.addr + off as u64), n) else {
-                break;
-            };
-            vs.copy_to(&mut out[done..done + n]);
+            // SAFETY: [host, host + len) was checked to lie inside one mapped guest region
+            // at gather time, and the caller still holds the guard keeping it mapped; `out`
+            // is ours. Guest memory may change concurrently, which only affects the bytes.
+            unsafe {
+                std::ptr::copy((s.host + off) as *const u8, out[done..].as_mut_ptr(), n);
+            }
             done += n;
             pos += slen;
         }
@@ -161,7 +199,8 @@ mod tests {
     use vm_memory::{Bytes, GuestMemoryMmap};
 
     fn mem() -> GuestMemoryMmap<()> {
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x1000), (GuestAddress(0x1000), 0x1000)]).unwrap()
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x1000), (GuestAddress(0x1000), 0x1000)])
+            .unwrap()
     }
 
     #[test]
@@ -183,7 +222,10 @@ mod tests {
             DropReason::TooLong
         );
         let many = (0..40).map(|i| (i * 16u64, 16u32, false));
-        assert_eq!(SegList::gather(&m, many, false, 1 << 20).unwrap_err(), DropReason::BadDescriptor);
+        assert_eq!(
+            SegList::gather(&m, many, false, 1 << 20).unwrap_err(),
+            DropReason::BadDescriptor
+        );
         assert_eq!(
             SegList::gather(&m, [(u64::MAX - 4, 16u32, false)], false, 1 << 20).unwrap_err(),
             DropReason::BadDescriptor
@@ -196,10 +238,16 @@ mod tests {
         let data: Vec<u8> = (0..=255u8).collect();
         m.write_slice(&data[..100], GuestAddress(0x100)).unwrap();
         m.write_slice(&data[100..], GuestAddress(0x800)).unwrap();
-        let l = SegList::gather(&m, [(0x100u64, 100u32, false), (0x800, 156, false)], false, 1 << 20).unwrap();
+        let l = SegList::gather(
+            &m,
+            [(0x100u64, 100u32, false), (0x800, 156, false)],
+            false,
+            1 << 20,
+        )
+        .unwrap();
         let mut out = [0u8; 50];
-        assert_eq!(l.read_at(&m, 80, &mut out), 50);
+        assert_eq!(l.read_at(80, &mut out), 50);
         assert_eq!(&out[..], &data[80..130]);
-        assert_eq!(l.read_at(&m, 250, &mut out), 6);
+        assert_eq!(l.read_at(250, &mut out), 6);
     }
 }

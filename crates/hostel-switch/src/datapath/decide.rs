@@ -32,7 +32,9 @@ pub fn check_source(port: &PortEntry, p: &Parsed) -> Result<(), DropReason> {
             }
         }
         L3::Ipv6(ip) => {
-            let unspecified_ok = ip.src.is_unspecified() && ip.next == IPPROTO_ICMPV6;
+            // DAD and router solicitations are ICMPv6; MLD reports sent before the link-local
+            // address exists carry a hop-by-hop header (next header 0).
+            let unspecified_ok = ip.src.is_unspecified() && matches!(ip.next, 0 | IPPROTO_ICMPV6);
             if !port.owns_v6(&ip.src) && !unspecified_ok {
                 return Err(DropReason::SpoofedSrcIp);
             }

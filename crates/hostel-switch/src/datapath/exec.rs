@@ -22,13 +22,11 @@ impl RxQueue for QueueRx<'_> {
     fn pop(
         &mut self,
         mem: &GuestMemoryMmap<()>,
-    ) -> Option<Result<(u16, crate::datapath::chain::SegList), DropReason>> {
+        out: &mut crate::datapath::chain::SegList,
+    ) -> Option<(u16, Result<(), DropReason>)> {
         let chain = self.q.pop_descriptor_chain(mem)?;
         let head = chain.head_index();
-        Some(
-            crate::datapath::chain::SegList::gather(mem, chain, true, usize::MAX)
-                .map(|l| (head, l)),
-        )
+        Some((head, out.gather_into(mem, chain, true, usize::MAX)))
     }
     fn unpop(&mut self) {
         self.q.go_to_previous_position();
@@ -54,13 +52,7 @@ impl RxSink<'_> {
             return Err(DropReason::OffloadUnsupported);
         }
         let mem = self.q.mem;
-        let n = deliver(
-            &mut self.q,
-            mem,
-            self.features & F_MRG_RXBUF != 0,
-            hdr,
-            src,
-        )?;
+        let n = deliver(&mut self.q, mem, self.features & F_MRG_RXBUF != 0, hdr, src)?;
         self.packets += 1;
         self.bytes += n as u64;
         Ok(())
@@ -69,7 +61,10 @@ impl RxSink<'_> {
 
 /// Locks `port`'s RX ring once, runs `f` to deliver any number of frames, then signals the
 /// guest if it asked to be notified and updates the port's RX counters.
-pub fn with_rx<R>(port: &PortRuntime, f: impl FnOnce(&mut RxSink<'_>) -> R) -> Result<R, DropReason> {
+pub fn with_rx<R>(
+    port: &PortRuntime,
+    f: impl FnOnce(&mut RxSink<'_>) -> R,
+) -> Result<R, DropReason> {
     let target = port.rx().ok_or(DropReason::DestinationDown)?;
     let guard = target.mem.memory();
     let mem: &GuestMemoryMmap<()> = &guard;

@@ -19,9 +19,14 @@ pub fn build(
     let net = &t.net(ni).cfg;
     let n = match (reply, &parsed.l3) {
         (LocalReply::Arp { answer }, L3::Arp(a)) => arp::build_reply(a, answer, out),
-        (LocalReply::NeighborAdvert { target, mac, router }, L3::Ipv6(ip)) => {
-            ndp::build_advert(parsed.src, &ip.src, &target, mac, router, out)
-        }
+        (
+            LocalReply::NeighborAdvert {
+                target,
+                mac,
+                router,
+            },
+            L3::Ipv6(ip),
+        ) => ndp::build_advert(parsed.src, &ip.src, &target, mac, router, out),
         (LocalReply::RouterAdvert, L3::Ipv6(ip)) => {
             let prefix = net.subnet6.ok_or(DropReason::NdpUnanswered)?;
             let gw_ll = net.gateway_mac.link_local();

@@ -43,4 +43,6 @@ impl Core {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod flow_tests;
+#[cfg(test)]
+pub(crate) mod tests;

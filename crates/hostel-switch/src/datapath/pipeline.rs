@@ -27,7 +27,9 @@ pub enum Ingress {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LocalReply {
     /// ARP reply telling the asker that the requested address is at `answer`.
-    Arp { answer: MacAddr },
+    Arp {
+        answer: MacAddr,
+    },
     /// Neighbour advertisement for `target` at `mac`.
     NeighborAdvert {
         target: Ipv6Addr,

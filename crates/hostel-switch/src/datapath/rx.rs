@@ -3,7 +3,7 @@
 //! buffers as needed. Used-ring entries are published only once the whole frame is written,
 //! and popped buffers are given back if the frame does not fit.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::GuestMemoryMmap;
 
 use crate::datapath::chain::{Seg, SegList};
 use crate::datapath::vnet::{VnetHdr, VNET_HDR_LEN};
@@ -26,38 +26,33 @@ const MAX_RX_CHAINS: usize = 64;
 /// The RX side of a queue: just the calls the delivery loop needs, so it can be driven by the
 /// vhost-user vring state or, in tests, by a bare queue.
 pub trait RxQueue {
-    fn pop(&mut self, mem: &GuestMemoryMmap<()>) -> Option<Result<(u16, SegList), DropReason>>;
+    /// Pops the next chain into `out`, returning its head index.
+    fn pop(
+        &mut self,
+        mem: &GuestMemoryMmap<()>,
+        out: &mut SegList,
+    ) -> Option<(u16, Result<(), DropReason>)>;
     fn unpop(&mut self);
     fn add_used(&mut self, head: u16, len: u32) -> Result<(), DropReason>;
 }
 
-struct Cursor {
-    list: SegList,
-    seg: usize,
-    off: usize,
+/// Where the header goes: the first buffer's leading segments (12 bytes span at most 12).
+#[derive(Clone, Copy, Default)]
+struct HdrSpot {
+    segs: [Seg; VNET_HDR_LEN],
+    n: usize,
 }
 
-fn copy_piece(
-    dst_mem: &GuestMemoryMmap<()>,
-    d: Seg,
-    doff: usize,
-    src: Piece<'_>,
-    n: usize,
-) -> Result<(), DropReason> {
-    let daddr = GuestAddress(d.addr + doff as u64);
-    match src {
-        Piece::Bytes(b) => dst_mem
-            .write_slice(&b[..n], daddr)
-            .map_err(|_| DropReason::NoRxBuffer),
-        Piece::Guest(m, addr) => {
-            let s = m
-                .get_slice(GuestAddress(addr), n)
-                .map_err(|_| DropReason::BadDescriptor)?;
-            let dv = dst_mem
-                .get_slice(daddr, n)
-                .map_err(|_| DropReason::NoRxBuffer)?;
-            s.copy_to_volatile_slice(dv);
-            Ok(())
+fn copy_piece(d: Seg, doff: usize, src: Piece<'_>, n: usize) {
+    let dst = (d.host + doff) as *mut u8;
+    // SAFETY: `d` (and a `Host` source) were resolved by `SegList::gather` under memory
+    // guards the caller still holds, and `doff + n <= d.len` (resp. the source segment
+    // length) by construction of the copy loop. `copy` tolerates overlap, which a guest
+    // could arrange between its own buffers.
+    unsafe {
+        match src {
+            Piece::Bytes(b) => std::ptr::copy(b.as_ptr(), dst, n),
+            Piece::Host(h) => std::ptr::copy(h as *const u8, dst, n),
         }
     }
 }
@@ -65,7 +60,8 @@ fn copy_piece(
 #[derive(Clone, Copy)]
 enum Piece<'a> {
     Bytes(&'a [u8]),
-    Guest(&'a GuestMemoryMmap<()>, u64),
+    /// Host address inside the sender's guest memory.
+    Host(usize),
 }
 
 /// Delivers `src` with header `hdr` into `q`. Returns the number of bytes written
@@ -77,113 +73,148 @@ pub fn deliver<Q: RxQueue>(
     hdr: VnetHdr,
     src: &FrameSrc<'_>,
 ) -> Result<usize, DropReason> {
-    let mut chains = [(0u16, 0u32); MAX_RX_CHAINS];
-    let mut nchains = 0usize;
-    let mut first = SegList::default();
-    let mut cur: Option<Cursor> = None;
-    let placeholder = [0u8; VNET_HDR_LEN];
-
-    let result = (|| {
-        let mut emit = |piece: Piece<'_>, len: usize| -> Result<(), DropReason> {
-            let mut poff = 0;
-            while poff < len {
-                let need_chain = match &cur {
-                    Some(c) => c.seg >= c.list.n,
-                    None => true,
-                };
-                if need_chain {
-                    if nchains > 0 && !mergeable {
-                        return Err(DropReason::NoRxBuffer);
-                    }
-                    if nchains == MAX_RX_CHAINS {
-                        return Err(DropReason::NoRxBuffer);
-                    }
-                    let (head, list) = q.pop(mem).ok_or(DropReason::NoRxBuffer)??;
-                    chains[nchains] = (head, 0);
-                    nchains += 1;
-                    if nchains == 1 {
-                        first = list;
-                        // The header must fit the first buffer's leading bytes.
-                        if list.total < VNET_HDR_LEN {
-                            return Err(DropReason::NoRxBuffer);
-                        }
-                    }
-                    cur = Some(Cursor { list, seg: 0, off: 0 });
-                    continue;
-                }
-                let Some(c) = cur.as_mut() else {
-                    return Err(DropReason::NoRxBuffer);
-                };
-                let d = c.list.segs[c.seg];
-                let n = (d.len as usize - c.off).min(len - poff);
-                let p = match piece {
-                    Piece::Bytes(b) => Piece::Bytes(&b[poff..]),
-                    Piece::Guest(m, a) => Piece::Guest(m, a + poff as u64),
-                };
-                copy_piece(mem, d, c.off, p, n)?;
-                chains[nchains - 1].1 += n as u32;
-                poff += n;
-                c.off += n;
-                if c.off == d.len as usize {
-                    c.seg += 1;
-                    c.off = 0;
-                }
-            }
-            Ok(())
-        };
-        emit(Piece::Bytes(&placeholder), VNET_HDR_LEN)?;
-        let head_len = src.head.len().min(src.len);
-        emit(Piece::Bytes(src.head), head_len)?;
-        let mut left = src.len - head_len;
-        if left > 0 {
-            let tm = src.tail_mem.ok_or(DropReason::BadDescriptor)?;
-            let mut pos = 0usize;
-            for s in src.tail.as_slice() {
-                let slen = s.len as usize;
-                if src.tail_skip >= pos + slen {
-                    pos += slen;
-                    continue;
-                }
-                let off = src.tail_skip.saturating_sub(pos);
-                let n = (slen - off).min(left);
-                emit(Piece::Guest(tm, s.addr + off as u64), n)?;
-                left -= n;
-                pos += slen;
-                if left == 0 {
-                    break;
-                }
-            }
-            if left != 0 {
-                return Err(DropReason::BadDescriptor);
-            }
-        }
-        Ok(())
-    })();
-
+    let mut w = Writer {
+        chains: [(0u16, 0u32); MAX_RX_CHAINS],
+        nchains: 0,
+        spot: HdrSpot::default(),
+        list: SegList::default(),
+        seg: 0,
+        off: 0,
+        mergeable,
+    };
+    let result = w.write_all(q, mem, src);
     if let Err(e) = result {
-        for _ in 0..nchains {
+        for _ in 0..w.nchains {
             q.unpop();
         }
         return Err(e);
     }
     let mut h = hdr;
-    h.num_buffers = if mergeable { nchains as u16 } else { 0 };
-    // Write the real header over the placeholder at the start of the first buffer.
+    h.num_buffers = if mergeable { w.nchains as u16 } else { 0 };
+    // Write the real header over the bytes skipped at the start of the first buffer.
     let bytes = h.to_bytes();
     let mut written = 0;
-    for s in first.as_slice() {
+    for s in &w.spot.segs[..w.spot.n] {
         let n = (s.len as usize).min(VNET_HDR_LEN - written);
-        mem.write_slice(&bytes[written..written + n], GuestAddress(s.addr))
-            .map_err(|_| DropReason::NoRxBuffer)?;
+        copy_piece(*s, 0, Piece::Bytes(&bytes[written..]), n);
         written += n;
         if written == VNET_HDR_LEN {
             break;
         }
     }
     let mut total = 0usize;
-    for &(head, len) in &chains[..nchains] {
+    for &(head, len) in &w.chains[..w.nchains] {
         q.add_used(head, len)?;
         total += len as usize;
     }
     Ok(total)
+}
+
+/// Copy state across the receiver's chains.
+struct Writer {
+    chains: [(u16, u32); MAX_RX_CHAINS],
+    nchains: usize,
+    spot: HdrSpot,
+    /// The chain being filled (reused for every chain: no per-chain copies).
+    list: SegList,
+    seg: usize,
+    off: usize,
+    mergeable: bool,
+}
+
+impl Writer {
+    /// Moves to the receiver's next chain. Chains that fail validation are the receiver's
+    /// own fault: they are returned to it empty and the next one is tried.
+    fn next_chain<Q: RxQueue>(
+        &mut self,
+        q: &mut Q,
+        mem: &GuestMemoryMmap<()>,
+    ) -> Result<(), DropReason> {
+        if (self.nchains > 0 && !self.mergeable) || self.nchains == MAX_RX_CHAINS {
+            return Err(DropReason::NoRxBuffer);
+        }
+        loop {
+            let (head, r) = q.pop(mem, &mut self.list).ok_or(DropReason::NoRxBuffer)?;
+            if r.is_err() || (self.nchains == 0 && self.list.total < VNET_HDR_LEN) {
+                q.add_used(head, 0)?;
+                continue;
+            }
+            self.chains[self.nchains] = (head, 0);
+            self.nchains += 1;
+            self.seg = 0;
+            self.off = 0;
+            if self.nchains == 1 {
+                let n = self.list.n.min(VNET_HDR_LEN);
+                self.spot.segs[..n].copy_from_slice(&self.list.segs[..n]);
+                self.spot.n = n;
+            }
+            return Ok(());
+        }
+    }
+
+    /// Appends `len` bytes of `piece` (or skips them, for the header placeholder).
+    fn emit<Q: RxQueue>(
+        &mut self,
+        q: &mut Q,
+        mem: &GuestMemoryMmap<()>,
+        piece: Option<Piece<'_>>,
+        len: usize,
+    ) -> Result<(), DropReason> {
+        let mut poff = 0;
+        while poff < len {
+            if self.nchains == 0 || self.seg >= self.list.n {
+                self.next_chain(q, mem)?;
+                continue;
+            }
+            let d = self.list.segs[self.seg];
+            let n = (d.len as usize - self.off).min(len - poff);
+            match piece {
+                Some(Piece::Bytes(b)) => copy_piece(d, self.off, Piece::Bytes(&b[poff..]), n),
+                Some(Piece::Host(h)) => copy_piece(d, self.off, Piece::Host(h + poff), n),
+                None => {}
+            }
+            self.chains[self.nchains - 1].1 += n as u32;
+            poff += n;
+            self.off += n;
+            if self.off == d.len as usize {
+                self.seg += 1;
+                self.off = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_all<Q: RxQueue>(
+        &mut self,
+        q: &mut Q,
+        mem: &GuestMemoryMmap<()>,
+        src: &FrameSrc<'_>,
+    ) -> Result<(), DropReason> {
+        self.emit(q, mem, None, VNET_HDR_LEN)?;
+        let head_len = src.head.len().min(src.len);
+        self.emit(q, mem, Some(Piece::Bytes(src.head)), head_len)?;
+        let mut left = src.len - head_len;
+        if left == 0 {
+            return Ok(());
+        }
+        // The sender's memory guard must be held; its segments are host addresses.
+        src.tail_mem.ok_or(DropReason::BadDescriptor)?;
+        let mut pos = 0usize;
+        for s in src.tail.as_slice() {
+            let slen = s.len as usize;
+            if src.tail_skip >= pos + slen {
+                pos += slen;
+                continue;
+            }
+            let off = src.tail_skip.saturating_sub(pos);
+            let n = (slen - off).min(left);
+            self.emit(q, mem, Some(Piece::Host(s.host + off)), n)?;
+            left -= n;
+            pos += slen;
+            if left == 0 {
+                return Ok(());
+            }
+        }
+        Err(DropReason::BadDescriptor)
+    }
 }

@@ -41,7 +41,12 @@ pub fn port(id: &str, net: &str, last: u8) -> PortConfig {
 /// Two tenants with the same subnet and the same addresses; only tenant "a" has an uplink.
 fn tables() -> Tables {
     let nets = [net("a", true), net("b", false)];
-    let ports = [port("a2", "a", 2), port("a3", "a", 3), port("b2", "b", 2), port("b3", "b", 3)];
+    let ports = [
+        port("a2", "a", 2),
+        port("a3", "a", 3),
+        port("b2", "b", 2),
+        port("b3", "b", 3),
+    ];
     Tables::build(&nets, &ports, |p| PortRuntime::new(&p.id), |_| None).unwrap()
 }
 
@@ -77,44 +82,86 @@ fn p(t: &Tables, id: &str) -> Ingress {
 fn unicast_stays_inside_its_network() {
     let t = tables();
     let f = udp4(mac(2), mac(3), ip(2), ip(3), b"x");
-    assert_eq!(run(&t, p(&t, "a2"), &f), Decision::Unicast(t.port_by_id("a3").unwrap()));
-    assert_eq!(run(&t, p(&t, "b2"), &f), Decision::Unicast(t.port_by_id("b3").unwrap()));
+    assert_eq!(
+        run(&t, p(&t, "a2"), &f),
+        Decision::Unicast(t.port_by_id("a3").unwrap())
+    );
+    assert_eq!(
+        run(&t, p(&t, "b2"), &f),
+        Decision::Unicast(t.port_by_id("b3").unwrap())
+    );
 }
 
 #[test]
 fn unknown_destination_goes_to_uplink_or_nowhere() {
     let t = tables();
-    let f = udp4(mac(2), MacAddr([2, 0, 0, 0, 0, 1]), ip(2), Ipv4Addr::new(8, 8, 8, 8), b"x");
+    let f = udp4(
+        mac(2),
+        MacAddr([2, 0, 0, 0, 0, 1]),
+        ip(2),
+        Ipv4Addr::new(8, 8, 8, 8),
+        b"x",
+    );
     assert_eq!(run(&t, p(&t, "a2"), &f), Decision::Uplink);
-    assert_eq!(run(&t, p(&t, "b2"), &f), Decision::Drop(DropReason::NoRoute));
+    assert_eq!(
+        run(&t, p(&t, "b2"), &f),
+        Decision::Drop(DropReason::NoRoute)
+    );
     let hairpin = udp4(mac(2), mac(2), ip(2), ip(2), b"x");
-    assert_eq!(run(&t, p(&t, "a2"), &hairpin), Decision::Drop(DropReason::Hairpin));
+    assert_eq!(
+        run(&t, p(&t, "a2"), &hairpin),
+        Decision::Drop(DropReason::Hairpin)
+    );
 }
 
 #[test]
 fn spoofed_sources_are_dropped() {
     let t = tables();
     let bad_ip = udp4(mac(2), mac(3), ip(9), ip(3), b"x");
-    assert_eq!(run(&t, p(&t, "a2"), &bad_ip), Decision::Drop(DropReason::SpoofedSrcIp));
+    assert_eq!(
+        run(&t, p(&t, "a2"), &bad_ip),
+        Decision::Drop(DropReason::SpoofedSrcIp)
+    );
     // b3's addresses are not a2's even though they are "the same" numbers in another tenant.
     let other_mac = udp4(mac(3), mac(3), ip(3), ip(3), b"x");
-    assert_eq!(run(&t, p(&t, "a2"), &other_mac), Decision::Drop(DropReason::SpoofedSrcMac));
+    assert_eq!(
+        run(&t, p(&t, "a2"), &other_mac),
+        Decision::Drop(DropReason::SpoofedSrcMac)
+    );
     let arp_lie = arp_req(mac(2), ip(3), ip(1));
-    assert_eq!(run(&t, p(&t, "a2"), &arp_lie), Decision::Drop(DropReason::SpoofedSrcIp));
+    assert_eq!(
+        run(&t, p(&t, "a2"), &arp_lie),
+        Decision::Drop(DropReason::SpoofedSrcIp)
+    );
     let mut vlan = udp4(mac(2), mac(3), ip(2), ip(3), b"x");
     vlan[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
-    assert_eq!(run(&t, p(&t, "a2"), &vlan), Decision::Drop(DropReason::VlanTagged));
-    assert_eq!(run(&t, p(&t, "a2"), &[0u8; 10]), Decision::Drop(DropReason::Malformed));
+    assert_eq!(
+        run(&t, p(&t, "a2"), &vlan),
+        Decision::Drop(DropReason::VlanTagged)
+    );
+    assert_eq!(
+        run(&t, p(&t, "a2"), &[0u8; 10]),
+        Decision::Drop(DropReason::Malformed)
+    );
 }
 
 #[test]
 fn arp_is_answered_locally() {
     let t = tables();
     let gw = run(&t, p(&t, "a2"), &arp_req(mac(2), ip(2), ip(1)));
-    assert_eq!(gw, Decision::Local(LocalReply::Arp { answer: MacAddr([2, 0, 0, 0, 0, 1]) }));
+    assert_eq!(
+        gw,
+        Decision::Local(LocalReply::Arp {
+            answer: MacAddr([2, 0, 0, 0, 0, 1])
+        })
+    );
     let peer = run(&t, p(&t, "a2"), &arp_req(mac(2), ip(2), ip(3)));
     assert_eq!(peer, Decision::Local(LocalReply::Arp { answer: mac(3) }));
-    let own = run(&t, p(&t, "a2"), &arp_req(mac(2), Ipv4Addr::UNSPECIFIED, ip(2)));
+    let own = run(
+        &t,
+        p(&t, "a2"),
+        &arp_req(mac(2), Ipv4Addr::UNSPECIFIED, ip(2)),
+    );
     assert_eq!(own, Decision::Drop(DropReason::ArpUnanswered));
     let nobody = run(&t, p(&t, "a2"), &arp_req(mac(2), ip(2), ip(77)));
     assert_eq!(nobody, Decision::Drop(DropReason::ArpUnanswered));
@@ -125,7 +172,13 @@ fn dhcp_and_broadcast() {
     let t = tables();
     let d = dhcp::tests::client_msg(mac(2), dhcp::DISCOVER, None);
     assert_eq!(run(&t, p(&t, "a2"), &d), Decision::Local(LocalReply::Dhcp));
-    let bcast = udp4(mac(2), MacAddr::BROADCAST, ip(2), Ipv4Addr::new(10, 0, 0, 255), b"x");
+    let bcast = udp4(
+        mac(2),
+        MacAddr::BROADCAST,
+        ip(2),
+        Ipv4Addr::new(10, 0, 0, 255),
+        b"x",
+    );
     assert_eq!(run(&t, p(&t, "a2"), &bcast), Decision::Flood);
 }
 
@@ -150,9 +203,18 @@ fn ndp_is_answered_like_arp() {
     let t = tables();
     let me: Ipv6Addr = "fd00::2".parse().unwrap();
     let gw = run(&t, p(&t, "a2"), &ns(mac(2), me, "fd00::1".parse().unwrap()));
-    assert!(matches!(gw, Decision::Local(LocalReply::NeighborAdvert { router: true, .. })));
-    let peer = run(&t, p(&t, "a2"), &ns(mac(2), mac(2).link_local(), mac(3).link_local()));
-    assert!(matches!(peer, Decision::Local(LocalReply::NeighborAdvert { mac: m, router: false, .. }) if m == mac(3)));
+    assert!(matches!(
+        gw,
+        Decision::Local(LocalReply::NeighborAdvert { router: true, .. })
+    ));
+    let peer = run(
+        &t,
+        p(&t, "a2"),
+        &ns(mac(2), mac(2).link_local(), mac(3).link_local()),
+    );
+    assert!(
+        matches!(peer, Decision::Local(LocalReply::NeighborAdvert { mac: m, router: false, .. }) if m == mac(3))
+    );
     let dad = run(&t, p(&t, "a2"), &ns(mac(2), Ipv6Addr::UNSPECIFIED, me));
     assert_eq!(dad, Decision::Drop(DropReason::NdpUnanswered));
     let spoof = run(&t, p(&t, "a2"), &ns(mac(2), "fd00::3".parse().unwrap(), me));
@@ -163,12 +225,33 @@ fn ndp_is_answered_like_arp() {
 fn uplink_traffic_is_looked_up_in_its_own_network() {
     let t = tables();
     let a = t.net_by_id("a").unwrap();
-    let f = udp4(MacAddr([2, 0, 0, 0, 0, 1]), mac(3), Ipv4Addr::new(8, 8, 8, 8), ip(3), b"x");
-    assert_eq!(run(&t, Ingress::Uplink(a), &f), Decision::Unicast(t.port_by_id("a3").unwrap()));
-    let unknown = udp4(MacAddr([2, 0, 0, 0, 0, 1]), mac(9), Ipv4Addr::new(8, 8, 8, 8), ip(9), b"x");
-    assert_eq!(run(&t, Ingress::Uplink(a), &unknown), Decision::Drop(DropReason::NoRoute));
+    let f = udp4(
+        MacAddr([2, 0, 0, 0, 0, 1]),
+        mac(3),
+        Ipv4Addr::new(8, 8, 8, 8),
+        ip(3),
+        b"x",
+    );
+    assert_eq!(
+        run(&t, Ingress::Uplink(a), &f),
+        Decision::Unicast(t.port_by_id("a3").unwrap())
+    );
+    let unknown = udp4(
+        MacAddr([2, 0, 0, 0, 0, 1]),
+        mac(9),
+        Ipv4Addr::new(8, 8, 8, 8),
+        ip(9),
+        b"x",
+    );
+    assert_eq!(
+        run(&t, Ingress::Uplink(a), &unknown),
+        Decision::Drop(DropReason::NoRoute)
+    );
     let who = arp_req(MacAddr([2, 0, 0, 0, 0, 1]), ip(1), ip(3));
-    assert_eq!(run(&t, Ingress::Uplink(a), &who), Decision::Local(LocalReply::Arp { answer: mac(3) }));
+    assert_eq!(
+        run(&t, Ingress::Uplink(a), &who),
+        Decision::Local(LocalReply::Arp { answer: mac(3) })
+    );
 }
 
 struct DenyAll;
@@ -186,7 +269,13 @@ fn uplink_hooks_see_only_uplink_traffic() {
     let t = tables();
     let mut pl = Pipeline::new();
     pl.add_uplink_hook(Arc::new(DenyAll));
-    let out = udp4(mac(2), MacAddr([2, 0, 0, 0, 0, 1]), ip(2), Ipv4Addr::new(8, 8, 8, 8), b"x");
+    let out = udp4(
+        mac(2),
+        MacAddr([2, 0, 0, 0, 0, 1]),
+        ip(2),
+        Ipv4Addr::new(8, 8, 8, 8),
+        b"x",
+    );
     let local = udp4(mac(2), mac(3), ip(2), ip(3), b"x");
     let run = |f: &[u8]| pl.classify(&mut Ctx::new(&t, p(&t, "a2"), f, f.len()));
     assert_eq!(run(&out), Decision::Drop(DropReason::Filtered));

@@ -1,8 +1,8 @@
 //! A port's TX queue: pop a batch of chains, classify each frame, execute the decisions
 //! grouped by destination, then complete the chains and notify once.
 
-use virtio_queue::QueueT;
 use vhost_user_backend::VringT;
+use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
 use crate::datapath::chain::SegList;
@@ -23,6 +23,8 @@ pub const BATCH: usize = 64;
 pub const WINDOW: usize = 128;
 /// A 64 KiB TSO segment plus L2-L4 headers.
 pub const MAX_FRAME: usize = 65_536 + 256;
+/// Batches per queue event before yielding back to the event loop.
+const MAX_ROUNDS: usize = 1024;
 /// Local replies need the whole request (DHCP options follow a 236-byte BOOTP header).
 const LOCAL_REQ: usize = 1024;
 
@@ -81,25 +83,19 @@ impl Default for TxScratch {
 }
 
 /// Reads the header and window of one TX chain and runs the pipeline on it.
-fn classify(
-    core: &Core,
-    tables: &Tables,
-    me: Option<PortIdx>,
-    mem: &GuestMemoryMmap<()>,
-    item: &mut TxItem,
-) -> Decision {
+fn classify(core: &Core, tables: &Tables, me: Option<PortIdx>, item: &mut TxItem) -> Decision {
     if item.segs.total < VNET_HDR_LEN {
         return Decision::Drop(DropReason::ShortChain);
     }
     let mut h = [0u8; VNET_HDR_LEN];
-    if item.segs.read_at(mem, 0, &mut h) != VNET_HDR_LEN {
+    if item.segs.read_at(0, &mut h) != VNET_HDR_LEN {
         return Decision::Drop(DropReason::BadDescriptor);
     }
     item.hdr = VnetHdr::from_bytes(&h);
     item.hdr.num_buffers = 0;
     item.frame_len = item.segs.total - VNET_HDR_LEN;
     let want = item.frame_len.min(WINDOW);
-    item.wlen = item.segs.read_at(mem, VNET_HDR_LEN, &mut item.window[..want]);
+    item.wlen = item.segs.read_at(VNET_HDR_LEN, &mut item.window[..want]);
     if item.wlen != want {
         return Decision::Drop(DropReason::BadDescriptor);
     }
@@ -109,18 +105,31 @@ fn classify(
     let Some(pi) = me else {
         return Decision::Drop(DropReason::UnknownPort);
     };
-    let mut ctx = Ctx::new(tables, Ingress::Port(pi), &item.window[..item.wlen], item.frame_len);
+    let mut ctx = Ctx::new(
+        tables,
+        Ingress::Port(pi),
+        &item.window[..item.wlen],
+        item.frame_len,
+    );
     core.pipeline.classify(&mut ctx)
 }
 
 /// Handles everything queued on `port`'s TX ring. Returns when the ring is empty and
 /// notifications are re-enabled (the standard race-free virtio loop).
-pub fn process_tx(core: &Core, port: &PortRuntime, mem: &Mem, vring: &Vring, scratch: &mut TxScratch) {
+pub fn process_tx(
+    core: &Core,
+    port: &PortRuntime,
+    mem: &Mem,
+    vring: &Vring,
+    scratch: &mut TxScratch,
+) {
     let tables = core.tables();
     let me = tables.port_by_key(port.key);
     let guard = mem.memory();
     let m: &GuestMemoryMmap<()> = &guard;
-    loop {
+    // Bounded so a guest that keeps its avail index moving (or corrupt) cannot pin the worker
+    // forever; notifications are re-enabled on the way out, so its next kick resumes.
+    for _ in 0..MAX_ROUNDS {
         let mut st = vring.get_mut();
         let _ = st.disable_notification();
         let mut n = 0;
@@ -130,11 +139,11 @@ pub fn process_tx(core: &Core, port: &PortRuntime, mem: &Mem, vring: &Vring, scr
             };
             let item = &mut scratch.items[n];
             item.head = chain.head_index();
-            item.decision = match SegList::gather(m, chain, false, MAX_FRAME + VNET_HDR_LEN) {
-                Ok(segs) => {
-                    item.segs = segs;
-                    classify(core, &tables, me, m, item)
-                }
+            item.decision = match item
+                .segs
+                .gather_into(m, chain, false, MAX_FRAME + VNET_HDR_LEN)
+            {
+                Ok(()) => classify(core, &tables, me, item),
                 Err(r) => Decision::Drop(r),
             };
             n += 1;
@@ -153,9 +162,10 @@ pub fn process_tx(core: &Core, port: &PortRuntime, mem: &Mem, vring: &Vring, scr
         }
         match st.enable_notification() {
             Ok(true) => continue,
-            _ => break,
+            _ => return,
         }
     }
+    let _ = vring.enable_notification();
 }
 
 fn execute(
@@ -199,8 +209,6 @@ fn execute(
                     port.stats.count_drop(r);
                 }
             }
-            done[i] = true;
-            port.stats.count_drop(r);
         }
     }
     for (i, item) in items.iter().enumerate() {
@@ -216,18 +224,30 @@ fn execute(
                 }
                 Ok(())
             }
-            Decision::Uplink => match me.and_then(|pi| tables.net(tables.port(pi).net).uplink.as_ref()) {
-                Some(u) => u.send(item.hdr, &item.src(m)),
-                None => Err(DropReason::NoRoute),
-            },
+            Decision::Uplink => {
+                match me.and_then(|pi| tables.net(tables.port(pi).net).uplink.as_ref()) {
+                    Some(u) => u.send(item.hdr, &item.src(m)),
+                    None => Err(DropReason::NoRoute),
+                }
+            }
             Decision::Local(reply) => {
                 let Some(pi) = me else { continue };
                 let req = &mut scratch.request[..];
-                let len = item.segs.read_at(m, VNET_HDR_LEN, &mut req[..item.frame_len.min(LOCAL_REQ)]);
+                let len = item
+                    .segs
+                    .read_at(VNET_HDR_LEN, &mut req[..item.frame_len.min(LOCAL_REQ)]);
                 let out = &mut scratch.reply[..];
                 match parse(&req[..len]) {
-                    Ok(parsed) => local::build(tables, Ingress::Port(pi), tables.port(pi).net, reply, &parsed, &req[..len], out)
-                        .and_then(|rlen| reply_to(port, &out[..rlen])),
+                    Ok(parsed) => local::build(
+                        tables,
+                        Ingress::Port(pi),
+                        tables.port(pi).net,
+                        reply,
+                        &parsed,
+                        &req[..len],
+                        out,
+                    )
+                    .and_then(|rlen| reply_to(port, &out[..rlen])),
                     Err(_) => Err(DropReason::Malformed),
                 }
             }
@@ -253,7 +273,9 @@ fn reply_to(port: &PortRuntime, frame: &[u8]) -> Result<(), DropReason> {
         len: frame.len(),
     };
     with_rx(port, |s| s.send(VnetHdr::default(), &src))??;
-    port.stats.replies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    port.stats
+        .replies
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 

@@ -51,7 +51,10 @@ mod tests {
         assert_eq!(p.dst, req.sha);
         assert_eq!(p.src, gw);
         let L3::Arp(a) = p.l3 else { panic!() };
-        assert_eq!((a.op, a.sha, a.spa, a.tha, a.tpa), (OP_REPLY, gw, req.tpa, req.sha, req.spa));
+        assert_eq!(
+            (a.op, a.sha, a.spa, a.tha, a.tpa),
+            (OP_REPLY, gw, req.tpa, req.sha, req.spa)
+        );
         assert_eq!(build_reply(&req, gw, &mut [0u8; 10]), 0);
     }
 }

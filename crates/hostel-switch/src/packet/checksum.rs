@@ -30,7 +30,8 @@ pub fn checksum(data: &[u8]) -> u16 {
 pub fn pseudo4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u16) -> u32 {
     let mut acc = sum(0, &src.octets());
     acc = sum(acc, &dst.octets());
-    acc.wrapping_add(u32::from(proto)).wrapping_add(u32::from(len))
+    acc.wrapping_add(u32::from(proto))
+        .wrapping_add(u32::from(len))
 }
 
 /// Sum of the IPv6 pseudo-header for ICMPv6 checksums.

@@ -242,7 +242,10 @@ pub(crate) mod tests {
     #[test]
     fn discover_gets_offer_of_assigned_address() {
         let mac = MacAddr([2, 0, 0, 0, 0, 3]);
-        assert_eq!(reply_for(&client_msg(mac, DISCOVER, None)), (OFFER, Ipv4Addr::new(10, 0, 0, 3)));
+        assert_eq!(
+            reply_for(&client_msg(mac, DISCOVER, None)),
+            (OFFER, Ipv4Addr::new(10, 0, 0, 3))
+        );
     }
 
     #[test]
@@ -261,7 +264,9 @@ pub(crate) mod tests {
         let opt = 42 + OPTIONS_OFF;
         m.truncate(opt);
         m.extend_from_slice(&[53, 200, 1]);
-        let L3::Ipv4(ip) = parse(&m).unwrap().l3 else { panic!() };
+        let L3::Ipv4(ip) = parse(&m).unwrap().l3 else {
+            panic!()
+        };
         assert_eq!(parse_request(&m, &ip), None);
     }
 }

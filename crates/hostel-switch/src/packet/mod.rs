@@ -9,7 +9,7 @@ pub mod dhcp;
 pub mod ndp;
 pub mod parse;
 
-pub use parse::{parse, ArpPkt, Ipv4Pkt, Ipv6Pkt, L3, ParseError, Parsed};
+pub use parse::{parse, ArpPkt, Ipv4Pkt, Ipv6Pkt, ParseError, Parsed, L3};
 
 /// Smallest Ethernet frame on the wire without FCS; replies are padded to it.
 pub const MIN_FRAME: usize = 60;

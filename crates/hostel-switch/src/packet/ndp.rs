@@ -27,7 +27,14 @@ pub fn solicited_target(frame: &[u8], ip: &Ipv6Pkt) -> Option<Ipv6Addr> {
     Some(Ipv6Addr::from(t))
 }
 
-fn ipv6_header(out: &mut [u8], src_mac: MacAddr, dst_mac: MacAddr, src: &Ipv6Addr, dst: &Ipv6Addr, plen: u16) {
+fn ipv6_header(
+    out: &mut [u8],
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: &Ipv6Addr,
+    dst: &Ipv6Addr,
+    plen: u16,
+) {
     out[0..6].copy_from_slice(&dst_mac.0);
     out[6..12].copy_from_slice(&src_mac.0);
     out[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
@@ -150,13 +157,24 @@ mod tests {
         let mut f = [0u8; 86];
         let src: Ipv6Addr = "fd00::2".parse().unwrap();
         let target: Ipv6Addr = "fd00::3".parse().unwrap();
-        ipv6_header(&mut f, MacAddr([2; 6]), MacAddr([0x33, 0x33, 0xff, 0, 0, 3]), &src, &target, 32);
+        ipv6_header(
+            &mut f,
+            MacAddr([2; 6]),
+            MacAddr([0x33, 0x33, 0xff, 0, 0, 3]),
+            &src,
+            &target,
+            32,
+        );
         f[54] = NEIGHBOR_SOLICIT;
         f[62..78].copy_from_slice(&target.octets());
-        let L3::Ipv6(ip) = parse(&f).unwrap().l3 else { panic!() };
+        let L3::Ipv6(ip) = parse(&f).unwrap().l3 else {
+            panic!()
+        };
         assert_eq!(solicited_target(&f, &ip), Some(target));
         f[21] = 64;
-        let L3::Ipv6(ip) = parse(&f).unwrap().l3 else { panic!() };
+        let L3::Ipv6(ip) = parse(&f).unwrap().l3 else {
+            panic!()
+        };
         assert_eq!(solicited_target(&f, &ip), None);
     }
 
@@ -165,8 +183,17 @@ mod tests {
         let gw = MacAddr([2, 0, 0, 0, 0, 1]);
         let gw_ip: Ipv6Addr = "fe80::1".parse().unwrap();
         let mut buf = [0u8; 128];
-        let n = build_router_advert(gw, &gw_ip, MacAddr([2; 6]), &"fe80::2".parse().unwrap(), "fd00::/64".parse().unwrap(), &mut buf);
-        let L3::Ipv6(ip) = parse(&buf[..n]).unwrap().l3 else { panic!() };
+        let n = build_router_advert(
+            gw,
+            &gw_ip,
+            MacAddr([2; 6]),
+            &"fe80::2".parse().unwrap(),
+            "fd00::/64".parse().unwrap(),
+            &mut buf,
+        );
+        let L3::Ipv6(ip) = parse(&buf[..n]).unwrap().l3 else {
+            panic!()
+        };
         assert_eq!(ip.icmp_type, Some(ROUTER_ADVERT));
         let acc = checksum::pseudo6(&ip.src, &ip.dst, IPPROTO_ICMPV6, (n - 54) as u32);
         assert_eq!(checksum::finish(checksum::sum(acc, &buf[54..n])), 0);

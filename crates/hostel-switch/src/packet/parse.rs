@@ -128,8 +128,7 @@ fn parse_arp(f: &[u8]) -> Result<ArpPkt, ParseError> {
         return Err(ParseError::Truncated);
     }
     // Ethernet (1) / IPv4 (0x0800), 6-byte MACs, 4-byte addresses: the only ARP we speak.
-    if be16(f, o)? != 1 || be16(f, o + 2)? != ETHERTYPE_IPV4 || f[o + 4] != 6 || f[o + 5] != 4
-    {
+    if be16(f, o)? != 1 || be16(f, o + 2)? != ETHERTYPE_IPV4 || f[o + 4] != 6 || f[o + 5] != 4 {
         return Err(ParseError::Invalid);
     }
     Ok(ArpPkt {
@@ -205,7 +204,13 @@ pub(crate) mod tests {
     use super::*;
 
     /// Builds an Ethernet + IPv4 + UDP frame for tests.
-    pub fn udp4(src: MacAddr, dst: MacAddr, sip: Ipv4Addr, dip: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    pub fn udp4(
+        src: MacAddr,
+        dst: MacAddr,
+        sip: Ipv4Addr,
+        dip: Ipv4Addr,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let mut f = Vec::new();
         f.extend_from_slice(&dst.0);
         f.extend_from_slice(&src.0);
@@ -227,7 +232,13 @@ pub(crate) mod tests {
     #[test]
     fn parses_udp4() {
         let a = MacAddr([2, 0, 0, 0, 0, 1]);
-        let f = udp4(a, MacAddr::BROADCAST, Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3), b"hi");
+        let f = udp4(
+            a,
+            MacAddr::BROADCAST,
+            Ipv4Addr::new(10, 0, 0, 2),
+            Ipv4Addr::new(10, 0, 0, 3),
+            b"hi",
+        );
         let p = parse(&f).unwrap();
         assert_eq!(p.src, a);
         match p.l3 {
@@ -242,7 +253,13 @@ pub(crate) mod tests {
     #[test]
     fn rejects_truncated_and_invalid() {
         assert_eq!(parse(&[0u8; 13]), Err(ParseError::Truncated));
-        let mut f = udp4(MacAddr([2; 6]), MacAddr([4; 6]), Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST, b"");
+        let mut f = udp4(
+            MacAddr([2; 6]),
+            MacAddr([4; 6]),
+            Ipv4Addr::LOCALHOST,
+            Ipv4Addr::LOCALHOST,
+            b"",
+        );
         f[14] = 0x44; // IHL 4
         assert_eq!(parse(&f), Err(ParseError::Invalid));
         f[14] = 0x4f; // IHL 15 = 60 bytes, more than the frame holds

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringT};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier};
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
 
 use crate::datapath::port::{Mem, PortRuntime, RxTarget, Vring};
 use crate::datapath::tx::{process_tx, TxScratch};
@@ -87,6 +89,8 @@ impl VhostUserBackend for NicBackend {
 
     fn acked_features(&self, features: u64) {
         self.inner.acked.store(features, Ordering::Release);
+        // A driver reload renegotiates: republish so senders see the new offloads.
+        self.inner.published.store(false, Ordering::Release);
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
@@ -124,7 +128,13 @@ impl VhostUserBackend for NicBackend {
                     .scratch
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                process_tx(&self.inner.core, &self.inner.port, &self.inner.mem, tx, &mut scratch);
+                process_tx(
+                    &self.inner.core,
+                    &self.inner.port,
+                    &self.inner.mem,
+                    tx,
+                    &mut scratch,
+                );
             }
         } else if device_event == RX_QUEUE {
             // Buffers were posted; delivery is push-based from senders, so nothing to drain.

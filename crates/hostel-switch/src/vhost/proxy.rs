@@ -116,7 +116,9 @@ fn frontend_to_backend(front: &UnixStream, back: &UnixStream) -> io::Result<()> 
         }
         let (req, flags, size) = (le32(&buf, 0), le32(&buf, 4), le32(&buf, 8) as usize);
         if size > MAX_PAYLOAD {
-            return Err(io::Error::other(format!("vhost-user payload too large: {size}")));
+            return Err(io::Error::other(format!(
+                "vhost-user payload too large: {size}"
+            )));
         }
         (&*front).read_exact(&mut buf[HDR_LEN..HDR_LEN + size])?;
         tracing::trace!(req, flags, size, fds = fds.len(), "vhost-user request");

@@ -36,7 +36,11 @@ pub struct PortServer {
 
 impl PortServer {
     /// Binds `path` (replacing a stale socket file) and starts serving it.
-    pub fn start(core: Arc<Core>, port: Arc<PortRuntime>, path: &Path) -> Result<PortServer, SwitchError> {
+    pub fn start(
+        core: Arc<Core>,
+        port: Arc<PortRuntime>,
+        path: &Path,
+    ) -> Result<PortServer, SwitchError> {
         let err = |source| SwitchError::VhostListen {
             path: path.to_path_buf(),
             source,
@@ -63,7 +67,13 @@ impl PortServer {
     /// Disconnects the guest (if any), stops the thread and removes the socket.
     pub fn stop(mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        if let Some(h) = self.shared.conn.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(h) = self
+            .shared
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             h.shutdown();
         }
         // Wake a thread blocked in accept().

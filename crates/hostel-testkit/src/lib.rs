@@ -1,0 +1,177 @@
+//! What hostel's integration tests share: locating the guest assets (`make guest`), building
+//! `hostel.run=` command lines, network namespaces that clean up after themselves, and
+//! waiting for console output with a deadline instead of sleeping.
+
+use base64::Engine as _;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The guest kernel and initramfs built by `make guest`.
+pub struct GuestAssets {
+    pub vmlinux: PathBuf,
+    pub vmlinuz: PathBuf,
+    pub initrd: PathBuf,
+}
+
+/// Finds the guest assets, or explains why the calling test is skipped. Under `make test`
+/// (`HOSTEL_REQUIRE_GUEST=1`) missing assets are a failure, never a silent pass.
+pub fn guest_assets() -> Option<GuestAssets> {
+    let dir = std::env::var_os("HOSTEL_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/guest"));
+    let assets = GuestAssets {
+        vmlinux: dir.join("vmlinux"),
+        vmlinuz: dir.join("vmlinuz"),
+        initrd: dir.join("initrd.img"),
+    };
+    let qemu = which("qemu-system-x86_64");
+    if assets.vmlinux.is_file() && assets.initrd.is_file() && qemu {
+        return Some(assets);
+    }
+    let why = if qemu {
+        format!(
+            "guest assets missing in {} (run `make guest`)",
+            dir.display()
+        )
+    } else {
+        "qemu-system-x86_64 is not installed".to_string()
+    };
+    if std::env::var_os("HOSTEL_REQUIRE_GUEST").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+pub fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// `hostel.run=<base64>` for a shell command the guest init runs before powering off.
+pub fn run_arg(script: &str) -> String {
+    format!(
+        "hostel.run={}",
+        base64::engine::general_purpose::STANDARD.encode(script)
+    )
+}
+
+/// True when this process may create namespaces and TAP devices.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A network namespace for one test, deleted (with everything in it) on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str) -> Self {
+        let name = format!("hostel-t-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        sh(&format!("ip netns add {name}"));
+        sh(&format!("ip -n {name} link set lo up"));
+        NetNs { name }
+    }
+
+    /// Runs a shell command inside the namespace, panicking with its output on failure.
+    pub fn exec(&self, cmd: &str) {
+        sh(&format!("ip netns exec {} sh -c '{}'", self.name, cmd));
+    }
+
+    /// Runs `f` on a thread that has entered this namespace (sockets it opens live there).
+    pub fn spawn_in<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).expect("open netns");
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on a namespace fd affects only this thread.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Runs a shell command on the host, panicking with its output if it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Collects lines from a stream on a thread so a test can wait for one with a deadline.
+pub struct LineWatcher {
+    rx: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl LineWatcher {
+    pub fn new(stream: impl Read + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line.trim_end_matches('\r').to_string()).is_err() {
+                    break;
+                }
+            }
+        });
+        LineWatcher {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until a line containing `needle` arrives; returns it, or `None` at the deadline
+    /// or the end of the stream.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let line = self.rx.recv_timeout(left).ok()?;
+            self.seen.push(line.clone());
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+    }
+
+    /// Everything seen so far, for assertion messages.
+    pub fn transcript(&self) -> String {
+        self.seen.join("\n")
+    }
+}
+
+/// Boot deadline for one TCG guest on a loaded 2-core machine.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
