@@ -182,6 +182,12 @@ impl Vm {
         tokio::time::timeout(t, self.wait()).await.ok()
     }
 
+    /// A receiver that turns `Some` when QEMU ends; owned, so a caller can wait on it without
+    /// borrowing the handle.
+    pub fn exit_watch(&self) -> watch::Receiver<Option<ExitReason>> {
+        self.exit.clone()
+    }
+
     /// The exit reason if QEMU has already ended.
     pub fn exited(&self) -> Option<ExitReason> {
         self.exit.borrow().clone()

@@ -92,12 +92,60 @@ const DESC: u64 = 0;
 const AVAIL: u64 = 0x100;
 const USED: u64 = 0x200;
 
-fn guest(image: &[u8]) -> Option<GuestMemoryAtomic<GuestMemoryMmap<()>>> {
+/// Reads fuzz input as a byte stream, yielding zeros once exhausted.
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn bytes<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0u8; N];
+        let n = N.min(self.0.len());
+        out[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        out
+    }
+    fn u8(&mut self) -> u8 {
+        self.bytes::<1>()[0]
+    }
+}
+
+/// Builds one guest's memory from the input: a 16-entry descriptor table whose addresses
+/// and lengths are usually (but not always) folded into guest memory, an avail ring with a
+/// small index, and buffer contents. Structure keeps the fuzzer past "nothing available".
+fn guest(inp: &mut Input<'_>) -> Option<GuestAddressSpaceMem> {
     let m = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).ok()?;
-    let n = image.len().min(MEM);
-    m.write_slice(&image[..n], GuestAddress(0)).ok()?;
+    for d in 0..u64::from(QSIZE) {
+        let sel = inp.u8();
+        let mut addr = u64::from_le_bytes(inp.bytes::<8>());
+        let mut len = u32::from_le_bytes(inp.bytes::<4>());
+        if sel & 1 == 0 {
+            addr = 0x400 + addr % (MEM as u64 - 0x400);
+        }
+        if sel & 2 == 0 {
+            len %= 4096;
+        }
+        let flags = u16::from(sel >> 2) & 7;
+        let next = u16::from(inp.u8()) % (QSIZE + 4);
+        let base = GuestAddress(DESC + 16 * d);
+        m.write_obj(addr, base).ok()?;
+        m.write_obj(len, GuestAddress(base.0 + 8)).ok()?;
+        m.write_obj(flags, GuestAddress(base.0 + 12)).ok()?;
+        m.write_obj(next, GuestAddress(base.0 + 14)).ok()?;
+    }
+    let idx = u16::from(inp.u8()) % (QSIZE + 4);
+    m.write_obj(idx, GuestAddress(AVAIL + 2)).ok()?;
+    for slot in 0..u64::from(QSIZE) {
+        let head = u16::from(inp.u8()) % (QSIZE + 2);
+        m.write_obj(head, GuestAddress(AVAIL + 4 + 2 * slot)).ok()?;
+    }
+    let payload = inp.bytes::<512>();
+    for chunk in 0..8u64 {
+        m.write_slice(&payload, GuestAddress(0x400 + chunk * 0x1000))
+            .ok()?;
+    }
     Some(GuestMemoryAtomic::new(m))
 }
+
+type GuestAddressSpaceMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
 
 fn vring(mem: &GuestMemoryAtomic<GuestMemoryMmap<()>>) -> Option<Vring> {
     let v = Vring::new(mem.clone(), QSIZE).ok()?;
@@ -108,22 +156,21 @@ fn vring(mem: &GuestMemoryAtomic<GuestMemoryMmap<()>>) -> Option<Vring> {
     Some(v)
 }
 
-/// A hostile guest: the first half of `data` is the sender's memory (descriptor table, avail
-/// ring, buffers), the second half the receiver's (its RX ring and buffers). Runs the real
-/// TX path over it.
+/// A hostile guest pair: the input describes the sender's memory (descriptor table, avail
+/// ring, buffers), then the receiver's (its RX ring and buffers), then the receiver's
+/// feature bits. Runs the real TX path over it.
 pub fn descriptor_chain(data: &[u8]) {
-    let (a, b) = data.split_at(data.len() / 2);
-    let (Some(ma), Some(mb)) = (guest(a), guest(b)) else {
+    let mut inp = Input(data);
+    let (Some(ma), Some(mb)) = (guest(&mut inp), guest(&mut inp)) else {
         return;
     };
+    let feature_mask = inp.u8();
     let (Some(tx), Some(rx_a), Some(rx_b)) = (vring(&ma), vring(&ma), vring(&mb)) else {
         return;
     };
     let ra = PortRuntime::new("p2");
     let rb = PortRuntime::new("p3");
-    let features = b.first().map_or(OFFERED_FEATURES, |f| {
-        OFFERED_FEATURES & !(u64::from(*f) << 1)
-    });
+    let features = OFFERED_FEATURES & !(u64::from(feature_mask) << 1);
     ra.set_rx(Some(RxTarget {
         vring: rx_a,
         mem: ma.clone(),

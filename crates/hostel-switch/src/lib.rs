@@ -1,6 +1,13 @@
 //! hostel-switch: the hypervisor's datapath, a vhost-user-net backend serving every VM NIC
 //! on the host from one process.
 //!
+//! Each virtual NIC is a Unix socket the switch listens on; QEMU connects to it as the
+//! vhost-user frontend. Frames are switched inside a tenant network by destination IP,
+//! copied once from the sender's TX buffers into the receiver's RX buffers with the
+//! virtio-net header (and so TSO/checksum offload) carried across; everything else goes to
+//! the network's uplink TAP. The switch answers ARP, NDP and DHCPv4 itself, drops spoofed
+//! sources, and counts every drop per port under a [`DropReason`].
+//!
 //! # Module map
 //! - [`types`], [`config`]: addresses and the networks/ports the daemon programs.
 //! - [`tables`]: immutable lookup tables, swapped atomically on every change.
@@ -9,18 +16,30 @@
 //!   network lookup → destination lookup → uplink hooks) and its execution on virtio rings
 //!   (descriptor chains, RX delivery, TX batches).
 //! - [`stats`]: per-port counters with one [`stats::DropReason`] per drop.
-//! - [`vhost`]: vhost-user backend glue and per-port socket listeners.
+//! - [`vhost`]: vhost-user backend glue, per-port socket listeners, and the message relay
+//!   that papers over QEMU's SET_VRING_ENABLE ordering.
 //! - [`uplink`]: the per-network TAP device and its reader thread.
 //! - [`switch`]: the control-plane object ([`Switch`]); [`control`]: its JSON-lines socket.
-//! - [`run`]: the blocking entry point used by `hostel switch`.
+//! - [`mod@run`]: the blocking entry point used by `hostel switch`.
 //! - [`driver`]: a guest-side split-ring driver for tests, the bench tool and fuzzing.
 //!
 //! # Running
 //! [`run()`] takes [`RunOptions`]:
-//! - `control_socket`: Unix socket path for the control protocol (see [`control`]).
+//! - `control_socket`: Unix socket path for the control protocol (see [`control`] for the
+//!   requests: add/remove network, add/remove port, apply, show_config, stats, shutdown).
 //! - `config`: optional JSON file holding a [`SwitchConfig`] applied at start.
 //!
-//! It blocks until a `shutdown` request arrives on the control socket.
+//! It blocks until a `shutdown` request arrives on the control socket, then removes every
+//! port socket and uplink. Logging goes through `tracing`; the caller installs a subscriber.
+//!
+//! # QEMU side
+//! Guest memory must be shareable (`-object memory-backend-memfd,...,share=on`, on microvm
+//! `-M microvm,memory-backend=...`), virtio-mmio must be modern
+//! (`-global virtio-mmio.force-legacy=false`), and the NIC is
+//! `-chardev socket,id=n0,path=SOCK[,reconnect=1] -netdev vhost-user,id=net0,chardev=n0
+//! -device virtio-net-device,netdev=net0,mac=MAC` with MAC equal to the port's `mac`.
+//! The switch re-accepts on the same socket after a disconnect, so `reconnect=1` survives a
+//! switch restart once the daemon has re-sent the tables.
 
 pub mod config;
 pub mod control;

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use crate::datapath::chain::SegList;
 use crate::datapath::exec::with_rx;
 use crate::datapath::local;
-use crate::datapath::pipeline::{Ctx, Decision, Ingress};
+use crate::datapath::pipeline::{Ctx, Decision, Ingress, Pipeline};
 use crate::datapath::rx::FrameSrc;
 use crate::datapath::vnet::{VnetHdr, VNET_HDR_LEN};
 use crate::datapath::Core;
 use crate::error::SwitchError;
 use crate::packet::{parse, REPLY_BUF};
 use crate::stats::{DropReason, PortStats};
+use crate::tables::{NetIdx, Tables};
 use crate::types::MacAddr;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
@@ -165,7 +166,8 @@ impl Uplink {
         Ok(())
     }
 
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Reads one frame (with its virtio-net header) without blocking.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: buf is valid for writes of buf.len() bytes.
         let r = unsafe { libc::read(self.file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if r < 0 {
@@ -195,17 +197,29 @@ impl Uplink {
             if r <= 0 {
                 continue;
             }
+            // One table snapshot per wakeup, not per frame.
+            let tables = core.tables();
+            let Some(ni) = tables.net_by_id(&self.network) else {
+                continue;
+            };
             for _ in 0..64 {
                 let n = match self.recv(&mut buf) {
                     Ok(n) => n,
                     Err(_) => break,
                 };
-                self.handle(&core, &buf[..n], &mut reply);
+                self.handle(&core.pipeline, &tables, ni, &buf[..n], &mut reply);
             }
         }
     }
 
-    fn handle(&self, core: &Core, buf: &[u8], reply: &mut [u8]) {
+    fn handle(
+        &self,
+        pipeline: &Pipeline,
+        tables: &Tables,
+        ni: NetIdx,
+        buf: &[u8],
+        reply: &mut [u8],
+    ) {
         self.stats.add_tx(1, buf.len() as u64);
         let Some(h) = buf
             .get(..VNET_HDR_LEN)
@@ -217,12 +231,12 @@ impl Uplink {
         let mut hdr = VnetHdr::from_bytes(h);
         hdr.num_buffers = 0;
         let frame = &buf[VNET_HDR_LEN..];
-        let tables = core.tables();
-        let Some(ni) = tables.net_by_id(&self.network) else {
+        if let Err(r) = hdr.validate(frame.len()) {
+            self.stats.count_drop(r);
             return;
-        };
-        let mut ctx = Ctx::new(&tables, Ingress::Uplink(ni), frame, frame.len());
-        let decision = core.pipeline.classify(&mut ctx);
+        }
+        let mut ctx = Ctx::new(tables, Ingress::Uplink(ni), frame, frame.len());
+        let decision = pipeline.classify(&mut ctx);
         let src = FrameSrc {
             head: frame,
             tail_mem: None,
@@ -241,7 +255,7 @@ impl Uplink {
                 Ok(())
             }
             Decision::Local(r) => match parse(frame) {
-                Ok(p) => local::build(&tables, Ingress::Uplink(ni), ni, r, &p, frame, reply)
+                Ok(p) => local::build(tables, Ingress::Uplink(ni), ni, r, &p, frame, reply)
                     .and_then(|n| {
                         let out = FrameSrc {
                             head: &reply[..n],

@@ -1,5 +1,7 @@
 //! `hostel`: one binary for the CLI and every hostel process.
 
+mod cli;
+mod cmd_daemon;
 mod cmd_run;
 mod console;
 mod units;
@@ -14,6 +16,8 @@ use std::process::ExitCode;
     about = "Multi-tenant virtualization platform"
 )]
 struct Cli {
+    #[command(flatten)]
+    global: cli::GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,6 +26,10 @@ struct Cli {
 enum Command {
     /// Boot one VM in the foreground, its console on this terminal.
     Run(cmd_run::RunArgs),
+    /// Run the hostel daemon: the API, the state store and every VM's supervisor.
+    Daemon(cmd_daemon::DaemonArgs),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +43,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => cmd_run::main(args),
+        Command::Daemon(args) => cmd_daemon::main(args),
+        Command::Client(cmd) => cli::main(cli.global, cmd),
     };
     match result {
         Ok(code) => code,

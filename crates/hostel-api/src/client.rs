@@ -1,0 +1,202 @@
+//! The typed API client. Blocking (ureq): the CLI makes one call at a time.
+
+use crate::types::*;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::io::Read;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error; `message` is its reason.
+    #[error("{message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        field: Option<String>,
+    },
+    #[error("cannot reach the hostel daemon at {url}: {reason}")]
+    Transport { url: String, reason: String },
+    #[error("unexpected response: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(base: impl Into<String>, token: Option<String>) -> Self {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .build();
+        Client {
+            base: base.into().trim_end_matches('/').to_string(),
+            token,
+            agent,
+        }
+    }
+
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let mut req = self.agent.request(method, &format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        req
+    }
+
+    fn handle(&self, r: std::result::Result<ureq::Response, ureq::Error>) -> Result<ureq::Response> {
+        match r {
+            Ok(resp) => Ok(resp),
+            Err(ureq::Error::Status(status, resp)) => {
+                let text = resp.into_string().unwrap_or_default();
+                Err(match serde_json::from_str::<ApiErrorBody>(&text) {
+                    Ok(b) => ClientError::Api {
+                        status,
+                        code: b.error.code,
+                        message: b.error.message,
+                        field: b.error.field,
+                    },
+                    Err(_) => ClientError::Api {
+                        status,
+                        code: "http".into(),
+                        message: format!("HTTP {status}: {}", text.trim()),
+                        field: None,
+                    },
+                })
+            }
+            Err(e) => Err(ClientError::Transport {
+                url: self.base.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(resp: ureq::Response) -> Result<T> {
+        resp.into_json().map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        Self::decode(self.handle(self.request("GET", path).call())?)
+    }
+
+    pub fn send<B: Serialize, T: DeserializeOwned>(&self, method: &str, path: &str, body: &B) -> Result<T> {
+        Self::decode(self.handle(self.request(method, path).send_json(body))?)
+    }
+
+    pub fn delete(&self, path: &str) -> Result<()> {
+        self.handle(self.request("DELETE", path).call()).map(|_| ())
+    }
+
+    /// A streaming GET (console follow): the body as a reader.
+    pub fn stream(&self, path: &str) -> Result<Box<dyn Read + Send + Sync + 'static>> {
+        let resp = self.handle(self.request("GET", path).call())?;
+        Ok(resp.into_reader())
+    }
+
+    /// Plain-text GET (console log, metrics).
+    pub fn get_text(&self, path: &str) -> Result<String> {
+        self.handle(self.request("GET", path).call())?
+            .into_string()
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    // --- typed calls ---
+
+    pub fn create_tenant(&self, body: &CreateTenant) -> Result<TenantView> {
+        self.send("POST", "/v1/tenants", body)
+    }
+    pub fn list_tenants(&self) -> Result<Vec<TenantView>> {
+        self.get("/v1/tenants")
+    }
+    pub fn set_quota(&self, tenant: &str, quota: &QuotaBody) -> Result<TenantView> {
+        self.send("PUT", &format!("/v1/tenants/{tenant}/quota"), quota)
+    }
+    pub fn create_token(&self, tenant: &str, body: &CreateToken) -> Result<TokenIssued> {
+        self.send("POST", &format!("/v1/tenants/{tenant}/tokens"), body)
+    }
+    pub fn audit(&self, tenant: Option<&str>, limit: u32) -> Result<Vec<AuditView>> {
+        let mut path = format!("/v1/audit?limit={limit}");
+        if let Some(t) = tenant {
+            path.push_str(&format!("&tenant={t}"));
+        }
+        self.get(&path)
+    }
+    pub fn list_images(&self) -> Result<Vec<ImageView>> {
+        self.get("/v1/images")
+    }
+    pub fn host(&self) -> Result<HostView> {
+        self.get("/v1/host")
+    }
+    pub fn set_host(&self, s: &HostSettings) -> Result<HostView> {
+        self.send("PUT", "/v1/host/settings", s)
+    }
+
+    /// VM routes; `tenant` is needed only with the operator token.
+    pub fn vms(&self, tenant: Option<&str>) -> VmClient<'_> {
+        VmClient {
+            client: self,
+            query: tenant.map(|t| format!("?tenant={t}")).unwrap_or_default(),
+        }
+    }
+}
+
+pub struct VmClient<'a> {
+    client: &'a Client,
+    query: String,
+}
+
+impl VmClient<'_> {
+    fn path(&self, rest: &str) -> String {
+        format!("/v1/vms{rest}{}", self.query)
+    }
+    fn with(&self, rest: &str, extra: &str) -> String {
+        let sep = if self.query.is_empty() { "?" } else { "&" };
+        format!("/v1/vms{rest}{}{sep}{extra}", self.query)
+    }
+    pub fn create(&self, body: &CreateVm) -> Result<VmView> {
+        self.client.send("POST", &self.path(""), body)
+    }
+    pub fn list(&self) -> Result<Vec<VmView>> {
+        self.client.get(&self.path(""))
+    }
+    pub fn show(&self, name: &str) -> Result<VmView> {
+        self.client.get(&self.path(&format!("/{name}")))
+    }
+    pub fn start(&self, name: &str) -> Result<VmView> {
+        self.client.send("POST", &self.path(&format!("/{name}/start")), &())
+    }
+    pub fn stop(&self, name: &str, body: &StopVm) -> Result<VmView> {
+        self.client.send("POST", &self.path(&format!("/{name}/stop")), body)
+    }
+    pub fn restart(&self, name: &str) -> Result<VmView> {
+        self.client.send("POST", &self.path(&format!("/{name}/restart")), &())
+    }
+    pub fn resize(&self, name: &str, body: &ResizeVm) -> Result<VmView> {
+        self.client.send("PATCH", &self.path(&format!("/{name}")), body)
+    }
+    pub fn delete(&self, name: &str) -> Result<()> {
+        self.client.delete(&self.path(&format!("/{name}")))
+    }
+    pub fn console(&self, name: &str) -> Result<String> {
+        self.client.get_text(&self.path(&format!("/{name}/console")))
+    }
+    pub fn console_follow(&self, name: &str) -> Result<Box<dyn Read + Send + Sync + 'static>> {
+        self.client.stream(&self.with(&format!("/{name}/console"), "follow=true"))
+    }
+}

@@ -1,0 +1,13 @@
+//! hostel's REST API as both sides see it: the JSON request and response types (with their
+//! OpenAPI schemas) and [`Client`], the typed client the CLI uses. The server lives in
+//! `hostel-daemon`; keeping the types here lets the CLI build without the daemon.
+//!
+//! Conventions: every path is under `/v1`; `Authorization: Bearer <token>`; a tenant token
+//! sees only its own tenant (anything else is 404, never 403); the operator names a tenant
+//! with `?tenant=NAME` on VM routes. Errors are `{"error": {"code", "message", "field"}}`.
+
+mod client;
+mod types;
+
+pub use client::{Client, ClientError};
+pub use types::*;

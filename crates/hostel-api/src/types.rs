@@ -1,0 +1,222 @@
+//! Request and response bodies of the v1 API.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A size in MiB, written as a number of MiB or as text like "512M" or "2G".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Size {
+    Mib(u64),
+    Text(String),
+}
+
+impl Size {
+    /// MiB, or why the text is not a size.
+    pub fn to_mib(&self) -> Result<u64, String> {
+        match self {
+            Size::Mib(n) => Ok(*n),
+            Size::Text(s) => parse_mib(s),
+        }
+    }
+}
+
+/// Parses `512`, `512M`, `2G`, `1GiB` into MiB; a bare number is MiB.
+pub fn parse_mib(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 512, 512M, 2G)"))?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "m" | "mb" | "mib" => 1,
+        "g" | "gb" | "gib" => 1024,
+        "t" | "tb" | "tib" => 1024 * 1024,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use M, G or T)")),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+pub struct QuotaBody {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    pub vms: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+pub struct UsageBody {
+    pub vcpus: u64,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    pub vms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateTenant {
+    pub name: String,
+    /// Defaults to a small quota (4 vCPUs, 4 GiB, 50 GiB disk, 4 VMs).
+    #[serde(default)]
+    pub quota: Option<QuotaBody>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantView {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    pub quota: QuotaBody,
+    pub usage: UsageBody,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
+pub struct CreateToken {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A new API token; `secret` is shown this once and never stored.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenIssued {
+    pub id: String,
+    pub tenant: Option<String>,
+    pub name: String,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateVm {
+    pub name: String,
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// MiB as a number, or text such as "512M".
+    #[serde(default)]
+    pub memory: Option<Size>,
+    /// Defaults to `busybox`.
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub disk_gib: Option<u64>,
+    /// Extra kernel command line for direct-boot images.
+    #[serde(default)]
+    pub cmdline: Option<String>,
+    /// `never` (default), `on_failure` or `always`.
+    #[serde(default)]
+    pub restart_policy: Option<String>,
+    /// Start it right away (default true).
+    #[serde(default)]
+    pub start: Option<bool>,
+}
+
+/// New shape for a VM; takes effect at its next start.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
+pub struct ResizeVm {
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    #[serde(default)]
+    pub memory: Option<Size>,
+    #[serde(default)]
+    pub disk_gib: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
+pub struct StopVm {
+    /// Skip the guest's graceful shutdown.
+    #[serde(default)]
+    pub force: bool,
+    /// Seconds the guest gets to power off before QEMU is stopped (default 30).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VmView {
+    pub id: String,
+    pub tenant: String,
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    pub image: String,
+    pub cmdline: Option<String>,
+    pub restart_policy: String,
+    /// What the tenant asked for: `running` or `stopped`.
+    pub desired: String,
+    /// What the host last saw: `creating`, `starting`, `running`, `stopping`, `stopped`, `crashed`, `failed`.
+    pub state: String,
+    pub pid: Option<u32>,
+    pub since: String,
+    pub last_exit: Option<String>,
+    pub restart_count: u32,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditView {
+    pub seq: u64,
+    pub at: String,
+    pub actor: String,
+    pub tenant: Option<String>,
+    pub action: String,
+    pub target: String,
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImageView {
+    pub name: String,
+    pub description: String,
+}
+
+/// How far the host may promise more than it has.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HostSettings {
+    /// Sum of running VMs' memory may reach host memory times this.
+    pub memory_overcommit: f64,
+    /// Sum of running VMs' vCPUs may reach host CPUs times this.
+    pub cpu_overcommit: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HostView {
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub settings: HostSettings,
+    pub committed_vcpus: u64,
+    pub committed_memory_mib: u64,
+    pub accelerator: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `invalid`, `not_found`, `quota_exceeded`.
+    pub code: String,
+    pub message: String,
+    /// The request field at fault, when there is one.
+    #[serde(default)]
+    pub field: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiErrorBody {
+    pub error: ErrorBody,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_from_numbers_and_text() {
+        assert_eq!(Size::Mib(256).to_mib().unwrap(), 256);
+        assert_eq!(Size::Text("2G".into()).to_mib().unwrap(), 2048);
+        assert!(Size::Text("lots".into()).to_mib().is_err());
+        let v: CreateVm = serde_json::from_str(r#"{"name":"a","memory":"512M"}"#).unwrap();
+        assert_eq!(v.memory.unwrap().to_mib().unwrap(), 512);
+        let v: CreateVm = serde_json::from_str(r#"{"name":"a","memory":64}"#).unwrap();
+        assert_eq!(v.memory.unwrap().to_mib().unwrap(), 64);
+    }
+}

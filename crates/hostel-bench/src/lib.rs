@@ -1,0 +1,11 @@
+//! Benchmarks of hostel against the plain commands people would otherwise use.
+//!
+//! Everything a benchmark measures lives here, the binaries only parse flags and print, so
+//! the parsing of `/proc` and the statistics are unit-tested without booting anything.
+
+pub mod boot;
+pub mod contender;
+pub mod machine;
+pub mod memory;
+pub mod report;
+pub mod stats;

@@ -1,0 +1,109 @@
+//! Host admission: the host refuses a VM it cannot hold, with the reason, instead of starting
+//! it into swap. Memory and vCPUs committed to VMs that should run are counted against the
+//! host's size times an operator-set overcommit ratio.
+
+use hostel_api::HostSettings;
+use hostel_state::{SettingKey, Store};
+
+pub const DEFAULT_SETTINGS: HostSettings = HostSettings {
+    memory_overcommit: 1.0,
+    cpu_overcommit: 4.0,
+};
+const MEMORY_KEY: &str = "host.memory_overcommit";
+const CPU_KEY: &str = "host.cpu_overcommit";
+
+#[derive(Debug, Clone, Copy)]
+pub struct HostSize {
+    pub cpus: u32,
+    pub memory_mib: u64,
+}
+
+impl HostSize {
+    pub fn probe() -> Self {
+        Self {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            memory_mib: hostel_engine::preflight::host_memory_mib().unwrap_or(0),
+        }
+    }
+}
+
+pub fn load_settings(store: &dyn Store) -> HostSettings {
+    let read = |k: &str, default: f64| {
+        SettingKey::new(k)
+            .ok()
+            .and_then(|key| store.get_setting(&key).ok().flatten())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    HostSettings {
+        memory_overcommit: read(MEMORY_KEY, DEFAULT_SETTINGS.memory_overcommit),
+        cpu_overcommit: read(CPU_KEY, DEFAULT_SETTINGS.cpu_overcommit),
+    }
+}
+
+pub fn validate_settings(s: &HostSettings) -> Result<(), (&'static str, String)> {
+    for (field, v) in [
+        ("memory_overcommit", s.memory_overcommit),
+        ("cpu_overcommit", s.cpu_overcommit),
+    ] {
+        if !v.is_finite() || !(0.1..=100.0).contains(&v) {
+            return Err((field, format!("{v} is outside 0.1-100")));
+        }
+    }
+    Ok(())
+}
+
+pub fn save_settings(store: &dyn Store, s: &HostSettings) -> hostel_state::Result<()> {
+    store.set_setting(&SettingKey::new(MEMORY_KEY)?, &s.memory_overcommit.to_string())?;
+    store.set_setting(&SettingKey::new(CPU_KEY)?, &s.cpu_overcommit.to_string())
+}
+
+/// Resources already promised to VMs that should be running.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Committed {
+    pub vcpus: u64,
+    pub memory_mib: u64,
+}
+
+/// Admits a VM of `vcpus`/`memory_mib` on top of `committed`, or says which limit it breaks.
+pub fn admit(
+    host: HostSize,
+    settings: &HostSettings,
+    committed: Committed,
+    vcpus: u32,
+    memory_mib: u64,
+) -> Result<(), String> {
+    let mem_limit = (host.memory_mib as f64 * settings.memory_overcommit) as u64;
+    if committed.memory_mib + memory_mib > mem_limit {
+        return Err(format!(
+            "host memory: {memory_mib} MiB requested + {} MiB committed > {mem_limit} MiB ({} MiB x overcommit {})",
+            committed.memory_mib, host.memory_mib, settings.memory_overcommit
+        ));
+    }
+    let cpu_limit = (f64::from(host.cpus) * settings.cpu_overcommit) as u64;
+    if committed.vcpus + u64::from(vcpus) > cpu_limit {
+        return Err(format!(
+            "host vCPUs: {vcpus} requested + {} committed > {cpu_limit} ({} CPUs x overcommit {})",
+            committed.vcpus, host.cpus, settings.cpu_overcommit
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admits_within_and_refuses_beyond_the_overcommitted_host() {
+        let host = HostSize { cpus: 2, memory_mib: 1000 };
+        let s = HostSettings { memory_overcommit: 1.5, cpu_overcommit: 2.0 };
+        let c = Committed { vcpus: 3, memory_mib: 1000 };
+        assert!(admit(host, &s, c, 1, 500).is_ok());
+        let err = admit(host, &s, c, 1, 501).unwrap_err();
+        assert!(err.contains("host memory"), "{err}");
+        let err = admit(host, &s, c, 2, 10).unwrap_err();
+        assert!(err.contains("host vCPUs"), "{err}");
+        assert!(validate_settings(&HostSettings { memory_overcommit: f64::NAN, cpu_overcommit: 1.0 }).is_err());
+    }
+}

@@ -1,0 +1,107 @@
+//! Host capacity and settings, images, the audit log and metrics.
+
+use super::{views, AppState, Auth};
+use crate::admission;
+use crate::error::{ApiError, ApiResult};
+use axum::extract::{Query, State};
+use axum::Json;
+use hostel_api::{AuditView, HostSettings, HostView, ImageView};
+use hostel_state::{AuditQuery, TenantName};
+use serde::Deserialize;
+
+fn host_view(state: &AppState) -> ApiResult<HostView> {
+    let committed = state.supervisor.committed()?;
+    let host = state.supervisor.host;
+    let accel = hostel_engine::accel::choose(
+        hostel_engine::AccelChoice::Auto,
+        &hostel_engine::accel::HostVirt::probe(),
+    )
+    .map(|d| format!("{} ({})", d.accel, d.reason))
+    .unwrap_or_else(|e| e.to_string());
+    Ok(HostView {
+        cpus: host.cpus,
+        memory_mib: host.memory_mib,
+        settings: admission::load_settings(state.ctx.store.as_ref()),
+        committed_vcpus: committed.vcpus,
+        committed_memory_mib: committed.memory_mib,
+        accelerator: accel,
+    })
+}
+
+#[utoipa::path(get, path = "/v1/host", responses((status = 200, body = HostView)))]
+pub async fn show(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<HostView>> {
+    auth.operator()?;
+    Ok(Json(host_view(&state)?))
+}
+
+#[utoipa::path(put, path = "/v1/host/settings", request_body = HostSettings,
+    responses((status = 200, body = HostView)))]
+pub async fn set_settings(
+    State(state): State<AppState>,
+    auth: Auth,
+    Json(body): Json<HostSettings>,
+) -> ApiResult<Json<HostView>> {
+    auth.operator()?;
+    let result = admission::validate_settings(&body)
+        .map_err(|(field, msg)| ApiError::invalid(field, msg))
+        .and_then(|()| Ok(admission::save_settings(state.ctx.store.as_ref(), &body)?));
+    state.audit(&auth, None, "host.settings", "host", &result);
+    result?;
+    Ok(Json(host_view(&state)?))
+}
+
+#[utoipa::path(get, path = "/v1/images", responses((status = 200, body = [ImageView])))]
+pub async fn images(State(state): State<AppState>, _auth: Auth) -> Json<Vec<ImageView>> {
+    Json(
+        state
+            .ctx
+            .images
+            .list()
+            .iter()
+            .map(|i| ImageView {
+                name: i.name.clone(),
+                description: i.description.clone(),
+            })
+            .collect(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuditParams {
+    tenant: Option<String>,
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/audit", params(("tenant" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+    responses((status = 200, body = [AuditView])))]
+pub async fn audit(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(p): Query<AuditParams>,
+) -> ApiResult<Json<Vec<AuditView>>> {
+    auth.operator()?;
+    let store = &state.ctx.store;
+    let mut q = AuditQuery::newest(p.limit.unwrap_or(100).min(10_000));
+    if let Some(name) = &p.tenant {
+        let n = TenantName::new(name).map_err(|_| ApiError::not_found("tenant", name))?;
+        q = q.for_tenant(store.get_tenant_by_name(&n)?.id);
+    }
+    let names: std::collections::HashMap<_, _> = store
+        .list_tenants()?
+        .into_iter()
+        .map(|t| (t.id, t.name.to_string()))
+        .collect();
+    let entries = store.list_audit(&q)?;
+    Ok(Json(
+        entries
+            .iter()
+            .map(|e| views::audit(e, e.tenant.and_then(|t| names.get(&t).cloned())))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/metrics", responses((status = 200, body = String, content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>, auth: Auth) -> ApiResult<String> {
+    auth.operator()?;
+    Ok(crate::metrics::render(&state.ctx)?)
+}

@@ -1,0 +1,159 @@
+//! The v1 REST API: routing, authentication, tenant scoping and auditing. Handlers live in
+//! one file per resource.
+
+mod host;
+mod tenants;
+mod views;
+mod vms;
+
+use crate::error::{ApiError, ApiResult};
+use crate::supervisor::Supervisor;
+use crate::Ctx;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::routing::{get, post, put};
+use axum::Router;
+use hostel_state::{Actor, AuditResult, NewAuditEntry, TenantId, TenantName};
+use serde::Deserialize;
+use std::sync::Arc;
+use utoipa::OpenApi;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub ctx: Arc<Ctx>,
+    pub supervisor: Arc<Supervisor>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/metrics", get(host::metrics))
+        .route("/v1/health", get(|| async { "ok" }))
+        .route("/v1/host", get(host::show))
+        .route("/v1/host/settings", put(host::set_settings))
+        .route("/v1/images", get(host::images))
+        .route("/v1/audit", get(host::audit))
+        .route("/v1/tenants", post(tenants::create).get(tenants::list))
+        .route("/v1/tenants/{tenant}", get(tenants::show))
+        .route("/v1/tenants/{tenant}/quota", put(tenants::set_quota))
+        .route("/v1/tenants/{tenant}/tokens", post(tenants::create_token))
+        .route("/v1/vms", post(vms::create).get(vms::list))
+        .route(
+            "/v1/vms/{name}",
+            get(vms::show).patch(vms::resize).delete(vms::delete),
+        )
+        .route("/v1/vms/{name}/start", post(vms::start))
+        .route("/v1/vms/{name}/stop", post(vms::stop))
+        .route("/v1/vms/{name}/restart", post(vms::restart))
+        .route("/v1/vms/{name}/console", get(vms::console))
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "hostel", description = "Multi-tenant virtualization platform API"),
+    paths(
+        host::show, host::set_settings, host::images, host::audit, host::metrics,
+        tenants::create, tenants::list, tenants::show, tenants::set_quota, tenants::create_token,
+        vms::create, vms::list, vms::show, vms::resize, vms::delete, vms::start, vms::stop,
+        vms::restart, vms::console,
+    ),
+    components(schemas(hostel_api::ApiErrorBody))
+)]
+struct ApiDoc;
+
+async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}
+
+/// Who is calling: the operator, or one tenant.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub actor: Actor,
+    pub tenant: Option<TenantId>,
+}
+
+impl Auth {
+    /// Operator-only routes answer tenants with 404: a customer cannot even learn they exist.
+    pub fn operator(&self) -> ApiResult<()> {
+        match self.tenant {
+            None => Ok(()),
+            Some(_) => Err(ApiError::not_found("route", "")),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let secret = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(ApiError::unauthorized)?;
+        let token = state
+            .ctx
+            .store
+            .authenticate(secret.trim())?
+            .ok_or_else(ApiError::unauthorized)?;
+        Ok(Auth {
+            actor: match token.tenant {
+                None => Actor::Operator,
+                Some(_) => Actor::Token(token.id),
+            },
+            tenant: token.tenant,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct TenantQuery {
+    pub tenant: Option<String>,
+}
+
+impl AppState {
+    /// The tenant a VM route acts for: the token's own, or the one the operator names.
+    pub fn scope(&self, auth: &Auth, q: &TenantQuery) -> ApiResult<TenantId> {
+        match (auth.tenant, q.tenant.as_deref()) {
+            (Some(own), None) => Ok(own),
+            (own, Some(name)) => {
+                let found = TenantName::new(name)
+                    .ok()
+                    .and_then(|n| self.ctx.store.get_tenant_by_name(&n).ok())
+                    .filter(|t| own.is_none_or(|o| o == t.id))
+                    .ok_or_else(|| ApiError::not_found("tenant", name))?;
+                Ok(found.id)
+            }
+            (None, None) => Err(ApiError::invalid(
+                "tenant",
+                "the operator must name a tenant (?tenant=NAME)",
+            )),
+        }
+    }
+
+    /// Records a state-changing call and its outcome.
+    pub fn audit<T>(
+        &self,
+        auth: &Auth,
+        tenant: Option<TenantId>,
+        action: &str,
+        target: &str,
+        result: &ApiResult<T>,
+    ) {
+        let entry = NewAuditEntry {
+            actor: auth.actor.clone(),
+            tenant,
+            action: action.to_string(),
+            target: target.to_string(),
+            result: match result {
+                Ok(_) => AuditResult::Ok,
+                Err(e) => AuditResult::Error(e.message.clone()),
+            },
+        };
+        if let Err(e) = self.ctx.store.append_audit(&entry) {
+            tracing::error!(error = %e, action, "audit log write failed");
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! VM routes, scoped to one tenant: a name outside it is simply not found.
+
+use super::{views, AppState, Auth, TenantQuery};
+use crate::actor::grow_disk;
+use crate::error::{ApiError, ApiResult};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use hostel_api::{CreateVm, ResizeVm, StopVm, VmView};
+use hostel_state::{DesiredState, NewVm, RestartPolicy, TenantId, Vm, VmName, VmSpecRecord};
+use serde::Deserialize;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(30);
+/// The most of a console log one request returns (its tail).
+const CONSOLE_TAIL: u64 = 1 << 20;
+
+fn find(state: &AppState, tenant: &TenantId, name: &str) -> ApiResult<Vm> {
+    let n = VmName::new(name).map_err(|_| ApiError::not_found("vm", name))?;
+    Ok(state.ctx.store.get_vm_by_name(tenant, &n)?)
+}
+
+fn view(state: &AppState, vm: &Vm) -> ApiResult<VmView> {
+    let tenant = state.ctx.store.get_tenant(&vm.tenant)?;
+    Ok(views::vm(vm, tenant.name.as_str()))
+}
+
+fn fresh(state: &AppState, vm: &Vm) -> ApiResult<Json<VmView>> {
+    Ok(Json(view(state, &state.ctx.store.get_vm(&vm.id)?)?))
+}
+
+fn parse_policy(s: &str) -> ApiResult<RestartPolicy> {
+    RestartPolicy::ALL
+        .iter()
+        .copied()
+        .find(|p| p.as_str() == s)
+        .ok_or_else(|| ApiError::invalid("restart_policy", format!("{s:?} is not never, on_failure or always")))
+}
+
+fn spec_from(state: &AppState, body: &CreateVm) -> ApiResult<VmSpecRecord> {
+    let memory = match &body.memory {
+        None => 128,
+        Some(m) => m.to_mib().map_err(|e| ApiError::invalid("memory", e))?,
+    };
+    let image = body.image.clone().unwrap_or_else(|| "busybox".into());
+    if state.ctx.images.get(&image).is_none() {
+        let known: Vec<_> = state.ctx.images.list().iter().map(|i| i.name.as_str()).collect();
+        return Err(ApiError::invalid(
+            "image",
+            format!("unknown image {image:?} (available: {})", known.join(", ")),
+        ));
+    }
+    let vcpus = body.vcpus.unwrap_or(1);
+    if vcpus == 0 {
+        return Err(ApiError::invalid("vcpus", "must be at least 1"));
+    }
+    if memory < hostel_engine::spec::MIN_MEMORY_MIB {
+        return Err(ApiError::invalid(
+            "memory",
+            format!("{memory} MiB is below the minimum of {} MiB", hostel_engine::spec::MIN_MEMORY_MIB),
+        ));
+    }
+    let mut spec = VmSpecRecord::new(vcpus, memory, body.disk_gib.unwrap_or(1), image)?
+        .with_cmdline(body.cmdline.clone())?;
+    if let Some(p) = &body.restart_policy {
+        spec = spec.with_restart_policy(parse_policy(p)?);
+    }
+    Ok(spec)
+}
+
+#[utoipa::path(post, path = "/v1/vms", request_body = CreateVm,
+    responses((status = 201, body = VmView), (status = 400, body = hostel_api::ApiErrorBody),
+              (status = 409, body = hostel_api::ApiErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(q): Query<TenantQuery>,
+    Json(body): Json<CreateVm>,
+) -> ApiResult<(StatusCode, Json<VmView>)> {
+    let tenant = state.scope(&auth, &q)?;
+    let result = create_vm(&state, &tenant, &body).await;
+    state.audit(&auth, Some(tenant), "vm.create", &body.name, &result);
+    Ok((StatusCode::CREATED, result?))
+}
+
+async fn create_vm(state: &AppState, tenant: &TenantId, body: &CreateVm) -> ApiResult<Json<VmView>> {
+    let name = VmName::new(&body.name).map_err(|e| ApiError::invalid("name", e.to_string()))?;
+    let spec = spec_from(state, body)?;
+    let new = NewVm {
+        name,
+        spec,
+        desired: DesiredState::Stopped,
+    };
+    let vm = state.ctx.store.create_vm_within_quota(tenant, &new)?;
+    let disk = state.ctx.layout.vm_root_disk(tenant, &vm.id);
+    if let Err(e) = grow_disk(&disk, vm.spec.disk_gib()) {
+        // No half-made VM: without its disk the record goes too.
+        let _ = state.ctx.store.delete_vm(&vm.id, None);
+        return Err(ApiError::internal(format!("creating disk {}: {e}", disk.display())));
+    }
+    if body.start.unwrap_or(true) {
+        state.supervisor.start(&vm).await?;
+    }
+    fresh(state, &vm)
+}
+
+#[utoipa::path(get, path = "/v1/vms", responses((status = 200, body = [VmView])))]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(q): Query<TenantQuery>,
+) -> ApiResult<Json<Vec<VmView>>> {
+    let tenant = state.scope(&auth, &q)?;
+    let name = state.ctx.store.get_tenant(&tenant)?.name;
+    let vms = state.ctx.store.list_vms(&tenant)?;
+    Ok(Json(vms.iter().map(|v| views::vm(v, name.as_str())).collect()))
+}
+
+#[utoipa::path(get, path = "/v1/vms/{name}", responses((status = 200, body = VmView), (status = 404, body = hostel_api::ApiErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(name): Path<String>,
+    Query(q): Query<TenantQuery>,
+) -> ApiResult<Json<VmView>> {
+    let tenant = state.scope(&auth, &q)?;
+    Ok(Json(view(&state, &find(&state, &tenant, &name)?)?))
+}
+
+#[utoipa::path(patch, path = "/v1/vms/{name}", request_body = ResizeVm, responses((status = 200, body = VmView)))]
+pub async fn resize(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(name): Path<String>,
+    Query(q): Query<TenantQuery>,
+    Json(body): Json<ResizeVm>,
+) -> ApiResult<Json<VmView>> {
+    let tenant = state.scope(&auth, &q)?;
+    let result = (|| {
+        let vm = find(&state, &tenant, &name)?;
+        let memory = match &body.memory {
+            None => vm.spec.memory_mib(),
+            Some(m) => m.to_mib().map_err(|e| ApiError::invalid("memory", e))?,
+        };
+        let disk = body.disk_gib.unwrap_or(vm.spec.disk_gib());
+        if disk < vm.spec.disk_gib() {
+            return Err(ApiError::invalid(
+                "disk_gib",
+                format!("a disk cannot shrink ({} GiB now)", vm.spec.disk_gib()),
+            ));
+        }
+        if body.vcpus == Some(0) {
+            return Err(ApiError::invalid("vcpus", "must be at least 1"));
+        }
+        let spec = vm
+            .spec
+            .resized(body.vcpus.unwrap_or(vm.spec.vcpus()), memory, disk)?;
+        let vm = state.ctx.store.resize_vm_within_quota(&vm.id, &spec, None)?;
+        view(&state, &vm)
+    })();
+    state.audit(&auth, Some(tenant), "vm.resize", &name, &result);
+    Ok(Json(result?))
+}
+
+#[utoipa::path(delete, path = "/v1/vms/{name}", responses((status = 204)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(name): Path<String>,
+    Query(q): Query<TenantQuery>,
+) -> ApiResult<StatusCode> {
+    let tenant = state.scope(&auth, &q)?;
+    let result = async {
+        let vm = find(&state, &tenant, &name)?;
+        state.supervisor.remove(&vm).await?;
+        state.ctx.store.delete_vm(&vm.id, None)?;
+        let _ = std::fs::remove_dir_all(state.ctx.layout.vm_disk_dir(&vm.tenant, &vm.id));
+        let _ = std::fs::remove_dir_all(state.ctx.layout.vm_run_dir(&vm.id));
+        Ok(())
+    }
+    .await;
+    state.audit(&auth, Some(tenant), "vm.delete", &name, &result);
+    result.map(|()| StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/vms/{name}/start", responses((status = 200, body = VmView)))]
+pub async fn start(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(name): Path<String>,
+    Query(q): Query<TenantQuery>,
+) -> ApiResult<Json<VmView>> {
+    let tenant = state.scope(&auth, &q)?;
+    let result = async {
+        let vm = find(&state, &tenant, &name)?;
+        state.supervisor.start(&vm).await?;
+        fresh(&state, &vm)
+    }
+    .await;
+    state.audit(&auth, Some(tenant), "vm.start", &name, &result);
+    result
+}
+
+#[utoipa::path(post, path = "/v1/vms/{name}/stop", request_body = StopVm, responses((status = 200, body = VmView)))]
+pub async fn stop(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(name): Path<String>,
+    Query(q): Query<TenantQuery>,
+    body: Option<Json<StopVm>>,
+) -> ApiResult<Json<VmView>> {
+    let tenant = state.scope(&auth, &q)?;
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let grace = body.timeout_secs.map_or(DEFAULT_STOP_GRACE, Duration::from_secs);
+    let result = async {
+        let vm = find(&state, &tenant, &name)?;
+        state.supervisor.stop(&vm, body.force, grace).await?;
+        fresh(&state, &vm)
+    }
+    .await;
+    state.audit(&auth, Some(tenant), "vm.stop", &name, &result);
+    result
+}
+
+#[utoipa::path(post, path = "/v1/vms/{name}/restart", responses((status = 200, body = VmView)))]
+pub async fn restart(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(name): Path<String>,
+    Query(q): Query<TenantQuery>,
+) -> ApiResult<Json<VmView>> {
+    let tenant = state.scope(&auth, &q)?;
+    let result = async {
+        let vm = find(&state, &tenant, &name)?;
+        state.supervisor.stop(&vm, false, DEFAULT_STOP_GRACE).await?;
+        state.supervisor.start(&vm).await?;
+        fresh(&state, &vm)
+    }
+    .await;
+    state.audit(&auth, Some(tenant), "vm.restart", &name, &result);
+    result
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConsoleParams {
+    tenant: Option<String>,
+    #[serde(default)]
+    follow: bool,
+}
+
+#[utoipa::path(get, path = "/v1/vms/{name}/console",
+    params(("follow" = Option<bool>, Query, description = "keep streaming new output")),
+    responses((status = 200, body = String, content_type = "text/plain")))]
+pub async fn console(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(name): Path<String>,
+    Query(p): Query<ConsoleParams>,
+) -> ApiResult<Response> {
+    let tenant = state.scope(&auth, &TenantQuery { tenant: p.tenant })?;
+    let vm = find(&state, &tenant, &name)?;
+    let path = hostel_engine::RunDir::new(state.ctx.layout.vm_run_dir(&vm.id)).default_console_log();
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(ApiError::internal(format!("console log: {e}"))),
+    };
+    if let Some(f) = file.as_mut() {
+        let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(std::io::SeekFrom::Start(len.saturating_sub(CONSOLE_TAIL))).await;
+    }
+    let text = |body| {
+        Response::builder()
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(body)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    };
+    if !p.follow {
+        let mut buf = Vec::new();
+        if let Some(f) = file.as_mut() {
+            f.read_to_end(&mut buf)
+                .await
+                .map_err(|e| ApiError::internal(format!("console log: {e}")))?;
+        }
+        return text(Body::from(buf));
+    }
+    // Follow: stream what is there, then whatever the guest writes next. The log is a plain
+    // file QEMU appends to, so new output is picked up by re-reading at a short interval.
+    let stream = futures_util::stream::unfold((file, path), |(mut file, path)| async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            if file.is_none() {
+                file = tokio::fs::File::open(&path).await.ok();
+            }
+            if let Some(f) = file.as_mut() {
+                match f.read(&mut buf).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        buf.truncate(n);
+                        return Some((Ok::<_, std::io::Error>(buf), (file, path)));
+                    }
+                    Err(e) => return Some((Err(e), (None, path))),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    text(Body::from_stream(stream))
+}

@@ -1,0 +1,97 @@
+//! The state directory: where everything the daemon keeps lives.
+//!
+//! `hostel.db` (SQLite, WAL) · `operator.token` (0600) · `daemon.lock` · `disks/<tenant>/<vm>/`
+//! · `run/<vm>/` (QMP and console sockets, pid file, console log) · `hostel.sock` (API).
+
+use hostel_state::{TenantId, VmId};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn operator_token(&self) -> PathBuf {
+        self.root.join("operator.token")
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("daemon.lock")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("hostel.sock")
+    }
+    pub fn vm_run_dir(&self, vm: &VmId) -> PathBuf {
+        self.root.join("run").join(vm.to_string())
+    }
+    pub fn vm_disk_dir(&self, tenant: &TenantId, vm: &VmId) -> PathBuf {
+        self.root
+            .join("disks")
+            .join(tenant.to_string())
+            .join(vm.to_string())
+    }
+    pub fn vm_root_disk(&self, tenant: &TenantId, vm: &VmId) -> PathBuf {
+        self.vm_disk_dir(tenant, vm).join("disk0.raw")
+    }
+
+    pub fn create(&self) -> std::io::Result<()> {
+        for d in [self.root.clone(), self.root.join("run"), self.root.join("disks")] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)?;
+        }
+        Ok(())
+    }
+}
+
+/// Holds an exclusive lock on the state directory for the daemon's lifetime: two daemons
+/// on one directory would each adopt and supervise the same VMs.
+pub struct DaemonLock {
+    _file: std::fs::File,
+}
+
+impl DaemonLock {
+    pub fn acquire(layout: &Layout) -> std::io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(layout.lock_file())?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!(
+                    "another hostel daemon is using {}",
+                    layout.root().display()
+                ),
+            ));
+        }
+        Ok(Self { _file: file })
+    }
+}
+
+/// Writes a secret file readable by its owner only, atomically (temp file + rename).
+pub fn write_secret(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

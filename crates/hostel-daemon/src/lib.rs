@@ -1,0 +1,111 @@
+//! The hostel daemon: the REST API (TCP and a Unix socket), the state store, and one
+//! supervisor task per VM. VMs are separate QEMU processes in their own sessions, so the
+//! daemon can crash, restart or upgrade under them; at start-up it re-adopts them.
+//!
+//! Module map:
+//! - [`layout`]: the state directory, its lock and the operator token file.
+//! - [`images`]: the image registry (what `image` names and how it boots).
+//! - [`admission`]: host capacity checks and overcommit settings.
+//! - [`supervisor`] / [`actor`]: VM lifecycle, restart policy, re-adoption.
+//! - [`api`]: routes, authentication, tenant scoping, audit, OpenAPI.
+//! - [`metrics`]: the Prometheus endpoint.
+
+pub mod actor;
+pub mod admission;
+pub mod api;
+pub mod error;
+pub mod images;
+pub mod layout;
+pub mod metrics;
+pub mod supervisor;
+
+use anyhow::Context;
+use hostel_state::{SqliteStore, Store};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What every part of the daemon shares.
+pub struct Ctx {
+    pub store: Arc<dyn Store>,
+    pub layout: layout::Layout,
+    pub images: images::ImageRegistry,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub state_dir: PathBuf,
+    pub listen: String,
+    pub socket: Option<PathBuf>,
+    pub guest_dir: Option<PathBuf>,
+}
+
+/// Runs the daemon until SIGINT/SIGTERM. VMs keep running after it returns.
+pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
+    let layout = layout::Layout::new(&config.state_dir);
+    layout
+        .create()
+        .with_context(|| format!("state directory {}", config.state_dir.display()))?;
+    let _lock = layout::DaemonLock::acquire(&layout)?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&config.state_dir).context("opening the state database")?,
+    );
+    ensure_operator_token(store.as_ref(), &layout)?;
+    let ctx = Arc::new(Ctx {
+        store,
+        layout: layout.clone(),
+        images: images::ImageRegistry::discover(config.guest_dir.clone()),
+    });
+    let supervisor = supervisor::Supervisor::new(ctx.clone());
+    supervisor.recover().await;
+
+    let app = api::router(api::AppState {
+        ctx: ctx.clone(),
+        supervisor,
+    });
+    let tcp = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let socket_path = config.socket.clone().unwrap_or_else(|| layout.socket());
+    let _ = std::fs::remove_file(&socket_path);
+    let unix = tokio::net::UnixListener::bind(&socket_path)
+        .with_context(|| format!("listening on {}", socket_path.display()))?;
+    let addr = tcp.local_addr()?;
+    println!(
+        "hostel daemon listening on http://{addr} and {}",
+        socket_path.display()
+    );
+    tracing::info!(%addr, socket = %socket_path.display(), "daemon ready");
+
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let tcp_server = axum::serve(tcp, app.clone());
+    let unix_server = axum::serve(unix, app);
+    tokio::select! {
+        r = tcp_server => r?,
+        r = unix_server => r?,
+        _ = shutdown => tracing::info!("shutting down; VMs keep running"),
+    }
+    let _ = std::fs::remove_file(&socket_path);
+    Ok(())
+}
+
+/// On first start, issues the operator token and writes its secret (0600) for the operator.
+fn ensure_operator_token(store: &dyn Store, layout: &layout::Layout) -> anyhow::Result<()> {
+    let path = layout.operator_token();
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        if store.authenticate(secret.trim())?.is_some() {
+            return Ok(());
+        }
+        tracing::warn!("operator.token does not match the database; issuing a new one");
+    }
+    let issued = store.issue_token(None, "operator")?;
+    layout::write_secret(&path, issued.secret.expose())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

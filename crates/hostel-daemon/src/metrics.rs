@@ -1,0 +1,72 @@
+//! `/metrics` in Prometheus text format: per-VM state and size, the host CPU time and
+//! resident memory of each VM's QEMU, and per-tenant usage against quota.
+
+use crate::Ctx;
+use hostel_state::{ObservedState, Store};
+use std::fmt::Write;
+
+/// CPU seconds and resident bytes of a process, from procfs.
+pub fn process_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the command name: state is field 3, utime 14, stime 15, rss 24 (1-based).
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let rss_pages: u64 = fields.get(21)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let (tck, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE) as u64,
+        )
+    };
+    Some(((utime + stime) as f64 / tck, rss_pages * page))
+}
+
+pub fn render(ctx: &Ctx) -> Result<String, hostel_state::StoreError> {
+    let store: &dyn Store = ctx.store.as_ref();
+    let tenants = store.list_tenants()?;
+    let names: std::collections::HashMap<_, _> =
+        tenants.iter().map(|t| (t.id, t.name.to_string())).collect();
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP hostel_vm_state 1 for the state each VM is in.\n# TYPE hostel_vm_state gauge");
+    let vms = store.list_all_vms()?;
+    for vm in &vms {
+        let tenant = names.get(&vm.tenant).map(String::as_str).unwrap_or("");
+        for s in ObservedState::ALL {
+            let _ = writeln!(
+                out,
+                "hostel_vm_state{{tenant=\"{tenant}\",vm=\"{}\",state=\"{s}\"}} {}",
+                vm.name,
+                u8::from(*s == vm.observed.state)
+            );
+        }
+    }
+    let _ = writeln!(out, "# TYPE hostel_vm_vcpus gauge\n# TYPE hostel_vm_memory_bytes gauge\n# TYPE hostel_vm_restarts_total counter\n# TYPE hostel_vm_cpu_seconds_total counter\n# TYPE hostel_vm_resident_bytes gauge");
+    for vm in &vms {
+        let tenant = names.get(&vm.tenant).map(String::as_str).unwrap_or("");
+        let labels = format!("tenant=\"{tenant}\",vm=\"{}\"", vm.name);
+        let _ = writeln!(out, "hostel_vm_vcpus{{{labels}}} {}", vm.spec.vcpus());
+        let _ = writeln!(out, "hostel_vm_memory_bytes{{{labels}}} {}", vm.spec.memory_mib() << 20);
+        let _ = writeln!(out, "hostel_vm_restarts_total{{{labels}}} {}", vm.observed.restart_count);
+        if let Some((cpu, rss)) = vm.observed.pid.and_then(process_usage) {
+            let _ = writeln!(out, "hostel_vm_cpu_seconds_total{{{labels}}} {cpu}");
+            let _ = writeln!(out, "hostel_vm_resident_bytes{{{labels}}} {rss}");
+        }
+    }
+    let _ = writeln!(out, "# TYPE hostel_tenant_usage gauge\n# TYPE hostel_tenant_quota gauge");
+    for t in &tenants {
+        let u = store.tenant_usage(&t.id)?;
+        for (res, used, quota) in [
+            ("vcpus", u.vcpus, u64::from(t.quota.max_vcpus)),
+            ("memory_mib", u.memory_mib, t.quota.max_memory_mib),
+            ("disk_gib", u.disk_gib, t.quota.max_disk_gib),
+            ("vms", u.vms, u64::from(t.quota.max_vms)),
+        ] {
+            let _ = writeln!(out, "hostel_tenant_usage{{tenant=\"{}\",resource=\"{res}\"}} {used}", t.name);
+            let _ = writeln!(out, "hostel_tenant_quota{{tenant=\"{}\",resource=\"{res}\"}} {quota}", t.name);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,168 @@
+//! Owns the VM actors: creates them, routes commands to them, and at start-up re-adopts the
+//! QEMU processes an earlier daemon left running (a daemon restart never touches a guest).
+
+use crate::actor::{self, Actor, Command};
+use crate::admission::{self, Committed, HostSize};
+use crate::error::{ApiError, ApiResult};
+use crate::Ctx;
+use hostel_state::{DesiredState, ObservedState, ObservedStatus, Timestamp, Vm, VmId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+pub struct Supervisor {
+    ctx: Arc<Ctx>,
+    actors: Mutex<HashMap<VmId, mpsc::Sender<Command>>>,
+    /// Serializes admission decisions, so two starts cannot both take the last GiB.
+    admission: tokio::sync::Mutex<()>,
+    pub host: HostSize,
+}
+
+impl Supervisor {
+    pub fn new(ctx: Arc<Ctx>) -> Arc<Self> {
+        Arc::new(Self {
+            ctx,
+            actors: Mutex::default(),
+            admission: tokio::sync::Mutex::new(()),
+            host: HostSize::probe(),
+        })
+    }
+
+    fn actor(&self, id: &VmId, adopted: Option<hostel_engine::Vm>) -> mpsc::Sender<Command> {
+        let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = actors.get(id).filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(Actor::new(*id, self.ctx.clone(), adopted).run(rx));
+        actors.insert(*id, tx.clone());
+        tx
+    }
+
+    async fn ask(&self, id: &VmId, make: impl FnOnce(actor::Reply) -> Command) -> ApiResult<()> {
+        let (reply, rx) = oneshot::channel();
+        self.actor(id, None)
+            .send(make(reply))
+            .await
+            .map_err(|_| ApiError::internal("VM supervisor is gone"))?;
+        rx.await
+            .map_err(|_| ApiError::internal("VM supervisor dropped the request"))?
+            .map_err(ApiError::engine)
+    }
+
+    /// Re-attaches to every VM that still runs; records the ones that died while no daemon
+    /// was watching and applies their restart policy.
+    pub async fn recover(self: &Arc<Self>) {
+        let vms = match self.ctx.store.list_all_vms() {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list VMs for recovery");
+                return;
+            }
+        };
+        let (mut adopted, mut lost) = (0, 0);
+        for vm in vms {
+            if let Some(engine) = actor::try_adopt(&self.ctx, &vm.id).await {
+                let status = ObservedStatus {
+                    state: ObservedState::Running,
+                    pid: Some(engine.pid() as u32),
+                    since: vm.observed.since,
+                    last_exit: vm.observed.last_exit.clone(),
+                    restart_count: vm.observed.restart_count,
+                };
+                if status != vm.observed {
+                    let _ = self.ctx.store.set_vm_observed(&vm.id, &status);
+                }
+                self.actor(&vm.id, Some(engine));
+                adopted += 1;
+                continue;
+            }
+            let was_up = matches!(
+                vm.observed.state,
+                ObservedState::Running | ObservedState::Starting | ObservedState::Stopping
+            );
+            if was_up {
+                lost += 1;
+                let status = ObservedStatus {
+                    state: ObservedState::Crashed,
+                    pid: None,
+                    since: Timestamp::now(),
+                    last_exit: Some("QEMU exited while the daemon was down".into()),
+                    restart_count: vm.observed.restart_count,
+                };
+                let _ = self.ctx.store.set_vm_observed(&vm.id, &status);
+            }
+            if vm.desired == DesiredState::Running {
+                let policy_restarts = !matches!(
+                    vm.spec.restart_policy(),
+                    hostel_state::RestartPolicy::Never
+                );
+                if policy_restarts || !was_up {
+                    let _ = self.ask(&vm.id, Command::Start).await;
+                } else {
+                    let _ = self.ctx.store.set_vm_desired(&vm.id, DesiredState::Stopped, None);
+                }
+            }
+        }
+        tracing::info!(adopted, lost, "recovered VMs");
+    }
+
+    fn committed_excluding(&self, id: &VmId) -> ApiResult<Committed> {
+        let mut c = Committed::default();
+        for vm in self.ctx.store.list_all_vms()? {
+            if vm.id != *id && vm.desired == DesiredState::Running {
+                c.vcpus += u64::from(vm.spec.vcpus());
+                c.memory_mib += vm.spec.memory_mib();
+            }
+        }
+        Ok(c)
+    }
+
+    /// Admits the VM on this host, marks it wanted-running and starts it.
+    pub async fn start(&self, vm: &Vm) -> ApiResult<()> {
+        {
+            let _guard = self.admission.lock().await;
+            let settings = admission::load_settings(self.ctx.store.as_ref());
+            let committed = self.committed_excluding(&vm.id)?;
+            admission::admit(
+                self.host,
+                &settings,
+                committed,
+                vm.spec.vcpus(),
+                vm.spec.memory_mib(),
+            )
+            .map_err(ApiError::capacity)?;
+            self.ctx.store.set_vm_desired(&vm.id, DesiredState::Running, None)?;
+        }
+        self.ask(&vm.id, Command::Start).await
+    }
+
+    pub async fn stop(&self, vm: &Vm, force: bool, grace: Duration) -> ApiResult<()> {
+        self.ctx.store.set_vm_desired(&vm.id, DesiredState::Stopped, None)?;
+        self.ask(&vm.id, |reply| Command::Stop { force, grace, reply }).await
+    }
+
+    /// Stops the VM for good and forgets its actor; the caller deletes the record.
+    pub async fn remove(&self, vm: &Vm) -> ApiResult<()> {
+        self.ctx.store.set_vm_desired(&vm.id, DesiredState::Stopped, None)?;
+        self.ask(&vm.id, Command::Remove).await?;
+        self.actors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&vm.id);
+        Ok(())
+    }
+
+    /// Committed resources of wanted-running VMs, for the host view.
+    pub fn committed(&self) -> ApiResult<Committed> {
+        let mut c = Committed::default();
+        for vm in self.ctx.store.list_all_vms()? {
+            if vm.desired == DesiredState::Running {
+                c.vcpus += u64::from(vm.spec.vcpus());
+                c.memory_mib += vm.spec.memory_mib();
+            }
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,134 @@
+//! The API client commands (`hostel tenant|token|quota|vm|audit|image|host ...`).
+//!
+//! Every command is one or two calls through [`hostel_api::Client`]; this module only turns
+//! arguments into request bodies and responses into tables or JSON. Validation is the
+//! daemon's job (so API users and CLI users get the same answers): sizes and counts are passed
+//! through as typed, and the server's refusal is printed as it gave it.
+//!
+//! Exit status: 0 on success; 2 when the request itself was bad (a usage error, a value the
+//! CLI cannot parse, or the daemon answering 400/422 — e.g. 0 vCPUs, an unknown image);
+//! 1 for every other failure (not found, quota exceeded, conflict, daemon unreachable, ...).
+
+mod admin;
+mod config;
+mod output;
+mod tenant;
+mod vm;
+
+use clap::{Args, Subcommand};
+use hostel_api::{Client, ClientError};
+use output::Format;
+use std::process::ExitCode;
+
+/// Where the daemon is and who we are: flags, then HOSTEL_URL / HOSTEL_TOKEN, then
+/// ~/.config/hostel/config.toml.
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Daemon URL (default http://127.0.0.1:7878).
+    #[arg(long, global = true, env = "HOSTEL_URL")]
+    pub url: Option<String>,
+    /// API token (the operator's, or a tenant's).
+    #[arg(long, global = true, env = "HOSTEL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// `table` for people, `json` for scripts.
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Create and list tenants (operator).
+    #[command(subcommand)]
+    Tenant(tenant::TenantCommand),
+    /// Issue API tokens for a tenant (operator).
+    #[command(subcommand)]
+    Token(tenant::TokenCommand),
+    /// Change a tenant's quota (operator).
+    #[command(subcommand)]
+    Quota(tenant::QuotaCommand),
+    /// Create, inspect and control VMs.
+    Vm(vm::VmArgs),
+    /// The audit log: who did what, newest first (operator).
+    Audit(admin::AuditArgs),
+    /// The images VMs can boot.
+    #[command(subcommand)]
+    Image(admin::ImageCommand),
+    /// The host's capacity and overcommit settings.
+    #[command(subcommand)]
+    Host(admin::HostCommand),
+}
+
+/// What every command needs: the client and how to print.
+pub struct Ctx {
+    pub client: Client,
+    pub format: Format,
+}
+
+/// A request the CLI refuses before sending it (exit status 2), worded like the server's.
+#[derive(Debug)]
+pub struct Invalid {
+    pub message: String,
+    pub field: Option<&'static str>,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// An [`Invalid`] as an `anyhow::Error`.
+pub fn invalid(field: Option<&'static str>, message: impl Into<String>) -> anyhow::Error {
+    Invalid {
+        message: message.into(),
+        field,
+    }
+    .into()
+}
+
+pub fn main(global: GlobalArgs, cmd: ClientCommand) -> anyhow::Result<ExitCode> {
+    let result = config::resolve(global.url, global.token).and_then(|endpoint| {
+        let ctx = Ctx {
+            client: Client::new(endpoint.url, endpoint.token),
+            format: global.output,
+        };
+        match cmd {
+            ClientCommand::Tenant(c) => tenant::tenant(&ctx, c),
+            ClientCommand::Token(c) => tenant::token(&ctx, c),
+            ClientCommand::Quota(c) => tenant::quota(&ctx, c),
+            ClientCommand::Vm(a) => vm::main(&ctx, a),
+            ClientCommand::Audit(a) => admin::audit(&ctx, a),
+            ClientCommand::Image(c) => admin::image(&ctx, c),
+            ClientCommand::Host(c) => admin::host(&ctx, c),
+        }
+    });
+    Ok(match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    })
+}
+
+/// Prints `hostel: error: <reason> [(field: X)]` and picks the exit status.
+fn report(e: &anyhow::Error) -> ExitCode {
+    let (message, field, status) = if let Some(ClientError::Api {
+        status,
+        message,
+        field,
+        ..
+    }) = e.downcast_ref::<ClientError>()
+    {
+        let bad_request = matches!(status, 400 | 422);
+        (message.clone(), field.clone(), if bad_request { 2 } else { 1 })
+    } else if let Some(inv) = e.downcast_ref::<Invalid>() {
+        (inv.message.clone(), inv.field.map(str::to_string), 2)
+    } else {
+        (format!("{e:#}"), None, 1)
+    };
+    match field {
+        Some(f) => eprintln!("hostel: error: {message} (field: {f})"),
+        None => eprintln!("hostel: error: {message}"),
+    }
+    ExitCode::from(status)
+}

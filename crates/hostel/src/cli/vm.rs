@@ -1,0 +1,245 @@
+//! `hostel vm ...`: a tenant's VMs (or, with the operator token and `--tenant`, anyone's).
+
+use super::output::{self, mib, opt, Format, Table};
+use super::{invalid, Ctx};
+use anyhow::Result;
+use clap::{Args, Subcommand, ValueEnum};
+use hostel_api::{CreateVm, ResizeVm, Size, StopVm, VmView};
+use std::io::{Read, Write};
+
+#[derive(Args, Debug)]
+pub struct VmArgs {
+    /// Operator only: the tenant whose VMs to act on.
+    #[arg(long, global = true)]
+    tenant: Option<String>,
+    #[command(subcommand)]
+    cmd: VmCommand,
+}
+
+/// What the supervisor does when the VM's QEMU exits without being asked to.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RestartPolicy {
+    Never,
+    #[value(name = "on_failure", alias = "on-failure")]
+    OnFailure,
+    Always,
+}
+
+impl RestartPolicy {
+    fn api_name(self) -> &'static str {
+        match self {
+            RestartPolicy::Never => "never",
+            RestartPolicy::OnFailure => "on_failure",
+            RestartPolicy::Always => "always",
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VmCommand {
+    /// Create a VM (and start it, unless --no-start).
+    Create(CreateArgs),
+    /// List VMs.
+    List,
+    /// Show one VM.
+    Show { name: String },
+    /// Start a stopped VM.
+    Start { name: String },
+    /// Stop a VM: the guest is asked to power off, then QEMU is stopped after --timeout.
+    Stop {
+        name: String,
+        /// Stop QEMU at once, skipping the guest's shutdown.
+        #[arg(long)]
+        force: bool,
+        /// Seconds the guest gets to power off (the daemon's default is 30).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+    },
+    /// Stop and start a VM.
+    Restart { name: String },
+    /// Change a VM's shape; takes effect at its next start.
+    Resize {
+        name: String,
+        #[arg(long)]
+        vcpus: Option<u32>,
+        /// 512M, 2G; a bare number is MiB.
+        #[arg(long)]
+        memory: Option<String>,
+        #[arg(long)]
+        disk_gib: Option<u64>,
+    },
+    /// Delete a VM (stopping it first) and its disk.
+    Delete { name: String },
+    /// Print the VM's console log; with --follow, keep streaming until EOF or Ctrl-C.
+    Console {
+        name: String,
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    name: String,
+    #[arg(long)]
+    vcpus: Option<u32>,
+    /// 512M, 2G; a bare number is MiB.
+    #[arg(long)]
+    memory: Option<String>,
+    /// An image from `hostel image list` (the daemon defaults to busybox).
+    #[arg(long)]
+    image: Option<String>,
+    #[arg(long)]
+    disk_gib: Option<u64>,
+    /// Extra kernel command line for direct-boot images.
+    #[arg(long)]
+    cmdline: Option<String>,
+    #[arg(long, value_enum)]
+    restart_policy: Option<RestartPolicy>,
+    /// Create it stopped.
+    #[arg(long)]
+    no_start: bool,
+}
+
+pub fn main(ctx: &Ctx, args: VmArgs) -> Result<()> {
+    let vms = ctx.client.vms(args.tenant.as_deref());
+    let vm = match args.cmd {
+        VmCommand::Create(a) => vms.create(&CreateVm {
+            name: a.name,
+            vcpus: a.vcpus,
+            // Sizes go as typed: the daemon validates them and names the field.
+            memory: a.memory.map(Size::Text),
+            image: a.image,
+            disk_gib: a.disk_gib,
+            cmdline: a.cmdline,
+            restart_policy: a.restart_policy.map(|p| p.api_name().to_string()),
+            start: a.no_start.then_some(false),
+        })?,
+        VmCommand::List => return print_list(ctx.format, &vms.list()?),
+        VmCommand::Show { name } => vms.show(&name)?,
+        VmCommand::Start { name } => vms.start(&name)?,
+        VmCommand::Stop {
+            name,
+            force,
+            timeout,
+        } => vms.stop(
+            &name,
+            &StopVm {
+                force,
+                timeout_secs: timeout,
+            },
+        )?,
+        VmCommand::Restart { name } => vms.restart(&name)?,
+        VmCommand::Resize {
+            name,
+            vcpus,
+            memory,
+            disk_gib,
+        } => {
+            if vcpus.is_none() && memory.is_none() && disk_gib.is_none() {
+                return Err(invalid(
+                    None,
+                    "nothing to change: give --vcpus, --memory or --disk-gib",
+                ));
+            }
+            let body = ResizeVm {
+                vcpus,
+                memory: memory.map(Size::Text),
+                disk_gib,
+            };
+            vms.resize(&name, &body)?
+        }
+        VmCommand::Delete { name } => {
+            vms.delete(&name)?;
+            return match ctx.format {
+                Format::Json => output::json(&serde_json::json!({ "deleted": name })),
+                Format::Table => {
+                    println!("deleted vm {name}");
+                    Ok(())
+                }
+            };
+        }
+        VmCommand::Console { name, follow } => {
+            if follow {
+                return copy_live(vms.console_follow(&name)?);
+            }
+            let text = vms.console(&name)?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            return Ok(out.flush()?);
+        }
+    };
+    print_one(ctx.format, &vm)
+}
+
+/// Copies a console stream to stdout as it arrives, flushing every chunk so a prompt without
+/// a newline shows up and `| grep` sees lines promptly. Ctrl-C ends the process (SIGINT's
+/// default), which is all "stop following" needs.
+fn copy_live(mut stream: impl Read) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        match out.write_all(&buf[..n]).and_then(|()| out.flush()) {
+            Ok(()) => {}
+            // The reader went away (`| head`): that is a normal way to stop following.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn print_list(format: Format, vms: &[VmView]) -> Result<()> {
+    if format == Format::Json {
+        return output::json(vms);
+    }
+    let mut table = Table::new(&[
+        "name", "tenant", "state", "desired", "vcpus", "memory", "disk", "image", "pid",
+        "restarts",
+    ]);
+    for v in vms {
+        table.row(vec![
+            v.name.clone(),
+            v.tenant.clone(),
+            v.state.clone(),
+            v.desired.clone(),
+            v.vcpus.to_string(),
+            mib(v.memory_mib),
+            format!("{}G", v.disk_gib),
+            v.image.clone(),
+            opt(v.pid),
+            v.restart_count.to_string(),
+        ]);
+    }
+    table.print();
+    Ok(())
+}
+
+fn print_one(format: Format, v: &VmView) -> Result<()> {
+    if format == Format::Json {
+        return output::json(v);
+    }
+    output::print_fields(&[
+        ("name", v.name.clone()),
+        ("tenant", v.tenant.clone()),
+        ("id", v.id.clone()),
+        ("state", format!("{} (since {})", v.state, v.since)),
+        ("desired", v.desired.clone()),
+        ("pid", opt(v.pid)),
+        ("vcpus", v.vcpus.to_string()),
+        ("memory", mib(v.memory_mib)),
+        ("disk", format!("{}G", v.disk_gib)),
+        ("image", v.image.clone()),
+        ("cmdline", opt(v.cmdline.as_deref())),
+        ("restart policy", v.restart_policy.clone()),
+        ("restarts", v.restart_count.to_string()),
+        ("last exit", opt(v.last_exit.as_deref())),
+        ("created", v.created_at.clone()),
+    ]);
+    Ok(())
+}
