@@ -16,8 +16,13 @@ guest: deps
 build: deps
 	$(CARGO) build --release --workspace
 
-# Boots the busybox guest with its console on this terminal (Ctrl-] stops it).
+# Starts the daemon on http://127.0.0.1:7878 with its state in ./state; prints the operator token.
 run: guest build
+	@mkdir -p state
+	$(HOSTEL) daemon --state-dir $(CURDIR)/state --guest-dir $(CURDIR)/$(GUEST) --print-operator-token
+
+# One VM in the foreground, console on this terminal (Ctrl-] stops it); no daemon needed.
+run-vm: guest build
 	$(HOSTEL) run --kernel $(GUEST)/vmlinux --initrd $(GUEST)/initrd.img --memory 256M --cmdline quiet
 
 # Unit and integration tests, real guests included (at most two booting at once).
@@ -31,4 +36,4 @@ lint:
 
 # Boot time and memory: hostel run vs a plain QEMU command, alternating (not in `make test`).
 bench-boot: guest build
-	$(CARGO) run --release -p hostel-bench --bin bench-boot -- --hostel $(HOSTEL) --guest $(GUEST) --runs 10
+	$(CARGO) run --release -p hostel-bench --bin bench-boot -- --hostel $(HOSTEL) --guest $(GUEST) --runs 10 --markdown BENCHMARKS.md

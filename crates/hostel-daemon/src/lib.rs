@@ -37,6 +37,7 @@ pub struct DaemonConfig {
     pub listen: String,
     pub socket: Option<PathBuf>,
     pub guest_dir: Option<PathBuf>,
+    pub print_operator_token: bool,
 }
 
 /// Runs the daemon until SIGINT/SIGTERM. VMs keep running after it returns.
@@ -74,6 +75,10 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         "hostel daemon listening on http://{addr} and {}",
         socket_path.display()
     );
+    if config.print_operator_token {
+        let token = std::fs::read_to_string(layout.operator_token())?;
+        println!("operator token: {}", token.trim());
+    }
     tracing::info!(%addr, socket = %socket_path.display(), "daemon ready");
 
     let shutdown = async {

@@ -19,6 +19,9 @@ pub struct DaemonArgs {
     /// Directory with the busybox guest assets (vmlinux, initrd.img) from `make guest`.
     #[arg(long, env = "HOSTEL_GUEST_DIR")]
     pub guest_dir: Option<PathBuf>,
+    /// Print the operator token at start-up (development: `make run`).
+    #[arg(long)]
+    pub print_operator_token: bool,
 }
 
 pub fn main(args: DaemonArgs) -> Result<ExitCode> {
@@ -30,6 +33,7 @@ pub fn main(args: DaemonArgs) -> Result<ExitCode> {
         listen: args.listen,
         socket: args.socket,
         guest_dir: args.guest_dir,
+        print_operator_token: args.print_operator_token,
     }))?;
     Ok(ExitCode::SUCCESS)
 }
