@@ -3,6 +3,8 @@
 //! Everything a benchmark measures lives here, the binaries only parse flags and print, so
 //! the parsing of `/proc` and the statistics are unit-tested without booting anything.
 
+pub mod api_bench;
+pub mod api_daemon;
 pub mod boot;
 pub mod contender;
 pub mod machine;

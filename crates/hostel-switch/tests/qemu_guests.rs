@@ -64,7 +64,8 @@ impl Guest {
             .arg(&initrd)
             .args(["-append", &append, "-serial", "stdio"])
             .arg("-chardev")
-            .arg(format!("socket,id=n0,path={}", sock.display()))
+            // reconnect=1: QEMU redials the switch after it restarts.
+            .arg(format!("socket,id=n0,path={},reconnect=1", sock.display()))
             .args(["-netdev", "vhost-user,id=net0,chardev=n0"])
             .args([
                 "-device",
@@ -122,21 +123,9 @@ impl Drop for Guest {
     }
 }
 
-#[test]
-fn two_guests_ping_and_spoof_is_dropped() {
-    if !have_qemu() {
-        eprintln!("SKIPPED: qemu-system-x86_64 not found");
-        return;
-    }
-    if assets().is_none() {
-        eprintln!("SKIPPED: guest assets target/guest/{{vmlinux,initrd.img}} missing");
-        return;
-    }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let dir = tempfile::tempdir().unwrap();
+/// A switch with network t1 (10.0.0.0/24) and ports vm-a (.2) and vm-b (.3), as the daemon
+/// would program it.
+fn switch_with_two_ports(dir: &Path) -> std::sync::Arc<Switch> {
     let sw = Switch::new();
     sw.add_network(NetworkConfig {
         id: "t1".into(),
@@ -150,16 +139,48 @@ fn two_guests_ping_and_spoof_is_dropped() {
         mtu: 1500,
     })
     .unwrap();
-    let port = |id: &str, last: u8| PortConfig {
-        id: id.into(),
-        network: "t1".into(),
-        mac: format!("52:54:00:00:00:{last:02x}").parse().unwrap(),
-        ipv4: Some(format!("10.0.0.{last}").parse().unwrap()),
-        ipv6: vec![],
-        socket: dir.path().join(format!("{id}.sock")),
-    };
-    sw.add_port(port("vm-a", 2)).unwrap();
-    sw.add_port(port("vm-b", 3)).unwrap();
+    for (id, last) in [("vm-a", 2u8), ("vm-b", 3)] {
+        sw.add_port(PortConfig {
+            id: id.into(),
+            network: "t1".into(),
+            mac: format!("52:54:00:00:00:{last:02x}").parse().unwrap(),
+            ipv4: Some(format!("10.0.0.{last}").parse().unwrap()),
+            ipv6: vec![],
+            socket: dir.join(format!("{id}.sock")),
+        })
+        .unwrap();
+    }
+    sw
+}
+
+/// Tests here boot two guests each; this keeps it to two guests on the machine at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn skip_reason() -> Option<&'static str> {
+    if !have_qemu() {
+        return Some("qemu-system-x86_64 not found");
+    }
+    if assets().is_none() {
+        return Some("guest assets target/guest/{vmlinux,initrd.img} missing");
+    }
+    None
+}
+
+#[test]
+fn two_guests_ping_and_spoof_is_dropped() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let sw = switch_with_two_ports(dir.path());
 
     // B takes its address from the switch's DHCP server, then idles. The lease script is
     // named explicitly: this busybox's udhcpc does not look in /usr/share/udhcpc, so init's
@@ -184,7 +205,7 @@ fn two_guests_ping_and_spoof_is_dropped() {
 
     let script = "i=0; while [ $i -lt 20 ]; do ping -c 1 -W 1 10.0.0.3 >/dev/null 2>&1 && break; i=$((i+1)); done\n\
         if ping -c 3 -W 2 10.0.0.3; then echo PING-OK; else echo PING-FAIL; fi\n\
-        i=0; while [ $i -lt 10 ]; do ping6 -c 1 -W 1 -I eth0 fe80::5054:ff:fe00:3 >/dev/null 2>&1 && break; i=$((i+1)); done\n\
+        i=0; while [ $i -lt 30 ]; do ping6 -c 1 -W 1 -I eth0 fe80::5054:ff:fe00:3 >/dev/null 2>&1 && break; sleep 1; i=$((i+1)); done\n\
         if ping6 -c 2 -W 2 -I eth0 fe80::5054:ff:fe00:3; then echo PING6-OK; else echo PING6-FAIL; fi\n\
         ip addr add 10.0.0.99/24 dev eth0\n\
         if ping -c 2 -W 1 -I 10.0.0.99 10.0.0.3 >/dev/null 2>&1; then echo SPOOF-PASSED; else echo SPOOF-BLOCKED; fi\n";
@@ -197,7 +218,8 @@ fn two_guests_ping_and_spoof_is_dropped() {
     );
     let ping = a.wait_for("PING-", Duration::from_secs(180));
     assert!(ping.contains("PING-OK"), "ping failed: {:?}", a.log);
-    // IPv6 link-local: neighbour discovery is answered by the switch, like ARP.
+    // IPv6 link-local: neighbour discovery is answered by the switch, like ARP. (The guest
+    // retries with a pause because its own address stays tentative until DAD finishes.)
     let ping6 = a.wait_for("PING6-", Duration::from_secs(60));
     assert!(ping6.contains("PING6-OK"), "IPv6 ping failed: {:?}", a.log);
     let spoof = a.wait_for("SPOOF-", Duration::from_secs(60));
@@ -220,6 +242,54 @@ fn two_guests_ping_and_spoof_is_dropped() {
         sb.replies >= 2,
         "B's DHCP exchange not answered locally: {sb:?}"
     );
+    drop(b);
+    sw.shutdown();
+}
+
+/// The switch process dies and a new one is programmed with the same tables (what the
+/// daemon does after a restart): QEMU reconnects and the guests talk again.
+#[test]
+fn guests_reconnect_after_switch_restart() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let sw = switch_with_two_ports(dir.path());
+    let mut b = Guest::boot(
+        "b",
+        &dir.path().join("vm-b.sock"),
+        "52:54:00:00:00:03",
+        "hostel.ip=10.0.0.3/24",
+        "echo B-UP; sleep 600",
+    );
+    b.wait_for("B-UP", Duration::from_secs(120));
+    let script = "until ping -c 1 -W 1 10.0.0.3 >/dev/null 2>&1; do :; done; echo PHASE1-OK\n\
+        i=0; while [ $i -lt 3 ]; do ping -c 1 -W 1 10.0.0.3 >/dev/null 2>&1 || i=$((i+1)); done; echo SAW-OUTAGE\n\
+        i=0; while [ $i -lt 60 ]; do ping -c 1 -W 1 10.0.0.3 >/dev/null 2>&1 && break; i=$((i+1)); done\n\
+        if ping -c 2 -W 2 10.0.0.3 >/dev/null; then echo PHASE2-OK; else echo PHASE2-FAIL; fi\n";
+    let mut a = Guest::boot(
+        "a",
+        &dir.path().join("vm-a.sock"),
+        "52:54:00:00:00:02",
+        "hostel.ip=10.0.0.2/24",
+        script,
+    );
+    a.wait_for("PHASE1-OK", Duration::from_secs(180));
+    sw.shutdown();
+    drop(sw);
+    a.wait_for("SAW-OUTAGE", Duration::from_secs(60));
+    let sw = switch_with_two_ports(dir.path());
+    let done = a.wait_for("PHASE2-", Duration::from_secs(120));
+    assert!(
+        done.contains("PHASE2-OK"),
+        "no traffic after restart: {:?}",
+        a.log
+    );
+    assert!(sw.stats().ports.values().all(|p| p.connected));
     drop(b);
     sw.shutdown();
 }

@@ -1,6 +1,6 @@
 //! Host capacity and settings, images, the audit log and metrics.
 
-use super::{views, AppState, Auth};
+use super::{views, ApiJson, AppState, Auth};
 use crate::admission;
 use crate::error::{ApiError, ApiResult};
 use axum::extract::{Query, State};
@@ -39,7 +39,7 @@ pub async fn show(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<H
 pub async fn set_settings(
     State(state): State<AppState>,
     auth: Auth,
-    Json(body): Json<HostSettings>,
+    ApiJson(body): ApiJson<HostSettings>,
 ) -> ApiResult<Json<HostView>> {
     auth.operator()?;
     let result = admission::validate_settings(&body)

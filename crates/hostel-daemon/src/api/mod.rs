@@ -2,6 +2,7 @@
 //! one file per resource.
 
 mod host;
+mod json;
 mod tenants;
 mod views;
 mod vms;
@@ -17,6 +18,8 @@ use hostel_state::{Actor, AuditResult, NewAuditEntry, TenantId, TenantName};
 use serde::Deserialize;
 use std::sync::Arc;
 use utoipa::OpenApi;
+
+pub use json::ApiJson;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -1,6 +1,6 @@
 //! Tenants, their quotas and API tokens (operator only).
 
-use super::{views, AppState, Auth};
+use super::{views, ApiJson, AppState, Auth};
 use crate::error::{ApiError, ApiResult};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -29,7 +29,7 @@ fn view(state: &AppState, t: &Tenant) -> ApiResult<TenantView> {
 pub async fn create(
     State(state): State<AppState>,
     auth: Auth,
-    Json(body): Json<CreateTenant>,
+    ApiJson(body): ApiJson<CreateTenant>,
 ) -> ApiResult<(StatusCode, Json<TenantView>)> {
     auth.operator()?;
     let result = (|| {
@@ -73,7 +73,7 @@ pub async fn set_quota(
     State(state): State<AppState>,
     auth: Auth,
     Path(name): Path<String>,
-    Json(body): Json<QuotaBody>,
+    ApiJson(body): ApiJson<QuotaBody>,
 ) -> ApiResult<Json<TenantView>> {
     auth.operator()?;
     let result = (|| {
@@ -91,7 +91,7 @@ pub async fn create_token(
     State(state): State<AppState>,
     auth: Auth,
     Path(name): Path<String>,
-    Json(body): Json<CreateToken>,
+    ApiJson(body): ApiJson<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<TokenIssued>)> {
     auth.operator()?;
     let label = body.name.unwrap_or_else(|| "default".into());

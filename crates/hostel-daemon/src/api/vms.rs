@@ -1,6 +1,6 @@
 //! VM routes, scoped to one tenant: a name outside it is simply not found.
 
-use super::{views, AppState, Auth, TenantQuery};
+use super::{views, ApiJson, AppState, Auth, TenantQuery};
 use crate::actor::grow_disk;
 use crate::error::{ApiError, ApiResult};
 use axum::body::Body;
@@ -78,7 +78,7 @@ pub async fn create(
     State(state): State<AppState>,
     auth: Auth,
     Query(q): Query<TenantQuery>,
-    Json(body): Json<CreateVm>,
+    ApiJson(body): ApiJson<CreateVm>,
 ) -> ApiResult<(StatusCode, Json<VmView>)> {
     let tenant = state.scope(&auth, &q)?;
     let result = create_vm(&state, &tenant, &body).await;
@@ -136,7 +136,7 @@ pub async fn resize(
     auth: Auth,
     Path(name): Path<String>,
     Query(q): Query<TenantQuery>,
-    Json(body): Json<ResizeVm>,
+    ApiJson(body): ApiJson<ResizeVm>,
 ) -> ApiResult<Json<VmView>> {
     let tenant = state.scope(&auth, &q)?;
     let result = (|| {
@@ -210,10 +210,9 @@ pub async fn stop(
     auth: Auth,
     Path(name): Path<String>,
     Query(q): Query<TenantQuery>,
-    body: Option<Json<StopVm>>,
+    ApiJson(body): ApiJson<StopVm>,
 ) -> ApiResult<Json<VmView>> {
     let tenant = state.scope(&auth, &q)?;
-    let body = body.map(|Json(b)| b).unwrap_or_default();
     let grace = body.timeout_secs.map_or(DEFAULT_STOP_GRACE, Duration::from_secs);
     let result = async {
         let vm = find(&state, &tenant, &name)?;
