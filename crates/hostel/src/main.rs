@@ -3,6 +3,7 @@
 mod cli;
 mod cmd_daemon;
 mod cmd_run;
+mod cmd_switch;
 mod console;
 mod units;
 
@@ -28,6 +29,8 @@ enum Command {
     Run(cmd_run::RunArgs),
     /// Run the hostel daemon: the API, the state store and every VM's supervisor.
     Daemon(cmd_daemon::DaemonArgs),
+    /// Run the host's switch (the daemon starts it; this is its entry point).
+    Switch(cmd_switch::SwitchArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cmd_run::main(args),
         Command::Daemon(args) => cmd_daemon::main(args),
+        Command::Switch(args) => cmd_switch::main(args),
         Command::Client(cmd) => cli::main(cli.global, cmd),
     };
     match result {
