@@ -8,6 +8,7 @@
 //! - [`admission`]: host capacity checks and overcommit settings.
 //! - [`supervisor`] / [`actor`]: VM lifecycle, restart policy, re-adoption.
 //! - [`api`]: routes, authentication, tenant scoping, audit, OpenAPI.
+//! - [`switch_link`]: starting the host's switch and keeping its tables in sync.
 //! - [`metrics`]: the Prometheus endpoint.
 
 pub mod actor;
@@ -18,6 +19,7 @@ pub mod images;
 pub mod layout;
 pub mod metrics;
 pub mod supervisor;
+pub mod switch_link;
 
 use anyhow::Context;
 use hostel_state::{SqliteStore, Store};

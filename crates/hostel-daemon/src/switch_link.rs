@@ -1,0 +1,152 @@
+//! The daemon's link to the host's switch process: starts it when it is not running, keeps
+//! its tables equal to the store's networks and NICs, and notices a restart (the switch then
+//! comes back empty and gets the whole table again, while the VMs' NICs reconnect).
+
+use hostel_switch::control::{Request, Response};
+use hostel_switch::{SwitchConfig, SwitchStats};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+pub struct SwitchLink {
+    dir: PathBuf,
+    exe: PathBuf,
+    /// One conversation at a time: the switch handles one request per line, in order.
+    lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("switch control socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("switch refused the request: {0}")]
+    Refused(String),
+    #[error("switch did not come up within {0:?}")]
+    NoStart(Duration),
+}
+
+const START_DEADLINE: Duration = Duration::from_secs(10);
+
+impl SwitchLink {
+    pub fn new(dir: PathBuf) -> Self {
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("hostel"));
+        Self {
+            dir,
+            exe,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    /// Where the vhost-user socket of NIC `idx` of a VM lives.
+    pub fn port_socket(&self, port_id: &str) -> PathBuf {
+        self.dir.join("ports").join(format!("{port_id}.sock"))
+    }
+
+    async fn request(&self, req: &Request) -> Result<Response, LinkError> {
+        let path = self.control_socket();
+        let io = |source| LinkError::Io {
+            path: path.clone(),
+            source,
+        };
+        let stream = UnixStream::connect(&path).await.map_err(io)?;
+        let (rd, mut wr) = stream.into_split();
+        let mut line = serde_json::to_string(req).map_err(|e| io(e.into()))?;
+        line.push('\n');
+        wr.write_all(line.as_bytes()).await.map_err(io)?;
+        let mut reply = String::new();
+        let mut rd = BufReader::new(rd);
+        let read = rd.read_line(&mut reply);
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .map_err(|_| io(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(io)?;
+        let resp: Response = serde_json::from_str(&reply).map_err(|e| io(e.into()))?;
+        if resp.ok {
+            Ok(resp)
+        } else {
+            Err(LinkError::Refused(resp.error.unwrap_or_default()))
+        }
+    }
+
+    /// True when a switch answers on the control socket.
+    pub async fn alive(&self) -> bool {
+        self.request(&Request::ShowConfig).await.is_ok()
+    }
+
+    /// Starts the switch process unless one answers already. It runs in its own session,
+    /// like the VMs, so a daemon restart leaves the datapath untouched.
+    pub async fn ensure_running(&self) -> Result<(), LinkError> {
+        if self.alive().await {
+            return Ok(());
+        }
+        let io = |source| LinkError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(self.dir.join("ports")).map_err(io)?;
+        let _ = std::fs::remove_file(self.control_socket());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("switch.log"))
+            .map_err(io)?;
+        let mut cmd = tokio::process::Command::new(&self.exe);
+        cmd.arg("switch")
+            .arg("--control")
+            .arg(self.control_socket())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .env("HOSTEL_LOG", std::env::var("HOSTEL_LOG").unwrap_or_else(|_| "info".into()));
+        // SAFETY: setsid is async-signal-safe and touches only the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(io)?;
+        tracing::info!(pid = child.id(), "started the switch");
+        // Reap it when it ends; a later daemon finds a new one through the socket.
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            tracing::warn!(?status, "switch process exited");
+        });
+        // Its control socket appears once it serves; poll it with a deadline.
+        let deadline = Instant::now() + START_DEADLINE;
+        while Instant::now() < deadline {
+            if self.alive().await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(LinkError::NoStart(START_DEADLINE))
+    }
+
+    /// Makes the switch's tables exactly `config`.
+    pub async fn apply(&self, config: SwitchConfig) -> Result<(), LinkError> {
+        let _one = self.lock.lock().await;
+        self.ensure_running().await?;
+        self.request(&Request::Apply { config }).await.map(|_| ())
+    }
+
+    pub async fn stats(&self) -> Result<SwitchStats, LinkError> {
+        let resp = self.request(&Request::Stats).await?;
+        Ok(resp.stats.unwrap_or_default())
+    }
+}
+
+/// A stable locally-administered MAC for a network's gateway, derived from its id.
+pub fn gateway_mac(network_id: &str) -> hostel_switch::MacAddr {
+    let mac = hostel_engine::MacAddr::derived(network_id, usize::MAX);
+    hostel_switch::MacAddr(mac.0)
+}
