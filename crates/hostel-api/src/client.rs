@@ -147,6 +147,22 @@ impl Client {
         self.send("PUT", "/v1/host/settings", s)
     }
 
+    fn tenant_query(tenant: Option<&str>) -> String {
+        tenant.map(|t| format!("?tenant={t}")).unwrap_or_default()
+    }
+    pub fn create_network(&self, tenant: Option<&str>, body: &CreateNetwork) -> Result<NetworkView> {
+        self.send("POST", &format!("/v1/networks{}", Self::tenant_query(tenant)), body)
+    }
+    pub fn list_networks(&self, tenant: Option<&str>) -> Result<Vec<NetworkView>> {
+        self.get(&format!("/v1/networks{}", Self::tenant_query(tenant)))
+    }
+    pub fn show_network(&self, tenant: Option<&str>, name: &str) -> Result<NetworkView> {
+        self.get(&format!("/v1/networks/{name}{}", Self::tenant_query(tenant)))
+    }
+    pub fn delete_network(&self, tenant: Option<&str>, name: &str) -> Result<()> {
+        self.delete(&format!("/v1/networks/{name}{}", Self::tenant_query(tenant)))
+    }
+
     /// VM routes; `tenant` is needed only with the operator token.
     pub fn vms(&self, tenant: Option<&str>) -> VmClient<'_> {
         VmClient {

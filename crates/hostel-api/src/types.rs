@@ -87,7 +87,7 @@ pub struct TokenIssued {
     pub secret: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
 pub struct CreateVm {
     pub name: String,
     #[serde(default)]
@@ -109,6 +109,61 @@ pub struct CreateVm {
     /// Start it right away (default true).
     #[serde(default)]
     pub start: Option<bool>,
+    /// Network cards, in order (eth0, eth1, ...), each on one of the tenant's networks.
+    #[serde(default)]
+    pub networks: Vec<NicRequest>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NicRequest {
+    /// The tenant's network, by name.
+    pub network: String,
+    /// A fixed address in its subnet; allocated when absent.
+    #[serde(default)]
+    pub ip: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NicView {
+    pub network: String,
+    pub mac: String,
+    pub ipv4: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateNetwork {
+    pub name: String,
+    /// IPv4 subnet in CIDR notation, e.g. "10.0.0.0/24".
+    pub subnet: String,
+    /// The switch's address on it; defaults to the first host address.
+    #[serde(default)]
+    pub gateway: Option<String>,
+}
+
+/// One port of a network: a VM's NIC, its address and the switch's counters for it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PortView {
+    pub vm: String,
+    pub nic: u32,
+    pub mac: String,
+    pub ipv4: Option<String>,
+    /// Whether the VM's NIC is attached to the switch right now.
+    pub connected: bool,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Dropped frames by reason (e.g. `spoofed_src_ip`).
+    pub drops: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NetworkView {
+    pub id: String,
+    pub name: String,
+    pub subnet: String,
+    pub gateway: String,
+    pub ports: Vec<PortView>,
 }
 
 /// New shape for a VM; takes effect at its next start.
@@ -152,6 +207,8 @@ pub struct VmView {
     pub last_exit: Option<String>,
     pub restart_count: u32,
     pub created_at: String,
+    #[serde(default)]
+    pub nics: Vec<NicView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -3,7 +3,11 @@
 
 use crate::images::ImageBoot;
 use crate::Ctx;
-use hostel_engine::{DiskFormat, DiskSpec, ExitReason, LaunchOptions, RunDir, Vm as Engine, VmSpecInput};
+use crate::networking;
+use hostel_engine::{
+    DiskFormat, DiskSpec, ExitReason, LaunchOptions, NicBackend, NicSpec, RunDir, Vm as Engine,
+    VmSpecInput,
+};
 use hostel_state::{DesiredState, ObservedState, ObservedStatus, RestartPolicy, Timestamp, VmId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,6 +135,7 @@ impl Actor {
                 format: Some(DiskFormat::Raw),
                 readonly: false,
             }],
+            nics: self.nics().await?,
             ..Default::default()
         }
         .validate()
@@ -139,6 +144,29 @@ impl Actor {
         let vm = Engine::launch(&spec, &opts).await.map_err(|e| e.to_string())?;
         vm.start().await.map_err(|e| e.to_string())?;
         Ok(vm)
+    }
+
+    /// The VM's NICs as vhost-user ports of the switch, made sure to exist first.
+    async fn nics(&self) -> Result<Vec<NicSpec>, String> {
+        let nics = self
+            .ctx
+            .store
+            .list_nics_of_vm(&self.id)
+            .map_err(|e| e.to_string())?;
+        if nics.is_empty() {
+            return Ok(Vec::new());
+        }
+        networking::sync(&self.ctx).await?;
+        nics.iter()
+            .map(|n| {
+                let socket = self.ctx.switch.port_socket(&networking::port_id(&n.vm, n.idx));
+                let mac = n.mac.parse().map_err(|e| format!("NIC {}: {e}", n.idx))?;
+                Ok(NicSpec {
+                    backend: NicBackend::VhostUser(socket),
+                    mac: Some(mac),
+                })
+            })
+            .collect()
     }
 
     async fn stop(&mut self, force: bool, grace: Duration) {

@@ -1,7 +1,8 @@
 //! The state directory: where everything the daemon keeps lives.
 //!
 //! `hostel.db` (SQLite, WAL) · `operator.token` (0600) · `daemon.lock` · `disks/<tenant>/<vm>/`
-//! · `run/<vm>/` (QMP and console sockets, pid file, console log) · `hostel.sock` (API).
+//! · `run/<vm>/` (QMP and console sockets, pid file, console log) · `switch/` (control socket,
+//! `ports/<vm>-<nic>.sock`, log) · `hostel.sock` (API).
 
 use hostel_state::{TenantId, VmId};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -27,6 +28,10 @@ impl Layout {
     }
     pub fn socket(&self) -> PathBuf {
         self.root.join("hostel.sock")
+    }
+    /// The switch's control socket, log and port sockets.
+    pub fn switch_dir(&self) -> PathBuf {
+        self.root.join("switch")
     }
     pub fn vm_run_dir(&self, vm: &VmId) -> PathBuf {
         self.root.join("run").join(vm.to_string())

@@ -8,7 +8,8 @@
 //! - [`admission`]: host capacity checks and overcommit settings.
 //! - [`supervisor`] / [`actor`]: VM lifecycle, restart policy, re-adoption.
 //! - [`api`]: routes, authentication, tenant scoping, audit, OpenAPI.
-//! - [`switch_link`]: starting the host's switch and keeping its tables in sync.
+//! - [`switch_link`], [`networking`]: the host's switch process and its tables, kept equal
+//!   to the store's networks and NICs.
 //! - [`metrics`]: the Prometheus endpoint.
 
 pub mod actor;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod images;
 pub mod layout;
 pub mod metrics;
+pub mod networking;
 pub mod supervisor;
 pub mod switch_link;
 
@@ -31,6 +33,7 @@ pub struct Ctx {
     pub store: Arc<dyn Store>,
     pub layout: layout::Layout,
     pub images: images::ImageRegistry,
+    pub switch: switch_link::SwitchLink,
 }
 
 #[derive(Debug, Clone)]
@@ -57,7 +60,13 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         store,
         layout: layout.clone(),
         images: images::ImageRegistry::discover(config.guest_dir.clone()),
+        switch: switch_link::SwitchLink::new(layout.switch_dir()),
     });
+    // The switch first: VMs with NICs need their ports before QEMU connects to them.
+    if let Err(e) = networking::sync(&ctx).await {
+        tracing::error!(error = %e, "switch not available; VMs with networks cannot start");
+    }
+    tokio::spawn(networking::watchdog(ctx.clone()));
     let supervisor = supervisor::Supervisor::new(ctx.clone());
     supervisor.recover().await;
 

@@ -139,6 +139,12 @@ impl SwitchLink {
         self.request(&Request::Apply { config }).await.map(|_| ())
     }
 
+    /// The tables the running switch holds.
+    pub async fn show_config(&self) -> Result<SwitchConfig, LinkError> {
+        let resp = self.request(&Request::ShowConfig).await?;
+        Ok(resp.config.unwrap_or_default())
+    }
+
     pub async fn stats(&self) -> Result<SwitchStats, LinkError> {
         let resp = self.request(&Request::Stats).await?;
         Ok(resp.stats.unwrap_or_default())

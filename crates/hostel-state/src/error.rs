@@ -17,6 +17,8 @@ pub enum EntityKind {
     Vm,
     Token,
     Setting,
+    Network,
+    Nic,
 }
 
 impl fmt::Display for EntityKind {
@@ -26,6 +28,8 @@ impl fmt::Display for EntityKind {
             EntityKind::Vm => "vm",
             EntityKind::Token => "token",
             EntityKind::Setting => "setting",
+            EntityKind::Network => "network",
+            EntityKind::Nic => "nic",
         })
     }
 }

@@ -66,6 +66,12 @@ uuid_id!(
     "vm_id"
 );
 uuid_id!(
+    /// Identifies a tenant's virtual network globally, so NIC rows and switch
+    /// tables can reference it without carrying the tenant along.
+    NetworkId,
+    "network_id"
+);
+uuid_id!(
     /// Identifies an API token, so it can be revoked and named in the audit
     /// log without ever exposing its secret.
     TokenId,
@@ -161,6 +167,13 @@ label_name!(
     "vm name"
 );
 
+label_name!(
+    /// Network name, unique within its tenant; same rules as [`TenantName`]
+    /// because it ends up in bridge/port names and CLI arguments.
+    NetworkName,
+    "network name"
+);
+
 /// Key of a host-wide setting, e.g. `host.cpu_overcommit_ratio`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -221,6 +234,7 @@ mod tests {
         for ok in ["a", "web-1", "0", &"x".repeat(63)] {
             assert!(TenantName::new(ok).is_ok(), "{ok}");
             assert!(VmName::new(ok).is_ok(), "{ok}");
+            assert!(NetworkName::new(ok).is_ok(), "{ok}");
         }
         for bad in ["", "-a", "a-", "Web", "a_b", "a.b", "é", &"x".repeat(64)] {
             assert!(

@@ -1,10 +1,11 @@
 //! Desired-state store of the hostel daemon.
 //!
 //! Holds what customers asked for — tenants, API tokens, VM specs and their
-//! desired state — plus what the engine last observed, an audit trail and
-//! host settings. The daemon talks to the [`Store`] trait; [`SqliteStore`] is
-//! the single-host backend (`<state-dir>/hostel.db`, WAL, fsync on every
-//! commit). A clustered backend can implement the same trait later.
+//! desired state, virtual networks and the VMs' NICs on them — plus what the
+//! engine last observed, an audit trail and host settings. The daemon talks
+//! to the [`Store`] trait; [`SqliteStore`] is the single-host backend
+//! (`<state-dir>/hostel.db`, WAL, fsync on every commit). A clustered
+//! backend can implement the same trait later.
 //!
 //! ```no_run
 //! use hostel_state::{Quota, SqliteStore, Store, TenantName};
@@ -25,8 +26,11 @@ mod store;
 mod time;
 
 pub use error::{EntityKind, QuotaResource, QuotaViolation, Result, StoreError};
-pub use ids::{SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
+pub use ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
 pub use model::audit::{Actor, AuditEntry, AuditQuery, AuditResult, NewAuditEntry};
+pub use model::network::{
+    Ipv4Net, Network, NewNic, VmNic, MAX_NICS_PER_VM, MAX_PREFIX, MIN_PREFIX,
+};
 pub use model::tenant::{Quota, Tenant, Usage};
 pub use model::token::{ApiToken, IssuedToken, TokenHash, TokenSecret, SECRET_PREFIX};
 pub use model::vm::{

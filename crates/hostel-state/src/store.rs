@@ -8,9 +8,12 @@
 //! Methods are synchronous; async callers should use `spawn_blocking`
 //! (writes wait for an fsync, which must not stall an executor thread).
 
+use std::net::Ipv4Addr;
+
 use crate::error::Result;
-use crate::ids::{SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
+use crate::ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
 use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
+use crate::model::network::{Ipv4Net, Network, NewNic, VmNic};
 use crate::model::tenant::{Quota, Tenant, Usage};
 use crate::model::token::{validate_token_name, ApiToken, IssuedToken, TokenHash, TokenSecret};
 use crate::model::vm::{DesiredState, NewVm, ObservedStatus, Vm, VmSpecRecord};
@@ -34,8 +37,9 @@ pub trait Store: Send + Sync {
     /// Replaces the quota. Lowering it below current usage is allowed (it
     /// only blocks growth); existing VMs are never evicted by the store.
     fn set_quota(&self, id: &TenantId, quota: Quota) -> Result<Tenant>;
-    /// Fails with `Conflict` while the tenant still has VMs, so deleting a
-    /// tenant can never orphan running machines. Its tokens are deleted too.
+    /// Fails with `Conflict` while the tenant still has VMs or networks, so
+    /// deleting a tenant can never orphan running machines or switch state.
+    /// Its tokens are deleted too.
     fn delete_tenant(&self, id: &TenantId) -> Result<()>;
     /// Resources reserved by the tenant's VMs (running or not).
     fn tenant_usage(&self, id: &TenantId) -> Result<Usage>;
@@ -81,6 +85,23 @@ pub trait Store: Send + Sync {
     /// current usage in the same transaction as the insert, so concurrent
     /// creates cannot jointly overshoot. Fails with `QuotaExceeded`.
     fn create_vm_within_quota(&self, tenant: &TenantId, vm: &NewVm) -> Result<Vm>;
+    /// Like [`Store::create_vm_within_quota`], and attaches `nics` (NIC `i`
+    /// gets index `i`) in the same transaction, so a VM never exists half
+    /// wired and two concurrent creates never receive the same address.
+    ///
+    /// Per NIC: the network must belong to `tenant` (else `NotFound`, exactly
+    /// as if it did not exist); a requested address must be a host address of
+    /// the subnet other than the gateway (else `Invalid` on `ipv4`) and free
+    /// (else `Conflict` naming it); without one, the lowest free host address
+    /// is allocated (`Conflict` "no free address" when the subnet is full).
+    /// MACs are `52:54:00:xx:xx:xx`, derived from the VM id and index and
+    /// unique within the network. Any failure creates nothing.
+    fn create_vm_with_nics_within_quota(
+        &self,
+        tenant: &TenantId,
+        vm: &NewVm,
+        nics: &[NewNic],
+    ) -> Result<(Vm, Vec<VmNic>)>;
     fn get_vm(&self, id: &VmId) -> Result<Vm>;
     fn get_vm_by_name(&self, tenant: &TenantId, name: &VmName) -> Result<Vm>;
     /// One tenant's VMs, ordered by name.
@@ -113,8 +134,41 @@ pub trait Store: Send + Sync {
     /// one is a no-op (no generation bump), so engines can report
     /// periodically without churning watchers.
     fn set_vm_observed(&self, id: &VmId, observed: &ObservedStatus) -> Result<Vm>;
-    /// Removes the record and returns its last state.
+    /// Removes the record and returns its last state. Its NICs go with it,
+    /// freeing their addresses.
     fn delete_vm(&self, id: &VmId, expected_generation: Option<u64>) -> Result<Vm>;
+
+    // ---- networks ------------------------------------------------------
+
+    /// `gateway4` defaults to the subnet's first host (`.1`) and must be a
+    /// host address of `subnet4` (else `Invalid`). Fails with `Conflict` if
+    /// the tenant already has a network of that name. Subnets may overlap,
+    /// even within a tenant: networks are separate L2 domains.
+    fn create_network(
+        &self,
+        tenant: &TenantId,
+        name: &NetworkName,
+        subnet4: Ipv4Net,
+        gateway4: Option<Ipv4Addr>,
+    ) -> Result<Network>;
+    /// Not tenant-scoped (like [`Store::get_vm`]): callers acting for a tenant
+    /// must compare `network.tenant` and answer `NotFound` on a mismatch.
+    fn get_network(&self, id: &NetworkId) -> Result<Network>;
+    fn get_network_by_name(&self, tenant: &TenantId, name: &NetworkName) -> Result<Network>;
+    /// One tenant's networks, ordered by name.
+    fn list_networks(&self, tenant: &TenantId) -> Result<Vec<Network>>;
+    /// Every network on the host (to rebuild the switch), ordered by tenant
+    /// id then name.
+    fn list_all_networks(&self) -> Result<Vec<Network>>;
+    /// Fails with `Conflict` while any NIC is attached. Returns the removed record.
+    fn delete_network(&self, id: &NetworkId) -> Result<Network>;
+    /// A VM's NICs ordered by index (empty for unknown VMs).
+    fn list_nics_of_vm(&self, vm: &VmId) -> Result<Vec<VmNic>>;
+    /// A network's NICs ordered by address (the ports of `network show`).
+    fn list_nics_of_network(&self, network: &NetworkId) -> Result<Vec<VmNic>>;
+    /// Every NIC on the host (to rebuild the switch tables), ordered by
+    /// network id then address.
+    fn list_all_nics(&self) -> Result<Vec<VmNic>>;
 
     // ---- audit log -----------------------------------------------------
 

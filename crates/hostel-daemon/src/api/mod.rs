@@ -3,6 +3,7 @@
 
 mod host;
 mod json;
+mod networks;
 mod tenants;
 mod views;
 mod vms;
@@ -40,6 +41,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants/{tenant}", get(tenants::show))
         .route("/v1/tenants/{tenant}/quota", put(tenants::set_quota))
         .route("/v1/tenants/{tenant}/tokens", post(tenants::create_token))
+        .route("/v1/networks", post(networks::create).get(networks::list))
+        .route(
+            "/v1/networks/{name}",
+            get(networks::show).delete(networks::delete),
+        )
         .route("/v1/vms", post(vms::create).get(vms::list))
         .route(
             "/v1/vms/{name}",
@@ -59,7 +65,8 @@ pub fn router(state: AppState) -> Router {
         host::show, host::set_settings, host::images, host::audit, host::metrics,
         tenants::create, tenants::list, tenants::show, tenants::set_quota, tenants::create_token,
         vms::create, vms::list, vms::show, vms::resize, vms::delete, vms::start, vms::stop,
-        vms::restart, vms::console,
+        vms::restart, vms::console, networks::create, networks::list, networks::show,
+        networks::delete,
     ),
     components(schemas(hostel_api::ApiErrorBody))
 )]

@@ -54,6 +54,7 @@ pub fn vm(v: &Vm, tenant: &str) -> VmView {
         last_exit: v.observed.last_exit.clone(),
         restart_count: v.observed.restart_count,
         created_at: v.created_at.to_string(),
+        nics: Vec::new(),
     }
 }
 

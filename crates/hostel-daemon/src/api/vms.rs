@@ -8,8 +8,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use hostel_api::{CreateVm, ResizeVm, StopVm, VmView};
-use hostel_state::{DesiredState, NewVm, RestartPolicy, TenantId, Vm, VmName, VmSpecRecord};
+use hostel_api::{CreateVm, NicView, ResizeVm, StopVm, VmView};
+use hostel_state::{DesiredState, NewNic, NewVm, RestartPolicy, TenantId, Vm, VmName, VmSpecRecord};
 use serde::Deserialize;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -25,7 +25,45 @@ fn find(state: &AppState, tenant: &TenantId, name: &str) -> ApiResult<Vm> {
 
 fn view(state: &AppState, vm: &Vm) -> ApiResult<VmView> {
     let tenant = state.ctx.store.get_tenant(&vm.tenant)?;
-    Ok(views::vm(vm, tenant.name.as_str()))
+    with_nics(state, views::vm(vm, tenant.name.as_str()), vm)
+}
+
+fn with_nics(state: &AppState, mut view: VmView, vm: &Vm) -> ApiResult<VmView> {
+    for nic in state.ctx.store.list_nics_of_vm(&vm.id)? {
+        let net = state.ctx.store.get_network(&nic.network)?;
+        view.nics.push(NicView {
+            network: net.name.to_string(),
+            mac: nic.mac,
+            ipv4: Some(nic.ipv4.to_string()),
+        });
+    }
+    Ok(view)
+}
+
+/// The requested NICs, resolved within the tenant (another tenant's network is not found).
+fn nics_from(state: &AppState, tenant: &TenantId, body: &CreateVm) -> ApiResult<Vec<NewNic>> {
+    body.networks
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let field = format!("networks[{i}]");
+            let net = super::networks::find(state, tenant, &r.network).map_err(|_| {
+                ApiError::invalid(&field, format!("no network {:?}", r.network))
+            })?;
+            let ipv4 = r
+                .ip
+                .as_deref()
+                .map(|ip| {
+                    ip.parse()
+                        .map_err(|_| ApiError::invalid(&field, format!("{ip:?} is not an IPv4 address")))
+                })
+                .transpose()?;
+            Ok(NewNic {
+                network: net.id,
+                ipv4,
+            })
+        })
+        .collect()
 }
 
 fn fresh(state: &AppState, vm: &Vm) -> ApiResult<Json<VmView>> {
@@ -94,7 +132,11 @@ async fn create_vm(state: &AppState, tenant: &TenantId, body: &CreateVm) -> ApiR
         spec,
         desired: DesiredState::Stopped,
     };
-    let vm = state.ctx.store.create_vm_within_quota(tenant, &new)?;
+    let nics = nics_from(state, tenant, body)?;
+    let (vm, _) = state
+        .ctx
+        .store
+        .create_vm_with_nics_within_quota(tenant, &new, &nics)?;
     let disk = state.ctx.layout.vm_root_disk(tenant, &vm.id);
     if let Err(e) = grow_disk(&disk, vm.spec.disk_gib()) {
         // No half-made VM: without its disk the record goes too.
@@ -116,7 +158,11 @@ pub async fn list(
     let tenant = state.scope(&auth, &q)?;
     let name = state.ctx.store.get_tenant(&tenant)?.name;
     let vms = state.ctx.store.list_vms(&tenant)?;
-    Ok(Json(vms.iter().map(|v| views::vm(v, name.as_str())).collect()))
+    let views = vms
+        .iter()
+        .map(|v| with_nics(&state, views::vm(v, name.as_str()), v))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(views))
 }
 
 #[utoipa::path(get, path = "/v1/vms/{name}", responses((status = 200, body = VmView), (status = 404, body = hostel_api::ApiErrorBody)))]
@@ -179,7 +225,8 @@ pub async fn delete(
         state.ctx.store.delete_vm(&vm.id, None)?;
         let _ = std::fs::remove_dir_all(state.ctx.layout.vm_disk_dir(&vm.tenant, &vm.id));
         let _ = std::fs::remove_dir_all(state.ctx.layout.vm_run_dir(&vm.id));
-        Ok(())
+        // Its switch ports go with it.
+        crate::networking::sync(&state.ctx).await.map_err(ApiError::engine)
     }
     .await;
     state.audit(&auth, Some(tenant), "vm.delete", &name, &result);

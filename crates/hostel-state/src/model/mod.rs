@@ -1,6 +1,7 @@
 //! Backend-independent records the store reads and writes.
 
 pub mod audit;
+pub mod network;
 pub mod tenant;
 pub mod token;
 pub mod vm;

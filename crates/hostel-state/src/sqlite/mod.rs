@@ -9,12 +9,16 @@
 
 mod audit;
 mod convert;
+mod networks;
 mod schema;
 mod settings;
 mod tenants;
 mod tokens;
+#[cfg(test)]
+mod upgrade_tests;
 mod vms;
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -25,8 +29,9 @@ pub(crate) use convert::DbResult;
 pub use schema::LATEST_VERSION as SCHEMA_VERSION;
 
 use crate::error::{Result, StoreError};
-use crate::ids::{SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
+use crate::ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
 use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
+use crate::model::network::{Ipv4Net, Network, NewNic, VmNic};
 use crate::model::tenant::{Quota, Tenant, Usage};
 use crate::model::token::{ApiToken, TokenHash};
 use crate::model::vm::{DesiredState, NewVm, ObservedStatus, Vm, VmSpecRecord};
@@ -265,6 +270,19 @@ impl Store for SqliteStore {
     fn create_vm_within_quota(&self, tenant: &TenantId, vm: &NewVm) -> Result<Vm> {
         self.write(|tx| vms::insert(tx, tenant, vm, vms::QuotaCheck::Enforce))
     }
+    fn create_vm_with_nics_within_quota(
+        &self,
+        tenant: &TenantId,
+        vm: &NewVm,
+        nics: &[NewNic],
+    ) -> Result<(Vm, Vec<VmNic>)> {
+        self.write(|tx| {
+            networks::check_nic_count(nics)?;
+            let vm = vms::insert(tx, tenant, vm, vms::QuotaCheck::Enforce)?;
+            let nics = networks::attach(tx, tenant, &vm.id, nics)?;
+            Ok((vm, nics))
+        })
+    }
     fn get_vm(&self, id: &VmId) -> Result<Vm> {
         self.read(|c| vms::get(c, id))
     }
@@ -308,6 +326,40 @@ impl Store for SqliteStore {
     }
     fn delete_vm(&self, id: &VmId, expected_generation: Option<u64>) -> Result<Vm> {
         self.write(|tx| vms::delete(tx, id, expected_generation))
+    }
+
+    fn create_network(
+        &self,
+        tenant: &TenantId,
+        name: &NetworkName,
+        subnet4: Ipv4Net,
+        gateway4: Option<Ipv4Addr>,
+    ) -> Result<Network> {
+        self.write(|tx| networks::insert(tx, tenant, name, subnet4, gateway4))
+    }
+    fn get_network(&self, id: &NetworkId) -> Result<Network> {
+        self.read(|c| networks::get(c, id))
+    }
+    fn get_network_by_name(&self, tenant: &TenantId, name: &NetworkName) -> Result<Network> {
+        self.read(|c| networks::get_by_name(c, tenant, name))
+    }
+    fn list_networks(&self, tenant: &TenantId) -> Result<Vec<Network>> {
+        self.read(|c| networks::list_for_tenant(c, tenant))
+    }
+    fn list_all_networks(&self) -> Result<Vec<Network>> {
+        self.read(networks::list_all)
+    }
+    fn delete_network(&self, id: &NetworkId) -> Result<Network> {
+        self.write(|tx| networks::delete(tx, id))
+    }
+    fn list_nics_of_vm(&self, vm: &VmId) -> Result<Vec<VmNic>> {
+        self.read(|c| networks::nics_of_vm(c, vm))
+    }
+    fn list_nics_of_network(&self, network: &NetworkId) -> Result<Vec<VmNic>> {
+        self.read(|c| networks::nics_of_network(c, network))
+    }
+    fn list_all_nics(&self) -> Result<Vec<VmNic>> {
+        self.read(networks::all_nics)
     }
 
     fn append_audit(&self, entry: &NewAuditEntry) -> Result<AuditEntry> {

@@ -17,9 +17,10 @@ struct Migration {
 /// STRICT tables make SQLite reject values of the wrong type instead of
 /// silently storing them, which keeps the file trustworthy for a future
 /// export to another backend.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: r#"
 CREATE TABLE tenants (
     id             TEXT PRIMARY KEY NOT NULL,
     name           TEXT NOT NULL UNIQUE,
@@ -81,7 +82,41 @@ CREATE TABLE settings (
     value TEXT NOT NULL
 ) STRICT;
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        sql: r#"
+-- Per-tenant virtual networks. RESTRICT on the tenant for the same reason as
+-- vms: a network nobody owns would still be wired into the switch.
+-- Addresses are stored as dotted text (subnet4 normalized to its network
+-- address) so dumps are readable; ordering is done in Rust, not SQL.
+CREATE TABLE networks (
+    id         TEXT PRIMARY KEY NOT NULL,
+    tenant_id  TEXT NOT NULL REFERENCES tenants(id) ON DELETE RESTRICT,
+    name       TEXT NOT NULL,
+    subnet4    TEXT NOT NULL,
+    gateway4   TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (tenant_id, name)
+) STRICT;
+
+-- CASCADE on the VM: deleting a VM frees its addresses in the same commit.
+-- RESTRICT on the network: it cannot vanish under attached VMs.
+-- The UNIQUE constraints are the backstop that makes a double allocation
+-- impossible even if the allocator had a bug.
+CREATE TABLE vm_nics (
+    vm_id      TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+    idx        INTEGER NOT NULL CHECK (idx >= 0),
+    network_id TEXT NOT NULL REFERENCES networks(id) ON DELETE RESTRICT,
+    mac        TEXT NOT NULL,
+    ipv4       TEXT NOT NULL,
+    PRIMARY KEY (vm_id, idx),
+    UNIQUE (network_id, ipv4),
+    UNIQUE (network_id, mac)
+) STRICT;
+"#,
+    },
+];
 
 /// The schema version this build writes.
 pub const LATEST_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
@@ -95,6 +130,12 @@ pub(crate) fn user_version(conn: &Connection) -> DbResult<u32> {
 /// so a crash mid-upgrade leaves the old schema intact and two daemons
 /// starting at once cannot both migrate. Returns the versions applied.
 pub(crate) fn migrate(conn: &mut Connection) -> DbResult<Vec<u32>> {
+    migrate_to(conn, LATEST_VERSION)
+}
+
+/// Applies the steps up to and including `target`. Only tests stop short of
+/// [`LATEST_VERSION`], to build databases as an older release left them.
+pub(crate) fn migrate_to(conn: &mut Connection, target: u32) -> DbResult<Vec<u32>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let current = user_version(&tx)?;
     if current > LATEST_VERSION {
@@ -105,7 +146,10 @@ pub(crate) fn migrate(conn: &mut Connection) -> DbResult<Vec<u32>> {
         .into());
     }
     let mut applied = Vec::new();
-    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+    for m in MIGRATIONS
+        .iter()
+        .filter(|m| m.version > current && m.version <= target)
+    {
         tx.execute_batch(m.sql)?;
         // PRAGMA takes no bound parameters; the value is our own integer.
         tx.execute_batch(&format!("PRAGMA user_version = {}", m.version))?;
@@ -130,7 +174,7 @@ mod tests {
     #[test]
     fn migrate_twice_is_a_no_op() {
         let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1]);
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2]);
         assert!(migrate(&mut conn).unwrap().is_empty());
         assert_eq!(user_version(&conn).unwrap(), LATEST_VERSION);
     }

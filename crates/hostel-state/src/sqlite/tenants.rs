@@ -129,6 +129,15 @@ pub(super) fn delete(c: &Connection, id: &TenantId) -> DbResult<()> {
         )
         .into());
     }
+    let net_count = super::networks::count_for_tenant(c, id)?;
+    if net_count > 0 {
+        return Err(StoreError::conflict(
+            EntityKind::Tenant,
+            &tenant.name,
+            format!("still owns {net_count} network(s); delete them first"),
+        )
+        .into());
+    }
     c.prepare_cached("DELETE FROM tenants WHERE id = ?1")?
         .execute([id.to_string()])?;
     Ok(())

@@ -1,0 +1,114 @@
+//! Tenant networks as the switch sees them: the store's networks and NICs rendered into the
+//! switch's tables, pushed whole (the switch's `apply` is idempotent and keeps unchanged
+//! ports connected), and re-pushed when a restarted switch comes back empty.
+
+use crate::switch_link::{gateway_mac, LinkError, SwitchLink};
+use crate::Ctx;
+use hostel_state::{Store, VmId, VmNic};
+use hostel_switch::{Ipv4Cidr, NetworkConfig, PortConfig, SwitchConfig};
+use std::time::Duration;
+
+/// The switch's id of a VM's NIC (and its socket's name).
+pub fn port_id(vm: &VmId, idx: u32) -> String {
+    format!("{vm}-{idx}")
+}
+
+pub fn switch_config(store: &dyn Store, link: &SwitchLink) -> hostel_state::Result<SwitchConfig> {
+    let networks = store
+        .list_all_networks()?
+        .into_iter()
+        .map(|n| {
+            let id = n.id.to_string();
+            NetworkConfig {
+                subnet4: Some(Ipv4Cidr {
+                    addr: n.subnet4.network(),
+                    prefix: n.subnet4.prefix(),
+                }),
+                gateway4: Some(n.gateway4),
+                subnet6: None,
+                gateway6: None,
+                gateway_mac: gateway_mac(&id),
+                uplink: None,
+                dns: Vec::new(),
+                mtu: 0,
+                id,
+            }
+        })
+        .collect();
+    let ports = store
+        .list_all_nics()?
+        .into_iter()
+        .filter_map(|nic| port_config(&nic, link))
+        .collect();
+    Ok(SwitchConfig { networks, ports })
+}
+
+fn port_config(nic: &VmNic, link: &SwitchLink) -> Option<PortConfig> {
+    let id = port_id(&nic.vm, nic.idx);
+    Some(PortConfig {
+        socket: link.port_socket(&id),
+        network: nic.network.to_string(),
+        mac: nic.mac.parse().ok()?,
+        ipv4: Some(nic.ipv4),
+        ipv6: Vec::new(),
+        id,
+    })
+}
+
+/// Pushes the store's tables to the switch (starting it if needed). Nothing to do, and no
+/// switch process, on a host without networks.
+pub async fn sync(ctx: &Ctx) -> Result<(), String> {
+    let config = switch_config(ctx.store.as_ref(), &ctx.switch).map_err(|e| e.to_string())?;
+    if config.networks.is_empty() && !ctx.switch.alive().await {
+        return Ok(());
+    }
+    ctx.switch
+        .apply(config)
+        .await
+        .map_err(|e: LinkError| e.to_string())
+}
+
+/// Keeps the switch alive and programmed: a switch that died (or was restarted by hand)
+/// comes back with the whole table, and the VMs' NICs reconnect by themselves.
+pub async fn watchdog(ctx: std::sync::Arc<Ctx>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_ok = true;
+    loop {
+        tick.tick().await;
+        let has_networks = ctx
+            .store
+            .list_all_networks()
+            .map(|n| !n.is_empty())
+            .unwrap_or(false);
+        if !has_networks {
+            continue;
+        }
+        let programmed = match ctx.switch.show_config().await {
+            Ok(live) => switch_config(ctx.store.as_ref(), &ctx.switch)
+                .map(|want| normalized(want) == normalized(live))
+                .unwrap_or(true),
+            Err(_) => false,
+        };
+        if programmed {
+            last_ok = true;
+            continue;
+        }
+        if last_ok {
+            tracing::warn!("switch missing or out of date; restoring its tables");
+        }
+        last_ok = match sync(&ctx).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot restore the switch");
+                false
+            }
+        };
+    }
+}
+
+/// Table order carries no meaning; compare as sets.
+fn normalized(mut c: SwitchConfig) -> SwitchConfig {
+    c.networks.sort_by(|a, b| a.id.cmp(&b.id));
+    c.ports.sort_by(|a, b| a.id.cmp(&b.id));
+    c
+}

@@ -1,0 +1,297 @@
+//! Per-tenant virtual networks and the NICs that attach VMs to them.
+//!
+//! The store is the source of truth for addressing: the switch tables are
+//! rebuilt from these records on every daemon start, so an address handed out
+//! here must never be handed out twice, across restarts included.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::StoreError;
+use crate::ids::{NetworkId, NetworkName, TenantId, VmId};
+use crate::time::Timestamp;
+
+/// Smallest accepted prefix length: a /8 already holds 16M hosts, and larger
+/// networks only make allocation scans and broadcast domains worse.
+pub const MIN_PREFIX: u8 = 8;
+/// Largest accepted prefix length: a /30 is the smallest subnet that still has
+/// room for a gateway and one VM once network and broadcast are excluded.
+pub const MAX_PREFIX: u8 = 30;
+/// NICs per VM; bounded so one request cannot claim a whole subnet and
+/// because each NIC costs a PCI slot and a switch port.
+pub const MAX_NICS_PER_VM: usize = 8;
+
+/// An IPv4 subnet such as `10.0.0.0/24`, always held as its network address
+/// so two spellings of the same subnet compare and store identically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Ipv4Net {
+    network: Ipv4Addr,
+    prefix: u8,
+}
+
+impl Ipv4Net {
+    /// Host bits of `addr` are cleared (`10.0.0.7/24` becomes `10.0.0.0/24`).
+    /// Errors name the field `subnet`, the only place this type is accepted.
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Self, StoreError> {
+        if !(MIN_PREFIX..=MAX_PREFIX).contains(&prefix) {
+            return Err(StoreError::invalid(
+                "subnet",
+                format!("prefix length /{prefix} not allowed; use /{MIN_PREFIX} to /{MAX_PREFIX}"),
+            ));
+        }
+        let network = Ipv4Addr::from(u32::from(addr) & mask(prefix));
+        Ok(Ipv4Net { network, prefix })
+    }
+
+    pub fn network(&self) -> Ipv4Addr {
+        self.network
+    }
+
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    pub fn netmask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(mask(self.prefix))
+    }
+
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) | !mask(self.prefix))
+    }
+
+    /// Whether `addr` lies in the subnet (network and broadcast included).
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        u32::from(addr) & mask(self.prefix) == u32::from(self.network)
+    }
+
+    /// Whether `addr` can be given to a machine: inside the subnet and
+    /// neither the network nor the broadcast address.
+    pub fn is_host(&self, addr: Ipv4Addr) -> bool {
+        self.contains(addr) && addr != self.network && addr != self.broadcast()
+    }
+
+    /// Usable host addresses in ascending order (network and broadcast
+    /// excluded). Lazy, so scanning a /8 for the first free address only
+    /// touches as many addresses as are in use.
+    pub fn hosts(&self) -> impl DoubleEndedIterator<Item = Ipv4Addr> {
+        let first = u32::from(self.network) + 1;
+        let last = u32::from(self.broadcast()) - 1;
+        (first..=last).map(Ipv4Addr::from)
+    }
+
+    /// The conventional gateway address, `.1` of the subnet.
+    pub fn first_host(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) + 1)
+    }
+}
+
+fn mask(prefix: u8) -> u32 {
+    // prefix is validated to 8..=30, so the shift never overflows.
+    u32::MAX << (32 - u32::from(prefix))
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl FromStr for Ipv4Net {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || StoreError::invalid("subnet", format!("{s:?} is not a CIDR like 10.0.0.0/24"));
+        let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
+        // u8::from_str would accept "+24"; only plain digits are CIDR.
+        if prefix.is_empty() || prefix.len() > 2 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        Ipv4Net::new(addr, prefix)
+    }
+}
+
+impl TryFrom<String> for Ipv4Net {
+    type Error = StoreError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Ipv4Net> for String {
+    fn from(n: Ipv4Net) -> String {
+        n.to_string()
+    }
+}
+
+/// A tenant's virtual L2/L3 network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub id: NetworkId,
+    pub tenant: TenantId,
+    pub name: NetworkName,
+    pub subnet4: Ipv4Net,
+    /// Address the switch answers on; never allocated to a VM.
+    pub gateway4: Ipv4Addr,
+    pub created_at: Timestamp,
+}
+
+/// Picks and checks a network's gateway: defaults to the first host, and must
+/// be a host address of the subnet so VMs can reach it on-link.
+pub(crate) fn resolve_gateway(
+    subnet: &Ipv4Net,
+    gateway: Option<Ipv4Addr>,
+) -> Result<Ipv4Addr, StoreError> {
+    let gw = gateway.unwrap_or_else(|| subnet.first_host());
+    if !subnet.is_host(gw) {
+        return Err(StoreError::invalid(
+            "gateway4",
+            format!("{gw} is not a host address of {subnet}"),
+        ));
+    }
+    Ok(gw)
+}
+
+/// One NIC requested at VM creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewNic {
+    pub network: NetworkId,
+    /// `None`: the store allocates the lowest free host address.
+    #[serde(default)]
+    pub ipv4: Option<Ipv4Addr>,
+}
+
+/// A VM's attachment to a network: what the engine needs for
+/// `-device virtio-net,mac=…` and the switch needs for its port tables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmNic {
+    pub vm: VmId,
+    /// Position within the VM (0-based), which fixes guest device order.
+    pub idx: u32,
+    pub network: NetworkId,
+    /// `52:54:00:xx:xx:xx`, lowercase.
+    pub mac: String,
+    pub ipv4: Ipv4Addr,
+}
+
+/// A stable, locally administered unicast MAC for NIC `idx` of `vm`.
+///
+/// Derived rather than random so the same NIC keeps its MAC if the record is
+/// ever re-created from the same ids; `attempt` lets the caller re-derive on
+/// the (rare) collision within a network. The `52:54:00` prefix is the one
+/// QEMU users recognize, and 0x52 has the locally-administered bit set and
+/// the multicast bit clear.
+pub(crate) fn derive_mac(vm: &VmId, idx: u32, attempt: u32) -> String {
+    let mut h = Sha256::new();
+    h.update(b"hostel-nic-mac\0");
+    h.update(vm.as_uuid().as_bytes());
+    h.update(idx.to_be_bytes());
+    h.update(attempt.to_be_bytes());
+    let d = h.finalize();
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", d[0], d[1], d[2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parse_normalizes_and_validates() {
+        assert_eq!(net("10.0.0.7/24").to_string(), "10.0.0.0/24");
+        assert_eq!(net("10.0.0.0/24"), net("10.0.0.255/24"));
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.0/",
+            "10.0.0.0/+24",
+            "10.0.0.0/7",
+            "10.0.0.0/31",
+            "10.0.0.0/32",
+            "10.0.0/24",
+            "010.0.0.0/24",
+            "10.0.0.0/024",
+            " 10.0.0.0/24",
+            "x/24",
+        ] {
+            match bad.parse::<Ipv4Net>() {
+                Err(StoreError::Invalid { field, .. }) => assert_eq!(field, "subnet", "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn hosts_contains_and_broadcast() {
+        let n = net("192.168.1.0/30");
+        let hosts: Vec<_> = n.hosts().collect();
+        assert_eq!(
+            hosts,
+            vec![Ipv4Addr::new(192, 168, 1, 1), Ipv4Addr::new(192, 168, 1, 2)]
+        );
+        assert_eq!(n.broadcast(), Ipv4Addr::new(192, 168, 1, 3));
+        assert_eq!(n.netmask(), Ipv4Addr::new(255, 255, 255, 252));
+        assert!(n.contains(Ipv4Addr::new(192, 168, 1, 3)));
+        assert!(!n.is_host(Ipv4Addr::new(192, 168, 1, 3)));
+        assert!(!n.contains(Ipv4Addr::new(192, 168, 1, 4)));
+        let big = net("10.0.0.0/8");
+        assert_eq!(big.hosts().next(), Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(
+            big.hosts().next_back(),
+            Some(Ipv4Addr::new(10, 255, 255, 254))
+        );
+    }
+
+    #[test]
+    fn gateway_defaults_to_first_host_and_must_be_a_host() {
+        let n = net("10.1.2.0/24");
+        assert_eq!(
+            resolve_gateway(&n, None).unwrap(),
+            Ipv4Addr::new(10, 1, 2, 1)
+        );
+        assert!(resolve_gateway(&n, Some(Ipv4Addr::new(10, 1, 2, 254))).is_ok());
+        for bad in [[10, 1, 2, 0], [10, 1, 2, 255], [10, 1, 3, 1]] {
+            let e = resolve_gateway(&n, Some(Ipv4Addr::from(bad))).unwrap_err();
+            assert!(matches!(
+                e,
+                StoreError::Invalid {
+                    field: "gateway4",
+                    ..
+                }
+            ));
+        }
+    }
+
+    #[test]
+    fn serde_is_cidr_text_and_validates() {
+        let n = net("10.0.0.0/24");
+        assert_eq!(serde_json::to_string(&n).unwrap(), "\"10.0.0.0/24\"");
+        assert_eq!(
+            serde_json::from_str::<Ipv4Net>("\"10.0.0.0/24\"").unwrap(),
+            n
+        );
+        assert!(serde_json::from_str::<Ipv4Net>("\"10.0.0.0/31\"").is_err());
+        let nic: NewNic =
+            serde_json::from_str(&format!("{{\"network\":\"{}\"}}", NetworkId::new_random()))
+                .unwrap();
+        assert_eq!(nic.ipv4, None);
+    }
+
+    #[test]
+    fn macs_are_stable_local_unicast_and_vary() {
+        let vm = VmId::new_random();
+        let m = derive_mac(&vm, 0, 0);
+        assert_eq!(m, derive_mac(&vm, 0, 0));
+        assert!(m.starts_with("52:54:00:") && m.len() == 17, "{m}");
+        assert_eq!(m, m.to_lowercase());
+        assert_ne!(m, derive_mac(&vm, 1, 0));
+        assert_ne!(m, derive_mac(&vm, 0, 1));
+    }
+}

@@ -1,0 +1,101 @@
+//! Upgrades of databases written by older releases. Lives inside the crate
+//! because building an old-schema file needs the real migration steps, which
+//! are private (a copy of the old SQL in a test could silently drift).
+
+use std::net::Ipv4Addr;
+
+use rusqlite::Connection;
+
+use super::{schema, tenants, vms, SqliteStore, DB_FILE_NAME};
+use crate::ids::{NetworkName, TenantName, VmName};
+use crate::model::network::NewNic;
+use crate::model::tenant::Quota;
+use crate::model::vm::{DesiredState, NewVm, VmSpecRecord};
+use crate::store::Store;
+
+fn quota() -> Quota {
+    Quota {
+        max_vcpus: 64,
+        max_memory_mib: 65_536,
+        max_disk_gib: 1000,
+        max_vms: 10,
+    }
+}
+
+fn table_exists(c: &Connection, name: &str) -> bool {
+    c.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")
+        .unwrap()
+        .exists([name])
+        .unwrap()
+}
+
+#[test]
+fn v1_database_is_upgraded_to_v2_keeping_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE_NAME);
+    // A database exactly as the v1 release left it, with a tenant and a VM.
+    let (tenant, vm) = {
+        let mut c = Connection::open(&path).unwrap();
+        c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+            .unwrap();
+        assert_eq!(schema::migrate_to(&mut c, 1).unwrap(), vec![1]);
+        assert_eq!(schema::user_version(&c).unwrap(), 1);
+        assert!(!table_exists(&c, "networks"));
+        let tx = c.transaction().unwrap();
+        let t = tenants::insert(&tx, &TenantName::new("acme").unwrap(), quota()).unwrap();
+        let new = NewVm {
+            name: VmName::new("web").unwrap(),
+            spec: VmSpecRecord::new(2, 1024, 10, "debian-12").unwrap(),
+            desired: DesiredState::Running,
+        };
+        let vm = vms::insert(&tx, &t.id, &new, vms::QuotaCheck::Skip).unwrap();
+        tx.commit().unwrap();
+        (t, vm)
+    };
+
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 2);
+    store.integrity_check().unwrap();
+    assert_eq!(store.get_tenant(&tenant.id).unwrap(), tenant);
+    assert_eq!(store.get_vm(&vm.id).unwrap(), vm);
+    assert!(store.list_nics_of_vm(&vm.id).unwrap().is_empty());
+    {
+        let c = Connection::open(&path).unwrap();
+        assert!(table_exists(&c, "networks") && table_exists(&c, "vm_nics"));
+        let strict: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_list WHERE name IN ('networks', 'vm_nics') AND strict = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(strict, 2, "new tables must be STRICT");
+    }
+
+    // The upgraded schema is fully usable alongside the old rows.
+    let net = store
+        .create_network(
+            &tenant.id,
+            &NetworkName::new("lan").unwrap(),
+            "10.0.0.0/24".parse().unwrap(),
+            None,
+        )
+        .unwrap();
+    let new = NewVm {
+        name: VmName::new("db").unwrap(),
+        spec: VmSpecRecord::new(1, 512, 5, "debian-12").unwrap(),
+        desired: DesiredState::Running,
+    };
+    let nic = NewNic {
+        network: net.id,
+        ipv4: None,
+    };
+    let (_, nics) = store
+        .create_vm_with_nics_within_quota(&tenant.id, &new, &[nic])
+        .unwrap();
+    assert_eq!(nics[0].ipv4, Ipv4Addr::new(10, 0, 0, 2));
+    drop(store);
+    // Reopening a v2 database applies nothing.
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(store.list_all_nics().unwrap(), nics);
+}
