@@ -2,6 +2,8 @@
 //! `hostel.run=` command lines, network namespaces that clean up after themselves, and
 //! waiting for console output with a deadline instead of sleeping.
 
+pub mod daemon;
+
 use base64::Engine as _;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
