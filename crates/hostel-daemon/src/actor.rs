@@ -69,18 +69,17 @@ impl Actor {
         }
     }
 
+    /// Records a state; the last exit reason stays until a newer one replaces it, so a
+    /// restarted VM still says why it was restarted.
     fn observe(&self, state: ObservedState, last_exit: Option<String>) {
         let store = &self.ctx.store;
-        let restart_count = store
-            .get_vm(&self.id)
-            .map(|v| v.observed.restart_count)
-            .unwrap_or(0);
+        let previous = store.get_vm(&self.id).ok().map(|v| v.observed);
         let status = ObservedStatus {
             state,
             pid: self.vm.as_ref().map(|v| v.pid() as u32),
             since: Timestamp::now(),
-            last_exit,
-            restart_count,
+            last_exit: last_exit.or_else(|| previous.as_ref().and_then(|p| p.last_exit.clone())),
+            restart_count: previous.map_or(0, |p| p.restart_count),
         };
         if let Err(e) = store.set_vm_observed(&self.id, &status) {
             tracing::error!(vm = %self.id, error = %e, "recording VM state");
@@ -203,8 +202,9 @@ impl Actor {
         } else {
             ObservedState::Crashed
         };
-        if !restart && rec.desired == DesiredState::Running {
-            // The guest (or a crash) turned it off and nothing will turn it back on.
+        if clean && !restart && rec.desired == DesiredState::Running {
+            // The guest powered itself off: that is its owner's request to stop. A crash is
+            // not, so it leaves the tenant's wish as it was.
             let _ = self.ctx.store.set_vm_desired(&self.id, DesiredState::Stopped, None);
         }
         let mut status = ObservedStatus {

@@ -98,10 +98,11 @@ impl Supervisor {
                     vm.spec.restart_policy(),
                     hostel_state::RestartPolicy::Never
                 );
-                if policy_restarts || !was_up {
+                // Restart what died unwatched if its policy says so, and finish starts
+                // that a crash interrupted; a VM that had already crashed stays down.
+                let interrupted = vm.observed.state == ObservedState::Creating;
+                if (was_up && policy_restarts) || interrupted {
                     let _ = self.ask(&vm.id, Command::Start).await;
-                } else {
-                    let _ = self.ctx.store.set_vm_desired(&vm.id, DesiredState::Stopped, None);
                 }
             }
         }

@@ -9,14 +9,21 @@ use std::path::Path;
 
 fn tenant_client(d: &TestDaemon, name: &str) -> Client {
     let op = Client::new(&d.url, Some(d.operator_token.clone()));
-    op.create_tenant(&CreateTenant { name: name.into(), quota: None }).unwrap();
+    op.create_tenant(&CreateTenant {
+        name: name.into(),
+        quota: None,
+    })
+    .unwrap();
     let tok = op.create_token(name, &CreateToken::default()).unwrap();
     let c = Client::new(&d.url, Some(tok.secret));
-    c.create_network(None, &CreateNetwork {
-        name: "lan".into(),
-        subnet: "10.9.0.0/24".into(),
-        gateway: None,
-    })
+    c.create_network(
+        None,
+        &CreateNetwork {
+            name: "lan".into(),
+            subnet: "10.9.0.0/24".into(),
+            gateway: None,
+        },
+    )
     .unwrap();
     c
 }
@@ -60,7 +67,10 @@ fn tenant_vms_reach_each_other_and_a_same_subnet_tenant_cannot() {
     acme.vms(None).create(&vm("a2", None, Some(ping))).unwrap();
     let (exit, log) = console_until(&acme, "a2", "HOSTEL-EXIT");
     assert!(exit.is_some(), "a2 never finished: {log}");
-    assert!(log.contains("inet 10.9.0.3"), "DHCP did not configure a2: {log}");
+    assert!(
+        log.contains("inet 10.9.0.3"),
+        "DHCP did not configure a2: {log}"
+    );
     assert!(log.contains("PING-OK"), "a2 could not reach a1: {log}");
 
     // umbrella has the same subnet; 10.9.0.2 there is nobody (its VM is .3).
@@ -70,13 +80,19 @@ fn tenant_vms_reach_each_other_and_a_same_subnet_tenant_cannot() {
         .unwrap();
     let (exit, log) = console_until(&umbrella, "u1", "HOSTEL-EXIT");
     assert!(exit.is_some(), "u1 never finished: {log}");
-    assert!(log.contains("PING-FAILED"), "umbrella reached acme's VM: {log}");
+    assert!(
+        log.contains("PING-FAILED"),
+        "umbrella reached acme's VM: {log}"
+    );
 
     // The network shows its ports, addresses and counters; tenants see only their own.
     let lan = acme.show_network(None, "lan").unwrap();
     let names: Vec<_> = lan.ports.iter().map(|p| p.vm.as_str()).collect();
     assert_eq!(names, ["a1", "a2"]);
     let a1_port = &lan.ports[0];
-    assert!(a1_port.rx_packets > 0 && a1_port.tx_packets > 0, "{a1_port:?}");
+    assert!(
+        a1_port.rx_packets > 0 && a1_port.tx_packets > 0,
+        "{a1_port:?}"
+    );
     assert_eq!(umbrella.show_network(None, "lan").unwrap().ports.len(), 1);
 }

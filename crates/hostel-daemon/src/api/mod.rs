@@ -138,7 +138,7 @@ impl AppState {
             }
             (None, None) => Err(ApiError::invalid(
                 "tenant",
-                "the operator must name a tenant (?tenant=NAME)",
+                "the operator must name the tenant to act for (`tenant` query parameter; CLI: --tenant)",
             )),
         }
     }
@@ -153,7 +153,7 @@ impl AppState {
         result: &ApiResult<T>,
     ) {
         let entry = NewAuditEntry {
-            actor: auth.actor.clone(),
+            actor: auth.actor,
             tenant,
             action: action.to_string(),
             target: target.to_string(),

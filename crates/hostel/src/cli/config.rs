@@ -73,9 +73,7 @@ pub fn resolve(url: Option<String>, token: Option<String>) -> Result<Endpoint> {
 
 fn merge(url: Option<String>, token: Option<String>, file: ConfigFile) -> Endpoint {
     Endpoint {
-        url: url
-            .or(file.url)
-            .unwrap_or_else(|| DEFAULT_URL.to_string()),
+        url: url.or(file.url).unwrap_or_else(|| DEFAULT_URL.to_string()),
         token: token.or(file.token).map(|t| t.trim().to_string()),
     }
 }

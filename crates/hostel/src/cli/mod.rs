@@ -89,6 +89,13 @@ pub fn invalid(field: Option<&'static str>, message: impl Into<String>) -> anyho
 }
 
 pub fn main(global: GlobalArgs, cmd: ClientCommand) -> anyhow::Result<ExitCode> {
+    // Rust ignores SIGPIPE, which turns `hostel vm list | head -1` into a panic or an
+    // error message; a client command should end quietly like any other Unix filter.
+    // SAFETY: setting a signal's disposition to the default has no preconditions, and this
+    // process runs nothing else that relies on SIGPIPE being ignored.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let result = config::resolve(global.url, global.token).and_then(|endpoint| {
         let ctx = Ctx {
             client: Client::new(endpoint.url, endpoint.token),
@@ -120,7 +127,11 @@ fn report(e: &anyhow::Error) -> ExitCode {
     }) = e.downcast_ref::<ClientError>()
     {
         let bad_request = matches!(status, 400 | 422);
-        (message.clone(), field.clone(), if bad_request { 2 } else { 1 })
+        (
+            message.clone(),
+            field.clone(),
+            if bad_request { 2 } else { 1 },
+        )
     } else if let Some(inv) = e.downcast_ref::<Invalid>() {
         (inv.message.clone(), inv.field.map(str::to_string), 2)
     } else {

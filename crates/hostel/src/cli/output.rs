@@ -57,9 +57,7 @@ impl Table {
                 if i > 0 {
                     line.push_str("  ");
                 }
-                line.push_str(cell);
-                let pad = widths[i] - cell.chars().count();
-                line.extend(std::iter::repeat(' ').take(pad));
+                line.push_str(&format!("{cell:<width$}", width = widths[i]));
             }
             text.push_str(line.trim_end());
             text.push('\n');
@@ -73,10 +71,14 @@ impl Table {
 }
 
 /// `KEY  value` lines for one object (`vm show`, `host show`).
-pub fn print_fields(fields: &[(&str, String)]) {
-    let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+pub fn print_fields<K: AsRef<str>>(fields: &[(K, String)]) {
+    let width = fields
+        .iter()
+        .map(|(k, _)| k.as_ref().len())
+        .max()
+        .unwrap_or(0);
     for (k, v) in fields {
-        println!("{k:<width$}  {v}");
+        println!("{:<width$}  {v}", k.as_ref());
     }
 }
 
@@ -87,12 +89,10 @@ pub fn opt<T: ToString>(v: Option<T>) -> String {
 
 /// MiB the way people read them: `512M`, `2G`, `1.5G`.
 pub fn mib(n: u64) -> String {
-    if n >= 1024 && n % 1024 == 0 {
-        format!("{}G", n / 1024)
-    } else if n >= 1024 {
-        format!("{:.1}G", n as f64 / 1024.0)
-    } else {
-        format!("{n}M")
+    match (n / 1024, n % 1024) {
+        (0, _) => format!("{n}M"),
+        (g, 0) => format!("{g}G"),
+        _ => format!("{:.1}G", n as f64 / 1024.0),
     }
 }
 
@@ -105,10 +105,7 @@ mod tests {
         let mut t = Table::new(&["name", "state"]);
         t.row(vec!["web-1".into(), "running".into()]);
         t.row(vec!["a".into(), "-".into()]);
-        assert_eq!(
-            t.render(),
-            "NAME   STATE\nweb-1  running\na      -\n"
-        );
+        assert_eq!(t.render(), "NAME   STATE\nweb-1  running\na      -\n");
     }
 
     #[test]

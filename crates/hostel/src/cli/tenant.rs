@@ -139,6 +139,8 @@ pub fn quota(ctx: &Ctx, cmd: QuotaCommand) -> Result<()> {
                     "nothing to set: give --vcpus, --memory, --disk-gib or --max-vms",
                 ));
             }
+            // Refuse a bad size before asking the daemon anything.
+            quota.apply(QuotaBody::default())?;
             // The API replaces the whole quota; read the current one so unnamed fields stay.
             let current = ctx
                 .client

@@ -4,7 +4,7 @@ use super::output::{self, mib, opt, Format, Table};
 use super::{invalid, Ctx};
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
-use hostel_api::{CreateVm, ResizeVm, Size, StopVm, VmView};
+use hostel_api::{CreateVm, NicRequest, ResizeVm, Size, StopVm, VmView};
 use std::io::{Read, Write};
 
 #[derive(Args, Debug)]
@@ -99,6 +99,24 @@ pub struct CreateArgs {
     /// Create it stopped.
     #[arg(long)]
     no_start: bool,
+    /// A NIC on one of the tenant's networks, as NET or NET=IP; repeat for eth1, eth2, ...
+    #[arg(long = "network", value_name = "NET[=IP]", value_parser = parse_nic)]
+    networks: Vec<NicRequest>,
+}
+
+/// `NET` or `NET=IP`: the address is left for the daemon to check against the subnet.
+fn parse_nic(s: &str) -> Result<NicRequest, String> {
+    let (network, ip) = match s.split_once('=') {
+        Some((n, ip)) => (n, Some(ip.to_string())),
+        None => (s, None),
+    };
+    if network.is_empty() {
+        return Err(format!("{s:?}: expected NET or NET=IP"));
+    }
+    Ok(NicRequest {
+        network: network.to_string(),
+        ip,
+    })
 }
 
 pub fn main(ctx: &Ctx, args: VmArgs) -> Result<()> {
@@ -114,6 +132,7 @@ pub fn main(ctx: &Ctx, args: VmArgs) -> Result<()> {
             cmdline: a.cmdline,
             restart_policy: a.restart_policy.map(|p| p.api_name().to_string()),
             start: a.no_start.then_some(false),
+            networks: a.networks,
         })?,
         VmCommand::List => return print_list(ctx.format, &vms.list()?),
         VmCommand::Show { name } => vms.show(&name)?,
@@ -185,12 +204,9 @@ fn copy_live(mut stream: impl Read) -> Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
         };
-        match out.write_all(&buf[..n]).and_then(|()| out.flush()) {
-            Ok(()) => {}
-            // The reader went away (`| head`): that is a normal way to stop following.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
+        // A reader that went away (`| head`) ends us by SIGPIPE, like any filter.
+        out.write_all(&buf[..n])?;
+        out.flush()?;
     }
 }
 
@@ -199,8 +215,7 @@ fn print_list(format: Format, vms: &[VmView]) -> Result<()> {
         return output::json(vms);
     }
     let mut table = Table::new(&[
-        "name", "tenant", "state", "desired", "vcpus", "memory", "disk", "image", "pid",
-        "restarts",
+        "name", "tenant", "state", "desired", "vcpus", "memory", "disk", "image", "pid", "restarts",
     ]);
     for v in vms {
         table.row(vec![
@@ -224,7 +239,7 @@ fn print_one(format: Format, v: &VmView) -> Result<()> {
     if format == Format::Json {
         return output::json(v);
     }
-    output::print_fields(&[
+    let mut fields: Vec<(String, String)> = [
         ("name", v.name.clone()),
         ("tenant", v.tenant.clone()),
         ("id", v.id.clone()),
@@ -240,6 +255,16 @@ fn print_one(format: Format, v: &VmView) -> Result<()> {
         ("restarts", v.restart_count.to_string()),
         ("last exit", opt(v.last_exit.as_deref())),
         ("created", v.created_at.clone()),
-    ]);
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (i, nic) in v.nics.iter().enumerate() {
+        fields.push((
+            format!("eth{i}"),
+            format!("{} {} {}", nic.network, nic.mac, opt(nic.ipv4.as_deref())),
+        ));
+    }
+    output::print_fields(&fields);
     Ok(())
 }
