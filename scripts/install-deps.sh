@@ -5,6 +5,9 @@ pkgs=(
   qemu-system-x86 qemu-utils   # the engine, and qemu-img for disk images
   busybox-static kmod lz4 cpio # guest initramfs: busybox, depmod, kernel extraction, cpio
   iproute2                     # TAP devices and network namespaces in tests
+  debootstrap debian-archive-keyring e2fsprogs util-linux mount  # OS image builds
+  dosfstools mtools            # cloud-init NoCloud seed disks (vfat)
+  openssh-client curl          # image tests: SSH and HTTP into guests
   ca-certificates
 )
 missing=()

@@ -53,14 +53,19 @@ impl Client {
     }
 
     fn request(&self, method: &str, path: &str) -> ureq::Request {
-        let mut req = self.agent.request(method, &format!("{}{}", self.base, path));
+        let mut req = self
+            .agent
+            .request(method, &format!("{}{}", self.base, path));
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
         req
     }
 
-    fn handle(&self, r: std::result::Result<ureq::Response, ureq::Error>) -> Result<ureq::Response> {
+    fn handle(
+        &self,
+        r: std::result::Result<ureq::Response, ureq::Error>,
+    ) -> Result<ureq::Response> {
         match r {
             Ok(resp) => Ok(resp),
             Err(ureq::Error::Status(status, resp)) => {
@@ -88,14 +93,20 @@ impl Client {
     }
 
     fn decode<T: DeserializeOwned>(resp: ureq::Response) -> Result<T> {
-        resp.into_json().map_err(|e| ClientError::Decode(e.to_string()))
+        resp.into_json()
+            .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         Self::decode(self.handle(self.request("GET", path).call())?)
     }
 
-    pub fn send<B: Serialize, T: DeserializeOwned>(&self, method: &str, path: &str, body: &B) -> Result<T> {
+    pub fn send<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
         Self::decode(self.handle(self.request(method, path).send_json(body))?)
     }
 
@@ -150,17 +161,31 @@ impl Client {
     fn tenant_query(tenant: Option<&str>) -> String {
         tenant.map(|t| format!("?tenant={t}")).unwrap_or_default()
     }
-    pub fn create_network(&self, tenant: Option<&str>, body: &CreateNetwork) -> Result<NetworkView> {
-        self.send("POST", &format!("/v1/networks{}", Self::tenant_query(tenant)), body)
+    pub fn create_network(
+        &self,
+        tenant: Option<&str>,
+        body: &CreateNetwork,
+    ) -> Result<NetworkView> {
+        self.send(
+            "POST",
+            &format!("/v1/networks{}", Self::tenant_query(tenant)),
+            body,
+        )
     }
     pub fn list_networks(&self, tenant: Option<&str>) -> Result<Vec<NetworkView>> {
         self.get(&format!("/v1/networks{}", Self::tenant_query(tenant)))
     }
     pub fn show_network(&self, tenant: Option<&str>, name: &str) -> Result<NetworkView> {
-        self.get(&format!("/v1/networks/{name}{}", Self::tenant_query(tenant)))
+        self.get(&format!(
+            "/v1/networks/{name}{}",
+            Self::tenant_query(tenant)
+        ))
     }
     pub fn delete_network(&self, tenant: Option<&str>, name: &str) -> Result<()> {
-        self.delete(&format!("/v1/networks/{name}{}", Self::tenant_query(tenant)))
+        self.delete(&format!(
+            "/v1/networks/{name}{}",
+            Self::tenant_query(tenant)
+        ))
     }
 
     /// VM routes; `tenant` is needed only with the operator token.
@@ -195,24 +220,30 @@ impl VmClient<'_> {
         self.client.get(&self.path(&format!("/{name}")))
     }
     pub fn start(&self, name: &str) -> Result<VmView> {
-        self.client.send("POST", &self.path(&format!("/{name}/start")), &())
+        self.client
+            .send("POST", &self.path(&format!("/{name}/start")), &())
     }
     pub fn stop(&self, name: &str, body: &StopVm) -> Result<VmView> {
-        self.client.send("POST", &self.path(&format!("/{name}/stop")), body)
+        self.client
+            .send("POST", &self.path(&format!("/{name}/stop")), body)
     }
     pub fn restart(&self, name: &str) -> Result<VmView> {
-        self.client.send("POST", &self.path(&format!("/{name}/restart")), &())
+        self.client
+            .send("POST", &self.path(&format!("/{name}/restart")), &())
     }
     pub fn resize(&self, name: &str, body: &ResizeVm) -> Result<VmView> {
-        self.client.send("PATCH", &self.path(&format!("/{name}")), body)
+        self.client
+            .send("PATCH", &self.path(&format!("/{name}")), body)
     }
     pub fn delete(&self, name: &str) -> Result<()> {
         self.client.delete(&self.path(&format!("/{name}")))
     }
     pub fn console(&self, name: &str) -> Result<String> {
-        self.client.get_text(&self.path(&format!("/{name}/console")))
+        self.client
+            .get_text(&self.path(&format!("/{name}/console")))
     }
     pub fn console_follow(&self, name: &str) -> Result<Box<dyn Read + Send + Sync + 'static>> {
-        self.client.stream(&self.with(&format!("/{name}/console"), "follow=true"))
+        self.client
+            .stream(&self.with(&format!("/{name}/console"), "follow=true"))
     }
 }

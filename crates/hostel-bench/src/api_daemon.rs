@@ -251,11 +251,12 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// VMs running. A watcher thread sees the flag the handler sets, kills every QEMU under the
 /// temporary root, stops the daemon and removes the directory, then exits.
 pub fn install_interrupt_cleanup() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe; handlers
     // reset to the default on exec, so children are unaffected.
     unsafe {
-        libc::signal(libc::SIGINT, on_signal as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as libc::sighandler_t);
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
     }
     std::thread::spawn(|| loop {
         std::thread::sleep(Duration::from_millis(50));

@@ -2,8 +2,8 @@
 //! VM's own exit arrive on one loop, so a stop and a crash can never race each other.
 
 use crate::images::ImageBoot;
-use crate::Ctx;
 use crate::networking;
+use crate::Ctx;
 use hostel_engine::{
     DiskFormat, DiskSpec, ExitReason, LaunchOptions, NicBackend, NicSpec, RunDir, Vm as Engine,
     VmSpecInput,
@@ -17,7 +17,11 @@ pub type Reply = oneshot::Sender<Result<(), String>>;
 
 pub enum Command {
     Start(Reply),
-    Stop { force: bool, grace: Duration, reply: Reply },
+    Stop {
+        force: bool,
+        grace: Duration,
+        reply: Reply,
+    },
     /// Stops QEMU and ends the actor (the VM is being deleted).
     Remove(Reply),
 }
@@ -100,7 +104,10 @@ impl Actor {
             }
             Err(e) => {
                 tracing::warn!(vm = %self.id, error = %e, "start failed");
-                let _ = self.ctx.store.set_vm_desired(&self.id, DesiredState::Stopped, None);
+                let _ = self
+                    .ctx
+                    .store
+                    .set_vm_desired(&self.id, DesiredState::Stopped, None);
                 self.observe(ObservedState::Failed, Some(e.clone()));
                 Err(e)
             }
@@ -109,14 +116,18 @@ impl Actor {
 
     async fn launch(&self) -> Result<Engine, String> {
         let rec = self.ctx.store.get_vm(&self.id).map_err(|e| e.to_string())?;
-        let image = self
-            .ctx
-            .images
-            .get(rec.spec.image())
-            .ok_or_else(|| format!("image {:?} is not available on this host", rec.spec.image()))?;
+        let image =
+            self.ctx.images.get(rec.spec.image()).ok_or_else(|| {
+                format!("image {:?} is not available on this host", rec.spec.image())
+            })?;
         let disk = self.ctx.layout.vm_root_disk(&rec.tenant, &rec.id);
-        grow_disk(&disk, rec.spec.disk_gib()).map_err(|e| format!("disk {}: {e}", disk.display()))?;
-        let ImageBoot::Kernel { kernel, initrd, cmdline } = &image.boot;
+        grow_disk(&disk, rec.spec.disk_gib())
+            .map_err(|e| format!("disk {}: {e}", disk.display()))?;
+        let ImageBoot::Kernel {
+            kernel,
+            initrd,
+            cmdline,
+        } = &image.boot;
         let cmdline = format!(
             "{cmdline} hostel.hostname={} {}",
             rec.name,
@@ -140,7 +151,9 @@ impl Actor {
         .validate()
         .map_err(|e| e.to_string())?;
         let opts = LaunchOptions::new(self.ctx.layout.vm_run_dir(&self.id));
-        let vm = Engine::launch(&spec, &opts).await.map_err(|e| e.to_string())?;
+        let vm = Engine::launch(&spec, &opts)
+            .await
+            .map_err(|e| e.to_string())?;
         vm.start().await.map_err(|e| e.to_string())?;
         Ok(vm)
     }
@@ -158,7 +171,10 @@ impl Actor {
         networking::sync(&self.ctx).await?;
         nics.iter()
             .map(|n| {
-                let socket = self.ctx.switch.port_socket(&networking::port_id(&n.vm, n.idx));
+                let socket = self
+                    .ctx
+                    .switch
+                    .port_socket(&networking::port_id(&n.vm, n.idx));
                 let mac = n.mac.parse().map_err(|e| format!("NIC {}: {e}", n.idx))?;
                 Ok(NicSpec {
                     backend: NicBackend::VhostUser(socket),
@@ -205,7 +221,10 @@ impl Actor {
         if clean && !restart && rec.desired == DesiredState::Running {
             // The guest powered itself off: that is its owner's request to stop. A crash is
             // not, so it leaves the tenant's wish as it was.
-            let _ = self.ctx.store.set_vm_desired(&self.id, DesiredState::Stopped, None);
+            let _ = self
+                .ctx
+                .store
+                .set_vm_desired(&self.id, DesiredState::Stopped, None);
         }
         let mut status = ObservedStatus {
             state,

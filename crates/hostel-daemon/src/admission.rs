@@ -54,7 +54,10 @@ pub fn validate_settings(s: &HostSettings) -> Result<(), (&'static str, String)>
 }
 
 pub fn save_settings(store: &dyn Store, s: &HostSettings) -> hostel_state::Result<()> {
-    store.set_setting(&SettingKey::new(MEMORY_KEY)?, &s.memory_overcommit.to_string())?;
+    store.set_setting(
+        &SettingKey::new(MEMORY_KEY)?,
+        &s.memory_overcommit.to_string(),
+    )?;
     store.set_setting(&SettingKey::new(CPU_KEY)?, &s.cpu_overcommit.to_string())
 }
 
@@ -96,14 +99,27 @@ mod tests {
 
     #[test]
     fn admits_within_and_refuses_beyond_the_overcommitted_host() {
-        let host = HostSize { cpus: 2, memory_mib: 1000 };
-        let s = HostSettings { memory_overcommit: 1.5, cpu_overcommit: 2.0 };
-        let c = Committed { vcpus: 3, memory_mib: 1000 };
+        let host = HostSize {
+            cpus: 2,
+            memory_mib: 1000,
+        };
+        let s = HostSettings {
+            memory_overcommit: 1.5,
+            cpu_overcommit: 2.0,
+        };
+        let c = Committed {
+            vcpus: 3,
+            memory_mib: 1000,
+        };
         assert!(admit(host, &s, c, 1, 500).is_ok());
         let err = admit(host, &s, c, 1, 501).unwrap_err();
         assert!(err.contains("host memory"), "{err}");
         let err = admit(host, &s, c, 2, 10).unwrap_err();
         assert!(err.contains("host vCPUs"), "{err}");
-        assert!(validate_settings(&HostSettings { memory_overcommit: f64::NAN, cpu_overcommit: 1.0 }).is_err());
+        assert!(validate_settings(&HostSettings {
+            memory_overcommit: f64::NAN,
+            cpu_overcommit: 1.0
+        })
+        .is_err());
     }
 }

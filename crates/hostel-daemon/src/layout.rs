@@ -47,7 +47,11 @@ impl Layout {
     }
 
     pub fn create(&self) -> std::io::Result<()> {
-        for d in [self.root.clone(), self.root.join("run"), self.root.join("disks")] {
+        for d in [
+            self.root.clone(),
+            self.root.join("run"),
+            self.root.join("disks"),
+        ] {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -76,10 +80,7 @@ impl DaemonLock {
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::WouldBlock,
-                format!(
-                    "another hostel daemon is using {}",
-                    layout.root().display()
-                ),
+                format!("another hostel daemon is using {}", layout.root().display()),
             ));
         }
         Ok(Self { _file: file })

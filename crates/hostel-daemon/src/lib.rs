@@ -52,9 +52,8 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         .create()
         .with_context(|| format!("state directory {}", config.state_dir.display()))?;
     let _lock = layout::DaemonLock::acquire(&layout)?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&config.state_dir).context("opening the state database")?,
-    );
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&config.state_dir).context("opening the state database")?);
     ensure_operator_token(store.as_ref(), &layout)?;
     let ctx = Arc::new(Ctx {
         store,

@@ -30,7 +30,10 @@ pub fn render(ctx: &Ctx) -> Result<String, hostel_state::StoreError> {
     let names: std::collections::HashMap<_, _> =
         tenants.iter().map(|t| (t.id, t.name.to_string())).collect();
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP hostel_vm_state 1 for the state each VM is in.\n# TYPE hostel_vm_state gauge");
+    let _ = writeln!(
+        out,
+        "# HELP hostel_vm_state 1 for the state each VM is in.\n# TYPE hostel_vm_state gauge"
+    );
     let vms = store.list_all_vms()?;
     for vm in &vms {
         let tenant = names.get(&vm.tenant).map(String::as_str).unwrap_or("");
@@ -48,14 +51,25 @@ pub fn render(ctx: &Ctx) -> Result<String, hostel_state::StoreError> {
         let tenant = names.get(&vm.tenant).map(String::as_str).unwrap_or("");
         let labels = format!("tenant=\"{tenant}\",vm=\"{}\"", vm.name);
         let _ = writeln!(out, "hostel_vm_vcpus{{{labels}}} {}", vm.spec.vcpus());
-        let _ = writeln!(out, "hostel_vm_memory_bytes{{{labels}}} {}", vm.spec.memory_mib() << 20);
-        let _ = writeln!(out, "hostel_vm_restarts_total{{{labels}}} {}", vm.observed.restart_count);
+        let _ = writeln!(
+            out,
+            "hostel_vm_memory_bytes{{{labels}}} {}",
+            vm.spec.memory_mib() << 20
+        );
+        let _ = writeln!(
+            out,
+            "hostel_vm_restarts_total{{{labels}}} {}",
+            vm.observed.restart_count
+        );
         if let Some((cpu, rss)) = vm.observed.pid.and_then(process_usage) {
             let _ = writeln!(out, "hostel_vm_cpu_seconds_total{{{labels}}} {cpu}");
             let _ = writeln!(out, "hostel_vm_resident_bytes{{{labels}}} {rss}");
         }
     }
-    let _ = writeln!(out, "# TYPE hostel_tenant_usage gauge\n# TYPE hostel_tenant_quota gauge");
+    let _ = writeln!(
+        out,
+        "# TYPE hostel_tenant_usage gauge\n# TYPE hostel_tenant_quota gauge"
+    );
     for t in &tenants {
         let u = store.tenant_usage(&t.id)?;
         for (res, used, quota) in [
@@ -64,8 +78,16 @@ pub fn render(ctx: &Ctx) -> Result<String, hostel_state::StoreError> {
             ("disk_gib", u.disk_gib, t.quota.max_disk_gib),
             ("vms", u.vms, u64::from(t.quota.max_vms)),
         ] {
-            let _ = writeln!(out, "hostel_tenant_usage{{tenant=\"{}\",resource=\"{res}\"}} {used}", t.name);
-            let _ = writeln!(out, "hostel_tenant_quota{{tenant=\"{}\",resource=\"{res}\"}} {quota}", t.name);
+            let _ = writeln!(
+                out,
+                "hostel_tenant_usage{{tenant=\"{}\",resource=\"{res}\"}} {used}",
+                t.name
+            );
+            let _ = writeln!(
+                out,
+                "hostel_tenant_quota{{tenant=\"{}\",resource=\"{res}\"}} {quota}",
+                t.name
+            );
         }
     }
     Ok(out)

@@ -94,10 +94,8 @@ impl Supervisor {
                 let _ = self.ctx.store.set_vm_observed(&vm.id, &status);
             }
             if vm.desired == DesiredState::Running {
-                let policy_restarts = !matches!(
-                    vm.spec.restart_policy(),
-                    hostel_state::RestartPolicy::Never
-                );
+                let policy_restarts =
+                    !matches!(vm.spec.restart_policy(), hostel_state::RestartPolicy::Never);
                 // Restart what died unwatched if its policy says so, and finish starts
                 // that a crash interrupted; a VM that had already crashed stays down.
                 let interrupted = vm.observed.state == ObservedState::Creating;
@@ -134,19 +132,30 @@ impl Supervisor {
                 vm.spec.memory_mib(),
             )
             .map_err(ApiError::capacity)?;
-            self.ctx.store.set_vm_desired(&vm.id, DesiredState::Running, None)?;
+            self.ctx
+                .store
+                .set_vm_desired(&vm.id, DesiredState::Running, None)?;
         }
         self.ask(&vm.id, Command::Start).await
     }
 
     pub async fn stop(&self, vm: &Vm, force: bool, grace: Duration) -> ApiResult<()> {
-        self.ctx.store.set_vm_desired(&vm.id, DesiredState::Stopped, None)?;
-        self.ask(&vm.id, |reply| Command::Stop { force, grace, reply }).await
+        self.ctx
+            .store
+            .set_vm_desired(&vm.id, DesiredState::Stopped, None)?;
+        self.ask(&vm.id, |reply| Command::Stop {
+            force,
+            grace,
+            reply,
+        })
+        .await
     }
 
     /// Stops the VM for good and forgets its actor; the caller deletes the record.
     pub async fn remove(&self, vm: &Vm) -> ApiResult<()> {
-        self.ctx.store.set_vm_desired(&vm.id, DesiredState::Stopped, None)?;
+        self.ctx
+            .store
+            .set_vm_desired(&vm.id, DesiredState::Stopped, None)?;
         self.ask(&vm.id, Command::Remove).await?;
         self.actors
             .lock()

@@ -106,7 +106,10 @@ impl SwitchLink {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
-            .env("HOSTEL_LOG", std::env::var("HOSTEL_LOG").unwrap_or_else(|_| "info".into()));
+            .env(
+                "HOSTEL_LOG",
+                std::env::var("HOSTEL_LOG").unwrap_or_else(|_| "info".into()),
+            );
         // SAFETY: setsid is async-signal-safe and touches only the child.
         unsafe {
             cmd.pre_exec(|| {

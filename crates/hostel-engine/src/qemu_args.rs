@@ -15,7 +15,8 @@ pub const TCG_TB_CACHE_MIB: u32 = 64;
 /// two skipped initcalls are a kprobe-tracing set-up and a crypto self-test that
 /// `cryptomgr.notests` misses: 0.37 s of every TCG boot (BENCHMARKS.md), and neither serves
 /// a guest.
-pub const PLATFORM_CMDLINE: &str = "console=ttyS0 tsc=reliable no_timer_check rcupdate.rcu_expedited=1 \
+pub const PLATFORM_CMDLINE: &str =
+    "console=ttyS0 tsc=reliable no_timer_check rcupdate.rcu_expedited=1 \
      cryptomgr.notests initcall_blacklist=init_kprobe_trace,crypto_kdf108_init";
 const MICROVM_CMDLINE: &str = "pci=off";
 

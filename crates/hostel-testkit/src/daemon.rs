@@ -79,9 +79,13 @@ impl TestDaemon {
 
 /// Kills every process whose command line mentions `marker` (VMs and the switch of a test).
 pub fn kill_processes_mentioning(marker: &str) {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
     for e in entries.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if pid == std::process::id() as i32 {
             continue;
         }

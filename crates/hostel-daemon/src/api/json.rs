@@ -34,7 +34,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             .map(ApiJson)
             .map_err(|e| {
                 let path = e.path().to_string();
-                let field = if path == "." { "body".to_string() } else { path };
+                let field = if path == "." {
+                    "body".to_string()
+                } else {
+                    path
+                };
                 ApiError::invalid(&field, e.into_inner().to_string())
             })
     }

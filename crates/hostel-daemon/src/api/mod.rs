@@ -60,12 +60,33 @@ pub fn router(state: AppState) -> Router {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "hostel", description = "Multi-tenant virtualization platform API"),
+    info(
+        title = "hostel",
+        description = "Multi-tenant virtualization platform API"
+    ),
     paths(
-        host::show, host::set_settings, host::images, host::audit, host::metrics,
-        tenants::create, tenants::list, tenants::show, tenants::set_quota, tenants::create_token,
-        vms::create, vms::list, vms::show, vms::resize, vms::delete, vms::start, vms::stop,
-        vms::restart, vms::console, networks::create, networks::list, networks::show,
+        host::show,
+        host::set_settings,
+        host::images,
+        host::audit,
+        host::metrics,
+        tenants::create,
+        tenants::list,
+        tenants::show,
+        tenants::set_quota,
+        tenants::create_token,
+        vms::create,
+        vms::list,
+        vms::show,
+        vms::resize,
+        vms::delete,
+        vms::start,
+        vms::stop,
+        vms::restart,
+        vms::console,
+        networks::create,
+        networks::list,
+        networks::show,
         networks::delete,
     ),
     components(schemas(hostel_api::ApiErrorBody))

@@ -55,15 +55,25 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<NetworkView>)> {
     let tenant = state.scope(&auth, &q)?;
     let result = async {
-        let name = NetworkName::new(&body.name).map_err(|e| ApiError::invalid("name", e.to_string()))?;
+        let name =
+            NetworkName::new(&body.name).map_err(|e| ApiError::invalid("name", e.to_string()))?;
         let subnet: Ipv4Net = body.subnet.parse()?;
         let gateway = body
             .gateway
             .as_deref()
-            .map(|g| g.parse().map_err(|_| ApiError::invalid("gateway", format!("{g:?} is not an IPv4 address"))))
+            .map(|g| {
+                g.parse().map_err(|_| {
+                    ApiError::invalid("gateway", format!("{g:?} is not an IPv4 address"))
+                })
+            })
             .transpose()?;
-        let net = state.ctx.store.create_network(&tenant, &name, subnet, gateway)?;
-        networking::sync(&state.ctx).await.map_err(ApiError::engine)?;
+        let net = state
+            .ctx
+            .store
+            .create_network(&tenant, &name, subnet, gateway)?;
+        networking::sync(&state.ctx)
+            .await
+            .map_err(ApiError::engine)?;
         view(&state, &net).await
     }
     .await;

@@ -34,7 +34,11 @@ pub async fn create(
     auth.operator()?;
     let result = (|| {
         let name = TenantName::new(&body.name)?;
-        let quota = body.quota.as_ref().map(views::quota).unwrap_or(DEFAULT_QUOTA);
+        let quota = body
+            .quota
+            .as_ref()
+            .map(views::quota)
+            .unwrap_or(DEFAULT_QUOTA);
         let t = state.ctx.store.create_tenant(&name, quota)?;
         view(&state, &t)
     })();

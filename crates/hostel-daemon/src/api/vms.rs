@@ -9,7 +9,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use hostel_api::{CreateVm, NicView, ResizeVm, StopVm, VmView};
-use hostel_state::{DesiredState, NewNic, NewVm, RestartPolicy, TenantId, Vm, VmName, VmSpecRecord};
+use hostel_state::{
+    DesiredState, NewNic, NewVm, RestartPolicy, TenantId, Vm, VmName, VmSpecRecord,
+};
 use serde::Deserialize;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -47,17 +49,16 @@ fn nics_from(state: &AppState, tenant: &TenantId, body: &CreateVm) -> ApiResult<
         .enumerate()
         .map(|(i, r)| {
             let field = format!("networks[{i}]");
-            let net = super::networks::find(state, tenant, &r.network).map_err(|_| {
-                ApiError::invalid(&field, format!("no network {:?}", r.network))
-            })?;
-            let ipv4 = r
-                .ip
-                .as_deref()
-                .map(|ip| {
-                    ip.parse()
-                        .map_err(|_| ApiError::invalid(&field, format!("{ip:?} is not an IPv4 address")))
-                })
-                .transpose()?;
+            let net = super::networks::find(state, tenant, &r.network)
+                .map_err(|_| ApiError::invalid(&field, format!("no network {:?}", r.network)))?;
+            let ipv4 =
+                r.ip.as_deref()
+                    .map(|ip| {
+                        ip.parse().map_err(|_| {
+                            ApiError::invalid(&field, format!("{ip:?} is not an IPv4 address"))
+                        })
+                    })
+                    .transpose()?;
             Ok(NewNic {
                 network: net.id,
                 ipv4,
@@ -75,7 +76,12 @@ fn parse_policy(s: &str) -> ApiResult<RestartPolicy> {
         .iter()
         .copied()
         .find(|p| p.as_str() == s)
-        .ok_or_else(|| ApiError::invalid("restart_policy", format!("{s:?} is not never, on_failure or always")))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "restart_policy",
+                format!("{s:?} is not never, on_failure or always"),
+            )
+        })
 }
 
 fn spec_from(state: &AppState, body: &CreateVm) -> ApiResult<VmSpecRecord> {
@@ -85,7 +91,13 @@ fn spec_from(state: &AppState, body: &CreateVm) -> ApiResult<VmSpecRecord> {
     };
     let image = body.image.clone().unwrap_or_else(|| "busybox".into());
     if state.ctx.images.get(&image).is_none() {
-        let known: Vec<_> = state.ctx.images.list().iter().map(|i| i.name.as_str()).collect();
+        let known: Vec<_> = state
+            .ctx
+            .images
+            .list()
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect();
         return Err(ApiError::invalid(
             "image",
             format!("unknown image {image:?} (available: {})", known.join(", ")),
@@ -98,7 +110,10 @@ fn spec_from(state: &AppState, body: &CreateVm) -> ApiResult<VmSpecRecord> {
     if memory < hostel_engine::spec::MIN_MEMORY_MIB {
         return Err(ApiError::invalid(
             "memory",
-            format!("{memory} MiB is below the minimum of {} MiB", hostel_engine::spec::MIN_MEMORY_MIB),
+            format!(
+                "{memory} MiB is below the minimum of {} MiB",
+                hostel_engine::spec::MIN_MEMORY_MIB
+            ),
         ));
     }
     let mut spec = VmSpecRecord::new(vcpus, memory, body.disk_gib.unwrap_or(1), image)?
@@ -124,7 +139,11 @@ pub async fn create(
     Ok((StatusCode::CREATED, result?))
 }
 
-async fn create_vm(state: &AppState, tenant: &TenantId, body: &CreateVm) -> ApiResult<Json<VmView>> {
+async fn create_vm(
+    state: &AppState,
+    tenant: &TenantId,
+    body: &CreateVm,
+) -> ApiResult<Json<VmView>> {
     let name = VmName::new(&body.name).map_err(|e| ApiError::invalid("name", e.to_string()))?;
     let spec = spec_from(state, body)?;
     let new = NewVm {
@@ -141,7 +160,10 @@ async fn create_vm(state: &AppState, tenant: &TenantId, body: &CreateVm) -> ApiR
     if let Err(e) = grow_disk(&disk, vm.spec.disk_gib()) {
         // No half-made VM: without its disk the record goes too.
         let _ = state.ctx.store.delete_vm(&vm.id, None);
-        return Err(ApiError::internal(format!("creating disk {}: {e}", disk.display())));
+        return Err(ApiError::internal(format!(
+            "creating disk {}: {e}",
+            disk.display()
+        )));
     }
     if body.start.unwrap_or(true) {
         state.supervisor.start(&vm).await?;
@@ -204,7 +226,10 @@ pub async fn resize(
         let spec = vm
             .spec
             .resized(body.vcpus.unwrap_or(vm.spec.vcpus()), memory, disk)?;
-        let vm = state.ctx.store.resize_vm_within_quota(&vm.id, &spec, None)?;
+        let vm = state
+            .ctx
+            .store
+            .resize_vm_within_quota(&vm.id, &spec, None)?;
         view(&state, &vm)
     })();
     state.audit(&auth, Some(tenant), "vm.resize", &name, &result);
@@ -226,7 +251,9 @@ pub async fn delete(
         let _ = std::fs::remove_dir_all(state.ctx.layout.vm_disk_dir(&vm.tenant, &vm.id));
         let _ = std::fs::remove_dir_all(state.ctx.layout.vm_run_dir(&vm.id));
         // Its switch ports go with it.
-        crate::networking::sync(&state.ctx).await.map_err(ApiError::engine)
+        crate::networking::sync(&state.ctx)
+            .await
+            .map_err(ApiError::engine)
     }
     .await;
     state.audit(&auth, Some(tenant), "vm.delete", &name, &result);
@@ -260,7 +287,9 @@ pub async fn stop(
     ApiJson(body): ApiJson<StopVm>,
 ) -> ApiResult<Json<VmView>> {
     let tenant = state.scope(&auth, &q)?;
-    let grace = body.timeout_secs.map_or(DEFAULT_STOP_GRACE, Duration::from_secs);
+    let grace = body
+        .timeout_secs
+        .map_or(DEFAULT_STOP_GRACE, Duration::from_secs);
     let result = async {
         let vm = find(&state, &tenant, &name)?;
         state.supervisor.stop(&vm, body.force, grace).await?;
@@ -281,7 +310,10 @@ pub async fn restart(
     let tenant = state.scope(&auth, &q)?;
     let result = async {
         let vm = find(&state, &tenant, &name)?;
-        state.supervisor.stop(&vm, false, DEFAULT_STOP_GRACE).await?;
+        state
+            .supervisor
+            .stop(&vm, false, DEFAULT_STOP_GRACE)
+            .await?;
         state.supervisor.start(&vm).await?;
         fresh(&state, &vm)
     }
@@ -308,7 +340,8 @@ pub async fn console(
 ) -> ApiResult<Response> {
     let tenant = state.scope(&auth, &TenantQuery { tenant: p.tenant })?;
     let vm = find(&state, &tenant, &name)?;
-    let path = hostel_engine::RunDir::new(state.ctx.layout.vm_run_dir(&vm.id)).default_console_log();
+    let path =
+        hostel_engine::RunDir::new(state.ctx.layout.vm_run_dir(&vm.id)).default_console_log();
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => Some(f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -316,7 +349,9 @@ pub async fn console(
     };
     if let Some(f) = file.as_mut() {
         let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
-        let _ = f.seek(std::io::SeekFrom::Start(len.saturating_sub(CONSOLE_TAIL))).await;
+        let _ = f
+            .seek(std::io::SeekFrom::Start(len.saturating_sub(CONSOLE_TAIL)))
+            .await;
     }
     let text = |body| {
         Response::builder()

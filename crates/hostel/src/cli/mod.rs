@@ -11,6 +11,7 @@
 
 mod admin;
 mod config;
+mod network;
 mod output;
 mod tenant;
 mod vm;
@@ -48,6 +49,8 @@ pub enum ClientCommand {
     Quota(tenant::QuotaCommand),
     /// Create, inspect and control VMs.
     Vm(vm::VmArgs),
+    /// A tenant's virtual networks.
+    Network(network::NetworkArgs),
     /// The audit log: who did what, newest first (operator).
     Audit(admin::AuditArgs),
     /// The images VMs can boot.
@@ -106,6 +109,7 @@ pub fn main(global: GlobalArgs, cmd: ClientCommand) -> anyhow::Result<ExitCode> 
             ClientCommand::Token(c) => tenant::token(&ctx, c),
             ClientCommand::Quota(c) => tenant::quota(&ctx, c),
             ClientCommand::Vm(a) => vm::main(&ctx, a),
+            ClientCommand::Network(a) => network::main(&ctx, a),
             ClientCommand::Audit(a) => admin::audit(&ctx, a),
             ClientCommand::Image(c) => admin::image(&ctx, c),
             ClientCommand::Host(c) => admin::host(&ctx, c),

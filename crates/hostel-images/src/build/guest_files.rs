@@ -1,0 +1,73 @@
+//! Configuration files written into every Debian image. They are part of the recipe key, so
+//! editing one here makes cached images stale.
+
+/// `(path inside the guest, content)`, written before the packages are installed so that
+/// package scripts (initramfs generation, dpkg path filters) already see them.
+pub fn guest_files() -> &'static [(&'static str, &'static str)] {
+    &[
+        // The image is a bare ext4 filesystem on the VM's first disk. No fsck pass: the root is
+        // mounted rw by the kernel and a clone is fresh; x-systemd.growfs grows it to the disk
+        // even when cloud-init is disabled.
+        (
+            "/etc/fstab",
+            "# hostel: the root disk is a bare ext4 filesystem (no partition table)\n\
+             /dev/vda / ext4 defaults,discard,x-systemd.growfs 0 0\n",
+        ),
+        // Debian's default MODULES=most would work but triples the initramfs TCG has to unpack;
+        // dep cannot see virtio from a chroot. The list itself is written from the recipe.
+        (
+            "/etc/initramfs-tools/conf.d/hostel.conf",
+            "MODULES=list\nCOMPRESS=zstd\n",
+        ),
+        // Guests never read documentation and cannot reach a mirror: keep images small.
+        (
+            "/etc/dpkg/dpkg.cfg.d/90-hostel-nodoc",
+            "path-exclude=/usr/share/doc/*\npath-include=/usr/share/doc/*/copyright\n\
+             path-exclude=/usr/share/man/*\npath-exclude=/usr/share/info/*\n\
+             path-exclude=/usr/share/locale/*\npath-include=/usr/share/locale/locale.alias\n",
+        ),
+        (
+            "/etc/apt/apt.conf.d/90-hostel",
+            "APT::Install-Recommends \"false\";\nAPT::Install-Suggests \"false\";\n",
+        ),
+        (
+            "/etc/network/interfaces",
+            "# hostel: cloud-init writes the NICs' configuration to interfaces.d\n\
+             source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n",
+        ),
+        ("/etc/hostname", "debian\n"),
+        (
+            "/etc/hosts",
+            "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n",
+        ),
+        // Configuration comes only from the NoCloud seed disk (label cidata): probing the
+        // other datasources costs seconds under TCG and could trust a metadata service on
+        // the tenant network. Key-only SSH; no RSA host key (generating one takes many seconds
+        // under TCG). The locale module needs the locales package, which the image lacks:
+        // it is disabled with the string 'false', which the module accepts and, unlike the
+        // boolean, cloud-init's config schema does too (no schema warning at every boot).
+        (
+            "/etc/cloud/cloud.cfg.d/90-hostel.cfg",
+            "# hostel: NoCloud seed disk only, key-only SSH, bare ext4 root grown with resize2fs\n\
+             datasource_list: [NoCloud, None]\n\
+             ssh_pwauth: false\n\
+             disable_root: true\n\
+             ssh_deletekeys: true\n\
+             ssh_genkeytypes: [ed25519, ecdsa]\n\
+             resize_rootfs: true\n\
+             growpart:\n  mode: 'off'\n\
+             locale: 'false'\n\
+             manage_etc_hosts: true\n",
+        ),
+        (
+            "/etc/ssh/sshd_config.d/90-hostel.conf",
+            "# hostel: keys only\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\nUseDNS no\n",
+        ),
+        // The serial console is the only console; a long journal on it slows TCG boots.
+        (
+            "/etc/systemd/journald.conf.d/90-hostel.conf",
+            "[Journal]\nForwardToConsole=no\nSystemMaxUse=64M\n",
+        ),
+    ]
+}
