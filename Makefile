@@ -3,7 +3,7 @@ CARGO ?= cargo
 GUEST := target/guest
 HOSTEL := target/release/hostel
 
-.PHONY: all deps guest build run test lint bench-boot clean-state
+.PHONY: all deps guest build run run-vm test lint bench-boot bench-api
 
 all: build
 
@@ -37,3 +37,7 @@ lint:
 # Boot time and memory: hostel run vs a plain QEMU command, alternating (not in `make test`).
 bench-boot: guest build
 	$(CARGO) run --release -p hostel-bench --bin bench-boot -- --hostel $(HOSTEL) --guest $(GUEST) --runs 10 --markdown BENCHMARKS.md
+
+# API create+start vs hostel run, a burst of 20 starts, list/show with 1,000 VMs (not in `make test`).
+bench-api: guest build
+	$(CARGO) run --release -p hostel-bench --bin bench-api -- --hostel $(HOSTEL) --guest $(GUEST) --markdown BENCHMARKS.md

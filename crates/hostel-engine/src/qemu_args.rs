@@ -7,8 +7,18 @@ use std::os::fd::RawFd;
 use std::path::Path;
 
 /// TCG's translation-block cache. QEMU's default (1 GiB) grows to hundreds of MiB resident per
-/// VM; 64 MiB keeps a booted guest's code cached with no measurable slowdown (BENCHMARKS.md).
-pub const TCG_TB_CACHE_MIB: u32 = 64;
+/// VM over a guest's life; a bound keeps a packed host's memory predictable. The busybox boot
+/// translates ~38 MiB of code; a smaller cache re-translates (BENCHMARKS.md has the trade-off).
+/// `HOSTEL_TCG_TB_MIB` overrides it for the whole host.
+pub const TCG_TB_CACHE_MIB: u32 = 32;
+
+fn tcg_tb_cache_mib() -> u32 {
+    std::env::var("HOSTEL_TCG_TB_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&m| (8..=4096).contains(&m))
+        .unwrap_or(TCG_TB_CACHE_MIB)
+}
 
 /// Kernel arguments that describe the virtual platform, not the guest's policy: the serial
 /// console is ttyS0, microvm has no PCI bus, and the emulated TSC needs no calibration. The
@@ -65,7 +75,7 @@ pub fn build(spec: &VmSpec, accel: Accel, p: &Plumbing<'_>) -> Vec<String> {
         Accel::Kvm => a.push(["-accel", "kvm", "-cpu", "host"]),
         Accel::Tcg => a.push([
             "-accel",
-            &format!("tcg,thread=multi,tb-size={TCG_TB_CACHE_MIB}"),
+            &format!("tcg,thread=multi,tb-size={}", tcg_tb_cache_mib()),
         ]),
     }
     // The guest is hostile and QEMU is its first target: forbid what QEMU never needs here.
@@ -219,7 +229,7 @@ mod tests {
         assert!(args.contains("microvm,acpi=on"));
         assert!(args.contains("memory-backend-memfd,id=mem,size=256M,share=on"));
         assert!(args.contains("virtio-mmio.force-legacy=false"));
-        assert!(args.contains("tb-size=64"));
+        assert!(args.contains("tb-size="));
         assert!(args.contains("read-only=on"));
         assert!(args.contains("file.filename=/d/a,,b.img"), "{args}");
         assert!(args.contains("tap,id=net0,fd=7,vhost=off"));

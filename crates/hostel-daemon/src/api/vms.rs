@@ -1,5 +1,6 @@
 //! VM routes, scoped to one tenant: a name outside it is simply not found.
 
+use super::images::VmImage;
 use super::{views, ApiJson, AppState, Auth, TenantQuery};
 use crate::actor::grow_disk;
 use crate::error::{ApiError, ApiResult};
@@ -17,10 +18,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(30);
+/// How often a follow stream looks for new console output: a read per interval is cheap,
+/// and at 100 ms it added ~60 ms to every "is it up yet" (BENCHMARKS.md, bench-api).
+const FOLLOW_POLL: Duration = Duration::from_millis(20);
 /// The most of a console log one request returns (its tail).
 const CONSOLE_TAIL: u64 = 1 << 20;
 
-fn find(state: &AppState, tenant: &TenantId, name: &str) -> ApiResult<Vm> {
+pub(super) fn find(state: &AppState, tenant: &TenantId, name: &str) -> ApiResult<Vm> {
     let n = VmName::new(name).map_err(|_| ApiError::not_found("vm", name))?;
     Ok(state.ctx.store.get_vm_by_name(tenant, &n)?)
 }
@@ -84,25 +88,12 @@ fn parse_policy(s: &str) -> ApiResult<RestartPolicy> {
         })
 }
 
-fn spec_from(state: &AppState, body: &CreateVm) -> ApiResult<VmSpecRecord> {
+fn spec_from(state: &AppState, body: &CreateVm) -> ApiResult<(VmSpecRecord, VmImage)> {
+    let image = super::images::resolve_for_vm(state, body)?;
     let memory = match &body.memory {
-        None => 128,
+        None => image.default_memory_mib(),
         Some(m) => m.to_mib().map_err(|e| ApiError::invalid("memory", e))?,
     };
-    let image = body.image.clone().unwrap_or_else(|| "busybox".into());
-    if state.ctx.images.get(&image).is_none() {
-        let known: Vec<_> = state
-            .ctx
-            .images
-            .list()
-            .iter()
-            .map(|i| i.name.as_str())
-            .collect();
-        return Err(ApiError::invalid(
-            "image",
-            format!("unknown image {image:?} (available: {})", known.join(", ")),
-        ));
-    }
     let vcpus = body.vcpus.unwrap_or(1);
     if vcpus == 0 {
         return Err(ApiError::invalid("vcpus", "must be at least 1"));
@@ -116,12 +107,14 @@ fn spec_from(state: &AppState, body: &CreateVm) -> ApiResult<VmSpecRecord> {
             ),
         ));
     }
-    let mut spec = VmSpecRecord::new(vcpus, memory, body.disk_gib.unwrap_or(1), image)?
+    let disk_gib = body.disk_gib.unwrap_or(image.default_disk_gib());
+    image.check_disk(disk_gib)?;
+    let mut spec = VmSpecRecord::new(vcpus, memory, disk_gib, image.name.clone())?
         .with_cmdline(body.cmdline.clone())?;
     if let Some(p) = &body.restart_policy {
         spec = spec.with_restart_policy(parse_policy(p)?);
     }
-    Ok(spec)
+    Ok((spec, image))
 }
 
 #[utoipa::path(post, path = "/v1/vms", request_body = CreateVm,
@@ -145,7 +138,7 @@ async fn create_vm(
     body: &CreateVm,
 ) -> ApiResult<Json<VmView>> {
     let name = VmName::new(&body.name).map_err(|e| ApiError::invalid("name", e.to_string()))?;
-    let spec = spec_from(state, body)?;
+    let (spec, image) = spec_from(state, body)?;
     let new = NewVm {
         name,
         spec,
@@ -156,14 +149,20 @@ async fn create_vm(
         .ctx
         .store
         .create_vm_with_nics_within_quota(tenant, &new, &nics)?;
-    let disk = state.ctx.layout.vm_root_disk(tenant, &vm.id);
-    if let Err(e) = grow_disk(&disk, vm.spec.disk_gib()) {
-        // No half-made VM: without its disk the record goes too.
+    let made = match &image.os {
+        Some(os) => super::images::make_vm_disks(state, &vm, body, os).await,
+        None => {
+            let disk = state.ctx.layout.vm_root_disk(tenant, &vm.id);
+            grow_disk(&disk, vm.spec.disk_gib()).map_err(|e| {
+                ApiError::internal(format!("creating disk {}: {e}", disk.display()))
+            })
+        }
+    };
+    if let Err(e) = made {
+        // No half-made VM: without its disks the record goes too.
         let _ = state.ctx.store.delete_vm(&vm.id, None);
-        return Err(ApiError::internal(format!(
-            "creating disk {}: {e}",
-            disk.display()
-        )));
+        let _ = std::fs::remove_dir_all(state.ctx.layout.vm_disk_dir(tenant, &vm.id));
+        return Err(e);
     }
     if body.start.unwrap_or(true) {
         state.supervisor.start(&vm).await?;
@@ -369,7 +368,7 @@ pub async fn console(
         return text(Body::from(buf));
     }
     // Follow: stream what is there, then whatever the guest writes next. The log is a plain
-    // file QEMU appends to, so new output is picked up by re-reading at a short interval.
+    // file QEMU appends to, so new output is picked up by re-reading every `FOLLOW_POLL`.
     let stream = futures_util::stream::unfold((file, path), |(mut file, path)| async move {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -386,7 +385,7 @@ pub async fn console(
                     Err(e) => return Some((Err(e), (None, path))),
                 }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(FOLLOW_POLL).await;
         }
     });
     text(Body::from_stream(stream))
