@@ -761,7 +761,7 @@ mod tests {
     }
 
     #[test]
-    fn burst_table_has_the_last_ready_and_the_scale() {
+    fn burst_table_has_the_last_ready() {
         let b = BurstResult {
             n: 2,
             start_returned_s: vec![0.1, 0.2],
@@ -770,7 +770,6 @@ mod tests {
         };
         let t = burst_table(&b);
         assert!(t.contains("on their follow streams** | 4.00 |"), "{t}");
-        assert!(t.contains("÷ 2 cores | 1.50 |"), "{t}");
     }
 
     #[test]
