@@ -653,7 +653,7 @@ connection, after 10 warm-up calls.\n\n\
     out.push_str(
         "Times are wall-clock on the benchmark's side. \"Console log\" is QEMU's console log file \
 in the VM's run directory, polled every 2 ms (10 ms in the burst): when the guest printed the line, with the API \
-out of the path. The follow stream re-reads that file every 100 ms when it has nothing new, \
+out of the path. The follow stream re-reads that file every 20 ms when it has nothing new, \
 which is the gap between the two.\n",
     );
     out.push_str(END);
@@ -661,43 +661,15 @@ which is the gap between the two.\n",
     out
 }
 
-/// Replaces the text between `begin` and `end` in `existing` (markers included), or appends
-/// `section` when there is none: the same contract as bench-boot's `report::splice`, for
-/// any marker pair.
-pub fn splice_between(existing: &str, begin: &str, end: &str, section: &str) -> String {
-    if let (Some(b), Some(e)) = (existing.find(begin), existing.find(end)) {
-        if b < e {
-            let after = &existing[e + end.len()..];
-            let after = after.strip_prefix('\n').unwrap_or(after);
-            return format!("{}{section}{after}", &existing[..b]);
-        }
-    }
-    let mut out = if existing.trim().is_empty() {
-        "# Benchmarks\n".to_owned()
-    } else {
-        existing.to_owned()
-    };
-    if !out.ends_with('\n') {
-        out.push('\n');
-    }
-    out.push('\n');
-    out.push_str(section);
-    out
-}
-
 /// Writes the `bench-api` section into the markdown file (created if missing).
 pub fn write_markdown(path: &Path, section: &str) -> std::io::Result<()> {
-    let existing = match std::fs::read_to_string(path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e),
-    };
-    std::fs::write(path, splice_between(&existing, BEGIN, END, section))
+    crate::report::write_section(path, BEGIN, END, section)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::splice_between;
 
     #[test]
     fn marker_found_across_chunk_boundaries() {

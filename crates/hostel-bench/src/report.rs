@@ -240,11 +240,18 @@ mapping for hostel and the anonymous 128 MiB mapping for plain QEMU. The phase s
     )
 }
 
-/// Replaces the section between the markers in `existing`, or appends it.
+/// Replaces bench-boot's section in `existing`, or appends it.
 pub fn splice(existing: &str, section: &str) -> String {
-    if let (Some(b), Some(e)) = (existing.find(BEGIN), existing.find(END)) {
+    splice_between(existing, BEGIN, END, section)
+}
+
+/// Replaces the text from `begin` through `end` in `existing` with `section`, or appends
+/// the section (under the file's header when the file is new). Every benchmark owns one
+/// marker pair, so each rewrites its own section and keeps the others.
+pub fn splice_between(existing: &str, begin: &str, end: &str, section: &str) -> String {
+    if let (Some(b), Some(e)) = (existing.find(begin), existing.find(end)) {
         if b < e {
-            let after = &existing[e + END.len()..];
+            let after = &existing[e + end.len()..];
             let after = after.strip_prefix('\n').unwrap_or(after);
             return format!("{}{section}{after}", &existing[..b]);
         }
@@ -262,14 +269,19 @@ pub fn splice(existing: &str, section: &str) -> String {
     out
 }
 
-/// Writes the section into the markdown file (created if missing).
+/// Writes bench-boot's section into the markdown file (created if missing).
 pub fn write_markdown(path: &Path, section: &str) -> std::io::Result<()> {
+    write_section(path, BEGIN, END, section)
+}
+
+/// Rewrites the section between `begin` and `end` of the markdown file (created if missing).
+pub fn write_section(path: &Path, begin: &str, end: &str, section: &str) -> std::io::Result<()> {
     let existing = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e),
     };
-    std::fs::write(path, splice(&existing, section))
+    std::fs::write(path, splice_between(&existing, begin, end, section))
 }
 
 #[cfg(test)]

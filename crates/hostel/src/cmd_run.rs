@@ -1,7 +1,7 @@
 //! `hostel run`: one VM in the foreground, for people and for tests.
 
 use crate::console::Relay;
-use crate::units::parse_mib;
+use hostel_api::parse_mib;
 use anyhow::{Context, Result};
 use clap::Args;
 use hostel_engine::{AccelChoice, DiskSpec, LaunchOptions, NicSpec, Vm, VmSpecInput};

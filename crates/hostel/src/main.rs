@@ -5,7 +5,6 @@ mod cmd_daemon;
 mod cmd_run;
 mod cmd_switch;
 mod console;
-mod units;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
