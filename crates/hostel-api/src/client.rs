@@ -52,6 +52,16 @@ impl Client {
         }
     }
 
+    /// The daemon URL this client talks to, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The API token presented, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     fn request(&self, method: &str, path: &str) -> ureq::Request {
         let mut req = self
             .agent
@@ -150,6 +160,20 @@ impl Client {
     }
     pub fn list_images(&self) -> Result<Vec<ImageView>> {
         self.get("/v1/images")
+    }
+    /// One image, or the build of one (`state` building/failed).
+    pub fn show_image(&self, name: &str) -> Result<ImageView> {
+        self.get(&format!("/v1/images/{name}"))
+    }
+    /// Starts a build; answers at once (state `building`, or `ready` when cached).
+    pub fn build_image(&self, body: &BuildImage) -> Result<ImageView> {
+        self.send("POST", "/v1/images/build", body)
+    }
+    pub fn import_image(&self, body: &ImportImage) -> Result<ImageView> {
+        self.send("POST", "/v1/images/import", body)
+    }
+    pub fn delete_image(&self, name: &str) -> Result<()> {
+        self.delete(&format!("/v1/images/{name}"))
     }
     pub fn host(&self) -> Result<HostView> {
         self.get("/v1/host")

@@ -112,6 +112,21 @@ pub struct CreateVm {
     /// Network cards, in order (eth0, eth1, ...), each on one of the tenant's networks.
     #[serde(default)]
     pub networks: Vec<NicRequest>,
+    /// OS images: the guest's host name (defaults to the VM's name).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// OS images: SSH public keys (`ssh-ed25519 AAAA... me@laptop`) for the default user.
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    /// OS images: cloud-init user-data (any format cloud-init reads), passed through as given.
+    #[serde(default)]
+    pub user_data: Option<String>,
+    /// OS images: a service template (`web`, `database`); its image is the VM's image.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// The service template's parameters.
+    #[serde(default)]
+    pub service_params: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -222,10 +237,55 @@ pub struct AuditView {
     pub result: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
 pub struct ImageView {
     pub name: String,
     pub description: String,
+    /// `ready`, `building` or `failed` (a failed build registers nothing; its error stays
+    /// visible here until the next build of the name).
+    #[serde(default)]
+    pub state: String,
+    /// `builtin` (busybox), `built`, `derived` (a service template's) or `imported`.
+    #[serde(default)]
+    pub kind: String,
+    /// Guest-visible disk size (the smallest disk a VM of it can have).
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
+    /// Space the image takes on the host.
+    #[serde(default)]
+    pub stored_bytes: Option<u64>,
+    /// While building: the phase (`prepare`, `bootstrap`, `packages`, ...) and 0-100.
+    #[serde(default)]
+    pub phase: Option<String>,
+    #[serde(default)]
+    pub percent: Option<u8>,
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Why the last build failed.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Build an image of the catalog (`debian-12`, `debian-12-web`, `debian-12-database`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
+pub struct BuildImage {
+    pub name: String,
+}
+
+/// Import a raw or qcow2 disk file lying on the daemon's host.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
+pub struct ImportImage {
+    pub name: String,
+    /// Absolute path on the daemon's host.
+    pub path: String,
+    /// For a bare filesystem image: a kernel and initramfs to boot it directly (host paths).
+    #[serde(default)]
+    pub kernel: Option<String>,
+    #[serde(default)]
+    pub initrd: Option<String>,
+    /// Guest command line for direct boot (default `root=/dev/vda rw`).
+    #[serde(default)]
+    pub cmdline: Option<String>,
 }
 
 /// How far the host may promise more than it has.

@@ -1,7 +1,7 @@
 //! One task per VM: the only code that touches that VM's QEMU. Commands from the API and the
 //! VM's own exit arrive on one loop, so a stop and a crash can never race each other.
 
-use crate::images::ImageBoot;
+use crate::images::{ImageBoot, ROOT_DISK, SEED_DISK};
 use crate::networking;
 use crate::Ctx;
 use hostel_engine::{
@@ -120,36 +120,43 @@ impl Actor {
             self.ctx.images.get(rec.spec.image()).ok_or_else(|| {
                 format!("image {:?} is not available on this host", rec.spec.image())
             })?;
-        let disk = self.ctx.layout.vm_root_disk(&rec.tenant, &rec.id);
-        grow_disk(&disk, rec.spec.disk_gib())
-            .map_err(|e| format!("disk {}: {e}", disk.display()))?;
-        let ImageBoot::Kernel {
-            kernel,
-            initrd,
-            cmdline,
-        } = &image.boot;
-        let cmdline = format!(
-            "{cmdline} hostel.hostname={} {}",
-            rec.name,
-            rec.spec.cmdline().unwrap_or_default()
-        );
-        let spec = VmSpecInput {
-            name: Some(rec.name.to_string()),
-            vcpus: Some(rec.spec.vcpus()),
-            memory_mib: Some(rec.spec.memory_mib()),
-            kernel: Some(kernel.clone()),
-            initrd: Some(initrd.clone()),
-            cmdline: Some(cmdline),
-            disks: vec![DiskSpec {
-                path: disk,
-                format: Some(DiskFormat::Raw),
-                readonly: false,
-            }],
-            nics: self.nics().await?,
-            ..Default::default()
+        let mut input = match &image.boot {
+            ImageBoot::Kernel {
+                kernel,
+                initrd,
+                cmdline,
+            } => {
+                let disk = self.ctx.layout.vm_root_disk(&rec.tenant, &rec.id);
+                grow_disk(&disk, rec.spec.disk_gib())
+                    .map_err(|e| format!("disk {}: {e}", disk.display()))?;
+                VmSpecInput {
+                    kernel: Some(kernel.clone()),
+                    initrd: Some(initrd.clone()),
+                    cmdline: Some(format!("{cmdline} hostel.hostname={}", rec.name)),
+                    disks: vec![DiskSpec {
+                        path: disk,
+                        format: Some(DiskFormat::Raw),
+                        readonly: false,
+                    }],
+                    ..Default::default()
+                }
+            }
+            // An OS image: its CoW clone and the cloud-init seed made at create.
+            ImageBoot::Os(os) => {
+                let dir = self.ctx.layout.vm_disk_dir(&rec.tenant, &rec.id);
+                os.boot_input(&dir.join(ROOT_DISK), Some(&dir.join(SEED_DISK)))
+                    .map_err(|e| e.to_string())?
+            }
+        };
+        if let (Some(line), Some(extra)) = (input.cmdline.as_mut(), rec.spec.cmdline()) {
+            line.push(' ');
+            line.push_str(extra);
         }
-        .validate()
-        .map_err(|e| e.to_string())?;
+        input.name = Some(rec.name.to_string());
+        input.vcpus = Some(rec.spec.vcpus());
+        input.memory_mib = Some(rec.spec.memory_mib());
+        input.nics = self.nics().await?;
+        let spec = input.validate().map_err(|e| e.to_string())?;
         let opts = LaunchOptions::new(self.ctx.layout.vm_run_dir(&self.id));
         let vm = Engine::launch(&spec, &opts)
             .await

@@ -4,7 +4,8 @@
 //!
 //! Module map:
 //! - [`layout`]: the state directory, its lock and the operator token file.
-//! - [`images`]: the image registry (what `image` names and how it boots).
+//! - [`images`]: the image registry (what `image` names and how it boots; OS image builds).
+//! - [`seed`]: the cloud-init seed of a VM booted from an OS image.
 //! - [`admission`]: host capacity checks and overcommit settings.
 //! - [`supervisor`] / [`actor`]: VM lifecycle, restart policy, re-adoption.
 //! - [`api`]: routes, authentication, tenant scoping, audit, OpenAPI.
@@ -20,6 +21,7 @@ pub mod images;
 pub mod layout;
 pub mod metrics;
 pub mod networking;
+pub mod seed;
 pub mod supervisor;
 pub mod switch_link;
 
@@ -58,7 +60,10 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let ctx = Arc::new(Ctx {
         store,
         layout: layout.clone(),
-        images: images::ImageRegistry::discover(config.guest_dir.clone()),
+        images: images::ImageRegistry::discover(
+            config.guest_dir.clone(),
+            config.state_dir.join("images"),
+        ),
         switch: switch_link::SwitchLink::new(layout.switch_dir()),
     });
     // The switch first: VMs with NICs need their ports before QEMU connects to them.
@@ -72,6 +77,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let app = api::router(api::AppState {
         ctx: ctx.clone(),
         supervisor,
+        consoles: Default::default(),
     });
     let tcp = tokio::net::TcpListener::bind(&config.listen)
         .await

@@ -1,9 +1,9 @@
 //! `hostel run`: one VM in the foreground, for people and for tests.
 
 use crate::console::Relay;
-use hostel_api::parse_mib;
 use anyhow::{Context, Result};
 use clap::Args;
+use hostel_api::parse_mib;
 use hostel_engine::{AccelChoice, DiskSpec, LaunchOptions, NicSpec, Vm, VmSpecInput};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -127,12 +127,12 @@ impl ExitScanner {
 }
 
 /// Puts the terminal in raw mode for the session and restores it on drop.
-struct RawTerminal {
+pub(crate) struct RawTerminal {
     saved: Termios,
 }
 
 impl RawTerminal {
-    fn enter() -> nix::Result<Self> {
+    pub(crate) fn enter() -> nix::Result<Self> {
         let stdin = std::io::stdin();
         let saved = termios::tcgetattr(stdin.as_fd())?;
         let mut raw = saved.clone();

@@ -842,6 +842,7 @@ fn concurrent_creates_leave_consistent_state() {
                         restart_policy: None,
                         start: Some(false),
                         networks: Vec::new(),
+                        ..Default::default()
                     })
                 })
             })

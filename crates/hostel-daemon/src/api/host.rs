@@ -1,11 +1,11 @@
-//! Host capacity and settings, images, the audit log and metrics.
+//! Host capacity and settings, the audit log and metrics.
 
 use super::{views, ApiJson, AppState, Auth};
 use crate::admission;
 use crate::error::{ApiError, ApiResult};
 use axum::extract::{Query, State};
 use axum::Json;
-use hostel_api::{AuditView, HostSettings, HostView, ImageView};
+use hostel_api::{AuditView, HostSettings, HostView};
 use hostel_state::{AuditQuery, TenantName};
 use serde::Deserialize;
 
@@ -48,22 +48,6 @@ pub async fn set_settings(
     state.audit(&auth, None, "host.settings", "host", &result);
     result?;
     Ok(Json(host_view(&state)?))
-}
-
-#[utoipa::path(get, path = "/v1/images", responses((status = 200, body = [ImageView])))]
-pub async fn images(State(state): State<AppState>, _auth: Auth) -> Json<Vec<ImageView>> {
-    Json(
-        state
-            .ctx
-            .images
-            .list()
-            .iter()
-            .map(|i| ImageView {
-                name: i.name.clone(),
-                description: i.description.clone(),
-            })
-            .collect(),
-    )
 }
 
 #[derive(Debug, Deserialize)]

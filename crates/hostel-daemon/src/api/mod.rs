@@ -1,7 +1,9 @@
 //! The v1 REST API: routing, authentication, tenant scoping and auditing. Handlers live in
 //! one file per resource.
 
+mod console;
 mod host;
+mod images;
 mod json;
 mod networks;
 mod tenants;
@@ -26,6 +28,8 @@ pub use json::ApiJson;
 pub struct AppState {
     pub ctx: Arc<Ctx>,
     pub supervisor: Arc<Supervisor>,
+    /// VMs whose serial console has an interactive client (one at a time).
+    pub consoles: Arc<console::AttachedConsoles>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -35,7 +39,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/health", get(|| async { "ok" }))
         .route("/v1/host", get(host::show))
         .route("/v1/host/settings", put(host::set_settings))
-        .route("/v1/images", get(host::images))
+        .route("/v1/images", get(images::list))
+        .route("/v1/images/build", post(images::build))
+        .route("/v1/images/import", post(images::import))
+        .route(
+            "/v1/images/{name}",
+            get(images::show).delete(images::delete),
+        )
         .route("/v1/audit", get(host::audit))
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
         .route("/v1/tenants/{tenant}", get(tenants::show))
@@ -55,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/vms/{name}/stop", post(vms::stop))
         .route("/v1/vms/{name}/restart", post(vms::restart))
         .route("/v1/vms/{name}/console", get(vms::console))
+        .route("/v1/vms/{name}/console/attach", get(console::attach))
         .with_state(state)
 }
 
@@ -67,7 +78,11 @@ pub fn router(state: AppState) -> Router {
     paths(
         host::show,
         host::set_settings,
-        host::images,
+        images::list,
+        images::show,
+        images::build,
+        images::import,
+        images::delete,
         host::audit,
         host::metrics,
         tenants::create,
@@ -84,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         vms::stop,
         vms::restart,
         vms::console,
+        console::attach,
         networks::create,
         networks::list,
         networks::show,

@@ -153,9 +153,8 @@ async fn create_vm(
         Some(os) => super::images::make_vm_disks(state, &vm, body, os).await,
         None => {
             let disk = state.ctx.layout.vm_root_disk(tenant, &vm.id);
-            grow_disk(&disk, vm.spec.disk_gib()).map_err(|e| {
-                ApiError::internal(format!("creating disk {}: {e}", disk.display()))
-            })
+            grow_disk(&disk, vm.spec.disk_gib())
+                .map_err(|e| ApiError::internal(format!("creating disk {}: {e}", disk.display())))
         }
     };
     if let Err(e) = made {

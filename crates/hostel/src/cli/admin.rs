@@ -1,4 +1,4 @@
-//! `hostel audit`, `hostel image`, `hostel host`: looking at (and tuning) the host itself.
+//! `hostel audit`, `hostel host`: looking at (and tuning) the host itself.
 
 use super::output::{self, mib, Format, Table};
 use super::{invalid, Ctx};
@@ -14,12 +14,6 @@ pub struct AuditArgs {
     /// At most this many entries, newest first.
     #[arg(long, default_value_t = 50)]
     limit: u32,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum ImageCommand {
-    /// List the images VMs can boot.
-    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -56,23 +50,6 @@ pub fn audit(ctx: &Ctx, args: AuditArgs) -> Result<()> {
     }
     table.print();
     Ok(())
-}
-
-pub fn image(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
-    match cmd {
-        ImageCommand::List => {
-            let images = ctx.client.list_images()?;
-            if ctx.format == Format::Json {
-                return output::json(&images);
-            }
-            let mut table = Table::new(&["name", "description"]);
-            for i in images {
-                table.row(vec![i.name, i.description]);
-            }
-            table.print();
-            Ok(())
-        }
-    }
 }
 
 pub fn host(ctx: &Ctx, cmd: HostCommand) -> Result<()> {

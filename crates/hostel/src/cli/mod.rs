@@ -10,7 +10,9 @@
 //! 1 for every other failure (not found, quota exceeded, conflict, daemon unreachable, ...).
 
 mod admin;
+mod attach;
 mod config;
+mod image;
 mod network;
 mod output;
 mod tenant;
@@ -53,9 +55,9 @@ pub enum ClientCommand {
     Network(network::NetworkArgs),
     /// The audit log: who did what, newest first (operator).
     Audit(admin::AuditArgs),
-    /// The images VMs can boot.
+    /// The images VMs can boot: list, build, import, delete (changes: operator).
     #[command(subcommand)]
-    Image(admin::ImageCommand),
+    Image(image::ImageCommand),
     /// The host's capacity and overcommit settings.
     #[command(subcommand)]
     Host(admin::HostCommand),
@@ -111,7 +113,7 @@ pub fn main(global: GlobalArgs, cmd: ClientCommand) -> anyhow::Result<ExitCode> 
             ClientCommand::Vm(a) => vm::main(&ctx, a),
             ClientCommand::Network(a) => network::main(&ctx, a),
             ClientCommand::Audit(a) => admin::audit(&ctx, a),
-            ClientCommand::Image(c) => admin::image(&ctx, c),
+            ClientCommand::Image(c) => image::main(&ctx, c),
             ClientCommand::Host(c) => admin::host(&ctx, c),
         }
     });

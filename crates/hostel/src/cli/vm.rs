@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use hostel_api::{CreateVm, NicRequest, ResizeVm, Size, StopVm, VmView};
 use std::io::{Read, Write};
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct VmArgs {
@@ -70,11 +71,16 @@ pub enum VmCommand {
     },
     /// Delete a VM (stopping it first) and its disk.
     Delete { name: String },
-    /// Print the VM's console log; with --follow, keep streaming until EOF or Ctrl-C.
+    /// Print the VM's console log; with --follow, keep streaming until EOF or Ctrl-C; with
+    /// --attach, type into the serial console (Ctrl-] detaches, the VM keeps running).
     Console {
         name: String,
         #[arg(long, short = 'f')]
         follow: bool,
+        /// Attach interactively to the serial console, e.g. to log in when the network is
+        /// wrong. One client at a time; Ctrl-] detaches.
+        #[arg(long, conflicts_with = "follow")]
+        attach: bool,
     },
 }
 
@@ -102,6 +108,57 @@ pub struct CreateArgs {
     /// A NIC on one of the tenant's networks, as NET or NET=IP; repeat for eth1, eth2, ...
     #[arg(long = "network", value_name = "NET[=IP]", value_parser = parse_nic)]
     networks: Vec<NicRequest>,
+    /// OS images: the guest's host name (default: the VM's name).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// OS images: an SSH public key file for the default user; repeatable.
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    ssh_keys: Vec<PathBuf>,
+    /// OS images: cloud-init user-data file (any format cloud-init reads), passed as is.
+    #[arg(long, value_name = "FILE")]
+    user_data: Option<PathBuf>,
+    /// OS images: a service template (web, database); picks its image.
+    #[arg(long, value_name = "NAME")]
+    service: Option<String>,
+    /// A service template parameter; repeatable.
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+    }
+}
+
+/// The public keys in each file: one per non-empty, non-comment line.
+fn read_ssh_keys(files: &[PathBuf]) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| invalid(Some("ssh_keys"), format!("{}: {e}", f.display())))?;
+        let found: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        if found.is_empty() {
+            return Err(invalid(
+                Some("ssh_keys"),
+                format!("{}: no public key in it", f.display()),
+            ));
+        }
+        if found.iter().any(|k| k.contains("PRIVATE KEY")) {
+            return Err(invalid(
+                Some("ssh_keys"),
+                format!("{}: a private key; give the .pub file", f.display()),
+            ));
+        }
+        keys.extend(found);
+    }
+    Ok(keys)
 }
 
 /// `NET` or `NET=IP`: the address is left for the daemon to check against the subnet.
@@ -123,6 +180,18 @@ pub fn main(ctx: &Ctx, args: VmArgs) -> Result<()> {
     let vms = ctx.client.vms(args.tenant.as_deref());
     let vm = match args.cmd {
         VmCommand::Create(a) => vms.create(&CreateVm {
+            ssh_keys: read_ssh_keys(&a.ssh_keys)?,
+            user_data: a
+                .user_data
+                .as_deref()
+                .map(|f| {
+                    std::fs::read_to_string(f)
+                        .map_err(|e| invalid(Some("user_data"), format!("{}: {e}", f.display())))
+                })
+                .transpose()?,
+            hostname: a.hostname,
+            service: a.service,
+            service_params: a.params.into_iter().collect(),
             name: a.name,
             vcpus: a.vcpus,
             // Sizes go as typed: the daemon validates them and names the field.
@@ -178,7 +247,14 @@ pub fn main(ctx: &Ctx, args: VmArgs) -> Result<()> {
                 }
             };
         }
-        VmCommand::Console { name, follow } => {
+        VmCommand::Console {
+            name,
+            follow,
+            attach,
+        } => {
+            if attach {
+                return super::attach::attach(&ctx.client, args.tenant.as_deref(), &name);
+            }
             if follow {
                 return copy_live(vms.console_follow(&name)?);
             }

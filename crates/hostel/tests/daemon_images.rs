@@ -1,0 +1,350 @@
+//! OS images through the daemon: import refuses garbage naming the field; `debian-12` gets
+//! into the daemon's store (imported from the image tests' cache when there is one, built
+//! through the API otherwise); a VM created from it with an SSH key, user-data and a NIC boots
+//! to its login prompt with cloud-init having applied all three; an image in use cannot be
+//! deleted.
+
+use hostel_api::{
+    BuildImage, Client, ClientError, CreateNetwork, CreateTenant, CreateToken, CreateVm, ImageView,
+    ImportImage, NicRequest, Size,
+};
+use hostel_testkit::daemon::TestDaemon;
+use hostel_testkit::{guest_assets, is_root, which, workspace_root};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Boot to the login prompt with cloud-init under TCG on a loaded 2-core machine.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(480);
+/// A cold debian-12 build (debootstrap + apt) when no cached image exists.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
+
+fn skip_reason() -> Option<&'static str> {
+    if !is_root() {
+        Some("OS images need root (debootstrap, chroot, TAP-less VMs with qcow2 disks)")
+    } else if !which("debootstrap")
+        || !which("qemu-system-x86_64")
+        || !which("qemu-img")
+        || !which("mkfs.vfat")
+    {
+        Some("debootstrap, qemu-system-x86_64, qemu-img or dosfstools missing")
+    } else {
+        None
+    }
+}
+
+fn daemon(tag: &str) -> (TestDaemon, tempfile::TempDir) {
+    // The busybox assets are optional here: an empty directory leaves only OS images.
+    let empty = tempfile::tempdir().unwrap();
+    let guest_dir = guest_assets()
+        .and_then(|a| a.initrd.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| empty.path().to_path_buf());
+    let d = TestDaemon::start(Path::new(env!("CARGO_BIN_EXE_hostel")), &guest_dir, tag);
+    (d, empty)
+}
+
+fn api_err(r: Result<impl std::fmt::Debug, ClientError>) -> (u16, Option<String>, String) {
+    match r {
+        Err(ClientError::Api {
+            status,
+            field,
+            message,
+            ..
+        }) => (status, field, message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[test]
+fn import_refuses_garbage_and_bad_requests_naming_the_field() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let (d, _g) = daemon("imgbad");
+    let op = Client::new(&d.url, Some(d.operator_token.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.img");
+    std::fs::write(&garbage, vec![0x5a_u8; 3 << 20]).unwrap();
+    let import = |name: &str, path: &Path| {
+        op.import_image(&ImportImage {
+            name: name.into(),
+            path: path.to_string_lossy().into_owned(),
+            ..Default::default()
+        })
+    };
+
+    let (status, field, msg) = api_err(import("junk", &garbage));
+    assert_eq!((status, field.as_deref()), (400, Some("path")), "{msg}");
+    assert!(
+        msg.contains("garbage.img"),
+        "error must name the file: {msg}"
+    );
+    let (status, field, msg) = api_err(import("junk", &dir.path().join("missing.img")));
+    assert_eq!((status, field.as_deref()), (400, Some("path")), "{msg}");
+    let (status, field, msg) = api_err(import("junk", Path::new("relative.img")));
+    assert_eq!((status, field.as_deref()), (400, Some("path")), "{msg}");
+    let (status, field, msg) = api_err(import("Bad/Name", &garbage));
+    assert_eq!((status, field.as_deref()), (400, Some("name")), "{msg}");
+    // Nothing was registered by any of them.
+    let names: Vec<String> = op
+        .list_images()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert!(!names.contains(&"junk".to_string()), "{names:?}");
+    assert_eq!(api_err(op.show_image("junk")).0, 404);
+
+    let (status, field, msg) = api_err(op.build_image(&BuildImage {
+        name: "windows-95".into(),
+    }));
+    assert_eq!((status, field.as_deref()), (400, Some("name")), "{msg}");
+    assert_eq!(api_err(op.delete_image("junk")).0, 404);
+
+    // Tenants may look, not change.
+    op.create_tenant(&CreateTenant {
+        name: "acme".into(),
+        quota: None,
+    })
+    .unwrap();
+    let t = Client::new(
+        &d.url,
+        Some(
+            op.create_token("acme", &CreateToken::default())
+                .unwrap()
+                .secret,
+        ),
+    );
+    t.list_images().unwrap();
+    assert_eq!(
+        api_err(t.import_image(&ImportImage {
+            name: "x".into(),
+            path: garbage.to_string_lossy().into_owned(),
+            ..Default::default()
+        }))
+        .0,
+        404
+    );
+    // An OS-only field on busybox, an unknown service: refused, naming the field.
+    if names.contains(&"busybox".to_string()) {
+        let (status, field, _) = api_err(t.vms(None).create(&CreateVm {
+            name: "b".into(),
+            ssh_keys: vec!["ssh-ed25519 AAAA x".into()],
+            start: Some(false),
+            ..Default::default()
+        }));
+        assert_eq!((status, field.as_deref()), (400, Some("ssh_keys")));
+    }
+    let (status, field, _) = api_err(t.vms(None).create(&CreateVm {
+        name: "s".into(),
+        service: Some("mainframe".into()),
+        ..Default::default()
+    }));
+    assert_eq!((status, field.as_deref()), (400, Some("service")));
+    assert!(t.vms(None).list().unwrap().is_empty());
+}
+
+/// Gets `debian-12` into the daemon's store: an import of the image tests' cached build when
+/// there is one (seconds), else a build through the API (minutes), following its progress.
+fn provide_debian(op: &Client) -> ImageView {
+    let cache = std::env::var_os("HOSTEL_IMAGE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/images-cache"))
+        .join("images/debian-12");
+    if let Ok(text) = std::fs::read_to_string(cache.join("manifest.json")) {
+        let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let boot = &m["boot"];
+        let file = |k: &str| cache.join(boot[k].as_str().unwrap()).display().to_string();
+        eprintln!("importing the cached debian-12 from {}", cache.display());
+        return op
+            .import_image(&ImportImage {
+                name: "debian-12".into(),
+                path: cache
+                    .join(m["disk"]["file"].as_str().unwrap())
+                    .display()
+                    .to_string(),
+                kernel: Some(file("kernel")),
+                initrd: Some(file("initrd")),
+                cmdline: boot["cmdline"].as_str().map(str::to_string),
+            })
+            .expect("import debian-12");
+    }
+    eprintln!("no cached debian-12; building through the API");
+    let t = Instant::now();
+    let mut v = op
+        .build_image(&BuildImage {
+            name: "debian-12".into(),
+        })
+        .unwrap();
+    let mut percents = Vec::new();
+    while v.state == "building" {
+        assert!(t.elapsed() < BUILD_TIMEOUT, "build takes too long: {v:?}");
+        percents.push(v.percent.unwrap_or(0));
+        std::thread::sleep(Duration::from_secs(2));
+        v = op.show_image("debian-12").unwrap();
+        eprintln!(
+            "debian-12: [{:>3}%] {} {}",
+            v.percent.unwrap_or(100),
+            v.phase.as_deref().unwrap_or("-"),
+            v.message.as_deref().unwrap_or("")
+        );
+    }
+    assert_eq!(v.state, "ready", "build failed: {v:?}");
+    assert!(
+        percents.windows(2).all(|w| w[0] <= w[1]),
+        "progress went back: {percents:?}"
+    );
+    v
+}
+
+/// The console follow stream, accumulated: a getty's `login:` has no newline after it, so
+/// the text is searched as a whole rather than line by line.
+struct Console(Arc<Mutex<String>>);
+
+impl Console {
+    fn follow(mut stream: Box<dyn Read + Send + Sync>) -> Self {
+        let text = Arc::new(Mutex::new(String::new()));
+        let sink = text.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let chunk = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
+                sink.lock().unwrap().push_str(&chunk);
+            }
+        });
+        Console(text)
+    }
+
+    fn wait_for(&self, needle: &str, timeout: Duration, since: Instant) -> String {
+        loop {
+            let text = self.0.lock().unwrap().clone();
+            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+                eprintln!("console: {needle:?} after {:.1?}", since.elapsed());
+                return line.to_string();
+            }
+            if since.elapsed() > timeout {
+                panic!("no {needle:?} on the console after {timeout:?}:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+#[test]
+fn debian_vm_boots_from_an_os_image_with_its_seed() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let (d, _g) = daemon("imgboot");
+    let op = Client::new(&d.url, Some(d.operator_token.clone()));
+    let image = provide_debian(&op);
+    assert_eq!(image.state, "ready");
+    assert_eq!(image.size_bytes, Some(2 << 30));
+    let listed = op.list_images().unwrap();
+    assert!(listed
+        .iter()
+        .any(|i| i.name == "debian-12" && i.state == "ready"));
+
+    op.create_tenant(&CreateTenant {
+        name: "acme".into(),
+        quota: None,
+    })
+    .unwrap();
+    let t = Client::new(
+        &d.url,
+        Some(
+            op.create_token("acme", &CreateToken::default())
+                .unwrap()
+                .secret,
+        ),
+    );
+    t.create_network(
+        None,
+        &CreateNetwork {
+            name: "lan".into(),
+            subnet: "10.9.0.0/24".into(),
+            gateway: None,
+        },
+    )
+    .unwrap();
+    let key_dir = tempfile::tempdir().unwrap();
+    let key = key_dir.path().join("id_ed25519");
+    hostel_testkit::sh(&format!(
+        "ssh-keygen -q -t ed25519 -N '' -C hostel-images-test -f {}",
+        key.display()
+    ));
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+
+    // Too small a disk for the image: refused, and nothing is left behind.
+    let body = CreateVm {
+        name: "deb".into(),
+        image: Some("debian-12".into()),
+        vcpus: Some(2),
+        memory: Some(Size::Mib(1024)),
+        ssh_keys: vec![public.trim().to_string()],
+        user_data: Some(
+            "#!/bin/sh\necho HOSTEL-MARK host=$(hostname) \
+             keys=$(cat /home/*/.ssh/authorized_keys | grep -c hostel-images-test) \
+             $(ip -4 -o addr show eth0 | grep -o 'inet [0-9./]*')\n"
+                .into(),
+        ),
+        networks: vec![NicRequest {
+            network: "lan".into(),
+            ip: None,
+        }],
+        ..Default::default()
+    };
+    let (status, field, _) = api_err(t.vms(None).create(&CreateVm {
+        disk_gib: Some(1),
+        ..body.clone()
+    }));
+    assert_eq!((status, field.as_deref()), (400, Some("disk_gib")));
+    assert!(t.vms(None).list().unwrap().is_empty());
+
+    let started = Instant::now();
+    let vm = t
+        .vms(None)
+        .create(&CreateVm {
+            disk_gib: Some(3),
+            ..body
+        })
+        .unwrap();
+    assert_eq!(vm.image, "debian-12");
+    assert_eq!(vm.nics[0].ipv4.as_deref(), Some("10.9.0.2"));
+    let disk_dir = d
+        .state_path()
+        .join("disks")
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path()
+        .join(&vm.id);
+    assert!(disk_dir.join("root.qcow2").is_file() && disk_dir.join("seed.img").is_file());
+
+    let console = Console::follow(t.vms(None).console_follow("deb").unwrap());
+    console.wait_for("deb login:", LOGIN_TIMEOUT, started);
+    let mark = console.wait_for("HOSTEL-MARK host=", LOGIN_TIMEOUT, started);
+    assert!(mark.contains("host=deb"), "{mark}");
+    assert!(mark.contains("keys=1"), "SSH key not installed: {mark}");
+    assert!(
+        mark.contains("inet 10.9.0.2/24"),
+        "static address not applied: {mark}"
+    );
+
+    // The image is in use: it stays.
+    let (status, _, msg) = api_err(op.delete_image("debian-12"));
+    assert_eq!(status, 409, "{msg}");
+    assert!(msg.contains("deb"), "{msg}");
+    t.vms(None).delete("deb").unwrap();
+    assert!(!disk_dir.exists());
+    op.delete_image("debian-12").unwrap();
+    assert_eq!(api_err(op.show_image("debian-12")).0, 404);
+}
