@@ -7,10 +7,11 @@ use std::os::fd::RawFd;
 use std::path::Path;
 
 /// TCG's translation-block cache. QEMU's default (1 GiB) grows to hundreds of MiB resident per
-/// VM over a guest's life; a bound keeps a packed host's memory predictable. The busybox boot
-/// translates ~38 MiB of code; a smaller cache re-translates (BENCHMARKS.md has the trade-off).
+/// VM over a guest's life; a bound keeps a packed host's memory predictable. At 24 MiB the
+/// busybox boot re-translates a little and is no slower within noise, and a VM's private
+/// overhead is 0.46x plain QEMU's (BENCHMARKS.md). Big guests under TCG may want more:
 /// `HOSTEL_TCG_TB_MIB` overrides it for the whole host.
-pub const TCG_TB_CACHE_MIB: u32 = 32;
+pub const TCG_TB_CACHE_MIB: u32 = 24;
 
 fn tcg_tb_cache_mib() -> u32 {
     std::env::var("HOSTEL_TCG_TB_MIB")
