@@ -8,6 +8,7 @@ pkgs=(
   debootstrap debian-archive-keyring e2fsprogs util-linux mount  # OS image builds
   dosfstools mtools            # cloud-init NoCloud seed disks (vfat)
   openssh-client curl          # image tests: SSH and HTTP into guests
+  tcpdump                      # network tests: captures on uplinks
   ca-certificates
 )
 missing=()

@@ -153,6 +153,25 @@ pub struct CreateNetwork {
     /// The switch's address on it; defaults to the first host address.
     #[serde(default)]
     pub gateway: Option<String>,
+    /// Give the network an uplink: a TAP device in the host (named in the network's view)
+    /// that carries traffic for addresses no VM of the network owns, untranslated. Without
+    /// one the network reaches only its own VMs.
+    #[serde(default)]
+    pub uplink: bool,
+}
+
+/// A network's uplink as the host sees it, with the switch's counters for it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UplinkView {
+    /// The TAP device's name in the host (at most 15 bytes).
+    pub interface: String,
+    /// Whether the switch has the device open right now.
+    pub attached: bool,
+    /// Frames the switch delivered from the host into the network.
+    pub from_host_packets: u64,
+    /// Frames the switch sent out to the host.
+    pub to_host_packets: u64,
+    pub drops: std::collections::BTreeMap<String, u64>,
 }
 
 /// One port of a network: a VM's NIC, its address and the switch's counters for it.
@@ -178,6 +197,8 @@ pub struct NetworkView {
     pub name: String,
     pub subnet: String,
     pub gateway: String,
+    #[serde(default)]
+    pub uplink: Option<UplinkView>,
     pub ports: Vec<PortView>,
 }
 

@@ -28,7 +28,7 @@ pub fn switch_config(store: &dyn Store, link: &SwitchLink) -> hostel_state::Resu
                 subnet6: None,
                 gateway6: None,
                 gateway_mac: gateway_mac(&id),
-                uplink: None,
+                uplink: n.uplink_ifname(),
                 dns: Vec::new(),
                 mtu: 0,
                 id,

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use crate::error::Result;
 use crate::ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
 use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
-use crate::model::network::{Ipv4Net, Network, NewNic, VmNic};
+use crate::model::network::{Ipv4Net, Network, NewNic, Uplink, VmNic};
 use crate::model::tenant::{Quota, Tenant, Usage};
 use crate::model::token::{validate_token_name, ApiToken, IssuedToken, TokenHash, TokenSecret};
 use crate::model::vm::{DesiredState, NewVm, ObservedStatus, Vm, VmSpecRecord};
@@ -150,6 +150,7 @@ pub trait Store: Send + Sync {
         name: &NetworkName,
         subnet4: Ipv4Net,
         gateway4: Option<Ipv4Addr>,
+        uplink: Uplink,
     ) -> Result<Network>;
     /// Not tenant-scoped (like [`Store::get_vm`]): callers acting for a tenant
     /// must compare `network.tenant` and answer `NotFound` on a mismatch.

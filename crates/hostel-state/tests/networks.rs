@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier};
 use common::{big_quota, new_vm, spec, tenant};
 use hostel_state::{
     EntityKind, Network, NetworkId, NetworkName, NewNic, Quota, SqliteStore, Store, StoreError,
-    TenantId, MAX_NICS_PER_VM,
+    TenantId, Uplink, MAX_NICS_PER_VM,
 };
 
 fn name(s: &str) -> NetworkName {
@@ -19,7 +19,7 @@ fn name(s: &str) -> NetworkName {
 
 fn network(store: &dyn Store, t: &TenantId, n: &str, cidr: &str) -> Network {
     store
-        .create_network(t, &name(n), cidr.parse().unwrap(), None)
+        .create_network(t, &name(n), cidr.parse().unwrap(), None, Uplink::None)
         .unwrap()
 }
 
@@ -56,9 +56,18 @@ fn network_crud() {
             &name("dmz"),
             "192.168.5.0/28".parse().unwrap(),
             Some(ip([192, 168, 5, 14])),
+            Uplink::Tap,
         )
         .unwrap();
     assert_eq!(dmz.gateway4, ip([192, 168, 5, 14]));
+    // The uplink is stored, and its host interface name is stable and fits IFNAMSIZ.
+    assert_eq!(lan.uplink_ifname(), None);
+    let ifname = dmz.uplink_ifname().expect("tap uplink has an interface");
+    assert!(ifname.starts_with("hn-") && ifname.len() <= 15, "{ifname}");
+    assert_eq!(
+        store.get_network(&dmz.id).unwrap().uplink_ifname(),
+        Some(ifname)
+    );
 
     assert_eq!(store.get_network(&lan.id).unwrap(), lan);
     assert_eq!(store.get_network_by_name(&t.id, &name("lan")).unwrap(), lan);
@@ -68,7 +77,13 @@ fn network_crud() {
     );
     assert_eq!(store.list_all_networks().unwrap().len(), 2);
 
-    match store.create_network(&t.id, &name("lan"), "10.9.0.0/24".parse().unwrap(), None) {
+    match store.create_network(
+        &t.id,
+        &name("lan"),
+        "10.9.0.0/24".parse().unwrap(),
+        None,
+        Uplink::None,
+    ) {
         Err(StoreError::Conflict { kind, .. }) => assert_eq!(kind, EntityKind::Network),
         other => panic!("duplicate name: {other:?}"),
     }
@@ -78,6 +93,7 @@ fn network_crud() {
             &name("x"),
             "10.1.0.0/24".parse().unwrap(),
             Some(ip(bad_gw)),
+            Uplink::None,
         ) {
             Err(StoreError::Invalid { field, .. }) => assert_eq!(field, "gateway4"),
             other => panic!("gateway {bad_gw:?}: {other:?}"),
@@ -88,6 +104,7 @@ fn network_crud() {
         &name("x"),
         "10.1.0.0/24".parse().unwrap(),
         None,
+        Uplink::None,
     ) {
         Err(StoreError::NotFound { kind, .. }) => assert_eq!(kind, EntityKind::Tenant),
         other => panic!("unknown tenant: {other:?}"),

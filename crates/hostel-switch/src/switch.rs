@@ -101,6 +101,7 @@ impl Switch {
         self.build(&mut st, &nets, &ports)?;
         if let Some(tap) = &cfg.uplink {
             let uplink = Uplink::open(tap, &cfg.id, cfg.gateway_mac)?;
+            uplink.set_persistent(true)?;
             let (u2, core) = (uplink.clone(), self.core.clone());
             let name = format!("up-{tap}");
             let thread = std::thread::Builder::new()
@@ -122,7 +123,12 @@ impl Switch {
         Ok(())
     }
 
+    /// Removes the network and deletes its uplink device from the host.
     pub fn remove_network(&self, id: &str) -> Result<(), SwitchError> {
+        self.drop_network(id, true)
+    }
+
+    fn drop_network(&self, id: &str, delete_uplink: bool) -> Result<(), SwitchError> {
         let mut st = self.state();
         if !st.nets.iter().any(|n| n.id == id) {
             return Err(ConfigError::UnknownNetwork(id.to_string()).into());
@@ -133,6 +139,11 @@ impl Switch {
         let nets: Vec<_> = st.nets.iter().filter(|n| n.id != id).cloned().collect();
         let ports = st.ports.clone();
         if let Some(mut u) = st.uplinks.remove(id) {
+            if delete_uplink {
+                if let Err(e) = u.uplink.set_persistent(false) {
+                    tracing::warn!(network = %id, error = %e, "uplink device left behind");
+                }
+            }
             u.uplink.stop();
             if let Some(t) = u.thread.take() {
                 let _ = t.join();
@@ -254,6 +265,7 @@ impl Switch {
     }
 
     /// Stops every listener and uplink (ports first, so no frame is sent to a closed TAP).
+    /// Uplink devices stay in the host, configured, for the next switch to reattach.
     pub fn shutdown(&self) {
         let ids: Vec<String> = self.state().ports.iter().map(|p| p.id.clone()).collect();
         for id in ids {
@@ -261,7 +273,7 @@ impl Switch {
         }
         let nets: Vec<String> = self.state().nets.iter().map(|n| n.id.clone()).collect();
         for id in nets {
-            let _ = self.remove_network(&id);
+            let _ = self.drop_network(&id, false);
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::types::MacAddr;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
@@ -175,6 +176,29 @@ impl Uplink {
         } else {
             Ok(r as usize)
         }
+    }
+
+    /// A persistent device outlives this process: a switch that crashes and comes back
+    /// reattaches to the same interface, and whatever the host configured on it (addresses,
+    /// routes, bridge membership, namespace) is still there. Cleared before the network is
+    /// removed, so the device goes away with the last open descriptor.
+    pub fn set_persistent(&self, persistent: bool) -> Result<(), SwitchError> {
+        // TUNSETPERSIST takes the flag as the argument value itself.
+        // SAFETY: plain integer argument on a TAP descriptor we own.
+        let r = unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                TUNSETPERSIST as _,
+                libc::c_ulong::from(persistent),
+            )
+        };
+        if r < 0 {
+            return Err(SwitchError::Tap {
+                name: self.name.clone(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
     }
 
     pub fn stop(&self) {

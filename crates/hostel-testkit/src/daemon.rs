@@ -77,25 +77,39 @@ impl TestDaemon {
     }
 }
 
+/// Processes (other than this one) whose command line contains every one of `markers`.
+pub fn pids_mentioning(markers: &[&str]) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id() as i32;
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd);
+            (pid != me && markers.iter().all(|m| cmd.contains(m))).then_some(pid)
+        })
+        .collect()
+}
+
 /// Kills every process whose command line mentions `marker` (VMs and the switch of a test).
 pub fn kill_processes_mentioning(marker: &str) {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if pid == std::process::id() as i32 {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            if String::from_utf8_lossy(&cmd).contains(marker) {
-                // SAFETY: signalling a process this test started (its command line names
-                // the test's private state directory).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
+    for pid in pids_mentioning(&[marker]) {
+        // SAFETY: signalling a process this test started (its command line names the
+        // test's private state directory).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+impl TestDaemon {
+    /// The daemon's switch process, if one runs (its control socket is in the state dir).
+    pub fn switch_pid(&self) -> Option<i32> {
+        let dir = self.state_path();
+        pids_mentioning(&["switch", "--control", &dir.to_string_lossy()])
+            .into_iter()
+            .next()
     }
 }
 

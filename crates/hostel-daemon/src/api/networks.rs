@@ -6,8 +6,8 @@ use crate::networking;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use hostel_api::{CreateNetwork, NetworkView, PortView};
-use hostel_state::{Ipv4Net, Network, NetworkName, TenantId};
+use hostel_api::{CreateNetwork, NetworkView, PortView, UplinkView};
+use hostel_state::{Ipv4Net, Network, NetworkName, TenantId, Uplink};
 
 pub fn find(state: &AppState, tenant: &TenantId, name: &str) -> ApiResult<Network> {
     let n = NetworkName::new(name).map_err(|_| ApiError::not_found("network", name))?;
@@ -36,11 +36,25 @@ async fn view(state: &AppState, net: &Network) -> ApiResult<NetworkView> {
             drops: s.drops,
         });
     }
+    // The uplink's own counters: from its point of view the host is the sender
+    // ("tx") of what enters the network.
+    let uplink = net.uplink_ifname().map(|interface| {
+        let live = stats.uplinks.get(&net.id.to_string());
+        let s = live.cloned().unwrap_or_default();
+        UplinkView {
+            interface,
+            attached: live.is_some(),
+            from_host_packets: s.tx_packets,
+            to_host_packets: s.rx_packets,
+            drops: s.drops,
+        }
+    });
     Ok(NetworkView {
         id: net.id.to_string(),
         name: net.name.to_string(),
         subnet: net.subnet4.to_string(),
         gateway: net.gateway4.to_string(),
+        uplink,
         ports,
     })
 }
@@ -67,10 +81,15 @@ pub async fn create(
                 })
             })
             .transpose()?;
+        let uplink = if body.uplink {
+            Uplink::Tap
+        } else {
+            Uplink::None
+        };
         let net = state
             .ctx
             .store
-            .create_network(&tenant, &name, subnet, gateway)?;
+            .create_network(&tenant, &name, subnet, gateway, uplink)?;
         networking::sync(&state.ctx)
             .await
             .map_err(ApiError::engine)?;

@@ -138,7 +138,58 @@ pub struct Network {
     pub subnet4: Ipv4Net,
     /// Address the switch answers on; never allocated to a VM.
     pub gateway4: Ipv4Addr,
+    pub uplink: Uplink,
     pub created_at: Timestamp,
+}
+
+/// Where a network's traffic for addresses no VM on the host owns goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Uplink {
+    /// Nowhere: the network reaches only its own VMs (and the switch's gateway services).
+    #[default]
+    None,
+    /// A TAP device in the host, named by [`Network::uplink_ifname`], carrying the
+    /// gateway's MAC; the host side routes (or bridges) it toward the real network.
+    Tap,
+}
+
+impl Uplink {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Uplink::None => "none",
+            Uplink::Tap => "tap",
+        }
+    }
+}
+
+impl FromStr for Uplink {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Uplink::None),
+            "tap" => Ok(Uplink::Tap),
+            other => Err(StoreError::invalid(
+                "uplink",
+                format!("{other:?} is not an uplink kind (none, tap)"),
+            )),
+        }
+    }
+}
+
+impl Network {
+    /// The host interface of the uplink, when it has one. Derived from the id (not the
+    /// tenant's name for it) so it is unique on the host, stable across restarts and
+    /// within the kernel's 15-byte limit.
+    pub fn uplink_ifname(&self) -> Option<String> {
+        match self.uplink {
+            Uplink::None => None,
+            Uplink::Tap => {
+                let hex: String = self.id.as_uuid().simple().to_string();
+                Some(format!("hn-{}", &hex[..10]))
+            }
+        }
+    }
 }
 
 /// Picks and checks a network's gateway: defaults to the first host, and must

@@ -31,7 +31,7 @@ pub use schema::LATEST_VERSION as SCHEMA_VERSION;
 use crate::error::{Result, StoreError};
 use crate::ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
 use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
-use crate::model::network::{Ipv4Net, Network, NewNic, VmNic};
+use crate::model::network::{Ipv4Net, Network, NewNic, Uplink, VmNic};
 use crate::model::tenant::{Quota, Tenant, Usage};
 use crate::model::token::{ApiToken, TokenHash};
 use crate::model::vm::{DesiredState, NewVm, ObservedStatus, Vm, VmSpecRecord};
@@ -334,8 +334,9 @@ impl Store for SqliteStore {
         name: &NetworkName,
         subnet4: Ipv4Net,
         gateway4: Option<Ipv4Addr>,
+        uplink: Uplink,
     ) -> Result<Network> {
-        self.write(|tx| networks::insert(tx, tenant, name, subnet4, gateway4))
+        self.write(|tx| networks::insert(tx, tenant, name, subnet4, gateway4, uplink))
     }
     fn get_network(&self, id: &NetworkId) -> Result<Network> {
         self.read(|c| networks::get(c, id))

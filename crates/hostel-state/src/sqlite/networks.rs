@@ -15,11 +15,11 @@ use super::{tenants, DbResult};
 use crate::error::{EntityKind, StoreError};
 use crate::ids::{NetworkId, NetworkName, TenantId, VmId};
 use crate::model::network::{
-    derive_mac, resolve_gateway, Ipv4Net, Network, NewNic, VmNic, MAX_NICS_PER_VM,
+    derive_mac, resolve_gateway, Ipv4Net, Network, NewNic, Uplink, VmNic, MAX_NICS_PER_VM,
 };
 use crate::time::Timestamp;
 
-const COLUMNS: &str = "id, tenant_id, name, subnet4, gateway4, created_at";
+const COLUMNS: &str = "id, tenant_id, name, subnet4, gateway4, uplink, created_at";
 const NIC_COLUMNS: &str = "vm_id, idx, network_id, mac, ipv4";
 
 /// Re-derivations tried when a MAC collides within a network. Each try has at
@@ -34,6 +34,7 @@ fn from_row(row: &Row<'_>) -> DbResult<Network> {
         name: text(row, "name")?,
         subnet4: text(row, "subnet4")?,
         gateway4: addr(row, "gateway4")?,
+        uplink: text(row, "uplink")?,
         created_at: Timestamp::from_unix_millis(row.get("created_at")?),
     })
 }
@@ -83,6 +84,7 @@ pub(super) fn insert(
     name: &NetworkName,
     subnet4: Ipv4Net,
     gateway4: Option<Ipv4Addr>,
+    uplink: Uplink,
 ) -> DbResult<Network> {
     tenants::get(c, tenant)?;
     let gateway4 = resolve_gateway(&subnet4, gateway4)?;
@@ -105,11 +107,12 @@ pub(super) fn insert(
         name: name.clone(),
         subnet4,
         gateway4,
+        uplink,
         created_at: Timestamp::now(),
     };
     let sql = format!(
         "INSERT INTO networks ({COLUMNS}) VALUES \
-         (:id, :tenant_id, :name, :subnet4, :gateway4, :created_at)"
+         (:id, :tenant_id, :name, :subnet4, :gateway4, :uplink, :created_at)"
     );
     c.prepare_cached(&sql)?
         .execute(named_params! {
@@ -118,6 +121,7 @@ pub(super) fn insert(
             ":name": name.as_str(),
             ":subnet4": subnet4.to_string(),
             ":gateway4": gateway4.to_string(),
+            ":uplink": uplink.as_str(),
             ":created_at": net.created_at.unix_millis(),
         })
         .map_err(|e| {

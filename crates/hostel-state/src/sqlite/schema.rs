@@ -116,6 +116,15 @@ CREATE TABLE vm_nics (
 ) STRICT;
 "#,
     },
+    Migration {
+        version: 3,
+        sql: r#"
+-- Where a network's non-local traffic goes: 'none' (isolated) or 'tap' (a
+-- TAP device in the host). Existing networks stay isolated.
+ALTER TABLE networks ADD COLUMN uplink TEXT NOT NULL DEFAULT 'none'
+    CHECK (uplink IN ('none', 'tap'));
+"#,
+    },
 ];
 
 /// The schema version this build writes.
@@ -174,7 +183,7 @@ mod tests {
     #[test]
     fn migrate_twice_is_a_no_op() {
         let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2]);
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3]);
         assert!(migrate(&mut conn).unwrap().is_empty());
         assert_eq!(user_version(&conn).unwrap(), LATEST_VERSION);
     }

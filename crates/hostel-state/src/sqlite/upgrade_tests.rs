@@ -8,7 +8,7 @@ use rusqlite::Connection;
 
 use super::{schema, tenants, vms, SqliteStore, DB_FILE_NAME};
 use crate::ids::{NetworkName, TenantName, VmName};
-use crate::model::network::NewNic;
+use crate::model::network::{NewNic, Uplink};
 use crate::model::tenant::Quota;
 use crate::model::vm::{DesiredState, NewVm, VmSpecRecord};
 use crate::store::Store;
@@ -54,7 +54,7 @@ fn v1_database_is_upgraded_to_v2_keeping_data() {
     };
 
     let store = SqliteStore::open(dir.path()).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 2);
+    assert_eq!(store.schema_version().unwrap(), crate::SCHEMA_VERSION);
     store.integrity_check().unwrap();
     assert_eq!(store.get_tenant(&tenant.id).unwrap(), tenant);
     assert_eq!(store.get_vm(&vm.id).unwrap(), vm);
@@ -79,6 +79,7 @@ fn v1_database_is_upgraded_to_v2_keeping_data() {
             &NetworkName::new("lan").unwrap(),
             "10.0.0.0/24".parse().unwrap(),
             None,
+            Uplink::None,
         )
         .unwrap();
     let new = NewVm {

@@ -26,6 +26,10 @@ pub enum NetworkCommand {
         /// The switch's address on it (default: the first host address).
         #[arg(long)]
         gateway: Option<String>,
+        /// Give it an uplink: a TAP device in the host for traffic to addresses outside
+        /// the network (its name is in `network show`; route or bridge it on the host).
+        #[arg(long)]
+        uplink: bool,
     },
     /// List networks.
     List,
@@ -43,6 +47,7 @@ pub fn main(ctx: &Ctx, args: NetworkArgs) -> Result<()> {
             name,
             subnet,
             gateway,
+            uplink,
         } => {
             let n = c.create_network(
                 tenant,
@@ -50,6 +55,7 @@ pub fn main(ctx: &Ctx, args: NetworkArgs) -> Result<()> {
                     name,
                     subnet,
                     gateway,
+                    uplink,
                 },
             )?;
             print(ctx.format, &n)
@@ -87,12 +93,26 @@ fn print(format: Format, n: &NetworkView) -> Result<()> {
         ("name", n.name.clone()),
         ("subnet", n.subnet.clone()),
         ("gateway", n.gateway.clone()),
+        (
+            "uplink",
+            match &n.uplink {
+                None => "none".to_string(),
+                Some(u) => format!(
+                    "{} ({}; from host {} pkts, to host {} pkts{})",
+                    u.interface,
+                    if u.attached { "attached" } else { "detached" },
+                    u.from_host_packets,
+                    u.to_host_packets,
+                    drops_suffix(&u.drops)
+                ),
+            },
+        ),
     ]);
     let mut t = Table::new(&[
         "vm", "nic", "mac", "ipv4", "link", "rx pkts", "tx pkts", "drops",
     ]);
     for p in &n.ports {
-        let drops: Vec<String> = p.drops.iter().map(|(r, c)| format!("{r}={c}")).collect();
+        let drops = drops_list(&p.drops);
         t.row(vec![
             p.vm.clone(),
             p.nic.to_string(),
@@ -101,14 +121,23 @@ fn print(format: Format, n: &NetworkView) -> Result<()> {
             if p.connected { "up" } else { "down" }.to_string(),
             p.rx_packets.to_string(),
             p.tx_packets.to_string(),
-            if drops.is_empty() {
-                "-".into()
-            } else {
-                drops.join(",")
-            },
+            if drops.is_empty() { "-".into() } else { drops },
         ]);
     }
     println!();
     t.print();
     Ok(())
+}
+
+fn drops_list(drops: &std::collections::BTreeMap<String, u64>) -> String {
+    let v: Vec<String> = drops.iter().map(|(r, c)| format!("{r}={c}")).collect();
+    v.join(",")
+}
+
+fn drops_suffix(drops: &std::collections::BTreeMap<String, u64>) -> String {
+    if drops.is_empty() {
+        String::new()
+    } else {
+        format!("; drops {}", drops_list(drops))
+    }
 }
