@@ -221,3 +221,34 @@ fn attach_types_into_the_guest_and_detaches_with_ctrl_bracket() {
         "{attaches:?}"
     );
 }
+
+/// A follow stream (`hostel vm console NAME` without --attach, or `?follow=true`) ends once
+/// its VM is deleted, after the last output, instead of waiting forever for more.
+#[test]
+fn console_follow_ends_when_the_vm_is_deleted() {
+    let Some(a) = guest_assets() else { return };
+    let guest_dir = a.initrd.parent().unwrap_or(Path::new("."));
+    let d = TestDaemon::start(Path::new(HOSTEL), guest_dir, "follow-end");
+    let (c, _) = tenant(&d, "acme");
+    c.vms(None).create(&vm("f1", true)).unwrap();
+    let mut stream = c.vms(None).console_follow("f1").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let r = std::io::Read::read_to_end(&mut stream, &mut all);
+        let _ = tx.send((r.is_ok(), String::from_utf8_lossy(&all).into_owned()));
+    });
+    // Wait for the guest through a second stream, so this one is still open when deleted.
+    let mut w = LineWatcher::new(c.vms(None).console_follow("f1").unwrap());
+    assert!(
+        w.wait_for("HOSTEL-READY", BOOT_TIMEOUT).is_some(),
+        "{}",
+        w.transcript()
+    );
+    c.vms(None).delete("f1").unwrap();
+    let (ok, text) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the follow stream did not end after the VM was deleted");
+    assert!(ok, "stream ended with an error");
+    assert!(text.contains("HOSTEL-READY"), "stream lost output: {text}");
+}

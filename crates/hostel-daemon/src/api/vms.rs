@@ -21,6 +21,8 @@ const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(30);
 /// How often a follow stream looks for new console output: a read per interval is cheap,
 /// and at 100 ms it added ~60 ms to every "is it up yet" (BENCHMARKS.md, bench-api).
 const FOLLOW_POLL: Duration = Duration::from_millis(20);
+/// Idle polls between checks that a followed VM still exists (about one second).
+const VM_GONE_CHECK_POLLS: u32 = 50;
 /// The most of a console log one request returns (its tail).
 const CONSOLE_TAIL: u64 = 1 << 20;
 
@@ -368,24 +370,59 @@ pub async fn console(
     }
     // Follow: stream what is there, then whatever the guest writes next. The log is a plain
     // file QEMU appends to, so new output is picked up by re-reading every `FOLLOW_POLL`.
-    let stream = futures_util::stream::unfold((file, path), |(mut file, path)| async move {
+    // The stream ends (after the last output) once the VM is deleted: its log is gone and
+    // nothing will ever be appended, so a client must not be left waiting.
+    let follow = Follow {
+        file,
+        path,
+        store: state.ctx.store.clone(),
+        vm: vm.id,
+        idle_polls: 0,
+    };
+    let stream = futures_util::stream::unfold(follow, |mut f| async move {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
-            if file.is_none() {
-                file = tokio::fs::File::open(&path).await.ok();
+            if f.file.is_none() {
+                f.file = tokio::fs::File::open(&f.path).await.ok();
             }
-            if let Some(f) = file.as_mut() {
-                match f.read(&mut buf).await {
+            if let Some(file) = f.file.as_mut() {
+                match file.read(&mut buf).await {
                     Ok(0) => {}
                     Ok(n) => {
                         buf.truncate(n);
-                        return Some((Ok::<_, std::io::Error>(buf), (file, path)));
+                        f.idle_polls = 0;
+                        return Some((Ok::<_, std::io::Error>(buf), f));
                     }
-                    Err(e) => return Some((Err(e), (None, path))),
+                    Err(e) => {
+                        f.file = None;
+                        return Some((Err(e), f));
+                    }
                 }
+            }
+            f.idle_polls += 1;
+            if f.idle_polls % VM_GONE_CHECK_POLLS == 0 && f.vm_deleted() {
+                return None;
             }
             tokio::time::sleep(FOLLOW_POLL).await;
         }
     });
     text(Body::from_stream(stream))
+}
+
+/// A console follow stream's position and what it needs to notice the VM going away.
+struct Follow {
+    file: Option<tokio::fs::File>,
+    path: std::path::PathBuf,
+    store: std::sync::Arc<dyn hostel_state::Store>,
+    vm: hostel_state::VmId,
+    idle_polls: u32,
+}
+
+impl Follow {
+    fn vm_deleted(&self) -> bool {
+        matches!(
+            self.store.get_vm(&self.vm),
+            Err(hostel_state::StoreError::NotFound { .. })
+        )
+    }
 }
