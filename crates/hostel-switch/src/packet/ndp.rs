@@ -123,7 +123,7 @@ pub fn build_router_advert(
     p[0] = 3; // prefix information
     p[1] = 4;
     p[2] = prefix.prefix;
-    p[3] = 0x80; // on-link
+    p[3] = 0xc0; // on-link, and autonomous: guests configure their address by SLAAC
     p[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
     p[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
     p[16..32].copy_from_slice(&prefix.addr.octets());
@@ -195,6 +195,9 @@ mod tests {
             panic!()
         };
         assert_eq!(ip.icmp_type, Some(ROUTER_ADVERT));
+        // Prefix information: on-link and autonomous (SLAAC), or guests never take an address.
+        let prefix_opt = &buf[54 + 24..54 + 56];
+        assert_eq!((prefix_opt[0], prefix_opt[2], prefix_opt[3]), (3, 64, 0xc0));
         let acc = checksum::pseudo6(&ip.src, &ip.dst, IPPROTO_ICMPV6, (n - 54) as u32);
         assert_eq!(checksum::finish(checksum::sum(acc, &buf[54..n])), 0);
     }
