@@ -3,7 +3,7 @@ CARGO ?= cargo
 GUEST := target/guest
 HOSTEL := target/release/hostel
 
-.PHONY: all deps guest build run run-vm test lint bench-boot bench-api
+.PHONY: all deps guest build run run-vm test lint fuzz bench-boot bench-api
 
 all: build
 
@@ -29,6 +29,27 @@ run-vm: guest build
 test: guest
 	$(CARGO) build --workspace --all-targets
 	HOSTEL_REQUIRE_GUEST=1 HOSTEL_GUEST_DIR=$(CURDIR)/$(GUEST) $(CARGO) test --workspace -- --test-threads=2
+
+# The cargo-fuzz targets (fuzz/) for FUZZ_SECONDS each, built with libFuzzer's coverage
+# instrumentation on the stable toolchain (the flags cargo-fuzz passes, minus the sanitizer,
+# which needs nightly). Any crash fails the target and leaves its input in target/fuzz-corpus.
+FUZZ_SECONDS ?= 30
+FUZZ_FLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+  -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks
+FUZZ_BIN := target/fuzz/x86_64-unknown-linux-gnu/release
+fuzz:
+	RUSTFLAGS="$(FUZZ_FLAGS)" CARGO_TARGET_DIR=target/fuzz $(CARGO) build --release \
+	  --target x86_64-unknown-linux-gnu --manifest-path fuzz/Cargo.toml
+	@for t in frame_parser descriptor_chain; do \
+	  mkdir -p target/fuzz-corpus/$$t; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  if ! $(FUZZ_BIN)/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	      -artifact_prefix=target/fuzz-corpus/$$t- target/fuzz-corpus/$$t > target/fuzz-$$t.log 2>&1; then \
+	    tail -40 target/fuzz-$$t.log; exit 1; \
+	  fi; \
+	  grep -E "^(Done|stat::number_of_executed_units)" target/fuzz-$$t.log; \
+	done
 
 lint:
 	$(CARGO) fmt --all -- --check
