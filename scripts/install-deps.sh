@@ -8,7 +8,9 @@ pkgs=(
   debootstrap debian-archive-keyring e2fsprogs util-linux mount  # OS image builds
   dosfstools mtools            # cloud-init NoCloud seed disks (vfat)
   openssh-client curl          # image tests: SSH and HTTP into guests
+  postgresql-client openssl    # image tests: the database template's login and TLS
   tcpdump                      # network tests: captures on uplinks
+  iperf3 openvswitch-switch    # bench-net: iperf3 in the guests, Open vSwitch to compare
   ca-certificates
 )
 missing=()

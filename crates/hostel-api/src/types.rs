@@ -143,6 +143,9 @@ pub struct NicView {
     pub network: String,
     pub mac: String,
     pub ipv4: Option<String>,
+    /// The SLAAC address the guest takes on an IPv6 network.
+    #[serde(default)]
+    pub ipv6: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -158,6 +161,10 @@ pub struct CreateNetwork {
     /// one the network reaches only its own VMs.
     #[serde(default)]
     pub uplink: bool,
+    /// IPv6 prefix, a /64 (e.g. "fd00:1::/64"): the switch advertises it and each VM
+    /// configures its own address by SLAAC, shown in the ports' `ipv6`.
+    #[serde(default)]
+    pub subnet6: Option<String>,
 }
 
 /// A network's uplink as the host sees it, with the switch's counters for it.
@@ -181,6 +188,8 @@ pub struct PortView {
     pub nic: u32,
     pub mac: String,
     pub ipv4: Option<String>,
+    #[serde(default)]
+    pub ipv6: Option<String>,
     /// Whether the VM's NIC is attached to the switch right now.
     pub connected: bool,
     pub rx_packets: u64,
@@ -197,6 +206,8 @@ pub struct NetworkView {
     pub name: String,
     pub subnet: String,
     pub gateway: String,
+    #[serde(default)]
+    pub subnet6: Option<String>,
     #[serde(default)]
     pub uplink: Option<UplinkView>,
     pub ports: Vec<PortView>,

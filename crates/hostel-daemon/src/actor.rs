@@ -75,47 +75,65 @@ impl Actor {
 
     /// Records a state; the last exit reason stays until a newer one replaces it, so a
     /// restarted VM still says why it was restarted.
-    fn observe(&self, state: ObservedState, last_exit: Option<String>) {
-        let store = &self.ctx.store;
-        let previous = store.get_vm(&self.id).ok().map(|v| v.observed);
-        let status = ObservedStatus {
-            state,
-            pid: self.vm.as_ref().map(|v| v.pid() as u32),
-            since: Timestamp::now(),
-            last_exit: last_exit.or_else(|| previous.as_ref().and_then(|p| p.last_exit.clone())),
-            restart_count: previous.map_or(0, |p| p.restart_count),
-        };
-        if let Err(e) = store.set_vm_observed(&self.id, &status) {
+    async fn observe(&self, state: ObservedState, last_exit: Option<String>) {
+        let (id, pid) = (self.id, self.vm.as_ref().map(|v| v.pid() as u32));
+        let written = self
+            .ctx
+            .db(move |store| {
+                let previous = store.get_vm(&id).ok().map(|v| v.observed);
+                let status = ObservedStatus {
+                    state,
+                    pid,
+                    since: Timestamp::now(),
+                    last_exit: last_exit
+                        .or_else(|| previous.as_ref().and_then(|p| p.last_exit.clone())),
+                    restart_count: previous.map_or(0, |p| p.restart_count),
+                };
+                store.set_vm_observed(&id, &status)
+            })
+            .await;
+        if let Err(e) = written {
             tracing::error!(vm = %self.id, error = %e, "recording VM state");
         }
+    }
+
+    /// Best effort: the actor's own record of what runs is what matters next.
+    async fn set_desired(&self, desired: DesiredState) {
+        let id = self.id;
+        let _ = self
+            .ctx
+            .db(move |store| store.set_vm_desired(&id, desired, None))
+            .await;
     }
 
     async fn start(&mut self) -> Result<(), String> {
         if self.vm.is_some() {
             return Ok(());
         }
-        self.observe(ObservedState::Starting, None);
+        self.observe(ObservedState::Starting, None).await;
         match self.launch().await {
             Ok(vm) => {
                 self.vm = Some(vm);
                 self.started = Instant::now();
-                self.observe(ObservedState::Running, None);
+                self.observe(ObservedState::Running, None).await;
                 Ok(())
             }
             Err(e) => {
                 tracing::warn!(vm = %self.id, error = %e, "start failed");
-                let _ = self
-                    .ctx
-                    .store
-                    .set_vm_desired(&self.id, DesiredState::Stopped, None);
-                self.observe(ObservedState::Failed, Some(e.clone()));
+                self.set_desired(DesiredState::Stopped).await;
+                self.observe(ObservedState::Failed, Some(e.clone())).await;
                 Err(e)
             }
         }
     }
 
     async fn launch(&self) -> Result<Engine, String> {
-        let rec = self.ctx.store.get_vm(&self.id).map_err(|e| e.to_string())?;
+        let id = self.id;
+        let rec = self
+            .ctx
+            .db(move |store| store.get_vm(&id))
+            .await
+            .map_err(|e| e.to_string())?;
         let image =
             self.ctx.images.get(rec.spec.image()).ok_or_else(|| {
                 format!("image {:?} is not available on this host", rec.spec.image())
@@ -167,10 +185,11 @@ impl Actor {
 
     /// The VM's NICs as vhost-user ports of the switch, made sure to exist first.
     async fn nics(&self) -> Result<Vec<NicSpec>, String> {
+        let id = self.id;
         let nics = self
             .ctx
-            .store
-            .list_nics_of_vm(&self.id)
+            .db(move |store| store.list_nics_of_vm(&id))
+            .await
             .map_err(|e| e.to_string())?;
         if nics.is_empty() {
             return Ok(Vec::new());
@@ -195,7 +214,7 @@ impl Actor {
         let Some(vm) = self.vm.as_ref() else {
             return;
         };
-        self.observe(ObservedState::Stopping, None);
+        self.observe(ObservedState::Stopping, None).await;
         let reason = if force {
             vm.kill();
             vm.wait().await
@@ -203,7 +222,8 @@ impl Actor {
             vm.stop(grace).await
         };
         self.vm = None;
-        self.observe(ObservedState::Stopped, Some(reason.to_string()));
+        self.observe(ObservedState::Stopped, Some(reason.to_string()))
+            .await;
     }
 
     /// QEMU ended on its own: record why, then apply the restart policy.
@@ -211,7 +231,8 @@ impl Actor {
         self.vm = None;
         let clean = reason.is_clean();
         tracing::info!(vm = %self.id, %reason, "VM exited");
-        let Ok(rec) = self.ctx.store.get_vm(&self.id) else {
+        let id = self.id;
+        let Ok(rec) = self.ctx.db(move |store| store.get_vm(&id)).await else {
             return;
         };
         let restart = rec.desired == DesiredState::Running
@@ -228,10 +249,7 @@ impl Actor {
         if clean && !restart && rec.desired == DesiredState::Running {
             // The guest powered itself off: that is its owner's request to stop. A crash is
             // not, so it leaves the tenant's wish as it was.
-            let _ = self
-                .ctx
-                .store
-                .set_vm_desired(&self.id, DesiredState::Stopped, None);
+            self.set_desired(DesiredState::Stopped).await;
         }
         let mut status = ObservedStatus {
             state,
@@ -243,7 +261,10 @@ impl Actor {
         if restart {
             status.restart_count += 1;
         }
-        let _ = self.ctx.store.set_vm_observed(&self.id, &status);
+        let _ = self
+            .ctx
+            .db(move |store| store.set_vm_observed(&id, &status))
+            .await;
         if !restart {
             return;
         }

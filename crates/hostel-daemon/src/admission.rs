@@ -3,7 +3,7 @@
 //! host's size times an operator-set overcommit ratio.
 
 use hostel_api::HostSettings;
-use hostel_state::{SettingKey, Store};
+use hostel_state::{DesiredState, SettingKey, Store, VmId};
 
 pub const DEFAULT_SETTINGS: HostSettings = HostSettings {
     memory_overcommit: 1.0,
@@ -66,6 +66,19 @@ pub fn save_settings(store: &dyn Store, s: &HostSettings) -> hostel_state::Resul
 pub struct Committed {
     pub vcpus: u64,
     pub memory_mib: u64,
+}
+
+/// What the VMs that should be running have committed, leaving out `except`: a VM being
+/// admitted again must not count against itself.
+pub fn committed(store: &dyn Store, except: Option<&VmId>) -> hostel_state::Result<Committed> {
+    let mut c = Committed::default();
+    for vm in store.list_all_vms()? {
+        if Some(&vm.id) != except && vm.desired == DesiredState::Running {
+            c.vcpus += u64::from(vm.spec.vcpus());
+            c.memory_mib += vm.spec.memory_mib();
+        }
+    }
+    Ok(c)
 }
 
 /// Admits a VM of `vcpus`/`memory_mib` on top of `committed`, or says which limit it breaks.

@@ -26,7 +26,7 @@ pub mod supervisor;
 pub mod switch_link;
 
 use anyhow::Context;
-use hostel_state::{SqliteStore, Store};
+use hostel_state::{SqliteStore, Store, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -36,6 +36,33 @@ pub struct Ctx {
     pub layout: layout::Layout,
     pub images: images::ImageRegistry,
     pub switch: switch_link::SwitchLink,
+}
+
+impl Ctx {
+    /// Runs `f` with the store on tokio's blocking pool and waits for it.
+    ///
+    /// The store is synchronous SQLite: a write waits for the one writer connection and
+    /// fsyncs the WAL (`synchronous=FULL`), and a list reads whole tables. Run on an async
+    /// worker, either stalls every request and VM actor scheduled on that worker (there are
+    /// two on a 2-core host). Each call is one thread hop, so a sequence of store calls that
+    /// belong together goes into one `f`.
+    pub async fn db<T, E>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
+            Ok(out) => out,
+            // A bug in `f` panics its caller, as it did when store calls ran inline.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only when the runtime shuts down before the call ran.
+            Err(e) => Err(StoreError::Backend(format!("store call not run: {e}")).into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

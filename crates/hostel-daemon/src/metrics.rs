@@ -1,7 +1,6 @@
 //! `/metrics` in Prometheus text format: per-VM state and size, the host CPU time and
 //! resident memory of each VM's QEMU, and per-tenant usage against quota.
 
-use crate::Ctx;
 use hostel_state::{ObservedState, Store};
 use std::fmt::Write;
 
@@ -24,8 +23,8 @@ pub fn process_usage(pid: u32) -> Option<(f64, u64)> {
     Some(((utime + stime) as f64 / tck, rss_pages * page))
 }
 
-pub fn render(ctx: &Ctx) -> Result<String, hostel_state::StoreError> {
-    let store: &dyn Store = ctx.store.as_ref();
+/// Reads the store and procfs, so it blocks: callers run it off the async workers.
+pub fn render(store: &dyn Store) -> Result<String, hostel_state::StoreError> {
     let tenants = store.list_tenants()?;
     let names: std::collections::HashMap<_, _> =
         tenants.iter().map(|t| (t.id, t.name.to_string())).collect();

@@ -4,8 +4,9 @@
 
 use crate::switch_link::{gateway_mac, LinkError, SwitchLink};
 use crate::Ctx;
-use hostel_state::{Store, VmId, VmNic};
-use hostel_switch::{Ipv4Cidr, NetworkConfig, PortConfig, SwitchConfig};
+use hostel_state::{slaac_address, Ipv6Prefix64, NetworkId, Store, VmId, VmNic};
+use hostel_switch::{Ipv4Cidr, Ipv6Cidr, NetworkConfig, PortConfig, SwitchConfig};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// The switch's id of a VM's NIC (and its socket's name).
@@ -14,8 +15,12 @@ pub fn port_id(vm: &VmId, idx: u32) -> String {
 }
 
 pub fn switch_config(store: &dyn Store, link: &SwitchLink) -> hostel_state::Result<SwitchConfig> {
-    let networks = store
-        .list_all_networks()?
+    let all = store.list_all_networks()?;
+    let prefixes: HashMap<NetworkId, Ipv6Prefix64> = all
+        .iter()
+        .filter_map(|n| Some((n.id, n.subnet6?)))
+        .collect();
+    let networks = all
         .into_iter()
         .map(|n| {
             let id = n.id.to_string();
@@ -25,8 +30,11 @@ pub fn switch_config(store: &dyn Store, link: &SwitchLink) -> hostel_state::Resu
                     prefix: n.subnet4.prefix(),
                 }),
                 gateway4: Some(n.gateway4),
-                subnet6: None,
-                gateway6: None,
+                subnet6: n.subnet6.map(|p| Ipv6Cidr {
+                    addr: p.network(),
+                    prefix: 64,
+                }),
+                gateway6: n.subnet6.map(|p| p.gateway()),
                 gateway_mac: gateway_mac(&id),
                 uplink: n.uplink_ifname(),
                 dns: Vec::new(),
@@ -38,19 +46,28 @@ pub fn switch_config(store: &dyn Store, link: &SwitchLink) -> hostel_state::Resu
     let ports = store
         .list_all_nics()?
         .into_iter()
-        .filter_map(|nic| port_config(&nic, link))
+        .filter_map(|nic| port_config(&nic, prefixes.get(&nic.network), link))
         .collect();
     Ok(SwitchConfig { networks, ports })
 }
 
-fn port_config(nic: &VmNic, link: &SwitchLink) -> Option<PortConfig> {
+/// A NIC's port. Its IPv6 address is the SLAAC one its guest derives from the MAC, so the
+/// anti-spoofing check admits exactly what the guest will use.
+fn port_config(
+    nic: &VmNic,
+    prefix: Option<&Ipv6Prefix64>,
+    link: &SwitchLink,
+) -> Option<PortConfig> {
     let id = port_id(&nic.vm, nic.idx);
     Some(PortConfig {
         socket: link.port_socket(&id),
         network: nic.network.to_string(),
         mac: nic.mac.parse().ok()?,
         ipv4: Some(nic.ipv4),
-        ipv6: Vec::new(),
+        ipv6: prefix
+            .and_then(|p| slaac_address(p, &nic.mac))
+            .into_iter()
+            .collect(),
         id,
     })
 }

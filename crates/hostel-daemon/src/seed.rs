@@ -6,7 +6,7 @@
 use crate::error::{ApiError, ApiResult};
 use hostel_api::CreateVm;
 use hostel_images::{Addressing, IpCidr, NicConfig, SeedConfig, SeedNetwork, Template};
-use hostel_state::{Store, Vm};
+use hostel_state::{slaac_address, Store, Vm};
 use std::net::IpAddr;
 
 /// Checks the customer's seed fields before anything is created, naming the field at fault.
@@ -48,14 +48,23 @@ pub fn config(
             .mac
             .parse()
             .map_err(|e| ApiError::internal(format!("NIC {} MAC {:?}: {e}", nic.idx, nic.mac)))?;
+        let mut addresses = vec![IpCidr {
+            addr: IpAddr::V4(nic.ipv4),
+            prefix: net.subnet4.prefix(),
+        }];
+        // The SLAAC address the switch expects; written out too, so a guest configured
+        // statically (router advertisements off) still takes the same one.
+        if let Some(v6) = net.subnet6.and_then(|p| slaac_address(&p, &nic.mac)) {
+            addresses.push(IpCidr {
+                addr: IpAddr::V6(v6),
+                prefix: 64,
+            });
+        }
         nics.push(NicConfig {
             mac,
             name: format!("eth{}", nic.idx),
             addressing: Addressing::Static {
-                addresses: vec![IpCidr {
-                    addr: IpAddr::V4(nic.ipv4),
-                    prefix: net.subnet4.prefix(),
-                }],
+                addresses,
                 gateway: Some(IpAddr::V4(net.gateway4)),
                 dns: Vec::new(),
                 search: Vec::new(),

@@ -2,7 +2,7 @@
 //! QEMU processes an earlier daemon left running (a daemon restart never touches a guest).
 
 use crate::actor::{self, Actor, Command};
-use crate::admission::{self, Committed, HostSize};
+use crate::admission::{self, HostSize};
 use crate::error::{ApiError, ApiResult};
 use crate::Ctx;
 use hostel_state::{DesiredState, ObservedState, ObservedStatus, Timestamp, Vm, VmId};
@@ -54,7 +54,7 @@ impl Supervisor {
     /// Re-attaches to every VM that still runs; records the ones that died while no daemon
     /// was watching and applies their restart policy.
     pub async fn recover(self: &Arc<Self>) {
-        let vms = match self.ctx.store.list_all_vms() {
+        let vms = match self.ctx.db(|store| store.list_all_vms()).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list VMs for recovery");
@@ -72,7 +72,7 @@ impl Supervisor {
                     restart_count: vm.observed.restart_count,
                 };
                 if status != vm.observed {
-                    let _ = self.ctx.store.set_vm_observed(&vm.id, &status);
+                    self.record_observed(vm.id, status).await;
                 }
                 self.actor(&vm.id, Some(engine));
                 adopted += 1;
@@ -91,7 +91,7 @@ impl Supervisor {
                     last_exit: Some("QEMU exited while the daemon was down".into()),
                     restart_count: vm.observed.restart_count,
                 };
-                let _ = self.ctx.store.set_vm_observed(&vm.id, &status);
+                self.record_observed(vm.id, status).await;
             }
             if vm.desired == DesiredState::Running {
                 let policy_restarts =
@@ -107,42 +107,36 @@ impl Supervisor {
         tracing::info!(adopted, lost, "recovered VMs");
     }
 
-    fn committed_excluding(&self, id: &VmId) -> ApiResult<Committed> {
-        let mut c = Committed::default();
-        for vm in self.ctx.store.list_all_vms()? {
-            if vm.id != *id && vm.desired == DesiredState::Running {
-                c.vcpus += u64::from(vm.spec.vcpus());
-                c.memory_mib += vm.spec.memory_mib();
-            }
-        }
-        Ok(c)
+    /// Best effort, as recovery goes on with the next VM either way.
+    async fn record_observed(&self, id: VmId, status: ObservedStatus) {
+        let _ = self
+            .ctx
+            .db(move |store| store.set_vm_observed(&id, &status))
+            .await;
     }
 
     /// Admits the VM on this host, marks it wanted-running and starts it.
     pub async fn start(&self, vm: &Vm) -> ApiResult<()> {
         {
             let _guard = self.admission.lock().await;
-            let settings = admission::load_settings(self.ctx.store.as_ref());
-            let committed = self.committed_excluding(&vm.id)?;
-            admission::admit(
-                self.host,
-                &settings,
-                committed,
-                vm.spec.vcpus(),
-                vm.spec.memory_mib(),
-            )
-            .map_err(ApiError::capacity)?;
+            let (host, id, vcpus, memory_mib) =
+                (self.host, vm.id, vm.spec.vcpus(), vm.spec.memory_mib());
             self.ctx
-                .store
-                .set_vm_desired(&vm.id, DesiredState::Running, None)?;
+                .db(move |store| {
+                    let settings = admission::load_settings(store);
+                    let committed = admission::committed(store, Some(&id))?;
+                    admission::admit(host, &settings, committed, vcpus, memory_mib)
+                        .map_err(ApiError::capacity)?;
+                    store.set_vm_desired(&id, DesiredState::Running, None)?;
+                    Ok::<_, ApiError>(())
+                })
+                .await?;
         }
         self.ask(&vm.id, Command::Start).await
     }
 
     pub async fn stop(&self, vm: &Vm, force: bool, grace: Duration) -> ApiResult<()> {
-        self.ctx
-            .store
-            .set_vm_desired(&vm.id, DesiredState::Stopped, None)?;
+        self.want_stopped(vm.id).await?;
         self.ask(&vm.id, |reply| Command::Stop {
             force,
             grace,
@@ -153,9 +147,7 @@ impl Supervisor {
 
     /// Stops the VM for good and forgets its actor; the caller deletes the record.
     pub async fn remove(&self, vm: &Vm) -> ApiResult<()> {
-        self.ctx
-            .store
-            .set_vm_desired(&vm.id, DesiredState::Stopped, None)?;
+        self.want_stopped(vm.id).await?;
         self.ask(&vm.id, Command::Remove).await?;
         self.actors
             .lock()
@@ -164,15 +156,10 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Committed resources of wanted-running VMs, for the host view.
-    pub fn committed(&self) -> ApiResult<Committed> {
-        let mut c = Committed::default();
-        for vm in self.ctx.store.list_all_vms()? {
-            if vm.desired == DesiredState::Running {
-                c.vcpus += u64::from(vm.spec.vcpus());
-                c.memory_mib += vm.spec.memory_mib();
-            }
-        }
-        Ok(c)
+    async fn want_stopped(&self, id: VmId) -> ApiResult<()> {
+        self.ctx
+            .db(move |store| store.set_vm_desired(&id, DesiredState::Stopped, None))
+            .await?;
+        Ok(())
     }
 }

@@ -8,12 +8,10 @@
 //! Methods are synchronous; async callers should use `spawn_blocking`
 //! (writes wait for an fsync, which must not stall an executor thread).
 
-use std::net::Ipv4Addr;
-
 use crate::error::Result;
 use crate::ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
 use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
-use crate::model::network::{Ipv4Net, Network, NewNic, Uplink, VmNic};
+use crate::model::network::{Network, NewNetwork, NewNic, VmNic};
 use crate::model::tenant::{Quota, Tenant, Usage};
 use crate::model::token::{validate_token_name, ApiToken, IssuedToken, TokenHash, TokenSecret};
 use crate::model::vm::{DesiredState, NewVm, ObservedStatus, Vm, VmSpecRecord};
@@ -144,14 +142,7 @@ pub trait Store: Send + Sync {
     /// host address of `subnet4` (else `Invalid`). Fails with `Conflict` if
     /// the tenant already has a network of that name. Subnets may overlap,
     /// even within a tenant: networks are separate L2 domains.
-    fn create_network(
-        &self,
-        tenant: &TenantId,
-        name: &NetworkName,
-        subnet4: Ipv4Net,
-        gateway4: Option<Ipv4Addr>,
-        uplink: Uplink,
-    ) -> Result<Network>;
+    fn create_network(&self, tenant: &TenantId, new: &NewNetwork) -> Result<Network>;
     /// Not tenant-scoped (like [`Store::get_vm`]): callers acting for a tenant
     /// must compare `network.tenant` and answer `NotFound` on a mismatch.
     fn get_network(&self, id: &NetworkId) -> Result<Network>;

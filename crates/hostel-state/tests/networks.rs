@@ -9,8 +9,8 @@ use std::sync::{Arc, Barrier};
 
 use common::{big_quota, new_vm, spec, tenant};
 use hostel_state::{
-    EntityKind, Network, NetworkId, NetworkName, NewNic, Quota, SqliteStore, Store, StoreError,
-    TenantId, Uplink, MAX_NICS_PER_VM,
+    EntityKind, Network, NetworkId, NetworkName, NewNetwork, NewNic, Quota, SqliteStore, Store,
+    StoreError, TenantId, Uplink, MAX_NICS_PER_VM,
 };
 
 fn name(s: &str) -> NetworkName {
@@ -19,7 +19,16 @@ fn name(s: &str) -> NetworkName {
 
 fn network(store: &dyn Store, t: &TenantId, n: &str, cidr: &str) -> Network {
     store
-        .create_network(t, &name(n), cidr.parse().unwrap(), None, Uplink::None)
+        .create_network(
+            t,
+            &NewNetwork {
+                name: name(n).clone(),
+                subnet4: cidr.parse().unwrap(),
+                gateway4: None,
+                subnet6: None,
+                uplink: Uplink::None,
+            },
+        )
         .unwrap()
 }
 
@@ -53,13 +62,21 @@ fn network_crud() {
     let dmz = store
         .create_network(
             &t.id,
-            &name("dmz"),
-            "192.168.5.0/28".parse().unwrap(),
-            Some(ip([192, 168, 5, 14])),
-            Uplink::Tap,
+            &NewNetwork {
+                name: name("dmz"),
+                subnet4: "192.168.5.0/28".parse().unwrap(),
+                gateway4: Some(ip([192, 168, 5, 14])),
+                subnet6: Some("fd00:5::/64".parse().unwrap()),
+                uplink: Uplink::Tap,
+            },
         )
         .unwrap();
     assert_eq!(dmz.gateway4, ip([192, 168, 5, 14]));
+    assert_eq!(
+        dmz.subnet6.map(|p| p.to_string()).as_deref(),
+        Some("fd00:5::/64")
+    );
+    assert_eq!(lan.subnet6, None);
     // The uplink is stored, and its host interface name is stable and fits IFNAMSIZ.
     assert_eq!(lan.uplink_ifname(), None);
     let ifname = dmz.uplink_ifname().expect("tap uplink has an interface");
@@ -79,10 +96,13 @@ fn network_crud() {
 
     match store.create_network(
         &t.id,
-        &name("lan"),
-        "10.9.0.0/24".parse().unwrap(),
-        None,
-        Uplink::None,
+        &NewNetwork {
+            name: name("lan").clone(),
+            subnet4: "10.9.0.0/24".parse().unwrap(),
+            gateway4: None,
+            subnet6: None,
+            uplink: Uplink::None,
+        },
     ) {
         Err(StoreError::Conflict { kind, .. }) => assert_eq!(kind, EntityKind::Network),
         other => panic!("duplicate name: {other:?}"),
@@ -90,10 +110,13 @@ fn network_crud() {
     for bad_gw in [[10, 1, 0, 0], [10, 1, 0, 255], [10, 2, 0, 1]] {
         match store.create_network(
             &t.id,
-            &name("x"),
-            "10.1.0.0/24".parse().unwrap(),
-            Some(ip(bad_gw)),
-            Uplink::None,
+            &NewNetwork {
+                name: name("x").clone(),
+                subnet4: "10.1.0.0/24".parse().unwrap(),
+                gateway4: Some(ip(bad_gw)),
+                subnet6: None,
+                uplink: Uplink::None,
+            },
         ) {
             Err(StoreError::Invalid { field, .. }) => assert_eq!(field, "gateway4"),
             other => panic!("gateway {bad_gw:?}: {other:?}"),
@@ -101,10 +124,13 @@ fn network_crud() {
     }
     match store.create_network(
         &TenantId::new_random(),
-        &name("x"),
-        "10.1.0.0/24".parse().unwrap(),
-        None,
-        Uplink::None,
+        &NewNetwork {
+            name: name("x").clone(),
+            subnet4: "10.1.0.0/24".parse().unwrap(),
+            gateway4: None,
+            subnet6: None,
+            uplink: Uplink::None,
+        },
     ) {
         Err(StoreError::NotFound { kind, .. }) => assert_eq!(kind, EntityKind::Tenant),
         other => panic!("unknown tenant: {other:?}"),

@@ -2,10 +2,19 @@
 //! together with every QEMU and switch process it started.
 
 use crate::LineWatcher;
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
+
+/// How long a daemon may take to start listening (it replays its state and re-adopts VMs
+/// first).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The daemon's stderr (at `info`), in its state directory: read by [`TestDaemon::log`] and
+/// printed when a test fails, instead of interleaving every daemon's log with the test output.
+const LOG_FILE: &str = "daemon-stderr.log";
 
 pub struct TestDaemon {
     pub child: Child,
@@ -13,6 +22,9 @@ pub struct TestDaemon {
     pub operator_token: String,
     /// `None` once handed back by [`TestDaemon::kill_daemon_only`].
     state_dir: Option<TempDir>,
+    /// What [`TestDaemon::respawn`] starts again.
+    hostel: PathBuf,
+    guest_dir: PathBuf,
     _stdout: LineWatcher,
 }
 
@@ -28,35 +40,19 @@ impl TestDaemon {
 
     /// Starts (or restarts) a daemon on an existing state directory.
     pub fn start_in(hostel: &Path, guest_dir: &Path, state_dir: TempDir) -> Self {
-        let mut child = Command::new(hostel)
-            .arg("daemon")
-            .arg("--state-dir")
-            .arg(state_dir.path())
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--guest-dir")
-            .arg(guest_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn hostel daemon");
-        let mut stdout = LineWatcher::new(child.stdout.take().expect("stdout"));
-        let line = stdout
-            .wait_for("listening on http://", Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("daemon did not start: {}", stdout.transcript()));
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .expect("url")
-            .to_string();
+        let (child, url, stdout) = spawn(hostel, guest_dir, state_dir.path(), "127.0.0.1:0");
         let operator_token = std::fs::read_to_string(state_dir.path().join("operator.token"))
             .expect("operator token")
             .trim()
             .to_string();
+        assert!(!operator_token.is_empty(), "empty operator token");
         TestDaemon {
             child,
             url,
             operator_token,
             state_dir: Some(state_dir),
+            hostel: hostel.to_path_buf(),
+            guest_dir: guest_dir.to_path_buf(),
             _stdout: stdout,
         }
     }
@@ -68,6 +64,11 @@ impl TestDaemon {
             .unwrap_or_default()
     }
 
+    /// What the daemon wrote to stderr so far (all its runs, for [`TestDaemon::respawn`]).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state_path().join(LOG_FILE)).unwrap_or_default()
+    }
+
     /// `kill -9` of the daemon alone: its VMs and switch keep running. Returns the state
     /// directory for [`TestDaemon::start_in`]; whoever holds it next cleans up.
     pub fn kill_daemon_only(mut self) -> TempDir {
@@ -75,6 +76,76 @@ impl TestDaemon {
         let _ = self.child.wait();
         self.state_dir.take().expect("state dir")
     }
+
+    /// `kill -9` of the daemon alone, keeping this handle (and the state directory) for
+    /// [`TestDaemon::respawn`]: clients holding the URL and tokens reach the next daemon.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        self.child.wait().expect("reap the daemon");
+    }
+
+    /// Starts the daemon again after [`TestDaemon::kill9`], on the same state directory and
+    /// the same address, so [`TestDaemon::url`] stays valid.
+    pub fn respawn(&mut self) {
+        assert!(
+            matches!(self.child.try_wait(), Ok(Some(_))),
+            "daemon still running"
+        );
+        let listen = self.url.trim_start_matches("http://").to_string();
+        let state = self.state_path();
+        let (child, url, stdout) = spawn(&self.hostel, &self.guest_dir, &state, &listen);
+        assert_eq!(url, self.url, "restarted daemon listens elsewhere");
+        self.child = child;
+        self._stdout = stdout;
+    }
+}
+
+/// Runs `hostel daemon` on `state` and waits for its "listening" line; returns the process,
+/// its URL and the watcher that keeps draining its stdout (so it never writes into a closed
+/// pipe).
+fn spawn(
+    hostel: &Path,
+    guest_dir: &Path,
+    state: &Path,
+    listen: &str,
+) -> (Child, String, LineWatcher) {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.join(LOG_FILE))
+        .expect("daemon log");
+    let mut child = Command::new(hostel)
+        .arg("daemon")
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--listen", listen])
+        .arg("--guest-dir")
+        .arg(guest_dir)
+        // The daemon has no use for a client's endpoint and token.
+        .env_remove("HOSTEL_URL")
+        .env_remove("HOSTEL_TOKEN")
+        .env("HOSTEL_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawn hostel daemon");
+    let mut stdout = LineWatcher::new(child.stdout.take().expect("stdout"));
+    let line = stdout
+        .wait_for("listening on http://", START_TIMEOUT)
+        .unwrap_or_else(|| {
+            let log = std::fs::read_to_string(state.join(LOG_FILE)).unwrap_or_default();
+            panic!(
+                "daemon did not start: {}\n--- daemon stderr ---\n{log}",
+                stdout.transcript()
+            )
+        });
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("url")
+        .to_string();
+    (child, url, stdout)
 }
 
 /// Processes (other than this one) whose command line contains every one of `markers`.
@@ -115,10 +186,15 @@ impl TestDaemon {
 
 impl Drop for TestDaemon {
     fn drop(&mut self) {
+        // The daemon first, so it restarts nothing; then everything that names its state
+        // directory: QEMUs (including ones adopted after a restart) and the switch.
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(dir) = &self.state_dir {
             kill_processes_mentioning(&dir.path().to_string_lossy());
+        }
+        if std::thread::panicking() {
+            eprintln!("--- daemon stderr ---\n{}", self.log());
         }
     }
 }

@@ -271,6 +271,7 @@ fn debian_vm_boots_from_an_os_image_with_its_seed() {
             subnet: "10.9.0.0/24".into(),
             gateway: None,
             uplink: false,
+            subnet6: None,
         },
     )
     .unwrap();

@@ -23,6 +23,7 @@ fn tenant_client(d: &TestDaemon, name: &str) -> Client {
             subnet: "10.9.0.0/24".into(),
             gateway: None,
             uplink: false,
+            subnet6: Some("fd00:9::/64".into()),
         },
     )
     .unwrap();
@@ -63,9 +64,20 @@ fn tenant_vms_reach_each_other_and_a_same_subnet_tenant_cannot() {
     let (ready, log) = console_until(&acme, "a1", "HOSTEL-READY");
     assert!(ready.is_some(), "a1 did not boot: {log}");
 
-    let ping = "ip -4 addr show eth0 | grep -o 'inet [0-9.]*'; \
-                if ping -c 2 -W 3 10.9.0.2 >/dev/null; then echo PING-OK; else echo PING-FAILED; fi";
-    acme.vms(None).create(&vm("a2", None, Some(ping))).unwrap();
+    // IPv4 by DHCP; IPv6 by SLAAC from the switch's router advertisements (the guest waits
+    // until its global address has passed duplicate address detection).
+    let a1_v6 = a1.nics[0].ipv6.clone().expect("a1 has an IPv6 address");
+    assert!(a1_v6.starts_with("fd00:9::"), "{a1_v6}");
+    let ping = format!(
+        "ip -4 addr show eth0 | grep -o 'inet [0-9.]*'; \
+         if ping -c 2 -W 3 10.9.0.2 >/dev/null; then echo PING-OK; else echo PING-FAILED; fi; \
+         i=0; while [ $i -lt 100 ]; do \
+           ip -6 addr show eth0 scope global | grep inet6 | grep -qv tentative && break; \
+           sleep 0.2; i=$((i+1)); done; \
+         ip -6 addr show eth0 scope global | grep -o 'inet6 [0-9a-f:]*'; \
+         if ping6 -c 2 -W 3 {a1_v6} >/dev/null; then echo PING6-OK; else echo PING6-FAILED; fi"
+    );
+    let a2 = acme.vms(None).create(&vm("a2", None, Some(&ping))).unwrap();
     let (exit, log) = console_until(&acme, "a2", "HOSTEL-EXIT");
     assert!(exit.is_some(), "a2 never finished: {log}");
     assert!(
@@ -73,16 +85,25 @@ fn tenant_vms_reach_each_other_and_a_same_subnet_tenant_cannot() {
         "DHCP did not configure a2: {log}"
     );
     assert!(log.contains("PING-OK"), "a2 could not reach a1: {log}");
+    let a2_v6 = a2.nics[0].ipv6.clone().expect("a2 has an IPv6 address");
+    assert!(
+        log.contains(&format!("inet6 {a2_v6}")),
+        "SLAAC did not give a2 {a2_v6}: {log}"
+    );
+    assert!(
+        log.contains("PING6-OK"),
+        "a2 could not reach a1 over IPv6: {log}"
+    );
 
     // umbrella has the same subnet; 10.9.0.2 there is nobody (its VM is .3).
     umbrella
         .vms(None)
-        .create(&vm("u1", Some("10.9.0.3"), Some(ping)))
+        .create(&vm("u1", Some("10.9.0.3"), Some(&ping)))
         .unwrap();
     let (exit, log) = console_until(&umbrella, "u1", "HOSTEL-EXIT");
     assert!(exit.is_some(), "u1 never finished: {log}");
     assert!(
-        log.contains("PING-FAILED"),
+        log.contains("PING-FAILED") && log.contains("PING6-FAILED"),
         "umbrella reached acme's VM: {log}"
     );
 
@@ -139,6 +160,7 @@ fn external_host_reaches_a_vm_through_the_uplink_untranslated() {
                 subnet: "10.9.0.0/24".into(),
                 gateway: None,
                 uplink: true,
+                subnet6: None,
             },
         )
         .unwrap();
@@ -213,18 +235,10 @@ fn external_host_reaches_a_vm_through_the_uplink_untranslated() {
     // Deleting the network deletes the device, wherever the host put it.
     c.vms(None).delete("v1").unwrap();
     c.delete_network(None, "lan").unwrap();
-    // The switch closes the device once no datapath thread holds the old tables.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let exists = || {
-        std::process::Command::new("ip")
-            .args(["-n", &ext.name, "link", "show", &ifname])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    while exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(!exists(), "{ifname} outlived its network");
+    assert!(
+        link_gone_soon(Some(&ext.name), &ifname),
+        "{ifname} outlived its network"
+    );
 }
 
 /// A checksummed TCP transfer between two VMs of one tenant, with the switch process killed
@@ -288,4 +302,110 @@ fn tcp_transfer_survives_the_switch_being_killed_mid_transfer() {
     let lan = c.show_network(None, "lan").unwrap();
     let rx_port = lan.ports.iter().find(|p| p.vm == "rx").expect("rx port");
     assert!(rx_port.connected, "{rx_port:?}");
+}
+
+/// Bad network requests are refused naming the field, and leave nothing behind: no
+/// network record, no uplink device.
+#[test]
+fn bad_network_requests_name_the_field_and_leave_nothing() {
+    let empty = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start(
+        Path::new(env!("CARGO_BIN_EXE_hostel")),
+        empty.path(),
+        "badnet",
+    );
+    let op = Client::new(&d.url, Some(d.operator_token.clone()));
+    op.create_tenant(&CreateTenant {
+        name: "acme".into(),
+        quota: None,
+    })
+    .unwrap();
+    let tok = op.create_token("acme", &CreateToken::default()).unwrap();
+    let c = Client::new(&d.url, Some(tok.secret));
+    let base = CreateNetwork {
+        name: "lan".into(),
+        subnet: "10.9.0.0/24".into(),
+        gateway: None,
+        uplink: true,
+        subnet6: None,
+    };
+    let cases = [
+        (
+            CreateNetwork {
+                subnet: "10.9.0.0/33".into(),
+                ..base.clone()
+            },
+            "subnet",
+        ),
+        (
+            CreateNetwork {
+                gateway: Some("10.8.0.1".into()),
+                ..base.clone()
+            },
+            "gateway4",
+        ),
+        (
+            CreateNetwork {
+                subnet6: Some("fd00:9::/48".into()),
+                ..base.clone()
+            },
+            "subnet6",
+        ),
+        (
+            CreateNetwork {
+                subnet6: Some("fe80::/64".into()),
+                ..base.clone()
+            },
+            "subnet6",
+        ),
+        (
+            CreateNetwork {
+                name: "no spaces".into(),
+                ..base.clone()
+            },
+            "name",
+        ),
+    ];
+    for (req, field) in cases {
+        match c.create_network(None, &req) {
+            Err(hostel_api::ClientError::Api {
+                status, field: f, ..
+            }) => assert_eq!((status, f.as_deref()), (400, Some(field)), "{req:?}"),
+            other => panic!("{req:?} was not refused: {other:?}"),
+        }
+    }
+    assert!(c.list_networks(None).unwrap().is_empty());
+    let made = c.create_network(None, &base).unwrap();
+    assert_eq!(made.subnet6, None);
+    let ifname = made.uplink.expect("uplink").interface;
+    let _guard = LinkGuard(ifname.clone());
+    assert!(link_exists(None, &ifname), "no uplink device {ifname}");
+    c.delete_network(None, "lan").unwrap();
+    assert!(
+        link_gone_soon(None, &ifname),
+        "the uplink device outlived its network"
+    );
+}
+
+fn link_exists(netns: Option<&str>, ifname: &str) -> bool {
+    let mut cmd = std::process::Command::new("ip");
+    if let Some(ns) = netns {
+        cmd.args(["-n", ns]);
+    }
+    cmd.args(["link", "show", ifname])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The switch closes a removed uplink once no datapath thread holds the old tables, which
+/// is promptly but not synchronously with the API call.
+fn link_gone_soon(netns: Option<&str>, ifname: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while link_exists(netns, ifname) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    true
 }

@@ -6,12 +6,12 @@
 //! listen backlog and never see a byte. The daemon therefore keeps one attachment per VM and
 //! refuses another with 409 until the first goes away.
 
-use super::{vms, AppState, Auth, TenantQuery};
+use super::{AppState, Auth, TenantQuery};
 use crate::error::{ApiError, ApiResult};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use hostel_state::{ObservedState, VmId};
+use hostel_state::{ObservedState, Vm, VmId};
 use hyper_util::rt::TokioIo;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -84,10 +84,17 @@ pub async fn attach(
     Query(q): Query<TenantQuery>,
     mut req: Request,
 ) -> ApiResult<Response> {
-    let tenant = state.scope(&auth, &q)?;
-    let result = prepare(&state, &tenant, &name, req.headers()).await;
-    state.audit(&auth, Some(tenant), "vm.console.attach", &name, &result);
-    let (held, console) = result?;
+    let tenant = state.scope(&auth, &q).await?;
+    let headers = req.headers();
+    let (held, console) = state
+        .on_named(
+            &auth,
+            tenant,
+            "vm.console.attach",
+            &name,
+            |state, vm| async move { prepare(&state, vm, headers).await },
+        )
+        .await?;
 
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
@@ -113,11 +120,9 @@ pub async fn attach(
 /// request, the VM, its state, the one-client rule, and the console socket itself.
 async fn prepare(
     state: &AppState,
-    tenant: &hostel_state::TenantId,
-    name: &str,
+    vm: Vm,
     headers: &HeaderMap,
 ) -> ApiResult<(Attachment, UnixStream)> {
-    let vm = vms::find(state, tenant, name)?;
     if !header_has(headers, header::CONNECTION, "upgrade")
         || !header_has(headers, header::UPGRADE, PROTOCOL)
     {
@@ -130,7 +135,8 @@ async fn prepare(
         return Err(conflict(
             "not_running",
             format!(
-                "vm {name:?} is not running (state: {}); start it first",
+                "vm {:?} is not running (state: {}); start it first",
+                vm.name.as_str(),
                 vm.observed.state.as_str()
             ),
         ));

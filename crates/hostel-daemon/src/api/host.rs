@@ -9,29 +9,34 @@ use hostel_api::{AuditView, HostSettings, HostView};
 use hostel_state::{AuditQuery, TenantName};
 use serde::Deserialize;
 
-fn host_view(state: &AppState) -> ApiResult<HostView> {
-    let committed = state.supervisor.committed()?;
+/// Host size, its settings and what wanted-running VMs have committed of it.
+async fn host_view(state: &AppState) -> ApiResult<HostView> {
     let host = state.supervisor.host;
-    let accel = hostel_engine::accel::choose(
-        hostel_engine::AccelChoice::Auto,
-        &hostel_engine::accel::HostVirt::probe(),
-    )
-    .map(|d| format!("{} ({})", d.accel, d.reason))
-    .unwrap_or_else(|e| e.to_string());
-    Ok(HostView {
-        cpus: host.cpus,
-        memory_mib: host.memory_mib,
-        settings: admission::load_settings(state.ctx.store.as_ref()),
-        committed_vcpus: committed.vcpus,
-        committed_memory_mib: committed.memory_mib,
-        accelerator: accel,
-    })
+    state
+        .db(move |store| {
+            let committed = admission::committed(store, None)?;
+            let accel = hostel_engine::accel::choose(
+                hostel_engine::AccelChoice::Auto,
+                &hostel_engine::accel::HostVirt::probe(),
+            )
+            .map(|d| format!("{} ({})", d.accel, d.reason))
+            .unwrap_or_else(|e| e.to_string());
+            Ok(HostView {
+                cpus: host.cpus,
+                memory_mib: host.memory_mib,
+                settings: admission::load_settings(store),
+                committed_vcpus: committed.vcpus,
+                committed_memory_mib: committed.memory_mib,
+                accelerator: accel,
+            })
+        })
+        .await
 }
 
 #[utoipa::path(get, path = "/v1/host", responses((status = 200, body = HostView)))]
 pub async fn show(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<HostView>> {
     auth.operator()?;
-    Ok(Json(host_view(&state)?))
+    Ok(Json(host_view(&state).await?))
 }
 
 #[utoipa::path(put, path = "/v1/host/settings", request_body = HostSettings,
@@ -42,12 +47,17 @@ pub async fn set_settings(
     ApiJson(body): ApiJson<HostSettings>,
 ) -> ApiResult<Json<HostView>> {
     auth.operator()?;
-    let result = admission::validate_settings(&body)
-        .map_err(|(field, msg)| ApiError::invalid(field, msg))
-        .and_then(|()| Ok(admission::save_settings(state.ctx.store.as_ref(), &body)?));
-    state.audit(&auth, None, "host.settings", "host", &result);
-    result?;
-    Ok(Json(host_view(&state)?))
+    let save = async {
+        admission::validate_settings(&body)
+            .map_err(|(field, msg)| ApiError::invalid(field, msg))?;
+        state
+            .db(move |store| Ok(admission::save_settings(store, &body)?))
+            .await
+    };
+    state
+        .audited(&auth, None, "host.settings", "host", save)
+        .await?;
+    Ok(Json(host_view(&state).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,28 +74,30 @@ pub async fn audit(
     Query(p): Query<AuditParams>,
 ) -> ApiResult<Json<Vec<AuditView>>> {
     auth.operator()?;
-    let store = &state.ctx.store;
-    let mut q = AuditQuery::newest(p.limit.unwrap_or(100).min(10_000));
-    if let Some(name) = &p.tenant {
-        let n = TenantName::new(name).map_err(|_| ApiError::not_found("tenant", name))?;
-        q = q.for_tenant(store.get_tenant_by_name(&n)?.id);
-    }
-    let names: std::collections::HashMap<_, _> = store
-        .list_tenants()?
-        .into_iter()
-        .map(|t| (t.id, t.name.to_string()))
-        .collect();
-    let entries = store.list_audit(&q)?;
-    Ok(Json(
-        entries
-            .iter()
-            .map(|e| views::audit(e, e.tenant.and_then(|t| names.get(&t).cloned())))
-            .collect(),
-    ))
+    let views = state
+        .db(move |store| {
+            let mut q = AuditQuery::newest(p.limit.unwrap_or(100).min(10_000));
+            if let Some(name) = &p.tenant {
+                let n = TenantName::new(name).map_err(|_| ApiError::not_found("tenant", name))?;
+                q = q.for_tenant(store.get_tenant_by_name(&n)?.id);
+            }
+            let names: std::collections::HashMap<_, _> = store
+                .list_tenants()?
+                .into_iter()
+                .map(|t| (t.id, t.name.to_string()))
+                .collect();
+            let entries = store.list_audit(&q)?;
+            Ok(entries
+                .iter()
+                .map(|e| views::audit(e, e.tenant.and_then(|t| names.get(&t).cloned())))
+                .collect())
+        })
+        .await?;
+    Ok(Json(views))
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>, auth: Auth) -> ApiResult<String> {
     auth.operator()?;
-    Ok(crate::metrics::render(&state.ctx)?)
+    state.db(|store| Ok(crate::metrics::render(store)?)).await
 }

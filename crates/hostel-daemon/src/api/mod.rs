@@ -1,11 +1,13 @@
-//! The v1 REST API: routing, authentication, tenant scoping and auditing. Handlers live in
-//! one file per resource.
+//! The v1 REST API: routing and authentication. Handlers live in one file per resource;
+//! the steps they share (tenant scope, finding by name, audit, store access off the async
+//! workers) are in [`scoped`].
 
 mod console;
 mod host;
 mod images;
 mod json;
 mod networks;
+mod scoped;
 mod tenants;
 mod views;
 mod vms;
@@ -17,12 +19,13 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::routing::{get, post, put};
 use axum::Router;
-use hostel_state::{Actor, AuditResult, NewAuditEntry, TenantId, TenantName};
+use hostel_state::{Actor, TenantId};
 use serde::Deserialize;
 use std::sync::Arc;
 use utoipa::OpenApi;
 
 pub use json::ApiJson;
+pub use scoped::Named;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -140,10 +143,10 @@ impl FromRequestParts<AppState> for Auth {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(ApiError::unauthorized)?;
+        let secret = secret.trim().to_owned();
         let token = state
-            .ctx
-            .store
-            .authenticate(secret.trim())?
+            .db(move |store| Ok(store.authenticate(&secret)?))
+            .await?
             .ok_or_else(ApiError::unauthorized)?;
         Ok(Auth {
             actor: match token.tenant {
@@ -158,49 +161,4 @@ impl FromRequestParts<AppState> for Auth {
 #[derive(Debug, Deserialize, Default)]
 pub struct TenantQuery {
     pub tenant: Option<String>,
-}
-
-impl AppState {
-    /// The tenant a VM route acts for: the token's own, or the one the operator names.
-    pub fn scope(&self, auth: &Auth, q: &TenantQuery) -> ApiResult<TenantId> {
-        match (auth.tenant, q.tenant.as_deref()) {
-            (Some(own), None) => Ok(own),
-            (own, Some(name)) => {
-                let found = TenantName::new(name)
-                    .ok()
-                    .and_then(|n| self.ctx.store.get_tenant_by_name(&n).ok())
-                    .filter(|t| own.is_none_or(|o| o == t.id))
-                    .ok_or_else(|| ApiError::not_found("tenant", name))?;
-                Ok(found.id)
-            }
-            (None, None) => Err(ApiError::invalid(
-                "tenant",
-                "the operator must name the tenant to act for (`tenant` query parameter; CLI: --tenant)",
-            )),
-        }
-    }
-
-    /// Records a state-changing call and its outcome.
-    pub fn audit<T>(
-        &self,
-        auth: &Auth,
-        tenant: Option<TenantId>,
-        action: &str,
-        target: &str,
-        result: &ApiResult<T>,
-    ) {
-        let entry = NewAuditEntry {
-            actor: auth.actor,
-            tenant,
-            action: action.to_string(),
-            target: target.to_string(),
-            result: match result {
-                Ok(_) => AuditResult::Ok,
-                Err(e) => AuditResult::Error(e.message.clone()),
-            },
-        };
-        if let Err(e) = self.ctx.store.append_audit(&entry) {
-            tracing::error!(error = %e, action, "audit log write failed");
-        }
-    }
 }

@@ -7,17 +7,27 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use hostel_api::{CreateNetwork, NetworkView, PortView, UplinkView};
-use hostel_state::{Ipv4Net, Network, NetworkName, TenantId, Uplink};
+use hostel_state::{slaac_address, Network, NetworkName, NewNetwork, Store, Uplink};
+use hostel_switch::SwitchStats;
 
-pub fn find(state: &AppState, tenant: &TenantId, name: &str) -> ApiResult<Network> {
-    let n = NetworkName::new(name).map_err(|_| ApiError::not_found("network", name))?;
-    Ok(state.ctx.store.get_network_by_name(tenant, &n)?)
-}
-
-async fn view(state: &AppState, net: &Network) -> ApiResult<NetworkView> {
-    let store = &state.ctx.store;
+/// The API view of networks, with their ports and the switch's counters.
+async fn views(state: &AppState, nets: Vec<Network>) -> ApiResult<Vec<NetworkView>> {
     // Counters are the switch's; without a switch the ports are still listed.
     let stats = state.ctx.switch.stats().await.unwrap_or_default();
+    state
+        .db(move |store| nets.iter().map(|n| view(store, &stats, n)).collect())
+        .await
+}
+
+/// One network's view; `views` answers for one or many with a single switch query.
+async fn view_one(state: &AppState, net: Network) -> ApiResult<NetworkView> {
+    let mut views = views(state, vec![net]).await?;
+    views
+        .pop()
+        .ok_or_else(|| ApiError::internal("network view missing"))
+}
+
+fn view(store: &dyn Store, stats: &SwitchStats, net: &Network) -> ApiResult<NetworkView> {
     let mut ports = Vec::new();
     for nic in store.list_nics_of_network(&net.id)? {
         let vm = store.get_vm(&nic.vm)?;
@@ -28,6 +38,10 @@ async fn view(state: &AppState, net: &Network) -> ApiResult<NetworkView> {
             nic: nic.idx,
             mac: nic.mac.clone(),
             ipv4: Some(nic.ipv4.to_string()),
+            ipv6: net
+                .subnet6
+                .and_then(|p| slaac_address(&p, &nic.mac))
+                .map(|a| a.to_string()),
             connected: live.is_some_and(|p| p.connected),
             rx_packets: s.rx_packets,
             rx_bytes: s.rx_bytes,
@@ -54,6 +68,7 @@ async fn view(state: &AppState, net: &Network) -> ApiResult<NetworkView> {
         name: net.name.to_string(),
         subnet: net.subnet4.to_string(),
         gateway: net.gateway4.to_string(),
+        subnet6: net.subnet6.map(|p| p.to_string()),
         uplink,
         ports,
     })
@@ -67,12 +82,11 @@ pub async fn create(
     Query(q): Query<TenantQuery>,
     ApiJson(body): ApiJson<CreateNetwork>,
 ) -> ApiResult<(StatusCode, Json<NetworkView>)> {
-    let tenant = state.scope(&auth, &q)?;
-    let result = async {
+    let tenant = state.scope(&auth, &q).await?;
+    let create = async {
         let name =
             NetworkName::new(&body.name).map_err(|e| ApiError::invalid("name", e.to_string()))?;
-        let subnet: Ipv4Net = body.subnet.parse()?;
-        let gateway = body
+        let gateway4 = body
             .gateway
             .as_deref()
             .map(|g| {
@@ -81,23 +95,29 @@ pub async fn create(
                 })
             })
             .transpose()?;
-        let uplink = if body.uplink {
-            Uplink::Tap
-        } else {
-            Uplink::None
+        let new = NewNetwork {
+            name,
+            subnet4: body.subnet.parse()?,
+            gateway4,
+            subnet6: body.subnet6.as_deref().map(str::parse).transpose()?,
+            uplink: if body.uplink {
+                Uplink::Tap
+            } else {
+                Uplink::None
+            },
         };
         let net = state
-            .ctx
-            .store
-            .create_network(&tenant, &name, subnet, gateway, uplink)?;
+            .db(move |store| Ok(store.create_network(&tenant, &new)?))
+            .await?;
         networking::sync(&state.ctx)
             .await
             .map_err(ApiError::engine)?;
-        view(&state, &net).await
-    }
-    .await;
-    state.audit(&auth, Some(tenant), "network.create", &body.name, &result);
-    Ok((StatusCode::CREATED, Json(result?)))
+        view_one(&state, net).await
+    };
+    let view = state
+        .audited(&auth, Some(tenant), "network.create", &body.name, create)
+        .await?;
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 #[utoipa::path(get, path = "/v1/networks", responses((status = 200, body = [NetworkView])))]
@@ -106,12 +126,11 @@ pub async fn list(
     auth: Auth,
     Query(q): Query<TenantQuery>,
 ) -> ApiResult<Json<Vec<NetworkView>>> {
-    let tenant = state.scope(&auth, &q)?;
-    let mut out = Vec::new();
-    for net in state.ctx.store.list_networks(&tenant)? {
-        out.push(view(&state, &net).await?);
-    }
-    Ok(Json(out))
+    let tenant = state.scope(&auth, &q).await?;
+    let nets = state
+        .db(move |store| Ok(store.list_networks(&tenant)?))
+        .await?;
+    Ok(Json(views(&state, nets).await?))
 }
 
 #[utoipa::path(get, path = "/v1/networks/{name}", responses((status = 200, body = NetworkView)))]
@@ -121,9 +140,9 @@ pub async fn show(
     Path(name): Path<String>,
     Query(q): Query<TenantQuery>,
 ) -> ApiResult<Json<NetworkView>> {
-    let tenant = state.scope(&auth, &q)?;
-    let net = find(&state, &tenant, &name)?;
-    Ok(Json(view(&state, &net).await?))
+    let tenant = state.scope(&auth, &q).await?;
+    let net = state.find::<Network>(tenant, &name).await?;
+    Ok(Json(view_one(&state, net).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/networks/{name}", responses((status = 204), (status = 409, body = hostel_api::ApiErrorBody)))]
@@ -133,13 +152,15 @@ pub async fn delete(
     Path(name): Path<String>,
     Query(q): Query<TenantQuery>,
 ) -> ApiResult<StatusCode> {
-    let tenant = state.scope(&auth, &q)?;
-    let result = async {
-        let net = find(&state, &tenant, &name)?;
-        state.ctx.store.delete_network(&net.id)?;
+    let tenant = state.scope(&auth, &q).await?;
+    let delete = |state: AppState, net: Network| async move {
+        state
+            .db(move |store| Ok(store.delete_network(&net.id)?))
+            .await?;
         networking::sync(&state.ctx).await.map_err(ApiError::engine)
-    }
-    .await;
-    state.audit(&auth, Some(tenant), "network.delete", &name, &result);
-    result.map(|()| StatusCode::NO_CONTENT)
+    };
+    state
+        .on_named(&auth, tenant, "network.delete", &name, delete)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

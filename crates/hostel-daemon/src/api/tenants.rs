@@ -1,12 +1,12 @@
 //! Tenants, their quotas and API tokens (operator only).
 
-use super::{views, ApiJson, AppState, Auth};
-use crate::error::{ApiError, ApiResult};
+use super::{views, ApiJson, AppState, Auth, Named};
+use crate::error::ApiResult;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use hostel_api::{CreateTenant, CreateToken, QuotaBody, TenantView, TokenIssued};
-use hostel_state::{Quota, Tenant, TenantName};
+use hostel_state::{Quota, Store, Tenant, TenantName};
 
 const DEFAULT_QUOTA: Quota = Quota {
     max_vcpus: 4,
@@ -15,13 +15,9 @@ const DEFAULT_QUOTA: Quota = Quota {
     max_vms: 4,
 };
 
-fn find(state: &AppState, name: &str) -> ApiResult<Tenant> {
-    let n = TenantName::new(name).map_err(|_| ApiError::not_found("tenant", name))?;
-    Ok(state.ctx.store.get_tenant_by_name(&n)?)
-}
-
-fn view(state: &AppState, t: &Tenant) -> ApiResult<TenantView> {
-    Ok(views::tenant(t, &state.ctx.store.tenant_usage(&t.id)?))
+/// The API view of a tenant: its record with its usage against quota.
+fn view(store: &dyn Store, t: &Tenant) -> ApiResult<TenantView> {
+    Ok(views::tenant(t, &store.tenant_usage(&t.id)?))
 }
 
 #[utoipa::path(post, path = "/v1/tenants", request_body = CreateTenant,
@@ -32,28 +28,35 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> ApiResult<(StatusCode, Json<TenantView>)> {
     auth.operator()?;
-    let result = (|| {
+    let create = async {
         let name = TenantName::new(&body.name)?;
         let quota = body
             .quota
             .as_ref()
             .map(views::quota)
             .unwrap_or(DEFAULT_QUOTA);
-        let t = state.ctx.store.create_tenant(&name, quota)?;
-        view(&state, &t)
-    })();
-    state.audit(&auth, None, "tenant.create", &body.name, &result);
-    Ok((StatusCode::CREATED, Json(result?)))
+        state
+            .db(move |store| view(store, &store.create_tenant(&name, quota)?))
+            .await
+    };
+    let view = state
+        .audited(&auth, None, "tenant.create", &body.name, create)
+        .await?;
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 #[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = [TenantView])))]
 pub async fn list(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Vec<TenantView>>> {
     auth.operator()?;
-    let tenants = state.ctx.store.list_tenants()?;
-    let views = tenants
-        .iter()
-        .map(|t| view(&state, t))
-        .collect::<ApiResult<Vec<_>>>()?;
+    let views = state
+        .db(|store| {
+            store
+                .list_tenants()?
+                .iter()
+                .map(|t| view(store, t))
+                .collect()
+        })
+        .await?;
     Ok(Json(views))
 }
 
@@ -63,12 +66,12 @@ pub async fn show(
     auth: Auth,
     Path(name): Path<String>,
 ) -> ApiResult<Json<TenantView>> {
-    let t = find(&state, &name)?;
     // A tenant may read its own record (usage against quota); nobody else's.
-    if auth.tenant.is_some_and(|own| own != t.id) {
-        return Err(ApiError::not_found("tenant", &name));
-    }
-    Ok(Json(view(&state, &t)?))
+    let own = auth.tenant;
+    let view = state
+        .db(move |store| view(store, &Tenant::find(store, own, &name)?))
+        .await?;
+    Ok(Json(view))
 }
 
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/quota", request_body = QuotaBody,
@@ -80,13 +83,14 @@ pub async fn set_quota(
     ApiJson(body): ApiJson<QuotaBody>,
 ) -> ApiResult<Json<TenantView>> {
     auth.operator()?;
-    let result = (|| {
-        let t = find(&state, &name)?;
-        let t = state.ctx.store.set_quota(&t.id, views::quota(&body))?;
-        view(&state, &t)
-    })();
-    state.audit(&auth, None, "quota.set", &name, &result);
-    Ok(Json(result?))
+    let quota = views::quota(&body);
+    let set = |state: AppState, t: Tenant| async move {
+        state
+            .db(move |store| view(store, &store.set_quota(&t.id, quota)?))
+            .await
+    };
+    let view = state.on_named(&auth, None, "quota.set", &name, set).await?;
+    Ok(Json(view))
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/tokens", request_body = CreateToken,
@@ -99,16 +103,21 @@ pub async fn create_token(
 ) -> ApiResult<(StatusCode, Json<TokenIssued>)> {
     auth.operator()?;
     let label = body.name.unwrap_or_else(|| "default".into());
-    let result = (|| {
-        let t = find(&state, &name)?;
-        let issued = state.ctx.store.issue_token(Some(&t.id), &label)?;
-        Ok(TokenIssued {
-            id: issued.token.id.to_string(),
-            tenant: Some(t.name.to_string()),
-            name: label.clone(),
-            secret: issued.secret.expose().to_string(),
-        })
-    })();
-    state.audit(&auth, None, "token.create", &name, &result);
-    Ok((StatusCode::CREATED, Json(result?)))
+    let issue = |state: AppState, t: Tenant| async move {
+        state
+            .db(move |store| {
+                let issued = store.issue_token(Some(&t.id), &label)?;
+                Ok(TokenIssued {
+                    id: issued.token.id.to_string(),
+                    tenant: Some(t.name.to_string()),
+                    name: label,
+                    secret: issued.secret.expose().to_string(),
+                })
+            })
+            .await
+    };
+    let issued = state
+        .on_named(&auth, None, "token.create", &name, issue)
+        .await?;
+    Ok((StatusCode::CREATED, Json(issued)))
 }

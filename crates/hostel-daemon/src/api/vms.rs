@@ -1,7 +1,7 @@
 //! VM routes, scoped to one tenant: a name outside it is simply not found.
 
 use super::images::VmImage;
-use super::{views, ApiJson, AppState, Auth, TenantQuery};
+use super::{views, ApiJson, AppState, Auth, Named, TenantQuery};
 use crate::actor::grow_disk;
 use crate::error::{ApiError, ApiResult};
 use axum::body::Body;
@@ -9,9 +9,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use hostel_api::{CreateVm, NicView, ResizeVm, StopVm, VmView};
+use hostel_api::{CreateVm, NicRequest, NicView, ResizeVm, StopVm, VmView};
 use hostel_state::{
-    DesiredState, NewNic, NewVm, RestartPolicy, TenantId, Vm, VmName, VmSpecRecord,
+    slaac_address, DesiredState, Network, NewNic, NewVm, RestartPolicy, Store, TenantId, Vm, VmId,
+    VmName, VmSpecRecord,
 };
 use serde::Deserialize;
 use std::time::Duration;
@@ -26,36 +27,40 @@ const VM_GONE_CHECK_POLLS: u32 = 50;
 /// The most of a console log one request returns (its tail).
 const CONSOLE_TAIL: u64 = 1 << 20;
 
-pub(super) fn find(state: &AppState, tenant: &TenantId, name: &str) -> ApiResult<Vm> {
-    let n = VmName::new(name).map_err(|_| ApiError::not_found("vm", name))?;
-    Ok(state.ctx.store.get_vm_by_name(tenant, &n)?)
+/// The API view of a VM: its tenant's name and its NICs joined in.
+fn view(store: &dyn Store, vm: &Vm) -> ApiResult<VmView> {
+    let tenant = store.get_tenant(&vm.tenant)?;
+    with_nics(store, views::vm(vm, tenant.name.as_str()), vm)
 }
 
-fn view(state: &AppState, vm: &Vm) -> ApiResult<VmView> {
-    let tenant = state.ctx.store.get_tenant(&vm.tenant)?;
-    with_nics(state, views::vm(vm, tenant.name.as_str()), vm)
-}
-
-fn with_nics(state: &AppState, mut view: VmView, vm: &Vm) -> ApiResult<VmView> {
-    for nic in state.ctx.store.list_nics_of_vm(&vm.id)? {
-        let net = state.ctx.store.get_network(&nic.network)?;
+fn with_nics(store: &dyn Store, mut view: VmView, vm: &Vm) -> ApiResult<VmView> {
+    for nic in store.list_nics_of_vm(&vm.id)? {
+        let net = store.get_network(&nic.network)?;
         view.nics.push(NicView {
             network: net.name.to_string(),
-            mac: nic.mac,
             ipv4: Some(nic.ipv4.to_string()),
+            ipv6: net
+                .subnet6
+                .and_then(|p| slaac_address(&p, &nic.mac))
+                .map(|a| a.to_string()),
+            mac: nic.mac,
         });
     }
     Ok(view)
 }
 
 /// The requested NICs, resolved within the tenant (another tenant's network is not found).
-fn nics_from(state: &AppState, tenant: &TenantId, body: &CreateVm) -> ApiResult<Vec<NewNic>> {
-    body.networks
+fn nics_from(
+    store: &dyn Store,
+    tenant: TenantId,
+    requests: &[NicRequest],
+) -> ApiResult<Vec<NewNic>> {
+    requests
         .iter()
         .enumerate()
         .map(|(i, r)| {
             let field = format!("networks[{i}]");
-            let net = super::networks::find(state, tenant, &r.network)
+            let net = Network::find(store, tenant, &r.network)
                 .map_err(|_| ApiError::invalid(&field, format!("no network {:?}", r.network)))?;
             let ipv4 =
                 r.ip.as_deref()
@@ -73,8 +78,11 @@ fn nics_from(state: &AppState, tenant: &TenantId, body: &CreateVm) -> ApiResult<
         .collect()
 }
 
-fn fresh(state: &AppState, vm: &Vm) -> ApiResult<Json<VmView>> {
-    Ok(Json(view(state, &state.ctx.store.get_vm(&vm.id)?)?))
+/// The VM as it is now: after an operation, its record has moved on from the one found.
+async fn fresh(state: &AppState, id: VmId) -> ApiResult<VmView> {
+    state
+        .db(move |store| view(store, &store.get_vm(&id)?))
+        .await
 }
 
 fn parse_policy(s: &str) -> ApiResult<RestartPolicy> {
@@ -128,17 +136,15 @@ pub async fn create(
     Query(q): Query<TenantQuery>,
     ApiJson(body): ApiJson<CreateVm>,
 ) -> ApiResult<(StatusCode, Json<VmView>)> {
-    let tenant = state.scope(&auth, &q)?;
-    let result = create_vm(&state, &tenant, &body).await;
-    state.audit(&auth, Some(tenant), "vm.create", &body.name, &result);
-    Ok((StatusCode::CREATED, result?))
+    let tenant = state.scope(&auth, &q).await?;
+    let made = create_vm(&state, tenant, &body);
+    let view = state
+        .audited(&auth, Some(tenant), "vm.create", &body.name, made)
+        .await?;
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
-async fn create_vm(
-    state: &AppState,
-    tenant: &TenantId,
-    body: &CreateVm,
-) -> ApiResult<Json<VmView>> {
+async fn create_vm(state: &AppState, tenant: TenantId, body: &CreateVm) -> ApiResult<VmView> {
     let name = VmName::new(&body.name).map_err(|e| ApiError::invalid("name", e.to_string()))?;
     let (spec, image) = spec_from(state, body)?;
     let new = NewVm {
@@ -146,29 +152,38 @@ async fn create_vm(
         spec,
         desired: DesiredState::Stopped,
     };
-    let nics = nics_from(state, tenant, body)?;
-    let (vm, _) = state
-        .ctx
-        .store
-        .create_vm_with_nics_within_quota(tenant, &new, &nics)?;
+    let requests = body.networks.clone();
+    let vm = state
+        .db(move |store| {
+            let nics = nics_from(store, tenant, &requests)?;
+            let (vm, _) = store.create_vm_with_nics_within_quota(&tenant, &new, &nics)?;
+            Ok(vm)
+        })
+        .await?;
     let made = match &image.os {
         Some(os) => super::images::make_vm_disks(state, &vm, body, os).await,
         None => {
-            let disk = state.ctx.layout.vm_root_disk(tenant, &vm.id);
+            let disk = state.ctx.layout.vm_root_disk(&tenant, &vm.id);
             grow_disk(&disk, vm.spec.disk_gib())
                 .map_err(|e| ApiError::internal(format!("creating disk {}: {e}", disk.display())))
         }
     };
     if let Err(e) = made {
         // No half-made VM: without its disks the record goes too.
-        let _ = state.ctx.store.delete_vm(&vm.id, None);
-        let _ = std::fs::remove_dir_all(state.ctx.layout.vm_disk_dir(tenant, &vm.id));
+        let (id, dir) = (vm.id, state.ctx.layout.vm_disk_dir(&tenant, &vm.id));
+        let _ = state
+            .db(move |store| {
+                let _ = store.delete_vm(&id, None);
+                let _ = std::fs::remove_dir_all(dir);
+                Ok(())
+            })
+            .await;
         return Err(e);
     }
     if body.start.unwrap_or(true) {
         state.supervisor.start(&vm).await?;
     }
-    fresh(state, &vm)
+    fresh(state, vm.id).await
 }
 
 #[utoipa::path(get, path = "/v1/vms", responses((status = 200, body = [VmView])))]
@@ -177,13 +192,17 @@ pub async fn list(
     auth: Auth,
     Query(q): Query<TenantQuery>,
 ) -> ApiResult<Json<Vec<VmView>>> {
-    let tenant = state.scope(&auth, &q)?;
-    let name = state.ctx.store.get_tenant(&tenant)?.name;
-    let vms = state.ctx.store.list_vms(&tenant)?;
-    let views = vms
-        .iter()
-        .map(|v| with_nics(&state, views::vm(v, name.as_str()), v))
-        .collect::<ApiResult<Vec<_>>>()?;
+    let tenant = state.scope(&auth, &q).await?;
+    let views = state
+        .db(move |store| {
+            let name = store.get_tenant(&tenant)?.name;
+            store
+                .list_vms(&tenant)?
+                .iter()
+                .map(|v| with_nics(store, views::vm(v, name.as_str()), v))
+                .collect()
+        })
+        .await?;
     Ok(Json(views))
 }
 
@@ -194,8 +213,11 @@ pub async fn show(
     Path(name): Path<String>,
     Query(q): Query<TenantQuery>,
 ) -> ApiResult<Json<VmView>> {
-    let tenant = state.scope(&auth, &q)?;
-    Ok(Json(view(&state, &find(&state, &tenant, &name)?)?))
+    let tenant = state.scope(&auth, &q).await?;
+    let view = state
+        .db(move |store| view(store, &Vm::find(store, tenant, &name)?))
+        .await?;
+    Ok(Json(view))
 }
 
 #[utoipa::path(patch, path = "/v1/vms/{name}", request_body = ResizeVm, responses((status = 200, body = VmView)))]
@@ -206,9 +228,8 @@ pub async fn resize(
     Query(q): Query<TenantQuery>,
     ApiJson(body): ApiJson<ResizeVm>,
 ) -> ApiResult<Json<VmView>> {
-    let tenant = state.scope(&auth, &q)?;
-    let result = (|| {
-        let vm = find(&state, &tenant, &name)?;
+    let tenant = state.scope(&auth, &q).await?;
+    let resize = |state: AppState, vm: Vm| async move {
         let memory = match &body.memory {
             None => vm.spec.memory_mib(),
             Some(m) => m.to_mib().map_err(|e| ApiError::invalid("memory", e))?,
@@ -226,14 +247,14 @@ pub async fn resize(
         let spec = vm
             .spec
             .resized(body.vcpus.unwrap_or(vm.spec.vcpus()), memory, disk)?;
-        let vm = state
-            .ctx
-            .store
-            .resize_vm_within_quota(&vm.id, &spec, None)?;
-        view(&state, &vm)
-    })();
-    state.audit(&auth, Some(tenant), "vm.resize", &name, &result);
-    Ok(Json(result?))
+        state
+            .db(move |store| view(store, &store.resize_vm_within_quota(&vm.id, &spec, None)?))
+            .await
+    };
+    let view = state
+        .on_named(&auth, tenant, "vm.resize", &name, resize)
+        .await?;
+    Ok(Json(view))
 }
 
 #[utoipa::path(delete, path = "/v1/vms/{name}", responses((status = 204)))]
@@ -243,21 +264,28 @@ pub async fn delete(
     Path(name): Path<String>,
     Query(q): Query<TenantQuery>,
 ) -> ApiResult<StatusCode> {
-    let tenant = state.scope(&auth, &q)?;
-    let result = async {
-        let vm = find(&state, &tenant, &name)?;
+    let tenant = state.scope(&auth, &q).await?;
+    let delete = |state: AppState, vm: Vm| async move {
         state.supervisor.remove(&vm).await?;
-        state.ctx.store.delete_vm(&vm.id, None)?;
-        let _ = std::fs::remove_dir_all(state.ctx.layout.vm_disk_dir(&vm.tenant, &vm.id));
-        let _ = std::fs::remove_dir_all(state.ctx.layout.vm_run_dir(&vm.id));
+        let disks = state.ctx.layout.vm_disk_dir(&vm.tenant, &vm.id);
+        let run = state.ctx.layout.vm_run_dir(&vm.id);
+        state
+            .db(move |store| {
+                store.delete_vm(&vm.id, None)?;
+                let _ = std::fs::remove_dir_all(disks);
+                let _ = std::fs::remove_dir_all(run);
+                Ok(())
+            })
+            .await?;
         // Its switch ports go with it.
         crate::networking::sync(&state.ctx)
             .await
             .map_err(ApiError::engine)
-    }
-    .await;
-    state.audit(&auth, Some(tenant), "vm.delete", &name, &result);
-    result.map(|()| StatusCode::NO_CONTENT)
+    };
+    state
+        .on_named(&auth, tenant, "vm.delete", &name, delete)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/start", responses((status = 200, body = VmView)))]
@@ -267,15 +295,15 @@ pub async fn start(
     Path(name): Path<String>,
     Query(q): Query<TenantQuery>,
 ) -> ApiResult<Json<VmView>> {
-    let tenant = state.scope(&auth, &q)?;
-    let result = async {
-        let vm = find(&state, &tenant, &name)?;
+    let tenant = state.scope(&auth, &q).await?;
+    let start = |state: AppState, vm: Vm| async move {
         state.supervisor.start(&vm).await?;
-        fresh(&state, &vm)
-    }
-    .await;
-    state.audit(&auth, Some(tenant), "vm.start", &name, &result);
-    result
+        fresh(&state, vm.id).await
+    };
+    let view = state
+        .on_named(&auth, tenant, "vm.start", &name, start)
+        .await?;
+    Ok(Json(view))
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/stop", request_body = StopVm, responses((status = 200, body = VmView)))]
@@ -286,18 +314,18 @@ pub async fn stop(
     Query(q): Query<TenantQuery>,
     ApiJson(body): ApiJson<StopVm>,
 ) -> ApiResult<Json<VmView>> {
-    let tenant = state.scope(&auth, &q)?;
+    let tenant = state.scope(&auth, &q).await?;
     let grace = body
         .timeout_secs
         .map_or(DEFAULT_STOP_GRACE, Duration::from_secs);
-    let result = async {
-        let vm = find(&state, &tenant, &name)?;
+    let stop = |state: AppState, vm: Vm| async move {
         state.supervisor.stop(&vm, body.force, grace).await?;
-        fresh(&state, &vm)
-    }
-    .await;
-    state.audit(&auth, Some(tenant), "vm.stop", &name, &result);
-    result
+        fresh(&state, vm.id).await
+    };
+    let view = state
+        .on_named(&auth, tenant, "vm.stop", &name, stop)
+        .await?;
+    Ok(Json(view))
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/restart", responses((status = 200, body = VmView)))]
@@ -307,19 +335,19 @@ pub async fn restart(
     Path(name): Path<String>,
     Query(q): Query<TenantQuery>,
 ) -> ApiResult<Json<VmView>> {
-    let tenant = state.scope(&auth, &q)?;
-    let result = async {
-        let vm = find(&state, &tenant, &name)?;
+    let tenant = state.scope(&auth, &q).await?;
+    let restart = |state: AppState, vm: Vm| async move {
         state
             .supervisor
             .stop(&vm, false, DEFAULT_STOP_GRACE)
             .await?;
         state.supervisor.start(&vm).await?;
-        fresh(&state, &vm)
-    }
-    .await;
-    state.audit(&auth, Some(tenant), "vm.restart", &name, &result);
-    result
+        fresh(&state, vm.id).await
+    };
+    let view = state
+        .on_named(&auth, tenant, "vm.restart", &name, restart)
+        .await?;
+    Ok(Json(view))
 }
 
 #[derive(Debug, Deserialize)]
@@ -338,8 +366,10 @@ pub async fn console(
     Path(name): Path<String>,
     Query(p): Query<ConsoleParams>,
 ) -> ApiResult<Response> {
-    let tenant = state.scope(&auth, &TenantQuery { tenant: p.tenant })?;
-    let vm = find(&state, &tenant, &name)?;
+    let tenant = state
+        .scope(&auth, &TenantQuery { tenant: p.tenant })
+        .await?;
+    let vm: Vm = state.find(tenant, &name).await?;
     let path =
         hostel_engine::RunDir::new(state.ctx.layout.vm_run_dir(&vm.id)).default_console_log();
     let mut file = match tokio::fs::File::open(&path).await {
@@ -375,7 +405,7 @@ pub async fn console(
     let follow = Follow {
         file,
         path,
-        store: state.ctx.store.clone(),
+        ctx: state.ctx.clone(),
         vm: vm.id,
         idle_polls: 0,
     };
@@ -400,7 +430,7 @@ pub async fn console(
                 }
             }
             f.idle_polls += 1;
-            if f.idle_polls % VM_GONE_CHECK_POLLS == 0 && f.vm_deleted() {
+            if f.idle_polls % VM_GONE_CHECK_POLLS == 0 && f.vm_deleted().await {
                 return None;
             }
             tokio::time::sleep(FOLLOW_POLL).await;
@@ -413,15 +443,16 @@ pub async fn console(
 struct Follow {
     file: Option<tokio::fs::File>,
     path: std::path::PathBuf,
-    store: std::sync::Arc<dyn hostel_state::Store>,
-    vm: hostel_state::VmId,
+    ctx: std::sync::Arc<crate::Ctx>,
+    vm: VmId,
     idle_polls: u32,
 }
 
 impl Follow {
-    fn vm_deleted(&self) -> bool {
+    async fn vm_deleted(&self) -> bool {
+        let vm = self.vm;
         matches!(
-            self.store.get_vm(&self.vm),
+            self.ctx.db(move |store| store.get_vm(&vm)).await,
             Err(hostel_state::StoreError::NotFound { .. })
         )
     }

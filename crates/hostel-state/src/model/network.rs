@@ -5,7 +5,7 @@
 //! here must never be handed out twice, across restarts included.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -129,6 +129,92 @@ impl From<Ipv4Net> for String {
     }
 }
 
+/// A network's IPv6 prefix. Always a /64: guests configure themselves by SLAAC from the
+/// switch's router advertisements, and SLAAC only works on /64s. Each NIC's address is
+/// the EUI-64 one its guest derives from its MAC ([`slaac_address`]), so the store never
+/// allocates (or can double-allocate) IPv6 addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Ipv6Prefix64 {
+    network: Ipv6Addr,
+}
+
+impl Ipv6Prefix64 {
+    pub fn network(&self) -> Ipv6Addr {
+        self.network
+    }
+
+    /// `::1` of the prefix: the switch's address on the network.
+    pub fn gateway(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.network) | 1)
+    }
+}
+
+impl FromStr for Ipv6Prefix64 {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| StoreError::invalid("subnet6", format!("{s:?}: {why}"));
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| bad("not a CIDR like fd00:1::/64"))?;
+        let addr: Ipv6Addr = addr
+            .parse()
+            .map_err(|_| bad("not a CIDR like fd00:1::/64"))?;
+        if prefix != "64" {
+            return Err(bad(
+                "the prefix length must be /64 (guests configure by SLAAC)",
+            ));
+        }
+        if addr.is_multicast() || addr.is_loopback() || addr.is_unspecified() {
+            return Err(bad("not a unicast prefix"));
+        }
+        if addr.segments()[0] & 0xffc0 == 0xfe80 {
+            return Err(bad(
+                "link-local addresses are the switch's and the guests' own",
+            ));
+        }
+        let network = Ipv6Addr::from(u128::from(addr) & !u128::from(u64::MAX));
+        Ok(Ipv6Prefix64 { network })
+    }
+}
+
+impl fmt::Display for Ipv6Prefix64 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/64", self.network)
+    }
+}
+
+impl TryFrom<String> for Ipv6Prefix64 {
+    type Error = StoreError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Ipv6Prefix64> for String {
+    fn from(n: Ipv6Prefix64) -> String {
+        n.to_string()
+    }
+}
+
+/// The address a guest gives itself by SLAAC with an EUI-64 interface id (the kernel's
+/// default `addr_gen_mode`): the MAC with ff:fe in the middle and the universal/local bit
+/// flipped. `None` for a MAC that is not six hex bytes.
+pub fn slaac_address(prefix: &Ipv6Prefix64, mac: &str) -> Option<Ipv6Addr> {
+    let mut b = [0u8; 6];
+    let mut parts = mac.split(':');
+    for byte in &mut b {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    let iid = [b[0] ^ 0x02, b[1], b[2], 0xff, 0xfe, b[3], b[4], b[5]];
+    let mut o = prefix.network.octets();
+    o[8..].copy_from_slice(&iid);
+    Some(Ipv6Addr::from(o))
+}
+
 /// A tenant's virtual L2/L3 network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
@@ -138,6 +224,8 @@ pub struct Network {
     pub subnet4: Ipv4Net,
     /// Address the switch answers on; never allocated to a VM.
     pub gateway4: Ipv4Addr,
+    /// IPv6 on the network, when it has it.
+    pub subnet6: Option<Ipv6Prefix64>,
     pub uplink: Uplink,
     pub created_at: Timestamp,
 }
@@ -188,6 +276,30 @@ impl Network {
                 let hex: String = self.id.as_uuid().simple().to_string();
                 Some(format!("hn-{}", &hex[..10]))
             }
+        }
+    }
+}
+
+/// What a caller asks for when creating a network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNetwork {
+    pub name: NetworkName,
+    pub subnet4: Ipv4Net,
+    /// `None`: the subnet's first host.
+    pub gateway4: Option<Ipv4Addr>,
+    pub subnet6: Option<Ipv6Prefix64>,
+    pub uplink: Uplink,
+}
+
+impl NewNetwork {
+    /// An isolated IPv4-only network with the default gateway.
+    pub fn ipv4(name: NetworkName, subnet4: Ipv4Net) -> Self {
+        NewNetwork {
+            name,
+            subnet4,
+            gateway4: None,
+            subnet6: None,
+            uplink: Uplink::None,
         }
     }
 }
@@ -249,6 +361,30 @@ pub(crate) fn derive_mac(vm: &VmId, idx: u32, attempt: u32) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ipv6_prefixes_are_64s_and_slaac_matches_the_kernel() {
+        let p: Ipv6Prefix64 = "fd00:9::1234/64".parse().unwrap();
+        assert_eq!(p.to_string(), "fd00:9::/64");
+        assert_eq!(p.gateway(), "fd00:9::1".parse::<Ipv6Addr>().unwrap());
+        // What Linux derives for 52:54:00:12:34:56.
+        assert_eq!(
+            slaac_address(&p, "52:54:00:12:34:56"),
+            Some("fd00:9::5054:ff:fe12:3456".parse().unwrap())
+        );
+        assert_eq!(slaac_address(&p, "52:54:00:12:34"), None);
+        assert_eq!(slaac_address(&p, "52:54:00:12:34:56:78"), None);
+        for bad in [
+            "fd00::/48",
+            "fd00::",
+            "fe80::/64",
+            "ff02::/64",
+            "x/64",
+            "fd00::/064",
+        ] {
+            assert!(bad.parse::<Ipv6Prefix64>().is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     fn net(s: &str) -> Ipv4Net {

@@ -3,6 +3,7 @@
 use rusqlite::{named_params, Connection, Row};
 
 use super::convert::{opt_text, text, uint};
+use super::rows::query_rows;
 use super::DbResult;
 use crate::model::audit::{AuditEntry, AuditQuery, AuditResult, NewAuditEntry};
 use crate::time::Timestamp;
@@ -69,15 +70,19 @@ pub(super) fn list(c: &Connection, q: &AuditQuery) -> DbResult<Vec<AuditEntry>> 
             "SELECT {COLUMNS} FROM audit_log WHERE seq < :before ORDER BY seq DESC LIMIT :limit"
         ),
     };
-    let mut stmt = c.prepare_cached(&sql)?;
     let tenant = q.tenant.map(|t| t.to_string());
-    let mut rows = match &tenant {
-        Some(t) => stmt.query(named_params! {":tenant": t, ":before": before, ":limit": limit})?,
-        None => stmt.query(named_params! {":before": before, ":limit": limit})?,
-    };
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(from_row(row)?);
+    match &tenant {
+        Some(t) => query_rows(
+            c,
+            &sql,
+            named_params! {":tenant": t, ":before": before, ":limit": limit},
+            from_row,
+        ),
+        None => query_rows(
+            c,
+            &sql,
+            named_params! {":before": before, ":limit": limit},
+            from_row,
+        ),
     }
-    Ok(out)
 }

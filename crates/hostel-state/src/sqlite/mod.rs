@@ -10,6 +10,7 @@
 mod audit;
 mod convert;
 mod networks;
+mod rows;
 mod schema;
 mod settings;
 mod tenants;
@@ -18,7 +19,6 @@ mod tokens;
 mod upgrade_tests;
 mod vms;
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -31,7 +31,7 @@ pub use schema::LATEST_VERSION as SCHEMA_VERSION;
 use crate::error::{Result, StoreError};
 use crate::ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
 use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
-use crate::model::network::{Ipv4Net, Network, NewNic, Uplink, VmNic};
+use crate::model::network::{Network, NewNetwork, NewNic, VmNic};
 use crate::model::tenant::{Quota, Tenant, Usage};
 use crate::model::token::{ApiToken, TokenHash};
 use crate::model::vm::{DesiredState, NewVm, ObservedStatus, Vm, VmSpecRecord};
@@ -328,15 +328,8 @@ impl Store for SqliteStore {
         self.write(|tx| vms::delete(tx, id, expected_generation))
     }
 
-    fn create_network(
-        &self,
-        tenant: &TenantId,
-        name: &NetworkName,
-        subnet4: Ipv4Net,
-        gateway4: Option<Ipv4Addr>,
-        uplink: Uplink,
-    ) -> Result<Network> {
-        self.write(|tx| networks::insert(tx, tenant, name, subnet4, gateway4, uplink))
+    fn create_network(&self, tenant: &TenantId, new: &NewNetwork) -> Result<Network> {
+        self.write(|tx| networks::insert(tx, tenant, new))
     }
     fn get_network(&self, id: &NetworkId) -> Result<Network> {
         self.read(|c| networks::get(c, id))

@@ -8,18 +8,19 @@
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-use rusqlite::{named_params, Connection, Row, ToSql};
+use rusqlite::{named_params, Connection, Row};
 
 use super::convert::{is_unique_violation, text, uint};
+use super::rows::{query_first, query_rows};
 use super::{tenants, DbResult};
 use crate::error::{EntityKind, StoreError};
 use crate::ids::{NetworkId, NetworkName, TenantId, VmId};
 use crate::model::network::{
-    derive_mac, resolve_gateway, Ipv4Net, Network, NewNic, Uplink, VmNic, MAX_NICS_PER_VM,
+    derive_mac, resolve_gateway, Network, NewNetwork, NewNic, VmNic, MAX_NICS_PER_VM,
 };
 use crate::time::Timestamp;
 
-const COLUMNS: &str = "id, tenant_id, name, subnet4, gateway4, uplink, created_at";
+const COLUMNS: &str = "id, tenant_id, name, subnet4, gateway4, subnet6, uplink, created_at";
 const NIC_COLUMNS: &str = "vm_id, idx, network_id, mac, ipv4";
 
 /// Re-derivations tried when a MAC collides within a network. Each try has at
@@ -34,6 +35,13 @@ fn from_row(row: &Row<'_>) -> DbResult<Network> {
         name: text(row, "name")?,
         subnet4: text(row, "subnet4")?,
         gateway4: addr(row, "gateway4")?,
+        subnet6: row
+            .get::<_, Option<String>>("subnet6")?
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(|e| {
+                StoreError::Backend(format!("corrupt value in column \"subnet6\": {e}"))
+            })?,
         uplink: text(row, "uplink")?,
         created_at: Timestamp::from_unix_millis(row.get("created_at")?),
     })
@@ -58,36 +66,10 @@ fn addr(row: &Row<'_>, col: &str) -> DbResult<Ipv4Addr> {
     })
 }
 
-fn query_networks(c: &Connection, sql: &str, params: &[&dyn ToSql]) -> DbResult<Vec<Network>> {
-    let mut stmt = c.prepare_cached(sql)?;
-    let mut rows = stmt.query(params)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(from_row(row)?);
-    }
-    Ok(out)
-}
-
-fn query_nics(c: &Connection, sql: &str, params: &[&dyn ToSql]) -> DbResult<Vec<VmNic>> {
-    let mut stmt = c.prepare_cached(sql)?;
-    let mut rows = stmt.query(params)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(nic_from_row(row)?);
-    }
-    Ok(out)
-}
-
-pub(super) fn insert(
-    c: &Connection,
-    tenant: &TenantId,
-    name: &NetworkName,
-    subnet4: Ipv4Net,
-    gateway4: Option<Ipv4Addr>,
-    uplink: Uplink,
-) -> DbResult<Network> {
+pub(super) fn insert(c: &Connection, tenant: &TenantId, new: &NewNetwork) -> DbResult<Network> {
     tenants::get(c, tenant)?;
-    let gateway4 = resolve_gateway(&subnet4, gateway4)?;
+    let name = &new.name;
+    let gateway4 = resolve_gateway(&new.subnet4, new.gateway4)?;
     let conflict = || {
         StoreError::conflict(
             EntityKind::Network,
@@ -105,23 +87,25 @@ pub(super) fn insert(
         id: NetworkId::new_random(),
         tenant: *tenant,
         name: name.clone(),
-        subnet4,
+        subnet4: new.subnet4,
         gateway4,
-        uplink,
+        subnet6: new.subnet6,
+        uplink: new.uplink,
         created_at: Timestamp::now(),
     };
     let sql = format!(
         "INSERT INTO networks ({COLUMNS}) VALUES \
-         (:id, :tenant_id, :name, :subnet4, :gateway4, :uplink, :created_at)"
+         (:id, :tenant_id, :name, :subnet4, :gateway4, :subnet6, :uplink, :created_at)"
     );
     c.prepare_cached(&sql)?
         .execute(named_params! {
             ":id": net.id.to_string(),
             ":tenant_id": tenant.to_string(),
             ":name": name.as_str(),
-            ":subnet4": subnet4.to_string(),
+            ":subnet4": new.subnet4.to_string(),
             ":gateway4": gateway4.to_string(),
-            ":uplink": uplink.as_str(),
+            ":subnet6": new.subnet6.map(|p| p.to_string()),
+            ":uplink": new.uplink.as_str(),
             ":created_at": net.created_at.unix_millis(),
         })
         .map_err(|e| {
@@ -137,8 +121,7 @@ pub(super) fn insert(
 
 pub(super) fn get(c: &Connection, id: &NetworkId) -> DbResult<Network> {
     let sql = format!("SELECT {COLUMNS} FROM networks WHERE id = ?1");
-    query_networks(c, &sql, &[&id.to_string()])?
-        .pop()
+    query_first(c, &sql, [id.to_string()], from_row)?
         .ok_or_else(|| StoreError::not_found(EntityKind::Network, id).into())
 }
 
@@ -148,19 +131,18 @@ pub(super) fn get_by_name(
     name: &NetworkName,
 ) -> DbResult<Network> {
     let sql = format!("SELECT {COLUMNS} FROM networks WHERE tenant_id = ?1 AND name = ?2");
-    query_networks(c, &sql, &[&tenant.to_string(), &name.as_str()])?
-        .pop()
+    query_first(c, &sql, (tenant.to_string(), name.as_str()), from_row)?
         .ok_or_else(|| StoreError::not_found(EntityKind::Network, name).into())
 }
 
 pub(super) fn list_for_tenant(c: &Connection, tenant: &TenantId) -> DbResult<Vec<Network>> {
     let sql = format!("SELECT {COLUMNS} FROM networks WHERE tenant_id = ?1 ORDER BY name");
-    query_networks(c, &sql, &[&tenant.to_string()])
+    query_rows(c, &sql, [tenant.to_string()], from_row)
 }
 
 pub(super) fn list_all(c: &Connection) -> DbResult<Vec<Network>> {
     let sql = format!("SELECT {COLUMNS} FROM networks ORDER BY tenant_id, name");
-    query_networks(c, &sql, &[])
+    query_rows(c, &sql, [], from_row)
 }
 
 pub(super) fn delete(c: &Connection, id: &NetworkId) -> DbResult<Network> {
@@ -190,13 +172,13 @@ pub(super) fn count_for_tenant(c: &Connection, tenant: &TenantId) -> DbResult<i6
 
 pub(super) fn nics_of_vm(c: &Connection, vm: &VmId) -> DbResult<Vec<VmNic>> {
     let sql = format!("SELECT {NIC_COLUMNS} FROM vm_nics WHERE vm_id = ?1 ORDER BY idx");
-    query_nics(c, &sql, &[&vm.to_string()])
+    query_rows(c, &sql, [vm.to_string()], nic_from_row)
 }
 
 /// Ordered by address (numerically, which text order in SQL is not).
 pub(super) fn nics_of_network(c: &Connection, network: &NetworkId) -> DbResult<Vec<VmNic>> {
     let sql = format!("SELECT {NIC_COLUMNS} FROM vm_nics WHERE network_id = ?1");
-    let mut nics = query_nics(c, &sql, &[&network.to_string()])?;
+    let mut nics = query_rows(c, &sql, [network.to_string()], nic_from_row)?;
     nics.sort_by_key(|n| n.ipv4);
     Ok(nics)
 }
@@ -204,7 +186,7 @@ pub(super) fn nics_of_network(c: &Connection, network: &NetworkId) -> DbResult<V
 /// Every NIC on the host, grouped by network and ordered by address.
 pub(super) fn all_nics(c: &Connection) -> DbResult<Vec<VmNic>> {
     let sql = format!("SELECT {NIC_COLUMNS} FROM vm_nics");
-    let mut nics = query_nics(c, &sql, &[])?;
+    let mut nics = query_rows(c, &sql, [], nic_from_row)?;
     nics.sort_by_key(|n| (n.network, n.ipv4));
     Ok(nics)
 }

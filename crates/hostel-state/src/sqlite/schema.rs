@@ -123,6 +123,8 @@ CREATE TABLE vm_nics (
 -- TAP device in the host). Existing networks stay isolated.
 ALTER TABLE networks ADD COLUMN uplink TEXT NOT NULL DEFAULT 'none'
     CHECK (uplink IN ('none', 'tap'));
+-- The network's IPv6 /64, if any; NIC addresses are derived from MACs (SLAAC).
+ALTER TABLE networks ADD COLUMN subnet6 TEXT;
 "#,
     },
 ];

@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use super::convert::text;
+use super::rows::query_rows;
 use super::DbResult;
 use crate::error::StoreError;
 use crate::ids::SettingKey;
@@ -42,11 +43,10 @@ pub(super) fn delete(c: &Connection, key: &SettingKey) -> DbResult<bool> {
 }
 
 pub(super) fn list(c: &Connection) -> DbResult<Vec<(SettingKey, String)>> {
-    let mut stmt = c.prepare_cached("SELECT key, value FROM settings ORDER BY key")?;
-    let mut rows = stmt.query([])?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push((text(row, "key")?, row.get("value")?));
-    }
-    Ok(out)
+    query_rows(
+        c,
+        "SELECT key, value FROM settings ORDER BY key",
+        [],
+        |row| Ok((text(row, "key")?, row.get("value")?)),
+    )
 }

@@ -3,6 +3,7 @@
 use rusqlite::{named_params, Connection, Row};
 
 use super::convert::{is_unique_violation, text, to_i64, uint};
+use super::rows::{query_first, query_rows};
 use super::DbResult;
 use crate::error::{EntityKind, StoreError};
 use crate::ids::{TenantId, TenantName};
@@ -67,33 +68,19 @@ pub(super) fn insert(c: &Connection, name: &TenantName, quota: Quota) -> DbResul
 
 pub(super) fn get(c: &Connection, id: &TenantId) -> DbResult<Tenant> {
     let sql = format!("SELECT {COLUMNS} FROM tenants WHERE id = ?1");
-    let mut stmt = c.prepare_cached(&sql)?;
-    let mut rows = stmt.query([id.to_string()])?;
-    match rows.next()? {
-        Some(row) => from_row(row),
-        None => Err(StoreError::not_found(EntityKind::Tenant, id).into()),
-    }
+    query_first(c, &sql, [id.to_string()], from_row)?
+        .ok_or_else(|| StoreError::not_found(EntityKind::Tenant, id).into())
 }
 
 pub(super) fn get_by_name(c: &Connection, name: &TenantName) -> DbResult<Tenant> {
     let sql = format!("SELECT {COLUMNS} FROM tenants WHERE name = ?1");
-    let mut stmt = c.prepare_cached(&sql)?;
-    let mut rows = stmt.query([name.as_str()])?;
-    match rows.next()? {
-        Some(row) => from_row(row),
-        None => Err(StoreError::not_found(EntityKind::Tenant, name).into()),
-    }
+    query_first(c, &sql, [name.as_str()], from_row)?
+        .ok_or_else(|| StoreError::not_found(EntityKind::Tenant, name).into())
 }
 
 pub(super) fn list(c: &Connection) -> DbResult<Vec<Tenant>> {
     let sql = format!("SELECT {COLUMNS} FROM tenants ORDER BY name");
-    let mut stmt = c.prepare_cached(&sql)?;
-    let mut rows = stmt.query([])?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(from_row(row)?);
-    }
-    Ok(out)
+    query_rows(c, &sql, [], from_row)
 }
 
 pub(super) fn set_quota(c: &Connection, id: &TenantId, quota: Quota) -> DbResult<Tenant> {

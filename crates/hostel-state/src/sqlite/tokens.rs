@@ -3,6 +3,7 @@
 use rusqlite::{named_params, Connection, Row};
 
 use super::convert::{is_unique_violation, opt_text, text};
+use super::rows::{query_first, query_rows};
 use super::{tenants, DbResult};
 use crate::error::{EntityKind, StoreError};
 use crate::ids::{TenantId, TokenId};
@@ -66,9 +67,7 @@ pub(super) fn insert(
 
 pub(super) fn find_by_hash(c: &Connection, hash: &TokenHash) -> DbResult<Option<ApiToken>> {
     let sql = format!("SELECT {COLUMNS} FROM api_tokens WHERE hash = ?1");
-    let mut stmt = c.prepare_cached(&sql)?;
-    let mut rows = stmt.query([hash.as_str()])?;
-    rows.next()?.map(from_row).transpose()
+    query_first(c, &sql, [hash.as_str()], from_row)
 }
 
 pub(super) fn list(c: &Connection, tenant: Option<&TenantId>) -> DbResult<Vec<ApiToken>> {
@@ -78,16 +77,10 @@ pub(super) fn list(c: &Connection, tenant: Option<&TenantId>) -> DbResult<Vec<Ap
         }
         None => format!("SELECT {COLUMNS} FROM api_tokens ORDER BY created_at, id"),
     };
-    let mut stmt = c.prepare_cached(&sql)?;
-    let mut rows = match tenant {
-        Some(t) => stmt.query([t.to_string()])?,
-        None => stmt.query([])?,
-    };
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(from_row(row)?);
+    match tenant {
+        Some(t) => query_rows(c, &sql, [t.to_string()], from_row),
+        None => query_rows(c, &sql, [], from_row),
     }
-    Ok(out)
 }
 
 pub(super) fn delete(c: &Connection, id: &TokenId) -> DbResult<()> {

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 
 use super::{schema, tenants, vms, SqliteStore, DB_FILE_NAME};
 use crate::ids::{NetworkName, TenantName, VmName};
-use crate::model::network::{NewNic, Uplink};
+use crate::model::network::{NewNetwork, NewNic, Uplink};
 use crate::model::tenant::Quota;
 use crate::model::vm::{DesiredState, NewVm, VmSpecRecord};
 use crate::store::Store;
@@ -76,10 +76,13 @@ fn v1_database_is_upgraded_to_v2_keeping_data() {
     let net = store
         .create_network(
             &tenant.id,
-            &NetworkName::new("lan").unwrap(),
-            "10.0.0.0/24".parse().unwrap(),
-            None,
-            Uplink::None,
+            &NewNetwork {
+                name: NetworkName::new("lan").unwrap().clone(),
+                subnet4: "10.0.0.0/24".parse().unwrap(),
+                gateway4: None,
+                subnet6: None,
+                uplink: Uplink::None,
+            },
         )
         .unwrap();
     let new = NewVm {

@@ -4,6 +4,7 @@
 use rusqlite::{named_params, Connection, Row};
 
 use super::convert::{is_unique_violation, opt_uint, text, to_i64, uint};
+use super::rows::{query_first, query_rows};
 use super::{tenants, DbResult};
 use crate::error::{EntityKind, StoreError};
 use crate::ids::{TenantId, VmId, VmName};
@@ -76,38 +77,26 @@ fn from_row(row: &Row<'_>) -> DbResult<Vm> {
     })
 }
 
-fn query_vms(c: &Connection, sql: &str, params: &[&dyn rusqlite::ToSql]) -> DbResult<Vec<Vm>> {
-    let mut stmt = c.prepare_cached(sql)?;
-    let mut rows = stmt.query(params)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(from_row(row)?);
-    }
-    Ok(out)
-}
-
 pub(super) fn get(c: &Connection, id: &VmId) -> DbResult<Vm> {
     let sql = format!("SELECT {COLUMNS} FROM vms WHERE id = ?1");
-    query_vms(c, &sql, &[&id.to_string()])?
-        .pop()
+    query_first(c, &sql, [id.to_string()], from_row)?
         .ok_or_else(|| StoreError::not_found(EntityKind::Vm, id).into())
 }
 
 pub(super) fn get_by_name(c: &Connection, tenant: &TenantId, name: &VmName) -> DbResult<Vm> {
     let sql = format!("SELECT {COLUMNS} FROM vms WHERE tenant_id = ?1 AND name = ?2");
-    query_vms(c, &sql, &[&tenant.to_string(), &name.as_str()])?
-        .pop()
+    query_first(c, &sql, (tenant.to_string(), name.as_str()), from_row)?
         .ok_or_else(|| StoreError::not_found(EntityKind::Vm, name).into())
 }
 
 pub(super) fn list_for_tenant(c: &Connection, tenant: &TenantId) -> DbResult<Vec<Vm>> {
     let sql = format!("SELECT {COLUMNS} FROM vms WHERE tenant_id = ?1 ORDER BY name");
-    query_vms(c, &sql, &[&tenant.to_string()])
+    query_rows(c, &sql, [tenant.to_string()], from_row)
 }
 
 pub(super) fn list_all(c: &Connection) -> DbResult<Vec<Vm>> {
     let sql = format!("SELECT {COLUMNS} FROM vms ORDER BY tenant_id, name");
-    query_vms(c, &sql, &[])
+    query_rows(c, &sql, [], from_row)
 }
 
 pub(super) fn usage(c: &Connection, tenant: &TenantId) -> DbResult<Usage> {

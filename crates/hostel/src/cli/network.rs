@@ -30,6 +30,9 @@ pub enum NetworkCommand {
         /// the network (its name is in `network show`; route or bridge it on the host).
         #[arg(long)]
         uplink: bool,
+        /// IPv6 /64 prefix, e.g. fd00:1::/64: VMs configure their addresses by SLAAC.
+        #[arg(long)]
+        subnet6: Option<String>,
     },
     /// List networks.
     List,
@@ -48,6 +51,7 @@ pub fn main(ctx: &Ctx, args: NetworkArgs) -> Result<()> {
             subnet,
             gateway,
             uplink,
+            subnet6,
         } => {
             let n = c.create_network(
                 tenant,
@@ -56,6 +60,7 @@ pub fn main(ctx: &Ctx, args: NetworkArgs) -> Result<()> {
                     subnet,
                     gateway,
                     uplink,
+                    subnet6,
                 },
             )?;
             print(ctx.format, &n)
@@ -93,6 +98,7 @@ fn print(format: Format, n: &NetworkView) -> Result<()> {
         ("name", n.name.clone()),
         ("subnet", n.subnet.clone()),
         ("gateway", n.gateway.clone()),
+        ("subnet6", output::opt(n.subnet6.clone())),
         (
             "uplink",
             match &n.uplink {
@@ -109,7 +115,7 @@ fn print(format: Format, n: &NetworkView) -> Result<()> {
         ),
     ]);
     let mut t = Table::new(&[
-        "vm", "nic", "mac", "ipv4", "link", "rx pkts", "tx pkts", "drops",
+        "vm", "nic", "mac", "ipv4", "ipv6", "link", "rx pkts", "tx pkts", "drops",
     ]);
     for p in &n.ports {
         let drops = drops_list(&p.drops);
@@ -118,6 +124,7 @@ fn print(format: Format, n: &NetworkView) -> Result<()> {
             p.nic.to_string(),
             p.mac.clone(),
             output::opt(p.ipv4.clone()),
+            output::opt(p.ipv6.clone()),
             if p.connected { "up" } else { "down" }.to_string(),
             p.rx_packets.to_string(),
             p.tx_packets.to_string(),

@@ -338,7 +338,15 @@ fn print_one(format: Format, v: &VmView) -> Result<()> {
     for (i, nic) in v.nics.iter().enumerate() {
         fields.push((
             format!("eth{i}"),
-            format!("{} {} {}", nic.network, nic.mac, opt(nic.ipv4.as_deref())),
+            match &nic.ipv6 {
+                Some(v6) => format!(
+                    "{} {} {} {v6}",
+                    nic.network,
+                    nic.mac,
+                    opt(nic.ipv4.as_deref())
+                ),
+                None => format!("{} {} {}", nic.network, nic.mac, opt(nic.ipv4.as_deref())),
+            },
         ));
     }
     output::print_fields(&fields);
