@@ -69,7 +69,30 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/vms/{name}/restart", post(vms::restart))
         .route("/v1/vms/{name}/console", get(vms::console))
         .route("/v1/vms/{name}/console/attach", get(console::attach))
+        .layer(axum::middleware::from_fn(run_changes_to_completion))
         .with_state(state)
+}
+
+/// A client that hangs up must not cut a state-changing call in half (a VM recorded but
+/// never started, a network in the store but not in the switch, a missing audit entry):
+/// calls other than GET/HEAD run on a task of their own, which finishes whether or not
+/// anyone is still waiting for the answer.
+async fn run_changes_to_completion(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    use axum::response::IntoResponse;
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return next.run(req).await;
+    }
+    match tokio::spawn(next.run(req)).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::error!(error = %e, "API handler task failed");
+            ApiError::internal("the request's handler failed; see the daemon log").into_response()
+        }
+    }
 }
 
 #[derive(OpenApi)]
