@@ -105,8 +105,9 @@ pub struct CreateArgs {
     /// Create it stopped.
     #[arg(long)]
     no_start: bool,
-    /// A NIC on one of the tenant's networks, as NET or NET=IP; repeat for eth1, eth2, ...
-    #[arg(long = "network", value_name = "NET[=IP]", value_parser = parse_nic)]
+    /// A NIC on one of the tenant's networks, as NET or NET,ip=ADDR (address allocated when
+    /// not given); repeat for eth1, eth2, ...
+    #[arg(long = "network", value_name = "NET[,ip=ADDR]", value_parser = parse_nic)]
     networks: Vec<NicRequest>,
     /// OS images: the guest's host name (default: the VM's name).
     #[arg(long)]
@@ -161,18 +162,27 @@ fn read_ssh_keys(files: &[PathBuf]) -> Result<Vec<String>> {
     Ok(keys)
 }
 
-/// `NET` or `NET=IP`: the address is left for the daemon to check against the subnet.
+/// `NET`, `NET,ip=IP` (the documented form) or the short `NET=IP`: the address is left for
+/// the daemon to check against the subnet.
 fn parse_nic(s: &str) -> Result<NicRequest, String> {
-    let (network, ip) = match s.split_once('=') {
-        Some((n, ip)) => (n, Some(ip.to_string())),
-        None => (s, None),
+    let bad = || format!("{s:?}: expected NET, NET,ip=ADDR or NET=ADDR");
+    let (network, ip) = match s.split_once(',') {
+        Some((n, opt)) => match opt.split_once('=') {
+            Some(("ip", ip)) if !ip.is_empty() => (n, Some(ip)),
+            _ => return Err(bad()),
+        },
+        None => match s.split_once('=') {
+            Some((n, ip)) if !ip.is_empty() => (n, Some(ip)),
+            Some(_) => return Err(bad()),
+            None => (s, None),
+        },
     };
-    if network.is_empty() {
-        return Err(format!("{s:?}: expected NET or NET=IP"));
+    if network.is_empty() || network.contains('=') {
+        return Err(bad());
     }
     Ok(NicRequest {
         network: network.to_string(),
-        ip,
+        ip: ip.map(str::to_string),
     })
 }
 
@@ -351,4 +361,32 @@ fn print_one(format: Format, v: &VmView) -> Result<()> {
     }
     output::print_fields(&fields);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_nic;
+
+    #[test]
+    fn nic_forms() {
+        let n = parse_nic("lan").unwrap();
+        assert_eq!((n.network.as_str(), n.ip), ("lan", None));
+        for form in ["lan,ip=10.0.0.5", "lan=10.0.0.5"] {
+            let n = parse_nic(form).unwrap();
+            assert_eq!(
+                (n.network.as_str(), n.ip.as_deref()),
+                ("lan", Some("10.0.0.5"))
+            );
+        }
+        for bad in [
+            "",
+            ",ip=1.2.3.4",
+            "lan,ip=",
+            "lan,mac=x",
+            "lan=",
+            "=1.2.3.4",
+        ] {
+            assert!(parse_nic(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }
