@@ -3,7 +3,7 @@ CARGO ?= cargo
 GUEST := target/guest
 HOSTEL := target/release/hostel
 
-.PHONY: all deps guest build run run-vm test lint fuzz bench-boot bench-api
+.PHONY: all deps guest build run run-vm test lint fuzz bench-boot bench-api bench-net
 
 all: build
 
@@ -62,3 +62,8 @@ bench-boot: guest build
 # API create+start vs hostel run, a burst of 20 starts, list/show with 1,000 VMs (not in `make test`).
 bench-api: guest build
 	$(CARGO) run --release -p hostel-bench --bin bench-api -- --hostel $(HOSTEL) --guest $(GUEST) --markdown BENCHMARKS.md
+
+# Switch datapath (synthetic frontend) and iperf3 between two guests, against a Linux bridge
+# and Open vSwitch's userspace datapath; alternating rounds (not in `make test`).
+bench-net: guest build
+	$(CARGO) run --release -p hostel-bench --bin bench-net -- --hostel $(HOSTEL) --switch-bench target/release/hostel-switch-bench --guest $(GUEST) --markdown BENCHMARKS.md

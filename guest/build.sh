@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Builds the guest assets every test and benchmark boots: the stock Debian cloud kernel
 # (vmlinuz, plus the uncompressed PVH-bootable vmlinux) and a busybox initramfs carrying that
-# kernel's virtio modules and hostel's init (guest/init). Idempotent and cached: a second run
-# with the same kernel package and the same inputs does nothing.
+# kernel's virtio modules and hostel's init (guest/init). Also initrd-iperf.img: the same
+# initramfs with the host's iperf3 and its shared libraries appended as a second cpio archive
+# (the kernel unpacks concatenated archives in order), for `make bench-net`. Idempotent and
+# cached: a second run with the same kernel package and the same inputs does nothing.
 #
 # Usage: guest/build.sh [OUT_DIR]   (default: target/guest)
-# Needs (installed by `make deps`): apt-get, dpkg, depmod (kmod), lz4, cpio, busybox-static.
+# Needs (installed by `make deps`): apt-get, dpkg, depmod (kmod), lz4, cpio, busybox-static,
+# iperf3.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,8 +26,12 @@ declare -A groups=(
   [button]="button evdev"
 )
 
+iperf=$(command -v iperf3 || true)
+[ -n "$iperf" ] || { echo "guest: iperf3 not installed (make deps)" >&2; exit 1; }
+
 inputs_hash() {
-  cat "$here/build.sh" "$here/init" "$here/udhcpc.script" /bin/busybox | sha256sum | cut -c1-16
+  cat "$here/build.sh" "$here/init" "$here/udhcpc.script" /bin/busybox "$iperf" \
+    | sha256sum | cut -c1-16
 }
 
 kernel_pkg() {
@@ -44,7 +51,8 @@ if [ -z "$pkg" ]; then
 fi
 stamp="$pkg $(inputs_hash)"
 if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ] \
-   && [ -s "$out/vmlinuz" ] && [ -s "$out/vmlinux" ] && [ -s "$out/initrd.img" ]; then
+   && [ -s "$out/vmlinuz" ] && [ -s "$out/vmlinux" ] && [ -s "$out/initrd.img" ] \
+   && [ -s "$out/initrd-iperf.img" ]; then
   echo "guest: up to date ($pkg)"
   exit 0
 fi
@@ -102,9 +110,21 @@ echo "$kver" > "$ird/etc/hostel/kernel"
 # Uncompressed: the guest then spends no boot time decompressing under emulation.
 (cd "$ird" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) > "$work/initrd.img"
 
+# iperf3 with the libraries and loader ldd names, at the paths the binary looks them up.
+ipd="$work/iperf3"
+mkdir -p "$ipd/bin"
+cp "$iperf" "$ipd/bin/iperf3"
+for lib in $(ldd "$iperf" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
+  mkdir -p "$ipd$(dirname "$lib")"
+  cp -L "$lib" "$ipd$lib"
+done
+(cd "$ipd" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) > "$work/iperf3.cpio"
+cat "$work/initrd.img" "$work/iperf3.cpio" > "$work/initrd-iperf.img"
+
 mv "$work/vmlinuz" "$out/vmlinuz"
 mv "$work/vmlinux" "$out/vmlinux"
 mv "$work/initrd.img" "$out/initrd.img"
+mv "$work/initrd-iperf.img" "$out/initrd-iperf.img"
 echo "$kver" > "$out/kernel-version"
 rm -rf "$work"
 echo "$stamp" > "$out/.stamp"

@@ -9,5 +9,8 @@ pub mod boot;
 pub mod contender;
 pub mod machine;
 pub mod memory;
+pub mod net_e2e;
+pub mod net_host;
+pub mod net_report;
 pub mod report;
 pub mod stats;

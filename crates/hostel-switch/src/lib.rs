@@ -14,7 +14,8 @@
 //! - [`packet`]: frame parser and the ARP/NDP/DHCPv4 replies the switch builds itself.
 //! - [`datapath`]: the stage pipeline ([`datapath::pipeline`]: parse → anti-spoof →
 //!   network lookup → destination lookup → uplink hooks) and its execution on virtio rings
-//!   (descriptor chains, RX delivery, TX batches).
+//!   ([`datapath::ring`]: rings and guest memory through host pointers resolved once per
+//!   batch; descriptor chains, RX delivery, TX batches).
 //! - [`stats`]: per-port counters with one [`stats::DropReason`] per drop.
 //! - [`vhost`]: vhost-user backend glue, per-port socket listeners, and the message relay
 //!   that papers over QEMU's SET_VRING_ENABLE ordering.

@@ -25,6 +25,8 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+/// How long the reader waits before looking at `stop` again.
+const POLL_MS: libc::c_int = 100;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
@@ -207,9 +209,15 @@ impl Uplink {
 
     /// Reader loop: waits for the TAP to become readable (100 ms timeout only to notice
     /// `stop`), then delivers every queued frame through the pipeline.
+    ///
+    /// A TAP whose interface the host deleted (by hand, or with a namespace it had moved it
+    /// to) polls as an error at once, forever: the loop then waits out the timeout instead
+    /// of spinning a core, and says once that the uplink is gone (removing and re-adding the
+    /// network, or restarting the switch, creates it anew).
     pub fn run(self: Arc<Self>, core: Arc<Core>) {
         let mut buf = vec![0u8; VNET_HDR_LEN + 65_536 + 256];
         let mut reply = [0u8; REPLY_BUF];
+        let mut said_gone = false;
         while !self.stop.load(Ordering::Acquire) {
             let mut pfd = libc::pollfd {
                 fd: self.file.as_raw_fd(),
@@ -217,21 +225,32 @@ impl Uplink {
                 revents: 0,
             };
             // SAFETY: one valid pollfd.
-            let r = unsafe { libc::poll(&mut pfd, 1, 100) };
+            let r = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
             if r <= 0 {
                 continue;
             }
-            // One table snapshot per wakeup, not per frame.
-            let tables = core.tables();
-            let Some(ni) = tables.net_by_id(&self.network) else {
+            if pfd.revents & libc::POLLIN == 0 {
+                if !said_gone {
+                    tracing::warn!(uplink = %self.name, network = %self.network,
+                        "uplink device gone from the host; its traffic is dropped");
+                    said_gone = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(POLL_MS as u64));
                 continue;
-            };
+            }
+            // One table snapshot per wakeup, not per frame. A network not (or no longer)
+            // in the tables still has its queue drained, or the poll would never block.
+            let tables = core.tables();
+            let net = tables.net_by_id(&self.network);
             for _ in 0..64 {
                 let n = match self.recv(&mut buf) {
                     Ok(n) => n,
                     Err(_) => break,
                 };
-                self.handle(&core.pipeline, &tables, ni, &buf[..n], &mut reply);
+                match net {
+                    Some(ni) => self.handle(&core.pipeline, &tables, ni, &buf[..n], &mut reply),
+                    None => self.stats.count_drop(DropReason::UnknownPort),
+                }
             }
         }
     }

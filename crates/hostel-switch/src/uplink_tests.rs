@@ -166,3 +166,60 @@ fn uplink_tap_carries_traffic_both_ways() {
     uplink.stop();
     reader.join().unwrap();
 }
+
+/// CPU time (user + system, in clock ticks) of one thread of this process.
+fn thread_cpu_ticks(tid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+    // Fields after the command name, which sits in parentheses: utime is the 12th, stime
+    // the 13th of those.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// A TAP whose interface the host deleted (by hand, or with the namespace it was moved to)
+/// polls as an error at once, forever; the reader must wait, not spin a core.
+#[test]
+fn a_deleted_uplink_does_not_spin_its_reader() {
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        eprintln!("SKIPPED: /dev/net/tun missing");
+        return;
+    }
+    let name = format!("hsd{}", std::process::id() % 100_000);
+    let uplink = match Uplink::open(&name, "a", MacAddr([2, 0, 0, 0, 0, 1])) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("SKIPPED: cannot create TAP ({e}); needs root");
+            return;
+        }
+    };
+    let deleted = std::process::Command::new("ip")
+        .args(["link", "del", &name])
+        .status()
+        .unwrap();
+    assert!(deleted.success());
+    let core = Core::new(Pipeline::new());
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let reader = {
+        let (u, c) = (uplink.clone(), core.clone());
+        std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            u.run(c)
+        })
+    };
+    let tid = tid_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let before = thread_cpu_ticks(tid);
+    let window = Instant::now();
+    // A measurement window, not synchronisation: how much CPU the reader burns meanwhile.
+    std::thread::sleep(Duration::from_millis(1000));
+    let used = thread_cpu_ticks(tid) - before;
+    let elapsed = window.elapsed();
+    uplink.stop();
+    reader.join().unwrap();
+    // A spinning reader takes ~100 ticks a second; a waiting one next to none.
+    assert!(
+        used <= 10,
+        "reader used {used} ticks in {elapsed:?} on a deleted TAP"
+    );
+}

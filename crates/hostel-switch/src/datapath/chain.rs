@@ -1,17 +1,14 @@
-//! Turning guest descriptor chains into bounded segment lists.
+//! A guest descriptor chain as a bounded segment list.
 //!
-//! Chains come from the guest and are hostile: every descriptor is checked against guest
-//! memory once, split at memory-region boundaries, and stored as (guest address, host
-//! address, length) in a fixed-size array, so a chain can neither make the switch allocate
-//! nor walk outside the guest's memory. Any violation drops just that frame.
+//! Chains come from the guest and are hostile: [`crate::datapath::ring::Ring::gather`]
+//! checks every descriptor against guest memory once, splits it at memory-region
+//! boundaries, and stores it as (guest address, host address, length) in a fixed-size
+//! array, so a chain can neither make the switch allocate nor walk outside the guest's
+//! memory. Any violation drops just that frame.
 //!
-//! Host addresses are resolved once here so the copy loops are plain `memcpy`s. They stay
-//! valid only while the guest-memory guard the list was gathered under is alive; every user
-//! holds that guard for the whole batch.
-
-use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
-
-use crate::stats::DropReason;
+//! Host addresses are resolved once so the copy loops are plain `memcpy`s. They stay valid
+//! only while the guest-memory guard the list was gathered under is alive; every user holds
+//! that guard for the whole batch.
 
 /// Enough for Linux's TSO frames (MAX_SKB_FRAGS + 2) plus region splits.
 pub const MAX_SEGS: usize = 32;
@@ -42,128 +39,13 @@ impl Default for SegList {
     }
 }
 
-/// A descriptor as the switch needs it; implemented for virtio-queue's split descriptor and
-/// for plain tuples (tests, fuzzing).
-pub trait DescLike {
-    fn addr(&self) -> u64;
-    fn byte_len(&self) -> u32;
-    fn is_write_only(&self) -> bool;
-}
-
-impl DescLike for virtio_queue::desc::split::Descriptor {
-    fn addr(&self) -> u64 {
-        self.addr().0
-    }
-    fn byte_len(&self) -> u32 {
-        self.len()
-    }
-    fn is_write_only(&self) -> bool {
-        self.is_write_only()
-    }
-}
-
-impl DescLike for (u64, u32, bool) {
-    fn addr(&self) -> u64 {
-        self.0
-    }
-    fn byte_len(&self) -> u32 {
-        self.1
-    }
-    fn is_write_only(&self) -> bool {
-        self.2
-    }
-}
-
 impl SegList {
     pub fn as_slice(&self) -> &[Seg] {
         &self.segs[..self.n]
     }
 
-    /// Collects the descriptors of one direction. `writable` selects RX (device-writable)
-    /// buffers; a descriptor of the other direction is an error, as is a total above `max`.
-    pub fn gather<M, D, I>(
-        mem: &M,
-        descs: I,
-        writable: bool,
-        max: usize,
-    ) -> Result<SegList, DropReason>
-    where
-        M: GuestMemoryBackend + ?Sized,
-        D: DescLike,
-        I: IntoIterator<Item = D>,
-    {
-        let mut out = SegList::default();
-        out.gather_into(mem, descs, writable, max)?;
-        Ok(out)
-    }
-
-    /// [`SegList::gather`] into an existing list, so hot paths reuse one buffer instead of
-    /// moving a 768-byte value per frame.
-    pub fn gather_into<M, D, I>(
-        &mut self,
-        mem: &M,
-        descs: I,
-        writable: bool,
-        max: usize,
-    ) -> Result<(), DropReason>
-    where
-        M: GuestMemoryBackend + ?Sized,
-        D: DescLike,
-        I: IntoIterator<Item = D>,
-    {
-        self.n = 0;
-        self.total = 0;
-        for d in descs {
-            if d.is_write_only() != writable {
-                return Err(DropReason::BadDescriptor);
-            }
-            let len = d.byte_len() as usize;
-            if len == 0 {
-                continue;
-            }
-            self.total = self.total.saturating_add(len);
-            if self.total > max {
-                return Err(DropReason::TooLong);
-            }
-            self.push_range(mem, d.addr(), len)?;
-        }
-        Ok(())
-    }
-
-    fn push_range<M: GuestMemoryBackend + ?Sized>(
-        &mut self,
-        mem: &M,
-        addr: u64,
-        len: usize,
-    ) -> Result<(), DropReason> {
-        let mut cur = addr;
-        let mut left = len as u64;
-        while left > 0 {
-            let (region, raddr) = mem
-                .to_region_addr(GuestAddress(cur))
-                .ok_or(DropReason::BadDescriptor)?;
-            let room = region.len().saturating_sub(raddr.raw_value());
-            let n = room.min(left);
-            if n == 0 || self.n == MAX_SEGS {
-                return Err(DropReason::BadDescriptor);
-            }
-            let host = region
-                .get_host_address(raddr)
-                .map_err(|_| DropReason::BadDescriptor)? as usize;
-            self.segs[self.n] = Seg {
-                addr: cur,
-                host,
-                len: n as u32,
-            };
-            self.n += 1;
-            cur = cur.checked_add(n).ok_or(DropReason::BadDescriptor)?;
-            left -= n;
-        }
-        Ok(())
-    }
-
     /// Copies bytes `[skip, skip + out.len())` of the chain into `out`; returns how many
-    /// bytes were available. Must be called while the memory guard of [`SegList::gather`]
+    /// bytes were available. Must be called while the memory guard the list was gathered under
     /// is alive.
     pub fn read_at(&self, skip: usize, out: &mut [u8]) -> usize {
         let mut pos = 0usize; // chain offset of current segment start
@@ -196,55 +78,20 @@ impl SegList {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::{Bytes, GuestMemoryMmap};
-
-    fn mem() -> GuestMemoryMmap<()> {
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x1000), (GuestAddress(0x1000), 0x1000)])
-            .unwrap()
-    }
-
-    #[test]
-    fn gather_splits_regions_and_rejects_bad() {
-        let m = mem();
-        let l = SegList::gather(&m, [(0xf00u64, 0x200u32, false)], false, 1 << 20).unwrap();
-        assert_eq!(l.n, 2);
-        assert_eq!(l.total, 0x200);
-        assert_eq!(
-            SegList::gather(&m, [(0x1f00u64, 0x200u32, false)], false, 1 << 20).unwrap_err(),
-            DropReason::BadDescriptor
-        );
-        assert_eq!(
-            SegList::gather(&m, [(0u64, 16u32, true)], false, 1 << 20).unwrap_err(),
-            DropReason::BadDescriptor
-        );
-        assert_eq!(
-            SegList::gather(&m, [(0u64, 64u32, false)], false, 32).unwrap_err(),
-            DropReason::TooLong
-        );
-        let many = (0..40).map(|i| (i * 16u64, 16u32, false));
-        assert_eq!(
-            SegList::gather(&m, many, false, 1 << 20).unwrap_err(),
-            DropReason::BadDescriptor
-        );
-        assert_eq!(
-            SegList::gather(&m, [(u64::MAX - 4, 16u32, false)], false, 1 << 20).unwrap_err(),
-            DropReason::BadDescriptor
-        );
-    }
 
     #[test]
     fn read_at_spans_segments() {
-        let m = mem();
         let data: Vec<u8> = (0..=255u8).collect();
-        m.write_slice(&data[..100], GuestAddress(0x100)).unwrap();
-        m.write_slice(&data[100..], GuestAddress(0x800)).unwrap();
-        let l = SegList::gather(
-            &m,
-            [(0x100u64, 100u32, false), (0x800, 156, false)],
-            false,
-            1 << 20,
-        )
-        .unwrap();
+        let (a, b) = (data[..100].to_vec(), data[100..].to_vec());
+        let mut l = SegList::default();
+        for (i, part) in [&a, &b].into_iter().enumerate() {
+            l.segs[i] = Seg {
+                addr: 0,
+                host: part.as_ptr() as usize,
+                len: part.len() as u32,
+            };
+        }
+        (l.n, l.total) = (2, 256);
         let mut out = [0u8; 50];
         assert_eq!(l.read_at(80, &mut out), 50);
         assert_eq!(&out[..], &data[80..130]);

@@ -1,46 +1,63 @@
 //! Executing decisions against receivers' RX rings: one lock of a destination ring per group
-//! of frames, one notification per group, counters added once per group.
+//! of frames, one used-index update and at most one notification per group, counters added
+//! once per group.
 
 use vhost_user_backend::VringT;
-use vm_memory::GuestAddressSpace;
+use virtio_queue::QueueT;
+use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
+use crate::datapath::chain::SegList;
 use crate::datapath::port::PortRuntime;
+use crate::datapath::ring::{MemMap, Ring};
 use crate::datapath::rx::{deliver, FrameSrc, RxQueue};
 use crate::datapath::vnet::{VnetHdr, F_MRG_RXBUF};
 use crate::stats::DropReason;
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::GuestMemoryMmap;
-
-/// Adapter from a locked vring's queue to [`RxQueue`].
+/// A locked RX ring seen through [`Ring`], with the queue's cursors copied out; they go back
+/// into the queue when the group ends.
 pub struct QueueRx<'a> {
-    pub q: &'a mut Queue,
-    pub mem: &'a GuestMemoryMmap<()>,
+    ring: Ring<'a>,
+    next_avail: u16,
+    /// Entries the driver has offered, as last read (re-read only when they run out).
+    avail_idx: u16,
+    next_used: u16,
 }
 
 impl RxQueue for QueueRx<'_> {
     fn pop(
         &mut self,
-        mem: &GuestMemoryMmap<()>,
-        out: &mut crate::datapath::chain::SegList,
+        _mem: &GuestMemoryMmap<()>,
+        out: &mut SegList,
     ) -> Option<(u16, Result<(), DropReason>)> {
-        let chain = self.q.pop_descriptor_chain(mem)?;
-        let head = chain.head_index();
-        Some((head, out.gather_into(mem, chain, true, usize::MAX)))
+        if self.next_avail == self.avail_idx {
+            self.avail_idx = self
+                .next_avail
+                .wrapping_add(self.ring.pending(self.next_avail)?);
+            if self.next_avail == self.avail_idx {
+                return None;
+            }
+        }
+        let head = self.ring.avail_head(self.next_avail);
+        self.next_avail = self.next_avail.wrapping_add(1);
+        Some((head, self.ring.gather(head, true, usize::MAX, out)))
     }
     fn unpop(&mut self) {
-        self.q.go_to_previous_position();
+        self.next_avail = self.next_avail.wrapping_sub(1);
     }
     fn add_used(&mut self, head: u16, len: u32) -> Result<(), DropReason> {
-        self.q
-            .add_used(self.mem, head, len)
-            .map_err(|_| DropReason::NoRxBuffer)
+        if head >= self.ring.size() {
+            return Err(DropReason::NoRxBuffer);
+        }
+        self.ring.put_used(self.next_used, head, len);
+        self.next_used = self.next_used.wrapping_add(1);
+        Ok(())
     }
 }
 
 /// An open RX ring of one destination, valid for the duration of [`with_rx`]'s closure.
 pub struct RxSink<'a> {
     q: QueueRx<'a>,
+    mem: &'a GuestMemoryMmap<()>,
     features: u64,
     packets: u64,
     bytes: u64,
@@ -51,8 +68,8 @@ impl RxSink<'_> {
         if !hdr.receivable_with(self.features) {
             return Err(DropReason::OffloadUnsupported);
         }
-        let mem = self.q.mem;
-        deliver(&mut self.q, mem, self.features & F_MRG_RXBUF != 0, hdr, src)?;
+        let mergeable = self.features & F_MRG_RXBUF != 0;
+        deliver(&mut self.q, self.mem, mergeable, hdr, src)?;
         self.packets += 1;
         // Frame bytes, as the guest sees them (the virtio-net header is not traffic).
         self.bytes += src.len as u64;
@@ -60,8 +77,9 @@ impl RxSink<'_> {
     }
 }
 
-/// Locks `port`'s RX ring once, runs `f` to deliver any number of frames, then signals the
-/// guest if it asked to be notified and updates the port's RX counters.
+/// Locks `port`'s RX ring once, runs `f` to deliver any number of frames, then publishes
+/// the used entries, signals the guest if it asked to be notified and updates the port's
+/// RX counters.
 pub fn with_rx<R>(
     port: &PortRuntime,
     f: impl FnOnce(&mut RxSink<'_>) -> R,
@@ -69,27 +87,44 @@ pub fn with_rx<R>(
     let target = port.rx().ok_or(DropReason::DestinationDown)?;
     let guard = target.mem.memory();
     let mem: &GuestMemoryMmap<()> = &guard;
+    let map = MemMap::new(mem);
     let mut st = target.vring.get_mut();
-    if !st.is_enabled() || !st.get_queue().ready() {
+    if !st.is_enabled() {
         return Err(DropReason::DestinationDown);
     }
+    let q = st.get_queue_mut();
+    let ring = Ring::new(q, &map).ok_or(DropReason::DestinationDown)?;
+    let (next_avail, old_used) = (q.next_avail(), q.next_used());
     let mut sink = RxSink {
         q: QueueRx {
-            q: st.get_queue_mut(),
-            mem,
+            ring,
+            next_avail,
+            avail_idx: next_avail,
+            next_used: old_used,
         },
+        mem,
         features: target.features,
         packets: 0,
         bytes: 0,
     };
     let r = f(&mut sink);
-    let (packets, bytes) = (sink.packets, sink.bytes);
-    if packets > 0 {
-        if st.needs_notification().unwrap_or(true) {
+    let RxSink {
+        q: rx,
+        packets,
+        bytes,
+        ..
+    } = sink;
+    q.set_next_avail(rx.next_avail);
+    q.set_next_used(rx.next_used);
+    if rx.next_used != old_used {
+        rx.ring.publish_used(rx.next_used);
+        if rx.ring.needs_interrupt(old_used, rx.next_used) {
             if let Err(e) = st.signal_used_queue() {
                 tracing::debug!(port = %port.id, error = %e, "signalling RX failed");
             }
         }
+    }
+    if packets > 0 {
         port.stats.add_rx(packets, bytes);
     }
     Ok(r)

@@ -337,3 +337,22 @@ fn broadcast_stays_inside_its_network() {
     assert!(a3.received().is_empty());
     assert_eq!(b2.rt.stats.drops(DropReason::NoRoute), 1);
 }
+
+#[test]
+fn a_broken_avail_index_is_left_alone() {
+    let (core, mut a, mut b) = setup(ALL);
+    b.post_rx(8, 2048);
+    a.queue_tx(
+        VnetHdr::default(),
+        &udp4(mac(2), mac(3), ip(2), ip(3), b"x"),
+        1,
+    );
+    // The driver claims a full ring and then some: nothing is taken from it.
+    let m = a.mem.memory();
+    m.write_obj(QSIZE + 1, GuestAddress(a.txr.avail + 2))
+        .unwrap();
+    drop(m);
+    a.run_tx(&core);
+    assert!(b.received().is_empty());
+    assert_eq!(a.rt.stats.snapshot().tx_packets, 0);
+}

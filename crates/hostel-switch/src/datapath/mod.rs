@@ -6,6 +6,7 @@ pub mod exec;
 pub mod local;
 pub mod pipeline;
 pub mod port;
+pub mod ring;
 pub mod rx;
 pub mod tx;
 pub mod vnet;

@@ -1,6 +1,8 @@
 //! A port's TX queue: pop a batch of chains, classify each frame, execute the decisions
 //! grouped by destination, then complete the chains and notify once.
 
+use std::os::fd::AsRawFd;
+
 use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
@@ -10,6 +12,7 @@ use crate::datapath::exec::with_rx;
 use crate::datapath::local;
 use crate::datapath::pipeline::{Ctx, Decision, Ingress};
 use crate::datapath::port::{Mem, PortRuntime, Vring};
+use crate::datapath::ring::{MemMap, Ring};
 use crate::datapath::rx::FrameSrc;
 use crate::datapath::vnet::{VnetHdr, VNET_HDR_LEN};
 use crate::datapath::Core;
@@ -127,45 +130,66 @@ pub fn process_tx(
     let me = tables.port_by_key(port.key);
     let guard = mem.memory();
     let m: &GuestMemoryMmap<()> = &guard;
-    // Bounded so a guest that keeps its avail index moving (or corrupt) cannot pin the worker
-    // forever; notifications are re-enabled on the way out, so its next kick resumes.
+    let map = MemMap::new(m);
+    // Bounded so a guest that keeps its avail index moving cannot pin the worker: after
+    // MAX_ROUNDS full batches the worker serves its other events and comes back.
     for _ in 0..MAX_ROUNDS {
         let mut st = vring.get_mut();
-        let _ = st.disable_notification();
-        let mut n = 0;
-        while n < BATCH {
-            let Some(chain) = st.get_queue_mut().pop_descriptor_chain(m) else {
-                break;
-            };
-            let item = &mut scratch.items[n];
-            item.head = chain.head_index();
-            item.decision = match item
-                .segs
-                .gather_into(m, chain, false, MAX_FRAME + VNET_HDR_LEN)
-            {
-                Ok(()) => classify(core, &tables, me, item),
-                Err(r) => Decision::Drop(r),
-            };
-            n += 1;
+        let q = st.get_queue_mut();
+        let Some(ring) = Ring::new(q, &map) else {
+            return;
+        };
+        let (mut next, old_used) = (q.next_avail(), q.next_used());
+        ring.disable_kicks();
+        let Some(avail) = ring.pending(next) else {
+            // A driver claiming more entries than the ring holds is broken: leave the ring
+            // alone until it kicks again.
+            let _ = ring.enable_kicks(next);
+            return;
+        };
+        let n = usize::from(avail).min(BATCH);
+        for item in &mut scratch.items[..n] {
+            item.head = ring.avail_head(next);
+            next = next.wrapping_add(1);
+            item.decision =
+                match ring.gather(item.head, false, MAX_FRAME + VNET_HDR_LEN, &mut item.segs) {
+                    Ok(()) => classify(core, &tables, me, item),
+                    Err(r) => Decision::Drop(r),
+                };
         }
+        q.set_next_avail(next);
         if n > 0 {
             execute(&tables, me, port, m, scratch, n);
+            let mut used = old_used;
             for item in &scratch.items[..n] {
-                let _ = st.add_used(item.head, 0);
+                // An out-of-range head names no chain the driver could get back.
+                if item.head < ring.size() {
+                    ring.put_used(used, item.head, 0);
+                    used = used.wrapping_add(1);
+                }
             }
-            if st.needs_notification().unwrap_or(true) {
+            q.set_next_used(used);
+            ring.publish_used(used);
+            if ring.needs_interrupt(old_used, used) {
                 let _ = st.signal_used_queue();
             }
         }
         if n == BATCH {
             continue;
         }
-        match st.enable_notification() {
-            Ok(true) => continue,
-            _ => return,
+        if !ring.enable_kicks(next) {
+            return;
         }
     }
+    // The driver does not kick again for entries it has already offered, so kick ourselves:
+    // the event loop comes back here after the other ready events.
     let _ = vring.enable_notification();
+    if let Some(kick) = vring.get_ref().get_kick() {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer to the queue's kick eventfd, which the
+        // vring keeps open while its state is borrowed.
+        unsafe { libc::write(kick.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
 }
 
 fn execute(

@@ -1,33 +1,70 @@
-//! hostel-switch-bench: two VMs' worth of vhost-user frontends pushing frames through the
-//! switch, measuring packets/s, Gbit/s and the switch's CPU cost.
+//! hostel-switch-bench: two VMs' worth of traffic through the switch, a Linux bridge and Open
+//! vSwitch, measuring packets/s, Gbit/s and the CPU time of whoever does the switching.
 //!
-//! Usage: `hostel-switch-bench [--seconds N] [--bridge]`. `--bridge` adds the same cases
-//! through two TAPs on a Linux bridge (needs root; runs in a private network namespace).
+//! Usage: `hostel-switch-bench [--seconds S] [--rounds N] [--bridge] [--ovs]
+//! [--sizes 64,1500,tso] [--json PATH]`.
 //!
-//! The switch runs in this process; its CPU time is the process's minus the driver thread's
-//! own. The driver thread plays both guests:
-//! it refills VM A's TX ring and recycles VM B's RX ring by polling, with interrupts
-//! suppressed as a NAPI-polling guest would.
+//! - switch: a synthetic vhost-user frontend ([`frontend`]) plays both guests from this
+//!   process's main thread: it refills VM A's TX ring and recycles VM B's RX ring by polling,
+//!   interrupts suppressed as a NAPI-polling guest would. The switch runs in this process;
+//!   its CPU time is the process's minus the driver thread's own.
+//! - `--bridge`: the same frames written into one TAP and read from another, both ports of a
+//!   Linux bridge in a private network namespace ([`taps`]). The switching CPU is the
+//!   driver thread's system time: the kernel bridges in the writer's context.
+//! - `--ovs`: the same through Open vSwitch's userspace datapath (`datapath_type=netdev`,
+//!   [`ovs`]); CPU is ovs-vswitchd's (from /proc/PID/stat) plus the driver's system time (the
+//!   kernel's TAP and packet-socket work on the two ends).
+//!
+//! Each round runs every size through every contender in turn (who goes first rotates from
+//! round to round); `--json` writes every sample for `bench-net` to summarise.
 
 mod bridge;
 mod frontend;
+mod ovs;
+mod switch_case;
+mod taps;
 
 use std::time::{Duration, Instant};
 
-use frontend::Vm;
 use hostel_switch::datapath::vnet::{VnetHdr, GSO_TCPV4, HDR_F_NEEDS_CSUM};
-use hostel_switch::{NetworkConfig, PortConfig, Switch};
 
-pub(crate) fn rusage(who: libc::c_int) -> f64 {
+/// User and system CPU seconds of `who` (RUSAGE_SELF / RUSAGE_THREAD).
+pub(crate) fn rusage(who: libc::c_int) -> (f64, f64) {
     // SAFETY: getrusage fills the struct we pass.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(who, &mut ru) };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(ru.ru_utime) + t(ru.ru_stime)
+    (t(ru.ru_utime), t(ru.ru_stime))
 }
 
+/// One frame size of the comparison.
+#[derive(Clone, Copy)]
+pub(crate) struct Size {
+    pub name: &'static str,
+    pub len: usize,
+    pub tso: bool,
+}
+
+const SIZES: [Size; 3] = [
+    Size {
+        name: "64B",
+        len: 64,
+        tso: false,
+    },
+    Size {
+        name: "1500B",
+        len: 1514,
+        tso: false,
+    },
+    Size {
+        name: "64KiB-TSO",
+        len: 65_000,
+        tso: true,
+    },
+];
+
 /// Virtio-net header of the TSO case: one 64 KiB TCP segment with checksum pending.
-fn header(tso: bool) -> VnetHdr {
+pub(crate) fn header(tso: bool) -> VnetHdr {
     if !tso {
         return VnetHdr::default();
     }
@@ -42,18 +79,18 @@ fn header(tso: bool) -> VnetHdr {
     }
 }
 
-/// An Ethernet/IPv4/TCP frame from VM A (10.0.0.2) to VM B (10.0.0.3).
-fn frame(len: usize) -> Vec<u8> {
+/// An Ethernet/IPv4/TCP frame from 10.0.0.`src` to 10.0.0.`dst` (MACs 52:54:00:00:00:NN).
+pub(crate) fn frame(len: usize, src: u8, dst: u8) -> Vec<u8> {
     let mut f = vec![0u8; len];
-    f[0..6].copy_from_slice(&[0x52, 0x54, 0, 0, 0, 3]);
-    f[6..12].copy_from_slice(&[0x52, 0x54, 0, 0, 0, 2]);
+    f[0..6].copy_from_slice(&[0x52, 0x54, 0, 0, 0, dst]);
+    f[6..12].copy_from_slice(&[0x52, 0x54, 0, 0, 0, src]);
     f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
     f[14] = 0x45;
     f[16..18].copy_from_slice(&((len - 14).min(65535) as u16).to_be_bytes());
     f[22] = 64;
     f[23] = 6; // TCP
-    f[26..30].copy_from_slice(&[10, 0, 0, 2]);
-    f[30..34].copy_from_slice(&[10, 0, 0, 3]);
+    f[26..30].copy_from_slice(&[10, 0, 0, src]);
+    f[30..34].copy_from_slice(&[10, 0, 0, dst]);
     f[46] = 0x50; // TCP data offset: 5 words
     f[47] = 0x10; // ACK
                   // A valid IPv4 header checksum: a bridge with br_netfilter drops frames without one.
@@ -62,12 +99,38 @@ fn frame(len: usize) -> Vec<u8> {
     f
 }
 
-/// What one case measured.
+/// What one run of one case measured.
+#[derive(Clone, Copy, Default)]
 pub(crate) struct Measured {
     pub packets: u64,
+    /// Frame bytes delivered (without virtio-net headers).
     pub bytes: u64,
     pub wall: f64,
+    /// CPU seconds of whoever switches (see the module docs per contender).
     pub switch_cpu: f64,
+    /// CPU seconds of the driver thread playing the two guests.
+    pub driver_cpu: f64,
+    /// Frames sent but not delivered.
+    pub lost: u64,
+    /// Busy CPU seconds of the whole host over the run (/proc/stat), a cross-check of the
+    /// switching CPU that also catches work done outside the measured threads.
+    pub host_cpu: f64,
+}
+
+/// Busy CPU seconds of the whole host so far (user, nice, system, irq, softirq, steal).
+pub(crate) fn host_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+    // SAFETY: sysconf has no preconditions.
+    busy / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 fn print_row(name: &str, r: &Measured) {
@@ -80,137 +143,144 @@ fn print_row(name: &str, r: &Measured) {
         f64::NAN
     };
     println!(
-        "{:<22} {:>8.3} {:>8.2} {:>9.2}c {:>10.3} {:>9.3}",
+        "{:<22} {:>8.3} {:>8.2} {:>9.2}c {:>10.3} {:>9.3} {:>9} {:>7.2}c",
         name,
         mpps,
         gbps,
         cores,
         mpps / cores.max(1e-9),
-        per_gb
+        per_gb,
+        r.lost,
+        r.host_cpu / r.wall
     );
 }
 
-fn run_case(sw: &Switch, dir: &std::path::Path, len: usize, tso: bool, secs: f64) -> Measured {
-    let rx_buf = if tso { 4096 } else { 2048 };
-    let mut a = Vm::connect(&dir.join("a.sock"), 2048).expect("connect A");
-    let mut b = Vm::connect(&dir.join("b.sock"), rx_buf).expect("connect B");
-    a.set_tx_frame(header(tso), &frame(len)).expect("tx frame");
-    a.fill_rx();
-    b.fill_rx();
-    // Both connections must have published their RX rings before traffic starts.
-    let t0 = Instant::now();
-    while sw.stats().ports.values().filter(|p| p.connected).count() < 2 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "ports never connected"
-        );
-        std::thread::yield_now();
-    }
-    let before = sw.port_stats("vm-b").unwrap_or_default();
-    let cpu0 = rusage(libc::RUSAGE_SELF);
-    let me0 = rusage(libc::RUSAGE_THREAD);
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(secs);
-    let chain = [(a.tx_buf, a.tx_len, false)];
-    let mut polls = 0u32;
-    while polls & 1023 != 0 || Instant::now() < deadline {
-        polls = polls.wrapping_add(1);
-        while a.tx.pop_used(&a.mem).is_some() {}
-        let mut pushed = false;
-        while a.tx.free_descriptors() > 0 {
-            a.tx.push(&a.mem, &chain);
-            pushed = true;
-        }
-        if pushed {
-            a.tx.publish(&a.mem);
-            if !a.tx.device_suppresses_kicks(&a.mem) {
-                let _ = a.tx_kick.write(1);
-            }
-        }
-        let mut recycled = false;
-        while b.rx.pop_used(&b.mem).is_some() {
-            recycled = true;
-        }
-        if recycled {
-            b.refill_in_place();
-        }
-    }
-    let wall = start.elapsed().as_secs_f64();
-    let me = rusage(libc::RUSAGE_THREAD) - me0;
-    let switch_cpu = rusage(libc::RUSAGE_SELF) - cpu0 - me;
-    let after = sw.port_stats("vm-b").unwrap_or_default();
-    drop(a);
-    drop(b);
-    Measured {
-        packets: after.rx_packets - before.rx_packets,
-        bytes: after.rx_bytes - before.rx_bytes,
-        wall,
-        switch_cpu,
-    }
+struct Args {
+    secs: f64,
+    rounds: usize,
+    bridge: bool,
+    ovs: bool,
+    sizes: Vec<Size>,
+    json: Option<std::path::PathBuf>,
 }
 
-fn setup(dir: &std::path::Path) -> std::sync::Arc<Switch> {
-    let sw = Switch::new();
-    sw.add_network(NetworkConfig {
-        id: "bench".into(),
-        subnet4: Some("10.0.0.0/24".parse().expect("cidr")),
-        gateway4: Some("10.0.0.1".parse().expect("ip")),
-        subnet6: None,
-        gateway6: None,
-        gateway_mac: "52:54:00:00:00:01".parse().expect("mac"),
-        uplink: None,
-        dns: vec![],
-        mtu: 0,
-    })
-    .expect("network");
-    for (id, last, sock) in [("vm-a", 2u8, "a.sock"), ("vm-b", 3, "b.sock")] {
-        sw.add_port(PortConfig {
-            id: id.into(),
-            network: "bench".into(),
-            mac: format!("52:54:00:00:00:{last:02x}").parse().expect("mac"),
-            ipv4: Some(format!("10.0.0.{last}").parse().expect("ip")),
-            ipv6: vec![],
-            socket: dir.join(sock),
-        })
-        .expect("port");
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        secs: 3.0,
+        rounds: 1,
+        bridge: false,
+        ovs: false,
+        sizes: SIZES.to_vec(),
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = || it.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--seconds" => a.secs = val()?.parse().map_err(|e| format!("--seconds: {e}"))?,
+            "--rounds" => a.rounds = val()?.parse().map_err(|e| format!("--rounds: {e}"))?,
+            "--bridge" => a.bridge = true,
+            "--ovs" => a.ovs = true,
+            "--json" => a.json = Some(val()?.into()),
+            "--sizes" => {
+                let v = val()?;
+                a.sizes = SIZES
+                    .iter()
+                    .filter(|s| {
+                        v.split(',').any(|w| {
+                            let w = w.to_lowercase();
+                            w == s.name.to_lowercase()
+                                || w == s.name.trim_end_matches('B')
+                                || (w == "tso" && s.tso)
+                        })
+                    })
+                    .copied()
+                    .collect();
+            }
+            _ => return Err(format!("unknown argument {arg}")),
+        }
     }
-    sw
+    Ok(a)
 }
 
 fn main() {
-    let secs: f64 = std::env::args()
-        .skip_while(|a| a != "--seconds")
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
-    let bridge = std::env::args().any(|a| a == "--bridge");
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("hostel-switch-bench: {e}");
+            std::process::exit(2);
+        }
+    };
     let dir = std::env::temp_dir().join(format!("hostel-switch-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("bench dir");
-    let sw = setup(&dir);
+    let sw = switch_case::setup(&dir);
+    let mut taps = if args.bridge || args.ovs {
+        taps::Env::new(args.ovs, &dir)
+            .map_err(|e| eprintln!("TAP comparisons skipped: {e}"))
+            .ok()
+    } else {
+        None
+    };
+    let mut samples = Vec::new();
     println!(
-        "{:<22} {:>8} {:>8} {:>10} {:>10} {:>9}",
-        "case", "Mpps", "Gbit/s", "CPU", "Mpps/core", "CPU s/GB"
+        "{:<22} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>8}",
+        "case", "Mpps", "Gbit/s", "CPU", "Mpps/core", "CPU s/GB", "lost", "host"
     );
-    for (name, len, tso) in [
-        ("64B", 64usize, false),
-        ("1500B", 1514, false),
-        ("64KiB TSO", 65_000, true),
-    ] {
-        let r = run_case(&sw, &dir, len, tso, secs);
-        print_row(&format!("switch {name}"), &r);
-        // Let the switch see both disconnects before the next case reconnects.
-        let t0 = Instant::now();
-        while sw.stats().ports.values().any(|p| p.connected)
-            && t0.elapsed() < Duration::from_secs(5)
-        {
-            std::thread::yield_now();
-        }
-        if bridge {
-            if let Some(r) = bridge::run(&frame(len), header(tso), secs) {
-                print_row(&format!("tap+bridge {name}"), &r);
+    for round in 0..args.rounds {
+        for size in &args.sizes {
+            // Who goes first rotates every round, so none always runs right after another.
+            for k in 0..3 {
+                match (round + k) % 3 {
+                    0 => {
+                        let r = switch_case::run(&sw, &dir, *size, args.secs);
+                        print_row(&format!("switch {}", size.name), &r);
+                        samples.push((round, size.name, "switch", r));
+                        // Let the switch see both disconnects before the next case
+                        // reconnects.
+                        let t0 = Instant::now();
+                        while sw.stats().ports.values().any(|p| p.connected)
+                            && t0.elapsed() < Duration::from_secs(5)
+                        {
+                            std::thread::yield_now();
+                        }
+                    }
+                    1 => {
+                        if let Some(env) = taps.as_mut().filter(|_| args.bridge) {
+                            let r = env.run_bridge(*size, args.secs);
+                            print_row(&format!("bridge {}", size.name), &r);
+                            samples.push((round, size.name, "bridge", r));
+                        }
+                    }
+                    _ => {
+                        if let Some(env) = taps.as_mut().filter(|e| args.ovs && e.has_ovs()) {
+                            let r = env.run_ovs(*size, args.secs);
+                            print_row(&format!("ovs {}", size.name), &r);
+                            samples.push((round, size.name, "ovs", r));
+                        }
+                    }
+                }
             }
         }
     }
+    drop(taps);
     sw.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
+    if let Some(path) = args.json {
+        let v: Vec<serde_json::Value> = samples
+            .iter()
+            .map(|(round, size, who, m)| {
+                serde_json::json!({
+                    "round": round, "size": size, "contender": who,
+                    "packets": m.packets, "bytes": m.bytes, "wall_s": m.wall,
+                    "switch_cpu_s": m.switch_cpu, "driver_cpu_s": m.driver_cpu,
+                    "lost": m.lost, "host_cpu_s": m.host_cpu,
+                })
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&v).expect("json");
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("hostel-switch-bench: {}: {e}", path.display());
+            std::process::exit(1);
+        }
+    }
 }
