@@ -1,13 +1,15 @@
 //! Tenant networks through the daemon, with real guests on the daemon-managed switch: VMs of
 //! one tenant reach each other at the addresses the switch handed out by DHCP; a tenant with
-//! the same subnet cannot reach them.
+//! the same subnet cannot reach them; IPv6 by SLAAC; an uplink to a host outside; a TCP
+//! transfer across a switch kill; bad requests refused naming the field.
 
 use hostel_api::{Client, CreateNetwork, CreateTenant, CreateToken, CreateVm, NicRequest};
 use hostel_testkit::daemon::TestDaemon;
 use hostel_testkit::{guest_assets, run_arg, LineWatcher, BOOT_TIMEOUT};
 use std::path::Path;
 
-fn tenant_client(d: &TestDaemon, name: &str) -> Client {
+/// A new tenant, and a client holding its token.
+fn new_tenant(d: &TestDaemon, name: &str) -> Client {
     let op = Client::new(&d.url, Some(d.operator_token.clone()));
     op.create_tenant(&CreateTenant {
         name: name.into(),
@@ -15,7 +17,12 @@ fn tenant_client(d: &TestDaemon, name: &str) -> Client {
     })
     .unwrap();
     let tok = op.create_token(name, &CreateToken::default()).unwrap();
-    let c = Client::new(&d.url, Some(tok.secret));
+    Client::new(&d.url, Some(tok.secret))
+}
+
+/// A new tenant with a dual-stack network `lan`.
+fn tenant_client(d: &TestDaemon, name: &str) -> Client {
+    let c = new_tenant(d, name);
     c.create_network(
         None,
         &CreateNetwork {
@@ -144,14 +151,7 @@ fn external_host_reaches_a_vm_through_the_uplink_untranslated() {
     }
     let guest_dir = a.initrd.parent().unwrap_or(Path::new("."));
     let d = TestDaemon::start(Path::new(env!("CARGO_BIN_EXE_hostel")), guest_dir, "uplink");
-    let op = Client::new(&d.url, Some(d.operator_token.clone()));
-    op.create_tenant(&CreateTenant {
-        name: "acme".into(),
-        quota: None,
-    })
-    .unwrap();
-    let tok = op.create_token("acme", &CreateToken::default()).unwrap();
-    let c = Client::new(&d.url, Some(tok.secret));
+    let c = new_tenant(&d, "acme");
     let lan = c
         .create_network(
             None,
@@ -314,14 +314,7 @@ fn bad_network_requests_name_the_field_and_leave_nothing() {
         empty.path(),
         "badnet",
     );
-    let op = Client::new(&d.url, Some(d.operator_token.clone()));
-    op.create_tenant(&CreateTenant {
-        name: "acme".into(),
-        quota: None,
-    })
-    .unwrap();
-    let tok = op.create_token("acme", &CreateToken::default()).unwrap();
-    let c = Client::new(&d.url, Some(tok.secret));
+    let c = new_tenant(&d, "acme");
     let base = CreateNetwork {
         name: "lan".into(),
         subnet: "10.9.0.0/24".into(),
