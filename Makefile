@@ -3,7 +3,7 @@ CARGO ?= cargo
 GUEST := target/guest
 HOSTEL := target/release/hostel
 
-.PHONY: all deps guest build run run-vm test lint fuzz bench-boot bench-api bench-net
+.PHONY: all deps guest build run run-vm test lint fuzz bench-boot bench-api bench-net bench-images
 
 all: build
 
@@ -67,3 +67,9 @@ bench-api: guest build
 # and Open vSwitch's userspace datapath; alternating rounds (not in `make test`).
 bench-net: guest build
 	$(CARGO) run --release -p hostel-bench --bin bench-net -- --hostel $(HOSTEL) --switch-bench target/release/hostel-switch-bench --guest $(GUEST) --markdown BENCHMARKS.md
+
+# A Debian 12 VM to SSH login: `hostel vm create --image debian-12` through a daemon vs plain
+# QEMU with the same image, kernel and seed, alternating (builds debian-12 into
+# target/images-cache if needed; minutes per boot under TCG; not in `make test`).
+bench-images: build
+	$(CARGO) run --release -p hostel-bench --bin bench-images -- --hostel $(HOSTEL) --runs 5 --markdown BENCHMARKS.md

@@ -37,21 +37,30 @@ impl Daemon {
     /// Starts `hostel daemon` on a port the kernel picks (`127.0.0.1:0`; the daemon prints
     /// the address it bound), so two benchmarks or a developer's `make run` never collide.
     pub fn spawn(hostel: &Path, guest: &Path) -> Result<Self> {
+        Self::spawn_with(hostel, Some(guest), "hostel-bench-api-")
+    }
+
+    /// The same with the busybox guest assets optional (OS images need none) and the
+    /// temporary directory named after the benchmark.
+    pub fn spawn_with(hostel: &Path, guest: Option<&Path>, prefix: &str) -> Result<Self> {
         let root = tempfile::Builder::new()
-            .prefix("hostel-bench-api-")
+            .prefix(prefix)
             .tempdir()
             .context("creating the benchmark's temporary directory")?;
         let state = root.path().join("state");
         std::fs::create_dir_all(root.path().join("runs"))?;
         let log = std::fs::File::create(root.path().join("daemon.log"))?;
-        let guest = std::fs::canonicalize(guest)
-            .with_context(|| format!("guest directory {}", guest.display()))?;
-        let mut child = Command::new(hostel)
-            .arg("daemon")
+        let mut cmd = Command::new(hostel);
+        cmd.arg("daemon")
             .arg("--state-dir")
             .arg(&state)
-            .args(["--listen", "127.0.0.1:0", "--guest-dir"])
-            .arg(&guest)
+            .args(["--listen", "127.0.0.1:0"]);
+        if let Some(guest) = guest {
+            let guest = std::fs::canonicalize(guest)
+                .with_context(|| format!("guest directory {}", guest.display()))?;
+            cmd.arg("--guest-dir").arg(guest);
+        }
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -105,11 +114,12 @@ impl Daemon {
     /// QEMU's console log of a VM, which the daemon's console follow re-reads: watching it
     /// directly tells when the guest wrote a line, independently of the API.
     pub fn console_log(&self, vm_id: &str) -> PathBuf {
-        self.root
-            .path()
-            .join("state/run")
-            .join(vm_id)
-            .join("console.log")
+        self.state_dir().join("run").join(vm_id).join("console.log")
+    }
+
+    /// The daemon's state directory (`--state-dir`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.path().join("state")
     }
 
     /// A fresh directory for one `hostel run` (its sockets, pid file and data disk), inside
@@ -147,6 +157,7 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         let strays = kill_stray_qemu(self.root.path());
+        kill_switch(self.root.path());
         register(self.root.path(), None);
         deleted.map(|()| strays)
     }
@@ -219,6 +230,46 @@ pub fn kill_stray_qemu(root: &Path) -> Vec<i32> {
     killed
 }
 
+/// Stops the switch the daemon started for its networks: like QEMU it runs in a session of
+/// its own so that it outlives daemon restarts, so stopping the daemon leaves it running. It
+/// is found by its command line, which names the control socket under `root`.
+pub fn kill_switch(root: &Path) -> Vec<i32> {
+    let needle = root.join("state/switch/control.sock").display().to_string();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let is_switch = args.get(1).is_some_and(|a| *a == b"switch");
+        if is_switch && String::from_utf8_lossy(&cmdline).contains(&needle) {
+            // SAFETY: kill(2) on the switch this benchmark's daemon started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            pids.push(pid);
+        }
+    }
+    let deadline = Instant::now() + EXIT_GRACE;
+    while pids
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
+    {
+        if Instant::now() > deadline {
+            for &p in &pids {
+                // SAFETY: as above; it ignored SIGTERM.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pids
+}
+
 fn find_named(dir: &Path, name: &str, depth: usize, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -272,6 +323,7 @@ pub fn install_interrupt_cleanup() {
             }
             let killed = kill_stray_qemu(&root);
             eprintln!("killed {} QEMU process(es)", killed.len());
+            kill_switch(&root);
             let _ = std::fs::remove_dir_all(&root);
         }
         std::process::exit(130);
@@ -302,5 +354,7 @@ mod tests {
         // Our own pid: alive, but its command line does not name the pid file.
         std::fs::write(run.join("qemu.pid"), std::process::id().to_string()).unwrap();
         assert!(kill_stray_qemu(dir.path()).is_empty());
+        // No switch runs for a state directory that never had a daemon.
+        assert!(kill_switch(dir.path()).is_empty());
     }
 }

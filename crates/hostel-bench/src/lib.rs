@@ -7,6 +7,8 @@ pub mod api_bench;
 pub mod api_daemon;
 pub mod boot;
 pub mod contender;
+pub mod images_bench;
+pub mod images_report;
 pub mod machine;
 pub mod memory;
 pub mod net_e2e;

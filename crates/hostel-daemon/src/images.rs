@@ -71,12 +71,44 @@ impl Image {
 pub enum BuildState {
     Building {
         phase: String,
+        /// 0-100 across the whole build, the base image's included.
         percent: u8,
         message: String,
+        /// This build had to build the image's base first.
+        via_base: bool,
     },
     Failed {
         error: String,
     },
+}
+
+/// Of a template image's build that has to build its base first, the share of the bar the
+/// base takes: a cold debian-12 takes minutes (debootstrap, the kernel, cloud-init), its
+/// derived images seconds to a minute (one apt-get install on a copy).
+const BASE_SHARE: u8 = 90;
+
+/// One bar across the whole build of `name`: reports about its base image (built first when
+/// missing) fill the first [`BASE_SHARE`] percent, with the base named in the message, and
+/// `name`'s own the rest (all of it when no base had to be built). The bar never moves back.
+/// Returns the percent, the message and whether this build went through a base.
+fn overall(name: &str, p: &Progress, previous: Option<&BuildState>) -> (u8, String, bool) {
+    let scaled = |pct: u8, lo: u8| lo + (u16::from(pct.min(100)) * u16::from(100 - lo) / 100) as u8;
+    let (last, via_base) = match previous {
+        Some(BuildState::Building {
+            percent, via_base, ..
+        }) => (*percent, *via_base),
+        _ => (0, false),
+    };
+    if p.image != name {
+        let pct = (u16::from(p.percent.min(100)) * u16::from(BASE_SHARE) / 100) as u8;
+        return (pct.max(last), format!("{}: {}", p.image, p.message), true);
+    }
+    let pct = if via_base {
+        scaled(p.percent, BASE_SHARE)
+    } else {
+        p.percent.min(100)
+    };
+    (pct.max(last), p.message.clone(), via_base)
 }
 
 pub struct ImageRegistry {
@@ -172,6 +204,7 @@ impl ImageRegistry {
                 phase: "prepare".into(),
                 percent: 0,
                 message: "queued".into(),
+                via_base: false,
             },
         );
         true
@@ -183,19 +216,15 @@ impl ImageRegistry {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_else(|| format!("{:?}", p.phase));
-        let (phase, message) = if p.image == name {
-            (phase, p.message.clone())
-        } else {
-            // Building the base first: say so, and keep the bar at 0 for the image asked for.
-            (phase, format!("{}: {}", p.image, p.message))
-        };
-        let percent = if p.image == name { p.percent } else { 0 };
-        self.builds.lock().expect("builds lock").insert(
+        let mut builds = self.builds.lock().expect("builds lock");
+        let (percent, message, via_base) = overall(name, p, builds.get(name));
+        builds.insert(
             name.to_string(),
             BuildState::Building {
                 phase,
                 percent,
                 message,
+                via_base,
             },
         );
     }
@@ -220,5 +249,82 @@ impl ImageRegistry {
         if matches!(builds.get(name), Some(BuildState::Failed { .. })) {
             builds.remove(name);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostel_images::Phase;
+
+    fn report(
+        reg: &ImageRegistry,
+        name: &str,
+        image: &str,
+        phase: Phase,
+        percent: u8,
+    ) -> (u8, String) {
+        reg.report(
+            name,
+            &Progress {
+                image: image.into(),
+                phase,
+                percent,
+                message: format!("step of {image}"),
+            },
+        );
+        match reg.build_state(name) {
+            Some(BuildState::Building {
+                percent, message, ..
+            }) => (percent, message),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn registry() -> (tempfile::TempDir, ImageRegistry) {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = ImageRegistry::discover(None, dir.path().join("images"));
+        (dir, reg)
+    }
+
+    #[test]
+    fn a_template_build_through_its_base_is_one_bar() {
+        let (_dir, reg) = registry();
+        let name = "debian-12-web";
+        assert!(reg.begin_build(name));
+        assert!(!reg.begin_build(name), "one build of a name at a time");
+        assert_eq!(
+            report(&reg, name, "debian-12", Phase::Bootstrap, 20),
+            (18, "debian-12: step of debian-12".to_string())
+        );
+        assert_eq!(report(&reg, name, "debian-12", Phase::Done, 100).0, 90);
+        // The image's own build starts at 0 of its share, not of the bar.
+        let (pct, msg) = report(&reg, name, name, Phase::Prepare, 0);
+        assert_eq!((pct, msg.as_str()), (90, "step of debian-12-web"));
+        assert_eq!(report(&reg, name, name, Phase::Packages, 50).0, 95);
+        assert_eq!(report(&reg, name, name, Phase::Done, 100).0, 100);
+        reg.finish_build(name, Ok(()));
+        assert_eq!(reg.build_state(name), None);
+    }
+
+    #[test]
+    fn a_build_without_a_base_uses_the_whole_bar_and_never_goes_back() {
+        let (_dir, reg) = registry();
+        assert!(reg.begin_build("debian-12"));
+        assert_eq!(
+            report(&reg, "debian-12", "debian-12", Phase::Packages, 40).0,
+            40
+        );
+        assert_eq!(
+            report(&reg, "debian-12", "debian-12", Phase::Packages, 30).0,
+            40
+        );
+        reg.finish_build("debian-12", Err("boom".into()));
+        assert_eq!(
+            reg.build_state("debian-12"),
+            Some(BuildState::Failed {
+                error: "boom".into()
+            })
+        );
     }
 }

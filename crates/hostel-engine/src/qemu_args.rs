@@ -9,16 +9,32 @@ use std::path::Path;
 /// TCG's translation-block cache. QEMU's default (1 GiB) grows to hundreds of MiB resident per
 /// VM over a guest's life; a bound keeps a packed host's memory predictable. At 24 MiB the
 /// busybox boot re-translates a little and is no slower within noise, and a VM's private
-/// overhead is 0.46x plain QEMU's (BENCHMARKS.md). Big guests under TCG may want more:
-/// `HOSTEL_TCG_TB_MIB` overrides it for the whole host.
+/// overhead is 0.46x plain QEMU's (BENCHMARKS.md). `HOSTEL_TCG_TB_MIB` overrides the choice
+/// for the whole host.
 pub const TCG_TB_CACHE_MIB: u32 = 24;
 
-fn tcg_tb_cache_mib() -> u32 {
-    std::env::var("HOSTEL_TCG_TB_MIB")
+/// Guests this big run a whole distribution (systemd, cloud-init's Python, sshd): a Debian 12
+/// boot to its login prompt translates ~560 MiB of host code (QEMU's `info jit`: 1.08 M
+/// blocks), so 24 MiB would be flushed some twenty times and every process's code translated
+/// again: 74 s to SSH instead of 45 s. A quarter of the guest's RAM (256 MiB for the 1 GiB
+/// default of an OS image), at most 512 MiB, boots within noise of QEMU's own 1 GiB.
+const OS_GUEST_MIB: u64 = 512;
+const TCG_TB_CACHE_MAX_MIB: u64 = 512;
+
+/// The translation cache for a guest of `memory_mib`.
+pub fn tcg_tb_cache_mib(memory_mib: u64) -> u32 {
+    if let Some(m) = std::env::var("HOSTEL_TCG_TB_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&m| (8..=4096).contains(&m))
-        .unwrap_or(TCG_TB_CACHE_MIB)
+    {
+        return m;
+    }
+    if memory_mib < OS_GUEST_MIB {
+        return TCG_TB_CACHE_MIB;
+    }
+    // Bounded above, so the cast cannot truncate.
+    (memory_mib / 4).clamp(u64::from(TCG_TB_CACHE_MIB), TCG_TB_CACHE_MAX_MIB) as u32
 }
 
 /// Kernel arguments that describe the virtual platform, not the guest's policy: the serial
@@ -76,7 +92,7 @@ pub fn build(spec: &VmSpec, accel: Accel, p: &Plumbing<'_>) -> Vec<String> {
         Accel::Kvm => a.push(["-accel", "kvm", "-cpu", "host"]),
         Accel::Tcg => a.push([
             "-accel",
-            &format!("tcg,thread=multi,tb-size={}", tcg_tb_cache_mib()),
+            &format!("tcg,thread=multi,tb-size={}", tcg_tb_cache_mib(mem)),
         ]),
     }
     // The guest is hostile and QEMU is its first target: forbid what QEMU never needs here.
@@ -236,6 +252,19 @@ mod tests {
         assert!(args.contains("tap,id=net0,fd=7,vhost=off"));
         assert!(args.contains("virtio-net-device,netdev=net0,mac=52:54:"));
         assert!(args.contains("pci=off quiet"));
+    }
+
+    #[test]
+    fn translation_cache_grows_with_os_sized_guests_only() {
+        if std::env::var_os("HOSTEL_TCG_TB_MIB").is_some() {
+            return;
+        }
+        assert_eq!(tcg_tb_cache_mib(128), TCG_TB_CACHE_MIB);
+        assert_eq!(tcg_tb_cache_mib(256), TCG_TB_CACHE_MIB);
+        assert_eq!(tcg_tb_cache_mib(1024), 256);
+        assert_eq!(tcg_tb_cache_mib(8192), 512);
+        let args = build(&spec(false), Accel::Tcg, &plumbing()).join(" ");
+        assert!(args.contains("tb-size=24"), "{args}");
     }
 
     #[test]

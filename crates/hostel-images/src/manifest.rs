@@ -60,7 +60,7 @@ pub enum DiskLayout {
     Ext4,
     /// A partitioned disk (MBR or GPT), e.g. a distribution's cloud image.
     Partitioned,
-    /// Not inspected (qcow2 imports: the content is behind the format).
+    /// Neither of those (a qcow2 import holding something else: a data disk, say).
     Unknown,
 }
 

@@ -109,6 +109,7 @@ fn build_view(name: &str, b: &BuildState) -> ImageView {
             phase,
             percent,
             message,
+            ..
         } => {
             v.state = "building".into();
             v.phase = Some(phase.clone());

@@ -57,7 +57,16 @@ pub fn guest_files() -> &'static [(&'static str, &'static str)] {
              resize_rootfs: true\n\
              growpart:\n  mode: 'off'\n\
              locale: 'false'\n\
-             manage_etc_hosts: true\n",
+             manage_etc_hosts: true\n\
+             # Debian's module lists less those that can do nothing here (no GRUB; snap, fan and\n\
+             # landscape are Ubuntu's; EC2 metadata; IBM RMC; RightScale): each costs an import\n\
+             # and a check under TCG while sshd takes its first logins.\n\
+             cloud_config_modules: [ssh-import-id, keyboard, locale, set-passwords,\n  \
+             apt-pipelining, apt-configure, ntp, timezone, runcmd, byobu]\n\
+             cloud_final_modules: [package-update-upgrade-install, lxd, write-files-deferred,\n  \
+             puppet, chef, mcollective, salt-minion, scripts-vendor, scripts-per-once,\n  \
+             scripts-per-boot, scripts-per-instance, scripts-user, ssh-authkey-fingerprints,\n  \
+             keys-to-console, install-hotplug, phone-home, final-message, power-state-change]\n",
         ),
         (
             "/etc/ssh/sshd_config.d/90-hostel.conf",

@@ -61,7 +61,7 @@ impl ImageStore {
                 .arg(file)
                 .arg(&incoming),
         )?;
-        let found = inspect(&incoming).map_err(|e| rename_path(e, file))?;
+        let found = inspect(&incoming).map_err(|e| rename_path(e, &incoming, file))?;
         let disk_file = match found.format {
             DiskFormat::Raw => "rootfs.raw",
             DiskFormat::Qcow2 => "rootfs.qcow2",
@@ -172,7 +172,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
             Ok(Inspection {
                 format: DiskFormat::Qcow2,
                 virtual_size,
-                layout: DiskLayout::Unknown,
+                layout: qcow2_layout(path, virtual_size)?,
             })
         }
         other => Err(ImageError::Unsupported {
@@ -180,6 +180,42 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
             reason: format!("format {other:?} (only raw and qcow2 are accepted)"),
         }),
     }
+}
+
+/// What a (checked) qcow2 file holds, from the guest-visible first sectors: a bare ext4
+/// filesystem needs a kernel to boot, a partitioned disk boots its own loader. Content that is
+/// neither stays `Unknown` (a data disk, another filesystem) rather than being refused.
+fn qcow2_layout(path: &Path, virtual_size: u64) -> Result<DiskLayout> {
+    let mut head_path = path.as_os_str().to_owned();
+    head_path.push(".head");
+    let head_path = PathBuf::from(head_path);
+    let _ = fs::remove_file(&head_path);
+    let mut if_arg = std::ffi::OsString::from("if=");
+    if_arg.push(path);
+    let mut of_arg = std::ffi::OsString::from("of=");
+    of_arg.push(&head_path);
+    let read = cmd::output(
+        Command::new("qemu-img")
+            .args(["dd", "-f", "qcow2", "-O", "raw"])
+            .arg(format!("bs={}", probe::HEAD))
+            .arg("count=1")
+            .arg(if_arg)
+            .arg(of_arg),
+    )
+    .and_then(|_| fs::read(&head_path).map_err(ImageError::io(&head_path)));
+    let _ = fs::remove_file(&head_path);
+    let head = read.map_err(|e| match e {
+        ImageError::CommandFailed { output, .. } => ImageError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("its first sectors cannot be read: {output}"),
+        },
+        other => other,
+    })?;
+    let Some(content) = probe::identify(&head) else {
+        return Ok(DiskLayout::Unknown);
+    };
+    probe::check_fits(path, content, virtual_size, "the qcow2 disk has")?;
+    Ok(content.layout())
 }
 
 /// `qemu-img check`: exit 0 clean, 3 only leaked clusters (harmless), 2 corruption, 1 the
@@ -240,13 +276,28 @@ fn check_qcow2(path: &Path, file_len: u64) -> Result<()> {
     }
 }
 
-/// Errors name the user's file, not the staging copy.
-fn rename_path(e: ImageError, user_file: &Path) -> ImageError {
+/// Errors name the user's file, not the staging copy (also inside the tools' messages).
+fn rename_path(e: ImageError, staged: &Path, user_file: &Path) -> ImageError {
     let p = user_file.to_path_buf();
+    let fix = |reason: String| {
+        reason.replace(
+            &staged.display().to_string(),
+            &user_file.display().to_string(),
+        )
+    };
     match e {
-        ImageError::Corrupt { reason, .. } => ImageError::Corrupt { path: p, reason },
-        ImageError::Truncated { reason, .. } => ImageError::Truncated { path: p, reason },
-        ImageError::Unsupported { reason, .. } => ImageError::Unsupported { path: p, reason },
+        ImageError::Corrupt { reason, .. } => ImageError::Corrupt {
+            path: p,
+            reason: fix(reason),
+        },
+        ImageError::Truncated { reason, .. } => ImageError::Truncated {
+            path: p,
+            reason: fix(reason),
+        },
+        ImageError::Unsupported { reason, .. } => ImageError::Unsupported {
+            path: p,
+            reason: fix(reason),
+        },
         other => other,
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 const SECTOR: u64 = 512;
 /// Enough for the MBR, the GPT header (LBA 1) and the ext4 superblock (at 1024).
-const HEAD: usize = 2048;
+pub(crate) const HEAD: usize = 2048;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RawContent {
@@ -55,18 +55,45 @@ pub fn probe_raw(path: &Path, file_len: u64) -> Result<RawContent> {
         path: path.to_path_buf(),
         reason: "raw image without an ext4 filesystem, MBR or GPT partition table".into(),
     })?;
-    let needed = match content {
-        RawContent::Ext4 { fs_bytes } => fs_bytes,
-        RawContent::Gpt { backup_lba } => (backup_lba + 1) * SECTOR,
-        RawContent::Mbr { end_sector } => end_sector * SECTOR,
-    };
-    if needed > file_len {
+    check_fits(path, content, file_len, "the file has")?;
+    Ok(content)
+}
+
+/// Checks a disk of `disk_bytes` is long enough for what its first sectors say it holds.
+pub(crate) fn check_fits(
+    path: &Path,
+    content: RawContent,
+    disk_bytes: u64,
+    what: &str,
+) -> Result<()> {
+    if content.bytes_needed() > disk_bytes {
         return Err(ImageError::Truncated {
             path: path.to_path_buf(),
-            reason: format!("{content:?} needs {needed} bytes but the file has {file_len}"),
+            reason: format!("{} but {what} only {disk_bytes}", content.describe()),
         });
     }
-    Ok(content)
+    Ok(())
+}
+
+impl RawContent {
+    /// How long a disk must be to hold all of it.
+    pub fn bytes_needed(self) -> u64 {
+        match self {
+            RawContent::Ext4 { fs_bytes } => fs_bytes,
+            RawContent::Gpt { backup_lba } => backup_lba.saturating_add(1).saturating_mul(SECTOR),
+            RawContent::Mbr { end_sector } => end_sector.saturating_mul(SECTOR),
+        }
+    }
+
+    /// What the first sectors promise, in words.
+    pub fn describe(self) -> String {
+        let n = self.bytes_needed();
+        match self {
+            RawContent::Ext4 { .. } => format!("its ext4 filesystem spans {n} bytes"),
+            RawContent::Gpt { .. } => format!("its GPT backup header ends at byte {n}"),
+            RawContent::Mbr { .. } => format!("its last partition ends at byte {n}"),
+        }
+    }
 }
 
 /// Pure signature logic on the first bytes of a disk.

@@ -1,6 +1,9 @@
-//! What the boot tests share: the cached image store, building with progress checks, and
-//! booting an image with a seed inside a test network namespace.
+//! What the image tests share: the cached image store, building with progress checks,
+//! booting an image with a seed inside a test network namespace, and ([`files`]) disk files
+//! for import tests.
 #![allow(dead_code)]
+
+pub mod files;
 
 use hostel_engine::{LaunchOptions, NicSpec, Vm};
 use hostel_images::{BuildOutcome, Catalog, ImageStore, Progress, SeedConfig};
@@ -19,8 +22,11 @@ pub const GUEST_TIMEOUT: Duration = Duration::from_secs(480);
 pub fn cached_store() -> Option<ImageStore> {
     let why = if !is_root() {
         Some("building images needs root (debootstrap, chroot)")
-    } else if !which("debootstrap") || !which("qemu-system-x86_64") || !which("mkfs.vfat") {
-        Some("debootstrap, qemu-system-x86_64 or dosfstools missing")
+    } else if !["debootstrap", "qemu-system-x86_64", "qemu-img", "mkfs.vfat"]
+        .iter()
+        .all(|t| which(t))
+    {
+        Some("debootstrap, qemu-system-x86_64, qemu-img or dosfstools missing")
     } else {
         None
     };

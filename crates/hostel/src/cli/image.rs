@@ -5,8 +5,9 @@ use super::Ctx;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use hostel_api::{BuildImage, ImageView, ImportImage};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often `image build` asks the daemon how the build is going.
 const POLL: Duration = Duration::from_secs(1);
@@ -86,39 +87,85 @@ pub fn main(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
     print_one(ctx.format, &view)
 }
 
-/// Polls the build until it is ready or failed, printing a line whenever phase or percent
-/// moves (to stderr with `-o json`, so stdout stays one JSON document).
+/// Polls the build until it is ready or failed, showing how it goes: on a terminal one status
+/// line redrawn every poll (phase, percent, the build's latest step, time so far); otherwise
+/// (a pipe, a log, or `-o json`, where it goes to stderr so stdout stays one JSON document) a
+/// line whenever the phase or the percentage moves.
 fn follow_build(ctx: &Ctx, name: &str, mut v: ImageView) -> Result<ImageView> {
+    let started = Instant::now();
+    let live = ctx.format == Format::Table && std::io::stdout().is_terminal();
     let mut last = None;
-    loop {
+    let mut drew = false;
+    let result = loop {
         match v.state.as_str() {
             "building" => {
+                let line = progress_line(name, &v, started.elapsed());
                 let now = (v.phase.clone(), v.percent);
-                if last.as_ref() != Some(&now) {
-                    let line = format!(
-                        "{name}: [{:>3}%] {} {}",
-                        v.percent.unwrap_or(0),
-                        v.phase.as_deref().unwrap_or("?"),
-                        v.message.as_deref().unwrap_or("")
-                    );
+                if live {
+                    let mut out = std::io::stdout().lock();
+                    // Clear the line, then draw the status cut to the terminal's usual width.
+                    let _ = write!(out, "\r\x1b[2K{}", fit(&line, 100));
+                    let _ = out.flush();
+                    drew = true;
+                } else if last.as_ref() != Some(&now) {
                     match ctx.format {
                         Format::Json => eprintln!("{line}"),
                         Format::Table => println!("{line}"),
                     }
-                    last = Some(now);
                 }
+                last = Some(now);
             }
             "failed" => {
-                anyhow::bail!(
+                break Err(anyhow::anyhow!(
                     "build of {name} failed: {}",
                     v.error.as_deref().unwrap_or("(no reason given)")
-                )
+                ))
             }
-            _ => return Ok(v),
+            _ => break Ok(v),
         }
         std::thread::sleep(POLL);
-        v = ctx.client.show_image(name)?;
+        v = match ctx.client.show_image(name) {
+            Ok(v) => v,
+            Err(e) => break Err(e.into()),
+        };
+    };
+    if drew {
+        println!();
     }
+    if result.is_ok() && last.is_some() {
+        eprintln!("{name}: built in {}", elapsed(started.elapsed()));
+    }
+    result
+}
+
+/// `debian-12-web: [ 42%] packages  debian-12: Unpacking libc6 (1m05s)`.
+fn progress_line(name: &str, v: &ImageView, took: Duration) -> String {
+    let message = v.message.as_deref().unwrap_or("").trim();
+    format!(
+        "{name}: [{:>3}%] {:<10} {message} ({})",
+        v.percent.unwrap_or(0),
+        v.phase.as_deref().unwrap_or("?"),
+        elapsed(took)
+    )
+}
+
+fn elapsed(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// `line` cut to at most `width` characters (a redrawn line must not wrap).
+fn fit(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        return line.to_string();
+    }
+    let mut out: String = line.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 fn size(bytes: Option<u64>) -> String {
@@ -168,4 +215,36 @@ fn print_one(format: Format, v: &ImageView) -> Result<()> {
         ("error", opt(v.error.as_deref())),
     ]);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_line_shows_phase_percent_step_and_time() {
+        let v = ImageView {
+            name: "debian-12-web".into(),
+            state: "building".into(),
+            phase: Some("packages".into()),
+            percent: Some(42),
+            message: Some("debian-12: Unpacking libc6".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            progress_line("debian-12-web", &v, Duration::from_secs(65)),
+            "debian-12-web: [ 42%] packages   debian-12: Unpacking libc6 (1m05s)"
+        );
+        let queued = ImageView::default();
+        assert_eq!(
+            progress_line("x", &queued, Duration::from_secs(3)),
+            "x: [  0%] ?           (3s)"
+        );
+    }
+
+    #[test]
+    fn status_lines_are_cut_to_width() {
+        assert_eq!(fit("abcdef", 10), "abcdef");
+        assert_eq!(fit("abcdefghijkl", 5), "abcd…");
+    }
 }
