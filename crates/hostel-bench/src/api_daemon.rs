@@ -137,6 +137,21 @@ impl Daemon {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// Shuts the daemon down once a measurement against it is over, before anything is
+    /// reported (a VM or QEMU left behind is itself a finding). A failed measurement comes
+    /// back with the daemon's last log lines printed, which usually say why; a successful one
+    /// with what [`Daemon::shutdown`] found still running, for the benchmark to warn about.
+    pub fn shutdown_after<T>(&mut self, outcome: Result<T>) -> Result<(T, Result<Vec<i32>>)> {
+        let strays = self.shutdown();
+        match outcome {
+            Ok(measured) => Ok((measured, strays)),
+            Err(e) => {
+                eprintln!("daemon log tail:\n{}", self.log_tail(20));
+                Err(e)
+            }
+        }
+    }
+
     /// Deletes every VM of every tenant through the API (which stops their QEMU), stops the
     /// daemon, then kills any QEMU still running from this state directory. Returns what had
     /// to be killed by hand: anything there means the API's delete left a VM running.

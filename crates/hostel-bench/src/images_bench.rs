@@ -7,15 +7,14 @@
 
 use crate::api_daemon::Daemon;
 use crate::images_report::{GuestClock, ImageSample};
+use crate::marker::watch_file;
 use anyhow::{bail, Context, Result};
 use hostel_api::{Client, VmView};
-use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -125,39 +124,6 @@ pub fn ssh_keypair(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((key, dir.join("id_ed25519.pub")))
 }
 
-/// Watches a console log file (which may not exist yet) for `needle` until `stop`; sends the
-/// instant it appeared.
-fn watch_console(path: PathBuf, needle: &'static str, stop: Arc<AtomicBool>) -> Receiver<Instant> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        let mut file = None;
-        let mut buf = [0u8; 8192];
-        while !stop.load(Ordering::Relaxed) {
-            if file.is_none() {
-                file = std::fs::File::open(&path).ok();
-            }
-            if let Some(f) = file.as_mut() {
-                while let Ok(n) = f.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    seen.extend_from_slice(&buf[..n]);
-                }
-                if seen.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                    let _ = tx.send(Instant::now());
-                    return;
-                }
-                // Keep only a tail long enough for a needle split across reads.
-                let keep = seen.len().saturating_sub(needle.len());
-                seen.drain(..keep);
-            }
-            std::thread::sleep(POLL);
-        }
-    });
-    rx
-}
-
 /// Waits, from inside `ns`, for port 22 to accept and then for an SSH login with `key` to
 /// succeed; returns both instants.
 fn wait_ssh(ns: &Netns, key: &Path, deadline: Instant) -> Result<(Instant, Instant)> {
@@ -229,6 +195,61 @@ pub struct Boot {
 
 fn secs(t0: Instant, at: Instant) -> f64 {
     at.saturating_duration_since(t0).as_secs_f64()
+}
+
+/// What watching one boot saw, hostel's or plain QEMU's alike (so the two columns are
+/// measured the same way): port 22 and the first SSH login, the login prompt, the console.
+struct Watched {
+    /// Port 22 accepted, then an SSH login succeeded; or why not before the deadline.
+    ssh: Result<(Instant, Instant)>,
+    /// The console's `login:` prompt, if it came by then or within `PROMPT_GRACE` after.
+    prompt_at: Option<Instant>,
+    console: String,
+}
+
+/// Waits from inside `ns` for SSH while watching the console log file for the login prompt;
+/// `t0` is when the command that starts the VM was run.
+fn watch_to_ssh(ns: &Netns, key: &Path, console: &Path, t0: Instant) -> Watched {
+    let stop = Arc::new(AtomicBool::new(false));
+    let prompt = watch_file(console.to_path_buf(), b"login:", POLL, stop.clone());
+    let ssh = wait_ssh(ns, key, t0 + SSH_TIMEOUT);
+    let prompt_at = ssh
+        .is_ok()
+        .then(|| prompt.recv_timeout(PROMPT_GRACE).ok())
+        .flatten();
+    stop.store(true, Ordering::Relaxed);
+    Watched {
+        ssh,
+        prompt_at,
+        console: read_console(console),
+    }
+}
+
+impl Watched {
+    /// The sample, in seconds from `t0`, and the console transcript; if SSH never worked, the
+    /// error names the VM (`what`) and ends with the console's last lines.
+    fn into_sample(
+        self,
+        t0: Instant,
+        created_at: Option<Instant>,
+        what: impl FnOnce() -> String,
+    ) -> Result<(ImageSample, String)> {
+        let Watched {
+            ssh,
+            prompt_at,
+            console,
+        } = self;
+        let (port_at, ssh_at) =
+            ssh.with_context(|| format!("{}; console tail:\n{}", what(), tail(&console)))?;
+        let sample = ImageSample {
+            created_s: created_at.map(|at| secs(t0, at)),
+            login_prompt_s: prompt_at.map(|at| secs(t0, at)),
+            port_s: secs(t0, port_at),
+            ssh_s: secs(t0, ssh_at),
+            guest: GuestClock::parse(&console),
+        };
+        Ok((sample, console))
+    }
 }
 
 /// The seed a plain QEMU boot reuses: hostel's, with the MAC its network config matches.
@@ -335,33 +356,16 @@ pub fn plain_once(
         .spawn()
         .context("spawning QEMU")?;
     let mut qemu = Qemu(child);
-    let stop = Arc::new(AtomicBool::new(false));
-    let prompt = watch_console(console.clone(), "login:", stop.clone());
-    let waited = wait_ssh(ns, key, t0 + SSH_TIMEOUT);
-    let prompt_at = waited
-        .is_ok()
-        .then(|| prompt.recv_timeout(PROMPT_GRACE).ok())
-        .flatten();
-    stop.store(true, Ordering::Relaxed);
+    let watched = watch_to_ssh(ns, key, &console, t0);
     let exited = qemu.0.try_wait()?;
-    let transcript = read_console(&console);
-    let (port_at, ssh_at) = waited.with_context(|| {
+    let (sample, transcript) = watched.into_sample(t0, None, || {
         let stderr = std::fs::read_to_string(dir.join("qemu.stderr")).unwrap_or_default();
-        format!(
-            "plain QEMU (exited: {exited:?}; stderr: {stderr}); console tail:\n{}",
-            tail(&transcript)
-        )
+        format!("plain QEMU (exited: {exited:?}; stderr: {stderr})")
     })?;
     let analysis = s.analyze.then(|| analyze(ns, key));
     drop(qemu);
     Ok(Boot {
-        sample: ImageSample {
-            created_s: None,
-            login_prompt_s: prompt_at.map(|at| secs(t0, at)),
-            port_s: secs(t0, port_at),
-            ssh_s: secs(t0, ssh_at),
-            guest: GuestClock::parse(&transcript),
-        },
+        sample,
         console: transcript,
         analysis,
     })
@@ -452,22 +456,9 @@ impl HostelSide {
         seed_copy: &Path,
     ) -> Result<(Boot, Seed)> {
         let console = daemon.console_log(&vm.id);
-        let stop = Arc::new(AtomicBool::new(false));
-        let prompt = watch_console(console.clone(), "login:", stop.clone());
-        let waited = wait_ssh(&self.ns, key, t0 + SSH_TIMEOUT);
-        let prompt_at = waited
-            .is_ok()
-            .then(|| prompt.recv_timeout(PROMPT_GRACE).ok())
-            .flatten();
-        stop.store(true, Ordering::Relaxed);
-        let transcript = read_console(&console);
-        let (port_at, ssh_at) = waited.with_context(|| {
-            format!(
-                "hostel VM {}; console tail:\n{}",
-                vm.name,
-                tail(&transcript)
-            )
-        })?;
+        let (sample, transcript) =
+            watch_to_ssh(&self.ns, key, &console, t0)
+                .into_sample(t0, Some(created_at), || format!("hostel VM {}", vm.name))?;
         let seed = find_seed(&daemon.state_dir(), &vm.id)?;
         std::fs::copy(&seed, seed_copy).with_context(|| format!("copying {}", seed.display()))?;
         let mac = vm
@@ -478,13 +469,7 @@ impl HostelSide {
         let analysis = self.analyze.then(|| analyze(&self.ns, key));
         Ok((
             Boot {
-                sample: ImageSample {
-                    created_s: Some(secs(t0, created_at)),
-                    login_prompt_s: prompt_at.map(|at| secs(t0, at)),
-                    port_s: secs(t0, port_at),
-                    ssh_s: secs(t0, ssh_at),
-                    guest: GuestClock::parse(&transcript),
-                },
+                sample,
                 console: transcript,
                 analysis,
             },

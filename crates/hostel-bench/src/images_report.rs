@@ -2,7 +2,7 @@
 //! off its serial console, and the BENCHMARKS.md section.
 
 use crate::machine::Machine;
-use crate::stats::{ratio, Summary};
+use crate::table::{hostel_vs_plain, Row};
 
 pub const BEGIN: &str = "<!-- bench-images:begin -->";
 pub const END: &str = "<!-- bench-images:end -->";
@@ -123,81 +123,58 @@ pub struct ImageResults {
     pub plain_failures: usize,
 }
 
-struct Row {
-    label: &'static str,
-    get: fn(&ImageSample) -> Option<f64>,
-    goal: Option<f64>,
-}
+/// Host times are tenths of a second apart at best (port 22 and the console are polled every
+/// 100 ms), and boots take tens of seconds.
+const DIGITS: usize = 1;
 
-const ROWS: &[Row] = &[
+const ROWS: &[Row<ImageSample>] = &[
     Row {
         label: "**Time to SSH login** (`ssh -i KEY debian@ADDR true` succeeds, s)",
         get: |s| Some(s.ssh_s),
+        digits: DIGITS,
         goal: Some(GOAL),
+        plain_has: true,
     },
     Row {
         label: "↳ `hostel vm create` returned, VM running (s)",
         get: |s| s.created_s,
+        digits: DIGITS,
         goal: None,
+        plain_has: true,
     },
     Row {
         label: "↳ port 22 accepts a connection (s)",
         get: |s| Some(s.port_s),
+        digits: DIGITS,
         goal: None,
+        plain_has: true,
     },
     Row {
         label: "↳ `login:` prompt on the serial console (s)",
         get: |s| s.login_prompt_s,
+        digits: DIGITS,
         goal: None,
+        plain_has: true,
     },
     Row {
         label: "guest clock: cloud-init `init-local` starts (kernel, initramfs, early systemd; s)",
         get: |s| s.guest.init_local,
+        digits: DIGITS,
         goal: None,
+        plain_has: true,
     },
     Row {
         label: "guest clock: cloud-init `init` (network, SSH host keys) starts (s)",
         get: |s| s.guest.init,
+        digits: DIGITS,
         goal: None,
+        plain_has: true,
     },
 ];
 
-fn summary(samples: &[ImageSample], get: fn(&ImageSample) -> Option<f64>) -> Option<Summary> {
-    let v: Vec<f64> = samples.iter().filter_map(get).collect();
-    Summary::of(&v)
-}
-
-fn cell(s: Option<Summary>) -> String {
-    s.map_or("—".into(), |s| {
-        format!("{:.1} ({:.1}–{:.1})", s.median, s.min, s.max)
-    })
-}
-
 /// The markdown table: hostel and plain QEMU side by side, with the ratio of medians.
 pub fn table(r: &ImageResults) -> String {
-    let mut out = String::from(
-        "| metric (median, min–max) | hostel (daemon, `vm create`) | plain QEMU | hostel / plain | goal |\n\
-         |---|---|---|---|---|\n",
-    );
-    for row in ROWS {
-        let (h, p) = (summary(&r.hostel, row.get), summary(&r.plain, row.get));
-        let q = ratio(h, p);
-        let goal = match (row.goal, q) {
-            (Some(g), Some(q)) if q <= g => format!("≤ {g:.2}: **met**"),
-            (Some(g), Some(_)) => format!("≤ {g:.2}: **missed**"),
-            (Some(g), None) => format!("≤ {g:.2}"),
-            (None, _) => String::new(),
-        };
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
-            row.label,
-            cell(h),
-            cell(p),
-            q.map_or("—".into(), |q| format!("{q:.2}")),
-            goal
-        ));
-    }
-    out
+    hostel_vs_plain("hostel (daemon, `vm create`)", ROWS, &r.hostel, &r.plain)
 }
 
 /// Inputs of the section besides the results.
@@ -223,7 +200,7 @@ pub fn section(r: &ImageResults, i: &SectionInfo<'_>) -> String {
         "{BEGIN}\n\
 ## bench-images: a Debian 12 VM to SSH, hostel vs plain QEMU\n\n\
 - Command: `make bench-images`, i.e. `{invocation}`\n\
-- Machine: {date}, {cpu}, {cores} cores, {mem:.0} GiB, host kernel {kernel}, {qemu}, \
+- Machine: {host}, \
 accelerator {accel}; shared with other builds (load average {load_before} before, \
 {load_after} after)\n\
 - Runs: {runs} boots each, alternating (who goes first swaps every round), after {warm}; \
@@ -244,12 +221,7 @@ cloud-init's own \"Up N seconds\" on the console.\n\n\
 {notes}\n\
 {END}\n",
         invocation = i.invocation,
-        date = m.date,
-        cpu = m.cpu,
-        cores = m.cores,
-        mem = m.mem_gib,
-        kernel = m.kernel,
-        qemu = m.qemu,
+        host = m.describe(),
         accel = i.accelerator,
         load_before = m.loadavg,
         load_after = i.load_after,

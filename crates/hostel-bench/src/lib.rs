@@ -5,14 +5,18 @@
 
 pub mod api_bench;
 pub mod api_daemon;
+pub mod api_report;
 pub mod boot;
+pub mod command_line;
 pub mod contender;
 pub mod images_bench;
 pub mod images_report;
 pub mod machine;
+pub mod marker;
 pub mod memory;
 pub mod net_e2e;
 pub mod net_host;
 pub mod net_report;
 pub mod report;
 pub mod stats;
+pub mod table;

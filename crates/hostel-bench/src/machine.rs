@@ -43,6 +43,16 @@ impl Machine {
             loadavg: load_average(),
         }
     }
+
+    /// The host as every section's "Machine:" line names it (date, CPU, cores, memory, host
+    /// kernel, QEMU), so the sections of BENCHMARKS.md can be compared at a glance; each adds
+    /// what its run saw besides (accelerator, load).
+    pub fn describe(&self) -> String {
+        format!(
+            "{}, {}, {} cores, {:.0} GiB, host kernel {}, {}",
+            self.date, self.cpu, self.cores, self.mem_gib, self.kernel, self.qemu
+        )
+    }
 }
 
 /// The 1/5/15-minute load averages: how busy the shared host was.
@@ -84,7 +94,25 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::civil_from_days;
+    use super::{civil_from_days, Machine};
+
+    #[test]
+    fn described_as_every_section_names_it() {
+        let m = Machine {
+            date: "2026-12-01".into(),
+            cpu: "AMD EPYC".into(),
+            cores: 2,
+            mem_gib: 7.6,
+            kernel: "6.1.0-27-amd64".into(),
+            qemu: "QEMU emulator version 7.2.15".into(),
+            loadavg: "1.00 0.50 0.25".into(),
+        };
+        assert_eq!(
+            m.describe(),
+            "2026-12-01, AMD EPYC, 2 cores, 8 GiB, host kernel 6.1.0-27-amd64, \
+             QEMU emulator version 7.2.15"
+        );
+    }
 
     #[test]
     fn dates() {

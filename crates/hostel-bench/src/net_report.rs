@@ -4,6 +4,7 @@
 use crate::machine::Machine;
 use crate::net_e2e::E2eSample;
 use crate::stats::{ratio, Summary};
+use crate::table::{median_range, ratio_cell};
 use anyhow::{Context, Result};
 
 pub const BEGIN: &str = "<!-- bench-net:begin -->";
@@ -94,17 +95,6 @@ fn summary(
     Summary::of(&v)
 }
 
-fn cell(s: Option<Summary>, digits: usize) -> String {
-    match s {
-        Some(s) => format!("{:.d$} ({:.d$}–{:.d$})", s.median, s.min, s.max, d = digits),
-        None => "—".into(),
-    }
-}
-
-fn ratio_cell(r: Option<f64>) -> String {
-    r.map_or("—".into(), |r| format!("{r:.2}"))
-}
-
 /// Lower-is-better metrics get their ratio inverted so "> 1" always means "switch better".
 struct Metric {
     label: &'static str,
@@ -185,9 +175,9 @@ pub fn datapath_table(samples: &[DpSample]) -> (String, Option<bool>, Option<boo
             out.push_str(&format!(
                 "| {label} | {} | {} | {} | {} | {} | {} | {goal} |\n",
                 m.label,
-                cell(s[0], m.digits),
-                cell(s[1], m.digits),
-                cell(s[2], m.digits),
+                median_range(s[0], m.digits),
+                median_range(s[1], m.digits),
+                median_range(s[2], m.digits),
                 ratio_cell(rb),
                 ratio_cell(ro),
             ));
@@ -300,14 +290,14 @@ pub fn e2e_table(switch: &[E2eSample], bridge: &[E2eSample]) -> (String, Option<
         };
         out.push_str(&format!(
             "| {label} | {} | {} | {} | {goal} |\n",
-            cell(a, digits),
-            cell(b, digits),
+            median_range(a, digits),
+            median_range(b, digits),
             ratio_cell(q)
         ));
         if i == 0 {
             out.push_str(&format!(
                 "| ↳ switch / bridge within each round (the two ran back to back) | | | {} | |\n",
-                cell(Summary::of(&paired_ratios(switch, bridge)), 2)
+                median_range(Summary::of(&paired_ratios(switch, bridge)), 2)
             ));
         }
     }
@@ -347,14 +337,14 @@ pub fn section(dp: &[DpSample], sw: &[E2eSample], br: &[E2eSample], i: &NetInfo<
     let m = i.machine;
     let (dp_table, _, _) = datapath_table(dp);
     let (e2e, _) = e2e_table(sw, br);
-    let host_busy = Summary::of(
-        &dp.iter()
-            .map(|s| s.host_cpu_s / s.wall_s)
-            .collect::<Vec<_>>(),
-    )
-    .map_or("—".into(), |s| {
-        format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max)
-    });
+    let host_busy = median_range(
+        Summary::of(
+            &dp.iter()
+                .map(|s| s.host_cpu_s / s.wall_s)
+                .collect::<Vec<_>>(),
+        ),
+        2,
+    );
     let lost: u64 = dp
         .iter()
         .filter(|s| s.contender == "switch")
@@ -364,7 +354,7 @@ pub fn section(dp: &[DpSample], sw: &[E2eSample], br: &[E2eSample], i: &NetInfo<
         "{BEGIN}\n\
 ## bench-net: the switch datapath and guest-to-guest TCP, against a Linux bridge and Open vSwitch\n\n\
 - Command: `make bench-net`, i.e. `{inv}`\n\
-- Machine: {date}, {cpu}, {cores} cores, {mem:.0} GiB, host kernel {kernel}, {qemu}; \
+- Machine: {host}; \
 shared with other builds and tests (load average {lb} before, {la} after)\n\n\
 ### Datapath alone: a synthetic frontend plays two VMs\n\n\
 `{dpc}`: {rounds} rounds of {secs} s per case, the three contenders in turn within each \
@@ -412,12 +402,8 @@ are tail-loss probes answered with DSACKs: late ACKs on a starved host, not lost
 on the host; the last row says how much that was.\n\
 {END}\n",
         inv = i.invocation,
-        date = m.date,
-        cpu = m.cpu,
+        host = m.describe(),
         cores = m.cores,
-        mem = m.mem_gib,
-        kernel = m.kernel,
-        qemu = m.qemu,
         lb = m.loadavg,
         la = i.load_after,
         dpc = i.dp_command,

@@ -3,7 +3,7 @@
 
 use crate::boot::BootSample;
 use crate::machine::Machine;
-use crate::stats::{ratio, Summary};
+use crate::table::{hostel_vs_plain, Row};
 use std::path::Path;
 
 pub const BEGIN: &str = "<!-- bench-boot:begin -->";
@@ -25,93 +25,81 @@ pub struct BootResults {
     pub plain_failures: usize,
 }
 
-/// Which way is better for a metric, and the goal on hostel/plain if the issue sets one.
-struct Row {
-    label: &'static str,
-    unit: Unit,
-    get: fn(&BootSample) -> Option<f64>,
-    goal: Option<f64>,
-    /// Whether the plain-QEMU column has this metric at all.
-    plain_has: bool,
-}
-
-#[derive(Clone, Copy)]
-enum Unit {
-    Secs,
-    Mib,
-}
+/// Decimals of a row: seconds to the hundredth, memory to a tenth of a MiB.
+const SECS: usize = 2;
+const MIB: usize = 1;
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-const ROWS: &[Row] = &[
+const ROWS: &[Row<BootSample>] = &[
     Row {
         label: "**Time to `HOSTEL-READY`** (s)",
-        unit: Unit::Secs,
+        digits: SECS,
         get: |s| Some(s.ready_s),
         goal: Some(0.7),
         plain_has: true,
     },
     Row {
         label: "**Time to exit** after `hostel.run` powers off (s)",
-        unit: Unit::Secs,
+        digits: SECS,
         get: |s| Some(s.exit_s),
         goal: Some(0.7),
         plain_has: true,
     },
     Row {
         label: "↳ before the guest clock starts: VMM, firmware, kernel load (s)",
-        unit: Unit::Secs,
+        digits: SECS,
         get: |s| Some(s.pre_kernel_s),
         goal: None,
         plain_has: true,
     },
     Row {
         label: "↳ guest kernel + init to its command (guest uptime, s)",
-        unit: Unit::Secs,
+        digits: SECS,
         get: |s| Some(s.guest_uptime_s),
         goal: None,
         plain_has: true,
     },
     Row {
         label: "↳ `HOSTEL-EXIT` line to process exit (s)",
-        unit: Unit::Secs,
+        digits: SECS,
         get: |s| Some(s.poweroff_s),
         goal: None,
         plain_has: true,
     },
     Row {
         label: "QEMU RSS (MiB)",
-        unit: Unit::Mib,
+        digits: MIB,
         get: |s| Some(mib(s.qemu.rss_kib)),
         goal: None,
         plain_has: true,
     },
     Row {
         label: "↳ guest RAM resident (MiB)",
-        unit: Unit::Mib,
+        digits: MIB,
         get: |s| Some(mib(s.qemu.guest_kib)),
         goal: None,
         plain_has: true,
     },
     Row {
         label: "QEMU RSS − guest RAM (MiB)",
-        unit: Unit::Mib,
+        digits: MIB,
         get: |s| Some(mib(s.qemu.overhead_kib())),
         goal: None,
         plain_has: true,
     },
     Row {
         label: "↳ file-backed, shared by every VM on the host (MiB)",
-        unit: Unit::Mib,
+        digits: MIB,
         get: |s| Some(mib(s.qemu.file_kib)),
         goal: None,
         plain_has: true,
     },
     Row {
         label: "↳ TCG translated-code cache (MiB)",
-        unit: Unit::Mib,
+        digits: MIB,
         get: |s| Some(mib(s.qemu.tcg_kib)),
         goal: None,
         plain_has: true,
@@ -120,21 +108,21 @@ const ROWS: &[Row] = &[
         // What one more VM costs the host: the shared file pages (QEMU's binary, the kernel
         // image's page cache) are paid once per host, not per VM.
         label: "**Per-VM overhead**: private to the VM = RSS − guest RAM − shared files (MiB)",
-        unit: Unit::Mib,
+        digits: MIB,
         get: |s| Some(mib(s.qemu.overhead_kib().saturating_sub(s.qemu.file_kib))),
         goal: Some(0.5),
         plain_has: true,
     },
     Row {
         label: "`hostel run` process RSS (MiB)",
-        unit: Unit::Mib,
+        digits: MIB,
         get: |s| s.wrapper_rss_kib.map(mib),
         goal: None,
         plain_has: false,
     },
     Row {
         label: "Per-VM overhead incl. the whole `hostel run` process (MiB)",
-        unit: Unit::Mib,
+        digits: MIB,
         get: |s| {
             let private = s.qemu.overhead_kib().saturating_sub(s.qemu.file_kib);
             Some(mib(private + s.wrapper_rss_kib.unwrap_or(0)))
@@ -144,49 +132,9 @@ const ROWS: &[Row] = &[
     },
 ];
 
-fn summary(samples: &[BootSample], get: fn(&BootSample) -> Option<f64>) -> Option<Summary> {
-    let v: Vec<f64> = samples.iter().filter_map(get).collect();
-    Summary::of(&v)
-}
-
-fn cell(s: Option<Summary>, unit: Unit) -> String {
-    let Some(s) = s else { return "—".into() };
-    match unit {
-        Unit::Secs => format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max),
-        Unit::Mib => format!("{:.1} ({:.1}–{:.1})", s.median, s.min, s.max),
-    }
-}
-
 /// The markdown table: one row per metric, hostel and plain QEMU side by side.
 pub fn table(r: &BootResults) -> String {
-    let mut out = String::from(
-        "| metric (median, min–max) | `hostel run` | plain QEMU | hostel / plain | goal |\n\
-         |---|---|---|---|---|\n",
-    );
-    for row in ROWS {
-        let h = summary(&r.hostel, row.get);
-        let p = if row.plain_has {
-            summary(&r.plain, row.get)
-        } else {
-            None
-        };
-        let q = ratio(h, p);
-        let goal = match (row.goal, q) {
-            (Some(g), Some(q)) if q <= g => format!("≤ {g:.2}: **met**"),
-            (Some(g), Some(_)) => format!("≤ {g:.2}: **missed**"),
-            (Some(g), None) => format!("≤ {g:.2}"),
-            (None, _) => String::new(),
-        };
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
-            row.label,
-            cell(h, row.unit),
-            cell(p, row.unit),
-            q.map_or("—".into(), |q| format!("{q:.2}")),
-            goal
-        ));
-    }
-    out
+    hostel_vs_plain("`hostel run`", ROWS, &r.hostel, &r.plain)
 }
 
 /// Inputs of the BENCHMARKS.md section besides the results.
@@ -207,7 +155,7 @@ pub fn section(r: &BootResults, i: &SectionInfo<'_>) -> String {
         "{BEGIN}\n\
 ## bench-boot: `hostel run` vs plain QEMU\n\n\
 - Command: `make bench-boot`, i.e. `{invocation}`\n\
-- Machine: {date}, {cpu}, {cores} cores, {mem:.0} GiB, host kernel {kernel}, {qemu}; \
+- Machine: {host}; \
 shared with other builds (load average {load_before} before, {load_after} after)\n\
 - Runs: {runs} boots each, alternating (who goes first swaps every round), after one \
 unmeasured warm-up boot each; failed boots: hostel {hf}, plain {pf}\n\
@@ -222,12 +170,7 @@ it is what a `hostel.run` command that does nothing would take. Memory is sample
 mapping for hostel and the anonymous 128 MiB mapping for plain QEMU. The phase split uses the guest's clock: plain QEMU's kernel calibrates its TSC against the emulated PIT (hostel passes `tsc_early_khz`), which a loaded host skews, so its split is approximate (it can even go negative).\n\
 {END}\n",
         invocation = i.invocation,
-        date = m.date,
-        cpu = m.cpu,
-        cores = m.cores,
-        mem = m.mem_gib,
-        kernel = m.kernel,
-        qemu = m.qemu,
+        host = m.describe(),
         load_before = m.loadavg,
         load_after = i.load_after,
         runs = i.runs,

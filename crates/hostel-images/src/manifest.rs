@@ -70,10 +70,16 @@ pub enum ImageBoot {
     /// Direct kernel boot with files stored next to the disk.
     Kernel {
         kernel: String,
+        /// The image's own initramfs (the distribution's), for booting it anywhere.
         initrd: String,
         /// Guest policy arguments (root device...); the engine adds the platform ones.
         cmdline: String,
         kernel_version: String,
+        /// hostel's minimal initramfs made from the image's own modules
+        /// (`build::boot_initrd`), booted instead of `initrd` when present: images built
+        /// by hostel have one, imported ones do not.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hostel_initrd: Option<String>,
     },
     /// Firmware boots the disk's own bootloader (imported whole-disk images).
     Disk,

@@ -43,15 +43,29 @@ impl Image {
     pub fn disk_path(&self) -> PathBuf {
         self.dir.join(&self.manifest.disk.file)
     }
-    /// Kernel, initrd and guest cmdline for direct boot, when the image carries them.
+    /// Kernel, initrd and guest cmdline hostel boots the image with, when it carries a
+    /// kernel: the initrd is hostel's own when the image has one.
     pub fn kernel_boot(&self) -> Option<(PathBuf, PathBuf, &str)> {
         match &self.manifest.boot {
             ImageBoot::Kernel {
                 kernel,
                 initrd,
                 cmdline,
+                hostel_initrd,
                 ..
-            } => Some((self.dir.join(kernel), self.dir.join(initrd), cmdline)),
+            } => {
+                let initrd = hostel_initrd.as_ref().unwrap_or(initrd);
+                Some((self.dir.join(kernel), self.dir.join(initrd), cmdline))
+            }
+            ImageBoot::Disk => None,
+        }
+    }
+
+    /// The image's own (distribution's) initramfs, for booting it the way any QEMU user
+    /// would; hostel itself boots [`Image::kernel_boot`]'s.
+    pub fn distribution_initrd(&self) -> Option<PathBuf> {
+        match &self.manifest.boot {
+            ImageBoot::Kernel { initrd, .. } => Some(self.dir.join(initrd)),
             ImageBoot::Disk => None,
         }
     }

@@ -6,8 +6,10 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use hostel_api::{Client, CreateTenant, CreateToken, HostSettings, QuotaBody};
-use hostel_bench::api_bench::{self, ApiResults, SectionInfo};
+use hostel_bench::api_bench;
 use hostel_bench::api_daemon::{self, Daemon};
+use hostel_bench::api_report::{self, ApiResults, SectionInfo};
+use hostel_bench::command_line;
 use hostel_bench::machine::{self, Machine};
 use std::path::PathBuf;
 
@@ -62,15 +64,7 @@ fn main() -> Result<()> {
     let mut daemon = Daemon::spawn(&hostel, &guest)?;
     eprintln!("daemon at {}", daemon.url);
     let outcome = measure(&daemon, &hostel, &guest, &args);
-    // Tear down before reporting: a VM or QEMU left behind is itself a finding.
-    let strays = daemon.shutdown();
-    let (results, accelerator) = match outcome {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("daemon log tail:\n{}", daemon.log_tail(20));
-            return Err(e);
-        }
-    };
+    let ((results, accelerator), strays) = daemon.shutdown_after(outcome)?;
     match strays {
         Ok(pids) if pids.is_empty() => {}
         Ok(pids) => eprintln!(
@@ -81,24 +75,13 @@ fn main() -> Result<()> {
     }
     drop(daemon);
 
-    let invocation = std::env::args()
-        .map(|a| a.replace("/work/main/", ""))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let invocation = command_line::invocation();
     let load_after = machine::load_average();
-    let run_cmd =
-        api_bench::hostel_run_argv(&args.hostel, &args.guest, std::path::Path::new("<tmpdir>"))
-            .iter()
-            .map(|a| a.replace("/work/main/", ""))
-            .map(|a| {
-                if a.contains(' ') {
-                    format!("\"{a}\"")
-                } else {
-                    a
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
+    let run_cmd = command_line::for_docs(&api_bench::hostel_run_argv(
+        &args.hostel,
+        &args.guest,
+        std::path::Path::new("<tmpdir>"),
+    ));
     let info = SectionInfo {
         invocation: &invocation,
         machine: &machine,
@@ -107,10 +90,10 @@ fn main() -> Result<()> {
         rounds: args.vms,
         hostel_command: &run_cmd,
     };
-    let section = api_bench::section(&results, &info);
+    let section = api_report::section(&results, &info);
     println!("{section}");
     if let Some(md) = &args.markdown {
-        api_bench::write_markdown(md, &section)
+        api_report::write_markdown(md, &section)
             .with_context(|| format!("writing {}", md.display()))?;
         eprintln!("wrote the bench-api section of {}", md.display());
     }

@@ -5,6 +5,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use hostel_bench::boot::{self, BootSample};
+use hostel_bench::command_line;
 use hostel_bench::contender::{Contender, GUEST_SCRIPT};
 use hostel_bench::machine::{self, Machine};
 use hostel_bench::report::{self, BootResults, SectionInfo};
@@ -103,10 +104,7 @@ fn main() -> Result<()> {
         bail!("every boot of one contender failed; nothing to compare");
     }
 
-    let invocation = std::env::args()
-        .map(|a| a.replace("/work/main/", ""))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let invocation = command_line::invocation();
     let load_after = machine::load_average();
     let info = SectionInfo {
         invocation: &invocation,

@@ -6,7 +6,8 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use hostel_bench::api_daemon::{self, Daemon};
-use hostel_bench::images_bench::{self, HostelSide, Netns, PlainSetup, Seed};
+use hostel_bench::command_line::{self, for_docs};
+use hostel_bench::images_bench::{self, Boot, HostelSide, Netns, PlainSetup, Seed};
 use hostel_bench::images_report::{self, ImageResults, ImageSample, SectionInfo};
 use hostel_bench::machine::{self, Machine};
 use hostel_images::{BuildOptions, Catalog, ImageStore, Progress};
@@ -83,14 +84,7 @@ fn main() -> Result<()> {
     let mut daemon = Daemon::spawn_with(&hostel, None, "hostel-bench-images-")?;
     eprintln!("daemon at {}", daemon.url);
     let outcome = measure(&daemon, &hostel, &image, &args);
-    let strays = daemon.shutdown();
-    let (results, accelerator, hostel_cmd, plain_cmd) = match outcome {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("daemon log tail:\n{}", daemon.log_tail(20));
-            return Err(e);
-        }
-    };
+    let ((results, accelerator, hostel_cmd, plain_cmd), strays) = daemon.shutdown_after(outcome)?;
     match strays {
         Ok(pids) if pids.is_empty() => {}
         Ok(pids) => {
@@ -100,10 +94,7 @@ fn main() -> Result<()> {
     }
     drop(daemon);
 
-    let invocation = std::env::args()
-        .map(|a| a.replace("/work/main/", ""))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let invocation = command_line::invocation();
     let load_after = machine::load_average();
     let info = SectionInfo {
         invocation: &invocation,
@@ -131,21 +122,6 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
-/// For the documentation: paths made relative, temporary ones named.
-fn display(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| a.replace("/work/main/", ""))
-        .map(|a| {
-            if a.contains(' ') {
-                format!("\"{a}\"")
-            } else {
-                a
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 type Measured = (ImageResults, String, String, String);
 
 fn measure(
@@ -166,8 +142,14 @@ fn measure(
     let imported = ImageStore::open(daemon.state_dir().join("images"))?
         .get("debian-12")
         .context("the daemon's debian-12")?;
+    // hostel boots its own initramfs (made from the image's modules at build time: the
+    // daemon's copy was imported with it); plain QEMU the distribution's, as anyone booting
+    // the image by hand would.
+    let initrd = image
+        .distribution_initrd()
+        .context("debian-12 has no initramfs")?;
     let image = &imported;
-    let (kernel, initrd, cmdline) = image.kernel_boot().context("debian-12 has no kernel")?;
+    let (kernel, _, cmdline) = image.kernel_boot().context("debian-12 has no kernel")?;
     let plain = PlainSetup {
         qemu: QEMU.into(),
         kernel,
@@ -220,9 +202,9 @@ fn measure(
     }
     // The benchmark's temporary directory (the daemon's state, keys, run dirs) by name.
     let state = daemon.state_dir().display().to_string();
-    let hostel_cmd = display(&side.create_argv("NAME"))
+    let hostel_cmd = for_docs(&side.create_argv("NAME"))
         .replace(&key.with_extension("pub").display().to_string(), "KEY.pub");
-    let plain_cmd = display(&plain.argv(Path::new("<tmpdir>"), &seed, &tap))
+    let plain_cmd = for_docs(&plain.argv(Path::new("<tmpdir>"), &seed, &tap))
         .replace(&seed.path.display().to_string(), "<seed.img>")
         .replace(&state, "<state-dir>");
     drop(side);
@@ -240,19 +222,19 @@ fn run_hostel(
     r: &mut ImageResults,
     seed: &mut Seed,
 ) {
-    match side.once(daemon, &format!("b{round:02}"), key, seed_path) {
-        Ok((boot, new_seed)) => {
-            let s = &boot.sample;
-            eprintln!("round {tag} hostel: {}", describe(s));
-            keep_log(&format!("hostel-{round:02}"), &boot);
+    let outcome = side
+        .once(daemon, &format!("b{round:02}"), key, seed_path)
+        .map(|(boot, new_seed)| {
             *seed = new_seed;
-            r.hostel.push(boot.sample);
-        }
-        Err(e) => {
-            eprintln!("round {tag} hostel: FAILED: {e:#}");
-            r.hostel_failures += 1;
-        }
-    }
+            boot
+        });
+    record(
+        &format!("round {tag} hostel"),
+        &format!("hostel-{round:02}"),
+        outcome,
+        &mut r.hostel,
+        &mut r.hostel_failures,
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -268,20 +250,37 @@ fn run_plain(
     r: &mut ImageResults,
 ) -> Result<()> {
     let dir = daemon.run_dir(&format!("plain-{round:02}"))?;
-    match images_bench::plain_once(plain, seed, ns, tap, key, &dir) {
-        Ok(boot) => {
-            let s = &boot.sample;
-            eprintln!("round {tag} plain QEMU: {}", describe(s));
-            keep_log(&format!("plain-{round:02}"), &boot);
-            r.plain.push(boot.sample);
-        }
-        Err(e) => {
-            eprintln!("round {tag} plain QEMU: FAILED: {e:#}");
-            r.plain_failures += 1;
-        }
-    }
+    record(
+        &format!("round {tag} plain QEMU"),
+        &format!("plain-{round:02}"),
+        images_bench::plain_once(plain, seed, ns, tap, key, &dir),
+        &mut r.plain,
+        &mut r.plain_failures,
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// One measured boot of either side: its progress line (`what` names the round and side),
+/// its console kept as `log_label`, and its sample or its failure counted.
+fn record(
+    what: &str,
+    log_label: &str,
+    outcome: Result<Boot>,
+    samples: &mut Vec<ImageSample>,
+    failures: &mut usize,
+) {
+    match outcome {
+        Ok(boot) => {
+            eprintln!("{what}: {}", describe(&boot.sample));
+            keep_log(log_label, &boot);
+            samples.push(boot.sample);
+        }
+        Err(e) => {
+            eprintln!("{what}: FAILED: {e:#}");
+            *failures += 1;
+        }
+    }
 }
 
 fn describe(s: &ImageSample) -> String {
@@ -300,7 +299,7 @@ fn describe(s: &ImageSample) -> String {
 
 /// Console transcripts (and systemd's analyses) are kept in target/bench-images/ for looking
 /// into where the time goes.
-fn keep_log(label: &str, boot: &images_bench::Boot) {
+fn keep_log(label: &str, boot: &Boot) {
     let dir = Path::new("target/bench-images");
     if std::fs::create_dir_all(dir).is_ok() {
         let _ = std::fs::write(dir.join(format!("{label}-console.log")), &boot.console);

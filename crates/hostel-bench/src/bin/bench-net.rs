@@ -6,6 +6,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use hostel_bench::command_line;
 use hostel_bench::machine::{self, Machine};
 use hostel_bench::net_e2e::{self, Backend};
 use hostel_bench::net_host::{Netns, SwitchProc};
@@ -155,10 +156,7 @@ fn main() -> Result<()> {
         }
     }
 
-    let invocation = std::env::args()
-        .map(|a| a.replace("/work/main/", ""))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let invocation = command_line::invocation();
     let dp_command = format!(
         "{} {}",
         args.switch_bench
@@ -167,18 +165,12 @@ fn main() -> Result<()> {
             .replace("/work/main/", ""),
         dp_args.join(" ")
     );
-    let hostel_run = net_e2e::run_args(&args.guest, 0, "<base64 script>", "<nic>")
-        .iter()
-        .map(|a| {
-            if a.contains(' ') {
-                format!("\"{a}\"")
-            } else {
-                a.clone()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-        .replace("/work/main/", "");
+    let hostel_run = command_line::for_docs(&net_e2e::run_args(
+        &args.guest,
+        0,
+        "<base64 script>",
+        "<nic>",
+    ));
     let script_a = net_e2e::script_a(args.iperf_seconds);
     let load_after = machine::load_average();
     let info = NetInfo {

@@ -2,6 +2,7 @@
 //! chroot, hostel's guest configuration, then the tree packed into a sparse ext4 image with
 //! the kernel and initramfs extracted next to it for direct boot.
 
+use super::boot_initrd;
 use super::chroot::{self, shell_quote, valid_package, APT_GET};
 use super::guest_files::guest_files;
 use super::BuildOptions;
@@ -46,6 +47,11 @@ pub(super) fn build(
 
     report.start(Phase::Configure, "extracting kernel and initramfs");
     let kernel_version = extract_boot_files(&root, staging.dir())?;
+    boot_initrd::write(
+        &root.join("lib/modules").join(&kernel_version),
+        Path::new(boot_initrd::BUSYBOX),
+        &staging.dir().join(boot_initrd::FILE),
+    )?;
 
     report.start(Phase::Filesystem, "making the ext4 image");
     let raw = staging.dir().join("rootfs.raw");
@@ -74,6 +80,7 @@ pub(super) fn build(
             initrd: "initrd.img".into(),
             cmdline: recipe.cmdline.clone(),
             kernel_version,
+            hostel_initrd: Some(boot_initrd::FILE.into()),
         },
         created_unix: super::now_unix(),
     };

@@ -43,8 +43,17 @@ pub(super) fn build(
             .arg(parent.disk_path())
             .arg(&raw),
     )?;
-    if let ImageBoot::Kernel { kernel, initrd, .. } = &pm.boot {
-        for f in [kernel, initrd] {
+    if let ImageBoot::Kernel {
+        kernel,
+        initrd,
+        hostel_initrd,
+        ..
+    } = &pm.boot
+    {
+        for f in [Some(kernel), Some(initrd), hostel_initrd.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             link_or_copy(&parent.dir().join(f), &staging.dir().join(f))?;
         }
     }

@@ -3,6 +3,7 @@
 //! atomic (staged under `<store>/tmp`, renamed into place), and both block for minutes: call
 //! them from a blocking thread (`tokio::task::spawn_blocking` in the daemon).
 
+pub mod boot_initrd;
 mod chroot;
 mod debian;
 mod derive;

@@ -82,6 +82,7 @@ impl ImageStore {
                         .clone()
                         .unwrap_or_else(|| "root=/dev/vda rw".into()),
                     kernel_version: String::new(),
+                    hostel_initrd: None,
                 }
             }
             (None, None) => ImageBoot::Disk,
