@@ -40,11 +40,16 @@ hostel VM are disabled or masked (`e2scrub_reap`, which ran 13–26 s beside \
 `dpkg-db-backup.timer`), and cloud-init modules that cannot apply are left out (`grub-dpkg` \
 ~1 s, snap, fan, landscape, EC2, IBM RMC, RightScale). `datasource_list` was already pinned \
 to NoCloud, SSH host keys limited to ed25519 and ECDSA.
-- **What is hostel's alone** is the platform: microvm without firmware or PCI, direct boot \
-and the tuned command line. With the same guest that is worth ~3–5 s out of ~35–40 s \
-(login prompt at load ~1: 32.6–37.2 s hostel-like microvm, 37.8–41.1 s q35), about 0.9x; \
-the 0.8x goal would need the guest itself to do less before sshd (cloud-init's two Python \
-stages are ~60% of the chain), which changes both columns alike. Tried and not kept: \
+- **What is hostel's alone** is the platform: microvm without firmware or PCI, direct boot, \
+the tuned command line and, since 2026-12-01, hostel's own initramfs: a static busybox, the \
+image's virtio-mmio and virtio-blk modules and a script that mounts `root=` and \
+`switch_root`s, instead of initramfs-tools starting udev and replaying every device event to \
+find the one disk (which the real root's udev then does again). `systemd-analyze` puts \
+kernel + initramfs at 1.9–2.7 s for hostel against 6.6–9.5 s for plain QEMU's q35 with the \
+Debian initramfs (8 boots, 2026-12-01). The rest of the chain is the same guest doing the \
+same work (cloud-init's two Python stages are ~60% of it), so the whole gain is those \
+~5 s; the 0.8x goal would need the guest itself to do less before sshd, which changes both \
+columns alike. Tried and not kept: \
 `-cpu max` (slower), `init_on_alloc=0 mitigations=off` (no difference; they would also \
 weaken the tenant's guest), anonymous guest RAM with THP instead of the shared memfd (no \
 difference).
@@ -208,8 +213,10 @@ failed boots: hostel {hf}, plain {pf}\n\
 - Both boot the `debian-12` image (systemd, cloud-init, OpenSSH; the very files: the \
 daemon's copy, imported from the built image) from a fresh qcow2 overlay with the same \
 NoCloud seed (the hostel VM's, copied: host name, the benchmark's SSH key, a static address) \
-and the image's kernel and initramfs, 1 vCPU, 1 GiB; first boot every time (new SSH host \
-keys, root filesystem grown)\n\
+and the image's kernel, 1 vCPU, 1 GiB; first boot every time (new SSH host keys, root \
+filesystem grown). The initramfs differs: hostel boots its own (`initrd-hostel.img`, made \
+from the image's modules at build time), plain QEMU the image's Debian one (`initrd.img`), \
+as anyone booting the image by hand would\n\
 - hostel: `{hostel}` through a daemon the benchmark starts, the NIC on a network with an \
 uplink whose TAP sits in a namespace with the gateway's address\n\
 - Plain QEMU: `{plain}`, the TAP in a namespace with the gateway's address\n\n\
