@@ -19,8 +19,8 @@ after each boot; QEMU's `info jit`; boots to the login prompt by hand at load av
 - Both sides run the same guest doing the same work, and sshd is late in it: Debian's \
 `cloud-init.service` orders itself before `sysinit.target`, so sshd waits for both of \
 cloud-init's early stages. Critical chain to `ssh.service`: kernel + initramfs (systemd counts \
-3–5 s on hostel's microvm, 5–9 s on q35, which also runs SeaBIOS before the guest clock \
-starts), early systemd to ~7 s, `cloud-init-local` 15–20 s, `networking` ~3 s, \
+1.9–2.7 s on hostel's microvm with its own initramfs, 6.6–9.5 s on q35 with Debian's, \
+which also runs SeaBIOS before the guest clock starts), early systemd to ~7 s, `cloud-init-local` 15–20 s, `networking` ~3 s, \
 `cloud-init` (network stage: SSH host keys, the user, the hostname) ~8 s, sshd ~1 s; the \
 first login then takes 2–4 s while `cloud-config` competes for the one vCPU. Of \
 `cloud-init-local`'s 15–20 s, cloud-init's own steps are ~2 s (`cloud-init analyze`: \
