@@ -159,10 +159,7 @@ fn main() -> Result<()> {
     let invocation = command_line::invocation();
     let dp_command = format!(
         "{} {}",
-        args.switch_bench
-            .display()
-            .to_string()
-            .replace("/work/main/", ""),
+        command_line::relative(&args.switch_bench.display().to_string()),
         dp_args.join(" ")
     );
     let hostel_run = command_line::for_docs(&net_e2e::run_args(

@@ -13,7 +13,7 @@ use crate::error::{ImageError, Result};
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The file next to the image's disk.
 pub const FILE: &str = "initrd-hostel.img";
@@ -68,12 +68,9 @@ pub fn write(modules_dir: &Path, busybox: &Path, out: &Path) -> Result<()> {
     }
     archive.file("modules", 0o644, list.as_bytes());
     let bytes = archive.finish().map_err(ImageError::io(out))?;
-
-    // Written aside and renamed: a half-written initramfs must never be booted.
-    let mut tmp = PathBuf::from(out);
-    tmp.set_extension("partial");
-    fs::write(&tmp, bytes).map_err(ImageError::io(&tmp))?;
-    fs::rename(&tmp, out).map_err(ImageError::io(out))
+    // `out` is in the build's staging directory, which only a finished build renames into
+    // the store: a half-written initramfs is never booted.
+    fs::write(out, bytes).map_err(ImageError::io(out))
 }
 
 /// A module to load: its name (as `insmod` reports it) and its path under the modules dir.
