@@ -13,49 +13,58 @@ pub const GOAL: f64 = 0.8;
 /// Where the time goes, from the console transcripts the benchmark keeps
 /// (target/bench-images/); printed under the table.
 pub const NOTES: &str = "\
-**Where the time goes** (`bench-images --analyze`: `systemd-analyze` and `cloud-init analyze` \
-after each boot; QEMU's `info jit`; boots to the login prompt by hand at load average ~1):
+**Where the time goes** (`bench-images --analyze`: `systemd-analyze`, `cloud-init analyze`, \
+`/proc/stat` at the first login; per-unit CPU time and QEMU's `info jit` from boots to the \
+login prompt by hand):
 
-- Both sides run the same guest doing the same work, and sshd is late in it: Debian's \
+- The guest is busy all the time: at the first SSH login its vCPU has been idle or waiting \
+for I/O under 1% of the boot (user ~60%, kernel ~38%), so only less work shortens a boot. \
+Both sides run the same guest doing the same work, and sshd is late in it: Debian's \
 `cloud-init.service` orders itself before `sysinit.target`, so sshd waits for both of \
-cloud-init's early stages. Critical chain to `ssh.service`: kernel + initramfs (systemd counts \
-1.9–2.7 s on hostel's microvm with its own initramfs, 6.6–9.5 s on q35 with Debian's, \
-which also runs SeaBIOS before the guest clock starts), early systemd to ~7 s, `cloud-init-local` 15–20 s, `networking` ~3 s, \
-`cloud-init` (network stage: SSH host keys, the user, the hostname) ~8 s, sshd ~1 s; the \
-first login then takes 2–4 s while `cloud-config` competes for the one vCPU. Of \
-`cloud-init-local`'s 15–20 s, cloud-init's own steps are ~2 s (`cloud-init analyze`: \
-search-NoCloud 1.4 s): the rest is Python starting and importing cloud-init (requests, \
-jsonschema, jinja2) with nothing translated yet; the same import takes 2.3 s once the guest \
-is up. Under TCG a boot is mostly translating code seen for the first time: ~1.1 M \
-translation blocks, 560–610 MiB of host code by the login prompt.
+cloud-init's early stages. By CPU time at the login prompt (one boot, 96 s busy): \
+cloud-init's four Python stages 53 s, sshd 16 s (with a restart and the first login), \
+systemd itself 15 s, udev 9 s, ifupdown and resolvconf 10 s. A Python stage is mostly \
+Python starting and importing cloud-init (requests, jsonschema, jinja2: 5.4 s even once the \
+guest is up) with nothing translated yet: under TCG a boot is mostly translating code seen \
+for the first time (~1.1 M translation blocks, 560–610 MiB of host code by the login \
+prompt), and every new process maps its libraries at new random addresses, so their code \
+is translated again.
+- **What is hostel's alone** is the platform: microvm without firmware or PCI, direct boot, \
+the tuned command line, hostel's own initramfs (a static busybox, the image's virtio-mmio, \
+virtio-blk and virtio-rng modules and a script that mounts `root=` and `switch_root`s, \
+instead of initramfs-tools starting udev and replaying every device event to find the one \
+disk, which the real root's udev then does again) and, since 2026-12-01, an entropy device: \
+the guest kernel's RNG is ready at 2.3 s instead of 17 s, where systemd-random-seed and \
+anything else calling `getrandom()` waited while the kernel spun the vCPU gathering jitter. \
+`systemd-analyze` puts kernel + initramfs at 1.9–2.7 s for hostel against 6.6–9.5 s for \
+plain QEMU's q35 with the Debian initramfs (which also runs SeaBIOS before the guest clock \
+starts); cloud-init's `init-local` starts 13–20 s earlier on hostel (table).
+- **In the image** (both sides boot it, so it shortens both columns by the same seconds, \
+and hostel's lead becomes a larger share): units with nothing to do in a hostel VM are \
+disabled or masked (`e2scrub_reap`, which ran 13–26 s beside `cloud-init-local`; \
+`systemd-pstore`; `modprobe@dm_mod`, `@drm`, `@efi_pstore`; `dpkg-db-backup.timer`); \
+cloud-init modules that cannot apply are left out (`grub-dpkg` ~1 s, snap, fan, landscape, \
+EC2, IBM RMC, RightScale); `datasource_list` is pinned to NoCloud and SSH host keys are \
+ed25519 and ECDSA only. Since 2026-12-01: `sshd_config` already says \
+`PasswordAuthentication no`, so cloud-init's `set-passwords` no longer restarts sshd in the \
+middle of the first logins, and `cloud-config`/`cloud-final` (which start beside sshd) run \
+with `CPUWeight=20`, so a login goes first: port 22 to a working login fell from 7–8 s to \
+3–5 s on both sides.
 - **Fixed: TCG's translation cache.** hostel gave every VM 24 MiB (right for the busybox \
 guest, BENCHMARKS' bench-boot); a Debian boot flushed it some twenty times and took 74 s to \
-SSH against 45 s with QEMU's 1 GiB. The engine now gives guests of 512 MiB or more a quarter \
-of their RAM (256 MiB for the 1 GiB default, at most 512 MiB): two flushes by the login \
-prompt, no slower than 512 MiB or 1 GiB within noise (36.1/37.2 s vs 35.5 s and 37.1 s); \
-busybox-sized guests keep 24 MiB.
-- **In the image** (both sides boot it, so it shortens both): units with nothing to do in a \
-hostel VM are disabled or masked (`e2scrub_reap`, which ran 13–26 s beside \
-`cloud-init-local`; `systemd-pstore`; `modprobe@dm_mod`, `@drm`, `@efi_pstore`; \
-`dpkg-db-backup.timer`), and cloud-init modules that cannot apply are left out (`grub-dpkg` \
-~1 s, snap, fan, landscape, EC2, IBM RMC, RightScale). `datasource_list` was already pinned \
-to NoCloud, SSH host keys limited to ed25519 and ECDSA.
-- **What is hostel's alone** is the platform: microvm without firmware or PCI, direct boot, \
-the tuned command line and, since 2026-12-01, hostel's own initramfs: a static busybox, the \
-image's virtio-mmio and virtio-blk modules and a script that mounts `root=` and \
-`switch_root`s, instead of initramfs-tools starting udev and replaying every device event to \
-find the one disk (which the real root's udev then does again). `systemd-analyze` puts \
-kernel + initramfs at 1.9–2.7 s for hostel against 6.6–9.5 s for plain QEMU's q35 with the \
-Debian initramfs (8 boots, 2026-12-01). The rest of the chain is the same guest doing the \
-same work (cloud-init's two Python stages are ~60% of it), so the whole gain is those \
-~5 s; the 0.8x goal would need the guest itself to do less before sshd, which changes both \
-columns alike. Tried and not kept: \
-`-cpu max` (slower), `init_on_alloc=0 mitigations=off` (no difference; they would also \
-weaken the tenant's guest), anonymous guest RAM with THP instead of the shared memfd (no \
-difference).
-- The host is shared (other engineers' VMs and builds; load averages are in the header): \
-single boots of one configuration vary by ±25%, so the medians of a few runs move by \
-several seconds between runs.";
+SSH against 45 s with QEMU's 1 GiB. The engine gives guests of 512 MiB or more a quarter of \
+their RAM (256 MiB for the 1 GiB default, at most 512 MiB), no slower than 512 MiB or 1 GiB \
+within noise; busybox-sized guests keep 24 MiB.
+- Tried and not kept (hand boots to the login prompt): QEMU 10.0 from bookworm-backports \
+(86 s and 86 s against 84 s and 80 s for 7.2: no faster); `norandmaps` (70 s against \
+80–84 s: the re-translation above, but it switches off the tenant's ASLR); `-cpu max` \
+(slower); `init_on_alloc=0 mitigations=off` (no difference, and they too weaken the guest); \
+anonymous guest RAM with THP instead of the shared memfd (no difference); QEMU without \
+`-sandbox` (seven pairs: +6.4 to −1.2 s, not conclusive).
+- The host is shared (other engineers' VMs and builds; load averages are in the header) and \
+its speed drifts: on 2026-12-01 the same boot took 65–120 s at different hours. Single boots \
+of one configuration vary by ±25%, so the medians of a few runs move by several seconds \
+between runs; the rounds alternate so that both sides see the same drift.";
 
 /// One boot, host times in seconds from the command that starts it (`hostel vm create` or
 /// spawning QEMU), guest times in seconds of the guest's uptime.

@@ -182,6 +182,12 @@ done
 if [ -x /sbin/resolvconf ]; then ln -sf ../run/resolvconf/resolv.conf /etc/resolv.conf; fi
 # Per-VM identity is created on first boot, never shared through the image.
 rm -f /etc/ssh/ssh_host_*
+# cloud-init enforces key-only SSH (ssh_pwauth: false) by editing sshd_config and, when that
+# changes the file, restarting sshd in the middle of the first logins (seconds of the one vCPU
+# under TCG): the image says it already. The drop-in in sshd_config.d says it too.
+sed -i 's/^#\?PasswordAuthentication .*/PasswordAuthentication no/' /etc/ssh/sshd_config
+grep -qx 'PasswordAuthentication no' /etc/ssh/sshd_config \
+  || {{ echo "sshd_config has no PasswordAuthentication line to set" >&2; exit 1; }}
 : > /etc/machine-id
 rm -f /var/lib/dbus/machine-id
 # Guests cannot reach a mirror; timers that try only cost boot time. Under TCG every unit

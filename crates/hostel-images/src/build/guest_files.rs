@@ -73,6 +73,18 @@ pub fn guest_files() -> &'static [(&'static str, &'static str)] {
             "# hostel: keys only\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              PermitRootLogin prohibit-password\nUseDNS no\n",
         ),
+        // cloud-init's last two stages (set-passwords, runcmd, packages, scripts) run beside
+        // sshd's start and the customer's first logins; on a small VM (and on every TCG VM)
+        // they would take the vCPU from them. A low weight lets a login go first and costs
+        // nothing when the vCPU is otherwise idle.
+        (
+            "/etc/systemd/system/cloud-config.service.d/90-hostel.conf",
+            "[Service]\nCPUWeight=20\n",
+        ),
+        (
+            "/etc/systemd/system/cloud-final.service.d/90-hostel.conf",
+            "[Service]\nCPUWeight=20\n",
+        ),
         // The serial console is the only console; a long journal on it slows TCG boots.
         (
             "/etc/systemd/journald.conf.d/90-hostel.conf",
