@@ -1,6 +1,7 @@
-//! The seed's `network-config` (version 2). Images render it with cloud-init's ENI renderer
-//! (ifupdown), so gateways are written as `gateway4`/`gateway6` (an ifupdown `gateway` line)
-//! rather than `routes`, which ENI turns into net-tools `route` commands the image lacks.
+//! The seed's `network-config` (version 2). Images hostel builds render it for
+//! systemd-networkd; imported ones may use cloud-init's ENI renderer (ifupdown). Gateways are
+//! written as `gateway4`/`gateway6`, which both turn into a default route, rather than
+//! `routes`, which ENI turns into net-tools `route` commands such images often lack.
 
 use hostel_engine::MacAddr;
 use serde::{Deserialize, Serialize};
