@@ -172,7 +172,7 @@ fn ssh(ns: &Netns, key: &Path, cmd: &str) -> Command {
 /// sshd, the slowest units and the kernel/initrd/userspace split.
 const ANALYZE: &str = "echo at-ssh; cat /proc/uptime; head -n 1 /proc/stat; \
     cat /proc/pressure/cpu /proc/pressure/io 2>/dev/null; sudo -n dmesg | grep -m1 'crng init'; timeout 300 systemctl is-system-running --wait; systemd-analyze; \
-    systemd-analyze critical-chain ssh.service; systemd-analyze blame | head -n 40; \
+    systemd-analyze critical-chain ssh.service; networkctl --no-pager; systemd-analyze blame | head -n 40; \
     sudo -n cloud-init analyze blame | head -n 60; cat /proc/cmdline";
 
 fn analyze(ns: &Netns, key: &Path) -> String {

@@ -111,6 +111,11 @@ fn nic_entry(nic: &NicConfig) -> Value {
     let mut e = Map::new();
     e.insert("match".into(), json!({ "macaddress": nic.mac.to_string() }));
     e.insert("set-name".into(), json!(nic.name));
+    // hostel's networks have no IPv6 router advertisements (the platform assigns every
+    // address, and the switch drops any other source), and systemd-networkd counts a link
+    // that accepts them as configured only once its router solicitations time out: 12 s on
+    // the path to cloud-init's network stage, and so to sshd.
+    e.insert("accept-ra".into(), json!(false));
     match &nic.addressing {
         Addressing::Dhcp => {
             e.insert("dhcp4".into(), json!(true));
