@@ -23,8 +23,7 @@ Both sides run the same guest doing the same work, and sshd is late in it: Debia
 `cloud-init.service` orders itself before `sysinit.target`, so sshd waits for both of \
 cloud-init's early stages. By CPU time at the login prompt (one boot, 96 s busy): \
 cloud-init's four Python stages 53 s, sshd 16 s (with a restart and the first login), \
-systemd itself 15 s, udev 9 s, ifupdown and resolvconf 10 s (before the image moved to \
-systemd-networkd). A Python stage is mostly \
+systemd itself 15 s, udev 9 s, ifupdown and resolvconf 10 s. A Python stage is mostly \
 Python starting and importing cloud-init (requests, jsonschema, jinja2: 5.4 s even once the \
 guest is up) with nothing translated yet: under TCG a boot is mostly translating code seen \
 for the first time (~1.1 M translation blocks, 560–610 MiB of host code by the login \
@@ -50,9 +49,7 @@ ed25519 and ECDSA only. Since 2026-12-01: `sshd_config` already says \
 `PasswordAuthentication no`, so cloud-init's `set-passwords` no longer restarts sshd in the \
 middle of the first logins, and `cloud-config`/`cloud-final` (which start beside sshd) run \
 with `CPUWeight=20`, so a login goes first: port 22 to a working login fell from 7–8 s to \
-3–5 s on both sides. And the NICs are configured by systemd-networkd (with resolved for DNS) \
-instead of ifupdown's shell scripts and resolvconf: hand boots to the login prompt 56.9 and \
-71.5 s against 67.3 and 73.7 s, alternating.
+3–5 s on both sides.
 - **Fixed: TCG's translation cache.** hostel gave every VM 24 MiB (right for the busybox \
 guest, BENCHMARKS' bench-boot); a Debian boot flushed it some twenty times and took 74 s to \
 SSH against 45 s with QEMU's 1 GiB. The engine gives guests of 512 MiB or more a quarter of \

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// Bumped whenever the build steps change in a way the recipe fields do not show.
-const BUILDER_REVISION: u32 = 6;
+const BUILDER_REVISION: u32 = 5;
 
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 pub const DEFAULT_SECURITY_MIRROR: &str = "http://deb.debian.org/debian-security";
@@ -31,7 +31,7 @@ pub struct DebianRecipe {
 }
 
 impl DebianRecipe {
-    /// Debian 12 with systemd, cloud-init (systemd-networkd, NoCloud), OpenSSH and the
+    /// Debian 12 with systemd, cloud-init (ifupdown networking, NoCloud), OpenSSH and the
     /// cloud kernel: the base every hostel template derives from.
     pub fn debian_12() -> Self {
         let packages = [
@@ -42,9 +42,10 @@ impl DebianRecipe {
             "initramfs-tools",
             "e2fsprogs",
             "cloud-init",
-            // cloud-init renders the seed's network-config for systemd-networkd (part of
-            // systemd), resolved applies its DNS servers.
-            "systemd-resolved",
+            // cloud-init's ENI renderer drives ifupdown; resolvconf applies dns-nameservers.
+            "ifupdown",
+            "isc-dhcp-client",
+            "resolvconf",
             "iproute2",
             "netbase",
             "openssh-server",

@@ -31,7 +31,7 @@ chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
   /bin/sh -euc "$SCRIPT" || rc=$?
 rm -f "$ROOT/usr/sbin/policy-rc.d"
 if [ -L "$ROOT/etc/resolv.conf" ]; then
-  # A package (systemd-resolved) made it a link during the run: that is the guest's own setup.
+  # A package (resolvconf) made it a link during the run: that is the guest's own setup.
   rm -f "$ROOT/etc/resolv.conf.hostel-saved"
 else
   rm -f "$ROOT/etc/resolv.conf"

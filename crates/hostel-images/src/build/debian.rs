@@ -179,9 +179,7 @@ for m in {modules}; do
     || grep -q "/$m.ko" /lib/modules/$kver/modules.builtin \
     || {{ echo "initramfs lacks module $m" >&2; exit 1; }}
 done
-# ifupdown's scripts and resolvconf cost seconds of the one vCPU at every TCG boot, on the
-# path to sshd; networkd applies the seed's addresses itself (cloud-init renders for it).
-systemctl enable systemd-networkd.service systemd-resolved.service
+if [ -x /sbin/resolvconf ]; then ln -sf ../run/resolvconf/resolv.conf /etc/resolv.conf; fi
 # Per-VM identity is created on first boot, never shared through the image.
 rm -f /etc/ssh/ssh_host_*
 # cloud-init enforces key-only SSH (ssh_pwauth: false) by editing sshd_config and, when that

@@ -30,6 +30,11 @@ pub fn guest_files() -> &'static [(&'static str, &'static str)] {
             "/etc/apt/apt.conf.d/90-hostel",
             "APT::Install-Recommends \"false\";\nAPT::Install-Suggests \"false\";\n",
         ),
+        (
+            "/etc/network/interfaces",
+            "# hostel: cloud-init writes the NICs' configuration to interfaces.d\n\
+             source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n",
+        ),
         ("/etc/hostname", "debian\n"),
         (
             "/etc/hosts",

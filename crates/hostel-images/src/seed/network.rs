@@ -1,7 +1,6 @@
-//! The seed's `network-config` (version 2). Images hostel builds render it for
-//! systemd-networkd; imported ones may use cloud-init's ENI renderer (ifupdown). Gateways are
-//! written as `gateway4`/`gateway6`, which both turn into a default route, rather than
-//! `routes`, which ENI turns into net-tools `route` commands such images often lack.
+//! The seed's `network-config` (version 2). Images render it with cloud-init's ENI renderer
+//! (ifupdown), so gateways are written as `gateway4`/`gateway6` (an ifupdown `gateway` line)
+//! rather than `routes`, which ENI turns into net-tools `route` commands the image lacks.
 
 use hostel_engine::MacAddr;
 use serde::{Deserialize, Serialize};
@@ -111,11 +110,6 @@ fn nic_entry(nic: &NicConfig) -> Value {
     let mut e = Map::new();
     e.insert("match".into(), json!({ "macaddress": nic.mac.to_string() }));
     e.insert("set-name".into(), json!(nic.name));
-    // hostel's networks have no IPv6 router advertisements (the platform assigns every
-    // address, and the switch drops any other source), and systemd-networkd counts a link
-    // that accepts them as configured only once its router solicitations time out: 12 s on
-    // the path to cloud-init's network stage, and so to sshd.
-    e.insert("accept-ra".into(), json!(false));
     match &nic.addressing {
         Addressing::Dhcp => {
             e.insert("dhcp4".into(), json!(true));

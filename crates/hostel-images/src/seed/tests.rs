@@ -89,7 +89,6 @@ fn static_network_is_v2_matched_by_mac_with_gateway_and_dns() {
     assert_eq!(net["version"], 2);
     assert_eq!(e["match"]["macaddress"], "52:54:00:12:34:56");
     assert_eq!(e["set-name"], "eth0");
-    assert_eq!(e["accept-ra"], false);
     assert_eq!(e["addresses"], json!(["10.0.0.2/24"]));
     assert_eq!(e["gateway4"], "10.0.0.1");
     assert_eq!(e["nameservers"]["addresses"], json!(["10.0.0.53"]));
