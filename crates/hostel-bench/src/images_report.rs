@@ -30,12 +30,13 @@ for the first time (~1.1 M translation blocks, 560–610 MiB of host code by the
 prompt), and every new process maps its libraries at new random addresses, so their code \
 is translated again.
 - **What is hostel's alone** is the platform: microvm without firmware or PCI, direct boot, \
-the tuned command line, hostel's own initramfs (a static busybox, the image's virtio-mmio, \
-virtio-blk and virtio-rng modules and a script that mounts `root=` and `switch_root`s, \
-instead of initramfs-tools starting udev and replaying every device event to find the one \
-disk, which the real root's udev then does again) and, since 2026-12-01, an entropy device: \
-the guest kernel's RNG is ready at 2.3 s instead of 17 s, where systemd-random-seed and \
-anything else calling `getrandom()` waited while the kernel spun the vCPU gathering jitter. \
+the tuned command line and hostel's own initramfs (a static busybox, the image's virtio-mmio \
+and virtio-blk modules and a script that mounts `root=` and `switch_root`s, instead of \
+initramfs-tools starting udev and replaying every device event to find the one disk, which \
+the real root's udev then does again). An entropy device (virtio-rng, its driver in the \
+initramfs) had the guest's RNG ready at 2.3 s instead of 17 s and was in the 5-round run \
+in the table above; it was withdrawn the same night after one unexplained boot stall in CI (BENCHMARKS' \
+investigation). \
 `systemd-analyze` puts kernel + initramfs at 1.9–2.7 s for hostel against 6.6–9.5 s for \
 plain QEMU's q35 with the Debian initramfs (which also runs SeaBIOS before the guest clock \
 starts); cloud-init's `init-local` starts 13–20 s earlier on hostel (table).

@@ -179,26 +179,8 @@ pub fn build(spec: &VmSpec, accel: Accel, p: &Plumbing<'_>) -> Vec<String> {
         let mac = nic.mac.map(|m| format!(",mac={m}")).unwrap_or_default();
         a.push(["-device", &format!("{net},netdev=net{i}{mac}")]);
     }
-    // Without an entropy device the guest kernel seeds its RNG from timing jitter it gathers
-    // itself: under TCG that is the first ~17 s of a Debian boot, spent spinning the vCPU
-    // while systemd-random-seed, OpenSSL and anything else calling getrandom() wait. The
-    // host's urandom, rate-limited so that a guest cannot keep QEMU busy reading it.
-    let rng = if direct {
-        "virtio-rng-device"
-    } else {
-        "virtio-rng-pci"
-    };
-    a.push(["-object", "rng-random,id=rng0,filename=/dev/urandom"]);
-    a.push([
-        "-device",
-        &format!("{rng},rng=rng0,max-bytes={RNG_BYTES_PER_SECOND},period=1000"),
-    ]);
     a.0
 }
-
-/// What a guest may read from the entropy device: a few hundred times what seeding its
-/// kernel takes, far below what would cost the host a core.
-const RNG_BYTES_PER_SECOND: u32 = 64 * 1024;
 
 fn on_off(b: bool) -> &'static str {
     if b {
@@ -270,7 +252,6 @@ mod tests {
         assert!(args.contains("tap,id=net0,fd=7,vhost=off"));
         assert!(args.contains("virtio-net-device,netdev=net0,mac=52:54:"));
         assert!(args.contains("pci=off quiet"));
-        assert!(args.contains("virtio-rng-device,rng=rng0,max-bytes=65536,period=1000"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// Bumped whenever the build steps change in a way the recipe fields do not show.
-const BUILDER_REVISION: u32 = 5;
+const BUILDER_REVISION: u32 = 7;
 
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 pub const DEFAULT_SECURITY_MIRROR: &str = "http://deb.debian.org/debian-security";

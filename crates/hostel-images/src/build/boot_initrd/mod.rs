@@ -22,11 +22,6 @@ pub const FILE: &str = "initrd-hostel.img";
 /// Whatever else the guest uses (its NICs, say) its own udev loads from the root.
 pub const ROOT_MODULES: &[&str] = &["virtio_mmio", "virtio_blk"];
 
-/// Loaded too when the kernel has it: hostel VMs have an entropy device, and its driver
-/// seeds the kernel's RNG here, before the root's udev would get to it (several seconds
-/// later under TCG, while early services wait in getrandom()).
-pub const EARLY_MODULES: &[&str] = &["virtio_rng"];
-
 /// The host's statically linked busybox (Debian's busybox-static).
 pub const BUSYBOX: &str = "/bin/busybox";
 
@@ -40,16 +35,11 @@ pub fn write(modules_dir: &Path, busybox: &Path, out: &Path) -> Result<()> {
     let builtin_path = modules_dir.join("modules.builtin");
     // A kernel with everything built in has no modules.builtin entries to skip, or no file.
     let builtin = fs::read_to_string(&builtin_path).unwrap_or_default();
-    let mut wanted = ROOT_MODULES.to_vec();
-    wanted.extend(
-        EARLY_MODULES
-            .iter()
-            .filter(|m| has_module(&deps, &builtin, m)),
-    );
-    let order = load_order(&deps, &builtin, &wanted).map_err(|reason| ImageError::Unsupported {
-        path: dep_path.clone(),
-        reason,
-    })?;
+    let order =
+        load_order(&deps, &builtin, ROOT_MODULES).map_err(|reason| ImageError::Unsupported {
+            path: dep_path.clone(),
+            reason,
+        })?;
     let busybox_bytes = fs::read(busybox).map_err(ImageError::io(busybox))?;
     if !is_static_elf(&busybox_bytes) {
         return Err(ImageError::Unsupported {
@@ -88,16 +78,6 @@ pub fn write(modules_dir: &Path, busybox: &Path, out: &Path) -> Result<()> {
 pub struct Module {
     pub name: String,
     pub path: String,
-}
-
-/// Whether the kernel has `name` at all, as a module or built in.
-pub fn has_module(modules_dep: &str, modules_builtin: &str, name: &str) -> bool {
-    let name = normalize(name);
-    modules_dep
-        .lines()
-        .filter_map(|l| l.split_once(':').map(|(path, _)| path))
-        .chain(modules_builtin.lines())
-        .any(|path| module_name(path) == name)
 }
 
 /// The modules to load, dependencies first, for `wanted`; built-in ones are left out.

@@ -137,21 +137,3 @@ fn a_dynamic_busybox_is_refused_and_nothing_is_written() {
     assert!(e.contains("busybox-static"), "{e}");
     assert!(!out.exists());
 }
-
-#[test]
-fn optional_modules_are_found_as_modules_or_built_in_and_absent_ones_are_not() {
-    let rng = "kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko\n";
-    let dep = format!("{DEP}{rng}");
-    assert!(has_module(&dep, "", "virtio_rng"));
-    assert!(has_module(
-        DEP,
-        "kernel/drivers/char/hw_random/virtio-rng.ko\n",
-        "virtio_rng"
-    ));
-    assert!(!has_module(DEP, "kernel/fs/ext4/ext4.ko\n", "virtio_rng"));
-    let order = load_order(&dep, "", &["virtio_blk", "virtio_rng"]).unwrap();
-    assert_eq!(
-        names(&order),
-        ["virtio_ring", "virtio", "virtio_blk", "virtio_rng"]
-    );
-}
