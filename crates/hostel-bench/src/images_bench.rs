@@ -168,11 +168,14 @@ fn ssh(ns: &Netns, key: &Path, cmd: &str) -> Command {
     c
 }
 
-/// What systemd says about the boot once it is over (`--analyze`): the critical chain to
-/// sshd, the slowest units and the kernel/initrd/userspace split.
+/// What the guest says about its boot (`--analyze`): first, read at the first login, how
+/// its vCPU spent the boot (`/proc/stat`, pressure) and when its RNG was seeded; then, once
+/// the boot is over, systemd's critical chain to sshd, the slowest units and the
+/// kernel/initrd/userspace split.
 const ANALYZE: &str = "echo at-ssh; cat /proc/uptime; head -n 1 /proc/stat; \
-    cat /proc/pressure/cpu /proc/pressure/io 2>/dev/null; sudo -n dmesg | grep -m1 'crng init'; timeout 300 systemctl is-system-running --wait; systemd-analyze; \
-    systemd-analyze critical-chain ssh.service; networkctl --no-pager; systemd-analyze blame | head -n 40; \
+    cat /proc/pressure/cpu /proc/pressure/io 2>/dev/null; sudo -n dmesg | grep -m1 'crng init'; \
+    timeout 300 systemctl is-system-running --wait; systemd-analyze; \
+    systemd-analyze critical-chain ssh.service; systemd-analyze blame | head -n 40; \
     sudo -n cloud-init analyze blame | head -n 60; cat /proc/cmdline";
 
 fn analyze(ns: &Netns, key: &Path) -> String {
