@@ -47,6 +47,13 @@ pub const PLATFORM_CMDLINE: &str =
      cryptomgr.notests initcall_blacklist=init_kprobe_trace,crypto_kdf108_init";
 const MICROVM_CMDLINE: &str = "pci=off";
 
+/// The virtual CPU under TCG, named rather than left to QEMU's default so that it is the same
+/// on every host a VM may migrate to. Without SVM: hostel offers no nested virtualization on
+/// an emulated CPU (a hypervisor inside TCG would crawl), and a CPU that advertises SVM has
+/// every Linux guest load `kvm` and `kvm_amd` at each boot, 0.6-1 s of the one vCPU under TCG
+/// (BENCHMARKS.md).
+pub const TCG_CPU_MODEL: &str = "qemu64,-svm";
+
 /// How each network card reaches QEMU, resolved by launch (descriptors are opened by then).
 #[derive(Debug, Clone)]
 pub enum NicAttachment<'a> {
@@ -93,6 +100,8 @@ pub fn build(spec: &VmSpec, accel: Accel, p: &Plumbing<'_>) -> Vec<String> {
         Accel::Tcg => a.push([
             "-accel",
             &format!("tcg,thread=multi,tb-size={}", tcg_tb_cache_mib(mem)),
+            "-cpu",
+            TCG_CPU_MODEL,
         ]),
     }
     // The guest is hostile and QEMU is its first target: forbid what QEMU never needs here.
@@ -247,6 +256,7 @@ mod tests {
         assert!(args.contains("memory-backend-memfd,id=mem,size=256M,share=on"));
         assert!(args.contains("virtio-mmio.force-legacy=false"));
         assert!(args.contains("tb-size="));
+        assert!(args.contains("-cpu qemu64,-svm"), "{args}");
         assert!(args.contains("read-only=on"));
         assert!(args.contains("file.filename=/d/a,,b.img"), "{args}");
         assert!(args.contains("tap,id=net0,fd=7,vhost=off"));
