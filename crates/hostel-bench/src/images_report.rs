@@ -30,16 +30,20 @@ for the first time (~1.1 M translation blocks, 560–610 MiB of host code by the
 prompt), and every new process maps its libraries at new random addresses, so their code \
 is translated again.
 - **What is hostel's alone** is the platform: microvm without firmware or PCI, direct boot, \
-the tuned command line and hostel's own initramfs (a static busybox, the image's virtio-mmio \
-and virtio-blk modules and a script that mounts `root=` and `switch_root`s, instead of \
-initramfs-tools starting udev and replaying every device event to find the one disk, which \
-the real root's udev then does again). An entropy device (virtio-rng, its driver in the \
-initramfs) had the guest's RNG ready at 2.3 s instead of 17 s and was in the 5-round run \
-in the table above; it was withdrawn the same night after one unexplained boot stall in CI (BENCHMARKS' \
-investigation). \
-`systemd-analyze` puts kernel + initramfs at 1.9–2.7 s for hostel against 6.6–9.5 s for \
-plain QEMU's q35 with the Debian initramfs (which also runs SeaBIOS before the guest clock \
-starts); cloud-init's `init-local` starts 13–20 s earlier on hostel (table).
+the tuned command line, a named CPU model without SVM (a CPU that advertises it has Linux \
+load `kvm` and `kvm_amd` at every boot, 0.6–1 s of the vCPU under TCG; hostel offers no \
+nested virtualization on an emulated CPU) and hostel's own initramfs (a static busybox, the \
+image's virtio-mmio and virtio-blk modules and a script that mounts `root=` and \
+`switch_root`s, instead of initramfs-tools starting udev and replaying every device event to \
+find the one disk, which the real root's udev then does again). `systemd-analyze` puts \
+kernel + initramfs at 1.9–2.7 s for hostel against 6.6–9.5 s for plain QEMU's q35 with the \
+Debian initramfs (which also runs SeaBIOS before the guest clock starts); cloud-init's \
+`init-local` starts 13–20 s earlier on hostel (table). Once systemd runs, the services cost \
+the same on both sides: four paired hand boots read every cgroup's `cpu.stat` at sshd's \
+start, and `system.slice` had used 56–58 s of CPU on hostel against 56–63 s on plain QEMU; \
+the 8–13 s hostel saves is the kernel's share (initramfs, firmware, devices). An entropy \
+device (virtio-rng: the guest's RNG ready at 2.3 s instead of 17 s) was tried and withdrawn \
+after one unexplained boot stall in CI (BENCHMARKS' investigation).
 - **In the image** (both sides boot it, so it shortens both columns by the same seconds, \
 and hostel's lead becomes a larger share): units with nothing to do in a hostel VM are \
 disabled or masked (`e2scrub_reap`, which ran 13–26 s beside `cloud-init-local`; \
