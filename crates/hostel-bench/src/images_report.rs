@@ -2,6 +2,7 @@
 //! off its serial console, and the BENCHMARKS.md section.
 
 use crate::machine::Machine;
+use crate::stats::Summary;
 use crate::table::{hostel_vs_plain, Row};
 
 pub const BEGIN: &str = "<!-- bench-images:begin -->";
@@ -196,6 +197,28 @@ pub fn table(r: &ImageResults) -> String {
     hostel_vs_plain("hostel (daemon, `vm create`)", ROWS, &r.hostel, &r.plain)
 }
 
+/// The rounds side by side. The ratio of medians is the figure; the per-round ratios show how
+/// far the shared host's drift moves it. Only complete runs pair up: a failed boot would
+/// shift every later round.
+pub fn per_round(r: &ImageResults) -> String {
+    let paired = r.hostel_failures == 0 && r.plain_failures == 0;
+    if !paired || r.hostel.len() != r.plain.len() || r.hostel.is_empty() {
+        return "Per round: not paired (a boot failed), so only the medians compare.".into();
+    }
+    let pairs = || r.hostel.iter().zip(&r.plain);
+    let ratios: Vec<f64> = pairs().map(|(h, p)| h.ssh_s / p.ssh_s).collect();
+    let rounds: Vec<String> = pairs()
+        .zip(&ratios)
+        .map(|((h, p), q)| format!("{:.1} / {:.1} ({q:.2})", h.ssh_s, p.ssh_s))
+        .collect();
+    let median = Summary::of(&ratios).map_or(f64::NAN, |s| s.median);
+    format!(
+        "Per round, time to SSH login (hostel / plain QEMU, s): {}; the median of the \
+per-round ratios is {median:.2}.",
+        rounds.join(", ")
+    )
+}
+
 /// Inputs of the section besides the results.
 pub struct SectionInfo<'a> {
     pub invocation: &'a str,
@@ -235,6 +258,7 @@ as anyone booting the image by hand would\n\
 uplink whose TAP sits in a namespace with the gateway's address\n\
 - Plain QEMU: `{plain}`, the TAP in a namespace with the gateway's address\n\n\
 {table}\n\
+{per_round}\n\n\
 Host times run from the command that starts the VM to the event, observed from the network \
 namespace: port 22 by a TCP connect every 100 ms, then `ssh` logins until one succeeds. The \
 console prompt is seen by polling the serial console's log file. Guest-clock rows are \
@@ -257,6 +281,7 @@ cloud-init's own \"Up N seconds\" on the console.\n\n\
         hostel = i.hostel_command,
         plain = i.plain_command,
         table = table(r),
+        per_round = per_round(r),
         notes = i.notes,
     )
 }
@@ -312,5 +337,23 @@ hostel-db-test login: [   76.215697] cloud-init[414]: Cloud-init v. 22.4.2 runni
             ..Default::default()
         };
         assert!(table(&r).contains("**missed**"));
+    }
+
+    #[test]
+    fn rounds_pair_up_only_when_no_boot_failed() {
+        let s = |ssh: f64| ImageSample {
+            ssh_s: ssh,
+            ..Default::default()
+        };
+        let mut r = ImageResults {
+            hostel: vec![s(40.0), s(60.0), s(45.0)],
+            plain: vec![s(50.0), s(60.0), s(90.0)],
+            ..Default::default()
+        };
+        let line = per_round(&r);
+        assert!(line.contains("40.0 / 50.0 (0.80), 60.0 / 60.0 (1.00), 45.0 / 90.0 (0.50)"));
+        assert!(line.ends_with("ratios is 0.80."), "{line}");
+        r.plain_failures = 1;
+        assert!(per_round(&r).contains("not paired"));
     }
 }
