@@ -40,9 +40,9 @@ find the one disk, which the real root's udev then does again). `systemd-analyze
 kernel + initramfs at 1.9–2.7 s for hostel against 6.6–9.5 s for plain QEMU's q35 with the \
 Debian initramfs (which also runs SeaBIOS before the guest clock starts); cloud-init's \
 `init-local` starts 13–20 s earlier on hostel (table). Once systemd runs, the services cost \
-the same on both sides: four paired hand boots read every cgroup's `cpu.stat` at sshd's \
+the same on both sides: two paired hand boots read every cgroup's `cpu.stat` at sshd's \
 start, and `system.slice` had used 56–58 s of CPU on hostel against 56–63 s on plain QEMU; \
-the 8–13 s hostel saves is the kernel's share (initramfs, firmware, devices). An entropy \
+the 9–14 s hostel saves is the kernel's share (initramfs, firmware, devices). An entropy \
 device (virtio-rng: the guest's RNG ready at 2.3 s instead of 17 s) was tried and withdrawn \
 after one unexplained boot stall in CI (BENCHMARKS' investigation).
 - **In the image** (both sides boot it, so it shortens both columns by the same seconds, \
