@@ -205,12 +205,15 @@ pub fn per_round(r: &ImageResults) -> String {
     if !paired || r.hostel.len() != r.plain.len() || r.hostel.is_empty() {
         return "Per round: not paired (a boot failed), so only the medians compare.".into();
     }
-    let pairs = || r.hostel.iter().zip(&r.plain);
-    let ratios: Vec<f64> = pairs().map(|(h, p)| h.ssh_s / p.ssh_s).collect();
-    let rounds: Vec<String> = pairs()
-        .zip(&ratios)
-        .map(|((h, p), q)| format!("{:.1} / {:.1} ({q:.2})", h.ssh_s, p.ssh_s))
-        .collect();
+    let (rounds, ratios): (Vec<String>, Vec<f64>) = r
+        .hostel
+        .iter()
+        .zip(&r.plain)
+        .map(|(h, p)| {
+            let q = h.ssh_s / p.ssh_s;
+            (format!("{:.1} / {:.1} ({q:.2})", h.ssh_s, p.ssh_s), q)
+        })
+        .unzip();
     let median = Summary::of(&ratios).map_or(f64::NAN, |s| s.median);
     format!(
         "Per round, time to SSH login (hostel / plain QEMU, s): {}; the median of the \
