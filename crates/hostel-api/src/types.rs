@@ -337,6 +337,21 @@ pub struct HostView {
     pub committed_vcpus: u64,
     pub committed_memory_mib: u64,
     pub accelerator: String,
+    /// VMs booted ahead of the order, per image (`hostel daemon --standby`).
+    #[serde(default)]
+    pub standby: Vec<StandbyView>,
+}
+
+/// The standbys of one image: a create of their shape takes a ready one instead of booting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StandbyView {
+    pub image: String,
+    /// How many the operator asked to keep.
+    pub wanted: u32,
+    /// Booted as far as they go without a seed, waiting for a create.
+    pub ready: u32,
+    /// Still booting towards that point.
+    pub booting: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

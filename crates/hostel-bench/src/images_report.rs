@@ -234,6 +234,8 @@ pub struct SectionInfo<'a> {
     pub accelerator: &'a str,
     pub hostel_command: &'a str,
     pub plain_command: &'a str,
+    /// Whether hostel's VMs came from a standby (`hostel daemon --standby debian-12`).
+    pub standby: bool,
     /// What was found about where the time goes (written by hand, kept in the code).
     pub notes: &'a str,
 }
@@ -258,7 +260,7 @@ filesystem grown). The initramfs differs: hostel boots its own (`initrd-hostel.i
 from the image's modules at build time), plain QEMU the image's Debian one (`initrd.img`), \
 as anyone booting the image by hand would\n\
 - hostel: `{hostel}` through a daemon the benchmark starts, the NIC on a network with an \
-uplink whose TAP sits in a namespace with the gateway's address\n\
+uplink whose TAP sits in a namespace with the gateway's address. {mode}\n\
 - Plain QEMU: `{plain}`, the TAP in a namespace with the gateway's address\n\n\
 {table}\n\
 {per_round}\n\n\
@@ -282,6 +284,15 @@ cloud-init's own \"Up N seconds\" on the console.\n\n\
         hf = r.hostel_failures,
         pf = r.plain_failures,
         hostel = i.hostel_command,
+        mode = if i.standby {
+            "The daemon keeps one standby of debian-12 (`--standby debian-12`): the create \
+takes it, a VM booted as far as cloud-init's search for its seed before the order, and \
+cloud-init then configures it from this VM's seed as on a first boot (guest-clock rows \
+therefore count from the standby's boot). Every boot of either side starts only once the \
+pool holds a ready standby again, so no standby boots beside a measurement"
+        } else {
+            "Every VM boots cold (`--cold`: no standby)"
+        },
         plain = i.plain_command,
         table = table(r),
         per_round = per_round(r),

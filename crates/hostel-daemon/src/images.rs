@@ -12,6 +12,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+pub const GIB: u64 = 1 << 30;
+/// Memory of an OS-image VM when the request names none: cloud-init and systemd need it.
+pub const OS_DEFAULT_MEMORY_MIB: u64 = 1024;
+
 /// A VM's root disk (qcow2 overlay of its OS image) inside its disk directory.
 pub const ROOT_DISK: &str = "root.qcow2";
 /// A VM's cloud-init seed (vfat, read-only) inside its disk directory.

@@ -42,6 +42,13 @@ impl Layout {
             .join(tenant.to_string())
             .join(vm.to_string())
     }
+    /// A standby's disks (root overlay, empty seed) until a create takes it.
+    pub fn standby_disk_dir(&self, vm: &VmId) -> PathBuf {
+        self.root.join("standby").join(vm.to_string())
+    }
+    pub fn standby_root(&self) -> PathBuf {
+        self.root.join("standby")
+    }
     pub fn vm_root_disk(&self, tenant: &TenantId, vm: &VmId) -> PathBuf {
         self.vm_disk_dir(tenant, vm).join("disk0.raw")
     }

@@ -11,6 +11,7 @@
 //! - [`api`]: routes, authentication, tenant scoping, audit, OpenAPI.
 //! - [`switch_link`], [`networking`]: the host's switch process and its tables, kept equal
 //!   to the store's networks and NICs.
+//! - [`standby`]: VMs booted ahead of the order, taken by a create of their shape.
 //! - [`metrics`]: the Prometheus endpoint.
 
 pub mod actor;
@@ -22,6 +23,7 @@ pub mod layout;
 pub mod metrics;
 pub mod networking;
 pub mod seed;
+pub mod standby;
 pub mod supervisor;
 pub mod switch_link;
 
@@ -36,6 +38,7 @@ pub struct Ctx {
     pub layout: layout::Layout,
     pub images: images::ImageRegistry,
     pub switch: switch_link::SwitchLink,
+    pub standby: Arc<standby::StandbyPool>,
 }
 
 impl Ctx {
@@ -72,6 +75,8 @@ pub struct DaemonConfig {
     pub socket: Option<PathBuf>,
     pub guest_dir: Option<PathBuf>,
     pub print_operator_token: bool,
+    /// Standbys to keep booted, per image.
+    pub standby: Vec<standby::StandbyWanted>,
 }
 
 /// Runs the daemon until SIGINT/SIGTERM. VMs keep running after it returns.
@@ -92,7 +97,9 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
             config.state_dir.join("images"),
         ),
         switch: switch_link::SwitchLink::new(layout.switch_dir()),
+        standby: Arc::new(standby::StandbyPool::new(config.standby.clone())),
     });
+    standby::clean_stale(&ctx).await;
     // The switch first: VMs with NICs need their ports before QEMU connects to them.
     if let Err(e) = networking::sync(&ctx).await {
         tracing::error!(error = %e, "switch not available; VMs with networks cannot start");
@@ -100,6 +107,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     tokio::spawn(networking::watchdog(ctx.clone()));
     let supervisor = supervisor::Supervisor::new(ctx.clone());
     supervisor.recover().await;
+    tokio::spawn(ctx.standby.clone().run(ctx.clone()));
 
     let app = api::router(api::AppState {
         ctx: ctx.clone(),
@@ -140,6 +148,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         _ = shutdown => tracing::info!("shutting down; VMs keep running"),
     }
     let _ = std::fs::remove_file(&socket_path);
+    ctx.standby.shutdown(&ctx).await;
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 //! Tenant networks as the switch sees them: the store's networks and NICs rendered into the
 //! switch's tables, pushed whole (the switch's `apply` is idempotent and keeps unchanged
-//! ports connected), and re-pushed when a restarted switch comes back empty.
+//! ports connected), and re-pushed when a restarted switch comes back empty. Standbys'
+//! NICs ride along, each alone in an address-less network of its own.
 
+use crate::standby::StandbyPool;
 use crate::switch_link::{gateway_mac, LinkError, SwitchLink};
 use crate::Ctx;
 use hostel_state::{slaac_address, Ipv6Prefix64, NetworkId, Store, VmId, VmNic};
@@ -14,13 +16,17 @@ pub fn port_id(vm: &VmId, idx: u32) -> String {
     format!("{vm}-{idx}")
 }
 
-pub fn switch_config(store: &dyn Store, link: &SwitchLink) -> hostel_state::Result<SwitchConfig> {
+pub fn switch_config(
+    store: &dyn Store,
+    link: &SwitchLink,
+    standby: &StandbyPool,
+) -> hostel_state::Result<SwitchConfig> {
     let all = store.list_all_networks()?;
     let prefixes: HashMap<NetworkId, Ipv6Prefix64> = all
         .iter()
         .filter_map(|n| Some((n.id, n.subnet6?)))
         .collect();
-    let networks = all
+    let mut networks: Vec<NetworkConfig> = all
         .into_iter()
         .map(|n| {
             let id = n.id.to_string();
@@ -43,11 +49,14 @@ pub fn switch_config(store: &dyn Store, link: &SwitchLink) -> hostel_state::Resu
             }
         })
         .collect();
-    let ports = store
+    let mut ports: Vec<PortConfig> = store
         .list_all_nics()?
         .into_iter()
         .filter_map(|nic| port_config(&nic, prefixes.get(&nic.network), link))
         .collect();
+    let (standby_nets, standby_ports) = standby.switch_entries(link);
+    networks.extend(standby_nets);
+    ports.extend(standby_ports);
     Ok(SwitchConfig { networks, ports })
 }
 
@@ -75,7 +84,8 @@ fn port_config(
 /// Pushes the store's tables to the switch (starting it if needed). Nothing to do, and no
 /// switch process, on a host without networks.
 pub async fn sync(ctx: &Ctx) -> Result<(), String> {
-    let config = switch_config(ctx.store.as_ref(), &ctx.switch).map_err(|e| e.to_string())?;
+    let config =
+        switch_config(ctx.store.as_ref(), &ctx.switch, &ctx.standby).map_err(|e| e.to_string())?;
     if config.networks.is_empty() && !ctx.switch.alive().await {
         return Ok(());
     }
@@ -96,12 +106,13 @@ pub async fn watchdog(ctx: std::sync::Arc<Ctx>) {
             .store
             .list_all_networks()
             .map(|n| !n.is_empty())
-            .unwrap_or(false);
+            .unwrap_or(false)
+            || ctx.standby.is_configured();
         if !has_networks {
             continue;
         }
         let programmed = match ctx.switch.show_config().await {
-            Ok(live) => switch_config(ctx.store.as_ref(), &ctx.switch)
+            Ok(live) => switch_config(ctx.store.as_ref(), &ctx.switch, &ctx.standby)
                 .map(|want| normalized(want) == normalized(live))
                 .unwrap_or(true),
             Err(_) => false,

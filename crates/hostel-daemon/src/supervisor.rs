@@ -117,6 +117,27 @@ impl Supervisor {
 
     /// Admits the VM on this host, marks it wanted-running and starts it.
     pub async fn start(&self, vm: &Vm) -> ApiResult<()> {
+        self.admit(vm).await?;
+        self.ask(&vm.id, Command::Start).await
+    }
+
+    /// Hands an admitted VM ([`Supervisor::admit`]) a QEMU that already runs it (a standby
+    /// taken by a create): from here on its actor owns the process as if it had launched it.
+    pub async fn attach(&self, vm: &Vm, engine: hostel_engine::Vm) {
+        let status = ObservedStatus {
+            state: ObservedState::Running,
+            pid: Some(engine.pid() as u32),
+            since: Timestamp::now(),
+            last_exit: None,
+            restart_count: 0,
+        };
+        self.record_observed(vm.id, status).await;
+        self.actor(&vm.id, Some(engine));
+    }
+
+    /// Checks the host can hold the VM and marks it wanted-running, serialized with every
+    /// other admission.
+    pub async fn admit(&self, vm: &Vm) -> ApiResult<()> {
         {
             let _guard = self.admission.lock().await;
             let (host, id, vcpus, memory_mib) =
@@ -132,7 +153,7 @@ impl Supervisor {
                 })
                 .await?;
         }
-        self.ask(&vm.id, Command::Start).await
+        Ok(())
     }
 
     pub async fn stop(&self, vm: &Vm, force: bool, grace: Duration) -> ApiResult<()> {

@@ -8,6 +8,7 @@
 //! - [`tap`]: opening TAP devices to hand to QEMU.
 //! - [`qemu_args`]: the QEMU command line for a spec.
 //! - [`qmp`]: the QMP client.
+//! - [`live_disk`]: growing a running VM's disk (a root disk, a pre-booted VM's seed).
 //! - [`run_dir`]: where a VM's sockets, pid file and logs live.
 //! - [`vm`]: launching, adopting, controlling and watching a VM.
 //! - [`exit`]: why a VM ended.
@@ -16,6 +17,7 @@
 pub mod accel;
 pub mod error;
 pub mod exit;
+pub mod live_disk;
 pub mod preflight;
 pub mod qemu_args;
 pub mod qmp;

@@ -153,7 +153,7 @@ pub fn build(spec: &VmSpec, accel: Accel, p: &Plumbing<'_>) -> Vec<String> {
         a.push([
             "-blockdev",
             &format!(
-                "driver={},node-name=disk{i},read-only={},discard=unmap,file.driver=file,file.filename={}",
+                "driver={},node-name=disk{i},read-only={},discard=unmap,file.driver=file,file.node-name=disk{i}-file,file.filename={}",
                 format.as_qemu(),
                 on_off(disk.readonly),
                 escape_opt(&disk.path.display().to_string()),

@@ -138,6 +138,18 @@ impl Vm {
     pub async fn status(&self) -> Result<RunState, EngineError> {
         Ok(self.qmp.query_status().await?)
     }
+    /// Grows disk `index` (0-based, in spec order) of the running VM to `bytes`; see
+    /// [`crate::live_disk::grow`].
+    pub async fn grow_disk(
+        &self,
+        index: usize,
+        format: crate::DiskFormat,
+        bytes: u64,
+        read_only: bool,
+    ) -> Result<(), EngineError> {
+        crate::live_disk::grow(&self.qmp, index, format.as_qemu(), bytes, read_only).await
+    }
+
     /// Presses the ACPI power button; the guest decides how to shut down.
     pub async fn powerdown(&self) -> Result<(), EngineError> {
         self.qmp.execute("system_powerdown", None).await?;

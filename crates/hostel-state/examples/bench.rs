@@ -54,6 +54,7 @@ fn main() -> hostel_state::Result<()> {
         let tenant = store.create_tenant(&TenantName::new(format!("tenant-{t}"))?, quota)?;
         for v in 0..per_tenant {
             let vm = NewVm {
+                id: None,
                 name: VmName::new(format!("vm-{v}"))?,
                 spec: spec.clone(),
                 desired: DesiredState::Running,

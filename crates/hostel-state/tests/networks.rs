@@ -496,3 +496,18 @@ fn concurrent_stores_on_one_file_never_share_an_address() {
     let expected: HashSet<Ipv4Addr> = (2..=21).map(|h| ip([10, 0, 0, h])).collect();
     assert_eq!(addrs, expected);
 }
+
+#[test]
+fn a_nic_gets_the_mac_a_standby_was_booted_with() {
+    let (_d, store) = common::open();
+    let t = tenant(&store, "acme", big_quota());
+    let lan = network(&store, &t.id, "lan", "10.0.0.0/24");
+    let id = hostel_state::VmId::new_random();
+    let mut new = new_vm("shop", spec(1, 1024, 2));
+    new.id = Some(id);
+    let (vm, nics) = store
+        .create_vm_with_nics_within_quota(&t.id, &new, &[nic(&lan)])
+        .unwrap();
+    assert_eq!(vm.id, id);
+    assert_eq!(nics[0].mac, hostel_state::first_choice_mac(&id, 0));
+}

@@ -219,3 +219,20 @@ fn records_serialize_to_json() {
     let back: hostel_state::Vm = serde_json::from_value(json).unwrap();
     assert_eq!(back, vm);
 }
+
+#[test]
+fn a_vm_may_be_created_with_the_id_it_was_booted_under() {
+    let (_d, store) = common::open();
+    let t = tenant(&store, "acme", big_quota());
+    let id = VmId::new_random();
+    let mut new = new_vm("shop", spec(1, 1024, 2));
+    new.id = Some(id);
+    let vm = store.create_vm(&t.id, &new).unwrap();
+    assert_eq!(vm.id, id);
+    assert_eq!(store.get_vm(&id).unwrap().name.as_str(), "shop");
+    // The id is the VM's alone: a second record under it is refused and nothing is added.
+    let mut again = new_vm("other", spec(1, 1024, 2));
+    again.id = Some(id);
+    assert!(store.create_vm(&t.id, &again).is_err());
+    assert_eq!(store.list_vms(&t.id).unwrap().len(), 1);
+}

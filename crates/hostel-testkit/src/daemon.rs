@@ -25,22 +25,48 @@ pub struct TestDaemon {
     /// What [`TestDaemon::respawn`] starts again.
     hostel: PathBuf,
     guest_dir: PathBuf,
+    /// Extra environment of the daemon (its options' `HOSTEL_*` variables), kept for
+    /// [`TestDaemon::respawn`].
+    env: Vec<(String, String)>,
     _stdout: LineWatcher,
 }
 
 impl TestDaemon {
     /// Starts a daemon with `hostel` (the binary under test) and waits until it listens.
     pub fn start(hostel: &Path, guest_dir: &Path, tag: &str) -> Self {
+        Self::start_with_env(hostel, guest_dir, tag, &[])
+    }
+
+    /// [`TestDaemon::start`] with extra environment variables, e.g. `HOSTEL_STANDBY`.
+    pub fn start_with_env(
+        hostel: &Path,
+        guest_dir: &Path,
+        tag: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let state_dir = tempfile::Builder::new()
             .prefix(&format!("hostel-test-{tag}-"))
             .tempdir()
             .expect("temp dir");
-        Self::start_in(hostel, guest_dir, state_dir)
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_in_with_env(hostel, guest_dir, state_dir, env)
     }
 
     /// Starts (or restarts) a daemon on an existing state directory.
     pub fn start_in(hostel: &Path, guest_dir: &Path, state_dir: TempDir) -> Self {
-        let (child, url, stdout) = spawn(hostel, guest_dir, state_dir.path(), "127.0.0.1:0");
+        Self::start_in_with_env(hostel, guest_dir, state_dir, Vec::new())
+    }
+
+    fn start_in_with_env(
+        hostel: &Path,
+        guest_dir: &Path,
+        state_dir: TempDir,
+        env: Vec<(String, String)>,
+    ) -> Self {
+        let (child, url, stdout) = spawn(hostel, guest_dir, state_dir.path(), "127.0.0.1:0", &env);
         let operator_token = std::fs::read_to_string(state_dir.path().join("operator.token"))
             .expect("operator token")
             .trim()
@@ -53,6 +79,7 @@ impl TestDaemon {
             state_dir: Some(state_dir),
             hostel: hostel.to_path_buf(),
             guest_dir: guest_dir.to_path_buf(),
+            env,
             _stdout: stdout,
         }
     }
@@ -93,7 +120,7 @@ impl TestDaemon {
         );
         let listen = self.url.trim_start_matches("http://").to_string();
         let state = self.state_path();
-        let (child, url, stdout) = spawn(&self.hostel, &self.guest_dir, &state, &listen);
+        let (child, url, stdout) = spawn(&self.hostel, &self.guest_dir, &state, &listen, &self.env);
         assert_eq!(url, self.url, "restarted daemon listens elsewhere");
         self.child = child;
         self._stdout = stdout;
@@ -108,6 +135,7 @@ fn spawn(
     guest_dir: &Path,
     state: &Path,
     listen: &str,
+    env: &[(String, String)],
 ) -> (Child, String, LineWatcher) {
     let log = OpenOptions::new()
         .create(true)
@@ -124,7 +152,9 @@ fn spawn(
         // The daemon has no use for a client's endpoint and token.
         .env_remove("HOSTEL_URL")
         .env_remove("HOSTEL_TOKEN")
+        .env_remove("HOSTEL_STANDBY")
         .env("HOSTEL_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)

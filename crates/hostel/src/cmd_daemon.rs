@@ -22,6 +22,16 @@ pub struct DaemonArgs {
     /// Print the operator token at start-up (development: `make run`).
     #[arg(long)]
     pub print_operator_token: bool,
+    /// Keep COUNT (default 1) VMs of IMAGE booted ahead of the order: a create of the
+    /// default shape (1 vCPU, the image's memory and disk, one network) takes one instead
+    /// of booting. Repeatable, e.g. `--standby debian-12 --standby debian-12-web=2`.
+    #[arg(
+        long,
+        value_name = "IMAGE[=COUNT]",
+        env = "HOSTEL_STANDBY",
+        value_delimiter = ','
+    )]
+    pub standby: Vec<hostel_daemon::standby::StandbyWanted>,
 }
 
 pub fn main(args: DaemonArgs) -> Result<ExitCode> {
@@ -34,6 +44,7 @@ pub fn main(args: DaemonArgs) -> Result<ExitCode> {
         socket: args.socket,
         guest_dir: args.guest_dir,
         print_operator_token: args.print_operator_token,
+        standby: args.standby,
     }))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -350,3 +350,155 @@ fn debian_vm_boots_from_an_os_image_with_its_seed() {
     op.delete_image("debian-12").unwrap();
     assert_eq!(api_err(op.show_image("debian-12")).0, 404);
 }
+
+/// A daemon keeping one `debian-12` standby: a create of the default shape takes it, so the
+/// VM's boot happened before the order; the guest still becomes the customer's VM (its
+/// id as cloud-init's instance id, its host name, key and address) and the pool refills.
+#[test]
+fn a_create_takes_a_standby_that_becomes_the_customers_vm() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let guest_dir = guest_assets()
+        .and_then(|a| a.initrd.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| empty.path().to_path_buf());
+    let d = TestDaemon::start_with_env(
+        Path::new(env!("CARGO_BIN_EXE_hostel")),
+        &guest_dir,
+        "standby",
+        &[("HOSTEL_STANDBY", "debian-12")],
+    );
+    let op = Client::new(&d.url, Some(d.operator_token.clone()));
+    assert_eq!(op.host().unwrap().standby[0].ready, 0);
+    provide_debian(&op);
+    let booted = Instant::now();
+    let standby = wait_standby(&op, |s| s.ready == 1, booted);
+    assert_eq!((standby.wanted, standby.booting), (1, 0));
+
+    op.create_tenant(&CreateTenant {
+        name: "acme".into(),
+        quota: None,
+    })
+    .unwrap();
+    let t = Client::new(
+        &d.url,
+        Some(
+            op.create_token("acme", &CreateToken::default())
+                .unwrap()
+                .secret,
+        ),
+    );
+    t.create_network(
+        None,
+        &CreateNetwork {
+            name: "lan".into(),
+            subnet: "10.9.0.0/24".into(),
+            gateway: None,
+            uplink: false,
+            subnet6: None,
+        },
+    )
+    .unwrap();
+    let key_dir = tempfile::tempdir().unwrap();
+    let key = key_dir.path().join("id_ed25519");
+    hostel_testkit::sh(&format!(
+        "ssh-keygen -q -t ed25519 -N '' -C standby-test -f {}",
+        key.display()
+    ));
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let started = Instant::now();
+    let vm = t
+        .vms(None)
+        .create(&CreateVm {
+            name: "shop".into(),
+            image: Some("debian-12".into()),
+            ssh_keys: vec![public.trim().to_string()],
+            user_data: Some(
+                "#!/bin/sh\necho HOSTEL-MARK host=$(hostname) \
+                 id=$(cat /var/lib/cloud/data/instance-id) \
+                 keys=$(cat /home/*/.ssh/authorized_keys | grep -c standby-test) \
+                 rootbytes=$(df -B1 --output=size / | tail -n1 | tr -d ' ') \
+                 $(ip -4 -o addr show eth0 | grep -o 'inet [0-9./]*')\n"
+                    .into(),
+            ),
+            networks: vec![NicRequest {
+                network: "lan".into(),
+                ip: None,
+            }],
+            disk_gib: Some(3),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(vm.state, "running", "{vm:?}");
+    let disk_dir = d
+        .state_path()
+        .join("disks")
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path()
+        .join(&vm.id);
+    assert!(disk_dir.join("root.qcow2").is_file() && disk_dir.join("seed.img").is_file());
+
+    let console = Console::follow(t.vms(None).console_follow("shop").unwrap());
+    // The console is the standby's: it waited for its seed, then got it.
+    console.wait_for(READY, LOGIN_TIMEOUT, started);
+    console.wait_for("hostel-standby: seed received", LOGIN_TIMEOUT, started);
+    let mark = console.wait_for("HOSTEL-MARK host=", LOGIN_TIMEOUT, started);
+    assert!(mark.contains("host=shop"), "{mark}");
+    assert!(mark.contains(&format!("id={}", vm.id)), "{mark}");
+    assert!(mark.contains("keys=1"), "SSH key not installed: {mark}");
+    assert!(mark.contains("inet 10.9.0.2/24"), "address: {mark}");
+    // The root filesystem grew to the 3 GiB ordered (the standby was booted with 2).
+    let root: u64 = mark
+        .split("rootbytes=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        root > (5 << 30) / 2,
+        "root filesystem not grown to 3 GiB: {mark}"
+    );
+    eprintln!(
+        "created from a standby: cloud-init done after {:.1?}",
+        started.elapsed()
+    );
+    // The pool boots the next standby.
+    let next = wait_standby(&op, |s| s.booting + s.ready == 1, started);
+    assert_eq!(next.wanted, 1);
+    t.vms(None).delete("shop").unwrap();
+    assert!(!disk_dir.exists());
+}
+
+const READY: &str = "hostel-standby: waiting for the seed";
+
+/// Polls the host view until the debian-12 standby pool satisfies `ok`.
+fn wait_standby(
+    op: &Client,
+    ok: impl Fn(&hostel_api::StandbyView) -> bool,
+    since: Instant,
+) -> hostel_api::StandbyView {
+    loop {
+        let host = op.host().unwrap();
+        let s = host
+            .standby
+            .iter()
+            .find(|s| s.image == "debian-12")
+            .cloned()
+            .expect("a debian-12 standby pool");
+        if ok(&s) {
+            eprintln!("standby {s:?} after {:.1?}", since.elapsed());
+            return s;
+        }
+        assert!(
+            since.elapsed() < LOGIN_TIMEOUT,
+            "standby never got there: {s:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}

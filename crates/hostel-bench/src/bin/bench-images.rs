@@ -12,6 +12,7 @@ use hostel_bench::images_report::{self, ImageResults, ImageSample, SectionInfo};
 use hostel_bench::machine::{self, Machine};
 use hostel_images::{BuildOptions, Catalog, ImageStore, Progress};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
 #[command(about = "Debian 12 VM to SSH login: hostel vm create vs plain QEMU")]
@@ -33,6 +34,9 @@ struct Args {
     /// console logs in target/bench-images/); adds a minute per boot.
     #[arg(long)]
     analyze: bool,
+    /// hostel boots every VM cold: no standby (`hostel daemon --standby`) for creates to take.
+    #[arg(long)]
+    cold: bool,
     /// Write the result section into this markdown file (replacing an earlier one).
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -81,6 +85,12 @@ fn main() -> Result<()> {
     let image = built.image;
 
     api_daemon::install_interrupt_cleanup();
+    // The daemon reads its standby wish from the environment it inherits.
+    if args.cold {
+        std::env::remove_var("HOSTEL_STANDBY");
+    } else {
+        std::env::set_var("HOSTEL_STANDBY", "debian-12");
+    }
     let mut daemon = Daemon::spawn_with(&hostel, None, "hostel-bench-images-")?;
     eprintln!("daemon at {}", daemon.url);
     let outcome = measure(&daemon, &hostel, &image, &args);
@@ -105,6 +115,7 @@ fn main() -> Result<()> {
         accelerator: &accelerator,
         hostel_command: &hostel_cmd,
         plain_command: &plain_cmd,
+        standby: !args.cold,
         notes: images_report::NOTES.trim_end(),
     };
     let section = images_report::section(&results, &info);
@@ -115,6 +126,33 @@ fn main() -> Result<()> {
         eprintln!("wrote the bench-images section of {}", md.display());
     }
     Ok(())
+}
+
+/// How long a standby may take to boot to its seed wait (a cold boot's first minute or so,
+/// on a loaded host).
+const STANDBY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Waits until the daemon's debian-12 standby is booted and waiting, with none booting: a
+/// measured boot then shares the host with nothing but an idle standby.
+fn wait_for_standby(daemon: &Daemon) -> Result<()> {
+    let op = daemon.operator_client();
+    let t0 = Instant::now();
+    loop {
+        let host = op.host()?;
+        let pool = host
+            .standby
+            .iter()
+            .find(|s| s.image == "debian-12")
+            .context("the daemon keeps no debian-12 standby")?;
+        if pool.ready >= 1 && pool.booting == 0 {
+            eprintln!("standby ready ({:.0?} waited)", t0.elapsed());
+            return Ok(());
+        }
+        if t0.elapsed() > STANDBY_TIMEOUT {
+            bail!("no debian-12 standby ready after {STANDBY_TIMEOUT:?}: {pool:?}");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 fn on_path(program: &str) -> bool {
@@ -164,7 +202,14 @@ fn measure(
     };
     let seed_path = keys.join("seed.img");
 
+    let settle = || -> Result<()> {
+        if !args.cold {
+            wait_for_standby(daemon)?;
+        }
+        Ok(())
+    };
     // The first hostel boot also provides the seed plain QEMU boots with.
+    settle()?;
     eprintln!("warm-up: hostel");
     let (boot, mut seed) = side
         .once(daemon, "warm-up", &key, &seed_path)
@@ -172,6 +217,7 @@ fn measure(
     keep_log("hostel-warm-up", &boot);
     eprintln!("warm-up hostel: {}", describe(&boot.sample));
     if !args.no_warm_up {
+        settle()?;
         eprintln!("warm-up: plain QEMU");
         let dir = daemon.run_dir("plain-warm-up")?;
         let boot = images_bench::plain_once(&plain, &seed, &plain_ns, &tap, &key, &dir)
@@ -186,6 +232,7 @@ fn measure(
         let hostel_first = round % 2 == 0;
         for is_hostel in [hostel_first, !hostel_first] {
             let tag = format!("{}/{}", round + 1, args.runs);
+            settle()?;
             if is_hostel {
                 run_hostel(
                     daemon, &side, &key, &seed_path, round, &tag, &mut r, &mut seed,

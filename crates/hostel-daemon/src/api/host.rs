@@ -5,13 +5,25 @@ use crate::admission;
 use crate::error::{ApiError, ApiResult};
 use axum::extract::{Query, State};
 use axum::Json;
-use hostel_api::{AuditView, HostSettings, HostView};
+use hostel_api::{AuditView, HostSettings, HostView, StandbyView};
 use hostel_state::{AuditQuery, TenantName};
 use serde::Deserialize;
 
 /// Host size, its settings and what wanted-running VMs have committed of it.
 async fn host_view(state: &AppState) -> ApiResult<HostView> {
     let host = state.supervisor.host;
+    let standby = state
+        .ctx
+        .standby
+        .status()
+        .into_iter()
+        .map(|p| StandbyView {
+            image: p.image,
+            wanted: p.wanted as u32,
+            ready: p.ready as u32,
+            booting: p.booting as u32,
+        })
+        .collect();
     state
         .db(move |store| {
             let committed = admission::committed(store, None)?;
@@ -28,6 +40,7 @@ async fn host_view(state: &AppState) -> ApiResult<HostView> {
                 committed_vcpus: committed.vcpus,
                 committed_memory_mib: committed.memory_mib,
                 accelerator: accel,
+                standby,
             })
         })
         .await

@@ -16,9 +16,7 @@ use std::time::Duration;
 
 /// How long a build request waits before answering 202: a cached build is done by then.
 const BUILD_ANSWER_WAIT: Duration = Duration::from_secs(2);
-const GIB: u64 = 1 << 30;
-/// Memory of an OS-image VM when the request names none: cloud-init and systemd need it.
-const OS_DEFAULT_MEMORY_MIB: u64 = 1024;
+use crate::images::{GIB, OS_DEFAULT_MEMORY_MIB};
 
 fn conflict(field: Option<&str>, message: impl Into<String>) -> ApiError {
     ApiError {
@@ -225,7 +223,15 @@ fn start_build(
             .map_err(|e| image_error(e, &[]));
         match &result {
             Ok(out) => {
-                tracing::info!(image = %name, cached = out.cached, elapsed = ?out.elapsed, "image built")
+                tracing::info!(image = %name, cached = out.cached, elapsed = ?out.elapsed, "image built");
+                // New standbys boot the image as it is now.
+                let (ctx, name, fresh) = (state.ctx.clone(), name.clone(), !out.cached);
+                tokio::spawn(async move {
+                    if fresh {
+                        ctx.standby.forget_image(&ctx, &name).await;
+                    }
+                    ctx.standby.poke();
+                });
             }
             Err(e) => tracing::warn!(image = %name, error = %e, "image build failed"),
         }
@@ -312,6 +318,7 @@ async fn import_image(state: &AppState, body: &ImportImage) -> ApiResult<ImageVi
     files.extend(initrd.as_deref().map(|i| ("initrd", i)));
     imported.map_err(|e| image_error(e, &files))?;
     images.clear_failed(&body.name);
+    state.ctx.standby.poke();
     view_of(state, &body.name)
 }
 
@@ -363,6 +370,8 @@ async fn delete_image(state: &AppState, name: &str) -> ApiResult<()> {
             ),
         ));
     }
+    // Standbys boot overlays of the image too; they go first.
+    state.ctx.standby.forget_image(&state.ctx, name).await;
     let n = name.to_string();
     tokio::task::spawn_blocking(move || store.delete(&n))
         .await

@@ -8,6 +8,7 @@ mod images;
 mod json;
 mod networks;
 mod scoped;
+mod standby;
 mod tenants;
 mod views;
 mod vms;

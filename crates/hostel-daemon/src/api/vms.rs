@@ -1,6 +1,7 @@
 //! VM routes, scoped to one tenant: a name outside it is simply not found.
 
 use super::images::VmImage;
+use super::standby::Claim;
 use super::{views, ApiJson, AppState, Auth, Named, TenantQuery};
 use crate::actor::grow_disk;
 use crate::error::{ApiError, ApiResult};
@@ -147,22 +148,47 @@ pub async fn create(
 async fn create_vm(state: &AppState, tenant: TenantId, body: &CreateVm) -> ApiResult<VmView> {
     let name = VmName::new(&body.name).map_err(|e| ApiError::invalid("name", e.to_string()))?;
     let (spec, image) = spec_from(state, body)?;
+    // A standby of this shape, if the host keeps one: the VM gets its id and its boot.
+    let standby = image
+        .os
+        .as_ref()
+        .and_then(|_| super::standby::wanted_shape(body, &spec))
+        .and_then(|shape| state.ctx.standby.take(&shape));
     let new = NewVm {
+        id: standby.as_ref().map(|s| s.id),
         name,
         spec,
         desired: DesiredState::Stopped,
     };
     let requests = body.networks.clone();
-    let vm = state
+    let created = state
         .db(move |store| {
             let nics = nics_from(store, tenant, &requests)?;
             let (vm, _) = store.create_vm_with_nics_within_quota(&tenant, &new, &nics)?;
             Ok(vm)
         })
-        .await?;
-    let made = match &image.os {
-        Some(os) => super::images::make_vm_disks(state, &vm, body, os).await,
-        None => {
+        .await;
+    let vm = match created {
+        Ok(vm) => vm,
+        Err(e) => {
+            if let Some(sb) = standby {
+                state.ctx.standby.put_back(sb);
+            }
+            return Err(e);
+        }
+    };
+    let mut running = false;
+    let made = match (&image.os, standby) {
+        (Some(os), Some(sb)) => match super::standby::claim(state, &vm, body, os, sb).await {
+            Ok(Claim::Taken) => {
+                running = true;
+                Ok(())
+            }
+            Ok(Claim::Declined) => super::images::make_vm_disks(state, &vm, body, os).await,
+            Err(e) => Err(e),
+        },
+        (Some(os), None) => super::images::make_vm_disks(state, &vm, body, os).await,
+        (None, _) => {
             let disk = state.ctx.layout.vm_root_disk(&tenant, &vm.id);
             grow_disk(&disk, vm.spec.disk_gib())
                 .map_err(|e| ApiError::internal(format!("creating disk {}: {e}", disk.display())))
@@ -180,7 +206,7 @@ async fn create_vm(state: &AppState, tenant: TenantId, body: &CreateVm) -> ApiRe
             .await;
         return Err(e);
     }
-    if body.start.unwrap_or(true) {
+    if !running && body.start.unwrap_or(true) {
         state.supervisor.start(&vm).await?;
     }
     fresh(state, vm.id).await

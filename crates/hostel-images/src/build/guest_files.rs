@@ -85,6 +85,46 @@ pub fn guest_files() -> &'static [(&'static str, &'static str)] {
             "/etc/systemd/system/cloud-final.service.d/90-hostel.conf",
             "[Service]\nCPUWeight=20\n",
         ),
+        // A pre-booted ("standby") VM boots this far before anyone orders it, then waits for
+        // its seed: hostel boots it with `hostel.seed=<disk>` naming an empty seed disk, and
+        // when a customer's create takes it, fills that disk and grows it from 0 bytes. Only
+        // then does cloud-init look for its datasource and configure the instance (host
+        // name, keys, network, SSH host keys). Bash builtins only while waiting: under TCG a
+        // process costs ~45 ms, and a standby may wait for hours. Cold boots (no
+        // `hostel.seed=`) skip the unit.
+        (
+            "/usr/local/lib/hostel/wait-for-seed",
+            "# hostel: a pre-booted VM waits here until the platform hands it its seed\n\
+             read -r cmdline < /proc/cmdline || exit 0\n\
+             dev=\n\
+             for arg in $cmdline; do\n  \
+             case $arg in hostel.seed=*) dev=${arg#hostel.seed=} ;; esac\n\
+             done\n\
+             case $dev in ''|*/*|.*) exit 0 ;; esac\n\
+             size=/sys/class/block/$dev/size\n\
+             if read -r n < \"$size\" && [ \"$n\" != 0 ]; then exit 0; fi\n\
+             echo \"hostel-standby: waiting for the seed on /dev/$dev\"\n\
+             fifo=/run/hostel-wait-for-seed\n\
+             [ -p $fifo ] || mkfifo $fifo\n\
+             exec 3<> $fifo\n\
+             until read -r n < \"$size\" && [ \"$n\" != 0 ]; do\n  \
+             read -r -t 0.1 -u 3 _ || true\n\
+             done\n\
+             echo \"hostel-standby: seed received ($n sectors)\"\n",
+        ),
+        (
+            "/etc/systemd/system/hostel-wait-for-seed.service",
+            "[Unit]\nDescription=hostel: wait for a pre-booted VM's cloud-init seed\n\
+             DefaultDependencies=no\nConditionKernelCommandLine=hostel.seed\n\
+             Before=cloud-init-local.service\n\n\
+             [Service]\nType=oneshot\nRemainAfterExit=yes\n\
+             ExecStart=/bin/bash /usr/local/lib/hostel/wait-for-seed\n\
+             StandardOutput=journal+console\nTimeoutStartSec=infinity\n",
+        ),
+        (
+            "/etc/systemd/system/cloud-init-local.service.d/90-hostel-seed.conf",
+            "[Unit]\nWants=hostel-wait-for-seed.service\nAfter=hostel-wait-for-seed.service\n",
+        ),
         // The serial console is the only console; a long journal on it slows TCG boots.
         (
             "/etc/systemd/journald.conf.d/90-hostel.conf",

@@ -349,6 +349,12 @@ pub struct VmNic {
 /// the (rare) collision within a network. The `52:54:00` prefix is the one
 /// QEMU users recognize, and 0x52 has the locally-administered bit set and
 /// the multicast bit clear.
+/// The MAC NIC `idx` of VM `vm` gets unless it collides in its network (then the store
+/// derives another): what a VM booted before its record exists (a standby) is given.
+pub fn first_choice_mac(vm: &VmId, idx: u32) -> String {
+    derive_mac(vm, idx, 0)
+}
+
 pub(crate) fn derive_mac(vm: &VmId, idx: u32, attempt: u32) -> String {
     let mut h = Sha256::new();
     h.update(b"hostel-nic-mac\0");

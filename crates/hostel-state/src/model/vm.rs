@@ -237,6 +237,10 @@ impl ObservedStatus {
 /// Input to VM creation: everything the caller chooses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewVm {
+    /// `None`: the store picks a new random id. `Some`: the id of a VM the host booted ahead
+    /// of the order (a standby), whose run directory and NIC MACs already derive from it.
+    #[serde(default)]
+    pub id: Option<VmId>,
     pub name: VmName,
     pub spec: VmSpecRecord,
     pub desired: DesiredState,

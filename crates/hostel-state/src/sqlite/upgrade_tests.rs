@@ -44,6 +44,7 @@ fn v1_database_is_upgraded_to_v2_keeping_data() {
         let tx = c.transaction().unwrap();
         let t = tenants::insert(&tx, &TenantName::new("acme").unwrap(), quota()).unwrap();
         let new = NewVm {
+            id: None,
             name: VmName::new("web").unwrap(),
             spec: VmSpecRecord::new(2, 1024, 10, "debian-12").unwrap(),
             desired: DesiredState::Running,
@@ -86,6 +87,7 @@ fn v1_database_is_upgraded_to_v2_keeping_data() {
         )
         .unwrap();
     let new = NewVm {
+        id: None,
         name: VmName::new("db").unwrap(),
         spec: VmSpecRecord::new(1, 512, 5, "debian-12").unwrap(),
         desired: DesiredState::Running,

@@ -140,7 +140,7 @@ pub(super) fn insert(
     }
     let now = Timestamp::now();
     let vm = Vm {
-        id: VmId::new_random(),
+        id: new.id.unwrap_or_else(VmId::new_random),
         tenant: *tenant,
         name: new.name.clone(),
         spec: new.spec.clone(),

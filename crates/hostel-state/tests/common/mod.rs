@@ -33,6 +33,7 @@ pub fn spec(vcpus: u32, memory_mib: u64, disk_gib: u64) -> VmSpecRecord {
 
 pub fn new_vm(name: &str, spec: VmSpecRecord) -> NewVm {
     NewVm {
+        id: None,
         name: VmName::new(name).unwrap(),
         spec,
         desired: DesiredState::Running,

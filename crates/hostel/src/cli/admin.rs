@@ -77,6 +77,21 @@ pub fn host(ctx: &Ctx, cmd: HostCommand) -> Result<()> {
         return output::json(&view);
     }
     let s = view.settings;
+    let standby: Vec<String> = view
+        .standby
+        .iter()
+        .map(|p| {
+            format!(
+                "{}: {} ready, {} booting (keeps {})",
+                p.image, p.ready, p.booting, p.wanted
+            )
+        })
+        .collect();
+    let standby = if standby.is_empty() {
+        "none".to_string()
+    } else {
+        standby.join("; ")
+    };
     output::print_fields(&[
         ("cpus", view.cpus.to_string()),
         ("memory", mib(view.memory_mib)),
@@ -99,6 +114,7 @@ pub fn host(ctx: &Ctx, cmd: HostCommand) -> Result<()> {
                 mib((view.memory_mib as f64 * s.memory_overcommit) as u64)
             ),
         ),
+        ("standby", standby),
     ]);
     Ok(())
 }
