@@ -65,22 +65,29 @@ pub async fn claim(
     }
     let from = ctx.layout.standby_disk_dir(&vm.id);
     let to = ctx.layout.vm_disk_dir(&vm.tenant, &vm.id);
-    let moved = {
-        let (from, to) = (from.clone(), to.clone());
-        tokio::task::spawn_blocking(move || hand_over_disks(&from, &to, &seed))
+    let written = {
+        let from = from.clone();
+        tokio::task::spawn_blocking(move || write_seed_in_place(&from, &seed))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
     };
-    let seed_len = match moved {
+    let seed_len = match written {
         Ok(n) => n,
         Err(e) => {
             standby::discard(ctx, sb).await;
             return Err(e);
         }
     };
-    if let Err(e) = wake(state, vm, &sb, seed_len).await {
+    // The disks move once QEMU has reopened the seed (it does so by path); its open files
+    // follow the rename.
+    let woken = match wake(state, vm, &sb, seed_len).await {
+        Ok(()) => move_disks(&from, &to),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = woken {
         sb.engine.kill();
         sb.engine.wait().await;
+        let _ = std::fs::remove_dir_all(&from);
         let _ = std::fs::remove_dir_all(ctx.layout.vm_run_dir(&vm.id));
         return Err(e);
     }
@@ -113,26 +120,34 @@ async fn wake(state: &AppState, vm: &Vm, sb: &Standby, seed_len: u64) -> ApiResu
         .map_err(|e| engine_err("handing over the seed", e))
 }
 
-/// Writes the seed into the standby's (empty) seed file in place, since QEMU holds it open,
-/// and moves the disks to the VM's directory. Returns the seed's size.
-fn hand_over_disks(from: &Path, to: &Path, seed: &hostel_images::SeedConfig) -> ApiResult<u64> {
-    let io = |p: &Path, e: std::io::Error| ApiError::internal(format!("{}: {e}", p.display()));
-    let staged = from.join("seed.staged");
+/// Writes the seed into the standby's (empty) seed file in place, since QEMU holds it open.
+/// Returns its size.
+fn write_seed_in_place(dir: &Path, seed: &hostel_images::SeedConfig) -> ApiResult<u64> {
+    let staged = dir.join("seed.staged");
     seed.write_disk(&staged)
         .map_err(|e| ApiError::invalid("user_data", e.to_string()))?;
-    let bytes = std::fs::read(&staged).map_err(|e| io(&staged, e))?;
+    let bytes = std::fs::read(&staged).map_err(|e| io_error(&staged, e))?;
     let _ = std::fs::remove_file(&staged);
-    let target = from.join(SEED_DISK);
+    let target = dir.join(SEED_DISK);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .open(&target)
-        .map_err(|e| io(&target, e))?;
-    f.write_all(&bytes).map_err(|e| io(&target, e))?;
-    f.sync_all().map_err(|e| io(&target, e))?;
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
-    }
-    std::fs::rename(from, to).map_err(|e| io(to, e))?;
-    debug_assert!(to.join(ROOT_DISK).exists());
+        .map_err(|e| io_error(&target, e))?;
+    f.write_all(&bytes).map_err(|e| io_error(&target, e))?;
+    f.sync_all().map_err(|e| io_error(&target, e))?;
     Ok(bytes.len() as u64)
+}
+
+/// The standby's disks become the VM's.
+fn move_disks(from: &Path, to: &Path) -> ApiResult<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
+    }
+    std::fs::rename(from, to).map_err(|e| io_error(to, e))?;
+    debug_assert!(to.join(ROOT_DISK).exists());
+    Ok(())
+}
+
+fn io_error(p: &Path, e: std::io::Error) -> ApiError {
+    ApiError::internal(format!("{}: {e}", p.display()))
 }
