@@ -36,6 +36,8 @@ const SEED_DEVICE: &str = "vdb";
 /// After a standby fails to boot, how long before the next try (an image being rebuilt,
 /// a switch restarting): a retry, not a synchronisation.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
+/// How often the pool looks for standbys that ended on their own, when nothing wakes it.
+const HEALTH_CHECK: Duration = Duration::from_secs(10);
 /// The most standbys of one image an operator may ask for.
 pub const MAX_PER_IMAGE: usize = 8;
 
@@ -161,6 +163,7 @@ impl StandbyPool {
                 && s.shape.vcpus == shape.vcpus
                 && s.shape.memory_mib == shape.memory_mib
                 && s.shape.disk_gib <= shape.disk_gib
+                && s.engine.exited().is_none()
         };
         let i = e
             .idle
@@ -241,6 +244,7 @@ impl StandbyPool {
             return;
         }
         loop {
+            self.reap(&ctx);
             let missing = {
                 let e = self.entries();
                 self.wanted
@@ -249,7 +253,10 @@ impl StandbyPool {
                     .cloned()
             };
             let Some(want) = missing else {
-                self.wake.notified().await;
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(HEALTH_CHECK) => {}
+                }
                 continue;
             };
             if let Err(e) = self.boot_one(&ctx, &want.image).await {
@@ -259,6 +266,27 @@ impl StandbyPool {
                     _ = self.wake.notified() => {}
                 }
             }
+        }
+    }
+
+    /// Forgets standbys whose QEMU has ended (killed, crashed) and deletes their files; the
+    /// loop then boots replacements.
+    fn reap(&self, ctx: &Ctx) {
+        let dead: Vec<Standby> = {
+            let mut e = self.entries();
+            let (dead, alive) = std::mem::take(&mut e.idle)
+                .into_iter()
+                .partition(|s| s.engine.exited().is_some());
+            e.idle = alive;
+            for s in &dead {
+                e.ports.retain(|id| *id != s.id);
+            }
+            dead
+        };
+        for sb in dead {
+            tracing::warn!(vm = %sb.id, reason = ?sb.engine.exited(), "standby ended on its own");
+            let _ = std::fs::remove_dir_all(ctx.layout.standby_disk_dir(&sb.id));
+            let _ = std::fs::remove_dir_all(ctx.layout.vm_run_dir(&sb.id));
         }
     }
 

@@ -50,18 +50,16 @@ fn qcow2_converted_from_the_debian_image_imports_and_boots() {
     };
     let run_dir = dir.path().join("vm");
     std::fs::create_dir_all(&run_dir).unwrap();
-    let (login, transcript) = runtime().block_on(async move {
+    let transcript = runtime().block_on(async move {
         let mut g = boot(&store, "mine", &seed, &run_dir, None, 3 << 30).await;
-        let login = g.expect(&format!("{HOST} login:"));
+        // The seed's host name at the prompt (`expect` fails the test without it). The
+        // prompt has no newline: cloud-init's last console lines may follow on its line.
+        g.expect(&format!("{HOST} login:"));
         let transcript = g.transcript();
         g.save_transcript("boot_qcow2");
         g.vm.stop(Duration::from_secs(30)).await;
-        (login, transcript)
+        transcript
     });
-    assert!(
-        login.trim_end().ends_with(&format!("{HOST} login:")),
-        "{login}"
-    );
     // The root filesystem is the image's: cloud-init ran from it and named the host.
     assert!(
         transcript.contains("Cloud-init v. "),
