@@ -47,18 +47,18 @@ pub async fn claim(
     sb: Standby,
 ) -> ApiResult<Claim> {
     let ctx = &state.ctx;
-    let (id, seed) = {
+    let (mac_matches, seed) = {
         let (vm, body, template) = (vm.clone(), body.clone(), os.template.clone());
         state
             .db(move |store| {
                 let nics = store.list_nics_of_vm(&vm.id)?;
                 let matches = nics.len() == 1 && nics[0].mac == first_choice_mac(&vm.id, 0);
                 let seed = crate::seed::config(store, &vm, &body, template.as_ref())?;
-                Ok((matches.then_some(vm.id), seed))
+                Ok((matches, seed))
             })
             .await?
     };
-    if id.is_none() {
+    if !mac_matches {
         tracing::info!(vm = %vm.id, "standby's MAC is taken in this network; booting cold");
         standby::discard(ctx, sb).await;
         return Ok(Claim::Declined);
@@ -85,10 +85,7 @@ pub async fn claim(
         Err(e) => Err(e),
     };
     if let Err(e) = woken {
-        sb.engine.kill();
-        sb.engine.wait().await;
-        let _ = std::fs::remove_dir_all(&from);
-        let _ = std::fs::remove_dir_all(ctx.layout.vm_run_dir(&vm.id));
+        standby::discard(ctx, sb).await;
         return Err(e);
     }
     state.supervisor.attach(vm, sb.engine).await;
