@@ -191,13 +191,13 @@ impl StandbyPool {
             .iter()
             .map(|w| {
                 let mine = e.idle.iter().filter(|s| s.shape.image == w.image);
-                let (ready, waiting): (Vec<_>, Vec<_>) = mine.partition(|s| s.is_ready());
-                let booting = waiting.len() + usize::from(e.booting.as_deref() == Some(&w.image));
+                let (all, ready) =
+                    mine.fold((0, 0), |(n, r), s| (n + 1, r + usize::from(s.is_ready())));
                 PoolStatus {
                     image: w.image.clone(),
                     wanted: w.count,
-                    ready: ready.len(),
-                    booting,
+                    ready,
+                    booting: all - ready + usize::from(e.booting.as_deref() == Some(&w.image)),
                 }
             })
             .collect()

@@ -35,13 +35,78 @@ fn skip_reason() -> Option<&'static str> {
 }
 
 fn daemon(tag: &str) -> (TestDaemon, tempfile::TempDir) {
+    daemon_with_env(tag, &[])
+}
+
+fn daemon_with_env(tag: &str, env: &[(&str, &str)]) -> (TestDaemon, tempfile::TempDir) {
     // The busybox assets are optional here: an empty directory leaves only OS images.
     let empty = tempfile::tempdir().unwrap();
     let guest_dir = guest_assets()
         .and_then(|a| a.initrd.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| empty.path().to_path_buf());
-    let d = TestDaemon::start(Path::new(env!("CARGO_BIN_EXE_hostel")), &guest_dir, tag);
+    let hostel = Path::new(env!("CARGO_BIN_EXE_hostel"));
+    let d = TestDaemon::start_with_env(hostel, &guest_dir, tag, env);
     (d, empty)
+}
+
+/// Tenant `acme` and its client.
+fn tenant(d: &TestDaemon, op: &Client) -> Client {
+    op.create_tenant(&CreateTenant {
+        name: "acme".into(),
+        quota: None,
+    })
+    .unwrap();
+    Client::new(
+        &d.url,
+        Some(
+            op.create_token("acme", &CreateToken::default())
+                .unwrap()
+                .secret,
+        ),
+    )
+}
+
+/// Tenant `acme`, its client, and its network `lan` (10.9.0.0/24, no uplink).
+fn tenant_with_lan(d: &TestDaemon, op: &Client) -> Client {
+    let t = tenant(d, op);
+    t.create_network(
+        None,
+        &CreateNetwork {
+            name: "lan".into(),
+            subnet: "10.9.0.0/24".into(),
+            gateway: None,
+            uplink: false,
+            subnet6: None,
+        },
+    )
+    .unwrap();
+    t
+}
+
+/// A new ed25519 public key with `comment`, its key pair kept in `dir`.
+fn public_key(dir: &Path, comment: &str) -> String {
+    let key = dir.join("id_ed25519");
+    hostel_testkit::sh(&format!(
+        "ssh-keygen -q -t ed25519 -N '' -C {comment} -f {}",
+        key.display()
+    ));
+    std::fs::read_to_string(key.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// `disks/<tenant>/<vm-id>` in the daemon's state directory (one tenant).
+fn vm_disk_dir(d: &TestDaemon, vm_id: &str) -> PathBuf {
+    d.state_path()
+        .join("disks")
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path()
+        .join(vm_id)
 }
 
 fn api_err(r: Result<impl std::fmt::Debug, ClientError>) -> (u16, Option<String>, String) {
@@ -104,19 +169,7 @@ fn import_refuses_garbage_and_bad_requests_naming_the_field() {
     assert_eq!(api_err(op.delete_image("junk")).0, 404);
 
     // Tenants may look, not change.
-    op.create_tenant(&CreateTenant {
-        name: "acme".into(),
-        quota: None,
-    })
-    .unwrap();
-    let t = Client::new(
-        &d.url,
-        Some(
-            op.create_token("acme", &CreateToken::default())
-                .unwrap()
-                .secret,
-        ),
-    );
+    let t = tenant(&d, &op);
     t.list_images().unwrap();
     assert_eq!(
         api_err(t.import_image(&ImportImage {
@@ -251,37 +304,9 @@ fn debian_vm_boots_from_an_os_image_with_its_seed() {
         .iter()
         .any(|i| i.name == "debian-12" && i.state == "ready"));
 
-    op.create_tenant(&CreateTenant {
-        name: "acme".into(),
-        quota: None,
-    })
-    .unwrap();
-    let t = Client::new(
-        &d.url,
-        Some(
-            op.create_token("acme", &CreateToken::default())
-                .unwrap()
-                .secret,
-        ),
-    );
-    t.create_network(
-        None,
-        &CreateNetwork {
-            name: "lan".into(),
-            subnet: "10.9.0.0/24".into(),
-            gateway: None,
-            uplink: false,
-            subnet6: None,
-        },
-    )
-    .unwrap();
+    let t = tenant_with_lan(&d, &op);
     let key_dir = tempfile::tempdir().unwrap();
-    let key = key_dir.path().join("id_ed25519");
-    hostel_testkit::sh(&format!(
-        "ssh-keygen -q -t ed25519 -N '' -C hostel-images-test -f {}",
-        key.display()
-    ));
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let public = public_key(key_dir.path(), "hostel-images-test");
 
     // Too small a disk for the image: refused, and nothing is left behind.
     let body = CreateVm {
@@ -289,7 +314,7 @@ fn debian_vm_boots_from_an_os_image_with_its_seed() {
         image: Some("debian-12".into()),
         vcpus: Some(2),
         memory: Some(Size::Mib(1024)),
-        ssh_keys: vec![public.trim().to_string()],
+        ssh_keys: vec![public],
         user_data: Some(
             "#!/bin/sh\necho HOSTEL-MARK host=$(hostname) \
              keys=$(cat /home/*/.ssh/authorized_keys | grep -c hostel-images-test) \
@@ -319,16 +344,7 @@ fn debian_vm_boots_from_an_os_image_with_its_seed() {
         .unwrap();
     assert_eq!(vm.image, "debian-12");
     assert_eq!(vm.nics[0].ipv4.as_deref(), Some("10.9.0.2"));
-    let disk_dir = d
-        .state_path()
-        .join("disks")
-        .read_dir()
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path()
-        .join(&vm.id);
+    let disk_dir = vm_disk_dir(&d, &vm.id);
     assert!(disk_dir.join("root.qcow2").is_file() && disk_dir.join("seed.img").is_file());
 
     let console = Console::follow(t.vms(None).console_follow("deb").unwrap());
@@ -360,16 +376,7 @@ fn a_create_takes_a_standby_that_becomes_the_customers_vm() {
         eprintln!("SKIPPED: {why}");
         return;
     }
-    let empty = tempfile::tempdir().unwrap();
-    let guest_dir = guest_assets()
-        .and_then(|a| a.initrd.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| empty.path().to_path_buf());
-    let d = TestDaemon::start_with_env(
-        Path::new(env!("CARGO_BIN_EXE_hostel")),
-        &guest_dir,
-        "standby",
-        &[("HOSTEL_STANDBY", "debian-12")],
-    );
+    let (d, _g) = daemon_with_env("standby", &[("HOSTEL_STANDBY", "debian-12")]);
     let op = Client::new(&d.url, Some(d.operator_token.clone()));
     assert_eq!(op.host().unwrap().standby[0].ready, 0);
     provide_debian(&op);
@@ -377,44 +384,16 @@ fn a_create_takes_a_standby_that_becomes_the_customers_vm() {
     let standby = wait_standby(&op, |s| s.ready == 1, booted);
     assert_eq!((standby.wanted, standby.booting), (1, 0));
 
-    op.create_tenant(&CreateTenant {
-        name: "acme".into(),
-        quota: None,
-    })
-    .unwrap();
-    let t = Client::new(
-        &d.url,
-        Some(
-            op.create_token("acme", &CreateToken::default())
-                .unwrap()
-                .secret,
-        ),
-    );
-    t.create_network(
-        None,
-        &CreateNetwork {
-            name: "lan".into(),
-            subnet: "10.9.0.0/24".into(),
-            gateway: None,
-            uplink: false,
-            subnet6: None,
-        },
-    )
-    .unwrap();
+    let t = tenant_with_lan(&d, &op);
     let key_dir = tempfile::tempdir().unwrap();
-    let key = key_dir.path().join("id_ed25519");
-    hostel_testkit::sh(&format!(
-        "ssh-keygen -q -t ed25519 -N '' -C standby-test -f {}",
-        key.display()
-    ));
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let public = public_key(key_dir.path(), "standby-test");
     let started = Instant::now();
     let vm = t
         .vms(None)
         .create(&CreateVm {
             name: "shop".into(),
             image: Some("debian-12".into()),
-            ssh_keys: vec![public.trim().to_string()],
+            ssh_keys: vec![public],
             user_data: Some(
                 "#!/bin/sh\necho HOSTEL-MARK host=$(hostname) \
                  id=$(cat /var/lib/cloud/data/instance-id) \
@@ -432,16 +411,7 @@ fn a_create_takes_a_standby_that_becomes_the_customers_vm() {
         })
         .unwrap();
     assert_eq!(vm.state, "running", "{vm:?}");
-    let disk_dir = d
-        .state_path()
-        .join("disks")
-        .read_dir()
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path()
-        .join(&vm.id);
+    let disk_dir = vm_disk_dir(&d, &vm.id);
     assert!(disk_dir.join("root.qcow2").is_file() && disk_dir.join("seed.img").is_file());
 
     let console = Console::follow(t.vms(None).console_follow("shop").unwrap());

@@ -6,7 +6,7 @@
 use super::images::OsPlan;
 use super::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::images::{GIB, ROOT_DISK, SEED_DISK};
+use crate::images::{GIB, SEED_DISK};
 use crate::networking;
 use crate::standby::{self, Shape, Standby};
 use hostel_api::CreateVm;
@@ -140,9 +140,7 @@ fn move_disks(from: &Path, to: &Path) -> ApiResult<()> {
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
     }
-    std::fs::rename(from, to).map_err(|e| io_error(to, e))?;
-    debug_assert!(to.join(ROOT_DISK).exists());
-    Ok(())
+    std::fs::rename(from, to).map_err(|e| io_error(to, e))
 }
 
 fn io_error(p: &Path, e: std::io::Error) -> ApiError {
