@@ -5,7 +5,9 @@ use crate::actor::{self, Actor, Command};
 use crate::admission::{self, HostSize};
 use crate::error::{ApiError, ApiResult};
 use crate::Ctx;
-use hostel_state::{DesiredState, ObservedState, ObservedStatus, Timestamp, Vm, VmId};
+use hostel_state::{
+    DesiredState, NewAuditEntry, ObservedState, ObservedStatus, Timestamp, Vm, VmId,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -115,9 +117,10 @@ impl Supervisor {
             .await;
     }
 
-    /// Admits the VM on this host, marks it wanted-running and starts it.
-    pub async fn start(&self, vm: &Vm) -> ApiResult<()> {
-        self.admit(vm).await?;
+    /// Admits the VM on this host, marks it wanted-running (committing `audit` with that
+    /// change) and starts it.
+    pub async fn start(&self, vm: &Vm, audit: Option<NewAuditEntry>) -> ApiResult<()> {
+        self.admit(vm, audit).await?;
         self.ask(&vm.id, Command::Start).await
     }
 
@@ -137,7 +140,7 @@ impl Supervisor {
 
     /// Checks the host can hold the VM and marks it wanted-running, serialized with every
     /// other admission.
-    pub async fn admit(&self, vm: &Vm) -> ApiResult<()> {
+    pub async fn admit(&self, vm: &Vm, audit: Option<NewAuditEntry>) -> ApiResult<()> {
         {
             let _guard = self.admission.lock().await;
             let (host, id, vcpus, memory_mib) =
@@ -148,7 +151,12 @@ impl Supervisor {
                     let committed = admission::committed(store, Some(&id))?;
                     admission::admit(host, &settings, committed, vcpus, memory_mib)
                         .map_err(ApiError::capacity)?;
-                    store.set_vm_desired(&id, DesiredState::Running, None)?;
+                    match &audit {
+                        Some(entry) => {
+                            store.set_vm_desired_audited(&id, DesiredState::Running, entry)?
+                        }
+                        None => store.set_vm_desired(&id, DesiredState::Running, None)?,
+                    };
                     Ok::<_, ApiError>(())
                 })
                 .await?;
@@ -156,8 +164,14 @@ impl Supervisor {
         Ok(())
     }
 
-    pub async fn stop(&self, vm: &Vm, force: bool, grace: Duration) -> ApiResult<()> {
-        self.want_stopped(vm.id).await?;
+    pub async fn stop(
+        &self,
+        vm: &Vm,
+        force: bool,
+        grace: Duration,
+        audit: Option<NewAuditEntry>,
+    ) -> ApiResult<()> {
+        self.want_stopped(vm.id, audit).await?;
         self.ask(&vm.id, |reply| Command::Stop {
             force,
             grace,
@@ -168,7 +182,7 @@ impl Supervisor {
 
     /// Stops the VM for good and forgets its actor; the caller deletes the record.
     pub async fn remove(&self, vm: &Vm) -> ApiResult<()> {
-        self.want_stopped(vm.id).await?;
+        self.want_stopped(vm.id, None).await?;
         self.ask(&vm.id, Command::Remove).await?;
         self.actors
             .lock()
@@ -177,9 +191,12 @@ impl Supervisor {
         Ok(())
     }
 
-    async fn want_stopped(&self, id: VmId) -> ApiResult<()> {
+    async fn want_stopped(&self, id: VmId, audit: Option<NewAuditEntry>) -> ApiResult<()> {
         self.ctx
-            .db(move |store| store.set_vm_desired(&id, DesiredState::Stopped, None))
+            .db(move |store| match &audit {
+                Some(entry) => store.set_vm_desired_audited(&id, DesiredState::Stopped, entry),
+                None => store.set_vm_desired(&id, DesiredState::Stopped, None),
+            })
             .await?;
         Ok(())
     }

@@ -127,6 +127,19 @@ ALTER TABLE networks ADD COLUMN uplink TEXT NOT NULL DEFAULT 'none'
 ALTER TABLE networks ADD COLUMN subnet6 TEXT;
 "#,
     },
+    // Version 4 is left to the reconciler's intent column (a parallel change); versions
+    // only need to increase, and a gap is harmless.
+    Migration {
+        version: 5,
+        sql: r#"
+-- Network quotas. Tenants created before them get room for what a tenant
+-- normally needs; one already above stays so (quotas only block growth).
+ALTER TABLE tenants ADD COLUMN max_networks INTEGER NOT NULL DEFAULT 8
+    CHECK (max_networks >= 0);
+ALTER TABLE tenants ADD COLUMN max_uplinks INTEGER NOT NULL DEFAULT 2
+    CHECK (max_uplinks >= 0);
+"#,
+    },
 ];
 
 /// The schema version this build writes.
@@ -185,7 +198,7 @@ mod tests {
     #[test]
     fn migrate_twice_is_a_no_op() {
         let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3]);
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 5]);
         assert!(migrate(&mut conn).unwrap().is_empty());
         assert_eq!(user_version(&conn).unwrap(), LATEST_VERSION);
     }

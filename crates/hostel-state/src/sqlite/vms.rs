@@ -110,6 +110,8 @@ pub(super) fn usage(c: &Connection, tenant: &TenantId) -> DbResult<Usage> {
             memory_mib: r.get::<_, i64>(1)?.max(0) as u64,
             disk_gib: r.get::<_, i64>(2)?.max(0) as u64,
             vms: r.get::<_, i64>(3)?.max(0) as u64,
+            // VM quota checks need only the VMs' share; `networks::add_usage` adds the rest.
+            ..Usage::default()
         })
     })
     .map_err(Into::into)
@@ -121,7 +123,7 @@ pub(super) fn insert(
     new: &NewVm,
     check: QuotaCheck,
 ) -> DbResult<Vm> {
-    let quota = tenants::quota(c, tenant)?;
+    tenants::ensure_exists(c, tenant)?;
     let conflict = || {
         StoreError::conflict(
             EntityKind::Vm,
@@ -136,6 +138,7 @@ pub(super) fn insert(
         return Err(conflict().into());
     }
     if check == QuotaCheck::Enforce {
+        let quota = tenants::quota(c, tenant)?;
         quota::check_create(&quota, &usage(c, tenant)?, &new.spec)?;
     }
     let now = Timestamp::now();
