@@ -140,7 +140,7 @@ pub struct CreateVm {
     #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     #[serde(default)]
-    #[schema(minimum = 1, maximum = 4096)]
+    #[schema(minimum = 1, maximum = 255)]
     pub vcpus: Option<u32>,
     /// MiB as a number, or text such as "512M".
     #[serde(default)]
@@ -272,7 +272,7 @@ pub struct NetworkView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
 pub struct ResizeVm {
     #[serde(default)]
-    #[schema(minimum = 1, maximum = 4096)]
+    #[schema(minimum = 1, maximum = 255)]
     pub vcpus: Option<u32>,
     #[serde(default)]
     pub memory: Option<Size>,
