@@ -158,7 +158,8 @@ pub async fn show(
 
 #[utoipa::path(post, path = "/v1/images/build", request_body = BuildImage,
     responses((status = 202, body = ImageView), (status = 200, body = ImageView),
-              (status = 400, body = hostel_api::ApiErrorBody)))]
+              (status = 400, body = hostel_api::ApiErrorBody),
+              (status = 422, body = hostel_api::ApiErrorBody, description = "the build failed, or the host lacks what builds need")))]
 pub async fn build(
     State(state): State<AppState>,
     Operator(auth): Operator,
@@ -242,7 +243,8 @@ fn start_build(
 
 #[utoipa::path(post, path = "/v1/images/import", request_body = ImportImage,
     responses((status = 201, body = ImageView), (status = 400, body = hostel_api::ApiErrorBody),
-              (status = 409, body = hostel_api::ApiErrorBody)))]
+              (status = 409, body = hostel_api::ApiErrorBody),
+              (status = 422, body = hostel_api::ApiErrorBody, description = "the host lacks a tool the import needs")))]
 pub async fn import(
     State(state): State<AppState>,
     Operator(auth): Operator,

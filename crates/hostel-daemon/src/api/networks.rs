@@ -148,7 +148,8 @@ pub async fn show(
     Ok(Json(view_one(&state, net).await?))
 }
 
-#[utoipa::path(delete, path = "/v1/networks/{name}", responses((status = 204), (status = 409, body = hostel_api::ApiErrorBody)))]
+#[utoipa::path(delete, path = "/v1/networks/{name}", responses((status = 204),
+    (status = 409, body = hostel_api::ApiErrorBody, description = "VMs still use it"), (status = 422, body = hostel_api::ApiErrorBody, description = "the engine could not do it; `message` says why")))]
 pub async fn delete(
     State(state): State<AppState>,
     auth: Auth,

@@ -328,7 +328,8 @@ pub async fn show(
     Ok(Json(view))
 }
 
-#[utoipa::path(patch, path = "/v1/vms/{name}", request_body = ResizeVm, responses((status = 200, body = VmView)))]
+#[utoipa::path(patch, path = "/v1/vms/{name}", request_body = ResizeVm, responses((status = 200, body = VmView),
+    (status = 409, body = hostel_api::ApiErrorBody, description = "the tenant's quota is used up")))]
 pub async fn resize(
     State(state): State<AppState>,
     auth: Auth,
@@ -367,7 +368,7 @@ pub async fn resize(
     Ok(Json(view))
 }
 
-#[utoipa::path(delete, path = "/v1/vms/{name}", responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/vms/{name}", responses((status = 204), (status = 422, body = hostel_api::ApiErrorBody, description = "the engine could not do it; `message` says why")))]
 pub async fn delete(
     State(state): State<AppState>,
     auth: Auth,
@@ -398,7 +399,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/v1/vms/{name}/start", responses((status = 200, body = VmView)))]
+#[utoipa::path(post, path = "/v1/vms/{name}/start", responses((status = 200, body = VmView), (status = 409, body = hostel_api::ApiErrorBody, description = "the host has no room for it (host_capacity)"), (status = 422, body = hostel_api::ApiErrorBody, description = "the engine could not do it; `message` says why")))]
 pub async fn start(
     State(state): State<AppState>,
     auth: Auth,
@@ -416,7 +417,7 @@ pub async fn start(
     Ok(Json(view))
 }
 
-#[utoipa::path(post, path = "/v1/vms/{name}/stop", request_body = StopVm, responses((status = 200, body = VmView)))]
+#[utoipa::path(post, path = "/v1/vms/{name}/stop", request_body = StopVm, responses((status = 200, body = VmView), (status = 422, body = hostel_api::ApiErrorBody, description = "the engine could not do it; `message` says why")))]
 pub async fn stop(
     State(state): State<AppState>,
     auth: Auth,
@@ -441,7 +442,7 @@ pub async fn stop(
     Ok(Json(view))
 }
 
-#[utoipa::path(post, path = "/v1/vms/{name}/restart", responses((status = 200, body = VmView)))]
+#[utoipa::path(post, path = "/v1/vms/{name}/restart", responses((status = 200, body = VmView), (status = 409, body = hostel_api::ApiErrorBody, description = "the host has no room for it (host_capacity)"), (status = 422, body = hostel_api::ApiErrorBody, description = "the engine could not do it; `message` says why")))]
 pub async fn restart(
     State(state): State<AppState>,
     auth: Auth,
