@@ -210,8 +210,8 @@ impl FromRequestParts<AppState> for Auth {
 
 /// The tenant a call acts for. Tenants leave it out (their token says); the operator
 /// names one on every tenant-scoped route.
-#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+/// (Declared in the OpenAPI document by `doc.rs`, on every tenant-scoped route.)
+#[derive(Debug, Deserialize, Default)]
 pub struct TenantQuery {
     /// The tenant to act for (operator only; a tenant naming another tenant finds
     /// nothing).
