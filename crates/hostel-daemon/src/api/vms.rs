@@ -451,11 +451,13 @@ pub async fn restart(
 ) -> ApiResult<Json<VmView>> {
     let tenant = state.scope(&auth, &q).await?;
     let restart = |state: AppState, vm: Vm, entry| async move {
+        // The entry goes with the call's first change (desired = stopped): a restart cut
+        // between its stop and its start leaves no change without an entry.
         state
             .supervisor
-            .stop(&vm, false, DEFAULT_STOP_GRACE, None)
+            .stop(&vm, false, DEFAULT_STOP_GRACE, Some(entry))
             .await?;
-        state.supervisor.start(&vm, Some(entry)).await?;
+        state.supervisor.start(&vm, None).await?;
         fresh(&state, vm.id).await
     };
     let view = state
