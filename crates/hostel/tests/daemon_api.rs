@@ -422,3 +422,70 @@ fn openapi_document_describes_the_api() {
     assert!(create_vm["name"]["pattern"].is_string());
     assert_eq!(create_vm["vcpus"]["maximum"], 255);
 }
+
+/// Issue 14 (5): each acknowledged change has exactly one entry, committed with it; a
+/// refused call has one entry with its reason and changes nothing.
+#[test]
+fn each_change_has_exactly_one_audit_entry() {
+    let d = daemon_without_guests("api-audit");
+    let t = d.tenant("acme", &[]);
+    let c = d.client(&t.token);
+    let op = d.client(&d.operator_token);
+    c.create_network(
+        None,
+        &CreateNetwork {
+            name: "lan".into(),
+            subnet: "10.0.0.0/24".into(),
+            gateway: None,
+            uplink: false,
+            subnet6: None,
+        },
+    )
+    .unwrap();
+    let vms = c.vms(None);
+    vms.create(&CreateVm {
+        name: "web".into(),
+        start: Some(false),
+        ..Default::default()
+    })
+    .unwrap();
+    vms.resize(
+        "web",
+        &ResizeVm {
+            vcpus: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    vms.stop("web", &Default::default()).unwrap();
+    assert!(vms
+        .create(&CreateVm {
+            name: "web".into(),
+            start: Some(false),
+            ..Default::default()
+        })
+        .is_err());
+    vms.delete("web").unwrap();
+    c.delete_network(None, "lan").unwrap();
+
+    let mut log: Vec<AuditView> = op.audit(Some("acme"), 100).unwrap();
+    log.reverse();
+    let got: Vec<(String, String, bool)> = log
+        .iter()
+        .filter(|e| e.action != "token.create")
+        .map(|e| (e.action.clone(), e.target.clone(), e.result == "ok"))
+        .collect();
+    let want: Vec<(String, String, bool)> = [
+        ("network.create", "lan", true),
+        ("vm.create", "web", true),
+        ("vm.resize", "web", true),
+        ("vm.stop", "web", true),
+        ("vm.create", "web", false),
+        ("vm.delete", "web", true),
+        ("network.delete", "lan", true),
+    ]
+    .iter()
+    .map(|(a, t, ok)| (a.to_string(), t.to_string(), *ok))
+    .collect();
+    assert_eq!(got, want);
+}
