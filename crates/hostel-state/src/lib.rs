@@ -17,6 +17,8 @@
 //! # Ok::<(), hostel_state::StoreError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod ids;
 mod model;
