@@ -19,6 +19,7 @@ pub struct RunOptions {
 /// Runs the switch until a `shutdown` control request, then tears down every port socket
 /// and uplink.
 pub fn run(opts: RunOptions) -> Result<(), SwitchError> {
+    raise_fd_limit();
     let sw = Switch::new();
     if let Some(path) = &opts.config {
         let text = std::fs::read_to_string(path).map_err(|source| SwitchError::ReadConfig {
@@ -36,4 +37,30 @@ pub fn run(opts: RunOptions) -> Result<(), SwitchError> {
     let r = crate::control::serve(sw.clone(), &opts.control_socket);
     sw.shutdown();
     r
+}
+
+/// Every connected NIC holds a dozen descriptors (socket, relay, epoll, eventfds, guest
+/// memory files): the default soft limit of 1024 would cap a host at a few dozen VMs, so the
+/// switch takes all the host allows.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the live struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the fd limit");
+        return;
+    }
+    if lim.rlim_cur >= lim.rlim_max {
+        return;
+    }
+    let old = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: setrlimit only reads the struct it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise the fd limit");
+        return;
+    }
+    tracing::info!(from = old, to = lim.rlim_max, "raised the open-file limit");
 }

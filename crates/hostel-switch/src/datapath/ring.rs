@@ -259,11 +259,11 @@ impl<'a> Ring<'a> {
     /// Writes used element `pos` (not yet visible: see [`Ring::publish_used`]).
     pub fn put_used(&self, pos: u16, head: u16, len: u32) {
         let e = self.used + 4 + 8 * usize::from(pos % self.size);
-        // SAFETY: inside the used ring (checked in `new`), 4-byte aligned.
-        unsafe {
-            std::ptr::write_volatile(e as *mut u32, u32::from(head).to_le());
-            std::ptr::write_volatile((e + 4) as *mut u32, len.to_le());
-        }
+        // SAFETY: the element's id field is inside the used ring (checked in `new`) and
+        // 4-byte aligned.
+        unsafe { std::ptr::write_volatile(e as *mut u32, u32::from(head).to_le()) };
+        // SAFETY: as above, for the len field 4 bytes further.
+        unsafe { std::ptr::write_volatile((e + 4) as *mut u32, len.to_le()) };
     }
 
     /// Makes used elements up to `idx` visible to the driver.

@@ -59,16 +59,15 @@ struct HdrSpot {
 
 fn copy_piece(d: Seg, doff: usize, src: Piece<'_>, n: usize) {
     let dst = (d.host + doff) as *mut u8;
+    let src = match src {
+        Piece::Bytes(b) => b.as_ptr(),
+        Piece::Host(h) => h as *const u8,
+    };
     // SAFETY: `d` (and a `Host` source) were resolved by `SegList::gather` under memory
     // guards the caller still holds, and `doff + n <= d.len` (resp. the source segment
-    // length) by construction of the copy loop. `copy` tolerates overlap, which a guest
-    // could arrange between its own buffers.
-    unsafe {
-        match src {
-            Piece::Bytes(b) => std::ptr::copy(b.as_ptr(), dst, n),
-            Piece::Host(h) => std::ptr::copy(h as *const u8, dst, n),
-        }
-    }
+    // length, or the byte slice's) by construction of the copy loop. `copy` tolerates
+    // overlap, which a guest could arrange between its own buffers.
+    unsafe { std::ptr::copy(src, dst, n) };
 }
 
 #[derive(Clone, Copy)]

@@ -4,6 +4,7 @@
 //! scratch buffers never leak from one guest session into the next.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -30,6 +31,10 @@ struct Inner {
     acked: AtomicU64,
     published: AtomicBool,
     scratch: Mutex<TxScratch>,
+    /// Exit-event consumers handed to the library, which turns them into raw descriptors for
+    /// its epoll set and never closes them (vhost-user-backend 0.24, `VringEpollHandler::new`):
+    /// one leaked eventfd per connection, until [`NicBackend::close_exit_events`].
+    exit_consumers: Mutex<Vec<RawFd>>,
 }
 
 #[derive(Clone)]
@@ -47,7 +52,28 @@ impl NicBackend {
                 acked: AtomicU64::new(0),
                 published: AtomicBool::new(false),
                 scratch: Mutex::new(TxScratch::default()),
+                exit_consumers: Mutex::new(Vec::new()),
             }),
+        }
+    }
+
+    /// Closes the exit-event descriptors the library leaked. Call only once the daemon this
+    /// backend served is dropped: that joins its worker threads and closes their epoll sets,
+    /// the only users of these descriptors.
+    pub fn close_exit_events(&self) {
+        let fds = std::mem::take(
+            &mut *self
+                .inner
+                .exit_consumers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for fd in fds {
+            // SAFETY: `fd` came from `exit_event`'s consumer, which the library converted
+            // into a raw descriptor and never closes; its only users (the worker's epoll set
+            // and thread) are gone, so this is the last owner and nothing reuses the number
+            // before the close.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
         }
     }
 
@@ -107,7 +133,15 @@ impl VhostUserBackend for NicBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()
+        let (consumer, notifier) =
+            new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()?;
+        // Remember the number the library will leak, so the connection's end can close it.
+        self.inner
+            .exit_consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(consumer.as_raw_fd());
+        Some((consumer, notifier))
     }
 
     fn handle_event(

@@ -72,14 +72,16 @@ impl Ring {
     /// Writes descriptor `id` once: `addr`/`len`, device-writable or not.
     pub fn set_desc(&mut self, id: u16, addr: u64, len: u32, write: bool) {
         let d = self.desc + 16 * u64::from(id);
-        // SAFETY: inside the descriptor table (id < size).
-        unsafe {
-            self.at::<u64>(d).write_volatile(addr.to_le());
-            self.at::<u32>(d + 8).write_volatile(len.to_le());
-            self.at::<u16>(d + 12)
-                .write_volatile(if write { F_WRITE } else { 0 });
-            self.at::<u16>(d + 14).write_volatile(0);
-        }
+        let flags = if write { F_WRITE } else { 0 };
+        // SAFETY: a field of descriptor `id` < size, inside the descriptor table,
+        // naturally aligned (the table is 16-byte aligned).
+        unsafe { self.at::<u64>(d).write_volatile(addr.to_le()) };
+        // SAFETY: as above.
+        unsafe { self.at::<u32>(d + 8).write_volatile(len.to_le()) };
+        // SAFETY: as above.
+        unsafe { self.at::<u16>(d + 12).write_volatile(flags.to_le()) };
+        // SAFETY: as above.
+        unsafe { self.at::<u16>(d + 14).write_volatile(0) };
     }
 
     /// Offers the next free descriptor's chain; visible to the device at [`Ring::publish`].
