@@ -26,8 +26,8 @@ macro_rules! drop_reasons {
 drop_reasons! {
     /// Frame shorter than an Ethernet header, or a truncated L3 header.
     Malformed = "malformed",
-    /// TX chain had a write-only descriptor, an address outside guest memory, or too many
-    /// segments.
+    /// TX chain had a write-only descriptor, an address outside guest memory, too many
+    /// segments, or more than [`crate::datapath::chain::MAX_CHAIN_DESCS`] descriptors.
     BadDescriptor = "bad_descriptor",
     /// TX chain shorter than the virtio-net header.
     ShortChain = "short_chain",

@@ -244,7 +244,7 @@ fn eventfd(req: u32, what: &'static str, fd: &OwnedFd) -> Result<(), Refused> {
     }
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}"))
         .map_err(|source| Refused::Io { req, source })?;
-    // Kernels before 6.5 do not report the mode; the check then cannot tell.
+    // Older kernels do not report the mode; the check then cannot tell.
     let semaphore = info
         .lines()
         .filter_map(|l| l.strip_prefix("eventfd-semaphore:"))
