@@ -104,7 +104,7 @@ fn three() -> (Arc<Core>, Vm, Vm, Vm) {
 /// Fills `vm`'s whole RX avail ring with one head whose chain is an indirect table of
 /// 65,535 zero-length writable descriptors: valid, empty, and as slow to walk as a chain
 /// can be.
-fn offer_enormous_empty_chains(vm: &mut Vm) {
+pub fn offer_enormous_empty_chains(vm: &mut Vm) {
     const N: u64 = 65_535;
     let table = vm.alloc((16 * N) as usize);
     let buf = vm.alloc(64);

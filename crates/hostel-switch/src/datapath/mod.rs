@@ -46,6 +46,6 @@ impl Core {
 #[cfg(test)]
 pub(crate) mod flow_tests;
 #[cfg(test)]
-mod hostile_tests;
+pub(crate) mod hostile_tests;
 #[cfg(test)]
 pub(crate) mod tests;
