@@ -64,3 +64,31 @@ fn raise_fd_limit() {
     }
     tracing::info!(from = old, to = lim.rlim_max, "raised the open-file limit");
 }
+
+#[cfg(test)]
+mod tests {
+    fn soft_and_hard() -> (u64, u64) {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit into the live struct it is given.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        (lim.rlim_cur, lim.rlim_max)
+    }
+
+    /// A switch left at a soft limit below the hard one serves fewer VMs than the host
+    /// allows; before the fix it stayed at whatever it inherited.
+    #[test]
+    fn the_fd_limit_is_raised_to_the_hard_limit() {
+        let (_, hard) = soft_and_hard();
+        let low = libc::rlimit {
+            rlim_cur: 1024.min(hard),
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit only reads the struct it is given.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
+        super::raise_fd_limit();
+        assert_eq!(soft_and_hard(), (hard, hard));
+    }
+}
