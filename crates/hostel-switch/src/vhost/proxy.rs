@@ -62,12 +62,15 @@ fn send_with_fds(sock: &UnixStream, buf: &[u8], fds: &[OwnedFd]) -> io::Result<(
     if fds.is_empty() {
         return (&*sock).write_all(buf);
     }
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::other("too many descriptors for one message"));
+    }
     let mut raw: [RawFd; MAX_FDS] = [-1; MAX_FDS];
     for (r, fd) in raw.iter_mut().zip(fds) {
         *r = fd.as_raw_fd();
     }
     // The descriptors travel with the first bytes; a short send leaves only plain bytes.
-    let n = sock.send_with_fds(&[buf], &raw[..fds.len().min(MAX_FDS)])?;
+    let n = sock.send_with_fds(&[buf], &raw[..fds.len()])?;
     (&*sock).write_all(&buf[n..])
 }
 
@@ -90,6 +93,12 @@ fn frontend_to_backend(front: &UnixStream, back: &UnixStream) -> Result<(), Rela
                 return Ok(());
             }
             got += n;
+        }
+        // Descriptors may come with each piece of a header that arrives in pieces.
+        if fds.len() > MAX_FDS {
+            return Err(
+                io::Error::other(format!("{} descriptors with one message", fds.len())).into(),
+            );
         }
         let (req, flags, size) = (le32(&buf, 0), le32(&buf, 4), le32(&buf, 8) as usize);
         if size > MAX_PAYLOAD {
