@@ -134,12 +134,12 @@ fn a_hostile_receiver_costs_the_sender_bounded_work() {
     a3.post_rx(32, 2048);
     offer_enormous_empty_chains(&mut a4);
     let bcast = udp4(mac(2), MacAddr::BROADCAST, ip(2), ip(255), b"hello");
-    let mut slowest = Duration::ZERO;
+    let mut total = Duration::ZERO;
     for _ in 0..8 {
         a2.queue_tx(VnetHdr::default(), &bcast, 1);
         let t0 = Instant::now();
         a2.run_tx(&core);
-        slowest = slowest.max(t0.elapsed());
+        total += t0.elapsed();
         // The hostile guest re-offers everything it got back.
         let m = a4.mem.memory();
         let used: u16 = m.read_obj(GuestAddress(a4.rxr.used + 2)).unwrap();
@@ -155,9 +155,11 @@ fn a_hostile_receiver_costs_the_sender_bounded_work() {
         visits <= 8 * u64::from(RX_DELIVERY_BUDGET + MAX_CHAIN_DESCS),
         "{visits} descriptor visits for 8 broadcasts"
     );
+    // Bounded work takes microseconds; the margin absorbs a loaded machine. Before the
+    // budget, each broadcast took 1.5-1.8 s here.
     assert!(
-        slowest < Duration::from_millis(50),
-        "one broadcast took {slowest:?}"
+        total < Duration::from_millis(500),
+        "8 broadcasts took {total:?}"
     );
     assert_eq!(a2.rt.stats.drops(DropReason::RxWorkBudget), 8);
     assert_eq!(a4.rt.stats.snapshot().rx_over_budget, 8);
