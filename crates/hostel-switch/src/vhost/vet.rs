@@ -363,6 +363,33 @@ mod tests {
     }
 
     #[test]
+    fn added_regions_and_log_memory_count_against_the_same_limits() {
+        let mut v = Vetter::default();
+        let big = memfd(40 << 30, true);
+        let add = |size: u64, offset: u64| {
+            let mut p = vec![0u8; 8];
+            for field in [0u64, size, 0x7f00_0000_0000, offset] {
+                p.extend_from_slice(&field.to_le_bytes());
+            }
+            p
+        };
+        v.check(ADD_MEM_REG, &add(40 << 30, 0), &[big.try_clone().unwrap()])
+            .unwrap();
+        let r = v.check(ADD_MEM_REG, &add(40 << 30, 0), &[big.try_clone().unwrap()]);
+        assert!(matches!(r, Err(Refused::TooMuchMemory { .. })), "{r:?}");
+        let r = v.check(
+            ADD_MEM_REG,
+            &add(4096, 40 << 30),
+            &[big.try_clone().unwrap()],
+        );
+        assert!(matches!(r, Err(Refused::PastEndOfFile { .. })), "{r:?}");
+        let mut log = (8192u64).to_le_bytes().to_vec();
+        log.extend_from_slice(&0u64.to_le_bytes());
+        let r = v.check(SET_LOG_BASE, &log, &[memfd(4096, true)]);
+        assert!(matches!(r, Err(Refused::PastEndOfFile { .. })), "{r:?}");
+    }
+
+    #[test]
     fn vring_fds_must_be_plain_eventfds() {
         let mut v = Vetter::default();
         // SAFETY: eventfd(2) with a valid flag set.
