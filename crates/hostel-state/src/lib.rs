@@ -22,6 +22,8 @@
 //! # Ok::<(), hostel_state::StoreError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod ids;
 mod model;

@@ -18,7 +18,9 @@
 //!   batch; descriptor chains, RX delivery, TX batches).
 //! - [`stats`]: per-port counters with one [`stats::DropReason`] per drop.
 //! - [`vhost`]: vhost-user backend glue, per-port socket listeners, and the message relay
-//!   that papers over QEMU's SET_VRING_ENABLE ordering.
+//!   that papers over QEMU's SET_VRING_ENABLE ordering and vets every descriptor a frontend
+//!   hands over ([`vhost::vet`]: memory that could fault the switch, eventfds that could
+//!   spin or block it).
 //! - [`uplink`]: the per-network TAP device and its reader thread.
 //! - [`switch`]: the control-plane object ([`Switch`]); [`control`]: its JSON-lines socket.
 //! - [`mod@run`]: the blocking entry point used by `hostel switch`.

@@ -148,6 +148,7 @@ pub fn process_tx(
             return;
         };
         let n = usize::from(avail).min(BATCH);
+        let mut visits = 0u64;
         for item in &mut scratch.items[..n] {
             item.head = ring.avail_head(next);
             next = next.wrapping_add(1);
@@ -156,6 +157,12 @@ pub fn process_tx(
                     Ok(()) => classify(core, &tables, me, item),
                     Err(r) => Decision::Drop(r),
                 };
+            visits += u64::from(item.segs.visits);
+        }
+        if visits > 0 {
+            port.stats
+                .desc_visits
+                .fetch_add(visits, std::sync::atomic::Ordering::Relaxed);
         }
         q.set_next_avail(next);
         if n > 0 {
@@ -244,7 +251,7 @@ fn execute(
             Decision::Drop(r) => Err(r),
             Decision::Flood => {
                 if let Some(pi) = me {
-                    flood(tables, pi, item, m);
+                    flood(tables, pi, item, m, port);
                 }
                 Ok(())
             }
@@ -303,12 +310,22 @@ fn reply_to(port: &PortRuntime, frame: &[u8]) -> Result<(), DropReason> {
     Ok(())
 }
 
-/// Broadcast/multicast: every other port of the sender's network, plus its uplink.
-fn flood(tables: &Tables, from: PortIdx, item: &TxItem, m: &GuestMemoryMmap<()>) {
+/// Broadcast/multicast: every other port of the sender's network, plus its uplink. Each
+/// copy that does not arrive is a drop on the sender's counters, under its reason.
+fn flood(
+    tables: &Tables,
+    from: PortIdx,
+    item: &TxItem,
+    m: &GuestMemoryMmap<()>,
+    port: &PortRuntime,
+) {
     let net = tables.net(tables.port(from).net);
     for &q in &net.ports {
         if q != from {
-            let _ = with_rx(&tables.port(q).rt, |s| s.send(item.hdr, &item.src(m)));
+            let r = with_rx(&tables.port(q).rt, |s| s.send(item.hdr, &item.src(m)));
+            if let Err(reason) = r.and_then(|sent| sent) {
+                port.stats.count_drop(reason);
+            }
         }
     }
     if let Some(u) = &net.uplink {

@@ -30,8 +30,9 @@ use hostel_switch::datapath::vnet::{VnetHdr, GSO_TCPV4, HDR_F_NEEDS_CSUM};
 
 /// User and system CPU seconds of `who` (RUSAGE_SELF / RUSAGE_THREAD).
 pub(crate) fn rusage(who: libc::c_int) -> (f64, f64) {
-    // SAFETY: getrusage fills the struct we pass.
+    // SAFETY: rusage is plain integers, for which all-zero is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct we pass.
     unsafe { libc::getrusage(who, &mut ru) };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     (t(ru.ru_utime), t(ru.ru_stime))
