@@ -65,6 +65,9 @@ drop_reasons! {
     DhcpIgnored = "dhcp_ignored",
     /// Multicast/broadcast the switch consumed without flooding (e.g. unanswerable NDP).
     NdpUnanswered = "ndp_unanswered",
+    /// Source 0.0.0.0 or `::` on anything but DHCP, duplicate-address detection or router
+    /// solicitation towards the switch itself.
+    UnspecifiedSource = "unspecified_source",
 }
 
 /// Live counters of one port (or of a network's uplink). Updated with relaxed atomics and,

@@ -132,7 +132,7 @@ impl Vm {
 
 pub const ALL: u64 = F_MRG_RXBUF | F_GUEST_CSUM | F_GUEST_TSO4 | F_GUEST_TSO6;
 
-fn setup(features_b: u64) -> (Arc<Core>, Vm, Vm) {
+pub fn setup(features_b: u64) -> (Arc<Core>, Vm, Vm) {
     let a = Vm::new("a2", ALL);
     let b = Vm::new("a3", features_b);
     let rts: HashMap<String, Arc<PortRuntime>> = [

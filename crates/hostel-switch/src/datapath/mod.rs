@@ -46,4 +46,6 @@ impl Core {
 #[cfg(test)]
 pub(crate) mod flow_tests;
 #[cfg(test)]
+mod spoof_tests;
+#[cfg(test)]
 pub(crate) mod tests;
