@@ -61,8 +61,8 @@ pub mod vhost;
 #[cfg(test)]
 mod uplink_tests;
 
-pub use config::{NetworkConfig, PortConfig, SwitchConfig};
-pub use error::{ConfigError, SwitchError};
+pub use config::{NetworkConfig, PortConfig, PortLimits, RateLimit, SwitchConfig};
+pub use error::{ConfigError, LimitError, SwitchError};
 pub use run::{run, RunOptions};
 pub use stats::{DropReason, StatsSnapshot};
 pub use switch::{Switch, SwitchStats};

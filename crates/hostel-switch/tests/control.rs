@@ -55,6 +55,7 @@ fn control_socket_programs_the_switch() {
         ipv4: Some("10.1.0.5".parse().unwrap()),
         ipv6: vec![],
         socket: dir.path().join("vm1-0.sock"),
+        limits: Default::default(),
     };
     assert!(c.call(&Request::AddPort { port: port.clone() }).unwrap().ok);
     assert!(dir.path().join("vm1-0.sock").exists());

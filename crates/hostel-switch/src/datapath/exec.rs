@@ -23,6 +23,17 @@ pub struct QueueRx<'a> {
     next_used: u16,
 }
 
+impl QueueRx<'_> {
+    /// Chains the driver offers beyond `next_avail`, re-reading its avail index (0 for a
+    /// driver whose index claims more than the ring holds).
+    fn offered(&mut self) -> u16 {
+        if let Some(n) = self.ring.pending(self.next_avail) {
+            self.avail_idx = self.next_avail.wrapping_add(n);
+        }
+        self.avail_idx.wrapping_sub(self.next_avail)
+    }
+}
+
 impl RxQueue for QueueRx<'_> {
     fn pop(
         &mut self,
@@ -57,6 +68,8 @@ impl RxQueue for QueueRx<'_> {
 /// An open RX ring of one destination, valid for the duration of [`with_rx`]'s closure.
 pub struct RxSink<'a> {
     q: QueueRx<'a>,
+    /// `next_avail` when the ring was opened.
+    start: u16,
     mem: &'a GuestMemoryMmap<()>,
     features: u64,
     packets: u64,
@@ -64,6 +77,25 @@ pub struct RxSink<'a> {
 }
 
 impl RxSink<'_> {
+    /// How many RX chains this sender may take in this group: unlimited while the receiver
+    /// offers at least half its ring, otherwise half of what it offers (at least one). A
+    /// sender that keeps a slow receiver's ring busy then always leaves buffers for the
+    /// others, while a receiver that keeps up loses nothing: in steady state the sender
+    /// still gets every buffer the receiver re-posts.
+    pub fn fair_share(&mut self) -> u16 {
+        let offered = self.q.offered();
+        if u32::from(offered) * 2 >= u32::from(self.q.ring.size()) {
+            u16::MAX
+        } else {
+            offered.div_ceil(2).max(1)
+        }
+    }
+
+    /// RX chains taken (filled, or returned as unusable) since the ring was opened.
+    pub fn taken(&self) -> u16 {
+        self.q.next_avail.wrapping_sub(self.start)
+    }
+
     pub fn send(&mut self, hdr: VnetHdr, src: &FrameSrc<'_>) -> Result<(), DropReason> {
         if !hdr.receivable_with(self.features) {
             return Err(DropReason::OffloadUnsupported);
@@ -96,6 +128,7 @@ pub fn with_rx<R>(
     let ring = Ring::new(q, &map).ok_or(DropReason::DestinationDown)?;
     let (next_avail, old_used) = (q.next_avail(), q.next_used());
     let mut sink = RxSink {
+        start: next_avail,
         q: QueueRx {
             ring,
             next_avail,

@@ -6,6 +6,7 @@ pub mod exec;
 pub mod local;
 pub mod pipeline;
 pub mod port;
+pub mod ratelimit;
 pub mod ring;
 pub mod rx;
 pub mod tx;
@@ -47,5 +48,7 @@ impl Core {
 pub(crate) mod flow_tests;
 #[cfg(test)]
 mod spoof_tests;
+#[cfg(test)]
+mod storm_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use vhost_user_backend::VringMutex;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
+use crate::datapath::ratelimit::Policer;
 use crate::stats::PortStats;
 
 /// Guest memory as the vhost-user library hands it over (no dirty-page bitmap: the switch
@@ -27,6 +28,8 @@ pub struct PortRuntime {
     pub key: u64,
     pub id: String,
     pub stats: PortStats,
+    /// Storm-control buckets, kept across reconnects so a reconnect is not a fresh burst.
+    pub policer: Policer,
     rx: Mutex<Option<RxTarget>>,
 }
 
@@ -38,6 +41,7 @@ impl PortRuntime {
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             id: id.to_string(),
             stats: PortStats::default(),
+            policer: Policer::default(),
             rx: Mutex::new(None),
         })
     }

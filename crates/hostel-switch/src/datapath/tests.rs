@@ -35,6 +35,7 @@ pub fn port(id: &str, net: &str, last: u8) -> PortConfig {
         ipv4: Some(Ipv4Addr::new(10, 0, 0, last)),
         ipv6: vec![format!("fd00::{last}").parse().unwrap()],
         socket: format!("/nonexistent/{id}.sock").into(),
+        limits: Default::default(),
     }
 }
 

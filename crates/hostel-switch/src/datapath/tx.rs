@@ -12,6 +12,7 @@ use crate::datapath::exec::with_rx;
 use crate::datapath::local;
 use crate::datapath::pipeline::{Ctx, Decision, Ingress};
 use crate::datapath::port::{Mem, PortRuntime, Vring};
+use crate::datapath::ratelimit::{self, Class, Limiter};
 use crate::datapath::ring::{MemMap, Ring};
 use crate::datapath::rx::FrameSrc;
 use crate::datapath::vnet::{VnetHdr, VNET_HDR_LEN};
@@ -131,6 +132,7 @@ pub fn process_tx(
     let guard = mem.memory();
     let m: &GuestMemoryMmap<()> = &guard;
     let map = MemMap::new(m);
+    let mut limiter = me.and_then(|pi| port.policer.engage(&tables.port(pi).cfg.limits));
     // Bounded so a guest that keeps its avail index moving cannot pin the worker: after
     // MAX_ROUNDS full batches the worker serves its other events and comes back.
     for _ in 0..MAX_ROUNDS {
@@ -158,6 +160,9 @@ pub fn process_tx(
                 };
         }
         q.set_next_avail(next);
+        if let Some(l) = limiter.as_deref_mut() {
+            police(l, &mut scratch.items[..n]);
+        }
         if n > 0 {
             execute(&tables, me, port, m, scratch, n);
             let mut used = old_used;
@@ -192,6 +197,24 @@ pub fn process_tx(
     }
 }
 
+/// Storm control: one clock read per batch, then a few compares per frame. Frames the
+/// pipeline already dropped are not charged.
+fn police(l: &mut Limiter, items: &mut [TxItem]) {
+    if items.is_empty() {
+        return;
+    }
+    l.refill(ratelimit::now_ns());
+    for item in items {
+        // A decision other than Drop means the window holds at least an Ethernet header.
+        let group_dst = item.window[0] & 1 == 1;
+        if let Some(class) = Class::of(&item.decision, group_dst) {
+            if let Err(r) = l.admit(class, item.frame_len) {
+                item.decision = Decision::Drop(r);
+            }
+        }
+    }
+}
+
 fn execute(
     tables: &Tables,
     me: Option<PortIdx>,
@@ -210,13 +233,19 @@ fn execute(
         let Decision::Unicast(q) = items[i].decision else {
             continue;
         };
-        // Deliver every frame of the batch bound for q under one lock of q's ring.
+        // Deliver every frame of the batch bound for q under one lock of q's ring, but no
+        // more than this sender's share of it when q is falling behind.
         let res = with_rx(&tables.port(q).rt, |sink| {
+            let share = sink.fair_share();
             for j in i..n {
                 if done[j] || items[j].decision != Decision::Unicast(q) {
                     continue;
                 }
                 done[j] = true;
+                if sink.taken() >= share {
+                    port.stats.count_drop(DropReason::RxFairShare);
+                    continue;
+                }
                 match sink.send(items[j].hdr, &items[j].src(m)) {
                     Ok(()) => {
                         packets += 1;

@@ -33,6 +33,7 @@ pub fn setup(dir: &Path) -> Arc<Switch> {
             ipv4: Some(format!("10.0.0.{last}").parse().expect("ip")),
             ipv6: vec![],
             socket: dir.join(sock),
+            limits: Default::default(),
         })
         .expect("port");
     }
