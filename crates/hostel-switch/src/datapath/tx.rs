@@ -12,7 +12,7 @@ use crate::datapath::exec::with_rx;
 use crate::datapath::local;
 use crate::datapath::pipeline::{Ctx, Decision, Ingress};
 use crate::datapath::port::{Mem, PortRuntime, Vring};
-use crate::datapath::ratelimit::{self, Class, Limiter};
+use crate::datapath::ratelimit::{self, Class};
 use crate::datapath::ring::{MemMap, Ring};
 use crate::datapath::rx::FrameSrc;
 use crate::datapath::vnet::{VnetHdr, VNET_HDR_LEN};
@@ -161,7 +161,13 @@ pub fn process_tx(
         }
         q.set_next_avail(next);
         if let Some(l) = limiter.as_deref_mut() {
-            police(l, &mut scratch.items[..n]);
+            ratelimit::police(
+                l,
+                &mut scratch.items[..n],
+                // A decision other than Drop means the window holds an Ethernet header.
+                |it| Class::of(&it.decision, it.window[0] & 1 == 1).map(|c| (c, it.frame_len)),
+                |it, r| it.decision = Decision::Drop(r),
+            );
         }
         if n > 0 {
             execute(&tables, me, port, m, scratch, n);
@@ -194,24 +200,6 @@ pub fn process_tx(
         // SAFETY: writes 8 bytes from a live buffer to the queue's kick eventfd, which the
         // vring keeps open while its state is borrowed.
         unsafe { libc::write(kick.as_raw_fd(), one.as_ptr().cast(), one.len()) };
-    }
-}
-
-/// Storm control: one clock read per batch, then a few compares per frame. Frames the
-/// pipeline already dropped are not charged.
-fn police(l: &mut Limiter, items: &mut [TxItem]) {
-    if items.is_empty() {
-        return;
-    }
-    l.refill(ratelimit::now_ns());
-    for item in items {
-        // A decision other than Drop means the window holds at least an Ethernet header.
-        let group_dst = item.window[0] & 1 == 1;
-        if let Some(class) = Class::of(&item.decision, group_dst) {
-            if let Err(r) = l.admit(class, item.frame_len) {
-                item.decision = Decision::Drop(r);
-            }
-        }
     }
 }
 
