@@ -77,11 +77,9 @@ pub struct RxSink<'a> {
 }
 
 impl RxSink<'_> {
-    /// How many RX chains this sender may take in this group: unlimited while the receiver
-    /// offers at least half its ring, otherwise half of what it offers (at least one). A
-    /// sender that keeps a slow receiver's ring busy then always leaves buffers for the
-    /// others, while a receiver that keeps up loses nothing: in steady state the sender
-    /// still gets every buffer the receiver re-posts.
+    /// How many RX chains a sender may take in this group when the receiver is contended
+    /// (see [`crate::datapath::fairness`]): unlimited while it offers at least half its
+    /// ring, otherwise half of what it offers (at least one).
     pub fn fair_share(&mut self) -> u16 {
         let offered = self.q.offered();
         if u32::from(offered) * 2 >= u32::from(self.q.ring.size()) {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use vhost_user_backend::VringMutex;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
+use crate::datapath::fairness::RxContention;
 use crate::datapath::ratelimit::Policer;
 use crate::stats::PortStats;
 
@@ -30,6 +31,8 @@ pub struct PortRuntime {
     pub stats: PortStats,
     /// Storm-control buckets, kept across reconnects so a reconnect is not a fresh burst.
     pub policer: Policer,
+    /// Who sends to this port's RX ring, for the fair share (see [`crate::datapath::fairness`]).
+    pub rx_contention: RxContention,
     rx: Mutex<Option<RxTarget>>,
 }
 
@@ -42,6 +45,7 @@ impl PortRuntime {
             id: id.to_string(),
             stats: PortStats::default(),
             policer: Policer::default(),
+            rx_contention: RxContention::default(),
             rx: Mutex::new(None),
         })
     }

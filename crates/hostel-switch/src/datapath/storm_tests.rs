@@ -130,8 +130,12 @@ fn a_storm_limited_broadcaster_leaves_room_for_unicast() {
 #[test]
 fn one_sender_cannot_take_a_nearly_full_receivers_last_buffers() {
     let (core, mut a, mut b, mut c) = three(PortLimits::default());
-    // b keeps up badly: 40 buffers posted out of a 256-entry ring.
-    b.post_rx(40, 2048);
+    // b keeps up badly: 41 buffers posted out of a 256-entry ring. c talks to it now and
+    // then, a all the time.
+    b.post_rx(41, 2048);
+    c.queue_tx(VnetHdr::default(), &unicast(4, 3), 1);
+    c.run_tx(&core);
+    assert_eq!(b.received().len(), 1);
     for _ in 0..64 {
         a.queue_tx(VnetHdr::default(), &unicast(2, 3), 1);
     }
@@ -161,4 +165,19 @@ fn a_receiver_that_keeps_up_is_not_rationed() {
     a.run_tx(&core);
     assert_eq!(b.received().len(), 150);
     assert!(a.rt.stats.snapshot().drops.is_empty());
+}
+
+#[test]
+fn a_lone_sender_is_not_rationed() {
+    let (core, mut a, mut b, _c) = three(PortLimits::default());
+    // A slow receiver, but nobody else sends to it: nothing to be fair to.
+    b.post_rx(40, 2048);
+    for _ in 0..64 {
+        a.queue_tx(VnetHdr::default(), &unicast(2, 3), 1);
+    }
+    a.run_tx(&core);
+    assert_eq!(b.received().len(), 40);
+    let s = a.rt.stats.snapshot();
+    assert_eq!(s.drop_count(DropReason::RxFairShare), 0);
+    assert_eq!(s.drop_count(DropReason::NoRxBuffer), 24);
 }

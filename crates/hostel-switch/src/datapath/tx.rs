@@ -214,6 +214,8 @@ fn execute(
     let items = &scratch.items[..n];
     let mut done = [false; BATCH];
     let (mut packets, mut bytes) = (0u64, 0u64);
+    // Read at most once per batch, and only if the batch has unicast to deliver.
+    let mut now = None;
     for i in 0..n {
         if done[i] {
             continue;
@@ -222,9 +224,17 @@ fn execute(
             continue;
         };
         // Deliver every frame of the batch bound for q under one lock of q's ring, but no
-        // more than this sender's share of it when q is falling behind.
-        let res = with_rx(&tables.port(q).rt, |sink| {
-            let share = sink.fair_share();
+        // more than this sender's share of it when others send to q and it falls behind.
+        let rt = &tables.port(q).rt;
+        let contended = rt
+            .rx_contention
+            .note(port.key, *now.get_or_insert_with(ratelimit::now_ns));
+        let res = with_rx(rt, |sink| {
+            let share = if contended {
+                sink.fair_share()
+            } else {
+                u16::MAX
+            };
             for j in i..n {
                 if done[j] || items[j].decision != Decision::Unicast(q) {
                     continue;
