@@ -79,9 +79,9 @@ pub struct PortLimits {
 }
 
 /// One class's packet and byte buckets. A bucket holds at most its burst and refills at its
-/// rate; a frame passes while the bucket is not empty and then takes its full cost (so a
-/// 64 KiB TSO frame passes a small byte bucket and leaves it in debt, which later frames
-/// repay). Unknown field names are refused: a misspelt limit must not mean "unlimited".
+/// rate; a frame passes while the bucket holds at least one token and then takes its full
+/// cost (so a 64 KiB TSO frame passes a small byte bucket and leaves it in debt, which later
+/// frames repay). Unknown field names are refused: a misspelt limit must not mean "unlimited".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
