@@ -28,17 +28,29 @@ pub struct RxContention {
 
 impl RxContention {
     /// Records that `sender` (a port key, never 0) delivers now and says whether the
-    /// receiver is contended. Relaxed: a stale view only shifts the window by a batch.
-    pub fn note(&self, sender: u64, now: u64) -> bool {
+    /// receiver is contended. The clock is read only while the receiver is or was contended,
+    /// so a lone sender neither reads it nor writes the shared line. Relaxed: a stale view
+    /// only shifts the window by a batch.
+    pub fn note(&self, sender: u64, now: impl FnOnce() -> u64) -> bool {
         let last = self.last_sender.load(Ordering::Relaxed);
         if last != sender {
             self.last_sender.store(sender, Ordering::Relaxed);
             if last != 0 {
-                self.contended_until
-                    .store(now.saturating_add(CONTENTION_WINDOW_NS), Ordering::Relaxed);
+                let until = now().saturating_add(CONTENTION_WINDOW_NS).max(1);
+                self.contended_until.store(until, Ordering::Relaxed);
+                return true;
             }
         }
-        now < self.contended_until.load(Ordering::Relaxed)
+        let until = self.contended_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return false;
+        }
+        if now() < until {
+            return true;
+        }
+        // Expired: back to the clock-free path until a second sender shows up again.
+        self.contended_until.store(0, Ordering::Relaxed);
+        false
     }
 }
 
@@ -49,11 +61,13 @@ mod tests {
     #[test]
     fn contention_needs_a_second_sender_and_expires() {
         let c = RxContention::default();
-        assert!(!c.note(1, 10));
-        assert!(!c.note(1, 20));
-        assert!(c.note(2, 30), "a second sender is contention");
-        assert!(c.note(1, 40));
-        assert!(c.note(1, 30 + CONTENTION_WINDOW_NS - 1));
-        assert!(!c.note(1, 30 + CONTENTION_WINDOW_NS + 40));
+        let never = || -> u64 { panic!("a lone sender read the clock") };
+        assert!(!c.note(1, never));
+        assert!(!c.note(1, never));
+        assert!(c.note(2, || 30), "a second sender is contention");
+        assert!(c.note(1, || 40));
+        assert!(c.note(1, || 30 + CONTENTION_WINDOW_NS - 1));
+        assert!(!c.note(1, || 40 + CONTENTION_WINDOW_NS + 40));
+        assert!(!c.note(1, never), "an expired window still reads the clock");
     }
 }

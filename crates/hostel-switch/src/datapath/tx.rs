@@ -214,7 +214,7 @@ fn execute(
     let items = &scratch.items[..n];
     let mut done = [false; BATCH];
     let (mut packets, mut bytes) = (0u64, 0u64);
-    // Read at most once per batch, and only if the batch has unicast to deliver.
+    // Read at most once per batch, and only for a receiver that has had other senders.
     let mut now = None;
     for i in 0..n {
         if done[i] {
@@ -228,7 +228,7 @@ fn execute(
         let rt = &tables.port(q).rt;
         let contended = rt
             .rx_contention
-            .note(port.key, *now.get_or_insert_with(ratelimit::now_ns));
+            .note(port.key, || *now.get_or_insert_with(ratelimit::now_ns));
         let res = with_rx(rt, |sink| {
             let share = if contended {
                 sink.fair_share()
