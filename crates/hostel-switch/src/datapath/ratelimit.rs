@@ -193,7 +193,7 @@ impl Class {
 }
 
 /// A port's buckets, built from its [`PortLimits`] and following their changes.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Limiter {
     cfg: PortLimits,
     pub total: Buckets,
@@ -267,12 +267,22 @@ pub fn police<T>(
     l: &mut Limiter,
     items: &mut [T],
     view: impl Fn(&T) -> Option<(Class, usize)>,
+    refuse: impl FnMut(&mut T, DropReason),
+) {
+    if !items.is_empty() {
+        police_at(l, now_ns(), items, view, refuse);
+    }
+}
+
+/// [`police`] at a given time.
+pub fn police_at<T>(
+    l: &mut Limiter,
+    now: u64,
+    items: &mut [T],
+    view: impl Fn(&T) -> Option<(Class, usize)>,
     mut refuse: impl FnMut(&mut T, DropReason),
 ) {
-    if items.is_empty() {
-        return;
-    }
-    l.refill(now_ns());
+    l.refill(now);
     let mut d = Demand::default();
     for it in items.iter() {
         if let Some((c, len)) = view(it) {

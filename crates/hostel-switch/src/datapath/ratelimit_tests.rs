@@ -188,6 +188,79 @@ fn police_charges_whole_batches_and_splits_at_the_limit() {
     assert_eq!(third[0].1, Some(DropReason::RateLimited));
 }
 
+/// xorshift64*: deterministic, so a failure replays.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn maybe(&mut self, n: u64) -> Option<u64> {
+        (self.below(3) != 0).then(|| 1 + self.below(n))
+    }
+}
+
+fn random_limit(r: &mut Rng) -> RateLimit {
+    let packets_per_sec = r.maybe(200);
+    let bytes_per_sec = r.maybe(20_000);
+    RateLimit {
+        packets_per_sec,
+        bytes_per_sec,
+        burst_packets: packets_per_sec.and_then(|_| r.maybe(40)),
+        burst_bytes: bytes_per_sec.and_then(|_| r.maybe(5_000)),
+    }
+}
+
+#[test]
+fn whole_batch_charging_matches_frame_by_frame() {
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    let classes = [Class::Plain, Class::Flood, Class::Unknown];
+    for _ in 0..2_000 {
+        let cfg = PortLimits {
+            total: random_limit(&mut r),
+            flood: random_limit(&mut r),
+            unknown: random_limit(&mut r),
+        };
+        let mut fast = Limiter::default();
+        fast.configure(&cfg, || 0);
+        let mut now = 0;
+        for _ in 0..20 {
+            now += r.below(SEC / 20);
+            let n = r.below(65) as usize;
+            let mut batch: Vec<(Option<(Class, usize)>, Option<DropReason>)> = (0..n)
+                .map(|_| {
+                    let frame = (r.below(8) != 0).then(|| {
+                        let c = classes[r.below(3) as usize];
+                        (c, 14 + r.below(2_000) as usize)
+                    });
+                    (frame, None)
+                })
+                .collect();
+            let mut slow = fast.clone();
+            slow.refill(now);
+            let want: Vec<Option<DropReason>> = batch
+                .iter()
+                .map(|(f, _)| f.and_then(|(c, len)| slow.admit(c, len).err()))
+                .collect();
+            police_at(
+                &mut fast,
+                now,
+                &mut batch,
+                |it| it.0,
+                |it, why| it.1 = Some(why),
+            );
+            let got: Vec<Option<DropReason>> = batch.iter().map(|it| it.1).collect();
+            assert_eq!(got, want, "limits {cfg:?}");
+            assert_eq!(fast, slow, "levels differ after the batch, limits {cfg:?}");
+        }
+    }
+}
+
 #[test]
 fn classes_follow_the_decision() {
     use crate::datapath::pipeline::LocalReply;
