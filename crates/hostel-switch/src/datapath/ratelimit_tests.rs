@@ -216,6 +216,9 @@ fn random_limit(r: &mut Rng) -> RateLimit {
     }
 }
 
+/// A frame as police sees it (`None`: already dropped) and the reason it was refused.
+type Item = (Option<(Class, usize)>, Option<DropReason>);
+
 #[test]
 fn whole_batch_charging_matches_frame_by_frame() {
     let mut r = Rng(0x9e37_79b9_7f4a_7c15);
@@ -232,7 +235,7 @@ fn whole_batch_charging_matches_frame_by_frame() {
         for _ in 0..20 {
             now += r.below(SEC / 20);
             let n = r.below(65) as usize;
-            let mut batch: Vec<(Option<(Class, usize)>, Option<DropReason>)> = (0..n)
+            let mut batch: Vec<Item> = (0..n)
                 .map(|_| {
                     let frame = (r.below(8) != 0).then(|| {
                         let c = classes[r.below(3) as usize];
