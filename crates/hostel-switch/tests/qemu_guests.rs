@@ -1,17 +1,32 @@
 //! Two TCG guests with vhost-user NICs on one switch network: they reach each other, one gets
 //! its address from the switch's DHCP server, and a spoofed source is dropped and counted.
 //!
-//! Skipped (with a printed reason) when QEMU or the guest assets are missing, unless
-//! `HOSTEL_REQUIRE_GUEST=1`; `HOSTEL_GUEST_DIR` names the assets directory.
+//! Skipped (with a printed reason) when QEMU or the guest assets are missing.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use hostel_switch::{DropReason, NetworkConfig, PortConfig, Switch};
+
+fn assets() -> Option<(PathBuf, PathBuf)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guest");
+    let (k, i) = (root.join("vmlinux"), root.join("initrd.img"));
+    (k.exists() && i.exists()).then_some((k, i))
+}
+
+fn have_qemu() -> bool {
+    Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
 
 struct Guest {
     name: &'static str,
@@ -28,8 +43,7 @@ impl Guest {
         cmdline_extra: &str,
         script: &str,
     ) -> Guest {
-        let assets = hostel_testkit::guest_assets().expect("assets checked");
-        let (kernel, initrd) = (assets.vmlinux, assets.initrd);
+        let (kernel, initrd) = assets().expect("assets checked");
         let run = base64::engine::general_purpose::STANDARD.encode(script);
         // On a loaded host, TCG guests fail TSC/PIT calibration and can hang right after
         // "Marking TSC unstable"; preset the TSC rate and loops-per-jiffy so boot never
@@ -143,10 +157,20 @@ fn switch_with_two_ports(dir: &Path) -> std::sync::Arc<Switch> {
 /// Tests here boot two guests each; this keeps it to two guests on the machine at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+fn skip_reason() -> Option<&'static str> {
+    if !have_qemu() {
+        return Some("qemu-system-x86_64 not found");
+    }
+    if assets().is_none() {
+        return Some("guest assets target/guest/{vmlinux,initrd.img} missing");
+    }
+    None
+}
+
 #[test]
 fn two_guests_ping_and_spoof_is_dropped() {
-    // Skips with the reason printed, or fails under HOSTEL_REQUIRE_GUEST=1.
-    if hostel_testkit::guest_assets().is_none() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
         return;
     }
     let _serial = ONE_AT_A_TIME
@@ -227,8 +251,8 @@ fn two_guests_ping_and_spoof_is_dropped() {
 /// daemon does after a restart): QEMU reconnects and the guests talk again.
 #[test]
 fn guests_reconnect_after_switch_restart() {
-    // Skips with the reason printed, or fails under HOSTEL_REQUIRE_GUEST=1.
-    if hostel_testkit::guest_assets().is_none() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
         return;
     }
     let _serial = ONE_AT_A_TIME

@@ -68,10 +68,10 @@ impl RxQueue for QueueRx<'_> {
 /// An open RX ring of one destination, valid for the duration of [`with_rx`]'s closure.
 pub struct RxSink<'a> {
     q: QueueRx<'a>,
-    /// `next_avail` when the ring was opened.
-    start: u16,
     mem: &'a GuestMemoryMmap<()>,
     features: u64,
+    /// `next_avail` when the ring was opened.
+    start: u16,
     packets: u64,
     bytes: u64,
 }
