@@ -13,6 +13,12 @@ pub mod rx;
 pub mod tx;
 pub mod vnet;
 
+// Storm control and anti-spoofing over real rings.
+#[cfg(test)]
+mod spoof_tests;
+#[cfg(test)]
+mod storm_tests;
+
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::tables::Tables;
@@ -47,9 +53,5 @@ impl Core {
 
 #[cfg(test)]
 pub(crate) mod flow_tests;
-#[cfg(test)]
-mod spoof_tests;
-#[cfg(test)]
-mod storm_tests;
 #[cfg(test)]
 pub(crate) mod tests;
