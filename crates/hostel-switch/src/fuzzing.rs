@@ -56,6 +56,7 @@ fn port(id: &str, last: u8) -> PortConfig {
             u16::from(last),
         )],
         socket: format!("/nonexistent/{id}").into(),
+        limits: Default::default(),
     }
 }
 

@@ -69,6 +69,17 @@ drop_reasons! {
     DhcpIgnored = "dhcp_ignored",
     /// Multicast/broadcast the switch consumed without flooding (e.g. unanswerable NDP).
     NdpUnanswered = "ndp_unanswered",
+    /// Source 0.0.0.0 or `::` on anything but DHCP, duplicate-address detection or router
+    /// solicitation towards the switch itself.
+    UnspecifiedSource = "unspecified_source",
+    /// Over the sending port's `limits.total` packet or byte rate.
+    RateLimited = "rate_limited",
+    /// Over the sending port's broadcast/multicast (`limits.flood`) or unknown-destination
+    /// (`limits.unknown`) rate.
+    StormLimited = "storm_limited",
+    /// The receiver's RX ring was filling up and this sender had already taken its share
+    /// (half of what the receiver offered when the batch began), leaving the rest for others.
+    RxFairShare = "rx_fair_share",
 }
 
 /// Live counters of one port (or of a network's uplink). Updated with relaxed atomics and,

@@ -149,6 +149,7 @@ fn switch_with_two_ports(dir: &Path) -> std::sync::Arc<Switch> {
             ipv4: Some(format!("10.0.0.{last}").parse().unwrap()),
             ipv6: vec![],
             socket: dir.join(format!("{id}.sock")),
+            limits: Default::default(),
         })
         .unwrap();
     }

@@ -27,6 +27,17 @@ pub struct QueueRx<'a> {
     visits: u64,
 }
 
+impl QueueRx<'_> {
+    /// Chains the driver offers beyond `next_avail`, re-reading its avail index (0 for a
+    /// driver whose index claims more than the ring holds).
+    fn offered(&mut self) -> u16 {
+        if let Some(n) = self.ring.pending(self.next_avail) {
+            self.avail_idx = self.next_avail.wrapping_add(n);
+        }
+        self.avail_idx.wrapping_sub(self.next_avail)
+    }
+}
+
 impl RxQueue for QueueRx<'_> {
     fn pop(&mut self, out: &mut SegList) -> Option<(u16, Result<(), DropReason>)> {
         if self.next_avail == self.avail_idx {
@@ -65,6 +76,8 @@ impl RxQueue for QueueRx<'_> {
 pub struct RxSink<'a> {
     q: QueueRx<'a>,
     features: u64,
+    /// `next_avail` when the ring was opened.
+    start: u16,
     packets: u64,
     bytes: u64,
     /// Set once a delivery ran out of work budget: the rest of the group is refused without
@@ -73,6 +86,23 @@ pub struct RxSink<'a> {
 }
 
 impl RxSink<'_> {
+    /// How many RX chains a sender may take in this group when the receiver is contended
+    /// (see [`crate::datapath::fairness`]): unlimited while it offers at least half its
+    /// ring, otherwise half of what it offers (at least one).
+    pub fn fair_share(&mut self) -> u16 {
+        let offered = self.q.offered();
+        if u32::from(offered) * 2 >= u32::from(self.q.ring.size()) {
+            u16::MAX
+        } else {
+            offered.div_ceil(2).max(1)
+        }
+    }
+
+    /// RX chains taken (filled, or returned as unusable) since the ring was opened.
+    pub fn taken(&self) -> u16 {
+        self.q.next_avail.wrapping_sub(self.start)
+    }
+
     pub fn send(&mut self, hdr: VnetHdr, src: &FrameSrc<'_>) -> Result<(), DropReason> {
         if self.over_budget {
             return Err(DropReason::RxWorkBudget);
@@ -111,6 +141,7 @@ pub fn with_rx<R>(
     let ring = Ring::new(q, &map).ok_or(DropReason::DestinationDown)?;
     let (next_avail, old_used) = (q.next_avail(), q.next_used());
     let mut sink = RxSink {
+        start: next_avail,
         q: QueueRx {
             ring,
             next_avail,

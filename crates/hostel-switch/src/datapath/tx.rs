@@ -12,6 +12,7 @@ use crate::datapath::exec::with_rx;
 use crate::datapath::local;
 use crate::datapath::pipeline::{Ctx, Decision, Ingress};
 use crate::datapath::port::{Mem, PortRuntime, Vring};
+use crate::datapath::ratelimit::{self, Class};
 use crate::datapath::ring::{MemMap, Ring};
 use crate::datapath::rx::FrameSrc;
 use crate::datapath::vnet::{VnetHdr, VNET_HDR_LEN};
@@ -131,6 +132,7 @@ pub fn process_tx(
     let guard = mem.memory();
     let m: &GuestMemoryMmap<()> = &guard;
     let map = MemMap::new(m);
+    let mut limiter = me.and_then(|pi| port.policer.engage(&tables.port(pi).cfg.limits));
     // Bounded so a guest that keeps its avail index moving cannot pin the worker: after
     // MAX_ROUNDS full batches the worker serves its other events and comes back.
     for _ in 0..MAX_ROUNDS {
@@ -165,6 +167,15 @@ pub fn process_tx(
                 .fetch_add(visits, std::sync::atomic::Ordering::Relaxed);
         }
         q.set_next_avail(next);
+        if let Some(l) = limiter.as_deref_mut() {
+            ratelimit::police(
+                l,
+                &mut scratch.items[..n],
+                // A decision other than Drop means the window holds an Ethernet header.
+                |it| Class::of(&it.decision, it.window[0] & 1 == 1).map(|c| (c, it.frame_len)),
+                |it, r| it.decision = Decision::Drop(r),
+            );
+        }
         if n > 0 {
             execute(&tables, me, port, m, scratch, n);
             let mut used = old_used;
@@ -210,6 +221,8 @@ fn execute(
     let items = &scratch.items[..n];
     let mut done = [false; BATCH];
     let (mut packets, mut bytes) = (0u64, 0u64);
+    // Read at most once per batch, and only for a receiver that has had other senders.
+    let mut now = None;
     for i in 0..n {
         if done[i] {
             continue;
@@ -217,13 +230,27 @@ fn execute(
         let Decision::Unicast(q) = items[i].decision else {
             continue;
         };
-        // Deliver every frame of the batch bound for q under one lock of q's ring.
-        let res = with_rx(&tables.port(q).rt, |sink| {
+        // Deliver every frame of the batch bound for q under one lock of q's ring, but no
+        // more than this sender's share of it when others send to q and it falls behind.
+        let rt = &tables.port(q).rt;
+        let contended = rt
+            .rx_contention
+            .note(port.key, || *now.get_or_insert_with(ratelimit::now_ns));
+        let res = with_rx(rt, |sink| {
+            let share = if contended {
+                sink.fair_share()
+            } else {
+                u16::MAX
+            };
             for j in i..n {
                 if done[j] || items[j].decision != Decision::Unicast(q) {
                     continue;
                 }
                 done[j] = true;
+                if sink.taken() >= share {
+                    port.stats.count_drop(DropReason::RxFairShare);
+                    continue;
+                }
                 match sink.send(items[j].hdr, &items[j].src(m)) {
                     Ok(()) => {
                         packets += 1;
