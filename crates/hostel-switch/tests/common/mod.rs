@@ -54,6 +54,7 @@ impl TestSwitch {
                 ipv4: Some(format!("10.2.0.{}", i + 2).parse().unwrap()),
                 ipv6: vec![],
                 socket: dir.path().join(format!("{id}.sock")),
+                limits: Default::default(),
             })
             .unwrap();
         }
