@@ -57,7 +57,11 @@ pub fn switch_config(
     let (standby_nets, standby_ports) = standby.switch_entries(link);
     networks.extend(standby_nets);
     ports.extend(standby_ports);
-    Ok(SwitchConfig { networks, ports })
+    Ok(SwitchConfig {
+        networks,
+        ports,
+        policies: Vec::new(),
+    })
 }
 
 /// A NIC's port. Its IPv6 address is the SLAAC one its guest derives from the MAC, so the
@@ -79,6 +83,7 @@ fn port_config(
             .collect(),
         id,
         limits: Default::default(),
+        kind: Default::default(),
     })
 }
 

@@ -233,6 +233,7 @@ impl StandbyPool {
                 ipv4: None,
                 ipv6: Vec::new(),
                 limits: Default::default(),
+                kind: Default::default(),
             });
         }
         (nets, ports)

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, LimitError};
+use crate::policy::PolicyConfig;
 use crate::types::{Ipv4Cidr, Ipv6Cidr, MacAddr};
 
 /// One tenant network: an L2 domain whose gateway the switch itself impersonates.
@@ -51,12 +52,38 @@ pub struct PortConfig {
     /// IPv6 addresses this port may use, besides the link-local derived from `mac`.
     #[serde(default)]
     pub ipv6: Vec<Ipv6Addr>,
-    /// Unix socket path the switch listens on for QEMU's vhost-user connection.
+    /// Unix socket path the switch listens on for QEMU's vhost-user connection (unused by
+    /// other kinds).
+    #[serde(default)]
     pub socket: PathBuf,
+    /// What carries the port's frames; absent means a vhost-user NIC on `socket`.
+    #[serde(default, skip_serializing_if = "PortKind::is_vhost_user")]
+    pub kind: PortKind,
     /// Rate limits on what the port sends. Absent means unlimited; changing only this field
     /// (through `apply`) keeps the guest connected.
     #[serde(default, skip_serializing_if = "PortLimits::is_unlimited")]
     pub limits: PortLimits,
+}
+
+/// The kinds of port the switch drives. Every kind is switched, filtered and counted the
+/// same way; only how frames get in and out differs (see [`crate::datapath::port`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PortKind {
+    /// A VM NIC: QEMU connects to `socket` as the vhost-user frontend.
+    #[default]
+    VhostUser,
+    /// An existing host TAP device, attached by name (a container's NIC). The switch does
+    /// not create it, so a misspelt name is an error, not a fresh device; it must be
+    /// visible in the switch's network namespace when the port is added (it may be moved
+    /// into a container's namespace afterwards: the attachment stays).
+    Tap { device: String },
+}
+
+impl PortKind {
+    pub fn is_vhost_user(&self) -> bool {
+        *self == PortKind::VhostUser
+    }
 }
 
 /// Token-bucket limits on a port's TX (what its guest sends into the switch), in three
@@ -179,6 +206,9 @@ pub struct SwitchConfig {
     pub networks: Vec<NetworkConfig>,
     #[serde(default)]
     pub ports: Vec<PortConfig>,
+    /// Policy stages ([`crate::policy`]), evaluated in order of attachment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicyConfig>,
 }
 
 impl NetworkConfig {
@@ -237,6 +267,15 @@ impl PortConfig {
         }
         if self.mac == net.gateway_mac {
             return Err(bad("mac equals the network's gateway_mac"));
+        }
+        match &self.kind {
+            PortKind::VhostUser if self.socket.as_os_str().is_empty() => {
+                return Err(bad("a vhost-user port needs a socket"))
+            }
+            PortKind::Tap { device } if device.is_empty() || device.len() >= 16 => {
+                return Err(bad("TAP device name must be 1..=15 bytes"))
+            }
+            _ => {}
         }
         if let Some(ip) = self.ipv4 {
             match net.subnet4 {

@@ -9,6 +9,7 @@
 //! | `{"op":"add_port","port":{PortConfig}}` | `{"ok":true}` |
 //! | `{"op":"remove_port","id":"vm1-0"}` | `{"ok":true}` |
 //! | `{"op":"set_limits","id":"vm1-0","limits":{PortLimits}}` | `{"ok":true}` (guest stays connected) |
+//! | `{"op":"set_policies","policies":[{PolicyConfig},...]}` | `{"ok":true}` (replace every policy in one table swap) |
 //! | `{"op":"apply","config":{SwitchConfig}}` | `{"ok":true}` (replace everything) |
 //! | `{"op":"show_config"}` | `{"ok":true,"config":{SwitchConfig}}` |
 //! | `{"op":"stats"}` | `{"ok":true,"stats":{SwitchStats}}` |
@@ -20,7 +21,12 @@
 //! `{"total":{"packets_per_sec":100000,"bytes_per_sec":125000000},
 //! "flood":{"packets_per_sec":1000,"burst_packets":200},"unknown":{"packets_per_sec":20000}}`;
 //! every class and field is optional (absent = unlimited, see [`crate::config::PortLimits`]),
-//! and a field name the switch does not know is an error. `apply` changing nothing but a
+//! and a field name the switch does not know is an error.
+//!
+//! A policy (see [`crate::policy`]) looks like `{"id":"no-ssh","scope":{"network":"t1-net"},
+//! "rules":[{"protocol":6,"dst_ports":[22,22],"action":"drop"},
+//! {"protocol":17,"action":{"mirror":"ids0"}}]}`; a TAP port is a port with
+//! `"kind":{"tap":{"device":"ctr0"}}` (and no `socket`). `apply` changing nothing but a
 //! port's limits keeps its guest connected, as `set_limits` does.
 
 use std::io::{BufRead, BufReader, Write};
@@ -33,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{NetworkConfig, PortConfig, PortLimits, SwitchConfig};
 use crate::error::SwitchError;
+use crate::policy::PolicyConfig;
 use crate::switch::{Switch, SwitchStats};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -43,6 +50,7 @@ pub enum Request {
     AddPort { port: PortConfig },
     RemovePort { id: String },
     SetLimits { id: String, limits: PortLimits },
+    SetPolicies { policies: Vec<PolicyConfig> },
     Apply { config: SwitchConfig },
     ShowConfig,
     Stats,
@@ -88,6 +96,7 @@ pub fn handle(sw: &Switch, req: Request, stop: &AtomicBool) -> Response {
         Request::AddPort { port } => done(sw.add_port(port)),
         Request::RemovePort { id } => done(sw.remove_port(&id)),
         Request::SetLimits { id, limits } => done(sw.set_port_limits(&id, limits)),
+        Request::SetPolicies { policies } => done(sw.set_policies(policies)),
         Request::Apply { config } => done(sw.apply(&config)),
         Request::ShowConfig => Response {
             config: Some(sw.config()),

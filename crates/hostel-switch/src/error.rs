@@ -26,6 +26,8 @@ pub enum ConfigError {
         #[source]
         source: LimitError,
     },
+    #[error("policy {id:?}: {reason}")]
+    Policy { id: String, reason: String },
     #[error("address {addr} is already used by port {port:?} in network {network:?}")]
     AddressInUse {
         addr: String,
@@ -73,7 +75,7 @@ pub enum SwitchError {
         #[source]
         source: std::io::Error,
     },
-    #[error("opening uplink TAP {name:?}: {source}")]
+    #[error("opening TAP {name:?}: {source}")]
     Tap {
         name: String,
         #[source]

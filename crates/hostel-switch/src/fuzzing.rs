@@ -57,6 +57,7 @@ fn port(id: &str, last: u8) -> PortConfig {
         )],
         socket: format!("/nonexistent/{id}").into(),
         limits: Default::default(),
+        kind: Default::default(),
     }
 }
 

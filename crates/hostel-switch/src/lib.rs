@@ -55,6 +55,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod packet;
+pub mod policy;
 pub mod run;
 pub mod stats;
 pub mod switch;
@@ -66,8 +67,9 @@ pub mod vhost;
 #[cfg(test)]
 mod uplink_tests;
 
-pub use config::{NetworkConfig, PortConfig, PortLimits, RateLimit, SwitchConfig};
+pub use config::{NetworkConfig, PortConfig, PortKind, PortLimits, RateLimit, SwitchConfig};
 pub use error::{ConfigError, LimitError, SwitchError};
+pub use policy::{Action, PolicyConfig, PolicyScope, RuleConfig};
 pub use run::{run, RunOptions};
 pub use stats::{DropReason, StatsSnapshot};
 pub use switch::{Switch, SwitchStats};

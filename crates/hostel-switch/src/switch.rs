@@ -7,14 +7,15 @@ use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{NetworkConfig, PortConfig, PortLimits, SwitchConfig};
+use crate::config::{NetworkConfig, PortConfig, PortKind, PortLimits, SwitchConfig};
 use crate::datapath::pipeline::Pipeline;
 use crate::datapath::port::PortRuntime;
 use crate::datapath::Core;
 use crate::error::{ConfigError, SwitchError};
+use crate::policy::PolicyConfig;
 use crate::stats::StatsSnapshot;
 use crate::tables::Tables;
-use crate::uplink::Uplink;
+use crate::uplink::{self, Role, TapDev, Uplink};
 use crate::vhost::server::PortServer;
 
 /// Counters of every port and uplink, keyed by id.
@@ -32,9 +33,38 @@ pub struct PortStatus {
     pub stats: StatsSnapshot,
 }
 
+/// A TAP (uplink or port) and its reader thread.
 struct UplinkHandle {
-    uplink: Arc<Uplink>,
+    uplink: Arc<PortRuntime>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl UplinkHandle {
+    fn spawn(rt: Arc<PortRuntime>, core: Arc<Core>, role: Role) -> Result<Self, SwitchError> {
+        let name = format!("tap-{}", rt.id);
+        let r2 = rt.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.chars().take(15).collect())
+            .spawn(move || uplink::run(r2, core, role))
+            .map_err(|source| SwitchError::Thread { name, source })?;
+        Ok(UplinkHandle {
+            uplink: rt,
+            thread: Some(thread),
+        })
+    }
+
+    fn dev(&self) -> Option<&Arc<TapDev>> {
+        self.uplink.tap_dev()
+    }
+
+    fn stop(mut self) {
+        if let Some(d) = self.dev() {
+            d.stop();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -43,7 +73,13 @@ struct State {
     ports: Vec<PortConfig>,
     runtimes: HashMap<String, Arc<PortRuntime>>,
     servers: HashMap<String, PortServer>,
+    /// TAP ports' readers, by port id.
+    taps: HashMap<String, UplinkHandle>,
     uplinks: HashMap<String, UplinkHandle>,
+    policies: Vec<PolicyConfig>,
+    /// Set while `apply` walks from one checked configuration to the next: a policy whose
+    /// network or port is not there yet (or any more) is left out until it is.
+    in_apply: bool,
 }
 
 pub struct Switch {
@@ -87,7 +123,8 @@ impl Switch {
                     .clone()
             },
             |n| uplinks.get(&n.id).map(|u| u.uplink.clone()),
-        )
+        )?
+        .with_policies(&st.policies, st.in_apply)
     }
 
     pub fn add_network(&self, cfg: NetworkConfig) -> Result<(), SwitchError> {
@@ -101,20 +138,14 @@ impl Switch {
         self.build(&mut st, &nets, &ports)?;
         if let Some(tap) = &cfg.uplink {
             let uplink = Uplink::open(tap, &cfg.id, cfg.gateway_mac)?;
-            uplink.set_persistent(true)?;
-            let (u2, core) = (uplink.clone(), self.core.clone());
-            let name = format!("up-{tap}");
-            let thread = std::thread::Builder::new()
-                .name(name.chars().take(15).collect())
-                .spawn(move || u2.run(core))
-                .map_err(|source| SwitchError::Thread { name, source })?;
-            st.uplinks.insert(
-                cfg.id.clone(),
-                UplinkHandle {
-                    uplink,
-                    thread: Some(thread),
-                },
-            );
+            if let Some(d) = uplink.tap_dev() {
+                d.set_persistent(true)?;
+            }
+            let role = Role::Uplink {
+                network: cfg.id.clone(),
+            };
+            let h = UplinkHandle::spawn(uplink, self.core.clone(), role)?;
+            st.uplinks.insert(cfg.id.clone(), h);
         }
         let t = self.build(&mut st, &nets, &ports)?;
         st.nets = nets;
@@ -138,16 +169,13 @@ impl Switch {
         }
         let nets: Vec<_> = st.nets.iter().filter(|n| n.id != id).cloned().collect();
         let ports = st.ports.clone();
-        if let Some(mut u) = st.uplinks.remove(id) {
-            if delete_uplink {
-                if let Err(e) = u.uplink.set_persistent(false) {
+        if let Some(u) = st.uplinks.remove(id) {
+            if let (true, Some(d)) = (delete_uplink, u.dev()) {
+                if let Err(e) = d.set_persistent(false) {
                     tracing::warn!(network = %id, error = %e, "uplink device left behind");
                 }
             }
-            u.uplink.stop();
-            if let Some(t) = u.thread.take() {
-                let _ = t.join();
-            }
+            u.stop();
         }
         let t = self.build(&mut st, &nets, &ports)?;
         st.nets = nets;
@@ -164,6 +192,22 @@ impl Switch {
         let nets = st.nets.clone();
         let mut ports = st.ports.clone();
         ports.push(cfg.clone());
+        // Checked before any device is touched.
+        if let Err(e) = self.build(&mut st, &nets, &ports) {
+            st.runtimes.remove(&cfg.id);
+            return Err(e.into());
+        }
+        if let PortKind::Tap { device } = &cfg.kind {
+            match TapDev::attach(device) {
+                Ok(dev) => st
+                    .runtimes
+                    .insert(cfg.id.clone(), PortRuntime::tap(&cfg.id, dev)),
+                Err(e) => {
+                    st.runtimes.remove(&cfg.id);
+                    return Err(e);
+                }
+            };
+        }
         let t = match self.build(&mut st, &nets, &ports) {
             Ok(t) => t,
             Err(e) => {
@@ -172,14 +216,16 @@ impl Switch {
             }
         };
         let rt = st.runtimes[&cfg.id].clone();
-        let server = match PortServer::start(self.core.clone(), rt, &cfg.socket) {
-            Ok(s) => s,
-            Err(e) => {
-                st.runtimes.remove(&cfg.id);
-                return Err(e);
-            }
+        let started = match &cfg.kind {
+            PortKind::VhostUser => PortServer::start(self.core.clone(), rt, &cfg.socket)
+                .map(|s| drop(st.servers.insert(cfg.id.clone(), s))),
+            PortKind::Tap { .. } => UplinkHandle::spawn(rt, self.core.clone(), Role::Port)
+                .map(|h| drop(st.taps.insert(cfg.id.clone(), h))),
         };
-        st.servers.insert(cfg.id.clone(), server);
+        if let Err(e) = started {
+            st.runtimes.remove(&cfg.id);
+            return Err(e);
+        }
         st.ports = ports;
         self.core.publish(t);
         tracing::info!(port = %cfg.id, network = %cfg.network, socket = %cfg.socket.display(), "port added");
@@ -199,6 +245,9 @@ impl Switch {
         st.runtimes.remove(id);
         if let Some(s) = st.servers.remove(id) {
             s.stop();
+        }
+        if let Some(h) = st.taps.remove(id) {
+            h.stop();
         }
         tracing::info!(port = %id, "port removed");
         Ok(())
@@ -221,6 +270,25 @@ impl Switch {
         Ok(())
     }
 
+    /// Replaces every policy at once: the new policies take effect with one table swap, and
+    /// a set the tables refuse changes nothing.
+    pub fn set_policies(&self, policies: Vec<PolicyConfig>) -> Result<(), SwitchError> {
+        let mut st = self.state();
+        let old = std::mem::replace(&mut st.policies, policies);
+        let (nets, ports) = (st.nets.clone(), st.ports.clone());
+        match self.build(&mut st, &nets, &ports) {
+            Ok(t) => {
+                self.core.publish(t);
+                tracing::info!(policies = st.policies.len(), "policies replaced");
+                Ok(())
+            }
+            Err(e) => {
+                st.policies = old;
+                Err(e.into())
+            }
+        }
+    }
+
     /// Makes the switch match `cfg` exactly: what the daemon sends after a switch restart.
     /// Unchanged ports keep their connections, and so do ports whose only change is their
     /// limits. A configuration the tables refuse is refused before anything changes.
@@ -230,8 +298,26 @@ impl Switch {
             &cfg.ports,
             |p| PortRuntime::new(&p.id),
             |_| None,
-        )?;
+        )?
+        .with_policies(&cfg.policies, false)?;
         let current = self.config();
+        // From here the new policies are in force for whatever part of the new
+        // configuration exists, so no port comes up before its policies.
+        {
+            let mut st = self.state();
+            st.in_apply = true;
+            st.policies = cfg.policies.clone();
+        }
+        let r = self.apply_steps(cfg, &current);
+        let mut st = self.state();
+        st.in_apply = false;
+        let (nets, ports) = (st.nets.clone(), st.ports.clone());
+        let t = self.build(&mut st, &nets, &ports)?;
+        self.core.publish(t);
+        r
+    }
+
+    fn apply_steps(&self, cfg: &SwitchConfig, current: &SwitchConfig) -> Result<(), SwitchError> {
         let retuned: Vec<&PortConfig> = cfg
             .ports
             .iter()
@@ -273,6 +359,7 @@ impl Switch {
         SwitchConfig {
             networks: st.nets.clone(),
             ports: st.ports.clone(),
+            policies: st.policies.clone(),
         }
     }
 

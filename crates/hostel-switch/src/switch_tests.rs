@@ -15,6 +15,7 @@ fn connected_switch(dir: &std::path::Path) -> (std::sync::Arc<Switch>, SwitchCon
     let cfg = SwitchConfig {
         networks: vec![net("a", false)],
         ports: vec![p],
+        policies: vec![],
     };
     sw.apply(&cfg).unwrap();
     let vm = Vm::new("guest", ALL);

@@ -12,10 +12,12 @@ use std::sync::Arc;
 use crate::config::{NetworkConfig, PortConfig};
 use crate::datapath::port::PortRuntime;
 use crate::error::ConfigError;
-use crate::uplink::Uplink;
+use crate::policy::{PolicyConfig, Rule, MAX_ATTACHED};
 
 pub type PortIdx = u32;
 pub type NetIdx = u32;
+/// Index of a compiled policy in [`Tables::policies`].
+pub type PolicyIdx = u32;
 
 /// FNV-1a: addresses are short, fixed-size keys, and SipHash's DoS resistance buys nothing
 /// when the keys come from the trusted control plane.
@@ -48,7 +50,10 @@ pub struct NetEntry {
     pub ports: Vec<PortIdx>,
     pub v4: FastMap<Ipv4Addr, PortIdx>,
     pub v6: FastMap<Ipv6Addr, PortIdx>,
-    pub uplink: Option<Arc<Uplink>>,
+    /// The network's uplink: a port of TAP kind, outside `ports`.
+    pub uplink: Option<Arc<PortRuntime>>,
+    /// Policies attached to the network, in order.
+    pub policies: Vec<PolicyIdx>,
 }
 
 pub struct PortEntry {
@@ -56,6 +61,8 @@ pub struct PortEntry {
     pub net: NetIdx,
     pub link_local: Ipv6Addr,
     pub rt: Arc<PortRuntime>,
+    /// Policies attached to the port, in order.
+    pub policies: Vec<PolicyIdx>,
 }
 
 impl PortEntry {
@@ -70,6 +77,7 @@ pub struct Tables {
     pub nets: Vec<NetEntry>,
     pub ports: Vec<PortEntry>,
     by_key: FastMap<u64, PortIdx>,
+    policies: Vec<Vec<Rule>>,
 }
 
 impl Tables {
@@ -80,7 +88,7 @@ impl Tables {
         nets: impl IntoIterator<Item = &'a NetworkConfig>,
         ports: impl IntoIterator<Item = &'a PortConfig>,
         mut runtime: impl FnMut(&PortConfig) -> Arc<PortRuntime>,
-        mut uplink: impl FnMut(&NetworkConfig) -> Option<Arc<Uplink>>,
+        mut uplink: impl FnMut(&NetworkConfig) -> Option<Arc<PortRuntime>>,
     ) -> Result<Tables, ConfigError> {
         let mut t = Tables::default();
         let mut net_by_id: HashMap<&str, NetIdx> = HashMap::new();
@@ -95,6 +103,7 @@ impl Tables {
                 v4: FastMap::default(),
                 v6: FastMap::default(),
                 uplink: uplink(n),
+                policies: Vec::new(),
             });
         }
         let mut seen_ports: HashMap<&str, ()> = HashMap::new();
@@ -133,9 +142,78 @@ impl Tables {
                 net: ni,
                 link_local,
                 rt,
+                policies: Vec::new(),
             });
         }
         Ok(t)
+    }
+
+    /// Compiles `policies` into the tables, attached in the order given. A policy naming a
+    /// network or port the tables lack is an error, unless `skip_orphans` (used while
+    /// `apply` moves from one whole configuration to the next, which was checked whole).
+    pub fn with_policies(
+        mut self,
+        policies: &[PolicyConfig],
+        skip_orphans: bool,
+    ) -> Result<Tables, ConfigError> {
+        let mut seen: HashMap<&str, ()> = HashMap::new();
+        for pc in policies {
+            if seen.insert(&pc.id, ()).is_some() {
+                return Err(ConfigError::Policy {
+                    id: pc.id.clone(),
+                    reason: "duplicate id".into(),
+                });
+            }
+            let (rules, scope) = match self.compile_one(pc) {
+                Ok(r) => r,
+                Err(_) if skip_orphans => continue,
+                Err(e) => return Err(e),
+            };
+            let idx = self.policies.len() as PolicyIdx;
+            let list = match scope {
+                Ok(ni) => &mut self.nets[ni as usize].policies,
+                Err(pi) => &mut self.ports[pi as usize].policies,
+            };
+            if list.len() >= MAX_ATTACHED {
+                return Err(ConfigError::Policy {
+                    id: pc.id.clone(),
+                    reason: format!("more than {MAX_ATTACHED} policies on its scope"),
+                });
+            }
+            list.push(idx);
+            self.policies.push(rules);
+        }
+        Ok(self)
+    }
+
+    /// The compiled rules and where they attach: `Ok(network)` or `Err(port)`.
+    #[allow(clippy::type_complexity)]
+    fn compile_one(
+        &self,
+        pc: &PolicyConfig,
+    ) -> Result<(Vec<Rule>, Result<NetIdx, PortIdx>), ConfigError> {
+        let rules = pc.compile(|id| self.port_by_id(id))?;
+        let missing = |what: &str, name: &str| ConfigError::Policy {
+            id: pc.id.clone(),
+            reason: format!("{what} {name:?} not found"),
+        };
+        let list = match (&pc.scope.network, &pc.scope.port) {
+            (Some(n), _) => Ok(self.net_by_id(n).ok_or_else(|| missing("network", n))?),
+            (None, Some(p)) => Err(self.port_by_id(p).ok_or_else(|| missing("port", p))?),
+            (None, None) => return Err(missing("scope", "")),
+        };
+        Ok((rules, list))
+    }
+
+    /// Whether any policy is attached anywhere: with none, the policy stage is skipped.
+    #[inline]
+    pub fn has_policies(&self) -> bool {
+        !self.policies.is_empty()
+    }
+
+    /// The rules of policy `i`.
+    pub fn rules(&self, i: PolicyIdx) -> &[Rule] {
+        &self.policies[i as usize]
     }
 
     /// Finds a port by its runtime key (what a vhost-user connection knows itself by).

@@ -1,5 +1,8 @@
-//! A network's uplink: a TAP device with virtio-net headers, so offloads cross into the host
-//! kernel untouched, and the thread that delivers what the host sends back.
+//! TAP devices as ports: a network's uplink (created by the switch, carrying the gateway
+//! MAC) and a TAP port (an existing device attached by name, a container's NIC). Both use
+//! virtio-net headers, so offloads cross into the host kernel untouched, and both have a
+//! reader thread that feeds what the host sends through the same pipeline and delivery path
+//! as a VM's TX queue ([`crate::datapath::forward`]).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -9,16 +12,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::datapath::chain::SegList;
-use crate::datapath::exec::with_rx;
-use crate::datapath::local;
-use crate::datapath::pipeline::{Ctx, Decision, Ingress, Pipeline};
+use crate::datapath::forward;
+use crate::datapath::pipeline::{Ctx, Ingress};
+use crate::datapath::port::PortRuntime;
 use crate::datapath::rx::FrameSrc;
 use crate::datapath::vnet::{VnetHdr, VNET_HDR_LEN};
 use crate::datapath::Core;
 use crate::error::SwitchError;
-use crate::packet::{parse, REPLY_BUF};
-use crate::stats::{DropReason, PortStats};
-use crate::tables::{NetIdx, Tables};
+use crate::stats::DropReason;
+use crate::tables::Tables;
 use crate::types::MacAddr;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
@@ -60,18 +62,65 @@ fn ioctl(fd: RawFd, req: libc::c_ulong, arg: *mut libc::c_void) -> io::Result<()
     }
 }
 
-pub struct Uplink {
+/// One open TAP device. Counters live on the [`PortRuntime`] that owns it.
+pub struct TapDev {
     pub name: String,
-    pub network: String,
     file: File,
-    pub stats: PortStats,
     stop: AtomicBool,
 }
 
+/// The network uplink's constructor: the uplink is a [`PortRuntime`] whose I/O is a TAP.
+pub struct Uplink;
+
 impl Uplink {
+    /// Opens (creating if needed) TAP `name` as `network`'s uplink, with the gateway MAC so
+    /// the host answers as the gateway, and sets it up.
+    pub fn open(name: &str, network: &str, mac: MacAddr) -> Result<Arc<PortRuntime>, SwitchError> {
+        let dev = TapDev::create(name, mac)?;
+        tracing::debug!(uplink = %name, network = %network, "uplink open");
+        Ok(PortRuntime::tap(name, dev))
+    }
+}
+
+/// What a TAP reader's frames are: host traffic into a network (trusted, no anti-spoofing)
+/// or a port's own traffic, judged like a VM's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    Uplink { network: String },
+    Port,
+}
+
+impl TapDev {
     /// Opens (creating if needed) TAP `name` with 12-byte vnet headers and checksum/TSO
-    /// offloads, gives it the gateway MAC so the host answers as the gateway, and sets it up.
-    pub fn open(name: &str, network: &str, mac: MacAddr) -> Result<Arc<Uplink>, SwitchError> {
+    /// offloads, gives it `mac`, and sets it up.
+    pub fn create(name: &str, mac: MacAddr) -> Result<Arc<TapDev>, SwitchError> {
+        let dev = Self::open_fd(name)?;
+        set_mac_and_up(name, mac).map_err(|source| SwitchError::Tap {
+            name: name.to_string(),
+            source,
+        })?;
+        Ok(dev)
+    }
+
+    /// Attaches to the existing TAP device `name` (never creating one: a misspelt name must
+    /// not become a fresh, unconnected device). A device that is no TAP, or that another
+    /// process holds, is refused by the kernel.
+    pub fn attach(name: &str) -> Result<Arc<TapDev>, SwitchError> {
+        let cname = std::ffi::CString::new(name).map_err(|_| SwitchError::Tap {
+            name: name.to_string(),
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        })?;
+        // SAFETY: `cname` is a valid NUL-terminated string that outlives the call.
+        if unsafe { libc::if_nametoindex(cname.as_ptr()) } == 0 {
+            return Err(SwitchError::Tap {
+                name: name.to_string(),
+                source: io::Error::new(io::ErrorKind::NotFound, "no such network device"),
+            });
+        }
+        Self::open_fd(name)
+    }
+
+    fn open_fd(name: &str) -> Result<Arc<TapDev>, SwitchError> {
         let err = |source| SwitchError::Tap {
             name: name.to_string(),
             source,
@@ -106,12 +155,9 @@ impl Uplink {
         if r < 0 {
             return Err(err(io::Error::last_os_error()));
         }
-        set_mac_and_up(name, mac).map_err(err)?;
-        Ok(Arc::new(Uplink {
+        Ok(Arc::new(TapDev {
             name: name.to_string(),
-            network: network.to_string(),
             file,
-            stats: PortStats::default(),
             stop: AtomicBool::new(false),
         }))
     }
@@ -162,10 +208,8 @@ impl Uplink {
         // as `src.tail_mem` is borrowed; all outlive the call.
         let r = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), cnt as libc::c_int) };
         if r < 0 {
-            self.stats.count_drop(DropReason::UplinkError);
             return Err(DropReason::UplinkError);
         }
-        self.stats.add_rx(1, src.len as u64);
         Ok(())
     }
 
@@ -203,123 +247,112 @@ impl Uplink {
         Ok(())
     }
 
+    /// Stops the reader (within [`POLL_MS`]).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
     }
+}
 
-    /// Reader loop: waits for the TAP to become readable (100 ms timeout only to notice
-    /// `stop`), then delivers every queued frame through the pipeline.
-    ///
-    /// A TAP whose interface the host deleted (by hand, or with a namespace it had moved it
-    /// to) polls as an error at once, forever: the loop then waits out the timeout instead
-    /// of spinning a core, and says once that the uplink is gone (removing and re-adding the
-    /// network, or restarting the switch, creates it anew).
-    pub fn run(self: Arc<Self>, core: Arc<Core>) {
-        let mut buf = vec![0u8; VNET_HDR_LEN + 65_536 + 256];
-        let mut reply = [0u8; REPLY_BUF];
-        let mut said_gone = false;
-        while !self.stop.load(Ordering::Acquire) {
-            let mut pfd = libc::pollfd {
-                fd: self.file.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
+/// Reader loop of the TAP behind `rt`: waits for it to become readable (100 ms timeout only
+/// to notice [`TapDev::stop`]), then feeds every queued frame through the pipeline and the
+/// delivery path shared with the vhost-user ports.
+///
+/// A TAP whose interface the host deleted (by hand, or with a namespace it had moved it
+/// to) polls as an error at once, forever: the loop then waits out the timeout instead of
+/// spinning a core, and says once that the device is gone (removing and re-adding the
+/// network or port, or restarting the switch, opens it anew).
+pub fn run(rt: Arc<PortRuntime>, core: Arc<Core>, role: Role) {
+    let Some(dev) = rt.tap_dev().cloned() else {
+        return;
+    };
+    let mut buf = vec![0u8; VNET_HDR_LEN + 65_536 + 256];
+    let mut scratch = forward::Scratch::default();
+    let mut said_gone = false;
+    while !dev.stop.load(Ordering::Acquire) {
+        let mut pfd = libc::pollfd {
+            fd: dev.file.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
+        if r <= 0 {
+            continue;
+        }
+        if pfd.revents & libc::POLLIN == 0 {
+            if !said_gone {
+                tracing::warn!(tap = %dev.name, port = %rt.id,
+                    "TAP device gone from the host; its traffic is dropped");
+                said_gone = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(POLL_MS as u64));
+            continue;
+        }
+        // One table snapshot per wakeup, not per frame. A network or port not (or no longer)
+        // in the tables still has its queue drained, or the poll would never block.
+        let tables = core.tables();
+        let ingress = match &role {
+            Role::Uplink { network } => tables.net_by_id(network).map(Ingress::Uplink),
+            Role::Port => tables.port_by_key(rt.key).map(Ingress::Port),
+        };
+        for _ in 0..64 {
+            let n = match dev.recv(&mut buf) {
+                Ok(n) => n,
+                Err(_) => break,
             };
-            // SAFETY: one valid pollfd.
-            let r = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
-            if r <= 0 {
-                continue;
-            }
-            if pfd.revents & libc::POLLIN == 0 {
-                if !said_gone {
-                    tracing::warn!(uplink = %self.name, network = %self.network,
-                        "uplink device gone from the host; its traffic is dropped");
-                    said_gone = true;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(POLL_MS as u64));
-                continue;
-            }
-            // One table snapshot per wakeup, not per frame. A network not (or no longer)
-            // in the tables still has its queue drained, or the poll would never block.
-            let tables = core.tables();
-            let net = tables.net_by_id(&self.network);
-            for _ in 0..64 {
-                let n = match self.recv(&mut buf) {
-                    Ok(n) => n,
-                    Err(_) => break,
-                };
-                match net {
-                    Some(ni) => self.handle(&core.pipeline, &tables, ni, &buf[..n], &mut reply),
-                    None => self.stats.count_drop(DropReason::UnknownPort),
-                }
+            match ingress {
+                Some(i) => handle(&core, &tables, i, &rt, &buf[..n], &mut scratch),
+                None => rt.stats.count_drop(DropReason::UnknownPort),
             }
         }
     }
+}
 
-    fn handle(
-        &self,
-        pipeline: &Pipeline,
-        tables: &Tables,
-        ni: NetIdx,
-        buf: &[u8],
-        reply: &mut [u8],
-    ) {
-        self.stats.add_tx(1, buf.len() as u64);
-        let Some(h) = buf
-            .get(..VNET_HDR_LEN)
-            .and_then(|h| <&[u8; VNET_HDR_LEN]>::try_from(h).ok())
-        else {
-            self.stats.count_drop(DropReason::ShortChain);
-            return;
-        };
-        let mut hdr = VnetHdr::from_bytes(h);
-        hdr.num_buffers = 0;
-        let frame = &buf[VNET_HDR_LEN..];
-        if let Err(r) = hdr.validate(frame.len()) {
-            self.stats.count_drop(r);
-            return;
-        }
-        let mut ctx = Ctx::new(tables, Ingress::Uplink(ni), frame, frame.len());
-        let decision = pipeline.classify(&mut ctx);
-        let src = FrameSrc {
-            head: frame,
-            tail_mem: None,
-            tail: &SegList::default(),
-            tail_skip: 0,
-            len: frame.len(),
-        };
-        let res = match decision {
-            Decision::Unicast(q) => {
-                with_rx(&tables.port(q).rt, |s| s.send(hdr, &src)).and_then(|r| r)
-            }
-            Decision::Flood => {
-                for &q in &tables.net(ni).ports {
-                    let r = with_rx(&tables.port(q).rt, |s| s.send(hdr, &src));
-                    if let Err(reason) = r.and_then(|sent| sent) {
-                        self.stats.count_drop(reason);
-                    }
-                }
-                Ok(())
-            }
-            Decision::Local(r) => match parse(frame) {
-                Ok(p) => local::build(tables, Ingress::Uplink(ni), ni, r, &p, frame, reply)
-                    .and_then(|n| {
-                        let out = FrameSrc {
-                            head: &reply[..n],
-                            tail_mem: None,
-                            tail: &SegList::default(),
-                            tail_skip: 0,
-                            len: n,
-                        };
-                        self.send(VnetHdr::default(), &out)
-                    }),
-                Err(_) => Err(DropReason::Malformed),
-            },
-            Decision::Uplink => Err(DropReason::Hairpin),
-            Decision::Drop(r) => Err(r),
-        };
-        if let Err(r) = res {
-            self.stats.count_drop(r);
-        }
+fn handle(
+    core: &Core,
+    tables: &Tables,
+    ingress: Ingress,
+    rt: &PortRuntime,
+    buf: &[u8],
+    scratch: &mut forward::Scratch,
+) {
+    rt.stats
+        .add_tx(1, buf.len().saturating_sub(VNET_HDR_LEN) as u64);
+    let Some(h) = buf
+        .get(..VNET_HDR_LEN)
+        .and_then(|h| <&[u8; VNET_HDR_LEN]>::try_from(h).ok())
+    else {
+        rt.stats.count_drop(DropReason::ShortChain);
+        return;
+    };
+    let mut hdr = VnetHdr::from_bytes(h);
+    hdr.num_buffers = 0;
+    let frame = &buf[VNET_HDR_LEN..];
+    if let Err(r) = hdr.validate(frame.len()) {
+        rt.stats.count_drop(r);
+        return;
+    }
+    let mut ctx = Ctx::new(tables, ingress, frame, frame.len());
+    let decision = core.pipeline.classify(&mut ctx);
+    let mirror = ctx.mirror;
+    let empty = SegList::default();
+    let src = FrameSrc {
+        head: frame,
+        tail_mem: None,
+        tail: &empty,
+        tail_skip: 0,
+        len: frame.len(),
+    };
+    let fwd = forward::Forward {
+        tables,
+        ingress,
+        sender: rt,
+    };
+    if let Err(r) = fwd.forward(decision, hdr, &src, scratch) {
+        rt.stats.count_drop(r);
+    }
+    if let Some(m) = mirror {
+        fwd.mirror(m, decision, hdr, &src);
     }
 }
 

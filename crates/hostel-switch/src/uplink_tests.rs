@@ -118,7 +118,15 @@ fn uplink_tap_carries_traffic_both_ways() {
     core.publish(t);
     let reader = {
         let (u, c) = (uplink.clone(), core.clone());
-        std::thread::spawn(move || u.run(c))
+        std::thread::spawn(move || {
+            crate::uplink::run(
+                u,
+                c,
+                crate::uplink::Role::Uplink {
+                    network: "a".into(),
+                },
+            )
+        })
     };
     let sock = PacketSocket::open(&name).expect("packet socket");
     let vm_mac = MacAddr([0x52, 0x54, 0, 0, 0, 2]);
@@ -163,7 +171,7 @@ fn uplink_tap_carries_traffic_both_ways() {
     assert_eq!(&reply[22..28], &vm_mac.0);
     let _ = sock.1;
 
-    uplink.stop();
+    uplink.tap_dev().unwrap().stop();
     reader.join().unwrap();
 }
 
@@ -205,7 +213,13 @@ fn a_deleted_uplink_does_not_spin_its_reader() {
         std::thread::spawn(move || {
             // SAFETY: gettid has no preconditions.
             tid_tx.send(unsafe { libc::gettid() }).unwrap();
-            u.run(c)
+            crate::uplink::run(
+                u,
+                c,
+                crate::uplink::Role::Uplink {
+                    network: "a".into(),
+                },
+            )
         })
     };
     let tid = tid_rx.recv_timeout(Duration::from_secs(5)).unwrap();
@@ -215,7 +229,7 @@ fn a_deleted_uplink_does_not_spin_its_reader() {
     std::thread::sleep(Duration::from_millis(1000));
     let used = thread_cpu_ticks(tid) - before;
     let elapsed = window.elapsed();
-    uplink.stop();
+    uplink.tap_dev().unwrap().stop();
     reader.join().unwrap();
     // A spinning reader takes ~100 ticks a second; a waiting one next to none.
     assert!(
@@ -268,7 +282,15 @@ fn a_hostile_receiver_costs_the_uplink_reader_bounded_work() {
     core.publish(t);
     let reader = {
         let (u, c) = (uplink.clone(), core.clone());
-        std::thread::spawn(move || u.run(c))
+        std::thread::spawn(move || {
+            crate::uplink::run(
+                u,
+                c,
+                crate::uplink::Role::Uplink {
+                    network: "a".into(),
+                },
+            )
+        })
     };
     let sock = PacketSocket::open(&name).expect("packet socket");
     let far = std::net::Ipv4Addr::new(192, 0, 2, 9);
@@ -286,7 +308,7 @@ fn a_hostile_receiver_costs_the_uplink_reader_bounded_work() {
         got = honest.received().iter().any(|(_, f)| f == &bcast);
         std::thread::yield_now();
     }
-    uplink.stop();
+    uplink.tap_dev().unwrap().stop();
     reader.join().unwrap();
     assert!(got, "the honest port never got the host's broadcast");
     let marked = hostile.rt.stats.snapshot();

@@ -58,6 +58,7 @@ fn control_socket_programs_the_switch() {
         ipv6: vec![],
         socket: dir.path().join("vm1-0.sock"),
         limits: Default::default(),
+        kind: Default::default(),
     };
     assert!(c.call(&Request::AddPort { port: port.clone() }).unwrap().ok);
     assert!(dir.path().join("vm1-0.sock").exists());
@@ -85,6 +86,7 @@ fn control_socket_programs_the_switch() {
             network: "n2".into(),
             ..port.clone()
         }],
+        policies: vec![],
     };
     assert!(
         c.call(&Request::Apply {

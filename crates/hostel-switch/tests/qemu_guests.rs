@@ -150,6 +150,7 @@ fn switch_with_two_ports(dir: &Path) -> std::sync::Arc<Switch> {
             ipv6: vec![],
             socket: dir.join(format!("{id}.sock")),
             limits: Default::default(),
+            kind: Default::default(),
         })
         .unwrap();
     }

@@ -1,6 +1,6 @@
-//! Executing decisions against receivers' RX rings: one lock of a destination ring per group
-//! of frames, one used-index update and at most one notification per group, counters added
-//! once per group.
+//! The one delivery path into any port ([`with_rx`]): for a vhost-user NIC, one lock of its
+//! RX ring per group of frames, one used-index update and at most one notification per
+//! group; for a TAP, one `writev` per frame. Counters are added once per group.
 
 use std::sync::atomic::Ordering;
 
@@ -9,11 +9,12 @@ use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
 use crate::datapath::chain::SegList;
-use crate::datapath::port::PortRuntime;
+use crate::datapath::port::{PortIo, PortRuntime};
 use crate::datapath::ring::{MemMap, Ring};
 use crate::datapath::rx::{deliver, FrameSrc, RxMark, RxQueue};
 use crate::datapath::vnet::{VnetHdr, F_MRG_RXBUF};
 use crate::stats::DropReason;
+use crate::uplink::TapDev;
 
 /// A locked RX ring seen through [`Ring`], with the queue's cursors copied out; they go back
 /// into the queue when the group ends.
@@ -122,13 +123,82 @@ impl RxSink<'_> {
     }
 }
 
-/// Locks `port`'s RX ring once, runs `f` to deliver any number of frames, then publishes
-/// the used entries, signals the guest if it asked to be notified and updates the port's
-/// RX counters.
-pub fn with_rx<R>(
-    port: &PortRuntime,
-    f: impl FnOnce(&mut RxSink<'_>) -> R,
-) -> Result<R, DropReason> {
+/// A TAP opened for a group of frames.
+pub struct TapSink<'a> {
+    dev: &'a TapDev,
+    packets: u64,
+    bytes: u64,
+    failed: u64,
+}
+
+/// Any port, opened for delivering a group of frames.
+pub enum Sink<'a> {
+    Ring(RxSink<'a>),
+    Tap(TapSink<'a>),
+}
+
+impl Sink<'_> {
+    /// See [`RxSink::fair_share`]; a TAP has no buffers to share out.
+    pub fn fair_share(&mut self) -> u16 {
+        match self {
+            Sink::Ring(r) => r.fair_share(),
+            Sink::Tap(_) => u16::MAX,
+        }
+    }
+
+    pub fn taken(&self) -> u16 {
+        match self {
+            Sink::Ring(r) => r.taken(),
+            Sink::Tap(_) => 0,
+        }
+    }
+
+    pub fn send(&mut self, hdr: VnetHdr, src: &FrameSrc<'_>) -> Result<(), DropReason> {
+        match self {
+            Sink::Ring(r) => r.send(hdr, src),
+            Sink::Tap(t) => match t.dev.send(hdr, src) {
+                Ok(()) => {
+                    t.packets += 1;
+                    t.bytes += src.len as u64;
+                    Ok(())
+                }
+                Err(r) => {
+                    t.failed += 1;
+                    Err(r)
+                }
+            },
+        }
+    }
+}
+
+/// Opens `port` whatever its kind, runs `f` to deliver any number of frames, then
+/// completes the group (for a ring: publishes the used entries and signals the guest if it
+/// asked to be notified) and updates the port's RX counters. A TAP write that fails is
+/// also counted on the TAP's port, as `uplink_error`.
+pub fn with_rx<R>(port: &PortRuntime, f: impl FnOnce(&mut Sink<'_>) -> R) -> Result<R, DropReason> {
+    let dev = match port.io() {
+        PortIo::Vhost(_) => return with_ring(port, f),
+        PortIo::Tap(dev) => dev,
+    };
+    let mut sink = Sink::Tap(TapSink {
+        dev,
+        packets: 0,
+        bytes: 0,
+        failed: 0,
+    });
+    let r = f(&mut sink);
+    if let Sink::Tap(t) = sink {
+        if t.packets > 0 {
+            port.stats.add_rx(t.packets, t.bytes);
+        }
+        for _ in 0..t.failed {
+            port.stats.count_drop(DropReason::UplinkError);
+        }
+    }
+    Ok(r)
+}
+
+fn with_ring<R>(port: &PortRuntime, f: impl FnOnce(&mut Sink<'_>) -> R) -> Result<R, DropReason> {
     let target = port.rx().ok_or(DropReason::DestinationDown)?;
     let guard = target.mem.memory();
     let mem: &GuestMemoryMmap<()> = &guard;
@@ -140,7 +210,7 @@ pub fn with_rx<R>(
     let q = st.get_queue_mut();
     let ring = Ring::new(q, &map).ok_or(DropReason::DestinationDown)?;
     let (next_avail, old_used) = (q.next_avail(), q.next_used());
-    let mut sink = RxSink {
+    let mut sink = Sink::Ring(RxSink {
         start: next_avail,
         q: QueueRx {
             ring,
@@ -153,15 +223,18 @@ pub fn with_rx<R>(
         packets: 0,
         bytes: 0,
         over_budget: false,
-    };
+    });
     let r = f(&mut sink);
-    let RxSink {
+    let Sink::Ring(RxSink {
         q: rx,
         packets,
         bytes,
         over_budget,
         ..
-    } = sink;
+    }) = sink
+    else {
+        return Ok(r); // `f` cannot change the sink's kind
+    };
     q.set_next_avail(rx.next_avail);
     q.set_next_used(rx.next_used);
     if rx.next_used != old_used {

@@ -4,6 +4,7 @@ pub mod chain;
 pub mod decide;
 pub mod exec;
 pub mod fairness;
+pub mod forward;
 pub mod local;
 pub mod pipeline;
 pub mod port;

@@ -1,18 +1,24 @@
 //! The switching decision as a chain of stages with typed verdicts:
 //! parse → anti-spoof → network lookup → destination lookup → unspecified-source check →
-//! uplink hooks.
+//! policy stages → uplink hooks.
 //!
-//! The decision is pure (tables + header window in, [`Decision`] out), which is what makes it
-//! unit-testable and fuzzable; executing it (copying into rings, writing the TAP) lives in
-//! [`crate::datapath::exec`]. New stages (firewall, IDS) implement [`Stage`] and are
-//! registered as uplink hooks, which run only for frames crossing the uplink, so VM-to-VM
-//! traffic pays nothing for them.
+//! The decision is pure (tables + header window in, [`Decision`] plus an optional mirror
+//! port out), which is what makes it unit-testable and fuzzable; executing it lives in
+//! [`crate::datapath::forward`] and [`crate::datapath::exec`], the same for every port kind.
+//!
+//! Policy stages ([`PolicyStage`], rules in [`crate::policy`]) live in the [`Tables`], so the
+//! daemon programs them per network and per port and they are swapped atomically with the
+//! rest of the tables; they judge every forwarded frame, VM to VM included. With no policy
+//! in the tables the stage costs one branch. The stateful firewall to come is a stage in
+//! the same slot. Uplink hooks are stages compiled into the switch that see only frames
+//! crossing an uplink.
 
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use crate::datapath::decide;
 use crate::packet::{parse, Parsed};
+use crate::policy::{self, Fields, StageVerdict};
 use crate::stats::DropReason;
 use crate::tables::{NetIdx, PortIdx, Tables};
 use crate::types::MacAddr;
@@ -75,6 +81,8 @@ pub struct Ctx<'a> {
     pub net: Option<NetIdx>,
     /// Set by destination lookup; hooks may inspect or veto it.
     pub decision: Option<Decision>,
+    /// A port a policy wants a copy of the frame sent to (delivery itself is unchanged).
+    pub mirror: Option<PortIdx>,
 }
 
 impl<'a> Ctx<'a> {
@@ -90,6 +98,7 @@ impl<'a> Ctx<'a> {
                 Ingress::Port(_) => None,
             },
             decision: None,
+            mirror: None,
         }
     }
 }
@@ -180,6 +189,46 @@ impl Stage for UnspecifiedSourceStage {
     }
 }
 
+/// The policies of the tables: the ingress port's, the network's, then (unicast) the
+/// destination port's. Frames the switch consumes or already dropped are not judged.
+pub struct PolicyStage;
+impl Stage for PolicyStage {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+    fn run(&self, ctx: &mut Ctx<'_>) -> Verdict {
+        let (Some(d), Some(parsed), Some(net)) = (ctx.decision, ctx.parsed.as_ref(), ctx.net)
+        else {
+            return Verdict::Continue;
+        };
+        let to = match d {
+            Decision::Unicast(q) => Some(q),
+            Decision::Flood | Decision::Uplink => None,
+            Decision::Local(_) | Decision::Drop(_) => return Verdict::Continue,
+        };
+        let t = ctx.tables;
+        let from = match ctx.ingress {
+            Ingress::Port(p) => Some(p),
+            Ingress::Uplink(_) => None,
+        };
+        let fields = Fields::of(parsed, ctx.window);
+        let attached = from
+            .map(|p| t.port(p).policies.as_slice())
+            .into_iter()
+            .chain(std::iter::once(t.net(net).policies.as_slice()))
+            .chain(to.map(|q| t.port(q).policies.as_slice()))
+            .flatten();
+        for &pol in attached {
+            if let StageVerdict::Drop(r) = policy::evaluate(t.rules(pol), &fields, &mut ctx.mirror)
+            {
+                ctx.mirror = None;
+                return Verdict::Done(Decision::Drop(r));
+            }
+        }
+        Verdict::Continue
+    }
+}
+
 /// The switching pipeline: fixed built-in stages plus pluggable hooks on the uplink path.
 #[derive(Clone, Default)]
 pub struct Pipeline {
@@ -212,6 +261,9 @@ impl Pipeline {
         step!(NetworkLookupStage);
         step!(DestLookupStage);
         step!(UnspecifiedSourceStage);
+        if ctx.tables.has_policies() {
+            step!(PolicyStage);
+        }
         let Some(decision) = ctx.decision else {
             return Decision::Drop(DropReason::NoRoute);
         };

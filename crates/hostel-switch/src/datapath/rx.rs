@@ -20,6 +20,20 @@ pub struct FrameSrc<'a> {
     pub len: usize,
 }
 
+impl FrameSrc<'_> {
+    /// Copies the frame's first `out.len()` bytes (or all of it) into `out`: the switch's
+    /// own bytes first, then the sender's memory. Returns how many were copied.
+    pub fn copy_prefix(&self, out: &mut [u8]) -> usize {
+        let want = out.len().min(self.len);
+        let h = self.head.len().min(want);
+        out[..h].copy_from_slice(&self.head[..h]);
+        if h == want || self.tail_mem.is_none() {
+            return h;
+        }
+        h + self.tail.read_at(self.tail_skip, &mut out[h..want])
+    }
+}
+
 /// Descriptor visits one delivery may spend in the receiver's ring (chains refused on the
 /// way included) before the frame is dropped for that receiver: room for the longest
 /// legitimate frame (64 mergeable chains of a few descriptors) and then some.

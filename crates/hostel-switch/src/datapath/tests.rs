@@ -36,6 +36,7 @@ pub fn port(id: &str, net: &str, last: u8) -> PortConfig {
         ipv6: vec![format!("fd00::{last}").parse().unwrap()],
         socket: format!("/nonexistent/{id}.sock").into(),
         limits: Default::default(),
+        kind: Default::default(),
     }
 }
 

@@ -9,7 +9,7 @@ use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
 use crate::datapath::chain::SegList;
 use crate::datapath::exec::with_rx;
-use crate::datapath::local;
+use crate::datapath::forward::{self, Forward};
 use crate::datapath::pipeline::{Ctx, Decision, Ingress};
 use crate::datapath::port::{Mem, PortRuntime, Vring};
 use crate::datapath::ratelimit::{self, Class};
@@ -17,7 +17,6 @@ use crate::datapath::ring::{MemMap, Ring};
 use crate::datapath::rx::FrameSrc;
 use crate::datapath::vnet::{VnetHdr, VNET_HDR_LEN};
 use crate::datapath::Core;
-use crate::packet::{parse, REPLY_BUF};
 use crate::stats::DropReason;
 use crate::tables::{PortIdx, Tables};
 
@@ -29,8 +28,6 @@ pub const WINDOW: usize = 128;
 pub const MAX_FRAME: usize = 65_536 + 256;
 /// Batches per queue event before yielding back to the event loop.
 const MAX_ROUNDS: usize = 1024;
-/// Local replies need the whole request (DHCP options follow a 236-byte BOOTP header).
-const LOCAL_REQ: usize = 1024;
 
 #[derive(Clone, Copy)]
 struct TxItem {
@@ -41,6 +38,8 @@ struct TxItem {
     wlen: usize,
     frame_len: usize,
     decision: Decision,
+    /// Where a policy stage wants a copy sent.
+    mirror: Option<PortIdx>,
 }
 
 impl Default for TxItem {
@@ -53,6 +52,7 @@ impl Default for TxItem {
             wlen: 0,
             frame_len: 0,
             decision: Decision::Drop(DropReason::Malformed),
+            mirror: None,
         }
     }
 }
@@ -72,22 +72,21 @@ impl TxItem {
 /// Per-port buffers allocated once per connection, so the TX path never allocates.
 pub struct TxScratch {
     items: Vec<TxItem>,
-    request: Box<[u8; LOCAL_REQ]>,
-    reply: Box<[u8; REPLY_BUF]>,
+    fwd: forward::Scratch,
 }
 
 impl Default for TxScratch {
     fn default() -> Self {
         TxScratch {
             items: vec![TxItem::default(); BATCH],
-            request: Box::new([0; LOCAL_REQ]),
-            reply: Box::new([0; REPLY_BUF]),
+            fwd: forward::Scratch::default(),
         }
     }
 }
 
 /// Reads the header and window of one TX chain and runs the pipeline on it.
 fn classify(core: &Core, tables: &Tables, me: Option<PortIdx>, item: &mut TxItem) -> Decision {
+    item.mirror = None;
     if item.segs.total < VNET_HDR_LEN {
         return Decision::Drop(DropReason::ShortChain);
     }
@@ -115,7 +114,9 @@ fn classify(core: &Core, tables: &Tables, me: Option<PortIdx>, item: &mut TxItem
         &item.window[..item.wlen],
         item.frame_len,
     );
-    core.pipeline.classify(&mut ctx)
+    let d = core.pipeline.classify(&mut ctx);
+    item.mirror = ctx.mirror;
+    d
 }
 
 /// Handles everything queued on `port`'s TX ring. Returns when the ring is empty and
@@ -269,48 +270,25 @@ fn execute(
             }
         }
     }
+    let Some(pi) = me else {
+        for item in items {
+            if let Decision::Drop(r) = item.decision {
+                port.stats.count_drop(r);
+            }
+        }
+        port.stats.add_tx(packets, bytes);
+        return;
+    };
+    let fwd = Forward {
+        tables,
+        ingress: Ingress::Port(pi),
+        sender: port,
+    };
     for (i, item) in items.iter().enumerate() {
-        if done[i] {
+        if done[i] || matches!(item.decision, Decision::Unicast(_)) {
             continue;
         }
-        let outcome = match item.decision {
-            Decision::Unicast(_) => Ok(()),
-            Decision::Drop(r) => Err(r),
-            Decision::Flood => {
-                if let Some(pi) = me {
-                    flood(tables, pi, item, m, port);
-                }
-                Ok(())
-            }
-            Decision::Uplink => {
-                match me.and_then(|pi| tables.net(tables.port(pi).net).uplink.as_ref()) {
-                    Some(u) => u.send(item.hdr, &item.src(m)),
-                    None => Err(DropReason::NoRoute),
-                }
-            }
-            Decision::Local(reply) => {
-                let Some(pi) = me else { continue };
-                let req = &mut scratch.request[..];
-                let len = item
-                    .segs
-                    .read_at(VNET_HDR_LEN, &mut req[..item.frame_len.min(LOCAL_REQ)]);
-                let out = &mut scratch.reply[..];
-                match parse(&req[..len]) {
-                    Ok(parsed) => local::build(
-                        tables,
-                        Ingress::Port(pi),
-                        tables.port(pi).net,
-                        reply,
-                        &parsed,
-                        &req[..len],
-                        out,
-                    )
-                    .and_then(|rlen| reply_to(port, &out[..rlen])),
-                    Err(_) => Err(DropReason::Malformed),
-                }
-            }
-        };
-        match outcome {
+        match fwd.forward(item.decision, item.hdr, &item.src(m), &mut scratch.fwd) {
             Ok(()) => {
                 packets += 1;
                 bytes += item.frame_len as u64;
@@ -318,44 +296,10 @@ fn execute(
             Err(r) => port.stats.count_drop(r),
         }
     }
-    port.stats.add_tx(packets, bytes);
-}
-
-/// Delivers a switch-built frame to `port`'s own RX ring.
-fn reply_to(port: &PortRuntime, frame: &[u8]) -> Result<(), DropReason> {
-    let src = FrameSrc {
-        head: frame,
-        tail_mem: None,
-        tail: &SegList::default(),
-        tail_skip: 0,
-        len: frame.len(),
-    };
-    with_rx(port, |s| s.send(VnetHdr::default(), &src))??;
-    port.stats
-        .replies
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok(())
-}
-
-/// Broadcast/multicast: every other port of the sender's network, plus its uplink. Each
-/// copy that does not arrive is a drop on the sender's counters, under its reason.
-fn flood(
-    tables: &Tables,
-    from: PortIdx,
-    item: &TxItem,
-    m: &GuestMemoryMmap<()>,
-    port: &PortRuntime,
-) {
-    let net = tables.net(tables.port(from).net);
-    for &q in &net.ports {
-        if q != from {
-            let r = with_rx(&tables.port(q).rt, |s| s.send(item.hdr, &item.src(m)));
-            if let Err(reason) = r.and_then(|sent| sent) {
-                port.stats.count_drop(reason);
-            }
+    for item in items.iter().filter(|_| tables.has_policies()) {
+        if let Some(mi) = item.mirror {
+            fwd.mirror(mi, item.decision, item.hdr, &item.src(m));
         }
     }
-    if let Some(u) = &net.uplink {
-        let _ = u.send(item.hdr, &item.src(m));
-    }
+    port.stats.add_tx(packets, bytes);
 }

@@ -55,6 +55,7 @@ impl TestSwitch {
                 ipv6: vec![],
                 socket: dir.path().join(format!("{id}.sock")),
                 limits: Default::default(),
+                kind: Default::default(),
             })
             .unwrap();
         }

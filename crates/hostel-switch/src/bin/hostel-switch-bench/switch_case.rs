@@ -56,6 +56,7 @@ pub fn setup(dir: &Path, limits: bool) -> Arc<Switch> {
             } else {
                 PortLimits::default()
             },
+            kind: Default::default(),
         })
         .expect("port");
     }

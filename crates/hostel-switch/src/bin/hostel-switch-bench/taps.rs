@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use hostel_switch::datapath::chain::SegList;
 use hostel_switch::datapath::rx::FrameSrc;
 use hostel_switch::datapath::vnet::{VnetHdr, VNET_HDR_LEN};
-use hostel_switch::uplink::Uplink;
+use hostel_switch::uplink::TapDev;
 use hostel_switch::MacAddr;
 
 use crate::ovs::Ovs;
@@ -19,14 +19,14 @@ use crate::{frame, header, rusage, Measured, Size};
 
 /// Everything the TAP cases need, alive until dropped.
 pub struct Env {
-    bridge: (Arc<Uplink>, Arc<Uplink>),
-    ovs: Option<(Ovs, Arc<Uplink>, Arc<Uplink>)>,
+    bridge: (Arc<TapDev>, Arc<TapDev>),
+    ovs: Option<(Ovs, Arc<TapDev>, Arc<TapDev>)>,
     /// Keeps the namespace (and so the TAPs and bridge) alive after its thread ended.
     _netns: File,
 }
 
-fn tap(name: &str, last: u8) -> Result<Arc<Uplink>, String> {
-    Uplink::open(name, "bench", MacAddr([2, 0, 0, 0, 0, last])).map_err(|e| e.to_string())
+fn tap(name: &str, last: u8) -> Result<Arc<TapDev>, String> {
+    TapDev::create(name, MacAddr([2, 0, 0, 0, 0, last])).map_err(|e| e.to_string())
 }
 
 impl Env {
@@ -96,7 +96,7 @@ fn src<'a>(frame: &'a [u8], empty: &'a SegList) -> FrameSrc<'a> {
 
 /// Sends one frame from B's side and waits for it on A's, so a learning switch knows
 /// where B's MAC is before A streams to it (else it floods every frame).
-fn prime(a: &Uplink, b: &Uplink, size: Size, buf: &mut [u8]) {
+fn prime(a: &TapDev, b: &TapDev, size: Size, buf: &mut [u8]) {
     let back = frame(64, 3, 2);
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
@@ -115,13 +115,13 @@ fn prime(a: &Uplink, b: &Uplink, size: Size, buf: &mut [u8]) {
     eprintln!("{}: priming frame never arrived", size.name);
 }
 
-fn drain(a: &Uplink, b: &Uplink, buf: &mut [u8]) {
+fn drain(a: &TapDev, b: &TapDev, buf: &mut [u8]) {
     while a.recv(buf).is_ok() || b.recv(buf).is_ok() {}
 }
 
 /// Streams `size` frames A → B for `secs`; `extra_cpu` reads the CPU seconds of a switching
 /// process besides this thread (Open vSwitch's).
-fn pump(a: &Uplink, b: &Uplink, size: Size, secs: f64, extra_cpu: impl Fn() -> f64) -> Measured {
+fn pump(a: &TapDev, b: &TapDev, size: Size, secs: f64, extra_cpu: impl Fn() -> f64) -> Measured {
     let frame = frame(size.len, 2, 3);
     let hdr = header(size.tso);
     let mut buf = vec![0u8; VNET_HDR_LEN + 70_000];

@@ -1,0 +1,301 @@
+//! Policy stages: declarative, ACL-like rule lists the daemon programs per network or per
+//! port (a tenant's policy is attached to each of its networks: the switch knows networks,
+//! not tenants), compiled into the [`crate::tables::Tables`] and so swapped atomically with
+//! them.
+//!
+//! A policy applies to every frame the switch forwards (unicast, flood, uplink), VM to VM
+//! included: first the ingress port's policies, then the network's, then (for unicast) the
+//! destination port's. Inside a policy the first rule that matches decides: `pass` ends that
+//! policy, `drop` ends the frame (counted as `filtered` on the sender), `mirror` sends a copy
+//! to the named port and goes on to the next rule (the frame's own delivery is unchanged).
+//! No rule matching means pass. Frames the switch consumes itself (ARP, NDP, DHCP) are not
+//! judged. A flood copy is judged by the sender's and the network's policies only.
+//!
+//! Rule fields left out match anything. A rule naming ports matches only TCP, UDP and SCTP
+//! whose ports are in the frame's first bytes (not a later IPv4 fragment, not behind IPv6
+//! extension headers): a deny rule on ports is no firewall, which will be a stateful stage
+//! in the same slot ([`crate::datapath::pipeline::PolicyStage`]).
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+use crate::packet::{Parsed, L3};
+use crate::stats::DropReason;
+use crate::tables::PortIdx;
+use crate::types::{Ipv4Cidr, Ipv6Cidr};
+
+/// Most rules one policy may hold: evaluation cost per frame stays bounded.
+pub const MAX_RULES: usize = 256;
+/// Most policies one network or port may have attached.
+pub const MAX_ATTACHED: usize = 8;
+
+/// Where a policy applies. Exactly one of the fields is given.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyScope {
+    /// Every frame forwarded inside this network (a tenant-wide policy is attached to each
+    /// network of the tenant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Every frame this port sends or is sent (unicast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+}
+
+/// One policy stage: an ordered rule list and where it is attached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub id: String,
+    pub scope: PolicyScope,
+    pub rules: Vec<RuleConfig>,
+}
+
+/// What a matching rule does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    Pass,
+    Drop,
+    /// Copy the frame to this port (an IDS), then go on with the next rule.
+    Mirror(String),
+}
+
+/// Either family's prefix, written as in `"10.0.0.0/24"` or `"fd00::/64"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum IpCidr {
+    V4(Ipv4Cidr),
+    V6(Ipv6Cidr),
+}
+
+impl IpCidr {
+    fn contains(&self, ip: IpAddr) -> bool {
+        match (self, ip) {
+            (IpCidr::V4(c), IpAddr::V4(a)) => c.contains(a),
+            (IpCidr::V6(c), IpAddr::V6(a)) => c.contains(a),
+            _ => false,
+        }
+    }
+}
+
+/// One rule: every field given must match. Ports are inclusive `[low, high]` ranges.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ethertype: Option<u16>,
+    /// IPv4 protocol or IPv6 next header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<IpCidr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<IpCidr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_ports: Option<(u16, u16)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_ports: Option<(u16, u16)>,
+    pub action: Action,
+}
+
+/// A rule's action once port names are resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleAction {
+    Pass,
+    Drop,
+    Mirror(PortIdx),
+}
+
+/// A compiled rule: same fields, mirror target resolved to a table index.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    ethertype: Option<u16>,
+    protocol: Option<u8>,
+    src: Option<IpCidr>,
+    dst: Option<IpCidr>,
+    src_ports: Option<(u16, u16)>,
+    dst_ports: Option<(u16, u16)>,
+    action: RuleAction,
+}
+
+/// A stage's typed verdict on one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StageVerdict {
+    Pass,
+    Drop(DropReason),
+}
+
+impl PolicyConfig {
+    /// Checks what can be checked without the tables, and compiles with `port` resolving
+    /// mirror targets.
+    pub fn compile(
+        &self,
+        port: impl Fn(&str) -> Option<PortIdx>,
+    ) -> Result<Vec<Rule>, ConfigError> {
+        let bad = |reason: String| ConfigError::Policy {
+            id: self.id.clone(),
+            reason,
+        };
+        if self.id.is_empty() {
+            return Err(bad("empty id".into()));
+        }
+        if self.scope.network.is_some() == self.scope.port.is_some() {
+            return Err(bad("scope must name exactly one of network or port".into()));
+        }
+        if self.rules.len() > MAX_RULES {
+            return Err(bad(format!("more than {MAX_RULES} rules")));
+        }
+        let mut out = Vec::with_capacity(self.rules.len());
+        for (i, r) in self.rules.iter().enumerate() {
+            for (name, range) in [("src_ports", r.src_ports), ("dst_ports", r.dst_ports)] {
+                if let Some((lo, hi)) = range {
+                    if lo > hi {
+                        return Err(bad(format!("rules[{i}].{name}: {lo} > {hi}")));
+                    }
+                }
+            }
+            if let (Some(IpCidr::V4(_)), Some(IpCidr::V6(_)))
+            | (Some(IpCidr::V6(_)), Some(IpCidr::V4(_))) = (r.src, r.dst)
+            {
+                return Err(bad(format!(
+                    "rules[{i}]: src and dst of different families"
+                )));
+            }
+            let action = match &r.action {
+                Action::Pass => RuleAction::Pass,
+                Action::Drop => RuleAction::Drop,
+                Action::Mirror(p) => RuleAction::Mirror(
+                    port(p)
+                        .ok_or_else(|| bad(format!("rules[{i}]: mirror port {p:?} not found")))?,
+                ),
+            };
+            out.push(Rule {
+                ethertype: r.ethertype,
+                protocol: r.protocol,
+                src: r.src,
+                dst: r.dst,
+                src_ports: r.src_ports,
+                dst_ports: r.dst_ports,
+                action,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The header fields rules look at, read once per frame.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fields {
+    ethertype: u16,
+    protocol: Option<u8>,
+    src: Option<IpAddr>,
+    dst: Option<IpAddr>,
+    ports: Option<(u16, u16)>,
+}
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_SCTP: u8 = 132;
+
+impl Fields {
+    /// `window` is the switch's private copy of the frame's first bytes, already parsed.
+    pub fn of(p: &Parsed, window: &[u8]) -> Fields {
+        let l4 = |proto: u8, off: usize| -> Option<(u16, u16)> {
+            if !matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
+                return None;
+            }
+            let b = window.get(off..off + 4)?;
+            Some((
+                u16::from_be_bytes([b[0], b[1]]),
+                u16::from_be_bytes([b[2], b[3]]),
+            ))
+        };
+        match &p.l3 {
+            L3::Ipv4(ip) => {
+                // A later fragment carries payload where the ports would be.
+                let frag = window
+                    .get(20..22)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]) & 0x1fff)
+                    .unwrap_or(1);
+                Fields {
+                    ethertype: crate::packet::parse::ETHERTYPE_IPV4,
+                    protocol: Some(ip.proto),
+                    src: Some(IpAddr::V4(ip.src)),
+                    dst: Some(IpAddr::V4(ip.dst)),
+                    ports: if frag == 0 {
+                        l4(ip.proto, ip.l4_off)
+                    } else {
+                        None
+                    },
+                }
+            }
+            L3::Ipv6(ip) => Fields {
+                ethertype: crate::packet::parse::ETHERTYPE_IPV6,
+                protocol: Some(ip.next),
+                src: Some(IpAddr::V6(ip.src)),
+                dst: Some(IpAddr::V6(ip.dst)),
+                ports: l4(ip.next, ip.l4_off),
+            },
+            L3::Arp(_) => Fields {
+                ethertype: crate::packet::parse::ETHERTYPE_ARP,
+                ..Fields::default()
+            },
+            L3::Vlan => Fields {
+                ethertype: crate::packet::parse::ETHERTYPE_VLAN,
+                ..Fields::default()
+            },
+            L3::Other(e) => Fields {
+                ethertype: *e,
+                ..Fields::default()
+            },
+        }
+    }
+}
+
+fn in_range(v: Option<u16>, r: Option<(u16, u16)>) -> bool {
+    match (r, v) {
+        (None, _) => true,
+        (Some((lo, hi)), Some(v)) => lo <= v && v <= hi,
+        (Some(_), None) => false,
+    }
+}
+
+fn in_cidr(a: Option<IpAddr>, c: Option<IpCidr>) -> bool {
+    match (c, a) {
+        (None, _) => true,
+        (Some(c), Some(a)) => c.contains(a),
+        (Some(_), None) => false,
+    }
+}
+
+impl Rule {
+    fn matches(&self, f: &Fields) -> bool {
+        self.ethertype.map_or(true, |e| e == f.ethertype)
+            && self.protocol.map_or(true, |p| Some(p) == f.protocol)
+            && in_cidr(f.src, self.src)
+            && in_cidr(f.dst, self.dst)
+            && in_range(f.ports.map(|p| p.0), self.src_ports)
+            && in_range(f.ports.map(|p| p.1), self.dst_ports)
+    }
+}
+
+/// Runs one policy over a frame; a mirror target is stored in `mirror` if none is yet (one
+/// copy per frame, whatever the number of mirror rules that match).
+pub fn evaluate(rules: &[Rule], f: &Fields, mirror: &mut Option<PortIdx>) -> StageVerdict {
+    for r in rules {
+        if !r.matches(f) {
+            continue;
+        }
+        match r.action {
+            RuleAction::Pass => return StageVerdict::Pass,
+            RuleAction::Drop => return StageVerdict::Drop(DropReason::Filtered),
+            RuleAction::Mirror(m) => {
+                mirror.get_or_insert(m);
+            }
+        }
+    }
+    StageVerdict::Pass
+}
