@@ -19,6 +19,9 @@ pub mod vnet;
 mod spoof_tests;
 #[cfg(test)]
 mod storm_tests;
+// Policy stages (pass, drop, mirror) over real rings.
+#[cfg(test)]
+mod policy_tests;
 
 use std::sync::{Arc, PoisonError, RwLock};
 
