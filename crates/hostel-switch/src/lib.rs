@@ -65,6 +65,8 @@ pub mod uplink;
 pub mod vhost;
 
 #[cfg(test)]
+mod tap_port_tests;
+#[cfg(test)]
 mod uplink_tests;
 
 pub use config::{NetworkConfig, PortConfig, PortKind, PortLimits, RateLimit, SwitchConfig};

@@ -17,10 +17,10 @@ use crate::tables::Tables;
 use crate::types::MacAddr;
 use crate::uplink::Uplink;
 
-struct PacketSocket(std::os::fd::OwnedFd, i32);
+pub(crate) struct PacketSocket(std::os::fd::OwnedFd, i32);
 
 impl PacketSocket {
-    fn open(ifname: &str) -> std::io::Result<PacketSocket> {
+    pub(crate) fn open(ifname: &str) -> std::io::Result<PacketSocket> {
         use std::os::fd::{AsRawFd, FromRawFd};
         let proto = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket creation.
@@ -66,14 +66,18 @@ impl PacketSocket {
         Ok(PacketSocket(fd, ifindex))
     }
 
-    fn send(&self, frame: &[u8]) {
+    pub(crate) fn send(&self, frame: &[u8]) {
         use std::os::fd::AsRawFd;
         // SAFETY: frame is a valid buffer; the socket is bound to the interface.
         unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
     }
 
     /// Waits for a frame matching `want`, up to `timeout`.
-    fn expect(&self, timeout: Duration, want: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
+    pub(crate) fn expect(
+        &self,
+        timeout: Duration,
+        want: impl Fn(&[u8]) -> bool,
+    ) -> Option<Vec<u8>> {
         use std::os::fd::AsRawFd;
         let deadline = Instant::now() + timeout;
         let mut buf = vec![0u8; 70_000];

@@ -55,8 +55,10 @@ fn on_port(id: &str, port: &str, rules: Vec<RuleConfig>) -> PolicyConfig {
 
 /// Ports a2, a3 and the IDS port a9 in network "a", tables compiled with `policies`.
 fn tables(vms: &[&Vm], policies: &[PolicyConfig]) -> Result<Tables, ConfigError> {
-    let rts: HashMap<String, Arc<PortRuntime>> =
-        vms.iter().map(|v| (v.rt.id.clone(), v.rt.clone())).collect();
+    let rts: HashMap<String, Arc<PortRuntime>> = vms
+        .iter()
+        .map(|v| (v.rt.id.clone(), v.rt.clone()))
+        .collect();
     let ports: Vec<_> = vms
         .iter()
         .map(|v| {
@@ -96,7 +98,11 @@ fn a_mirror_port_gets_copies_of_vm_to_vm_frames_while_delivery_is_unchanged() {
     let got: Vec<_> = b.received().into_iter().map(|(_, f)| f).collect();
     assert_eq!(got, vec![f.clone(); 3], "delivery changed by the mirror");
     let copies: Vec<_> = ids.received().into_iter().map(|(_, f)| f).collect();
-    assert_eq!(copies, vec![f.clone(); 3], "the mirror missed VM-to-VM frames");
+    assert_eq!(
+        copies,
+        vec![f.clone(); 3],
+        "the mirror missed VM-to-VM frames"
+    );
     let sa = a.rt.stats.snapshot();
     assert_eq!((sa.tx_packets, sa.drops.len()), (3, 0), "{sa:?}");
 
@@ -105,7 +111,10 @@ fn a_mirror_port_gets_copies_of_vm_to_vm_frames_while_delivery_is_unchanged() {
     a.queue_tx(VnetHdr::default(), &f, 1);
     a.run_tx(&core);
     assert_eq!(b.received().len(), 1);
-    assert!(ids.received().is_empty(), "copy after the policy was removed");
+    assert!(
+        ids.received().is_empty(),
+        "copy after the policy was removed"
+    );
 }
 
 #[test]
@@ -215,7 +224,9 @@ fn bad_policies_are_refused_with_the_field_named() {
         dst_ports: Some((90, 80)),
         ..rule(Action::Drop)
     };
-    assert!(err(on_network("r", vec![backwards])).unwrap().contains("dst_ports"));
+    assert!(err(on_network("r", vec![backwards]))
+        .unwrap()
+        .contains("dst_ports"));
     let mut both = on_network("s", vec![]);
     both.scope.port = Some("a2".into());
     assert!(err(both).unwrap().contains("exactly one"));
