@@ -309,11 +309,13 @@ impl Switch {
             st.policies = cfg.policies.clone();
         }
         let r = self.apply_steps(cfg, &current);
+        // A policy change alone has no step of its own; after a step that failed, what was
+        // reached is published with the policies that fit it, and the error returned.
         let mut st = self.state();
-        st.in_apply = false;
         let (nets, ports) = (st.nets.clone(), st.ports.clone());
-        let t = self.build(&mut st, &nets, &ports)?;
-        self.core.publish(t);
+        let t = self.build(&mut st, &nets, &ports);
+        st.in_apply = false;
+        self.core.publish(t?);
         r
     }
 

@@ -1,5 +1,5 @@
 //! Control-plane behaviour that needs the switch's private state: which changes keep a
-//! guest connected.
+//! guest connected, and how policies travel with the ports they name.
 
 use crate::config::{PortLimits, RateLimit, SwitchConfig};
 use crate::datapath::flow_tests::{Vm, ALL};
@@ -66,5 +66,61 @@ fn invalid_limits_are_refused_and_change_nothing() {
     assert!(err.contains("limits.unknown.bytes_per_sec"), "{err}");
     assert_eq!(sw.config(), cfg);
     assert!(sw.stats().ports["a2"].connected);
+    sw.shutdown();
+}
+
+fn mirror_policy(to: &str) -> crate::policy::PolicyConfig {
+    crate::policy::PolicyConfig {
+        id: "ids".into(),
+        scope: crate::policy::PolicyScope {
+            network: Some("a".into()),
+            port: None,
+        },
+        rules: vec![crate::policy::RuleConfig {
+            ethertype: None,
+            protocol: None,
+            src: None,
+            dst: None,
+            src_ports: None,
+            dst_ports: None,
+            action: crate::policy::Action::Mirror(to.into()),
+        }],
+    }
+}
+
+#[test]
+fn policies_arrive_with_the_ports_they_name_and_are_swapped_with_the_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sw, mut cfg, _vm) = connected_switch(dir.path());
+    // One apply adds the mirror port and the policy naming it: neither is refused for
+    // the other not being there yet.
+    let mut ids = port("a9", "a", 9);
+    ids.socket = dir.path().join("a9.sock");
+    cfg.ports.push(ids);
+    cfg.policies.push(mirror_policy("a9"));
+    sw.apply(&cfg).unwrap();
+    assert_eq!(sw.config(), cfg);
+    assert!(sw.core.tables().has_policies());
+    assert!(
+        sw.stats().ports["a2"].connected,
+        "adding a policy reconnected a port"
+    );
+
+    // A port a policy needs cannot be pulled from under it.
+    let err = sw.remove_port("a9").unwrap_err().to_string();
+    assert!(
+        err.contains("policy \"ids\"") && err.contains("a9"),
+        "{err}"
+    );
+    let err = sw
+        .set_policies(vec![mirror_policy("a7")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("mirror port \"a7\" not found"), "{err}");
+    assert_eq!(sw.config(), cfg, "a refused policy set changed something");
+
+    sw.set_policies(vec![]).unwrap();
+    assert!(!sw.core.tables().has_policies());
+    sw.remove_port("a9").unwrap();
     sw.shutdown();
 }
