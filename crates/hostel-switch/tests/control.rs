@@ -110,6 +110,7 @@ fn control_socket_programs_the_switch() {
     assert!(bad.contains("\"ok\":false"), "{bad}");
 
     limits_travel_over_the_socket(&mut c, &mut raw, dir.path());
+    policies_travel_over_the_socket(&mut c, &mut raw, dir.path());
 
     assert!(c.call(&Request::Shutdown).unwrap().ok);
     server.join().unwrap().unwrap();
@@ -167,4 +168,44 @@ fn limits_travel_over_the_socket(c: &mut Client, raw: &mut Client, dir: &Path) {
             .unwrap()
             .ok
     );
+}
+
+/// `set_policies` swaps every policy at once and shows in `show_config`; a policy with a
+/// misspelt field or naming a missing port is refused and changes nothing.
+fn policies_travel_over_the_socket(c: &mut Client, raw: &mut Client, dir: &Path) {
+    let sock = dir.join("ids.sock");
+    let ids = format!(
+        r#"{{"op":"add_port","port":{{"id":"ids","network":"n2","mac":"52:54:00:00:00:99","ipv4":null,"socket":{sock:?}}}}}"#
+    );
+    let r = raw.call_raw(&ids).unwrap();
+    assert!(r.contains("\"ok\":true"), "{r}");
+    let set = r#"{"op":"set_policies","policies":[{"id":"no-ssh","scope":{"network":"n2"},"rules":[{"protocol":6,"dst_ports":[22,22],"action":"drop"},{"action":{"mirror":"ids"}}]}]}"#;
+    let r = raw.call_raw(set).unwrap();
+    assert!(r.contains("\"ok\":true"), "{r}");
+    let mut shown = || {
+        c.call(&Request::ShowConfig)
+            .unwrap()
+            .config
+            .unwrap()
+            .policies
+    };
+    let now = shown();
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].rules[0].dst_ports, Some((22, 22)));
+    let typo = r#"{"op":"set_policies","policies":[{"id":"x","scope":{"network":"n2"},"rules":[{"dst_port":[1,1],"action":"drop"}]}]}"#;
+    let r = raw.call_raw(typo).unwrap();
+    assert!(r.contains("\"ok\":false") && r.contains("dst_port"), "{r}");
+    let orphan =
+        r#"{"op":"set_policies","policies":[{"id":"x","scope":{"port":"vm9-9"},"rules":[]}]}"#;
+    let r = raw.call_raw(orphan).unwrap();
+    assert!(r.contains("\"ok\":false") && r.contains("vm9-9"), "{r}");
+    assert_eq!(shown(), now);
+    let r = raw.call_raw(r#"{"op":"remove_port","id":"ids"}"#).unwrap();
+    assert!(r.contains("\"ok\":false") && r.contains("no-ssh"), "{r}");
+    let r = raw
+        .call_raw(r#"{"op":"set_policies","policies":[]}"#)
+        .unwrap();
+    assert!(r.contains("\"ok\":true"), "{r}");
+    let r = raw.call_raw(r#"{"op":"remove_port","id":"ids"}"#).unwrap();
+    assert!(r.contains("\"ok\":true"), "{r}");
 }
