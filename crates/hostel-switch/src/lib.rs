@@ -10,20 +10,25 @@
 //! under a [`DropReason`].
 //!
 //! # Module map
-//! - [`types`], [`config`]: addresses and the networks/ports the daemon programs.
-//! - [`tables`]: immutable lookup tables, swapped atomically on every change.
+//! - [`types`], [`config`]: addresses and the networks/ports the daemon programs; a port's
+//!   kind ([`PortKind`]: a vhost-user NIC or an existing host TAP).
+//! - [`policy`]: policy stages (ACL rules with pass/drop/mirror verdicts) per network or port.
+//! - [`tables`]: immutable lookup tables and compiled policies, swapped atomically on every
+//!   change.
 //! - [`packet`]: frame parser and the ARP/NDP/DHCPv4 replies the switch builds itself.
 //! - [`datapath`]: the stage pipeline ([`datapath::pipeline`]: parse → anti-spoof →
-//!   network lookup → destination lookup → unspecified-source check → uplink hooks), storm
-//!   control ([`datapath::ratelimit`]: per-port token buckets) and its execution on virtio rings
-//!   ([`datapath::ring`]: rings and guest memory through host pointers resolved once per
-//!   batch; descriptor chains, RX delivery, TX batches).
+//!   network lookup → destination lookup → unspecified-source check → policy stages → uplink
+//!   hooks), ports ([`datapath::port`]: one runtime for every kind) and the one delivery path
+//!   ([`datapath::forward`], [`datapath::exec`]), storm control ([`datapath::ratelimit`]:
+//!   per-port token buckets) and its execution on virtio rings ([`datapath::ring`]: rings and
+//!   guest memory through host pointers resolved once per batch; descriptor chains, RX
+//!   delivery, TX batches).
 //! - [`stats`]: per-port counters with one [`stats::DropReason`] per drop.
 //! - [`vhost`]: vhost-user backend glue, per-port socket listeners, and the message relay
 //!   that papers over QEMU's SET_VRING_ENABLE ordering and vets every descriptor a frontend
 //!   hands over ([`vhost::vet`]: memory that could fault the switch, eventfds that could
 //!   spin or block it).
-//! - [`uplink`]: the per-network TAP device and its reader thread.
+//! - [`uplink`]: TAP devices (a network's uplink, TAP ports) and their reader threads.
 //! - [`switch`]: the control-plane object ([`Switch`]); [`control`]: its JSON-lines socket.
 //! - [`mod@run`]: the blocking entry point used by `hostel switch`.
 //! - [`driver`]: a guest-side split-ring driver for tests, the bench tool and fuzzing.
@@ -31,8 +36,8 @@
 //! # Running
 //! [`run()`] takes [`RunOptions`]:
 //! - `control_socket`: Unix socket path for the control protocol (see [`control`] for the
-//!   requests: add/remove network, add/remove port, set_limits, apply, show_config, stats,
-//!   shutdown).
+//!   requests: add/remove network, add/remove port, set_limits, set_policies, apply,
+//!   show_config, stats, shutdown).
 //! - `config`: optional JSON file holding a [`SwitchConfig`] applied at start.
 //!
 //! It blocks until a `shutdown` request arrives on the control socket, then removes every
