@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use crate::datapath::chain::SegList;
 use crate::datapath::forward;
-use crate::datapath::pipeline::{Ctx, Ingress};
+use crate::datapath::pipeline::{Ctx, Decision, Ingress};
 use crate::datapath::port::PortRuntime;
+use crate::datapath::ratelimit::{self, Class, Limiter};
 use crate::datapath::rx::FrameSrc;
 use crate::datapath::vnet::{VnetHdr, VNET_HDR_LEN};
 use crate::datapath::Core;
@@ -295,25 +296,50 @@ pub fn run(rt: Arc<PortRuntime>, core: Arc<Core>, role: Role) {
             Role::Uplink { network } => tables.net_by_id(network).map(Ingress::Uplink),
             Role::Port => tables.port_by_key(rt.key).map(Ingress::Port),
         };
+        // A TAP port's storm control, as on a VM's TX (an uplink carries the host's traffic
+        // and has none).
+        let mut limiter = match ingress {
+            Some(Ingress::Port(pi)) => rt.policer.engage(&tables.port(pi).cfg.limits),
+            _ => None,
+        };
         for _ in 0..64 {
             let n = match dev.recv(&mut buf) {
                 Ok(n) => n,
                 Err(_) => break,
             };
             match ingress {
-                Some(i) => handle(&core, &tables, i, &rt, &buf[..n], &mut scratch),
+                Some(i) => {
+                    let frame = Frame {
+                        ingress: i,
+                        buf: &buf[..n],
+                    };
+                    handle(
+                        &core,
+                        &tables,
+                        &rt,
+                        frame,
+                        limiter.as_deref_mut(),
+                        &mut scratch,
+                    )
+                }
                 None => rt.stats.count_drop(DropReason::UnknownPort),
             }
         }
     }
 }
 
+/// One frame read from a TAP, with its virtio-net header.
+struct Frame<'a> {
+    ingress: Ingress,
+    buf: &'a [u8],
+}
+
 fn handle(
     core: &Core,
     tables: &Tables,
-    ingress: Ingress,
     rt: &PortRuntime,
-    buf: &[u8],
+    Frame { ingress, buf }: Frame<'_>,
+    limiter: Option<&mut Limiter>,
     scratch: &mut forward::Scratch,
 ) {
     rt.stats
@@ -333,8 +359,17 @@ fn handle(
         return;
     }
     let mut ctx = Ctx::new(tables, ingress, frame, frame.len());
-    let decision = core.pipeline.classify(&mut ctx);
+    let mut decision = core.pipeline.classify(&mut ctx);
     let mirror = ctx.mirror;
+    if let (Some(l), Some(first)) = (limiter, frame.first()) {
+        let group = first & 1 == 1;
+        ratelimit::police(
+            l,
+            std::slice::from_mut(&mut decision),
+            |d| Class::of(d, group).map(|c| (c, frame.len())),
+            |d, r| *d = Decision::Drop(r),
+        );
+    }
     let empty = SegList::default();
     let src = FrameSrc {
         head: frame,
