@@ -299,3 +299,137 @@ pub fn evaluate(rules: &[Rule], f: &Fields, mirror: &mut Option<PortIdx>) -> Sta
     }
     StageVerdict::Pass
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::parse;
+    use crate::packet::parse::tests::udp4;
+    use crate::types::MacAddr;
+
+    fn compiled(rules: Vec<RuleConfig>) -> Vec<Rule> {
+        PolicyConfig {
+            id: "t".into(),
+            scope: PolicyScope {
+                network: Some("n".into()),
+                port: None,
+            },
+            rules,
+        }
+        .compile(|_| Some(7))
+        .unwrap()
+    }
+
+    fn drop_if(f: impl FnOnce(&mut RuleConfig)) -> Vec<Rule> {
+        let mut r = RuleConfig {
+            ethertype: None,
+            protocol: None,
+            src: None,
+            dst: None,
+            src_ports: None,
+            dst_ports: None,
+            action: Action::Drop,
+        };
+        f(&mut r);
+        compiled(vec![r])
+    }
+
+    fn verdict(rules: &[Rule], frame: &[u8]) -> StageVerdict {
+        let p = parse(frame).unwrap();
+        evaluate(rules, &Fields::of(&p, frame), &mut None)
+    }
+
+    fn frame() -> Vec<u8> {
+        let m = MacAddr([2, 0, 0, 0, 0, 2]);
+        udp4(
+            m,
+            m,
+            "10.0.0.2".parse().unwrap(),
+            "10.0.0.3".parse().unwrap(),
+            b"x",
+        )
+    }
+
+    const DROP: StageVerdict = StageVerdict::Drop(DropReason::Filtered);
+
+    #[test]
+    fn each_field_must_match() {
+        let f = frame();
+        let v4 = |s: &str| Some(IpCidr::V4(s.parse().unwrap()));
+        assert_eq!(verdict(&drop_if(|r| r.protocol = Some(17)), &f), DROP);
+        assert_eq!(
+            verdict(&drop_if(|r| r.protocol = Some(6)), &f),
+            StageVerdict::Pass
+        );
+        assert_eq!(verdict(&drop_if(|r| r.dst = v4("10.0.0.3/32")), &f), DROP);
+        assert_eq!(
+            verdict(&drop_if(|r| r.src = v4("10.0.0.3/32")), &f),
+            StageVerdict::Pass
+        );
+        let v6 = Some(IpCidr::V6("::/0".parse().unwrap()));
+        assert_eq!(verdict(&drop_if(|r| r.src = v6), &f), StageVerdict::Pass);
+        assert_eq!(
+            verdict(&drop_if(|r| r.ethertype = Some(0x86dd)), &f),
+            StageVerdict::Pass
+        );
+        // udp4 sends from port 1234 to 5678.
+        assert_eq!(
+            verdict(&drop_if(|r| r.src_ports = Some((1234, 1234))), &f),
+            DROP
+        );
+        assert_eq!(
+            verdict(&drop_if(|r| r.dst_ports = Some((1, 5677))), &f),
+            StageVerdict::Pass
+        );
+    }
+
+    #[test]
+    fn later_fragments_have_no_ports_to_match() {
+        let mut f = frame();
+        f[20] = 0x00;
+        f[21] = 0x10; // fragment offset 16 (x 8 bytes): payload where the ports would be
+        let rules = drop_if(|r| r.dst_ports = Some((0, u16::MAX)));
+        assert_eq!(verdict(&rules, &f), StageVerdict::Pass);
+        let by_proto = drop_if(|r| r.protocol = Some(17));
+        assert_eq!(
+            verdict(&by_proto, &f),
+            DROP,
+            "a fragment still has its protocol"
+        );
+    }
+
+    #[test]
+    fn first_match_decides_and_one_mirror_is_kept() {
+        let f = frame();
+        let rules = compiled(vec![
+            RuleConfig {
+                action: Action::Mirror("a".into()),
+                ..drop_rule()
+            },
+            RuleConfig {
+                action: Action::Pass,
+                ..drop_rule()
+            },
+            drop_rule(),
+        ]);
+        let p = parse(&f).unwrap();
+        let mut mirror = None;
+        assert_eq!(
+            evaluate(&rules, &Fields::of(&p, &f), &mut mirror),
+            StageVerdict::Pass
+        );
+        assert_eq!(mirror, Some(7));
+    }
+
+    fn drop_rule() -> RuleConfig {
+        RuleConfig {
+            ethertype: None,
+            protocol: None,
+            src: None,
+            dst: None,
+            src_ports: None,
+            dst_ports: None,
+            action: Action::Drop,
+        }
+    }
+}

@@ -118,15 +118,18 @@ impl Forward<'_> {
         }
     }
 
-    /// Sends a policy's copy of a forwarded frame to mirror port `m`. Never a second copy to
-    /// the frame's own sender or unicast receiver; a copy that does not arrive is the
+    /// Sends a policy's copy of a forwarded frame to mirror port `m`. Never a copy to the
+    /// frame's own sender, nor a second one to a port the frame reached anyway; a copy that does not arrive is the
     /// mirror's loss, counted on the mirror port, never the sender's.
     pub fn mirror(&self, m: PortIdx, decision: Decision, hdr: VnetHdr, src: &FrameSrc<'_>) {
         let forwarded = matches!(
             decision,
             Decision::Unicast(_) | Decision::Flood | Decision::Uplink
         );
-        if !forwarded || Ingress::Port(m) == self.ingress || decision == Decision::Unicast(m) {
+        // A flood already reached every port of its network, the mirror's too.
+        let has_it = decision == Decision::Unicast(m)
+            || (decision == Decision::Flood && self.tables.port(m).net == self.net());
+        if !forwarded || Ingress::Port(m) == self.ingress || has_it {
             return;
         }
         let rt = &self.tables.port(m).rt;

@@ -106,6 +106,13 @@ fn a_mirror_port_gets_copies_of_vm_to_vm_frames_while_delivery_is_unchanged() {
     let sa = a.rt.stats.snapshot();
     assert_eq!((sa.tx_packets, sa.drops.len()), (3, 0), "{sa:?}");
 
+    // A broadcast reaches the mirror port once, not twice.
+    let bcast = udp4(mac(2), MacAddr::BROADCAST, ip(2), ip(255), b"all");
+    a.queue_tx(VnetHdr::default(), &bcast, 1);
+    a.run_tx(&core);
+    assert_eq!(b.received().len(), 1);
+    assert_eq!(ids.received().len(), 1, "the mirror got a flood twice");
+
     // Policies go with the tables: a swap without them stops the copies at once.
     core.publish(tables(&[&a, &b, &ids], &[]).unwrap());
     a.queue_tx(VnetHdr::default(), &f, 1);
