@@ -2,7 +2,7 @@
 //! vSwitch, measuring packets/s, Gbit/s and the CPU time of whoever does the switching.
 //!
 //! Usage: `hostel-switch-bench [--seconds S] [--rounds N] [--bridge] [--ovs]
-//! [--sizes 64,1500,tso] [--limits] [--json PATH]`.
+//! [--sizes 64,1500,tso] [--limits] [--policies] [--json PATH]`.
 //!
 //! - switch: a synthetic vhost-user frontend ([`frontend`]) plays both guests from this
 //!   process's main thread: it refills VM A's TX ring and recycles VM B's RX ring by polling,
@@ -18,6 +18,9 @@
 //!   above what it can send ([`switch_case::NEVER_HIT`]), so the run measures what storm
 //!   control costs a port whose limits are configured but not hit. Rows read
 //!   `switch+limits`; JSON samples carry `"limits": true`.
+//! - `--policies`: policy stages that every frame passes after all their rules
+//!   ([`switch_case::add_policies`]), so the run measures what a configured policy costs.
+//!   Rows read `switch+policies`; JSON samples carry `"policies": true`.
 //!
 //! Each round runs every size through every contender in turn (who goes first rotates from
 //! round to round); `--json` writes every sample for `bench-net` to summarise.
@@ -167,6 +170,7 @@ struct Args {
     ovs: bool,
     sizes: Vec<Size>,
     limits: bool,
+    policies: bool,
     json: Option<std::path::PathBuf>,
 }
 
@@ -178,6 +182,7 @@ fn parse_args() -> Result<Args, String> {
         ovs: false,
         sizes: SIZES.to_vec(),
         limits: false,
+        policies: false,
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -189,6 +194,7 @@ fn parse_args() -> Result<Args, String> {
             "--bridge" => a.bridge = true,
             "--ovs" => a.ovs = true,
             "--limits" => a.limits = true,
+            "--policies" => a.policies = true,
             "--json" => a.json = Some(val()?.into()),
             "--sizes" => {
                 let v = val()?;
@@ -222,10 +228,14 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("hostel-switch-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("bench dir");
     let sw = switch_case::setup(&dir, args.limits);
-    let switch_name = if args.limits {
-        "switch+limits"
-    } else {
-        "switch"
+    if args.policies {
+        switch_case::add_policies(&sw);
+    }
+    let switch_name = match (args.limits, args.policies) {
+        (true, true) => "switch+limits+policies",
+        (true, false) => "switch+limits",
+        (false, true) => "switch+policies",
+        (false, false) => "switch",
     };
     let mut taps = if args.bridge || args.ovs {
         taps::Env::new(args.ovs, &dir)
@@ -288,6 +298,7 @@ fn main() {
                     "switch_cpu_s": m.switch_cpu, "driver_cpu_s": m.driver_cpu,
                     "lost": m.lost, "host_cpu_s": m.host_cpu,
                     "limits": args.limits && *who == "switch",
+                    "policies": args.policies && *who == "switch",
                 })
             })
             .collect();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hostel_switch::datapath::vnet::VNET_HDR_LEN;
+use hostel_switch::policy::{Action, IpCidr, PolicyConfig, PolicyScope, RuleConfig};
 use hostel_switch::{NetworkConfig, PortConfig, PortLimits, RateLimit, Switch};
 
 use crate::frontend::Vm;
@@ -61,6 +62,55 @@ pub fn setup(dir: &Path, limits: bool) -> Arc<Switch> {
         .expect("port");
     }
     sw
+}
+
+/// Policies the bench traffic (TCP between ports 0) passes after checking every rule: eight
+/// on VM A's port and eight on the network, so each frame is judged against sixteen.
+pub fn add_policies(sw: &Switch) {
+    let rule = |f: &dyn Fn(&mut RuleConfig)| {
+        let mut r = RuleConfig {
+            ethertype: None,
+            protocol: None,
+            src: None,
+            dst: None,
+            src_ports: None,
+            dst_ports: None,
+            action: Action::Drop,
+        };
+        f(&mut r);
+        r
+    };
+    let cidr = |s: &str| Some(IpCidr::V4(s.parse().expect("cidr")));
+    let rules = vec![
+        rule(&|r| r.protocol = Some(17)),
+        rule(&|r| r.dst_ports = Some((22, 22))),
+        rule(&|r| r.dst_ports = Some((1, 1023))),
+        rule(&|r| r.src = cidr("192.168.0.0/16")),
+        rule(&|r| r.dst = cidr("10.0.1.0/24")),
+        rule(&|r| r.ethertype = Some(0x86dd)),
+        rule(&|r| {
+            r.protocol = Some(6);
+            r.src_ports = Some((1000, 2000));
+        }),
+        rule(&|r| r.protocol = Some(132)),
+    ];
+    let scope = |network: Option<&str>, port: Option<&str>| PolicyScope {
+        network: network.map(Into::into),
+        port: port.map(Into::into),
+    };
+    sw.set_policies(vec![
+        PolicyConfig {
+            id: "bench-port".into(),
+            scope: scope(None, Some("vm-a")),
+            rules: rules.clone(),
+        },
+        PolicyConfig {
+            id: "bench-net".into(),
+            scope: scope(Some("bench"), None),
+            rules,
+        },
+    ])
+    .expect("policies");
 }
 
 fn cpu(who: libc::c_int) -> f64 {
