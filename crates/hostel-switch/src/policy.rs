@@ -11,6 +11,9 @@
 //! No rule matching means pass. Frames the switch consumes itself (ARP, NDP, DHCP) are not
 //! judged. A flood copy is judged by the sender's and the network's policies only.
 //!
+//! The switch does not restrict where a mirror copy goes (an operator's IDS may watch many
+//! tenants): the daemon must let a tenant name only its own ports.
+//!
 //! Rule fields left out match anything. A rule naming ports matches only TCP, UDP and SCTP
 //! whose ports are in the frame's first bytes (not a later IPv4 fragment, not behind IPv6
 //! extension headers): a deny rule on ports is no firewall, which will be a stateful stage

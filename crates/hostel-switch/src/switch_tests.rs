@@ -119,6 +119,13 @@ fn policies_arrive_with_the_ports_they_name_and_are_swapped_with_the_tables() {
     assert!(err.contains("mirror port \"a7\" not found"), "{err}");
     assert_eq!(sw.config(), cfg, "a refused policy set changed something");
 
+    // A change of policies alone, through apply, is one table swap too.
+    cfg.policies.clear();
+    sw.apply(&cfg).unwrap();
+    assert!(!sw.core.tables().has_policies());
+    assert!(sw.stats().ports["a2"].connected);
+    sw.set_policies(vec![mirror_policy("a9")]).unwrap();
+    assert!(sw.core.tables().has_policies());
     sw.set_policies(vec![]).unwrap();
     assert!(!sw.core.tables().has_policies());
     sw.remove_port("a9").unwrap();
