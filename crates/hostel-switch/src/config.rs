@@ -76,8 +76,9 @@ pub enum PortKind {
     /// An existing host TAP device, attached by name (a container's NIC). The switch does
     /// not create it, so a misspelt name is an error, not a fresh device; it must be
     /// visible in the switch's network namespace when the port is added (it may be moved
-    /// into a container's namespace afterwards: the attachment stays). The daemon should create it
-    /// persistent, so it outlives a switch restart and the next switch attaches it again.
+    /// into a container's namespace afterwards: the attachment stays). The daemon should
+    /// create it persistent, so it outlives a switch restart and the next switch attaches
+    /// it again.
     Tap { device: String },
 }
 
