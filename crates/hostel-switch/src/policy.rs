@@ -424,6 +424,47 @@ mod tests {
         assert_eq!(mirror, Some(7));
     }
 
+    /// Guest bytes: every cut of a real frame and random windows, against rules that read
+    /// every field, never panic and never read past the window.
+    #[test]
+    fn hostile_windows_are_judged_without_panics() {
+        let all = compiled(vec![RuleConfig {
+            ethertype: Some(0x0800),
+            protocol: Some(17),
+            src: Some(IpCidr::V4("10.0.0.0/8".parse().unwrap())),
+            dst: Some(IpCidr::V4("10.0.0.0/8".parse().unwrap())),
+            src_ports: Some((0, u16::MAX)),
+            dst_ports: Some((0, u16::MAX)),
+            action: Action::Mirror("x".into()),
+        }]);
+        let f = frame();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut windows: Vec<Vec<u8>> = (0..=f.len()).map(|n| f[..n].to_vec()).collect();
+        for _ in 0..2000 {
+            let mut w = f.clone();
+            w.resize(128, 0);
+            for b in w.iter_mut().skip(12) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *b = seed as u8;
+            }
+            w[12] = if seed & 1 == 0 { 0x08 } else { 0x86 };
+            w[13] = if seed & 1 == 0 { 0x00 } else { 0xdd };
+            w[14] = if seed & 1 == 0 { 0x45 } else { 0x60 };
+            windows.push(w);
+        }
+        let mut judged = 0;
+        for w in &windows {
+            if let Ok(p) = parse(w) {
+                let mut m = None;
+                evaluate(&all, &Fields::of(&p, w), &mut m);
+                judged += 1;
+            }
+        }
+        assert!(judged > 1000, "only {judged} windows parsed");
+    }
+
     fn drop_rule() -> RuleConfig {
         RuleConfig {
             ethertype: None,
