@@ -12,7 +12,6 @@ use vhost_user_backend::VringT;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::config::{NetworkConfig, PortConfig};
-use crate::datapath::chain::MAX_CHAIN_DESCS;
 use crate::datapath::local;
 use crate::datapath::pipeline::{Ctx, Decision, Ingress, Pipeline};
 use crate::datapath::port::{PortRuntime, RxTarget, Vring};
@@ -24,6 +23,7 @@ use crate::packet::{parse, REPLY_BUF};
 use crate::tables::Tables;
 use crate::types::MacAddr;
 use crate::vhost::vet;
+use hostel_virtq::MAX_CHAIN_DESCS;
 
 fn network() -> NetworkConfig {
     NetworkConfig {
@@ -120,7 +120,7 @@ impl Input<'_> {
 /// table holds, so lookups take the slow path and every buffer splits at boundaries; and
 /// regions of odd sizes at unaligned addresses.
 ///
-/// [`MemMap`]: crate::datapath::ring::MemMap
+/// [`MemMap`]: hostel_virtq::MemMap
 fn layout(sel: u8) -> Vec<(GuestAddress, usize)> {
     match sel % 4 {
         0 => vec![(GuestAddress(0), MEM)],

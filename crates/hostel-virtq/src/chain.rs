@@ -279,8 +279,10 @@ mod tests {
     fn copies_stay_inside_their_segments() {
         let buf: &'static mut [u8] = Vec::leak(vec![0u8; 64]);
         let base = buf.as_mut_ptr() as usize;
-        // SAFETY: two disjoint halves of a leaked buffer nothing else borrows.
-        let (a, b) = unsafe { (Seg::new(0, base, 32), Seg::new(32, base + 32, 32)) };
+        // SAFETY: the first half of a leaked buffer nothing else borrows.
+        let a = unsafe { Seg::new(0, base, 32) };
+        // SAFETY: the second half of it.
+        let b = unsafe { Seg::new(32, base + 32, 32) };
         assert_eq!(a.write(30, b"abcd"), 2, "stops at the segment's end");
         assert_eq!(a.write(40, b"x"), 0, "past the end writes nothing");
         assert_eq!(b.copy_from(0, &a, 30, 10), 2);

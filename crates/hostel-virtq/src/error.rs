@@ -25,7 +25,9 @@ pub enum Error {
 /// A dirty-page log that cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("log of {size} bytes at offset {offset}: offset must be 8-byte aligned and size non-zero")]
+    #[error(
+        "log of {size} bytes at offset {offset}: offset must be 8-byte aligned and size non-zero"
+    )]
     BadLayout { size: u64, offset: u64 },
     #[error("mapping the log: {0}")]
     Map(#[from] vm_memory::mmap::MmapRegionError),

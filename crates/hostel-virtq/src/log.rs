@@ -52,9 +52,8 @@ impl DirtyLog {
         if size == 0 || offset % 8 != 0 {
             return Err(bad);
         }
-        let len = usize::try_from(size.checked_add(offset).ok_or(bad)?).map_err(|_| {
-            LogError::BadLayout { size, offset }
-        })?;
+        let len = usize::try_from(size.checked_add(offset).ok_or(bad)?)
+            .map_err(|_| LogError::BadLayout { size, offset })?;
         let region = MmapRegion::from_file(FileOffset::new(file, 0), len)?;
         Ok(DirtyLog {
             words: Words::Shared {

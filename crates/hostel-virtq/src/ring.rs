@@ -192,7 +192,9 @@ impl<'a> Ring<'a> {
             if n == 0 || !out.push(seg) {
                 return Err(Error::TooManySegments);
             }
-            cur = cur.checked_add(n).ok_or(Error::OutsideMemory { addr, len })?;
+            cur = cur
+                .checked_add(n)
+                .ok_or(Error::OutsideMemory { addr, len })?;
             left -= n;
         }
         Ok(())

@@ -112,7 +112,10 @@ fn indirect_tables_are_followed_once() {
     let ring = Ring::new(&q, &map).unwrap();
     let mut l = SegList::default();
     ring.gather(0, false, usize::MAX, &mut l).unwrap();
-    assert_eq!((l.len(), l.total(), l.as_slice()[1].addr()), (2, 150, 0x6000));
+    assert_eq!(
+        (l.len(), l.total(), l.as_slice()[1].addr()),
+        (2, 150, 0x6000)
+    );
     assert_eq!(
         ring.gather(1, false, usize::MAX, &mut l),
         Err(Error::BadIndirect { len: 32 })
@@ -133,17 +136,29 @@ fn a_chain_reads_at_most_max_chain_descs() {
     const N: u64 = 65_535;
     let table = 0x10_0000;
     for i in 0..N {
-        let (flags, next) = if i + 1 == N { (0, 0) } else { (F_NEXT, i as u16 + 1) };
+        let (flags, next) = if i + 1 == N {
+            (0, 0)
+        } else {
+            (F_NEXT, i as u16 + 1)
+        };
         write_desc(&m, table + 16 * i, (0x8000, 0, flags, next));
     }
     write_desc(&m, r.desc(), (table, (16 * N) as u32, F_INDIRECT, 0));
     // A direct chain as long as the limit allows still passes.
     let long = u64::from(MAX_CHAIN_DESCS);
     for i in 0..long {
-        let (flags, next) = if i + 1 == long { (0, 0) } else { (F_NEXT, i as u16 + 1) };
+        let (flags, next) = if i + 1 == long {
+            (0, 0)
+        } else {
+            (F_NEXT, i as u16 + 1)
+        };
         write_desc(&m, 0x4000 + 16 * i, (0x8000, 1, flags, next));
     }
-    write_desc(&m, r.desc() + 16, (0x4000, (16 * long) as u32, F_INDIRECT, 0));
+    write_desc(
+        &m,
+        r.desc() + 16,
+        (0x4000, (16 * long) as u32, F_INDIRECT, 0),
+    );
     let map = MemMap::new(&m);
     let ring = Ring::new(&q, &map).unwrap();
     let mut l = SegList::default();
