@@ -17,6 +17,32 @@ use crate::ring::{F_NEXT, F_WRITE};
 /// Longest chain [`SplitRing::push`] writes.
 pub const MAX_PUSH: usize = 64;
 
+/// Where a split ring of `size` entries laid out from `base` puts its parts (guest
+/// addresses), as a driver lays it out: the avail ring right after the descriptor table, the
+/// used ring at the next 4-byte boundary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub desc: u64,
+    pub avail: u64,
+    pub used: u64,
+    /// The first byte after the used ring.
+    pub end: u64,
+}
+
+impl Layout {
+    pub fn new(base: u64, size: u16) -> Layout {
+        let n = u64::from(size);
+        let avail = base + 16 * n;
+        let used = (avail + 6 + 2 * n + 3) & !3;
+        Layout {
+            desc: base,
+            avail,
+            used,
+            end: used + 6 + 8 * n,
+        }
+    }
+}
+
 /// Ring addresses plus the driver's private cursor state.
 pub struct SplitRing {
     /// Keeps the regions the host addresses below point into mapped.
@@ -52,10 +78,12 @@ impl SplitRing {
             return Err(Error::BadRing);
         }
         let n = u64::from(size);
-        let desc = base;
-        let avail = desc + 16 * n;
-        let used = (avail + 6 + 2 * n + 3) & !3;
-        let end = used + 6 + 8 * n;
+        let Layout {
+            desc,
+            avail,
+            used,
+            end,
+        } = Layout::new(base, size);
         let map = MemMap::new(mem);
         let resolve = |addr: u64, len: u64| map.range(addr, len).ok_or(Error::BadRing);
         let ring = SplitRing {
