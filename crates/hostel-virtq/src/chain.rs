@@ -21,6 +21,41 @@ pub const MAX_SEGS: usize = 32;
 pub const MAX_CHAIN_DESCS: u32 = 128;
 
 /// `len` bytes of guest memory at guest address `addr`, mapped at a host address for `'m`.
+///
+/// Checked segments come from [`crate::MemMap::segment`] or [`crate::Ring::gather`]:
+///
+/// ```
+/// use hostel_virtq::MemMap;
+/// use vm_memory::{GuestAddress, GuestMemoryMmap};
+/// let m = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x1000)]).unwrap();
+/// let map = MemMap::new(&m);
+/// let seg = map.segment(0x100, 16).unwrap();
+/// assert_eq!(seg.write(0, b"hello"), 5);
+/// ```
+///
+/// A segment cannot outlive the memory map it borrows (and so the mapping):
+///
+/// ```compile_fail,E0597
+/// use hostel_virtq::MemMap;
+/// use vm_memory::{GuestAddress, GuestMemoryMmap};
+/// let seg;
+/// {
+///     let m = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x1000)]).unwrap();
+///     let map = MemMap::new(&m);
+///     seg = map.segment(0x100, 16).unwrap();
+/// }
+/// seg.write(0, b"after unmap");
+/// ```
+///
+/// and safe code cannot make one from an address of its choosing:
+///
+/// ```compile_fail,E0133
+/// let seg = hostel_virtq::Seg::new(0, 0xdead_0000, 16);
+/// ```
+///
+/// ```compile_fail,E0451
+/// let seg = hostel_virtq::Seg { addr: 0, host: 0xdead_0000, len: 16, _map: Default::default() };
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Seg<'m> {
     addr: u64,

@@ -29,6 +29,12 @@ pub enum LogError {
         "log of {size} bytes at offset {offset}: offset must be 8-byte aligned and size non-zero"
     )]
     BadLayout { size: u64, offset: u64 },
+    #[error("log file of {file_len} bytes is shorter than the {needed} bytes to map")]
+    FileTooShort { file_len: u64, needed: u64 },
+    #[error("log file not sealed against shrinking (F_SEAL_SHRINK): it could fault the device")]
+    NotSealed,
+    #[error("inspecting the log file: {0}")]
+    Io(#[from] std::io::Error),
     #[error("mapping the log: {0}")]
     Map(#[from] vm_memory::mmap::MmapRegionError),
 }

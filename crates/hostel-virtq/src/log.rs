@@ -7,6 +7,7 @@
 //! byte `p / 8` for page `p`, set atomically because QEMU reads and clears it concurrently.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use vm_memory::mmap::MmapRegion;
@@ -46,7 +47,9 @@ impl DirtyLog {
     }
 
     /// Maps the log QEMU hands over with `VHOST_USER_SET_LOG_BASE`: `size` bytes at `offset`
-    /// of `file` (the message's `mmap_size` and `mmap_offset`).
+    /// of `file` (the message's `mmap_size` and `mmap_offset`). The file must hold them and be
+    /// sealed against shrinking, as guest memory must: a file cut short under the mapping
+    /// would fault the device on its next mark.
     pub fn map(file: File, size: u64, offset: u64) -> Result<DirtyLog, LogError> {
         let bad = LogError::BadLayout { size, offset };
         if size == 0 || offset % 8 != 0 {
@@ -54,6 +57,18 @@ impl DirtyLog {
         }
         let len = usize::try_from(size.checked_add(offset).ok_or(bad)?)
             .map_err(|_| LogError::BadLayout { size, offset })?;
+        let file_len = file.metadata()?.len();
+        if file_len < len as u64 {
+            return Err(LogError::FileTooShort {
+                file_len,
+                needed: len as u64,
+            });
+        }
+        // SAFETY: F_GET_SEALS only reads the seal set of a descriptor we own.
+        let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(LogError::NotSealed);
+        }
         let region = MmapRegion::from_file(FileOffset::new(file, 0), len)?;
         Ok(DirtyLog {
             words: Words::Shared {
@@ -167,7 +182,16 @@ mod tests {
 
     #[test]
     fn a_shared_log_is_the_bitmap_qemu_reads() {
-        let f = tempfile_of(4096 + 16);
+        let f = memfd(4096 + 16, false);
+        assert!(matches!(
+            DirtyLog::map(f.try_clone().unwrap(), 16, 4096),
+            Err(LogError::NotSealed)
+        ));
+        let f = memfd(4096 + 16, true);
+        assert!(matches!(
+            DirtyLog::map(f.try_clone().unwrap(), 24, 4096),
+            Err(LogError::FileTooShort { .. })
+        ));
         let log = DirtyLog::map(f.try_clone().unwrap(), 16, 4096).unwrap();
         log.mark(9 * LOG_PAGE, 1);
         log.mark(64 * LOG_PAGE, 1);
@@ -184,17 +208,24 @@ mod tests {
         ));
     }
 
-    fn tempfile_of(len: u64) -> File {
-        let path = std::env::temp_dir().join(format!("hostel-virtq-log-{}", std::process::id()));
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        let _ = std::fs::remove_file(&path);
+    fn memfd(len: u64, seal: bool) -> File {
+        use std::os::fd::FromRawFd;
+        // SAFETY: memfd_create with a static NUL-terminated name and valid flags.
+        let fd = unsafe {
+            libc::memfd_create(
+                c"virtq-log".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
+        assert!(fd >= 0);
+        // SAFETY: a fresh descriptor nothing else owns.
+        let f = unsafe { File::from_raw_fd(fd) };
         f.set_len(len).unwrap();
+        if seal {
+            // SAFETY: F_ADD_SEALS with an integer seal set on our own memfd.
+            let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
+            assert_eq!(r, 0);
+        }
         f
     }
 }
