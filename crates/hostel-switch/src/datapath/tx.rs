@@ -390,3 +390,21 @@ fn flood(
         let _ = u.send(item.hdr, &item.src(m));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The TX items borrow one call's memory map, so the scratch keeps only their
+    /// allocation: it must survive the round trip, or every call would allocate.
+    #[test]
+    fn recycling_keeps_the_allocation() {
+        let mut v: Vec<TxItem<'_>> = Vec::with_capacity(BATCH);
+        v.extend((0..BATCH).map(|_| TxItem::default()));
+        let ptr = v.as_ptr() as usize;
+        let back: Vec<TxItem<'static>> = recycle(v);
+        assert!(back.is_empty());
+        assert_eq!(back.capacity(), BATCH);
+        assert_eq!(back.as_ptr() as usize, ptr);
+    }
+}
