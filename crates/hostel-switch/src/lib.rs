@@ -20,9 +20,9 @@
 //!   network lookup → destination lookup → unspecified-source check → policy stages → uplink
 //!   hooks), ports ([`datapath::port`]: one runtime for every kind) and the one delivery path
 //!   ([`datapath::forward`], [`datapath::exec`]), storm control ([`datapath::ratelimit`]:
-//!   per-port token buckets) and its execution on virtio rings ([`datapath::ring`]: rings and
-//!   guest memory through host pointers resolved once per batch; descriptor chains, RX
-//!   delivery, TX batches).
+//!   per-port token buckets) and its execution on virtio rings (RX delivery, TX batches)
+//!   through [`hostel_virtq`]: rings and guest memory through host pointers resolved once per
+//!   batch, bounded descriptor chains.
 //! - [`stats`]: per-port counters with one [`stats::DropReason`] per drop.
 //! - [`vhost`]: vhost-user backend glue, per-port socket listeners, and the message relay
 //!   that papers over QEMU's SET_VRING_ENABLE ordering and vets every descriptor a frontend
@@ -31,7 +31,6 @@
 //! - [`uplink`]: TAP devices (a network's uplink, TAP ports) and their reader threads.
 //! - [`switch`]: the control-plane object ([`Switch`]); [`control`]: its JSON-lines socket.
 //! - [`mod@run`]: the blocking entry point used by `hostel switch`.
-//! - [`driver`]: a guest-side split-ring driver for tests, the bench tool and fuzzing.
 //!
 //! # Running
 //! [`run()`] takes [`RunOptions`]:
@@ -55,7 +54,6 @@
 pub mod config;
 pub mod control;
 pub mod datapath;
-pub mod driver;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -11,7 +11,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::datapath::chain::SegList;
 use crate::datapath::forward;
 use crate::datapath::pipeline::{Ctx, Decision, Ingress};
 use crate::datapath::port::PortRuntime;
@@ -23,6 +22,7 @@ use crate::error::SwitchError;
 use crate::stats::DropReason;
 use crate::tables::Tables;
 use crate::types::MacAddr;
+use hostel_virtq::SegList;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
@@ -170,7 +170,7 @@ impl TapDev {
         let mut iov = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
-        }; 2 + crate::datapath::chain::MAX_SEGS];
+        }; 2 + hostel_virtq::MAX_SEGS];
         iov[0] = libc::iovec {
             iov_base: hb.as_ptr() as *mut _,
             iov_len: hb.len(),
@@ -186,7 +186,7 @@ impl TapDev {
         if left > 0 {
             src.tail_mem.ok_or(DropReason::BadDescriptor)?;
             for s in src.tail.as_slice() {
-                let slen = s.len as usize;
+                let slen = s.len();
                 if src.tail_skip >= pos + slen {
                     pos += slen;
                     continue;
@@ -194,7 +194,7 @@ impl TapDev {
                 let off = src.tail_skip.saturating_sub(pos);
                 let n = (slen - off).min(left);
                 iov[cnt] = libc::iovec {
-                    iov_base: (s.host + off) as *mut _,
+                    iov_base: s.as_ptr().wrapping_add(off) as *mut _,
                     iov_len: n,
                 };
                 cnt += 1;
@@ -205,8 +205,9 @@ impl TapDev {
                 }
             }
         }
-        // SAFETY: the iovecs point into `hb`, `src.head` and guest memory mapped for as long
-        // as `src.tail_mem` is borrowed; all outlive the call.
+        // SAFETY: the iovecs point into `hb`, `src.head` and guest segments (each within
+        // its `Seg`, mapped while the segment's borrow of the memory map lives); all outlive
+        // the call, and writev only reads them.
         let r = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), cnt as libc::c_int) };
         if r < 0 {
             return Err(DropReason::UplinkError);

@@ -8,9 +8,9 @@ use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
-use crate::datapath::chain::SegList;
+use hostel_virtq::{MemMap, Ring, SegList};
+
 use crate::datapath::port::{PortIo, PortRuntime};
-use crate::datapath::ring::{MemMap, Ring};
 use crate::datapath::rx::{deliver, FrameSrc, RxMark, RxQueue};
 use crate::datapath::vnet::{VnetHdr, F_MRG_RXBUF};
 use crate::stats::DropReason;
@@ -39,8 +39,8 @@ impl QueueRx<'_> {
     }
 }
 
-impl RxQueue for QueueRx<'_> {
-    fn pop(&mut self, out: &mut SegList) -> Option<(u16, Result<(), DropReason>)> {
+impl<'a> RxQueue<'a> for QueueRx<'a> {
+    fn pop(&mut self, out: &mut SegList<'a>) -> Option<(u16, Result<(), DropReason>)> {
         if self.next_avail == self.avail_idx {
             self.avail_idx = self
                 .next_avail
@@ -51,8 +51,11 @@ impl RxQueue for QueueRx<'_> {
         }
         let head = self.ring.avail_head(self.next_avail);
         self.next_avail = self.next_avail.wrapping_add(1);
-        let r = self.ring.gather(head, true, usize::MAX, out);
-        self.visits += u64::from(out.visits);
+        let r = self
+            .ring
+            .gather(head, true, usize::MAX, out)
+            .map_err(DropReason::from);
+        self.visits += u64::from(out.visits());
         Some((head, r))
     }
     fn mark(&self) -> RxMark {
@@ -208,7 +211,7 @@ fn with_ring<R>(port: &PortRuntime, f: impl FnOnce(&mut Sink<'_>) -> R) -> Resul
         return Err(DropReason::DestinationDown);
     }
     let q = st.get_queue_mut();
-    let ring = Ring::new(q, &map).ok_or(DropReason::DestinationDown)?;
+    let ring = Ring::new(q, &map).map_err(|_| DropReason::DestinationDown)?;
     let (next_avail, old_used) = (q.next_avail(), q.next_used());
     let mut sink = Sink::Ring(RxSink {
         start: next_avail,
