@@ -14,7 +14,7 @@ use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use crate::model::network::{Network, NewNetwork, NewNic, VmNic};
 use crate::model::tenant::{Quota, Tenant, Usage};
 use crate::model::token::{validate_token_name, ApiToken, IssuedToken, TokenHash, TokenSecret};
-use crate::model::vm::{DesiredState, NewVm, ObservedStatus, Vm, VmSpecRecord};
+use crate::model::vm::{DesiredState, NewVm, ObservedStatus, Vm, VmIntent, VmSpecRecord};
 
 /// Desired-state storage. Every write is a single transaction: it either
 /// happens completely and durably, or not at all.
@@ -127,6 +127,14 @@ pub trait Store: Send + Sync {
         id: &VmId,
         desired: DesiredState,
         expected_generation: Option<u64>,
+    ) -> Result<Vm>;
+    /// Sets the desired state and the pending operation (`None`: nothing pending) in one
+    /// transaction, so an operation is on record before any of it is done.
+    fn set_vm_intent(
+        &self,
+        id: &VmId,
+        desired: DesiredState,
+        intent: Option<&VmIntent>,
     ) -> Result<Vm>;
     /// Records what the engine saw. Writing a status identical to the stored
     /// one is a no-op (no generation bump), so engines can report

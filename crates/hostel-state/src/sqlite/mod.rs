@@ -34,7 +34,7 @@ use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use crate::model::network::{Network, NewNetwork, NewNic, VmNic};
 use crate::model::tenant::{Quota, Tenant, Usage};
 use crate::model::token::{ApiToken, TokenHash};
-use crate::model::vm::{DesiredState, NewVm, ObservedStatus, Vm, VmSpecRecord};
+use crate::model::vm::{DesiredState, NewVm, ObservedStatus, Vm, VmIntent, VmSpecRecord};
 use crate::store::Store;
 
 /// File name of the database inside the state directory.
@@ -320,6 +320,14 @@ impl Store for SqliteStore {
         expected_generation: Option<u64>,
     ) -> Result<Vm> {
         self.write(|tx| vms::set_desired(tx, id, desired, expected_generation))
+    }
+    fn set_vm_intent(
+        &self,
+        id: &VmId,
+        desired: DesiredState,
+        intent: Option<&VmIntent>,
+    ) -> Result<Vm> {
+        self.write(|tx| vms::set_intent(tx, id, desired, intent))
     }
     fn set_vm_observed(&self, id: &VmId, observed: &ObservedStatus) -> Result<Vm> {
         self.write(|tx| vms::set_observed(tx, id, observed))
