@@ -14,7 +14,7 @@ use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use crate::model::network::{Network, NewNetwork, NewNic, VmNic};
 use crate::model::tenant::{Quota, Tenant, Usage};
 use crate::model::token::{validate_token_name, ApiToken, IssuedToken, TokenHash, TokenSecret};
-use crate::model::vm::{DesiredState, NewVm, ObservedStatus, Vm, VmIntent, VmSpecRecord};
+use crate::model::vm::{DesiredState, IntentOp, NewVm, ObservedStatus, Vm, VmIntent, VmSpecRecord};
 
 /// Desired-state storage. Every write is a single transaction: it either
 /// happens completely and durably, or not at all.
@@ -136,6 +136,8 @@ pub trait Store: Send + Sync {
         desired: DesiredState,
         intent: Option<&VmIntent>,
     ) -> Result<Vm>;
+    /// Clears the pending operation if (and only if) it is still `op`.
+    fn clear_vm_intent(&self, id: &VmId, op: IntentOp) -> Result<Vm>;
     /// Records what the engine saw. Writing a status identical to the stored
     /// one is a no-op (no generation bump), so engines can report
     /// periodically without churning watchers.

@@ -262,9 +262,10 @@ fn intent_is_written_with_the_desired_state_and_survives_a_reopen() {
     let back = store.get_vm(&vm.id).unwrap();
     assert_eq!(back.intent, Some(intent));
     assert_eq!(back.desired, DesiredState::Stopped);
-    let cleared = store
-        .set_vm_intent(&vm.id, DesiredState::Stopped, None)
-        .unwrap();
+    // A finished stop does not wipe the delete.
+    let kept = store.clear_vm_intent(&vm.id, IntentOp::Stop).unwrap();
+    assert_eq!(kept.intent, Some(intent));
+    let cleared = store.clear_vm_intent(&vm.id, IntentOp::Delete).unwrap();
     assert_eq!(cleared.intent, None);
     assert_eq!(store.get_vm(&vm.id).unwrap().intent, None);
 }

@@ -34,7 +34,7 @@ use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use crate::model::network::{Network, NewNetwork, NewNic, VmNic};
 use crate::model::tenant::{Quota, Tenant, Usage};
 use crate::model::token::{ApiToken, TokenHash};
-use crate::model::vm::{DesiredState, NewVm, ObservedStatus, Vm, VmIntent, VmSpecRecord};
+use crate::model::vm::{DesiredState, IntentOp, NewVm, ObservedStatus, Vm, VmIntent, VmSpecRecord};
 use crate::store::Store;
 
 /// File name of the database inside the state directory.
@@ -328,6 +328,9 @@ impl Store for SqliteStore {
         intent: Option<&VmIntent>,
     ) -> Result<Vm> {
         self.write(|tx| vms::set_intent(tx, id, desired, intent))
+    }
+    fn clear_vm_intent(&self, id: &VmId, op: IntentOp) -> Result<Vm> {
+        self.write(|tx| vms::clear_intent(tx, id, op))
     }
     fn set_vm_observed(&self, id: &VmId, observed: &ObservedStatus) -> Result<Vm> {
         self.write(|tx| vms::set_observed(tx, id, observed))

@@ -302,6 +302,23 @@ pub(super) fn set_intent(
     Ok(vm)
 }
 
+/// Clears the pending operation if it is still `op`: a stop that finished must not wipe a
+/// delete asked for meanwhile.
+pub(super) fn clear_intent(c: &Connection, id: &VmId, op: IntentOp) -> DbResult<Vm> {
+    let mut vm = get(c, id)?;
+    if vm.intent.map(|i| i.op) != Some(op) {
+        return Ok(vm);
+    }
+    c.prepare_cached(
+        "UPDATE vms SET intent = NULL, intent_deadline = NULL, generation = generation + 1 \
+         WHERE id = ?1",
+    )?
+    .execute([id.to_string()])?;
+    vm.intent = None;
+    vm.generation += 1;
+    Ok(vm)
+}
+
 pub(super) fn set_observed(c: &Connection, id: &VmId, observed: &ObservedStatus) -> DbResult<Vm> {
     let mut vm = get(c, id)?;
     let observed = observed.normalized();
