@@ -81,7 +81,9 @@ pub async fn launch(ctx: &Ctx, id: VmId) -> Result<Engine, LaunchError> {
     input.nics = nics(ctx, id).await?;
     let spec = input.validate().map_err(EngineError::from)?;
     let opts = LaunchOptions::new(ctx.layout.vm_run_dir(&id));
+    crate::failpoint::hit("launch.before-spawn").await;
     let vm = Engine::launch(&spec, &opts).await?;
+    crate::failpoint::hit("launch.before-cont").await;
     if let Err(e) = vm.start().await {
         vm.kill();
         vm.wait().await;

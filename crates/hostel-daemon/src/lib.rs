@@ -20,6 +20,7 @@ pub mod actor;
 pub mod admission;
 pub mod api;
 pub mod error;
+pub mod failpoint;
 pub mod images;
 pub mod launch;
 pub mod layout;

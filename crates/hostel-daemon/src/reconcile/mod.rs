@@ -270,6 +270,7 @@ pub enum DeleteError {
 /// kill at any point leaves the delete on record for the next start to finish.
 pub async fn finish_delete(ctx: &Ctx, id: VmId) -> Result<(), DeleteError> {
     let layout = ctx.layout.clone();
+    crate::failpoint::hit("delete.before-finish").await;
     let gone = ctx
         .db(move |store| {
             let vm = match store.get_vm(&id) {
