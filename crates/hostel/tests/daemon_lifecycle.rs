@@ -7,7 +7,7 @@ mod common;
 
 use common::api::{
     all_qemus, client, daemon_with_failpoints, guest_dir, qemus_of, restart, show, small_vm,
-    stop_body, tenant_client, wait_console, wait_vm,
+    stop_body, tenant_client, tenant_id, wait_console, wait_vm,
 };
 use common::{alive, boot_slots, poll, HOSTEL};
 use hostel_testkit::daemon::TestDaemon;
@@ -106,10 +106,11 @@ fn qemus_and_disks_without_a_record_are_removed_at_start_up() {
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let disks = state.join("disks").join(&vm.tenant).join(stray);
+    let tenant = tenant_id(&d, "acme");
+    let disks = state.join("disks").join(&tenant).join(stray);
     std::fs::create_dir_all(&disks).unwrap();
     std::fs::write(disks.join("disk0.raw"), b"").unwrap();
-    let kept_disks = state.join("disks").join(&vm.tenant).join(&vm.id);
+    let kept_disks = state.join("disks").join(&tenant).join(&vm.id);
     assert!(kept_disks.is_dir());
 
     let d = restart(d);
@@ -211,12 +212,13 @@ fn a_delete_cut_half_way_is_finished() {
     };
     wait_failpoint(&d);
     let state = d.state_path();
+    let tenant = tenant_id(&d, "acme");
     let d = restart(d);
     let _ = del.join();
     let c = client(&d, &token);
     assert!(show(&c, "gone").is_none(), "the cut delete was not finished");
     assert!(!alive(pid));
-    assert!(!state.join("disks").join(&vm.tenant).join(&vm.id).exists());
+    assert!(!state.join("disks").join(&tenant).join(&vm.id).exists());
     assert!(qemus_of(&state, &vm.id).is_empty());
     let all = client(&d, &d.operator_token).list_tenants().unwrap();
     let acme = all.iter().find(|t| t.name == "acme").unwrap();

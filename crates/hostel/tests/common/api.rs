@@ -34,20 +34,31 @@ pub fn restart(d: TestDaemon) -> TestDaemon {
 
 /// A tenant (quota roomy enough for the test) and its API client.
 pub fn tenant_client(d: &TestDaemon, name: &str) -> (String, Client) {
-    let t = d.tenant(name, &["--vcpus", "64", "--memory", "8G", "--vms", "64"]);
+    let t = d.tenant(name, &["--vcpus", "64", "--memory", "8G"]);
     let token = t.token.clone();
     (token.clone(), Client::new(d.url.clone(), Some(token)))
+}
+
+/// The id of tenant `name` (VM views name their tenant by name; disks go by id).
+pub fn tenant_id(d: &TestDaemon, name: &str) -> String {
+    let op = client(d, &d.operator_token);
+    let all = op.list_tenants().expect("tenant list");
+    all.into_iter()
+        .find(|t| t.name == name)
+        .expect("tenant")
+        .id
 }
 
 pub fn client(d: &TestDaemon, token: &str) -> Client {
     Client::new(d.url.clone(), Some(token.to_string()))
 }
 
-/// A busybox VM of 64 MiB; `cmdline` is extra kernel command line.
+/// A busybox VM of 128 MiB (the harness's initramfs does not boot in 64); `cmdline` is
+/// extra kernel command line.
 pub fn small_vm(name: &str, start: bool, cmdline: Option<String>) -> CreateVm {
     serde_json::from_value(serde_json::json!({
         "name": name,
-        "memory": 64,
+        "memory": 128,
         "start": start,
         "cmdline": cmdline,
     }))
