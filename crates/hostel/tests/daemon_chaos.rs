@@ -9,7 +9,7 @@
 //! - no record without its disk directory, no disk directory without a record;
 //! - no call ever got a 500.
 //!
-//! Guests boot under TCG; quotas keep at most 8 VMs, and a client-side gate at most 3 launches
+//! Guests boot under TCG; quotas keep at most 12 VMs, and a client-side gate at most 3 launches
 //! at once. Run alone (`--test-threads=1`); bounded to a few minutes by its deadlines.
 
 mod common;
@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 const TENANTS: usize = 4;
 const CLIENTS_PER_TENANT: usize = 5;
-const KILL_ROUNDS: usize = 4;
+const KILL_ROUNDS: usize = 8;
 /// How many calls the clients make before each kill: random within this range.
-const ROUND_CALLS: (u64, u64) = (10, 80);
+const ROUND_CALLS: (u64, u64) = (20, 150);
 /// The most a round's traffic may take to make those calls.
 const ROUND_LIMIT: Duration = Duration::from_secs(60);
 /// Reconciled and quiet after a restart, or the test fails.
@@ -305,8 +305,8 @@ fn twenty_clients_and_a_daemon_killed_at_random_keep_api_and_host_equal() {
     let mut tokens = Vec::new();
     let mut tenant_ids = Vec::new();
     for t in 0..TENANTS {
-        // Two VMs of 128 MiB per tenant: at most 8 guests on the host.
-        let tenant = d.tenant(&format!("chaos{t}"), &["--vcpus", "4", "--memory", "256M"]);
+        // Three VMs of 128 MiB per tenant: at most 12 guests on the host.
+        let tenant = d.tenant(&format!("chaos{t}"), &["--vcpus", "6", "--memory", "384M"]);
         tokens.push(tenant.token.clone());
         tenant_ids.push(tenant.tenant_view().id);
     }
