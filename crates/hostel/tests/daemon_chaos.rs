@@ -130,7 +130,9 @@ impl Client_ {
                 ledger.ack(self.tenant, vm, op);
                 Outcome::Done
             }
-            Err(ClientError::Api { status, message, .. }) => {
+            Err(ClientError::Api {
+                status, message, ..
+            }) => {
                 if status >= 500 {
                     ledger
                         .server_errors
@@ -206,7 +208,12 @@ fn snapshot(d: &TestDaemon, tokens: &[String]) -> Vec<Vec<VmView>> {
 }
 
 /// The invariants; `Err` names the first one broken.
-fn check(d: &TestDaemon, tokens: &[String], tenant_ids: &[String], ledger: &Ledger) -> Result<(), String> {
+fn check(
+    d: &TestDaemon,
+    tokens: &[String],
+    tenant_ids: &[String],
+    ledger: &Ledger,
+) -> Result<(), String> {
     let state = d.state_path();
     let views = snapshot(d, tokens);
     let all: Vec<&VmView> = views.iter().flatten().collect();
@@ -224,12 +231,18 @@ fn check(d: &TestDaemon, tokens: &[String], tenant_ids: &[String], ledger: &Ledg
             _ => pids.is_empty(),
         };
         if !ok {
-            return Err(format!("{} is {} (pid {:?}) but its QEMUs are {pids:?}", v.name, v.state, v.pid));
+            return Err(format!(
+                "{} is {} (pid {:?}) but its QEMUs are {pids:?}",
+                v.name, v.state, v.pid
+            ));
         }
     }
     // No QEMU the API does not know.
     let ids: BTreeSet<&str> = all.iter().map(|v| v.id.as_str()).collect();
-    if let Some((pid, id)) = all_qemus(&state).into_iter().find(|(_, id)| !ids.contains(id.as_str())) {
+    if let Some((pid, id)) = all_qemus(&state)
+        .into_iter()
+        .find(|(_, id)| !ids.contains(id.as_str()))
+    {
         return Err(format!("QEMU {pid} runs for {id}, unknown to the API"));
     }
     // Acknowledged operations are done.
@@ -254,14 +267,20 @@ fn check(d: &TestDaemon, tokens: &[String], tenant_ids: &[String], ledger: &Ledg
             }
         };
         if !ok {
-            return Err(format!("acknowledged {:?} of {name} not in effect: {v:?}", last.op));
+            return Err(format!(
+                "acknowledged {:?} of {name} not in effect: {v:?}",
+                last.op
+            ));
         }
     }
     // Usage is the sum of the VMs; records and disk directories match one to one.
     let op = client(d, &d.operator_token);
     let tenants = op.list_tenants().map_err(|e| e.to_string())?;
     for (t, vs) in views.iter().enumerate() {
-        let view = tenants.iter().find(|x| x.id == tenant_ids[t]).ok_or("tenant gone")?;
+        let view = tenants
+            .iter()
+            .find(|x| x.id == tenant_ids[t])
+            .ok_or("tenant gone")?;
         let u = &view.usage;
         let sum = (
             vs.iter().map(|v| u64::from(v.vcpus)).sum::<u64>(),
@@ -269,9 +288,11 @@ fn check(d: &TestDaemon, tokens: &[String], tenant_ids: &[String], ledger: &Ledg
             vs.iter().map(|v| v.disk_gib).sum::<u64>(),
             vs.len() as u64,
         );
-        let usage = (u64::from(u.vcpus), u.memory_mib, u.disk_gib, u64::from(u.vms));
+        let usage = (u.vcpus, u.memory_mib, u.disk_gib, u.vms);
         if usage != sum {
-            return Err(format!("tenant {t}: usage {usage:?} but its VMs add up to {sum:?}"));
+            return Err(format!(
+                "tenant {t}: usage {usage:?} but its VMs add up to {sum:?}"
+            ));
         }
         let dir = state.join("disks").join(&tenant_ids[t]);
         let disks: BTreeSet<String> = std::fs::read_dir(&dir)
@@ -351,9 +372,11 @@ fn twenty_clients_and_a_daemon_killed_at_random_keep_api_and_host_equal() {
         let state = if sigterm {
             // SAFETY: signalling the daemon child this test started.
             unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
-            let exited = poll("the daemon drains and exits", Duration::from_secs(45), || {
-                d.child.try_wait().unwrap()
-            });
+            let exited = poll(
+                "the daemon drains and exits",
+                Duration::from_secs(45),
+                || d.child.try_wait().unwrap(),
+            );
             assert!(exited.success(), "SIGTERM exit: {exited:?}");
             d.kill_daemon_only()
         } else {
@@ -381,7 +404,10 @@ fn twenty_clients_and_a_daemon_killed_at_random_keep_api_and_host_equal() {
             std::thread::sleep(Duration::from_millis(200));
         }
         let errors = ledger.server_errors.lock().unwrap().clone();
-        assert!(errors.is_empty(), "round {round}: server errors: {errors:#?}");
+        assert!(
+            errors.is_empty(),
+            "round {round}: server errors: {errors:#?}"
+        );
         let n = snapshot(&d, &tokens).iter().map(Vec::len).sum::<usize>();
         eprintln!(
             "round {round} ({} after {run_for} calls): consistent in {:?}, {n} VMs, {} VMs made so far",

@@ -41,7 +41,10 @@ fn a_vm_created_without_start_is_stopped_and_a_stop_grace_is_bounded() {
     };
     let (_, c) = tenant_client(&d, "acme");
     let vm = c.vms(None).create(&small_vm("idle", false, None)).unwrap();
-    assert_eq!((vm.state.as_str(), vm.desired.as_str()), ("stopped", "stopped"));
+    assert_eq!(
+        (vm.state.as_str(), vm.desired.as_str()),
+        ("stopped", "stopped")
+    );
     let err = c
         .vms(None)
         .stop("idle", &stop_body(false, Some(1_000_000)))
@@ -77,14 +80,21 @@ fn a_qemu_paused_before_cont_without_a_pidfile_is_found_and_continued() {
     std::fs::remove_file(state.join("run").join(&id).join("qemu.pid")).expect("pid file");
 
     let d = restart(d);
-    assert!(create.join().unwrap().is_err(), "the cut create was acknowledged");
+    assert!(
+        create.join().unwrap().is_err(),
+        "the cut create was acknowledged"
+    );
     let c = client(&d, &token);
     let vm = wait_vm(&c, "cut", "running", SETTLE, |v| v.state == "running");
     assert_eq!(vm.pid, Some(pids[0] as u32), "the same QEMU, adopted");
     wait_console(&c, "cut", "HOSTEL-READY", BOOT_TIMEOUT);
     // It is the daemon's: a delete ends it.
     c.vms(None).delete("cut").unwrap();
-    assert!(!alive(pids[0] as u32), "QEMU {} survived its VM's delete", pids[0]);
+    assert!(
+        !alive(pids[0] as u32),
+        "QEMU {} survived its VM's delete",
+        pids[0]
+    );
 }
 
 /// Defect 2: QEMUs and disk directories no record owns are removed at start-up.
@@ -216,7 +226,10 @@ fn a_delete_cut_half_way_is_finished() {
     let d = restart(d);
     let _ = del.join();
     let c = client(&d, &token);
-    assert!(show(&c, "gone").is_none(), "the cut delete was not finished");
+    assert!(
+        show(&c, "gone").is_none(),
+        "the cut delete was not finished"
+    );
     assert!(!alive(pid));
     assert!(!state.join("disks").join(&tenant).join(&vm.id).exists());
     assert!(qemus_of(&state, &vm.id).is_empty());
@@ -266,12 +279,18 @@ fn a_guest_powered_off_while_the_daemon_was_down_is_stopped() {
         let sock = state.path().join("run").join(&vm.id).join("console.sock");
         let mut s = std::os::unix::net::UnixStream::connect(sock).expect("console");
         s.write_all(b"\npoweroff -f\n").unwrap();
-        poll("the guest powered off", SETTLE, || (!alive(pid)).then_some(()));
+        poll("the guest powered off", SETTLE, || {
+            (!alive(pid)).then_some(())
+        });
     }
     let d = TestDaemon::start_in(Path::new(HOSTEL), &dir, state);
     let c = client(&d, &token);
     let vm = show(&c, "off").unwrap();
-    assert_eq!((vm.state.as_str(), vm.desired.as_str()), ("stopped", "stopped"), "{vm:?}");
+    assert_eq!(
+        (vm.state.as_str(), vm.desired.as_str()),
+        ("stopped", "stopped"),
+        "{vm:?}"
+    );
     assert!(vm.last_exit.unwrap_or_default().contains("powered off"));
 }
 
@@ -352,7 +371,10 @@ fn calls_racing_a_delete_get_404_and_leave_nothing_running() {
         for r in racers {
             r.join().unwrap();
         }
-        assert!(qemus_of(&state, &vm.id).is_empty(), "a QEMU outlived {name}");
+        assert!(
+            qemus_of(&state, &vm.id).is_empty(),
+            "a QEMU outlived {name}"
+        );
     }
     assert!(all_qemus(&state).is_empty());
 }

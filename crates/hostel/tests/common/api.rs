@@ -43,10 +43,7 @@ pub fn tenant_client(d: &TestDaemon, name: &str) -> (String, Client) {
 pub fn tenant_id(d: &TestDaemon, name: &str) -> String {
     let op = client(d, &d.operator_token);
     let all = op.list_tenants().expect("tenant list");
-    all.into_iter()
-        .find(|t| t.name == name)
-        .expect("tenant")
-        .id
+    all.into_iter().find(|t| t.name == name).expect("tenant").id
 }
 
 pub fn client(d: &TestDaemon, token: &str) -> Client {
@@ -79,7 +76,13 @@ pub fn show(c: &Client, vm: &str) -> Option<VmView> {
 }
 
 /// Waits until `vm` satisfies `f`.
-pub fn wait_vm(c: &Client, vm: &str, what: &str, t: Duration, f: impl Fn(&VmView) -> bool) -> VmView {
+pub fn wait_vm(
+    c: &Client,
+    vm: &str,
+    what: &str,
+    t: Duration,
+    f: impl Fn(&VmView) -> bool,
+) -> VmView {
     poll(&format!("{vm}: {what}"), t, || show(c, vm).filter(|v| f(v)))
 }
 
