@@ -95,7 +95,7 @@ async fn adopt(vm: &Vm, q: &FoundQemu) -> (Option<Engine>, Found) {
         Err(e) => {
             tracing::warn!(vm = %vm.id, pid = q.pid, error = %e, "killing a QEMU that cannot be controlled");
             kill_found(q, KILL_WAIT).await;
-            RunDir::new(q.run_dir.path()).remove_runtime_files();
+            q.run_dir.remove_runtime_files();
             return (None, Found::Nothing);
         }
     };
