@@ -71,6 +71,8 @@ pub struct Actor {
     queued_starts: Vec<Reply>,
     /// `Some` once a delete is asked for: it ends the actor.
     removing: Option<Vec<Reply>>,
+    /// When a VM that keeps crashing is restarted (its backoff); commands are served meanwhile.
+    restart_at: Option<Instant>,
 }
 
 impl Actor {
@@ -84,6 +86,7 @@ impl Actor {
             stopping: None,
             queued_starts: Vec::new(),
             removing: None,
+            restart_at: None,
         }
     }
 
@@ -103,6 +106,7 @@ impl Actor {
                 },
                 reason = wait_exit(exit) => self.on_exit(reason).await,
                 () = sleep_until(deadline) => self.escalate().await,
+                () = sleep_until(self.restart_at) => self.restart_after_backoff().await,
             }
         }
     }
@@ -115,6 +119,8 @@ impl Actor {
                 } else if self.stopping.is_some() {
                     self.queued_starts.push(reply);
                 } else {
+                    // An explicit start does not wait out a crash backoff.
+                    self.restart_at = None;
                     let _ = reply.send(self.start().await);
                 }
             }
@@ -357,9 +363,24 @@ impl Actor {
         if self.crash_streak > 1 {
             let delay = Duration::from_secs(1 << self.crash_streak.min(5)).min(MAX_BACKOFF);
             tracing::warn!(vm = %self.id, ?delay, "VM keeps exiting; backing off before restart");
-            tokio::time::sleep(delay).await;
+            self.restart_at = Some(Instant::now() + delay);
+            return;
         }
         let _ = self.start().await;
+    }
+
+    /// The backoff is over: restart, unless a stop or delete came meanwhile.
+    async fn restart_after_backoff(&mut self) {
+        self.restart_at = None;
+        let id = self.id;
+        let wanted = self
+            .ctx
+            .db(move |store| store.get_vm(&id))
+            .await
+            .is_ok_and(|v| v.desired == DesiredState::Running && v.intent.is_none());
+        if wanted && self.removing.is_none() {
+            let _ = self.start().await;
+        }
     }
 
     /// QEMU is gone: the disks, run directory and record go, then whoever asked hears.
