@@ -2,6 +2,11 @@
 //! (`HOSTEL_FAILPOINTS` holds it there) finishes or undoes what was cut at its next start;
 //! stops are bounded and overridable; calls racing a delete are 404; SIGTERM drains.
 //! Guests boot under TCG: run with `--test-threads=1`.
+//!
+//! On the daemon before the reconciler (a8eec88) these failed: start:false showed `creating`;
+//! the orphan was never killed; the cut stop stayed running; the force stop waited out the
+//! 300 s stop; the unwatched power-off was `crashed`; racing calls got 500 "VM supervisor
+//! dropped the request". The failpoint tests need the failpoints this change adds.
 
 mod common;
 
