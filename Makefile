@@ -3,7 +3,7 @@ CARGO ?= cargo
 GUEST := target/guest
 HOSTEL := target/release/hostel
 
-.PHONY: all deps guest build run run-vm test lint fuzz bench-boot bench-api bench-net bench-images
+.PHONY: all deps guest build run run-vm api-venv test lint fuzz bench-boot bench-api bench-net bench-images
 
 all: build
 
@@ -25,8 +25,14 @@ run: guest build
 run-vm: guest build
 	$(HOSTEL) run --kernel $(GUEST)/vmlinux --initrd $(GUEST)/initrd.img --memory 256M --cmdline quiet
 
-# Unit and integration tests, real guests included (at most two booting at once).
-test: guest
+# schemathesis (pinned) in target/venv for the API conformance test; without PyPI that test
+# reports itself skipped.
+api-venv: deps
+	@scripts/api-venv.sh target/venv || echo "api-venv: no schemathesis; its test will be skipped" >&2
+
+# Unit and integration tests, real guests included (at most two booting at once), and a
+# bounded schemathesis run against the API (crates/hostel/tests/api_schemathesis.rs).
+test: guest api-venv
 	$(CARGO) build --workspace --all-targets
 	HOSTEL_REQUIRE_GUEST=1 HOSTEL_GUEST_DIR=$(CURDIR)/$(GUEST) $(CARGO) test --workspace -- --test-threads=2
 
@@ -41,7 +47,7 @@ FUZZ_BIN := target/fuzz/x86_64-unknown-linux-gnu/release
 fuzz:
 	RUSTFLAGS="$(FUZZ_FLAGS)" CARGO_TARGET_DIR=target/fuzz $(CARGO) build --release \
 	  --target x86_64-unknown-linux-gnu --manifest-path fuzz/Cargo.toml
-	@for t in frame_parser descriptor_chain; do \
+	@for t in frame_parser descriptor_chain vhost_message; do \
 	  mkdir -p target/fuzz-corpus/$$t; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
 	  if ! $(FUZZ_BIN)/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \

@@ -151,6 +151,14 @@ impl Client {
     pub fn create_token(&self, tenant: &str, body: &CreateToken) -> Result<TokenIssued> {
         self.send("POST", &format!("/v1/tenants/{tenant}/tokens"), body)
     }
+    /// Tokens: the operator's call lists every tenant's (or `tenant`'s), a tenant's its own.
+    pub fn list_tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenView>> {
+        self.get(&format!("/v1/tokens{}", Self::tenant_query(tenant)))
+    }
+    /// Revokes a token by id: the next call presenting its secret is unauthorized.
+    pub fn delete_token(&self, id: &str) -> Result<()> {
+        self.delete(&format!("/v1/tokens/{id}"))
+    }
     pub fn audit(&self, tenant: Option<&str>, limit: u32) -> Result<Vec<AuditView>> {
         let mut path = format!("/v1/audit?limit={limit}");
         if let Some(t) = tenant {

@@ -6,6 +6,8 @@
 //! sees only its own tenant (anything else is 404, never 403); the operator names a tenant
 //! with `?tenant=NAME` on VM routes. Errors are `{"error": {"code", "message", "field"}}`.
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod types;
 

@@ -3,6 +3,23 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// The names of tenants, VMs and networks: 1 to 63 of `a-z`, `0-9` and `-`, not starting
+/// or ending with `-` (a DNS label). The daemon refuses anything else with 400; the
+/// OpenAPI document carries the same pattern.
+pub const NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+
+/// Quotas a tenant gets for networks when its quota does not name them.
+pub const DEFAULT_MAX_NETWORKS: u32 = 4;
+pub const DEFAULT_MAX_UPLINKS: u32 = 1;
+
+fn default_max_networks() -> u32 {
+    DEFAULT_MAX_NETWORKS
+}
+
+fn default_max_uplinks() -> u32 {
+    DEFAULT_MAX_UPLINKS
+}
+
 /// A size in MiB, written as a number of MiB or as text like "512M" or "2G".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
@@ -39,12 +56,21 @@ pub fn parse_mib(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// A tenant's limits; the API replaces a quota whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
 pub struct QuotaBody {
     pub vcpus: u32,
+    #[schema(maximum = 9_223_372_036_854_775_807_u64)]
     pub memory_mib: u64,
+    #[schema(maximum = 9_223_372_036_854_775_807_u64)]
     pub disk_gib: u64,
     pub vms: u32,
+    /// Networks (default 4).
+    #[serde(default = "default_max_networks")]
+    pub networks: u32,
+    /// Networks with an uplink, each a device in the host (default 1).
+    #[serde(default = "default_max_uplinks")]
+    pub uplinks: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
@@ -53,12 +79,17 @@ pub struct UsageBody {
     pub memory_mib: u64,
     pub disk_gib: u64,
     pub vms: u64,
+    #[serde(default)]
+    pub networks: u64,
+    #[serde(default)]
+    pub uplinks: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateTenant {
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
-    /// Defaults to a small quota (4 vCPUs, 4 GiB, 50 GiB disk, 4 VMs).
+    /// Defaults to a small quota (4 vCPUs, 4 GiB, 50 GiB disk, 4 VMs, 4 networks, 1 uplink).
     #[serde(default)]
     pub quota: Option<QuotaBody>,
 }
@@ -74,8 +105,25 @@ pub struct TenantView {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
 pub struct CreateToken {
+    /// A label to recognise the token by (default `default`): 1 to 128 printable
+    /// characters.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\x00-\\x1f\\x7f]*[^\\s\\x00-\\x1f\\x7f][^\\x00-\\x1f\\x7f]*$"
+    )]
     pub name: Option<String>,
+}
+
+/// An API token as listed: never its secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenView {
+    pub id: String,
+    /// The tenant it acts as; none for the operator's token.
+    pub tenant: Option<String>,
+    pub name: String,
+    pub created_at: String,
 }
 
 /// A new API token; `secret` is shown this once and never stored.
@@ -89,8 +137,10 @@ pub struct TokenIssued {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
 pub struct CreateVm {
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 255)]
     pub vcpus: Option<u32>,
     /// MiB as a number, or text such as "512M".
     #[serde(default)]
@@ -99,12 +149,14 @@ pub struct CreateVm {
     #[serde(default)]
     pub image: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_048_576)]
     pub disk_gib: Option<u64>,
     /// Extra kernel command line for direct-boot images.
     #[serde(default)]
     pub cmdline: Option<String>,
     /// `never` (default), `on_failure` or `always`.
     #[serde(default)]
+    #[schema(pattern = "^(never|on_failure|always)$")]
     pub restart_policy: Option<String>,
     /// Start it right away (default true).
     #[serde(default)]
@@ -135,6 +187,7 @@ pub struct NicRequest {
     pub network: String,
     /// A fixed address in its subnet; allocated when absent.
     #[serde(default)]
+    #[schema(format = Ipv4)]
     pub ip: Option<String>,
 }
 
@@ -150,11 +203,13 @@ pub struct NicView {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateNetwork {
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// IPv4 subnet in CIDR notation, e.g. "10.0.0.0/24".
     pub subnet: String,
     /// The switch's address on it; defaults to the first host address.
     #[serde(default)]
+    #[schema(format = Ipv4)]
     pub gateway: Option<String>,
     /// Give the network an uplink: a TAP device in the host (named in the network's view)
     /// that carries traffic for addresses no VM of the network owns, untranslated. Without
@@ -217,10 +272,12 @@ pub struct NetworkView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
 pub struct ResizeVm {
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 255)]
     pub vcpus: Option<u32>,
     #[serde(default)]
     pub memory: Option<Size>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_048_576)]
     pub disk_gib: Option<u64>,
 }
 

@@ -287,6 +287,8 @@ pub fn records(
         memory_mib: per_tenant as u64 * GUEST_MIB * 2,
         disk_gib: per_tenant as u64 * 2,
         vms: per_tenant as u32 * 2,
+        networks: hostel_api::DEFAULT_MAX_NETWORKS,
+        uplinks: hostel_api::DEFAULT_MAX_UPLINKS,
     };
     let mut clients = Vec::new();
     for t in 0..tenants {

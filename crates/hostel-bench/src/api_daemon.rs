@@ -320,10 +320,9 @@ pub fn install_interrupt_cleanup() {
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe; handlers
     // reset to the default on exec, so children are unaffected.
-    unsafe {
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
-    }
+    unsafe { libc::signal(libc::SIGINT, handler) };
+    // SAFETY: as above.
+    unsafe { libc::signal(libc::SIGTERM, handler) };
     std::thread::spawn(|| loop {
         std::thread::sleep(Duration::from_millis(50));
         if !INTERRUPTED.load(Ordering::SeqCst) {

@@ -3,7 +3,7 @@
 //! host's size times an operator-set overcommit ratio.
 
 use hostel_api::HostSettings;
-use hostel_state::{DesiredState, SettingKey, Store, VmId};
+use hostel_state::{DesiredState, NewAuditEntry, SettingKey, Store, VmId};
 
 pub const DEFAULT_SETTINGS: HostSettings = HostSettings {
     memory_overcommit: 1.0,
@@ -53,12 +53,22 @@ pub fn validate_settings(s: &HostSettings) -> Result<(), (&'static str, String)>
     Ok(())
 }
 
-pub fn save_settings(store: &dyn Store, s: &HostSettings) -> hostel_state::Result<()> {
-    store.set_setting(
-        &SettingKey::new(MEMORY_KEY)?,
-        &s.memory_overcommit.to_string(),
-    )?;
-    store.set_setting(&SettingKey::new(CPU_KEY)?, &s.cpu_overcommit.to_string())
+/// Both ratios and the audit entry, in one transaction.
+pub fn save_settings(
+    store: &dyn Store,
+    s: &HostSettings,
+    audit: &NewAuditEntry,
+) -> hostel_state::Result<()> {
+    store.set_settings(
+        &[
+            (
+                SettingKey::new(MEMORY_KEY)?,
+                s.memory_overcommit.to_string(),
+            ),
+            (SettingKey::new(CPU_KEY)?, s.cpu_overcommit.to_string()),
+        ],
+        audit,
+    )
 }
 
 /// Resources already promised to VMs that should be running.

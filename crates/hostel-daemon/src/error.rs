@@ -11,15 +11,40 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// The failure is in the audit log already: it was committed with the undo of what
+    /// the call had changed (see `api::revert`), so the caller must not log it again.
+    pub recorded: bool,
 }
 
+/// What a tenant calling an operator-only route gets, word for word what any unknown
+/// route answers: a customer cannot tell the two apart.
+pub const NO_SUCH_ROUTE: &str = "no such route";
+
 impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            recorded: false,
+        }
+    }
+    pub fn with_field(mut self, field: &str) -> Self {
+        self.field = Some(field.to_string());
+        self
+    }
+    /// An unknown route, or an operator-only route called with a tenant's token.
+    pub fn no_route() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", NO_SUCH_ROUTE)
+    }
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             code: "invalid",
             message: format!("invalid {field}: {}", message.into()),
             field: Some(field.to_string()),
+            recorded: false,
         }
     }
     pub fn not_found(what: &str, name: &str) -> Self {
@@ -28,6 +53,7 @@ impl ApiError {
             code: "not_found",
             message: format!("{what} {name:?} not found"),
             field: None,
+            recorded: false,
         }
     }
     pub fn unauthorized() -> Self {
@@ -36,6 +62,7 @@ impl ApiError {
             code: "unauthorized",
             message: "missing or unknown API token".into(),
             field: None,
+            recorded: false,
         }
     }
     pub fn capacity(message: impl Into<String>) -> Self {
@@ -44,6 +71,7 @@ impl ApiError {
             code: "host_capacity",
             message: message.into(),
             field: None,
+            recorded: false,
         }
     }
     pub fn engine(message: impl Into<String>) -> Self {
@@ -52,6 +80,7 @@ impl ApiError {
             code: "engine",
             message: message.into(),
             field: None,
+            recorded: false,
         }
     }
     pub fn internal(message: impl Into<String>) -> Self {
@@ -60,6 +89,7 @@ impl ApiError {
             code: "internal",
             message: message.into(),
             field: None,
+            recorded: false,
         }
     }
 }
@@ -79,24 +109,28 @@ impl From<StoreError> for ApiError {
                 code: "not_found",
                 message,
                 field: None,
+                recorded: false,
             },
             StoreError::Conflict { .. } => Self {
                 status: StatusCode::CONFLICT,
                 code: "conflict",
                 message,
                 field: Some("name".into()),
+                recorded: false,
             },
             StoreError::QuotaExceeded(v) => Self {
                 status: StatusCode::CONFLICT,
                 code: "quota_exceeded",
                 message,
                 field: Some(v.resource.to_string()),
+                recorded: false,
             },
             StoreError::Invalid { field, .. } => Self {
                 status: StatusCode::BAD_REQUEST,
                 code: "invalid",
                 message,
                 field: Some(field.to_string()),
+                recorded: false,
             },
             StoreError::Backend(_) => Self::internal(message),
         }
@@ -112,7 +146,15 @@ impl IntoResponse for ApiError {
                 field: self.field,
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: a 401 names the scheme the client should authenticate with.
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
     }
 }
 

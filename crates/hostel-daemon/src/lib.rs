@@ -193,7 +193,13 @@ fn ensure_operator_token(store: &dyn Store, layout: &layout::Layout) -> anyhow::
         }
         tracing::warn!("operator.token does not match the database; issuing a new one");
     }
-    let issued = store.issue_token(None, "operator")?;
+    let audit = hostel_state::NewAuditEntry::ok(
+        hostel_state::Actor::System,
+        None,
+        "token.create",
+        "operator",
+    );
+    let issued = store.issue_token(None, "operator", &audit)?;
     layout::write_secret(&path, issued.secret.expose())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())

@@ -14,12 +14,9 @@ pub fn process_usage(pid: u32) -> Option<(f64, u64)> {
     let stime: u64 = fields.get(12)?.parse().ok()?;
     let rss_pages: u64 = fields.get(21)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
-    let (tck, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_CLK_TCK) as f64,
-            libc::sysconf(libc::_SC_PAGESIZE) as u64,
-        )
-    };
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // SAFETY: as above.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
     Some(((utime + stime) as f64 / tck, rss_pages * page))
 }
 

@@ -78,6 +78,7 @@ fn port_config(
             .into_iter()
             .collect(),
         id,
+        limits: Default::default(),
     })
 }
 

@@ -232,6 +232,7 @@ impl StandbyPool {
                 mac,
                 ipv4: None,
                 ipv6: Vec::new(),
+                limits: Default::default(),
             });
         }
         (nets, ports)

@@ -10,8 +10,8 @@ use crate::admission::{self, HostSize};
 use crate::error::{ApiError, ApiResult};
 use crate::Ctx;
 use hostel_state::{
-    DesiredState, IntentOp, ObservedState, ObservedStatus, StoreError, Timestamp, Vm, VmId,
-    VmIntent,
+    DesiredState, IntentOp, NewAuditEntry, ObservedState, ObservedStatus, StoreError, Timestamp,
+    Vm, VmId, VmIntent,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -93,12 +93,11 @@ impl Supervisor {
         match tokio::time::timeout(bound, rx).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(LifecycleError::Deleted))) => Err(gone()),
-            Ok(Ok(Err(e @ LifecycleError::StoppedMeanwhile))) => Err(ApiError {
-                status: axum::http::StatusCode::CONFLICT,
-                code: "conflict",
-                message: e.to_string(),
-                field: None,
-            }),
+            Ok(Ok(Err(e @ LifecycleError::StoppedMeanwhile))) => Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "conflict",
+                e.to_string(),
+            )),
             Ok(Ok(Err(e))) => Err(ApiError::engine(e.to_string())),
             Ok(Err(_)) => Err(self.lost(vm).await),
             Err(_) => Err(ApiError::engine(format!(
@@ -142,9 +141,10 @@ impl Supervisor {
             .await;
     }
 
-    /// Admits the VM on this host, marks it wanted-running and starts it.
-    pub async fn start(&self, vm: &Vm) -> ApiResult<()> {
-        self.admit(vm).await?;
+    /// Admits the VM on this host, marks it wanted-running (committing `audit` with that
+    /// change) and starts it.
+    pub async fn start(&self, vm: &Vm, audit: Option<NewAuditEntry>) -> ApiResult<()> {
+        self.admit(vm, audit).await?;
         // A start may wait behind a stop under way (at most its grace period).
         self.ask(
             vm,
@@ -187,7 +187,7 @@ impl Supervisor {
 
     /// Checks the host can hold the VM and marks it wanted-running, serialized with every
     /// other admission.
-    pub async fn admit(&self, vm: &Vm) -> ApiResult<()> {
+    pub async fn admit(&self, vm: &Vm, audit: Option<NewAuditEntry>) -> ApiResult<()> {
         if self.lock().deleted.contains(&vm.id) {
             return Err(ApiError::not_found("VM", vm.name.as_str()));
         }
@@ -205,7 +205,12 @@ impl Supervisor {
                 let committed = admission::committed(store, Some(&id))?;
                 admission::admit(host, &settings, committed, vcpus, memory_mib)
                     .map_err(ApiError::capacity)?;
-                store.set_vm_desired(&id, DesiredState::Running, None)?;
+                match &audit {
+                    Some(entry) => {
+                        store.set_vm_desired_audited(&id, DesiredState::Running, entry)?
+                    }
+                    None => store.set_vm_desired(&id, DesiredState::Running, None)?,
+                };
                 Ok::<_, ApiError>(())
             })
             .await
@@ -214,14 +219,21 @@ impl Supervisor {
     /// Stops the VM: the power button and `grace` for the guest to power off (capped at
     /// [`MAX_STOP_GRACE`]), then a clean quit, then a kill; `force` kills at once and takes
     /// over a graceful stop under way.
-    pub async fn stop(&self, vm: &Vm, force: bool, grace: Duration) -> ApiResult<()> {
+    pub async fn stop(
+        &self,
+        vm: &Vm,
+        force: bool,
+        grace: Duration,
+        audit: Option<NewAuditEntry>,
+    ) -> ApiResult<()> {
         let grace = grace.min(MAX_STOP_GRACE);
         let op = if force {
             IntentOp::Kill
         } else {
             IntentOp::Stop
         };
-        self.want(vm, DesiredState::Stopped, op, grace).await?;
+        self.want(vm, DesiredState::Stopped, op, grace, audit)
+            .await?;
         let deadline = Instant::now() + grace;
         self.ask(vm, grace + STOP_SLACK, |reply| Command::Stop {
             force,
@@ -231,11 +243,12 @@ impl Supervisor {
         .await
     }
 
-    /// Deletes the VM: on record first (so a cut delete is finished at the next start), then
-    /// its QEMU is killed (overriding a stop under way) and its disks, run directory, record
-    /// and switch ports go.
-    pub async fn delete(&self, vm: &Vm) -> ApiResult<()> {
-        self.want(vm, DesiredState::Stopped, IntentOp::Delete, Duration::ZERO)
+    /// Deletes the VM: on record first, with `audit` (so a cut delete is finished at the
+    /// next start, and logged once), then its QEMU is killed (overriding a stop under way)
+    /// and its disks, run directory, record and switch ports go.
+    pub async fn delete(&self, vm: &Vm, audit: NewAuditEntry) -> ApiResult<()> {
+        let stopped = DesiredState::Stopped;
+        self.want(vm, stopped, IntentOp::Delete, Duration::ZERO, Some(audit))
             .await?;
         let (reply, rx) = oneshot::channel();
         let tx = self.actor(&vm.id, None);
@@ -256,6 +269,27 @@ impl Supervisor {
         };
         self.lock().running.remove(&vm.id);
         result
+    }
+
+    /// Kills the VM's QEMU for good and ends its actor, leaving the record to the caller: a
+    /// create's undo, which removes the record itself (with its own audit entry).
+    pub async fn remove(&self, vm: &Vm) -> ApiResult<()> {
+        let (reply, rx) = oneshot::channel();
+        let tx = self.actor(&vm.id, None);
+        self.lock().deleted.insert(vm.id);
+        if let Some(tx) = tx {
+            let stop = Command::Stop {
+                force: true,
+                deadline: Instant::now(),
+                reply: Some(reply),
+            };
+            if tx.send(stop).await.is_ok() {
+                let _ = tokio::time::timeout(STOP_SLACK, rx).await;
+            }
+        }
+        // Its last sender gone, the actor ends (its QEMU is dead).
+        self.lock().running.remove(&vm.id);
+        Ok(())
     }
 
     /// Waits (bounded) until another delete of the VM has removed its record.
@@ -284,6 +318,7 @@ impl Supervisor {
         desired: DesiredState,
         op: IntentOp,
         grace: Duration,
+        audit: Option<NewAuditEntry>,
     ) -> ApiResult<()> {
         if self.lock().deleted.contains(&vm.id) {
             return Err(ApiError::not_found("VM", vm.name.as_str()));
@@ -303,12 +338,11 @@ impl Supervisor {
                     return Err(ApiError::not_found("VM", &name));
                 }
                 // A kill stays a kill when a graceful stop follows it.
-                if pending == Some(IntentOp::Kill) && op == IntentOp::Stop {
-                    store.set_vm_desired(&id, desired, None)?;
-                    return Ok(());
-                }
-                let intent = VmIntent { op, deadline };
-                store.set_vm_intent(&id, desired, Some(&intent))?;
+                let intent = match (pending, op) {
+                    (Some(IntentOp::Kill), IntentOp::Stop) => rec.intent,
+                    _ => Some(VmIntent { op, deadline }),
+                };
+                store.set_vm_intent(&id, desired, intent.as_ref(), audit.as_ref())?;
                 Ok(())
             })
             .await

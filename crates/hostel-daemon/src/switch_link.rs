@@ -110,13 +110,13 @@ impl SwitchLink {
                 "HOSTEL_LOG",
                 std::env::var("HOSTEL_LOG").unwrap_or_else(|_| "info".into()),
             );
-        // SAFETY: setsid is async-signal-safe and touches only the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
+        let child_setup = || {
+            // SAFETY: setsid has no memory preconditions and touches only the child.
+            unsafe { libc::setsid() };
+            Ok(())
+        };
+        // SAFETY: the closure only calls setsid, which is async-signal-safe.
+        unsafe { cmd.pre_exec(child_setup) };
         let mut child = cmd.spawn().map_err(io)?;
         tracing::info!(pid = child.id(), "started the switch");
         // Reap it when it ends; a later daemon finds a new one through the socket.

@@ -272,22 +272,24 @@ async fn spawn(
         .stdout(Stdio::null())
         // A file, not a pipe: QEMU must be able to write after its launcher is gone.
         .stderr(stderr);
+    let child_setup = move || {
+        // SAFETY: setsid has no memory preconditions and is async-signal-safe.
+        unsafe { libc::setsid() };
+        for &fd in &inherit {
+            // SAFETY: clears FD_CLOEXEC on a descriptor the parent holds open across the fork.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        if die_with_parent {
+            // SAFETY: PR_SET_PDEATHSIG takes a signal number; no memory is involved.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        }
+        Ok(())
+    };
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
     // (setsid, fcntl, prctl) on a pre-built slice; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::setsid();
-            for &fd in &inherit {
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if die_with_parent {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            }
-            Ok(())
-        });
-    }
+    unsafe { cmd.pre_exec(child_setup) };
     let mut child = cmd.spawn().map_err(EngineError::Spawn)?;
     // QEMU holds its own copies now; ours would keep a dead QEMU's sockets connectable.
     drop((qmp_listener, console_listener, taps));

@@ -126,13 +126,11 @@ fn pipe() -> std::io::Result<(std::fs::File, std::fs::File)> {
         return Err(std::io::Error::last_os_error());
     }
     use std::os::fd::FromRawFd;
-    // SAFETY: both descriptors are fresh and owned by nothing else.
-    Ok(unsafe {
-        (
-            std::fs::File::from_raw_fd(fds[0]),
-            std::fs::File::from_raw_fd(fds[1]),
-        )
-    })
+    // SAFETY: a fresh descriptor owned by nothing else.
+    let read = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+    // SAFETY: as above.
+    let write = unsafe { std::fs::File::from_raw_fd(fds[1]) };
+    Ok((read, write))
 }
 
 fn tail(text: &str) -> String {

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use hostel_state::{
-    DesiredState, NewVm, ObservedState, ObservedStatus, Quota, SqliteStore, Store, TenantName,
-    Timestamp, VmName, VmSpecRecord,
+    Actor, DesiredState, NewAuditEntry, NewVm, ObservedState, ObservedStatus, Quota, SqliteStore,
+    Store, TenantName, Timestamp, VmName, VmSpecRecord,
 };
 
 fn stats(label: &str, runs: usize, mut f: impl FnMut(usize)) {
@@ -45,13 +45,17 @@ fn main() -> hostel_state::Result<()> {
         max_memory_mib: 1 << 40,
         max_disk_gib: 1 << 30,
         max_vms: u32::MAX,
+        max_networks: 0,
+        max_uplinks: 0,
     };
+    let audit = NewAuditEntry::ok(Actor::Operator, None, "tenant.create", "bench");
     let spec = VmSpecRecord::new(2, 2048, 20, "debian-12")?;
     let started = Instant::now();
     let mut ids = Vec::new();
     let mut tenant_ids = Vec::new();
     for t in 0..tenants {
-        let tenant = store.create_tenant(&TenantName::new(format!("tenant-{t}"))?, quota)?;
+        let tenant =
+            store.create_tenant(&TenantName::new(format!("tenant-{t}"))?, quota, &audit)?;
         for v in 0..per_tenant {
             let vm = NewVm {
                 id: None,

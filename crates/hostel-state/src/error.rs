@@ -42,6 +42,8 @@ pub enum QuotaResource {
     MemoryMib,
     DiskGib,
     Vms,
+    Networks,
+    Uplinks,
 }
 
 impl fmt::Display for QuotaResource {
@@ -51,6 +53,8 @@ impl fmt::Display for QuotaResource {
             QuotaResource::MemoryMib => "memory_mib",
             QuotaResource::DiskGib => "disk_gib",
             QuotaResource::Vms => "vms",
+            QuotaResource::Networks => "networks",
+            QuotaResource::Uplinks => "uplinks",
         })
     }
 }

@@ -8,14 +8,21 @@
 //! backend can implement the same trait later.
 //!
 //! ```no_run
-//! use hostel_state::{Quota, SqliteStore, Store, TenantName};
+//! use hostel_state::{Actor, NewAuditEntry, Quota, SqliteStore, Store, TenantName};
 //! let store = SqliteStore::open("/var/lib/hostel")?;
-//! let quota = Quota { max_vcpus: 8, max_memory_mib: 16_384, max_disk_gib: 200, max_vms: 4 };
-//! let acme = store.create_tenant(&TenantName::new("acme")?, quota)?;
-//! let issued = store.issue_token(Some(&acme.id), "ci")?;
+//! let quota = Quota {
+//!     max_vcpus: 8, max_memory_mib: 16_384, max_disk_gib: 200, max_vms: 4,
+//!     max_networks: 4, max_uplinks: 1,
+//! };
+//! // Every change a caller asks for is committed with the audit entry describing it.
+//! let audit = |action: &str| NewAuditEntry::ok(Actor::Operator, None, action, "acme");
+//! let acme = store.create_tenant(&TenantName::new("acme")?, quota, &audit("tenant.create"))?;
+//! let issued = store.issue_token(Some(&acme.id), "ci", &audit("token.create"))?;
 //! println!("token (shown once): {}", issued.secret.expose());
 //! # Ok::<(), hostel_state::StoreError>(())
 //! ```
+
+#![forbid(unsafe_code)]
 
 mod error;
 mod ids;

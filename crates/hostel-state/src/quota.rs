@@ -53,6 +53,25 @@ pub(crate) fn check_create(
     )
 }
 
+/// Whether one more network (with an uplink or not) fits next to the tenant's `usage`.
+pub(crate) fn check_network(quota: &Quota, usage: &Usage, uplink: bool) -> Result<(), StoreError> {
+    check(
+        QuotaResource::Networks,
+        1,
+        usage.networks,
+        u64::from(quota.max_networks),
+    )?;
+    if uplink {
+        check(
+            QuotaResource::Uplinks,
+            1,
+            usage.uplinks,
+            u64::from(quota.max_uplinks),
+        )?;
+    }
+    Ok(())
+}
+
 /// Whether changing one VM from `old` to `new` fits. `usage` includes `old`;
 /// the message reports usage of the *other* VMs, which is what the tenant can
 /// act on. Only growing dimensions are checked, so shrinking is always
@@ -104,6 +123,8 @@ mod tests {
             max_memory_mib: 8192,
             max_disk_gib: 100,
             max_vms: 3,
+            max_networks: 2,
+            max_uplinks: 1,
         }
     }
 
@@ -118,6 +139,7 @@ mod tests {
             memory_mib: 1024,
             disk_gib: 10,
             vms: 1,
+            ..Usage::default()
         };
         assert!(check_create(&quota(), &usage, &spec(4, 1024, 10)).is_ok());
         let err = check_create(&quota(), &usage, &spec(6, 1024, 10)).unwrap_err();
@@ -140,6 +162,7 @@ mod tests {
             memory_mib: 2048,
             disk_gib: 20,
             vms: 2,
+            ..Usage::default()
         };
         let old = spec(4, 1024, 10);
         assert!(check_resize(&quota(), &usage, &old, &spec(6, 1024, 10)).is_ok());
@@ -154,5 +177,23 @@ mod tests {
             ..quota()
         };
         assert!(check_resize(&tight, &usage, &old, &spec(4, 512, 10)).is_ok());
+    }
+
+    #[test]
+    fn networks_and_uplinks_are_counted_separately() {
+        let mut usage = Usage {
+            networks: 1,
+            uplinks: 1,
+            ..Usage::default()
+        };
+        assert!(check_network(&quota(), &usage, false).is_ok());
+        let err = check_network(&quota(), &usage, true).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "quota exceeded: uplinks: 1 requested + 1 in use > quota 1"
+        );
+        usage.networks = 2;
+        let err = check_network(&quota(), &usage, false).unwrap_err();
+        assert!(err.to_string().contains("networks: 1 requested + 2 in use"));
     }
 }

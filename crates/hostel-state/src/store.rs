@@ -19,6 +19,10 @@ use crate::model::vm::{DesiredState, IntentOp, NewVm, ObservedStatus, Vm, VmInte
 /// Desired-state storage. Every write is a single transaction: it either
 /// happens completely and durably, or not at all.
 ///
+/// Writes a tenant or an operator asks for take the [`NewAuditEntry`] that describes
+/// them and append it in the same transaction: a change is never committed without
+/// its entry, nor an entry without its change, whatever point a crash cuts at.
+///
 /// `expected_generation` parameters implement compare-and-set: when `Some`,
 /// the write fails with [`Conflict`](crate::StoreError::Conflict) unless the
 /// VM's current generation matches, so two API clients editing the same VM
@@ -27,14 +31,19 @@ pub trait Store: Send + Sync {
     // ---- tenants -------------------------------------------------------
 
     /// Fails with `Conflict` if the name is taken.
-    fn create_tenant(&self, name: &TenantName, quota: Quota) -> Result<Tenant>;
+    fn create_tenant(
+        &self,
+        name: &TenantName,
+        quota: Quota,
+        audit: &NewAuditEntry,
+    ) -> Result<Tenant>;
     fn get_tenant(&self, id: &TenantId) -> Result<Tenant>;
     fn get_tenant_by_name(&self, name: &TenantName) -> Result<Tenant>;
     /// All tenants, ordered by name.
     fn list_tenants(&self) -> Result<Vec<Tenant>>;
     /// Replaces the quota. Lowering it below current usage is allowed (it
     /// only blocks growth); existing VMs are never evicted by the store.
-    fn set_quota(&self, id: &TenantId, quota: Quota) -> Result<Tenant>;
+    fn set_quota(&self, id: &TenantId, quota: Quota, audit: &NewAuditEntry) -> Result<Tenant>;
     /// Fails with `Conflict` while the tenant still has VMs or networks, so
     /// deleting a tenant can never orphan running machines or switch state.
     /// Its tokens are deleted too.
@@ -50,6 +59,7 @@ pub trait Store: Send + Sync {
         tenant: Option<&TenantId>,
         name: &str,
         hash: &TokenHash,
+        audit: &NewAuditEntry,
     ) -> Result<ApiToken>;
     /// `Ok(None)` when no token has this hash (an authentication failure,
     /// not an error).
@@ -57,14 +67,22 @@ pub trait Store: Send + Sync {
     /// With `Some(tenant)`, that tenant's tokens; with `None`, every token
     /// (operator tokens have `tenant == None`). Ordered by creation.
     fn list_tokens(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiToken>>;
-    fn delete_token(&self, id: &TokenId) -> Result<()>;
+    /// Revokes a token: the next call presenting its secret is unauthorized. Returns the
+    /// removed record.
+    fn delete_token(&self, id: &TokenId, audit: &NewAuditEntry) -> Result<ApiToken>;
+    fn get_token(&self, id: &TokenId) -> Result<ApiToken>;
 
     /// Generates a fresh secret, stores only its hash, and returns the secret
     /// this one time.
-    fn issue_token(&self, tenant: Option<&TenantId>, name: &str) -> Result<IssuedToken> {
+    fn issue_token(
+        &self,
+        tenant: Option<&TenantId>,
+        name: &str,
+        audit: &NewAuditEntry,
+    ) -> Result<IssuedToken> {
         validate_token_name(name)?;
         let secret = TokenSecret::generate()?;
-        let token = self.insert_token(tenant, name, &secret.hash())?;
+        let token = self.insert_token(tenant, name, &secret.hash(), audit)?;
         Ok(IssuedToken { token, secret })
     }
 
@@ -99,6 +117,7 @@ pub trait Store: Send + Sync {
         tenant: &TenantId,
         vm: &NewVm,
         nics: &[NewNic],
+        audit: &NewAuditEntry,
     ) -> Result<(Vm, Vec<VmNic>)>;
     fn get_vm(&self, id: &VmId) -> Result<Vm>;
     fn get_vm_by_name(&self, tenant: &TenantId, name: &VmName) -> Result<Vm>;
@@ -121,6 +140,7 @@ pub trait Store: Send + Sync {
         id: &VmId,
         spec: &VmSpecRecord,
         expected_generation: Option<u64>,
+        audit: &NewAuditEntry,
     ) -> Result<Vm>;
     fn set_vm_desired(
         &self,
@@ -129,30 +149,57 @@ pub trait Store: Send + Sync {
         expected_generation: Option<u64>,
     ) -> Result<Vm>;
     /// Sets the desired state and the pending operation (`None`: nothing pending) in one
-    /// transaction, so an operation is on record before any of it is done.
+    /// transaction, so an operation is on record before any of it is done; `audit` (the
+    /// call that asked for it) commits with it.
     fn set_vm_intent(
         &self,
         id: &VmId,
         desired: DesiredState,
         intent: Option<&VmIntent>,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<Vm>;
+    /// Removes the record of a VM whose delete was asked for (intent `delete`, audited
+    /// then): the last step of a delete, logged no second time. `Conflict` for any other VM.
+    fn finish_vm_delete(&self, id: &VmId) -> Result<Vm>;
     /// Clears the pending operation if (and only if) it is still `op`.
     fn clear_vm_intent(&self, id: &VmId, op: IntentOp) -> Result<Vm>;
     /// Records what the engine saw. Writing a status identical to the stored
     /// one is a no-op (no generation bump), so engines can report
     /// periodically without churning watchers.
+    /// [`Store::set_vm_desired`] for a tenant's or the operator's call (start, stop): the
+    /// entry is appended even when the VM already had that desired state, since the call
+    /// was made.
+    fn set_vm_desired_audited(
+        &self,
+        id: &VmId,
+        desired: DesiredState,
+        audit: &NewAuditEntry,
+    ) -> Result<Vm>;
     fn set_vm_observed(&self, id: &VmId, observed: &ObservedStatus) -> Result<Vm>;
     /// Removes the record and returns its last state. Its NICs go with it,
     /// freeing their addresses.
-    fn delete_vm(&self, id: &VmId, expected_generation: Option<u64>) -> Result<Vm>;
+    fn delete_vm(
+        &self,
+        id: &VmId,
+        expected_generation: Option<u64>,
+        audit: &NewAuditEntry,
+    ) -> Result<Vm>;
 
     // ---- networks ------------------------------------------------------
 
     /// `gateway4` defaults to the subnet's first host (`.1`) and must be a
     /// host address of `subnet4` (else `Invalid`). Fails with `Conflict` if
     /// the tenant already has a network of that name. Subnets may overlap,
-    /// even within a tenant: networks are separate L2 domains.
-    fn create_network(&self, tenant: &TenantId, new: &NewNetwork) -> Result<Network>;
+    /// even within a tenant: networks are separate L2 domains. Checks the tenant's
+    /// network quota (and its uplink quota for a network with an uplink) in the same
+    /// transaction (`QuotaExceeded`); loopback, multicast, link-local, unspecified and
+    /// broadcast subnets are `Invalid`.
+    fn create_network(
+        &self,
+        tenant: &TenantId,
+        new: &NewNetwork,
+        audit: &NewAuditEntry,
+    ) -> Result<Network>;
     /// Not tenant-scoped (like [`Store::get_vm`]): callers acting for a tenant
     /// must compare `network.tenant` and answer `NotFound` on a mismatch.
     fn get_network(&self, id: &NetworkId) -> Result<Network>;
@@ -163,7 +210,7 @@ pub trait Store: Send + Sync {
     /// id then name.
     fn list_all_networks(&self) -> Result<Vec<Network>>;
     /// Fails with `Conflict` while any NIC is attached. Returns the removed record.
-    fn delete_network(&self, id: &NetworkId) -> Result<Network>;
+    fn delete_network(&self, id: &NetworkId, audit: &NewAuditEntry) -> Result<Network>;
     /// A VM's NICs ordered by index (empty for unknown VMs).
     fn list_nics_of_vm(&self, vm: &VmId) -> Result<Vec<VmNic>>;
     /// A network's NICs ordered by address (the ports of `network show`).
@@ -182,6 +229,8 @@ pub trait Store: Send + Sync {
 
     fn get_setting(&self, key: &SettingKey) -> Result<Option<String>>;
     fn set_setting(&self, key: &SettingKey, value: &str) -> Result<()>;
+    /// Sets several settings at once, all or none, with the entry describing the change.
+    fn set_settings(&self, values: &[(SettingKey, String)], audit: &NewAuditEntry) -> Result<()>;
     /// Returns whether the key existed.
     fn delete_setting(&self, key: &SettingKey) -> Result<bool>;
     /// All settings, ordered by key.

@@ -28,6 +28,7 @@ fn network(store: &dyn Store, t: &TenantId, n: &str, cidr: &str) -> Network {
                 subnet6: None,
                 uplink: Uplink::None,
             },
+            &common::audit(),
         )
         .unwrap()
 }
@@ -69,6 +70,7 @@ fn network_crud() {
                 subnet6: Some("fd00:5::/64".parse().unwrap()),
                 uplink: Uplink::Tap,
             },
+            &common::audit(),
         )
         .unwrap();
     assert_eq!(dmz.gateway4, ip([192, 168, 5, 14]));
@@ -103,6 +105,7 @@ fn network_crud() {
             subnet6: None,
             uplink: Uplink::None,
         },
+        &common::audit(),
     ) {
         Err(StoreError::Conflict { kind, .. }) => assert_eq!(kind, EntityKind::Network),
         other => panic!("duplicate name: {other:?}"),
@@ -117,6 +120,7 @@ fn network_crud() {
                 subnet6: None,
                 uplink: Uplink::None,
             },
+            &common::audit(),
         ) {
             Err(StoreError::Invalid { field, .. }) => assert_eq!(field, "gateway4"),
             other => panic!("gateway {bad_gw:?}: {other:?}"),
@@ -131,12 +135,16 @@ fn network_crud() {
             subnet6: None,
             uplink: Uplink::None,
         },
+        &common::audit(),
     ) {
         Err(StoreError::NotFound { kind, .. }) => assert_eq!(kind, EntityKind::Tenant),
         other => panic!("unknown tenant: {other:?}"),
     }
 
-    assert_eq!(store.delete_network(&dmz.id).unwrap(), dmz);
+    assert_eq!(
+        store.delete_network(&dmz.id, &common::audit()).unwrap(),
+        dmz
+    );
     assert!(matches!(
         store.get_network(&dmz.id),
         Err(StoreError::NotFound {
@@ -144,7 +152,7 @@ fn network_crud() {
             ..
         })
     ));
-    assert!(store.delete_network(&dmz.id).is_err());
+    assert!(store.delete_network(&dmz.id, &common::audit()).is_err());
     assert_eq!(store.list_networks(&t.id).unwrap(), vec![lan]);
 }
 
@@ -156,7 +164,12 @@ fn networks_survive_reopen() {
         let t = tenant(&store, "acme", big_quota());
         let lan = network(&store, &t.id, "lan", "10.0.0.0/24");
         let (_, nics) = store
-            .create_vm_with_nics_within_quota(&t.id, &new_vm("web", spec(1, 128, 1)), &[nic(&lan)])
+            .create_vm_with_nics_within_quota(
+                &t.id,
+                &new_vm("web", spec(1, 128, 1)),
+                &[nic(&lan)],
+                &common::audit(),
+            )
             .unwrap();
         (lan, nics)
     };
@@ -183,14 +196,24 @@ fn tenants_are_isolated() {
     // B cannot attach to A's network, and the error is the same as for a
     // network that does not exist — and nothing is created.
     let foreign = store
-        .create_vm_with_nics_within_quota(&b.id, &new_vm("spy", spec(1, 128, 1)), &[nic(&a_lan)])
+        .create_vm_with_nics_within_quota(
+            &b.id,
+            &new_vm("spy", spec(1, 128, 1)),
+            &[nic(&a_lan)],
+            &common::audit(),
+        )
         .unwrap_err();
     let missing = NewNic {
         network: NetworkId::new_random(),
         ipv4: None,
     };
     let unknown = store
-        .create_vm_with_nics_within_quota(&b.id, &new_vm("spy", spec(1, 128, 1)), &[missing])
+        .create_vm_with_nics_within_quota(
+            &b.id,
+            &new_vm("spy", spec(1, 128, 1)),
+            &[missing],
+            &common::audit(),
+        )
         .unwrap_err();
     for e in [&foreign, &unknown] {
         assert!(
@@ -209,10 +232,20 @@ fn tenants_are_isolated() {
 
     // Both tenants get the same first address on their own "lan".
     let (_, na) = store
-        .create_vm_with_nics_within_quota(&a.id, &new_vm("web", spec(1, 128, 1)), &[nic(&a_lan)])
+        .create_vm_with_nics_within_quota(
+            &a.id,
+            &new_vm("web", spec(1, 128, 1)),
+            &[nic(&a_lan)],
+            &common::audit(),
+        )
         .unwrap();
     let (_, nb) = store
-        .create_vm_with_nics_within_quota(&b.id, &new_vm("web", spec(1, 128, 1)), &[nic(&b_lan)])
+        .create_vm_with_nics_within_quota(
+            &b.id,
+            &new_vm("web", spec(1, 128, 1)),
+            &[nic(&b_lan)],
+            &common::audit(),
+        )
         .unwrap();
     assert_eq!(na[0].ipv4, nb[0].ipv4);
     assert_eq!(store.list_nics_of_network(&a_lan.id).unwrap(), na);
@@ -225,7 +258,12 @@ fn allocation_lowest_free_explicit_and_refusals() {
     let t = tenant(&store, "acme", big_quota());
     let lan = network(&store, &t.id, "lan", "10.0.0.0/24");
     let mk = |vm: &str, nics: &[NewNic]| {
-        store.create_vm_with_nics_within_quota(&t.id, &new_vm(vm, spec(1, 128, 1)), nics)
+        store.create_vm_with_nics_within_quota(
+            &t.id,
+            &new_vm(vm, spec(1, 128, 1)),
+            nics,
+            &common::audit(),
+        )
     };
 
     // Gateway .1 is skipped; allocation starts at .2.
@@ -321,11 +359,17 @@ fn exhausted_subnet_is_a_typed_conflict_and_rolls_back() {
                 &t.id,
                 &new_vm(&format!("vm-{i}"), spec(1, 1, 1)),
                 &[nic(&tiny)],
+                &common::audit(),
             )
             .unwrap();
     }
     let err = store
-        .create_vm_with_nics_within_quota(&t.id, &new_vm("late", spec(1, 1, 1)), &[nic(&tiny)])
+        .create_vm_with_nics_within_quota(
+            &t.id,
+            &new_vm("late", spec(1, 1, 1)),
+            &[nic(&tiny)],
+            &common::audit(),
+        )
         .unwrap_err();
     match &err {
         StoreError::Conflict { kind, name, reason } => {
@@ -348,7 +392,8 @@ fn exhausted_subnet_is_a_typed_conflict_and_rolls_back() {
         .create_vm_with_nics_within_quota(
             &t.id,
             &new_vm("late", spec(1, 1, 1)),
-            &[nic(&lan), nic(&tiny)]
+            &[nic(&lan), nic(&tiny)],
+            &common::audit()
         )
         .is_err());
     assert!(store.list_nics_of_network(&lan.id).unwrap().is_empty());
@@ -364,10 +409,20 @@ fn quota_is_checked_before_addresses_are_taken() {
     let t = tenant(&store, "acme", q);
     let lan = network(&store, &t.id, "lan", "10.0.0.0/24");
     store
-        .create_vm_with_nics_within_quota(&t.id, &new_vm("a", spec(1, 1, 1)), &[nic(&lan)])
+        .create_vm_with_nics_within_quota(
+            &t.id,
+            &new_vm("a", spec(1, 1, 1)),
+            &[nic(&lan)],
+            &common::audit(),
+        )
         .unwrap();
     assert!(matches!(
-        store.create_vm_with_nics_within_quota(&t.id, &new_vm("b", spec(1, 1, 1)), &[nic(&lan)]),
+        store.create_vm_with_nics_within_quota(
+            &t.id,
+            &new_vm("b", spec(1, 1, 1)),
+            &[nic(&lan)],
+            &common::audit()
+        ),
         Err(StoreError::QuotaExceeded(_))
     ));
     assert_eq!(store.list_nics_of_network(&lan.id).unwrap().len(), 1);
@@ -379,14 +434,24 @@ fn vm_delete_frees_address_and_network_delete_waits_for_nics() {
     let t = tenant(&store, "acme", big_quota());
     let lan = network(&store, &t.id, "lan", "10.0.0.0/24");
     let (a, na) = store
-        .create_vm_with_nics_within_quota(&t.id, &new_vm("a", spec(1, 1, 1)), &[nic(&lan)])
+        .create_vm_with_nics_within_quota(
+            &t.id,
+            &new_vm("a", spec(1, 1, 1)),
+            &[nic(&lan)],
+            &common::audit(),
+        )
         .unwrap();
     store
-        .create_vm_with_nics_within_quota(&t.id, &new_vm("b", spec(1, 1, 1)), &[nic(&lan)])
+        .create_vm_with_nics_within_quota(
+            &t.id,
+            &new_vm("b", spec(1, 1, 1)),
+            &[nic(&lan)],
+            &common::audit(),
+        )
         .unwrap();
 
     // Network and tenant deletion are refused while in use.
-    match store.delete_network(&lan.id) {
+    match store.delete_network(&lan.id, &common::audit()) {
         Err(StoreError::Conflict { kind, reason, .. }) => {
             assert_eq!(kind, EntityKind::Network);
             assert!(reason.contains("2 NIC"), "{reason}");
@@ -394,16 +459,21 @@ fn vm_delete_frees_address_and_network_delete_waits_for_nics() {
         other => panic!("{other:?}"),
     }
 
-    store.delete_vm(&a.id, None).unwrap();
+    store.delete_vm(&a.id, None, &common::audit()).unwrap();
     assert!(store.list_nics_of_vm(&a.id).unwrap().is_empty());
     // The freed .2 is the lowest free address again.
     let (_, nc) = store
-        .create_vm_with_nics_within_quota(&t.id, &new_vm("c", spec(1, 1, 1)), &[nic(&lan)])
+        .create_vm_with_nics_within_quota(
+            &t.id,
+            &new_vm("c", spec(1, 1, 1)),
+            &[nic(&lan)],
+            &common::audit(),
+        )
         .unwrap();
     assert_eq!(nc[0].ipv4, na[0].ipv4);
 
     for vm in store.list_vms(&t.id).unwrap() {
-        store.delete_vm(&vm.id, None).unwrap();
+        store.delete_vm(&vm.id, None, &common::audit()).unwrap();
     }
     assert!(store.list_all_nics().unwrap().is_empty());
     // Tenant deletion waits for its networks, then succeeds.
@@ -411,7 +481,7 @@ fn vm_delete_frees_address_and_network_delete_waits_for_nics() {
         Err(StoreError::Conflict { reason, .. }) => assert!(reason.contains("network"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    store.delete_network(&lan.id).unwrap();
+    store.delete_network(&lan.id, &common::audit()).unwrap();
     store.delete_tenant(&t.id).unwrap();
 }
 
@@ -436,6 +506,7 @@ fn concurrent_creates_never_share_an_address() {
                     &t.id,
                     &new_vm(&format!("vm-{i}"), spec(1, 1, 1)),
                     &[n],
+                    &common::audit(),
                 )
             })
         })
@@ -485,6 +556,7 @@ fn concurrent_stores_on_one_file_never_share_an_address() {
                         &t.id,
                         &new_vm(&format!("vm-{i}"), spec(1, 1, 1)),
                         &[n],
+                        &common::audit(),
                     )
                     .unwrap()
                     .1[0]
@@ -506,8 +578,75 @@ fn a_nic_gets_the_mac_a_standby_was_booted_with() {
     let mut new = new_vm("shop", spec(1, 1024, 2));
     new.id = Some(id);
     let (vm, nics) = store
-        .create_vm_with_nics_within_quota(&t.id, &new, &[nic(&lan)])
+        .create_vm_with_nics_within_quota(&t.id, &new, &[nic(&lan)], &common::audit())
         .unwrap();
     assert_eq!(vm.id, id);
     assert_eq!(nics[0].mac, hostel_state::first_choice_mac(&id, 0));
+}
+
+/// Issue 14 (11): networks count against a quota of their own, uplinks against a smaller
+/// one, checked in the create's transaction; a network's subnet may not be loopback,
+/// multicast, link-local, unspecified or broadcast.
+#[test]
+fn networks_and_uplinks_are_bounded_by_quota_and_special_subnets_refused() {
+    let (_d, store) = common::open();
+    let q = Quota {
+        max_networks: 2,
+        max_uplinks: 1,
+        ..big_quota()
+    };
+    let t = tenant(&store, "acme", q);
+    let with_uplink = |n: &str, cidr: &str, uplink: Uplink| {
+        store.create_network(
+            &t.id,
+            &NewNetwork {
+                name: name(n),
+                subnet4: cidr.parse().unwrap(),
+                gateway4: None,
+                subnet6: None,
+                uplink,
+            },
+            &common::audit(),
+        )
+    };
+    with_uplink("a", "10.0.0.0/24", Uplink::Tap).unwrap();
+    let err = with_uplink("b", "10.0.1.0/24", Uplink::Tap).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("uplinks: 1 requested + 1 in use > quota 1"),
+        "{err}"
+    );
+    with_uplink("b", "10.0.1.0/24", Uplink::None).unwrap();
+    let err = with_uplink("c", "10.0.2.0/24", Uplink::None).unwrap_err();
+    assert!(matches!(err, StoreError::QuotaExceeded(_)), "{err}");
+    let usage = store.tenant_usage(&t.id).unwrap();
+    assert_eq!((usage.networks, usage.uplinks), (2, 1));
+
+    let roomy = tenant(&store, "roomy", big_quota());
+    for (cidr, what) in [
+        ("127.0.0.0/24", "loopback"),
+        ("224.0.0.0/24", "multicast"),
+        ("169.254.0.0/16", "link-local"),
+        ("0.0.0.0/8", "unspecified"),
+        ("255.255.255.0/24", "broadcast"),
+    ] {
+        let err = store
+            .create_network(
+                &roomy.id,
+                &NewNetwork::ipv4(name("x"), cidr.parse().unwrap()),
+                &common::audit(),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Invalid {
+                    field: "subnet",
+                    ..
+                }
+            ) && err.to_string().contains(what),
+            "{cidr}: {err}"
+        );
+    }
+    assert!(store.list_networks(&roomy.id).unwrap().is_empty());
 }

@@ -15,6 +15,8 @@ fn quota(vcpus: u32, mem: u64, disk: u64, vms: u32) -> Quota {
         max_memory_mib: mem,
         max_disk_gib: disk,
         max_vms: vms,
+        max_networks: 4,
+        max_uplinks: 1,
     }
 }
 
@@ -87,11 +89,21 @@ fn resize_within_quota() {
         .unwrap();
     // a may grow into the 2 free vcpus, not beyond.
     let grown = store
-        .resize_vm_within_quota(&a.id, &a.spec.resized(6, 1024, 10).unwrap(), None)
+        .resize_vm_within_quota(
+            &a.id,
+            &a.spec.resized(6, 1024, 10).unwrap(),
+            None,
+            &common::audit(),
+        )
         .unwrap();
     assert_eq!(grown.spec.vcpus(), 6);
     let err = store
-        .resize_vm_within_quota(&a.id, &a.spec.resized(7, 1024, 10).unwrap(), None)
+        .resize_vm_within_quota(
+            &a.id,
+            &a.spec.resized(7, 1024, 10).unwrap(),
+            None,
+            &common::audit(),
+        )
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -100,9 +112,16 @@ fn resize_within_quota() {
     assert_eq!(store.get_vm(&a.id).unwrap().spec.vcpus(), 6);
 
     // After the operator lowers the quota, shrinking still works.
-    store.set_quota(&t.id, quota(1, 8192, 100, 10)).unwrap();
+    store
+        .set_quota(&t.id, quota(1, 8192, 100, 10), &common::audit())
+        .unwrap();
     let shrunk = store
-        .resize_vm_within_quota(&a.id, &grown.spec.resized(2, 1024, 10).unwrap(), None)
+        .resize_vm_within_quota(
+            &a.id,
+            &grown.spec.resized(2, 1024, 10).unwrap(),
+            None,
+            &common::audit(),
+        )
         .unwrap();
     assert_eq!(shrunk.spec.vcpus(), 2);
 }

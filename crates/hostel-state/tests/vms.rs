@@ -48,7 +48,7 @@ fn create_get_list_update_delete() {
     assert_eq!((v4.generation, &v4.observed), (4, &observed));
     assert_eq!(store.get_vm(&vm.id).unwrap(), v4);
 
-    let deleted = store.delete_vm(&vm.id, Some(4)).unwrap();
+    let deleted = store.delete_vm(&vm.id, Some(4), &common::audit()).unwrap();
     assert_eq!(deleted, v4);
     assert!(matches!(
         store.get_vm(&vm.id),
@@ -86,7 +86,7 @@ fn duplicate_tenant_name_is_a_conflict() {
     let (_d, store) = common::open();
     tenant(&store, "acme", big_quota());
     let err = store
-        .create_tenant(&"acme".parse().unwrap(), big_quota())
+        .create_tenant(&"acme".parse().unwrap(), big_quota(), &common::audit())
         .unwrap_err();
     assert!(matches!(
         err,
@@ -111,7 +111,7 @@ fn stale_generation_is_rejected() {
         .set_vm_desired(&vm.id, DesiredState::Running, Some(1))
         .unwrap_err();
     assert!(err.to_string().contains("expected 1, current 2"), "{err}");
-    assert!(store.delete_vm(&vm.id, Some(1)).is_err());
+    assert!(store.delete_vm(&vm.id, Some(1), &common::audit()).is_err());
     assert_eq!(store.get_vm(&vm.id).unwrap().desired, DesiredState::Stopped);
 }
 
@@ -183,14 +183,16 @@ fn vm_for_unknown_tenant_or_id_is_not_found() {
     assert!(store
         .set_vm_desired(&id, DesiredState::Stopped, None)
         .is_err());
-    assert!(store.delete_vm(&id, None).is_err());
+    assert!(store.delete_vm(&id, None, &common::audit()).is_err());
 }
 
 #[test]
 fn tenant_with_vms_cannot_be_deleted() {
     let (_d, store) = common::open();
     let t = tenant(&store, "acme", big_quota());
-    store.issue_token(Some(&t.id), "ci").unwrap();
+    store
+        .issue_token(Some(&t.id), "ci", &common::audit())
+        .unwrap();
     let vm = store
         .create_vm(&t.id, &new_vm("web", spec(1, 1, 1)))
         .unwrap();
@@ -198,7 +200,7 @@ fn tenant_with_vms_cannot_be_deleted() {
         store.delete_tenant(&t.id),
         Err(StoreError::Conflict { .. })
     ));
-    store.delete_vm(&vm.id, None).unwrap();
+    store.delete_vm(&vm.id, None, &common::audit()).unwrap();
     store.delete_tenant(&t.id).unwrap();
     assert!(store.get_tenant(&t.id).is_err());
     // Its tokens went with it.
@@ -253,7 +255,7 @@ fn intent_is_written_with_the_desired_state_and_survives_a_reopen() {
         deadline: Timestamp::from_unix_millis(1_700_000_000_123),
     };
     let v = store
-        .set_vm_intent(&vm.id, DesiredState::Stopped, Some(&intent))
+        .set_vm_intent(&vm.id, DesiredState::Stopped, Some(&intent), None)
         .unwrap();
     assert_eq!((v.desired, v.intent), (DesiredState::Stopped, Some(intent)));
     assert_eq!(v.generation, vm.generation + 1);
@@ -268,4 +270,17 @@ fn intent_is_written_with_the_desired_state_and_survives_a_reopen() {
     let cleared = store.clear_vm_intent(&vm.id, IntentOp::Delete).unwrap();
     assert_eq!(cleared.intent, None);
     assert_eq!(store.get_vm(&vm.id).unwrap().intent, None);
+    // Only a delete on record may be finished without an audit entry of its own.
+    assert!(matches!(
+        store.finish_vm_delete(&vm.id),
+        Err(StoreError::Conflict { .. })
+    ));
+    store
+        .set_vm_intent(&vm.id, DesiredState::Stopped, Some(&intent), None)
+        .unwrap();
+    store.finish_vm_delete(&vm.id).unwrap();
+    assert!(matches!(
+        store.get_vm(&vm.id),
+        Err(StoreError::NotFound { .. })
+    ));
 }

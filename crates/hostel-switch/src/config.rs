@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, LimitError};
 use crate::types::{Ipv4Cidr, Ipv6Cidr, MacAddr};
 
 /// One tenant network: an L2 domain whose gateway the switch itself impersonates.
@@ -53,6 +53,123 @@ pub struct PortConfig {
     pub ipv6: Vec<Ipv6Addr>,
     /// Unix socket path the switch listens on for QEMU's vhost-user connection.
     pub socket: PathBuf,
+    /// Rate limits on what the port sends. Absent means unlimited; changing only this field
+    /// (through `apply`) keeps the guest connected.
+    #[serde(default, skip_serializing_if = "PortLimits::is_unlimited")]
+    pub limits: PortLimits,
+}
+
+/// Token-bucket limits on a port's TX (what its guest sends into the switch), in three
+/// classes checked together: a frame must fit `total` and, if it is broadcast/multicast,
+/// `flood`, or, if it goes to an address no port of the network owns (the uplink),
+/// `unknown`. Frames over `total` are dropped as `rate_limited`, over `flood`/`unknown` as
+/// `storm_limited`, all counted on the sending port.
+///
+/// The daemon computes these from the operator's ceiling and the tenant's own setting
+/// (the lower of the two per field); the switch enforces what it is given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortLimits {
+    #[serde(default, skip_serializing_if = "RateLimit::is_unlimited")]
+    pub total: RateLimit,
+    #[serde(default, skip_serializing_if = "RateLimit::is_unlimited")]
+    pub flood: RateLimit,
+    #[serde(default, skip_serializing_if = "RateLimit::is_unlimited")]
+    pub unknown: RateLimit,
+}
+
+/// One class's packet and byte buckets. A bucket holds at most its burst and refills at its
+/// rate; a frame passes while the bucket holds at least one token and then takes its full
+/// cost (so a 64 KiB TSO frame passes a small byte bucket and leaves it in debt, which later
+/// frames repay). Unknown field names are refused: a misspelt limit must not mean "unlimited".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets_per_sec: Option<u64>,
+    /// Frame bytes (Ethernet header onwards, as counted in `tx_bytes`) per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_sec: Option<u64>,
+    /// Bucket depth in packets; default [`DEFAULT_BURST_MS`] worth of the rate (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst_packets: Option<u64>,
+    /// Bucket depth in bytes; default [`DEFAULT_BURST_MS`] worth of the rate (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst_bytes: Option<u64>,
+}
+
+/// Default bucket depth, in milliseconds of the configured rate.
+pub const DEFAULT_BURST_MS: u64 = 100;
+/// Largest rate or burst accepted (2^40: a terabyte per second, far above any NIC), so the
+/// bucket arithmetic cannot overflow.
+pub const MAX_LIMIT: u64 = 1 << 40;
+
+impl RateLimit {
+    pub fn is_unlimited(&self) -> bool {
+        self.packets_per_sec.is_none() && self.bytes_per_sec.is_none()
+    }
+
+    /// The packet bucket as (rate, burst), if limited.
+    pub fn packets(&self) -> Option<(u64, u64)> {
+        self.packets_per_sec
+            .map(|r| (r, self.burst_packets.unwrap_or_else(|| default_burst(r))))
+    }
+
+    /// The byte bucket as (rate, burst), if limited.
+    pub fn bytes(&self) -> Option<(u64, u64)> {
+        self.bytes_per_sec
+            .map(|r| (r, self.burst_bytes.unwrap_or_else(|| default_burst(r))))
+    }
+
+    fn validate(&self, class: &'static str) -> Result<(), LimitError> {
+        let fields = [
+            ("packets_per_sec", self.packets_per_sec),
+            ("bytes_per_sec", self.bytes_per_sec),
+            ("burst_packets", self.burst_packets),
+            ("burst_bytes", self.burst_bytes),
+        ];
+        for (field, v) in fields {
+            match v {
+                Some(0) => return Err(LimitError::Zero { class, field }),
+                Some(v) if v > MAX_LIMIT => {
+                    return Err(LimitError::TooLarge {
+                        class,
+                        field,
+                        max: MAX_LIMIT,
+                    })
+                }
+                _ => {}
+            }
+        }
+        let orphan = |field, needs| LimitError::BurstWithoutRate {
+            class,
+            field,
+            needs,
+        };
+        if self.burst_packets.is_some() && self.packets_per_sec.is_none() {
+            return Err(orphan("burst_packets", "packets_per_sec"));
+        }
+        if self.burst_bytes.is_some() && self.bytes_per_sec.is_none() {
+            return Err(orphan("burst_bytes", "bytes_per_sec"));
+        }
+        Ok(())
+    }
+}
+
+fn default_burst(rate: u64) -> u64 {
+    (rate.saturating_mul(DEFAULT_BURST_MS) / 1000).max(1)
+}
+
+impl PortLimits {
+    pub fn is_unlimited(&self) -> bool {
+        self.total.is_unlimited() && self.flood.is_unlimited() && self.unknown.is_unlimited()
+    }
+
+    pub fn validate(&self) -> Result<(), LimitError> {
+        self.total.validate("total")?;
+        self.flood.validate("flood")?;
+        self.unknown.validate("unknown")
+    }
 }
 
 /// The whole table set, as re-sent by the daemon after a switch restart.
@@ -97,6 +214,15 @@ impl NetworkConfig {
 }
 
 impl PortConfig {
+    /// Whether `other` is this port with at most its limits changed: such a change is made
+    /// in place, without disconnecting the guest.
+    pub fn same_but_limits(&self, other: &PortConfig) -> bool {
+        PortConfig {
+            limits: other.limits,
+            ..self.clone()
+        } == *other
+    }
+
     /// Checks the port against its network: addresses must be inside the network's subnets.
     pub fn validate(&self, net: &NetworkConfig) -> Result<(), ConfigError> {
         let bad = |why: &str| ConfigError::Port {
@@ -127,6 +253,11 @@ impl PortConfig {
                 _ => return Err(bad("ipv6 outside the network's subnet6")),
             }
         }
-        Ok(())
+        self.limits
+            .validate()
+            .map_err(|source| ConfigError::Limits {
+                id: self.id.clone(),
+                source,
+            })
     }
 }

@@ -8,12 +8,20 @@
 //! | `{"op":"remove_network","id":"net1"}` | `{"ok":true}` |
 //! | `{"op":"add_port","port":{PortConfig}}` | `{"ok":true}` |
 //! | `{"op":"remove_port","id":"vm1-0"}` | `{"ok":true}` |
+//! | `{"op":"set_limits","id":"vm1-0","limits":{PortLimits}}` | `{"ok":true}` (guest stays connected) |
 //! | `{"op":"apply","config":{SwitchConfig}}` | `{"ok":true}` (replace everything) |
 //! | `{"op":"show_config"}` | `{"ok":true,"config":{SwitchConfig}}` |
 //! | `{"op":"stats"}` | `{"ok":true,"stats":{SwitchStats}}` |
 //! | `{"op":"shutdown"}` | `{"ok":true}`, then [`crate::run()`] returns |
 //!
 //! Failures answer `{"ok":false,"error":"..."}` and change nothing.
+//!
+//! A port's `limits` (in `add_port`, `apply` and `set_limits`) look like
+//! `{"total":{"packets_per_sec":100000,"bytes_per_sec":125000000},
+//! "flood":{"packets_per_sec":1000,"burst_packets":200},"unknown":{"packets_per_sec":20000}}`;
+//! every class and field is optional (absent = unlimited, see [`crate::config::PortLimits`]),
+//! and a field name the switch does not know is an error. `apply` changing nothing but a
+//! port's limits keeps its guest connected, as `set_limits` does.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -23,7 +31,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{NetworkConfig, PortConfig, SwitchConfig};
+use crate::config::{NetworkConfig, PortConfig, PortLimits, SwitchConfig};
 use crate::error::SwitchError;
 use crate::switch::{Switch, SwitchStats};
 
@@ -34,6 +42,7 @@ pub enum Request {
     RemoveNetwork { id: String },
     AddPort { port: PortConfig },
     RemovePort { id: String },
+    SetLimits { id: String, limits: PortLimits },
     Apply { config: SwitchConfig },
     ShowConfig,
     Stats,
@@ -78,6 +87,7 @@ pub fn handle(sw: &Switch, req: Request, stop: &AtomicBool) -> Response {
         Request::RemoveNetwork { id } => done(sw.remove_network(&id)),
         Request::AddPort { port } => done(sw.add_port(port)),
         Request::RemovePort { id } => done(sw.remove_port(&id)),
+        Request::SetLimits { id, limits } => done(sw.set_port_limits(&id, limits)),
         Request::Apply { config } => done(sw.apply(&config)),
         Request::ShowConfig => Response {
             config: Some(sw.config()),

@@ -20,11 +20,39 @@ pub enum ConfigError {
     UnknownPort(String),
     #[error("network {0:?} still has ports")]
     NetworkInUse(String),
+    #[error("port {id:?}: {source}")]
+    Limits {
+        id: String,
+        #[source]
+        source: LimitError,
+    },
     #[error("address {addr} is already used by port {port:?} in network {network:?}")]
     AddressInUse {
         addr: String,
         port: String,
         network: String,
+    },
+}
+
+/// A port's rate limits the switch refuses; names the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("limits.{class}.{field} must be at least 1 (omit it for no limit)")]
+    Zero {
+        class: &'static str,
+        field: &'static str,
+    },
+    #[error("limits.{class}.{field} must be at most {max}")]
+    TooLarge {
+        class: &'static str,
+        field: &'static str,
+        max: u64,
+    },
+    #[error("limits.{class}.{field} is given without {needs}")]
+    BurstWithoutRate {
+        class: &'static str,
+        field: &'static str,
+        needs: &'static str,
     },
 }
 

@@ -1,23 +1,29 @@
 //! Fuzz target bodies, shared by the cargo-fuzz targets in `fuzz/` and by the bounded
 //! random-input tests that run on stable in CI. Each must return without panicking for any
-//! input.
+//! input; the assertions they make are the promises under test (work bounded per input,
+//! only safe memory accepted).
 
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use vhost_user_backend::VringT;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::config::{NetworkConfig, PortConfig};
+use crate::datapath::chain::MAX_CHAIN_DESCS;
 use crate::datapath::local;
 use crate::datapath::pipeline::{Ctx, Decision, Ingress, Pipeline};
 use crate::datapath::port::{PortRuntime, RxTarget, Vring};
+use crate::datapath::rx::RX_DELIVERY_BUDGET;
 use crate::datapath::tx::{process_tx, TxScratch};
 use crate::datapath::vnet::OFFERED_FEATURES;
 use crate::datapath::Core;
 use crate::packet::{parse, REPLY_BUF};
 use crate::tables::Tables;
 use crate::types::MacAddr;
+use crate::vhost::vet;
 
 fn network() -> NetworkConfig {
     NetworkConfig {
@@ -50,6 +56,7 @@ fn port(id: &str, last: u8) -> PortConfig {
             u16::from(last),
         )],
         socket: format!("/nonexistent/{id}").into(),
+        limits: Default::default(),
     }
 }
 
@@ -108,11 +115,36 @@ impl Input<'_> {
     }
 }
 
-/// Builds one guest's memory from the input: a 16-entry descriptor table whose addresses
-/// and lengths are usually (but not always) folded into guest memory, an avail ring with a
-/// small index, and buffer contents. Structure keeps the fuzzer past "nothing available".
+/// Guest memory layouts, chosen by the input: one region; two with a hole between them
+/// (buffers and tables straddling it must be refused); more regions than [`MemMap`]'s fast
+/// table holds, so lookups take the slow path and every buffer splits at boundaries; and
+/// regions of odd sizes at unaligned addresses.
+///
+/// [`MemMap`]: crate::datapath::ring::MemMap
+fn layout(sel: u8) -> Vec<(GuestAddress, usize)> {
+    match sel % 4 {
+        0 => vec![(GuestAddress(0), MEM)],
+        1 => vec![
+            (GuestAddress(0), MEM / 2),
+            (GuestAddress(MEM as u64 / 2 + 0x1000), MEM / 2),
+        ],
+        2 => (0..20u64)
+            .map(|i| (GuestAddress(i * 0x1000), 0x1000))
+            .collect(),
+        _ => vec![
+            (GuestAddress(0), 0x1801),
+            (GuestAddress(0x1801), 0x37ff),
+            (GuestAddress(0x6003), MEM - 0x6003),
+        ],
+    }
+}
+
+/// Builds one guest's memory from the input: a layout, a 16-entry descriptor table whose
+/// addresses and lengths are usually (but not always) folded into guest memory, an avail
+/// ring with a small index, and buffer contents. Structure keeps the fuzzer past "nothing
+/// available".
 fn guest(inp: &mut Input<'_>) -> Option<GuestAddressSpaceMem> {
-    let m = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).ok()?;
+    let m = GuestMemoryMmap::<()>::from_ranges(&layout(inp.u8())).ok()?;
     for d in 0..u64::from(QSIZE) {
         let sel = inp.u8();
         let mut addr = u64::from_le_bytes(inp.bytes::<8>());
@@ -139,8 +171,8 @@ fn guest(inp: &mut Input<'_>) -> Option<GuestAddressSpaceMem> {
     }
     let payload = inp.bytes::<512>();
     for chunk in 0..8u64 {
-        m.write_slice(&payload, GuestAddress(0x400 + chunk * 0x1000))
-            .ok()?;
+        // A chunk may fall in a hole of the layout; the rest still gets its bytes.
+        let _ = m.write_slice(&payload, GuestAddress(0x400 + chunk * 0x1000));
     }
     Some(GuestMemoryAtomic::new(m))
 }
@@ -182,7 +214,7 @@ pub fn descriptor_chain(data: &[u8]) {
         features,
     }));
     let rts: HashMap<String, Arc<PortRuntime>> =
-        [("p2".into(), ra.clone()), ("p3".into(), rb)].into();
+        [("p2".into(), ra.clone()), ("p3".into(), rb.clone())].into();
     let Some(t) = tables(&rts) else {
         return;
     };
@@ -190,4 +222,98 @@ pub fn descriptor_chain(data: &[u8]) {
     core.publish(t);
     let mut scratch = TxScratch::default();
     process_tx(&core, &ra, &ma, &tx, &mut scratch);
+    // Work is bounded whatever the rings hold: at most QSIZE chains taken from TX, each
+    // causing at most one delivery (unicast, the flood's one copy, or a local reply).
+    let visits =
+        ra.stats.desc_visits.load(Ordering::Relaxed) + rb.stats.desc_visits.load(Ordering::Relaxed);
+    let per_frame = u64::from(2 * MAX_CHAIN_DESCS + RX_DELIVERY_BUDGET);
+    assert!(
+        visits <= u64::from(QSIZE) * per_frame,
+        "{visits} descriptor visits for one TX kick"
+    );
+}
+
+/// One vhost-user message with descriptors the input describes (memfds of any size, sealed
+/// or not; eventfds, some in semaphore mode) through the relay's checks. Whatever is
+/// accepted must be safe to map: every region inside its file, the file sealed against
+/// shrinking, the total under the per-port cap.
+pub fn vhost_message(data: &[u8]) {
+    let mut inp = Input(data);
+    let req = match inp.u8() % 4 {
+        0 => vet::SET_MEM_TABLE,
+        1 => vet::ADD_MEM_REG,
+        2 => vet::SET_VRING_KICK,
+        _ => u32::from(inp.u8()),
+    };
+    let mut fds = Vec::new();
+    for _ in 0..inp.u8() % 4 {
+        let kind = inp.u8();
+        let size = u64::from(u32::from_le_bytes(inp.bytes::<4>())) << (kind >> 5);
+        let fd = match kind % 3 {
+            0 | 1 => memfd(size, kind % 3 == 0),
+            _ => eventfd(kind & 0x10 != 0),
+        };
+        let Some(fd) = fd else { return };
+        fds.push(fd);
+    }
+    let payload = inp.0;
+    let mut v = vet::Vetter::default();
+    if v.check(req, payload, &fds).is_err() || fds.is_empty() {
+        return;
+    }
+    let regions: Vec<(u64, u64)> = match req {
+        vet::SET_MEM_TABLE => (0..fds.len())
+            .map(|i| (le64(payload, 16 + 32 * i), le64(payload, 32 + 32 * i)))
+            .collect(),
+        vet::ADD_MEM_REG => vec![(le64(payload, 16), le64(payload, 32))],
+        _ => return,
+    };
+    let mut total = 0u64;
+    for (fd, (size, offset)) in fds.iter().zip(regions) {
+        let file = std::fs::File::from(fd.try_clone().expect("dup"));
+        let len = file.metadata().expect("fstat").len();
+        assert!(offset.checked_add(size).is_some_and(|end| end <= len));
+        // SAFETY: F_GET_SEALS only reads the seal set of a descriptor we hold.
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        assert!(seals > 0 && seals & libc::F_SEAL_SHRINK != 0);
+        total += size;
+    }
+    assert!(total <= vet::MAX_PORT_MEMORY);
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+fn memfd(size: u64, seal: bool) -> Option<OwnedFd> {
+    // SAFETY: memfd_create with a static NUL-terminated name and valid flags.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"fuzz-guest".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh descriptor owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    std::fs::File::from(fd.try_clone().ok()?)
+        .set_len(size)
+        .ok()?;
+    if seal {
+        // SAFETY: F_ADD_SEALS with an integer seal set on our own memfd.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
+    }
+    Some(fd)
+}
+
+fn eventfd(semaphore: bool) -> Option<OwnedFd> {
+    let flags = libc::EFD_CLOEXEC | if semaphore { libc::EFD_SEMAPHORE } else { 0 };
+    // SAFETY: eventfd(2) with valid flags.
+    let fd = unsafe { libc::eventfd(0, flags) };
+    // SAFETY: a fresh descriptor owned by nothing else.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -6,19 +6,23 @@
 //! copied once from the sender's TX buffers into the receiver's RX buffers with the
 //! virtio-net header (and so TSO/checksum offload) carried across; everything else goes to
 //! the network's uplink TAP. The switch answers ARP, NDP and DHCPv4 itself, drops spoofed
-//! sources, and counts every drop per port under a [`DropReason`].
+//! sources, enforces per-port rate limits ([`PortLimits`]), and counts every drop per port
+//! under a [`DropReason`].
 //!
 //! # Module map
 //! - [`types`], [`config`]: addresses and the networks/ports the daemon programs.
 //! - [`tables`]: immutable lookup tables, swapped atomically on every change.
 //! - [`packet`]: frame parser and the ARP/NDP/DHCPv4 replies the switch builds itself.
 //! - [`datapath`]: the stage pipeline ([`datapath::pipeline`]: parse → anti-spoof →
-//!   network lookup → destination lookup → uplink hooks) and its execution on virtio rings
+//!   network lookup → destination lookup → unspecified-source check → uplink hooks), storm
+//!   control ([`datapath::ratelimit`]: per-port token buckets) and its execution on virtio rings
 //!   ([`datapath::ring`]: rings and guest memory through host pointers resolved once per
 //!   batch; descriptor chains, RX delivery, TX batches).
 //! - [`stats`]: per-port counters with one [`stats::DropReason`] per drop.
 //! - [`vhost`]: vhost-user backend glue, per-port socket listeners, and the message relay
-//!   that papers over QEMU's SET_VRING_ENABLE ordering.
+//!   that papers over QEMU's SET_VRING_ENABLE ordering and vets every descriptor a frontend
+//!   hands over ([`vhost::vet`]: memory that could fault the switch, eventfds that could
+//!   spin or block it).
 //! - [`uplink`]: the per-network TAP device and its reader thread.
 //! - [`switch`]: the control-plane object ([`Switch`]); [`control`]: its JSON-lines socket.
 //! - [`mod@run`]: the blocking entry point used by `hostel switch`.
@@ -27,7 +31,8 @@
 //! # Running
 //! [`run()`] takes [`RunOptions`]:
 //! - `control_socket`: Unix socket path for the control protocol (see [`control`] for the
-//!   requests: add/remove network, add/remove port, apply, show_config, stats, shutdown).
+//!   requests: add/remove network, add/remove port, set_limits, apply, show_config, stats,
+//!   shutdown).
 //! - `config`: optional JSON file holding a [`SwitchConfig`] applied at start.
 //!
 //! It blocks until a `shutdown` request arrives on the control socket, then removes every
@@ -61,8 +66,8 @@ pub mod vhost;
 #[cfg(test)]
 mod uplink_tests;
 
-pub use config::{NetworkConfig, PortConfig, SwitchConfig};
-pub use error::{ConfigError, SwitchError};
+pub use config::{NetworkConfig, PortConfig, PortLimits, RateLimit, SwitchConfig};
+pub use error::{ConfigError, LimitError, SwitchError};
 pub use run::{run, RunOptions};
 pub use stats::{DropReason, StatsSnapshot};
 pub use switch::{Switch, SwitchStats};

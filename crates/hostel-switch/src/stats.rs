@@ -26,8 +26,8 @@ macro_rules! drop_reasons {
 drop_reasons! {
     /// Frame shorter than an Ethernet header, or a truncated L3 header.
     Malformed = "malformed",
-    /// TX chain had a write-only descriptor, an address outside guest memory, or too many
-    /// segments.
+    /// TX chain had a write-only descriptor, an address outside guest memory, too many
+    /// segments, or more than [`crate::datapath::chain::MAX_CHAIN_DESCS`] descriptors.
     BadDescriptor = "bad_descriptor",
     /// TX chain shorter than the virtio-net header.
     ShortChain = "short_chain",
@@ -53,6 +53,10 @@ drop_reasons! {
     DestinationDown = "destination_down",
     /// The destination's RX ring had no (or too small) buffers.
     NoRxBuffer = "no_rx_buffer",
+    /// Finding room in the destination's RX ring took more descriptor visits than one
+    /// delivery may spend (huge, empty or broken chains): the receiver loses the frame, the
+    /// sender does not lose its time. The receiver's `rx_over_budget` says who it was.
+    RxWorkBudget = "rx_work_budget",
     /// The destination did not negotiate the offload this frame needs (GSO/partial csum).
     OffloadUnsupported = "offload_unsupported",
     /// A frame addressed back to its sender.
@@ -65,6 +69,17 @@ drop_reasons! {
     DhcpIgnored = "dhcp_ignored",
     /// Multicast/broadcast the switch consumed without flooding (e.g. unanswerable NDP).
     NdpUnanswered = "ndp_unanswered",
+    /// Source 0.0.0.0 or `::` on anything but DHCP, duplicate-address detection or router
+    /// solicitation towards the switch itself.
+    UnspecifiedSource = "unspecified_source",
+    /// Over the sending port's `limits.total` packet or byte rate.
+    RateLimited = "rate_limited",
+    /// Over the sending port's broadcast/multicast (`limits.flood`) or unknown-destination
+    /// (`limits.unknown`) rate.
+    StormLimited = "storm_limited",
+    /// The receiver's RX ring was filling up and this sender had already taken its share
+    /// (half of what the receiver offered when the batch began), leaving the rest for others.
+    RxFairShare = "rx_fair_share",
 }
 
 /// Live counters of one port (or of a network's uplink). Updated with relaxed atomics and,
@@ -76,6 +91,12 @@ pub struct PortStats {
     pub rx_packets: AtomicU64,
     pub rx_bytes: AtomicU64,
     pub replies: AtomicU64,
+    /// Descriptors this port's rings made the switch read (TX chains it sent, RX chains
+    /// deliveries to it walked): the work it caused, added once per batch.
+    pub desc_visits: AtomicU64,
+    /// Batches of deliveries to this port cut short because its RX ring exceeded the
+    /// per-delivery work budget (see [`DropReason::RxWorkBudget`]).
+    pub rx_over_budget: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
 }
 
@@ -87,6 +108,8 @@ impl Default for PortStats {
             rx_packets: AtomicU64::new(0),
             rx_bytes: AtomicU64::new(0),
             replies: AtomicU64::new(0),
+            desc_visits: AtomicU64::new(0),
+            rx_over_budget: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -126,6 +149,8 @@ impl PortStats {
             rx_packets: self.rx_packets.load(Ordering::Relaxed),
             rx_bytes: self.rx_bytes.load(Ordering::Relaxed),
             replies: self.replies.load(Ordering::Relaxed),
+            desc_visits: self.desc_visits.load(Ordering::Relaxed),
+            rx_over_budget: self.rx_over_budget.load(Ordering::Relaxed),
             drops,
         }
     }
@@ -140,6 +165,12 @@ pub struct StatsSnapshot {
     pub rx_bytes: u64,
     /// Frames the switch answered itself (ARP, NDP, DHCP).
     pub replies: u64,
+    /// See [`PortStats::desc_visits`].
+    #[serde(default)]
+    pub desc_visits: u64,
+    /// See [`PortStats::rx_over_budget`].
+    #[serde(default)]
+    pub rx_over_budget: u64,
     pub drops: std::collections::BTreeMap<String, u64>,
 }
 

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{NetworkConfig, PortConfig, SwitchConfig};
+use crate::config::{NetworkConfig, PortConfig, PortLimits, SwitchConfig};
 use crate::datapath::pipeline::Pipeline;
 use crate::datapath::port::PortRuntime;
 use crate::datapath::Core;
@@ -204,12 +204,46 @@ impl Switch {
         Ok(())
     }
 
+    /// Replaces a port's rate limits in place: the guest stays connected and its buckets
+    /// keep their level (see [`crate::datapath::ratelimit`]).
+    pub fn set_port_limits(&self, id: &str, limits: PortLimits) -> Result<(), SwitchError> {
+        let mut st = self.state();
+        let Some(i) = st.ports.iter().position(|p| p.id == id) else {
+            return Err(ConfigError::UnknownPort(id.to_string()).into());
+        };
+        let nets = st.nets.clone();
+        let mut ports = st.ports.clone();
+        ports[i].limits = limits;
+        let t = self.build(&mut st, &nets, &ports)?;
+        st.ports = ports;
+        self.core.publish(t);
+        tracing::info!(port = %id, ?limits, "port limits changed");
+        Ok(())
+    }
+
     /// Makes the switch match `cfg` exactly: what the daemon sends after a switch restart.
-    /// Unchanged ports keep their connections.
+    /// Unchanged ports keep their connections, and so do ports whose only change is their
+    /// limits. A configuration the tables refuse is refused before anything changes.
     pub fn apply(&self, cfg: &SwitchConfig) -> Result<(), SwitchError> {
+        Tables::build(
+            &cfg.networks,
+            &cfg.ports,
+            |p| PortRuntime::new(&p.id),
+            |_| None,
+        )?;
         let current = self.config();
+        let retuned: Vec<&PortConfig> = cfg
+            .ports
+            .iter()
+            .filter(|p| {
+                current
+                    .ports
+                    .iter()
+                    .any(|c| c.id == p.id && c != *p && c.same_but_limits(p))
+            })
+            .collect();
         for p in &current.ports {
-            if !cfg.ports.contains(p) {
+            if !cfg.ports.contains(p) && !retuned.iter().any(|r| r.id == p.id) {
                 self.remove_port(&p.id)?;
             }
         }
@@ -223,8 +257,11 @@ impl Switch {
                 self.add_network(n.clone())?;
             }
         }
+        for p in &retuned {
+            self.set_port_limits(&p.id, p.limits)?;
+        }
         for p in &cfg.ports {
-            if !current.ports.contains(p) {
+            if !current.ports.contains(p) && !retuned.contains(&p) {
                 self.add_port(p.clone())?;
             }
         }
@@ -277,3 +314,7 @@ impl Switch {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "switch_tests.rs"]
+mod tests;

@@ -293,7 +293,10 @@ impl Uplink {
             }
             Decision::Flood => {
                 for &q in &tables.net(ni).ports {
-                    let _ = with_rx(&tables.port(q).rt, |s| s.send(hdr, &src));
+                    let r = with_rx(&tables.port(q).rt, |s| s.send(hdr, &src));
+                    if let Err(reason) = r.and_then(|sent| sent) {
+                        self.stats.count_drop(reason);
+                    }
                 }
                 Ok(())
             }

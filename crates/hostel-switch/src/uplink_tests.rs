@@ -223,3 +223,78 @@ fn a_deleted_uplink_does_not_spin_its_reader() {
         "reader used {used} ticks in {elapsed:?} on a deleted TAP"
     );
 }
+
+/// Defect: the uplink reader, shared by a whole network, walked a hostile receiver's RX ring
+/// without limit, and flood copies that did not arrive were not counted. Each delivery now
+/// costs at most one budget, the honest port still gets the host's broadcast, and the loss
+/// is counted on the uplink and marked on the receiver.
+#[test]
+fn a_hostile_receiver_costs_the_uplink_reader_bounded_work() {
+    use crate::datapath::chain::MAX_CHAIN_DESCS;
+    use crate::datapath::hostile_tests::offer_enormous_empty_chains;
+    use crate::datapath::rx::RX_DELIVERY_BUDGET;
+    use crate::stats::DropReason;
+
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        eprintln!("SKIPPED: /dev/net/tun missing");
+        return;
+    }
+    let name = format!("hsb{}", std::process::id() % 100_000);
+    let gw = MacAddr([2, 0, 0, 0, 0, 1]);
+    let uplink = match Uplink::open(&name, "a", gw) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("SKIPPED: cannot create TAP ({e}); needs root");
+            return;
+        }
+    };
+    let mut honest = Vm::new("a3", ALL);
+    honest.post_rx(32, 2048);
+    let mut hostile = Vm::new("a4", ALL);
+    offer_enormous_empty_chains(&mut hostile);
+    let rts: HashMap<String, Arc<PortRuntime>> = [
+        ("a3".to_string(), honest.rt.clone()),
+        ("a4".to_string(), hostile.rt.clone()),
+    ]
+    .into();
+    let t = Tables::build(
+        &[net("a", true)],
+        &[port("a3", "a", 3), port("a4", "a", 4)],
+        |p| rts[&p.id].clone(),
+        |_| Some(uplink.clone()),
+    )
+    .unwrap();
+    let core = Core::new(Pipeline::new());
+    core.publish(t);
+    let reader = {
+        let (u, c) = (uplink.clone(), core.clone());
+        std::thread::spawn(move || u.run(c))
+    };
+    let sock = PacketSocket::open(&name).expect("packet socket");
+    let far = std::net::Ipv4Addr::new(192, 0, 2, 9);
+    let bcast = udp4(
+        gw,
+        MacAddr::BROADCAST,
+        far,
+        std::net::Ipv4Addr::new(10, 0, 0, 255),
+        b"to-everyone",
+    );
+    sock.send(&bcast);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = false;
+    while !got && Instant::now() < deadline {
+        got = honest.received().iter().any(|(_, f)| f == &bcast);
+        std::thread::yield_now();
+    }
+    uplink.stop();
+    reader.join().unwrap();
+    assert!(got, "the honest port never got the host's broadcast");
+    let marked = hostile.rt.stats.snapshot();
+    assert!(marked.rx_over_budget >= 1, "{marked:?}");
+    assert!(
+        marked.desc_visits
+            <= marked.rx_over_budget * u64::from(RX_DELIVERY_BUDGET + MAX_CHAIN_DESCS),
+        "{marked:?}"
+    );
+    assert!(uplink.stats.drops(DropReason::RxWorkBudget) >= 1);
+}

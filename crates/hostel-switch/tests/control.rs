@@ -4,7 +4,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hostel_switch::control::{Client, Request};
-use hostel_switch::{run, NetworkConfig, PortConfig, RunOptions, SwitchConfig};
+use hostel_switch::{
+    run, NetworkConfig, PortConfig, PortLimits, RateLimit, RunOptions, SwitchConfig,
+};
 
 fn connect(path: &Path) -> Client {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -55,6 +57,7 @@ fn control_socket_programs_the_switch() {
         ipv4: Some("10.1.0.5".parse().unwrap()),
         ipv6: vec![],
         socket: dir.path().join("vm1-0.sock"),
+        limits: Default::default(),
     };
     assert!(c.call(&Request::AddPort { port: port.clone() }).unwrap().ok);
     assert!(dir.path().join("vm1-0.sock").exists());
@@ -104,6 +107,62 @@ fn control_socket_programs_the_switch() {
     let bad = raw.call_raw("{\"op\":\"frobnicate\"}").unwrap();
     assert!(bad.contains("\"ok\":false"), "{bad}");
 
+    limits_travel_over_the_socket(&mut c, &mut raw, dir.path());
+
     assert!(c.call(&Request::Shutdown).unwrap().ok);
     server.join().unwrap().unwrap();
+}
+
+/// Limits ride on `add_port`, `set_limits` and `apply`; old configs without them still parse;
+/// a misspelt or zero limit is refused with the field's name and changes nothing.
+fn limits_travel_over_the_socket(c: &mut Client, raw: &mut Client, dir: &Path) {
+    let sock = dir.join("vm3-0.sock");
+    let old_style = format!(
+        r#"{{"op":"add_port","port":{{"id":"vm3-0","network":"n2","mac":"52:54:00:00:00:33",
+        "ipv4":"10.1.0.33","socket":{sock:?}}}}}"#
+    )
+    .replace('\n', "");
+    let r = raw.call_raw(&old_style).unwrap();
+    assert!(r.contains("\"ok\":true"), "{r}");
+    let shown = |c: &mut Client| {
+        let cfg = c.call(&Request::ShowConfig).unwrap().config.unwrap();
+        cfg.ports.into_iter().find(|p| p.id == "vm3-0").unwrap()
+    };
+    assert_eq!(shown(c).limits, PortLimits::default());
+
+    let set = r#"{"op":"set_limits","id":"vm3-0","limits":{"flood":{"packets_per_sec":50,"burst_packets":5},"total":{"bytes_per_sec":1000000}}}"#;
+    let r = raw.call_raw(set).unwrap();
+    assert!(r.contains("\"ok\":true"), "{r}");
+    let want = PortLimits {
+        flood: RateLimit {
+            packets_per_sec: Some(50),
+            burst_packets: Some(5),
+            ..Default::default()
+        },
+        total: RateLimit {
+            bytes_per_sec: Some(1_000_000),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert_eq!(shown(c).limits, want);
+
+    let typo = r#"{"op":"set_limits","id":"vm3-0","limits":{"flood":{"packets_per_second":1}}}"#;
+    let r = raw.call_raw(typo).unwrap();
+    assert!(
+        r.contains("\"ok\":false") && r.contains("packets_per_second"),
+        "{r}"
+    );
+    let zero = r#"{"op":"set_limits","id":"vm3-0","limits":{"unknown":{"packets_per_sec":0}}}"#;
+    let r = raw.call_raw(zero).unwrap();
+    assert!(
+        r.contains("\"ok\":false") && r.contains("limits.unknown.packets_per_sec"),
+        "{r}"
+    );
+    assert_eq!(shown(c).limits, want);
+    assert!(
+        c.call(&Request::RemovePort { id: "vm3-0".into() })
+            .unwrap()
+            .ok
+    );
 }

@@ -13,7 +13,9 @@ use base64::Engine;
 use hostel_switch::{DropReason, NetworkConfig, PortConfig, Switch};
 
 fn assets() -> Option<(PathBuf, PathBuf)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guest");
+    let root = std::env::var_os("HOSTEL_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guest"));
     let (k, i) = (root.join("vmlinux"), root.join("initrd.img"));
     (k.exists() && i.exists()).then_some((k, i))
 }
@@ -147,6 +149,7 @@ fn switch_with_two_ports(dir: &Path) -> std::sync::Arc<Switch> {
             ipv4: Some(format!("10.0.0.{last}").parse().unwrap()),
             ipv6: vec![],
             socket: dir.join(format!("{id}.sock")),
+            limits: Default::default(),
         })
         .unwrap();
     }
@@ -156,7 +159,7 @@ fn switch_with_two_ports(dir: &Path) -> std::sync::Arc<Switch> {
 /// Tests here boot two guests each; this keeps it to two guests on the machine at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn skip_reason() -> Option<&'static str> {
+fn missing() -> Option<&'static str> {
     if !have_qemu() {
         return Some("qemu-system-x86_64 not found");
     }
@@ -164,6 +167,16 @@ fn skip_reason() -> Option<&'static str> {
         return Some("guest assets target/guest/{vmlinux,initrd.img} missing");
     }
     None
+}
+
+/// Why the test cannot run; with HOSTEL_REQUIRE_GUEST set that is a failure, not a skip.
+fn skip_reason() -> Option<&'static str> {
+    let why = missing()?;
+    assert!(
+        std::env::var_os("HOSTEL_REQUIRE_GUEST").is_none(),
+        "HOSTEL_REQUIRE_GUEST is set but {why}"
+    );
+    Some(why)
 }
 
 #[test]

@@ -121,6 +121,8 @@ fn measure(
             memory_mib: u64::from(n) * api_bench::GUEST_MIB * 2,
             disk_gib: u64::from(n) * 2,
             vms: n * 2,
+            networks: hostel_api::DEFAULT_MAX_NETWORKS,
+            uplinks: hostel_api::DEFAULT_MAX_UPLINKS,
         }),
     })?;
     let secret = op

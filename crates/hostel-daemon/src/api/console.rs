@@ -6,9 +6,10 @@
 //! listen backlog and never see a byte. The daemon therefore keeps one attachment per VM and
 //! refuses another with 409 until the first goes away.
 
+use super::{ApiPath, ApiQuery};
 use super::{AppState, Auth, TenantQuery};
 use crate::error::{ApiError, ApiResult};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use hostel_state::{ObservedState, Vm, VmId};
@@ -51,12 +52,7 @@ impl Drop for Attachment {
 }
 
 fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError {
-        status: StatusCode::CONFLICT,
-        code,
-        message: message.into(),
-        field: None,
-    }
+    ApiError::new(StatusCode::CONFLICT, code, message)
 }
 
 /// True when a comma-separated header (`Connection: keep-alive, Upgrade`) names `token`.
@@ -80,8 +76,8 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
 pub async fn attach(
     State(state): State<AppState>,
     auth: Auth,
-    Path(name): Path<String>,
-    Query(q): Query<TenantQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
     mut req: Request,
 ) -> ApiResult<Response> {
     let tenant = state.scope(&auth, &q).await?;
@@ -92,7 +88,14 @@ pub async fn attach(
             tenant,
             "vm.console.attach",
             &name,
-            |state, vm| async move { prepare(&state, vm, headers).await },
+            |state, vm, entry| async move {
+                let prepared = prepare(&state, vm, headers).await?;
+                // An attachment changes nothing in the store: its entry stands alone.
+                state
+                    .db(move |store| Ok(store.append_audit(&entry)?))
+                    .await?;
+                Ok(prepared)
+            },
         )
         .await?;
 

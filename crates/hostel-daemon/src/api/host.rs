@@ -1,9 +1,10 @@
 //! Host capacity and settings, the audit log and metrics.
 
-use super::{views, ApiJson, AppState, Auth};
+use super::ApiQuery;
+use super::{views, ApiJson, AppState, Operator};
 use crate::admission;
 use crate::error::{ApiError, ApiResult};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use hostel_api::{AuditView, HostSettings, HostView, StandbyView};
 use hostel_state::{AuditQuery, TenantName};
@@ -47,8 +48,10 @@ async fn host_view(state: &AppState) -> ApiResult<HostView> {
 }
 
 #[utoipa::path(get, path = "/v1/host", responses((status = 200, body = HostView)))]
-pub async fn show(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<HostView>> {
-    auth.operator()?;
+pub async fn show(
+    State(state): State<AppState>,
+    Operator(_): Operator,
+) -> ApiResult<Json<HostView>> {
     Ok(Json(host_view(&state).await?))
 }
 
@@ -56,15 +59,14 @@ pub async fn show(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<H
     responses((status = 200, body = HostView)))]
 pub async fn set_settings(
     State(state): State<AppState>,
-    auth: Auth,
+    Operator(auth): Operator,
     ApiJson(body): ApiJson<HostSettings>,
 ) -> ApiResult<Json<HostView>> {
-    auth.operator()?;
-    let save = async {
+    let save = |entry| async {
         admission::validate_settings(&body)
             .map_err(|(field, msg)| ApiError::invalid(field, msg))?;
         state
-            .db(move |store| Ok(admission::save_settings(store, &body)?))
+            .db(move |store| Ok(admission::save_settings(store, &body, &entry)?))
             .await
     };
     state
@@ -83,10 +85,9 @@ pub struct AuditParams {
     responses((status = 200, body = [AuditView])))]
 pub async fn audit(
     State(state): State<AppState>,
-    auth: Auth,
-    Query(p): Query<AuditParams>,
+    Operator(_): Operator,
+    ApiQuery(p): ApiQuery<AuditParams>,
 ) -> ApiResult<Json<Vec<AuditView>>> {
-    auth.operator()?;
     let views = state
         .db(move |store| {
             let mut q = AuditQuery::newest(p.limit.unwrap_or(100).min(10_000));
@@ -110,7 +111,6 @@ pub async fn audit(
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, body = String, content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>, auth: Auth) -> ApiResult<String> {
-    auth.operator()?;
+pub async fn metrics(State(state): State<AppState>, Operator(_): Operator) -> ApiResult<String> {
     state.db(|store| Ok(crate::metrics::render(store)?)).await
 }

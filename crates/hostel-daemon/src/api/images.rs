@@ -2,10 +2,11 @@
 //! importing a host file, deleting one no VM uses; and what a VM create needs of its image
 //! (the OS image, a service template, its CoW root disk and cloud-init seed).
 
-use super::{ApiJson, AppState, Auth};
+use super::ApiPath;
+use super::{ApiJson, AppState, Auth, Operator};
 use crate::error::{ApiError, ApiResult};
 use crate::images::{BuildState, Image, ImageBoot, ROOT_DISK, SEED_DISK};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use hostel_api::{BuildImage, CreateVm, ImageView, ImportImage};
@@ -19,11 +20,10 @@ const BUILD_ANSWER_WAIT: Duration = Duration::from_secs(2);
 use crate::images::{GIB, OS_DEFAULT_MEMORY_MIB};
 
 fn conflict(field: Option<&str>, message: impl Into<String>) -> ApiError {
-    ApiError {
-        status: StatusCode::CONFLICT,
-        code: "conflict",
-        message: message.into(),
-        field: field.map(str::to_string),
+    let e = ApiError::new(StatusCode::CONFLICT, "conflict", message);
+    match field {
+        Some(f) => e.with_field(f),
+        None => e,
     }
 }
 
@@ -151,20 +151,20 @@ pub async fn list(State(state): State<AppState>, _auth: Auth) -> Json<Vec<ImageV
 pub async fn show(
     State(state): State<AppState>,
     _auth: Auth,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<ImageView>> {
     Ok(Json(view_of(&state, &name)?))
 }
 
 #[utoipa::path(post, path = "/v1/images/build", request_body = BuildImage,
     responses((status = 202, body = ImageView), (status = 200, body = ImageView),
-              (status = 400, body = hostel_api::ApiErrorBody)))]
+              (status = 400, body = hostel_api::ApiErrorBody),
+              (status = 422, body = hostel_api::ApiErrorBody, description = "the build failed, or the host lacks what builds need")))]
 pub async fn build(
     State(state): State<AppState>,
-    auth: Auth,
+    Operator(auth): Operator,
     ApiJson(body): ApiJson<BuildImage>,
 ) -> ApiResult<(StatusCode, Json<ImageView>)> {
-    auth.operator()?;
     let name = body.name.clone();
     let started = start_build(&state, &auth, &name);
     if let Err(e) = &started {
@@ -178,12 +178,11 @@ pub async fn build(
         return Ok((StatusCode::ACCEPTED, Json(view_of(&state, &name)?)));
     }
     match state.ctx.images.build_state(&name) {
-        Some(BuildState::Failed { error }) => Err(ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            code: "build_failed",
-            message: error,
-            field: None,
-        }),
+        Some(BuildState::Failed { error }) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "build_failed",
+            error,
+        )),
         _ => Ok((StatusCode::OK, Json(view_of(&state, &name)?))),
     }
 }
@@ -244,13 +243,13 @@ fn start_build(
 
 #[utoipa::path(post, path = "/v1/images/import", request_body = ImportImage,
     responses((status = 201, body = ImageView), (status = 400, body = hostel_api::ApiErrorBody),
-              (status = 409, body = hostel_api::ApiErrorBody)))]
+              (status = 409, body = hostel_api::ApiErrorBody),
+              (status = 422, body = hostel_api::ApiErrorBody, description = "the host lacks a tool the import needs")))]
 pub async fn import(
     State(state): State<AppState>,
-    auth: Auth,
+    Operator(auth): Operator,
     ApiJson(body): ApiJson<ImportImage>,
 ) -> ApiResult<(StatusCode, Json<ImageView>)> {
-    auth.operator()?;
     let result = import_image(&state, &body).await;
     state.audit(&auth, None, "image.import", &body.name, &result);
     Ok((StatusCode::CREATED, Json(result?)))
@@ -327,10 +326,9 @@ async fn import_image(state: &AppState, body: &ImportImage) -> ApiResult<ImageVi
               (status = 409, body = hostel_api::ApiErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
-    auth: Auth,
-    Path(name): Path<String>,
+    Operator(auth): Operator,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    auth.operator()?;
     let result = delete_image(&state, &name).await;
     state.audit(&auth, None, "image.delete", &name, &result);
     result.map(|()| StatusCode::NO_CONTENT)

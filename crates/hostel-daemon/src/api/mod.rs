@@ -3,13 +3,16 @@
 //! workers) are in [`scoped`].
 
 mod console;
+mod doc;
 mod host;
 mod images;
 mod json;
 mod networks;
+mod revert;
 mod scoped;
 mod standby;
 mod tenants;
+mod tokens;
 mod views;
 mod vms;
 
@@ -20,12 +23,13 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::routing::{get, post, put};
 use axum::Router;
+use doc::Security;
 use hostel_state::{Actor, TenantId};
 use serde::Deserialize;
 use std::sync::Arc;
 use utoipa::OpenApi;
 
-pub use json::ApiJson;
+pub use json::{ApiJson, ApiPath, ApiQuery};
 pub use scoped::Named;
 
 #[derive(Clone)]
@@ -55,6 +59,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants/{tenant}", get(tenants::show))
         .route("/v1/tenants/{tenant}/quota", put(tenants::set_quota))
         .route("/v1/tenants/{tenant}/tokens", post(tenants::create_token))
+        .route("/v1/tokens", get(tokens::list))
+        .route("/v1/tokens/{id}", axum::routing::delete(tokens::delete))
         .route("/v1/networks", post(networks::create).get(networks::list))
         .route(
             "/v1/networks/{name}",
@@ -70,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/vms/{name}/restart", post(vms::restart))
         .route("/v1/vms/{name}/console", get(vms::console))
         .route("/v1/vms/{name}/console/attach", get(console::attach))
+        .fallback(|| async { ApiError::no_route() })
         .layer(axum::middleware::from_fn(run_changes_to_completion))
         .with_state(state)
 }
@@ -117,6 +124,8 @@ async fn run_changes_to_completion(
         tenants::show,
         tenants::set_quota,
         tenants::create_token,
+        tokens::list,
+        tokens::delete,
         vms::create,
         vms::list,
         vms::show,
@@ -132,7 +141,8 @@ async fn run_changes_to_completion(
         networks::show,
         networks::delete,
     ),
-    components(schemas(hostel_api::ApiErrorBody))
+    components(schemas(hostel_api::ApiErrorBody)),
+    modifiers(&Security)
 )]
 struct ApiDoc;
 
@@ -152,8 +162,24 @@ impl Auth {
     pub fn operator(&self) -> ApiResult<()> {
         match self.tenant {
             None => Ok(()),
-            Some(_) => Err(ApiError::not_found("route", "")),
+            Some(_) => Err(ApiError::no_route()),
         }
+    }
+}
+
+/// The caller of an operator-only route. A tenant's token gets the answer of an unknown
+/// route before anything else of its request is read: its body, malformed or not, and
+/// its parameters would otherwise draw a 400 that tells the route exists.
+#[derive(Debug, Clone)]
+pub struct Operator(pub Auth);
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let auth = Auth::from_request_parts(parts, state).await?;
+        auth.operator()?;
+        Ok(Operator(auth))
     }
 }
 
@@ -182,7 +208,12 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
+/// The tenant a call acts for. Tenants leave it out (their token says); the operator
+/// names one on every tenant-scoped route.
+/// (Declared in the OpenAPI document by `doc.rs`, on every tenant-scoped route.)
 #[derive(Debug, Deserialize, Default)]
 pub struct TenantQuery {
+    /// The tenant to act for (operator only; a tenant naming another tenant finds
+    /// nothing).
     pub tenant: Option<String>,
 }

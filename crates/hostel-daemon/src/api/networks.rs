@@ -1,9 +1,10 @@
 //! A tenant's virtual networks, and their ports with the switch's counters.
 
 use super::{ApiJson, AppState, Auth, TenantQuery};
+use super::{ApiPath, ApiQuery};
 use crate::error::{ApiError, ApiResult};
 use crate::networking;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use hostel_api::{CreateNetwork, NetworkView, PortView, UplinkView};
@@ -75,15 +76,17 @@ fn view(store: &dyn Store, stats: &SwitchStats, net: &Network) -> ApiResult<Netw
 }
 
 #[utoipa::path(post, path = "/v1/networks", request_body = CreateNetwork,
-    responses((status = 201, body = NetworkView), (status = 400, body = hostel_api::ApiErrorBody)))]
+    responses((status = 201, body = NetworkView), (status = 400, body = hostel_api::ApiErrorBody),
+              (status = 409, body = hostel_api::ApiErrorBody, description = "the name is taken, or the tenant's network or uplink quota is used up"),
+              (status = 422, body = hostel_api::ApiErrorBody, description = "the switch did not take the network")))]
 pub async fn create(
     State(state): State<AppState>,
     auth: Auth,
-    Query(q): Query<TenantQuery>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
     ApiJson(body): ApiJson<CreateNetwork>,
 ) -> ApiResult<(StatusCode, Json<NetworkView>)> {
     let tenant = state.scope(&auth, &q).await?;
-    let create = async {
+    let create = |entry| async {
         let name =
             NetworkName::new(&body.name).map_err(|e| ApiError::invalid("name", e.to_string()))?;
         let gateway4 = body
@@ -107,7 +110,7 @@ pub async fn create(
             },
         };
         let net = state
-            .db(move |store| Ok(store.create_network(&tenant, &new)?))
+            .db(move |store| Ok(store.create_network(&tenant, &new, &entry)?))
             .await?;
         networking::sync(&state.ctx)
             .await
@@ -124,7 +127,7 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     auth: Auth,
-    Query(q): Query<TenantQuery>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<Json<Vec<NetworkView>>> {
     let tenant = state.scope(&auth, &q).await?;
     let nets = state
@@ -137,25 +140,26 @@ pub async fn list(
 pub async fn show(
     State(state): State<AppState>,
     auth: Auth,
-    Path(name): Path<String>,
-    Query(q): Query<TenantQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<Json<NetworkView>> {
     let tenant = state.scope(&auth, &q).await?;
     let net = state.find::<Network>(tenant, &name).await?;
     Ok(Json(view_one(&state, net).await?))
 }
 
-#[utoipa::path(delete, path = "/v1/networks/{name}", responses((status = 204), (status = 409, body = hostel_api::ApiErrorBody)))]
+#[utoipa::path(delete, path = "/v1/networks/{name}", responses((status = 204),
+    (status = 409, body = hostel_api::ApiErrorBody, description = "VMs still use it"), (status = 422, body = hostel_api::ApiErrorBody, description = "the engine could not do it; `message` says why")))]
 pub async fn delete(
     State(state): State<AppState>,
     auth: Auth,
-    Path(name): Path<String>,
-    Query(q): Query<TenantQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<StatusCode> {
     let tenant = state.scope(&auth, &q).await?;
-    let delete = |state: AppState, net: Network| async move {
+    let delete = |state: AppState, net: Network, entry| async move {
         state
-            .db(move |store| Ok(store.delete_network(&net.id)?))
+            .db(move |store| Ok(store.delete_network(&net.id, &entry)?))
             .await?;
         networking::sync(&state.ctx).await.map_err(ApiError::engine)
     };

@@ -6,7 +6,8 @@
 use super::{AppState, Auth, TenantQuery};
 use crate::error::{ApiError, ApiResult};
 use hostel_state::{
-    Network, NetworkName, NewAuditEntry, Store, Tenant, TenantId, TenantName, Vm, VmName,
+    AuditResult, Network, NetworkName, NewAuditEntry, Store, Tenant, TenantId, TenantName, Vm,
+    VmName,
 };
 use std::future::Future;
 
@@ -93,52 +94,65 @@ impl AppState {
         self.db(move |store| E::find(store, scope, &name)).await
     }
 
-    /// Runs a state-changing operation and records it, with its outcome, in the audit log
-    /// before answering (so a client that reads the log next finds the entry).
-    pub async fn audited<T>(
+    /// Runs a state-changing operation and records it in the audit log before answering
+    /// (so a client that reads the log next finds the entry).
+    ///
+    /// `op` gets the entry describing its success and hands it to the store write that
+    /// makes its change: both commit in one transaction. A call refused or failed is
+    /// recorded here with its reason, unless the failure was committed already with the
+    /// undo of what the call had changed ([`ApiError::recorded`]).
+    pub async fn audited<T, Fut>(
         &self,
         auth: &Auth,
         tenant: Option<TenantId>,
         action: &str,
         target: &str,
-        op: impl Future<Output = ApiResult<T>>,
-    ) -> ApiResult<T> {
-        let result = op.await;
-        let entry = audit_entry(auth, tenant, action, target, &result);
-        let action = entry.action.clone();
-        // The operation's own result is the answer; a failed audit write is logged.
-        let written = self.db(move |store| Ok(store.append_audit(&entry)?)).await;
-        if let Err(e) = written {
-            tracing::error!(error = %e, action, "audit log write failed");
+        op: impl FnOnce(NewAuditEntry) -> Fut,
+    ) -> ApiResult<T>
+    where
+        Fut: Future<Output = ApiResult<T>>,
+    {
+        let ok = NewAuditEntry::ok(auth.actor, tenant, action, target);
+        let result = op(ok.clone()).await;
+        if let Err(e) = &result {
+            if !e.recorded {
+                let entry = ok.with_result(AuditResult::Error(e.message.clone()));
+                let written = self.db(move |store| Ok(store.append_audit(&entry)?)).await;
+                if let Err(e) = written {
+                    tracing::error!(error = %e, action, "audit log write failed");
+                }
+            }
         }
         result
     }
 
     /// The shape of every state-changing route on one named entity: find `name` within
-    /// `scope` (404 otherwise), run `op` on it, and audit the call as `action`, filed under
-    /// the scope's tenant. `op` gets its own handle on the state, so it can own its future.
+    /// `scope` (404 otherwise), run `op` on it with the entry to commit with its change,
+    /// and audit the call as `action`, filed under the scope's tenant (see
+    /// [`AppState::audited`]). `op` gets its own handle on the state, so it can own its
+    /// future.
     pub async fn on_named<E, T, Fut>(
         &self,
         auth: &Auth,
         scope: E::Scope,
         action: &str,
         name: &str,
-        op: impl FnOnce(AppState, E) -> Fut,
+        op: impl FnOnce(AppState, E, NewAuditEntry) -> Fut,
     ) -> ApiResult<T>
     where
         E: Named,
         Fut: Future<Output = ApiResult<T>>,
     {
-        let run = async {
+        self.audited(auth, scope.into(), action, name, |entry| async move {
             let entity = self.find::<E>(scope, name).await?;
-            op(self.clone(), entity).await
-        };
-        self.audited(auth, scope.into(), action, name, run).await
+            op(self.clone(), entity, entry).await
+        })
+        .await
     }
 
-    /// Records a state-changing call and its outcome, blocking on the store write: for code
-    /// already off the async workers (image builds run on the blocking pool). Async handlers
-    /// use [`AppState::audited`].
+    /// Records a call that changes nothing in the store (image files, a console session)
+    /// with its outcome, blocking on the store write: for code already off the async
+    /// workers, or with nothing to commit the entry with.
     pub fn audit<T>(
         &self,
         auth: &Auth,

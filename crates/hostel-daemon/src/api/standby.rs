@@ -109,7 +109,7 @@ async fn wake(state: &AppState, vm: &Vm, sb: &Standby, seed_len: u64) -> ApiResu
     networking::sync(&state.ctx)
         .await
         .map_err(ApiError::internal)?;
-    state.supervisor.admit(vm).await?;
+    state.supervisor.admit(vm, None).await?;
     // Last: the guest starts configuring itself the moment the seed has a size.
     sb.engine
         .grow_disk(1, DiskFormat::Raw, seed_len, true)

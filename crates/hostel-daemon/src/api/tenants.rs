@@ -1,8 +1,9 @@
 //! Tenants, their quotas and API tokens (operator only).
 
-use super::{views, ApiJson, AppState, Auth, Named};
+use super::ApiPath;
+use super::{views, ApiJson, AppState, Auth, Named, Operator};
 use crate::error::ApiResult;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use hostel_api::{CreateTenant, CreateToken, QuotaBody, TenantView, TokenIssued};
@@ -13,6 +14,8 @@ const DEFAULT_QUOTA: Quota = Quota {
     max_memory_mib: 4096,
     max_disk_gib: 50,
     max_vms: 4,
+    max_networks: hostel_api::DEFAULT_MAX_NETWORKS,
+    max_uplinks: hostel_api::DEFAULT_MAX_UPLINKS,
 };
 
 /// The API view of a tenant: its record with its usage against quota.
@@ -24,11 +27,10 @@ fn view(store: &dyn Store, t: &Tenant) -> ApiResult<TenantView> {
     responses((status = 201, body = TenantView), (status = 409, body = hostel_api::ApiErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
-    auth: Auth,
+    Operator(auth): Operator,
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> ApiResult<(StatusCode, Json<TenantView>)> {
-    auth.operator()?;
-    let create = async {
+    let create = |entry| async {
         let name = TenantName::new(&body.name)?;
         let quota = body
             .quota
@@ -36,7 +38,7 @@ pub async fn create(
             .map(views::quota)
             .unwrap_or(DEFAULT_QUOTA);
         state
-            .db(move |store| view(store, &store.create_tenant(&name, quota)?))
+            .db(move |store| view(store, &store.create_tenant(&name, quota, &entry)?))
             .await
     };
     let view = state
@@ -46,8 +48,10 @@ pub async fn create(
 }
 
 #[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = [TenantView])))]
-pub async fn list(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Vec<TenantView>>> {
-    auth.operator()?;
+pub async fn list(
+    State(state): State<AppState>,
+    Operator(_): Operator,
+) -> ApiResult<Json<Vec<TenantView>>> {
     let views = state
         .db(|store| {
             store
@@ -64,7 +68,7 @@ pub async fn list(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<V
 pub async fn show(
     State(state): State<AppState>,
     auth: Auth,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<TenantView>> {
     // A tenant may read its own record (usage against quota); nobody else's.
     let own = auth.tenant;
@@ -78,15 +82,14 @@ pub async fn show(
     responses((status = 200, body = TenantView)))]
 pub async fn set_quota(
     State(state): State<AppState>,
-    auth: Auth,
-    Path(name): Path<String>,
+    Operator(auth): Operator,
+    ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<QuotaBody>,
 ) -> ApiResult<Json<TenantView>> {
-    auth.operator()?;
     let quota = views::quota(&body);
-    let set = |state: AppState, t: Tenant| async move {
+    let set = |state: AppState, t: Tenant, entry| async move {
         state
-            .db(move |store| view(store, &store.set_quota(&t.id, quota)?))
+            .db(move |store| view(store, &store.set_quota(&t.id, quota, &entry)?))
             .await
     };
     let view = state.on_named(&auth, None, "quota.set", &name, set).await?;
@@ -97,16 +100,15 @@ pub async fn set_quota(
     responses((status = 201, body = TokenIssued)))]
 pub async fn create_token(
     State(state): State<AppState>,
-    auth: Auth,
-    Path(name): Path<String>,
+    Operator(auth): Operator,
+    ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<TokenIssued>)> {
-    auth.operator()?;
     let label = body.name.unwrap_or_else(|| "default".into());
-    let issue = |state: AppState, t: Tenant| async move {
+    let issue = |state: AppState, t: Tenant, entry| async move {
         state
             .db(move |store| {
-                let issued = store.issue_token(Some(&t.id), &label)?;
+                let issued = store.issue_token(Some(&t.id), &label, &entry)?;
                 Ok(TokenIssued {
                     id: issued.token.id.to_string(),
                     tenant: Some(t.name.to_string()),

@@ -9,6 +9,8 @@ pub fn quota_body(q: &Quota) -> QuotaBody {
         memory_mib: q.max_memory_mib,
         disk_gib: q.max_disk_gib,
         vms: q.max_vms,
+        networks: q.max_networks,
+        uplinks: q.max_uplinks,
     }
 }
 
@@ -18,6 +20,8 @@ pub fn quota(b: &QuotaBody) -> Quota {
         max_memory_mib: b.memory_mib,
         max_disk_gib: b.disk_gib,
         max_vms: b.vms,
+        max_networks: b.networks,
+        max_uplinks: b.uplinks,
     }
 }
 
@@ -32,6 +36,8 @@ pub fn tenant(t: &Tenant, u: &Usage) -> TenantView {
             memory_mib: u.memory_mib,
             disk_gib: u.disk_gib,
             vms: u.vms,
+            networks: u.networks,
+            uplinks: u.uplinks,
         },
     }
 }

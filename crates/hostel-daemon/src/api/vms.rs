@@ -1,19 +1,21 @@
 //! VM routes, scoped to one tenant: a name outside it is simply not found.
 
 use super::images::VmImage;
+use super::revert::Revert;
 use super::standby::Claim;
 use super::{views, ApiJson, AppState, Auth, Named, TenantQuery};
+use super::{ApiPath, ApiQuery};
 use crate::actor::grow_disk;
 use crate::error::{ApiError, ApiResult};
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use hostel_api::{CreateVm, NicRequest, NicView, ResizeVm, StopVm, VmView};
 use hostel_state::{
-    slaac_address, DesiredState, Network, NewNic, NewVm, RestartPolicy, Store, TenantId, Vm, VmId,
-    VmName, VmSpecRecord,
+    slaac_address, AuditResult, DesiredState, Network, NewAuditEntry, NewNic, NewVm, RestartPolicy,
+    Store, TenantId, Vm, VmId, VmName, VmSpecRecord,
 };
 use serde::Deserialize;
 use std::time::Duration;
@@ -100,6 +102,29 @@ fn parse_policy(s: &str) -> ApiResult<RestartPolicy> {
         })
 }
 
+/// What every VM shape must be, at create and at resize alike: one the engine can boot
+/// (a VM recorded with a shape no start can launch would only fail later, every time).
+fn check_shape(vcpus: u32, memory_mib: u64, disk_gib: u64) -> ApiResult<()> {
+    use hostel_engine::spec::{MAX_VCPUS, MIN_MEMORY_MIB};
+    if !(1..=MAX_VCPUS).contains(&vcpus) {
+        return Err(ApiError::invalid(
+            "vcpus",
+            format!("{vcpus} is out of range (1-{MAX_VCPUS})"),
+        ));
+    }
+    if memory_mib < MIN_MEMORY_MIB {
+        return Err(ApiError::invalid(
+            "memory",
+            format!("{memory_mib} MiB is below the minimum of {MIN_MEMORY_MIB} MiB"),
+        ));
+    }
+    if disk_gib == 0 {
+        return Err(ApiError::invalid("disk_gib", "must be at least 1"));
+    }
+    // The upper bounds the store can hold are checked by `VmSpecRecord`.
+    Ok(())
+}
+
 fn spec_from(state: &AppState, body: &CreateVm) -> ApiResult<(VmSpecRecord, VmImage)> {
     let image = super::images::resolve_for_vm(state, body)?;
     let memory = match &body.memory {
@@ -107,19 +132,8 @@ fn spec_from(state: &AppState, body: &CreateVm) -> ApiResult<(VmSpecRecord, VmIm
         Some(m) => m.to_mib().map_err(|e| ApiError::invalid("memory", e))?,
     };
     let vcpus = body.vcpus.unwrap_or(1);
-    if vcpus == 0 {
-        return Err(ApiError::invalid("vcpus", "must be at least 1"));
-    }
-    if memory < hostel_engine::spec::MIN_MEMORY_MIB {
-        return Err(ApiError::invalid(
-            "memory",
-            format!(
-                "{memory} MiB is below the minimum of {} MiB",
-                hostel_engine::spec::MIN_MEMORY_MIB
-            ),
-        ));
-    }
     let disk_gib = body.disk_gib.unwrap_or(image.default_disk_gib());
+    check_shape(vcpus, memory, disk_gib)?;
     image.check_disk(disk_gib)?;
     let mut spec = VmSpecRecord::new(vcpus, memory, disk_gib, image.name.clone())?
         .with_cmdline(body.cmdline.clone())?;
@@ -131,22 +145,33 @@ fn spec_from(state: &AppState, body: &CreateVm) -> ApiResult<(VmSpecRecord, VmIm
 
 #[utoipa::path(post, path = "/v1/vms", request_body = CreateVm,
     responses((status = 201, body = VmView), (status = 400, body = hostel_api::ApiErrorBody),
-              (status = 409, body = hostel_api::ApiErrorBody)))]
+              (status = 409, body = hostel_api::ApiErrorBody, description = "the name is taken, a quota or the host's capacity is used up, or an address is taken"),
+              (status = 422, body = hostel_api::ApiErrorBody, description = "the engine could not start the VM (nothing of it is kept)")))]
 pub async fn create(
     State(state): State<AppState>,
     auth: Auth,
-    Query(q): Query<TenantQuery>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
     ApiJson(body): ApiJson<CreateVm>,
 ) -> ApiResult<(StatusCode, Json<VmView>)> {
     let tenant = state.scope(&auth, &q).await?;
-    let made = create_vm(&state, tenant, &body);
     let view = state
-        .audited(&auth, Some(tenant), "vm.create", &body.name, made)
+        .audited(&auth, Some(tenant), "vm.create", &body.name, |entry| {
+            create_vm(&state, tenant, &body, entry)
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-async fn create_vm(state: &AppState, tenant: TenantId, body: &CreateVm) -> ApiResult<VmView> {
+/// Records the VM (with `entry`), makes its disks and seed, gives the switch its ports
+/// and starts it. A failure after the record exists undoes all of it through one
+/// [`Revert`]: no record, disks, ports or quota usage are left, and the audit log gets
+/// the failure in the same transaction as the record's removal.
+async fn create_vm(
+    state: &AppState,
+    tenant: TenantId,
+    body: &CreateVm,
+    entry: NewAuditEntry,
+) -> ApiResult<VmView> {
     let name = VmName::new(&body.name).map_err(|e| ApiError::invalid("name", e.to_string()))?;
     let (spec, image) = spec_from(state, body)?;
     // A standby of this shape, if the host keeps one: the VM gets its id and its boot.
@@ -162,10 +187,12 @@ async fn create_vm(state: &AppState, tenant: TenantId, body: &CreateVm) -> ApiRe
         desired: DesiredState::Stopped,
     };
     let requests = body.networks.clone();
+    let record_entry = entry.clone();
     let created = state
         .db(move |store| {
             let nics = nics_from(store, tenant, &requests)?;
-            let (vm, _) = store.create_vm_with_nics_within_quota(&tenant, &new, &nics)?;
+            let (vm, _) =
+                store.create_vm_with_nics_within_quota(&tenant, &new, &nics, &record_entry)?;
             Ok(vm)
         })
         .await;
@@ -178,48 +205,103 @@ async fn create_vm(state: &AppState, tenant: TenantId, body: &CreateVm) -> ApiRe
             return Err(e);
         }
     };
-    let mut running = false;
-    let made = match (&image.os, standby) {
-        (Some(os), Some(sb)) => match super::standby::claim(state, &vm, body, os, sb).await {
-            Ok(Claim::Taken) => {
-                running = true;
-                Ok(())
-            }
-            Ok(Claim::Declined) => super::images::make_vm_disks(state, &vm, body, os).await,
-            Err(e) => Err(e),
-        },
-        (Some(os), None) => super::images::make_vm_disks(state, &vm, body, os).await,
-        (None, _) => {
-            let disk = state.ctx.layout.vm_root_disk(&tenant, &vm.id);
-            grow_disk(&disk, vm.spec.disk_gib())
-                .map_err(|e| ApiError::internal(format!("creating disk {}: {e}", disk.display())))
+    let mut revert = Revert::new();
+    {
+        let (state, vm) = (state.clone(), vm.clone());
+        revert.add("record", move |reason| async move {
+            unmake(&state, &vm, entry, reason).await;
+        });
+    }
+    match make_and_start(state, &vm, body, &image, standby, &mut revert).await {
+        Ok(()) => {
+            revert.success();
+            fresh(state, vm.id).await
         }
-    };
-    if let Err(e) = made {
-        // No half-made VM: without its disks the record goes too.
-        let (id, dir) = (vm.id, state.ctx.layout.vm_disk_dir(&tenant, &vm.id));
-        let _ = state
-            .db(move |store| {
-                let _ = store.delete_vm(&id, None);
-                let _ = std::fs::remove_dir_all(dir);
-                Ok(())
+        Err(mut e) => {
+            revert.fail(&e.message).await;
+            e.recorded = true;
+            Err(e)
+        }
+    }
+}
+
+/// The part of a create after its record: disks (or a standby's), then the start.
+async fn make_and_start(
+    state: &AppState,
+    vm: &Vm,
+    body: &CreateVm,
+    image: &VmImage,
+    standby: Option<crate::standby::Standby>,
+    revert: &mut Revert,
+) -> ApiResult<()> {
+    let mut running = false;
+    match (&image.os, standby) {
+        (Some(os), Some(sb)) => match super::standby::claim(state, vm, body, os, sb).await? {
+            Claim::Taken => running = true,
+            Claim::Declined => super::images::make_vm_disks(state, vm, body, os).await?,
+        },
+        (Some(os), None) => super::images::make_vm_disks(state, vm, body, os).await?,
+        (None, _) => {
+            let disk = state.ctx.layout.vm_root_disk(&vm.tenant, &vm.id);
+            let gib = vm.spec.disk_gib();
+            tokio::task::spawn_blocking(move || {
+                grow_disk(&disk, gib).map_err(|e| {
+                    ApiError::internal(format!("creating disk {}: {e}", disk.display()))
+                })
             })
-            .await;
-        return Err(e);
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
+        }
+    }
+    if running || body.start.unwrap_or(true) {
+        // A QEMU that runs it (a standby's, or one a start launched before failing) goes
+        // before the record does.
+        let (s, v) = (state.clone(), vm.clone());
+        revert.add("qemu", move |_| async move {
+            if let Err(e) = s.supervisor.remove(&v).await {
+                tracing::warn!(vm = %v.id, error = %e, "stopping a failed create's VM");
+            }
+        });
     }
     if !running && body.start.unwrap_or(true) {
-        state.supervisor.start(&vm).await?;
+        state.supervisor.start(vm, None).await?;
     } else if !running {
-        state.supervisor.created(&vm).await?;
+        state.supervisor.created(vm).await?;
     }
-    fresh(state, vm.id).await
+    Ok(())
+}
+
+/// Undoes a create's record: removes it (committing the failure to the audit log with
+/// the removal), its disk and run directories, and its switch ports.
+async fn unmake(state: &AppState, vm: &Vm, entry: NewAuditEntry, reason: String) {
+    let (id, disks, run) = (
+        vm.id,
+        state.ctx.layout.vm_disk_dir(&vm.tenant, &vm.id),
+        state.ctx.layout.vm_run_dir(&vm.id),
+    );
+    let failed = entry.with_result(AuditResult::Error(format!("{reason} (undone)")));
+    let removed = state
+        .ctx
+        .db(move |store| {
+            let removed = store.delete_vm(&id, None, &failed);
+            let _ = std::fs::remove_dir_all(disks);
+            let _ = std::fs::remove_dir_all(run);
+            removed
+        })
+        .await;
+    if let Err(e) = removed {
+        tracing::error!(vm = %id, error = %e, "removing the record of a failed create");
+    }
+    if let Err(e) = crate::networking::sync(&state.ctx).await {
+        tracing::warn!(vm = %id, error = %e, "switch ports of a failed create");
+    }
 }
 
 #[utoipa::path(get, path = "/v1/vms", responses((status = 200, body = [VmView])))]
 pub async fn list(
     State(state): State<AppState>,
     auth: Auth,
-    Query(q): Query<TenantQuery>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<Json<Vec<VmView>>> {
     let tenant = state.scope(&auth, &q).await?;
     let views = state
@@ -239,8 +321,8 @@ pub async fn list(
 pub async fn show(
     State(state): State<AppState>,
     auth: Auth,
-    Path(name): Path<String>,
-    Query(q): Query<TenantQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<Json<VmView>> {
     let tenant = state.scope(&auth, &q).await?;
     let view = state
@@ -249,35 +331,38 @@ pub async fn show(
     Ok(Json(view))
 }
 
-#[utoipa::path(patch, path = "/v1/vms/{name}", request_body = ResizeVm, responses((status = 200, body = VmView)))]
+#[utoipa::path(patch, path = "/v1/vms/{name}", request_body = ResizeVm, responses((status = 200, body = VmView),
+    (status = 409, body = hostel_api::ApiErrorBody, description = "the tenant's quota is used up")))]
 pub async fn resize(
     State(state): State<AppState>,
     auth: Auth,
-    Path(name): Path<String>,
-    Query(q): Query<TenantQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
     ApiJson(body): ApiJson<ResizeVm>,
 ) -> ApiResult<Json<VmView>> {
     let tenant = state.scope(&auth, &q).await?;
-    let resize = |state: AppState, vm: Vm| async move {
+    let resize = |state: AppState, vm: Vm, entry| async move {
         let memory = match &body.memory {
             None => vm.spec.memory_mib(),
             Some(m) => m.to_mib().map_err(|e| ApiError::invalid("memory", e))?,
         };
         let disk = body.disk_gib.unwrap_or(vm.spec.disk_gib());
+        let vcpus = body.vcpus.unwrap_or(vm.spec.vcpus());
+        check_shape(vcpus, memory, disk)?;
         if disk < vm.spec.disk_gib() {
             return Err(ApiError::invalid(
                 "disk_gib",
                 format!("a disk cannot shrink ({} GiB now)", vm.spec.disk_gib()),
             ));
         }
-        if body.vcpus == Some(0) {
-            return Err(ApiError::invalid("vcpus", "must be at least 1"));
-        }
-        let spec = vm
-            .spec
-            .resized(body.vcpus.unwrap_or(vm.spec.vcpus()), memory, disk)?;
+        let spec = vm.spec.resized(vcpus, memory, disk)?;
         state
-            .db(move |store| view(store, &store.resize_vm_within_quota(&vm.id, &spec, None)?))
+            .db(move |store| {
+                view(
+                    store,
+                    &store.resize_vm_within_quota(&vm.id, &spec, None, &entry)?,
+                )
+            })
             .await
     };
     let view = state
@@ -286,33 +371,35 @@ pub async fn resize(
     Ok(Json(view))
 }
 
-#[utoipa::path(delete, path = "/v1/vms/{name}", responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/vms/{name}", responses((status = 204), (status = 422, body = hostel_api::ApiErrorBody, description = "the engine could not do it; `message` says why")))]
 pub async fn delete(
     State(state): State<AppState>,
     auth: Auth,
-    Path(name): Path<String>,
-    Query(q): Query<TenantQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<StatusCode> {
     let tenant = state.scope(&auth, &q).await?;
-    // The supervisor kills QEMU (over a stop under way) and removes disks, record and ports;
-    // a daemon killed meanwhile finishes the delete at its next start.
-    let delete = |state: AppState, vm: Vm| async move { state.supervisor.delete(&vm).await };
+    // The delete is on record (with its audit entry) before anything is done; the
+    // supervisor kills QEMU (over a stop under way) and removes disks, record and ports. A
+    // daemon killed meanwhile finishes it at its next start.
+    let delete =
+        |state: AppState, vm: Vm, entry| async move { state.supervisor.delete(&vm, entry).await };
     state
         .on_named(&auth, tenant, "vm.delete", &name, delete)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/v1/vms/{name}/start", responses((status = 200, body = VmView)))]
+#[utoipa::path(post, path = "/v1/vms/{name}/start", responses((status = 200, body = VmView), (status = 409, body = hostel_api::ApiErrorBody, description = "the host has no room for it (host_capacity)"), (status = 422, body = hostel_api::ApiErrorBody, description = "the engine could not do it; `message` says why")))]
 pub async fn start(
     State(state): State<AppState>,
     auth: Auth,
-    Path(name): Path<String>,
-    Query(q): Query<TenantQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<Json<VmView>> {
     let tenant = state.scope(&auth, &q).await?;
-    let start = |state: AppState, vm: Vm| async move {
-        state.supervisor.start(&vm).await?;
+    let start = |state: AppState, vm: Vm, entry| async move {
+        state.supervisor.start(&vm, Some(entry)).await?;
         fresh(&state, vm.id).await
     };
     let view = state
@@ -321,12 +408,12 @@ pub async fn start(
     Ok(Json(view))
 }
 
-#[utoipa::path(post, path = "/v1/vms/{name}/stop", request_body = StopVm, responses((status = 200, body = VmView)))]
+#[utoipa::path(post, path = "/v1/vms/{name}/stop", request_body = StopVm, responses((status = 200, body = VmView), (status = 422, body = hostel_api::ApiErrorBody, description = "the engine could not do it; `message` says why")))]
 pub async fn stop(
     State(state): State<AppState>,
     auth: Auth,
-    Path(name): Path<String>,
-    Query(q): Query<TenantQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
     ApiJson(body): ApiJson<StopVm>,
 ) -> ApiResult<Json<VmView>> {
     let tenant = state.scope(&auth, &q).await?;
@@ -340,8 +427,11 @@ pub async fn stop(
         }
         Some(t) => Duration::from_secs(t),
     };
-    let stop = |state: AppState, vm: Vm| async move {
-        state.supervisor.stop(&vm, body.force, grace).await?;
+    let stop = |state: AppState, vm: Vm, entry| async move {
+        state
+            .supervisor
+            .stop(&vm, body.force, grace, Some(entry))
+            .await?;
         fresh(&state, vm.id).await
     };
     let view = state
@@ -350,20 +440,22 @@ pub async fn stop(
     Ok(Json(view))
 }
 
-#[utoipa::path(post, path = "/v1/vms/{name}/restart", responses((status = 200, body = VmView)))]
+#[utoipa::path(post, path = "/v1/vms/{name}/restart", responses((status = 200, body = VmView), (status = 409, body = hostel_api::ApiErrorBody, description = "the host has no room for it (host_capacity)"), (status = 422, body = hostel_api::ApiErrorBody, description = "the engine could not do it; `message` says why")))]
 pub async fn restart(
     State(state): State<AppState>,
     auth: Auth,
-    Path(name): Path<String>,
-    Query(q): Query<TenantQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<Json<VmView>> {
     let tenant = state.scope(&auth, &q).await?;
-    let restart = |state: AppState, vm: Vm| async move {
+    let restart = |state: AppState, vm: Vm, entry| async move {
+        // The entry goes with the call's first change (desired = stopped): a restart cut
+        // between its stop and its start leaves no change without an entry.
         state
             .supervisor
-            .stop(&vm, false, DEFAULT_STOP_GRACE)
+            .stop(&vm, false, DEFAULT_STOP_GRACE, Some(entry))
             .await?;
-        state.supervisor.start(&vm).await?;
+        state.supervisor.start(&vm, None).await?;
         fresh(&state, vm.id).await
     };
     let view = state
@@ -385,8 +477,8 @@ pub struct ConsoleParams {
 pub async fn console(
     State(state): State<AppState>,
     auth: Auth,
-    Path(name): Path<String>,
-    Query(p): Query<ConsoleParams>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(p): ApiQuery<ConsoleParams>,
 ) -> ApiResult<Response> {
     let tenant = state
         .scope(&auth, &TenantQuery { tenant: p.tenant })

@@ -18,7 +18,10 @@ use crate::images::{ImageBoot, ROOT_DISK, SEED_DISK};
 use crate::supervisor::Supervisor;
 use crate::Ctx;
 use hostel_engine::{find_qemus, kill_found, FoundQemu, RunDir, RunState, Vm as Engine};
-use hostel_state::{ObservedState, ObservedStatus, StoreError, Timestamp, Vm, VmId};
+use hostel_state::{
+    Actor, AuditResult, NewAuditEntry, ObservedState, ObservedStatus, StoreError, Timestamp, Vm,
+    VmId,
+};
 use plan::{AfterAdopt, Evidence, Found, Step};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -162,7 +165,12 @@ async fn apply(
                 e.kill();
                 e.wait_timeout(KILL_WAIT).await;
             }
-            if let Err(e) = finish_delete(ctx, vm.id).await {
+            let done = if step == Step::Delete {
+                finish_delete(ctx, vm.id).await
+            } else {
+                undo_create(ctx, vm).await
+            };
+            if let Err(e) = done {
                 tracing::error!(vm = %vm.id, error = %e, "finishing a delete");
             }
         }
@@ -266,9 +274,36 @@ pub enum DeleteError {
 }
 
 /// Removes a VM being deleted (its QEMU already gone): disks, run directory, then the
-/// record, then its switch ports. Each step is idempotent, and the record goes last, so a
-/// kill at any point leaves the delete on record for the next start to finish.
+/// record (audited when the delete was asked for), then its switch ports. Each step is
+/// idempotent, and the record goes last, so a kill at any point leaves the delete on record
+/// for the next start to finish.
 pub async fn finish_delete(ctx: &Ctx, id: VmId) -> Result<(), DeleteError> {
+    remove(ctx, id, |store, id| store.finish_vm_delete(id)).await
+}
+
+/// Undoes a create cut before it was acknowledged (QEMU already gone): like a delete, with
+/// the create's failure in the audit log next to its record's entry.
+async fn undo_create(ctx: &Ctx, vm: &Vm) -> Result<(), DeleteError> {
+    let entry = NewAuditEntry::ok(
+        Actor::System,
+        Some(vm.tenant),
+        "vm.create",
+        vm.name.as_str(),
+    )
+    .with_result(AuditResult::Error(
+        "cut by a daemon crash before it was answered (undone at the next start)".into(),
+    ));
+    remove(ctx, vm.id, move |store, id| {
+        store.delete_vm(id, None, &entry)
+    })
+    .await
+}
+
+async fn remove(
+    ctx: &Ctx,
+    id: VmId,
+    delete: impl FnOnce(&dyn hostel_state::Store, &VmId) -> Result<Vm, StoreError> + Send + 'static,
+) -> Result<(), DeleteError> {
     let layout = ctx.layout.clone();
     crate::failpoint::hit("delete.before-finish").await;
     let gone = ctx
@@ -289,7 +324,7 @@ pub async fn finish_delete(ctx: &Ctx, id: VmId) -> Result<(), DeleteError> {
                     _ => {}
                 }
             }
-            match store.delete_vm(&id, None) {
+            match delete(store, &id) {
                 Ok(_) | Err(StoreError::NotFound { .. }) => Ok(false),
                 Err(e) => Err(e.into()),
             }

@@ -83,6 +83,28 @@ pub struct NewAuditEntry {
 }
 
 impl NewAuditEntry {
+    /// An entry for a successful action, to commit with the change it describes.
+    pub fn ok(
+        actor: Actor,
+        tenant: Option<TenantId>,
+        action: impl Into<String>,
+        target: impl Into<String>,
+    ) -> Self {
+        NewAuditEntry {
+            actor,
+            tenant,
+            action: action.into(),
+            target: target.into(),
+            result: AuditResult::Ok,
+        }
+    }
+
+    /// The same action with another outcome.
+    pub fn with_result(mut self, result: AuditResult) -> Self {
+        self.result = result;
+        self
+    }
+
     /// Validates `action`/`target` and truncates over-long text instead of
     /// refusing it: dropping an audit record would be worse than shortening it.
     pub(crate) fn normalized(&self) -> Result<NewAuditEntry, StoreError> {

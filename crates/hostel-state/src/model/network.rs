@@ -165,15 +165,22 @@ impl FromStr for Ipv6Prefix64 {
                 "the prefix length must be /64 (guests configure by SLAAC)",
             ));
         }
-        if addr.is_multicast() || addr.is_loopback() || addr.is_unspecified() {
-            return Err(bad("not a unicast prefix"));
+        let network = Ipv6Addr::from(u128::from(addr) & !u128::from(u64::MAX));
+        // Judged on the prefix itself, so `::5/64` (whose /64 holds `::` and `::1`) is
+        // refused like `::/64`.
+        if network.is_multicast() {
+            return Err(bad("a multicast prefix (ff00::/8) is not a subnet"));
         }
-        if addr.segments()[0] & 0xffc0 == 0xfe80 {
+        if u128::from(network) >> 64 == 0 {
+            return Err(bad(
+                "the unspecified and loopback addresses (::/64) are not a subnet",
+            ));
+        }
+        if network.segments()[0] & 0xffc0 == 0xfe80 {
             return Err(bad(
                 "link-local addresses are the switch's and the guests' own",
             ));
         }
-        let network = Ipv6Addr::from(u128::from(addr) & !u128::from(u64::MAX));
         Ok(Ipv6Prefix64 { network })
     }
 }
@@ -304,6 +311,43 @@ impl NewNetwork {
     }
 }
 
+/// Address ranges no virtual network may use, with why: packets to them never leave the
+/// host (loopback), are not one host's (multicast, broadcast), are the link's own
+/// (link-local) or mean "no address" (unspecified, 0.0.0.0/8).
+const UNUSABLE_V4: &[(Ipv4Addr, u8, &str)] = &[
+    (Ipv4Addr::new(0, 0, 0, 0), 8, "unspecified (0.0.0.0/8)"),
+    (Ipv4Addr::new(127, 0, 0, 0), 8, "loopback (127.0.0.0/8)"),
+    (
+        Ipv4Addr::new(169, 254, 0, 0),
+        16,
+        "link-local (169.254.0.0/16)",
+    ),
+    (Ipv4Addr::new(224, 0, 0, 0), 4, "multicast (224.0.0.0/4)"),
+    (
+        Ipv4Addr::new(240, 0, 0, 0),
+        4,
+        "reserved, with the broadcast address (240.0.0.0/4)",
+    ),
+];
+
+/// Refuses a subnet that overlaps a range no network may use ([`UNUSABLE_V4`]).
+/// Checked when a network is created, not when one is read: a stored network stays
+/// readable whatever later releases refuse.
+pub(crate) fn check_usable_subnet(subnet: &Ipv4Net) -> Result<(), StoreError> {
+    for &(addr, prefix, what) in UNUSABLE_V4 {
+        // Two CIDR blocks overlap exactly when the shorter one contains the other's start.
+        let shorter = prefix.min(subnet.prefix());
+        let m = u32::MAX << (32 - u32::from(shorter));
+        if u32::from(addr) & m == u32::from(subnet.network()) & m {
+            return Err(StoreError::invalid(
+                "subnet",
+                format!("{subnet} overlaps the {what} range, which no network may use"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Picks and checks a network's gateway: defaults to the first host, and must
 /// be a host address of the subnet so VMs can reach it on-link.
 pub(crate) fn resolve_gateway(
@@ -386,8 +430,48 @@ mod tests {
             "ff02::/64",
             "x/64",
             "fd00::/064",
+            "::/64",
+            "::1/64",
+            "::5/64",
+            "ff00::/64",
+            "febf::/64",
         ] {
             assert!(bad.parse::<Ipv6Prefix64>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn subnets_of_special_ranges_are_refused_and_named() {
+        for (subnet, named) in [
+            ("127.0.0.0/8", "loopback"),
+            ("127.1.2.0/24", "loopback"),
+            ("169.0.0.0/8", "link-local"),
+            ("224.0.0.0/24", "multicast"),
+            ("239.255.0.0/16", "multicast"),
+            ("169.254.1.0/24", "link-local"),
+            ("0.0.0.0/8", "unspecified"),
+            ("255.255.255.252/30", "broadcast"),
+            ("240.0.0.0/8", "reserved"),
+        ] {
+            let err = check_usable_subnet(&subnet.parse().unwrap()).unwrap_err();
+            assert!(err.to_string().contains(named), "{subnet}: {err}");
+            assert!(matches!(
+                err,
+                StoreError::Invalid {
+                    field: "subnet",
+                    ..
+                }
+            ));
+        }
+        for ok in [
+            "10.0.0.0/8",
+            "192.168.1.0/24",
+            "126.0.0.0/8",
+            "128.0.0.0/8",
+            "169.253.0.0/16",
+            "223.255.255.0/24",
+        ] {
+            check_usable_subnet(&ok.parse().unwrap()).unwrap();
         }
     }
 

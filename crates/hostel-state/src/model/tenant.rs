@@ -17,6 +17,11 @@ pub struct Quota {
     pub max_memory_mib: u64,
     pub max_disk_gib: u64,
     pub max_vms: u32,
+    /// Networks the tenant may have. Each costs switch tables and, with an uplink, a
+    /// host device, so it is bounded like VMs are.
+    pub max_networks: u32,
+    /// Of those, networks with an uplink (a TAP device in the host each).
+    pub max_uplinks: u32,
 }
 
 impl Quota {
@@ -42,6 +47,9 @@ pub struct Usage {
     pub memory_mib: u64,
     pub disk_gib: u64,
     pub vms: u64,
+    pub networks: u64,
+    /// Networks with an uplink.
+    pub uplinks: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -109,7 +109,7 @@ impl fmt::Debug for TokenSecret {
 /// Token names are free text for humans ("ci deploy key"), bounded so they
 /// render in a table.
 pub(crate) fn validate_token_name(name: &str) -> Result<(), StoreError> {
-    if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+    if name.trim().is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
         return Err(StoreError::invalid(
             "token name",
             "must be 1 to 128 printable characters",

@@ -156,6 +156,20 @@ impl SqliteStore {
         run().map_err(StoreError::from)
     }
 
+    /// [`SqliteStore::write`] that also appends `audit` in the same transaction: both
+    /// commit, or neither does.
+    fn write_audited<T>(
+        &self,
+        audit: &NewAuditEntry,
+        f: impl FnOnce(&Transaction<'_>) -> DbResult<T>,
+    ) -> Result<T> {
+        self.write(|tx| {
+            let out = f(tx)?;
+            audit::append(tx, audit)?;
+            Ok(out)
+        })
+    }
+
     /// Runs `f` on a pooled reader connection.
     fn read<T>(&self, f: impl FnOnce(&Connection) -> DbResult<T>) -> Result<T> {
         let pooled = lock(&self.readers).pop();
@@ -221,8 +235,13 @@ fn restrict_permissions(path: &Path) -> DbResult<()> {
 }
 
 impl Store for SqliteStore {
-    fn create_tenant(&self, name: &TenantName, quota: Quota) -> Result<Tenant> {
-        self.write(|tx| tenants::insert(tx, name, quota))
+    fn create_tenant(
+        &self,
+        name: &TenantName,
+        quota: Quota,
+        audit: &NewAuditEntry,
+    ) -> Result<Tenant> {
+        self.write_audited(audit, |tx| tenants::insert(tx, name, quota))
     }
     fn get_tenant(&self, id: &TenantId) -> Result<Tenant> {
         self.read(|c| tenants::get(c, id))
@@ -233,8 +252,8 @@ impl Store for SqliteStore {
     fn list_tenants(&self) -> Result<Vec<Tenant>> {
         self.read(tenants::list)
     }
-    fn set_quota(&self, id: &TenantId, quota: Quota) -> Result<Tenant> {
-        self.write(|tx| tenants::set_quota(tx, id, quota))
+    fn set_quota(&self, id: &TenantId, quota: Quota, audit: &NewAuditEntry) -> Result<Tenant> {
+        self.write_audited(audit, |tx| tenants::set_quota(tx, id, quota))
     }
     fn delete_tenant(&self, id: &TenantId) -> Result<()> {
         self.write(|tx| tenants::delete(tx, id))
@@ -242,7 +261,9 @@ impl Store for SqliteStore {
     fn tenant_usage(&self, id: &TenantId) -> Result<Usage> {
         self.read(|c| {
             tenants::get(c, id)?;
-            vms::usage(c, id)
+            let mut usage = vms::usage(c, id)?;
+            networks::add_usage(c, id, &mut usage)?;
+            Ok(usage)
         })
     }
 
@@ -251,8 +272,9 @@ impl Store for SqliteStore {
         tenant: Option<&TenantId>,
         name: &str,
         hash: &TokenHash,
+        audit: &NewAuditEntry,
     ) -> Result<ApiToken> {
-        self.write(|tx| tokens::insert(tx, tenant, name, hash))
+        self.write_audited(audit, |tx| tokens::insert(tx, tenant, name, hash))
     }
     fn find_token_by_hash(&self, hash: &TokenHash) -> Result<Option<ApiToken>> {
         self.read(|c| tokens::find_by_hash(c, hash))
@@ -260,8 +282,11 @@ impl Store for SqliteStore {
     fn list_tokens(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiToken>> {
         self.read(|c| tokens::list(c, tenant))
     }
-    fn delete_token(&self, id: &TokenId) -> Result<()> {
-        self.write(|tx| tokens::delete(tx, id))
+    fn delete_token(&self, id: &TokenId, audit: &NewAuditEntry) -> Result<ApiToken> {
+        self.write_audited(audit, |tx| tokens::delete(tx, id))
+    }
+    fn get_token(&self, id: &TokenId) -> Result<ApiToken> {
+        self.read(|c| tokens::get(c, id))
     }
 
     fn create_vm(&self, tenant: &TenantId, vm: &NewVm) -> Result<Vm> {
@@ -275,8 +300,9 @@ impl Store for SqliteStore {
         tenant: &TenantId,
         vm: &NewVm,
         nics: &[NewNic],
+        audit: &NewAuditEntry,
     ) -> Result<(Vm, Vec<VmNic>)> {
-        self.write(|tx| {
+        self.write_audited(audit, |tx| {
             networks::check_nic_count(nics)?;
             let vm = vms::insert(tx, tenant, vm, vms::QuotaCheck::Enforce)?;
             let nics = networks::attach(tx, tenant, &vm.id, nics)?;
@@ -308,8 +334,9 @@ impl Store for SqliteStore {
         id: &VmId,
         spec: &VmSpecRecord,
         expected_generation: Option<u64>,
+        audit: &NewAuditEntry,
     ) -> Result<Vm> {
-        self.write(|tx| {
+        self.write_audited(audit, |tx| {
             vms::update_spec(tx, id, spec, expected_generation, vms::QuotaCheck::Enforce)
         })
     }
@@ -326,21 +353,47 @@ impl Store for SqliteStore {
         id: &VmId,
         desired: DesiredState,
         intent: Option<&VmIntent>,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<Vm> {
-        self.write(|tx| vms::set_intent(tx, id, desired, intent))
+        let set = |tx: &Transaction<'_>| vms::set_intent(tx, id, desired, intent);
+        match audit {
+            Some(entry) => self.write_audited(entry, set),
+            None => self.write(set),
+        }
+    }
+    fn finish_vm_delete(&self, id: &VmId) -> Result<Vm> {
+        self.write(|tx| vms::finish_delete(tx, id))
     }
     fn clear_vm_intent(&self, id: &VmId, op: IntentOp) -> Result<Vm> {
         self.write(|tx| vms::clear_intent(tx, id, op))
     }
+    fn set_vm_desired_audited(
+        &self,
+        id: &VmId,
+        desired: DesiredState,
+        audit: &NewAuditEntry,
+    ) -> Result<Vm> {
+        self.write_audited(audit, |tx| vms::set_desired(tx, id, desired, None))
+    }
     fn set_vm_observed(&self, id: &VmId, observed: &ObservedStatus) -> Result<Vm> {
         self.write(|tx| vms::set_observed(tx, id, observed))
     }
-    fn delete_vm(&self, id: &VmId, expected_generation: Option<u64>) -> Result<Vm> {
-        self.write(|tx| vms::delete(tx, id, expected_generation))
+    fn delete_vm(
+        &self,
+        id: &VmId,
+        expected_generation: Option<u64>,
+        audit: &NewAuditEntry,
+    ) -> Result<Vm> {
+        self.write_audited(audit, |tx| vms::delete(tx, id, expected_generation))
     }
 
-    fn create_network(&self, tenant: &TenantId, new: &NewNetwork) -> Result<Network> {
-        self.write(|tx| networks::insert(tx, tenant, new))
+    fn create_network(
+        &self,
+        tenant: &TenantId,
+        new: &NewNetwork,
+        audit: &NewAuditEntry,
+    ) -> Result<Network> {
+        self.write_audited(audit, |tx| networks::insert(tx, tenant, new))
     }
     fn get_network(&self, id: &NetworkId) -> Result<Network> {
         self.read(|c| networks::get(c, id))
@@ -354,8 +407,8 @@ impl Store for SqliteStore {
     fn list_all_networks(&self) -> Result<Vec<Network>> {
         self.read(networks::list_all)
     }
-    fn delete_network(&self, id: &NetworkId) -> Result<Network> {
-        self.write(|tx| networks::delete(tx, id))
+    fn delete_network(&self, id: &NetworkId, audit: &NewAuditEntry) -> Result<Network> {
+        self.write_audited(audit, |tx| networks::delete(tx, id))
     }
     fn list_nics_of_vm(&self, vm: &VmId) -> Result<Vec<VmNic>> {
         self.read(|c| networks::nics_of_vm(c, vm))
@@ -379,6 +432,13 @@ impl Store for SqliteStore {
     }
     fn set_setting(&self, key: &SettingKey, value: &str) -> Result<()> {
         self.write(|tx| settings::set(tx, key, value))
+    }
+    fn set_settings(&self, values: &[(SettingKey, String)], audit: &NewAuditEntry) -> Result<()> {
+        self.write_audited(audit, |tx| {
+            values
+                .iter()
+                .try_for_each(|(key, value)| settings::set(tx, key, value))
+        })
     }
     fn delete_setting(&self, key: &SettingKey) -> Result<bool> {
         self.write(|tx| settings::delete(tx, key))

@@ -16,8 +16,11 @@ use super::{tenants, DbResult};
 use crate::error::{EntityKind, StoreError};
 use crate::ids::{NetworkId, NetworkName, TenantId, VmId};
 use crate::model::network::{
-    derive_mac, resolve_gateway, Network, NewNetwork, NewNic, VmNic, MAX_NICS_PER_VM,
+    check_usable_subnet, derive_mac, resolve_gateway, Network, NewNetwork, NewNic, Uplink, VmNic,
+    MAX_NICS_PER_VM,
 };
+use crate::model::tenant::Usage;
+use crate::quota;
 use crate::time::Timestamp;
 
 const COLUMNS: &str = "id, tenant_id, name, subnet4, gateway4, subnet6, uplink, created_at";
@@ -67,8 +70,9 @@ fn addr(row: &Row<'_>, col: &str) -> DbResult<Ipv4Addr> {
 }
 
 pub(super) fn insert(c: &Connection, tenant: &TenantId, new: &NewNetwork) -> DbResult<Network> {
-    tenants::get(c, tenant)?;
+    let quota = tenants::quota(c, tenant)?;
     let name = &new.name;
+    check_usable_subnet(&new.subnet4)?;
     let gateway4 = resolve_gateway(&new.subnet4, new.gateway4)?;
     let conflict = || {
         StoreError::conflict(
@@ -83,6 +87,9 @@ pub(super) fn insert(c: &Connection, tenant: &TenantId, new: &NewNetwork) -> DbR
     if taken {
         return Err(conflict().into());
     }
+    let mut usage = Usage::default();
+    add_usage(c, tenant, &mut usage)?;
+    quota::check_network(&quota, &usage, new.uplink != Uplink::None)?;
     let net = Network {
         id: NetworkId::new_random(),
         tenant: *tenant,
@@ -161,6 +168,20 @@ pub(super) fn delete(c: &Connection, id: &NetworkId) -> DbResult<Network> {
     c.prepare_cached("DELETE FROM networks WHERE id = ?1")?
         .execute([id.to_string()])?;
     Ok(net)
+}
+
+/// Adds the tenant's networks (and those with an uplink) to `usage`.
+pub(super) fn add_usage(c: &Connection, tenant: &TenantId, usage: &mut Usage) -> DbResult<()> {
+    let (networks, uplinks) = c
+        .prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(uplink != 'none'), 0) FROM networks WHERE tenant_id = ?1",
+        )?
+        .query_row([tenant.to_string()], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })?;
+    usage.networks = networks.max(0) as u64;
+    usage.uplinks = uplinks.max(0) as u64;
+    Ok(())
 }
 
 /// How many networks the tenant owns; tenant deletion refuses while any remain.

@@ -136,6 +136,17 @@ ALTER TABLE vms ADD COLUMN intent TEXT CHECK (intent IN ('stop', 'kill', 'delete
 ALTER TABLE vms ADD COLUMN intent_deadline INTEGER;
 "#,
     },
+    Migration {
+        version: 5,
+        sql: r#"
+-- Network quotas. Tenants created before them get room for what a tenant
+-- normally needs; one already above stays so (quotas only block growth).
+ALTER TABLE tenants ADD COLUMN max_networks INTEGER NOT NULL DEFAULT 8
+    CHECK (max_networks >= 0);
+ALTER TABLE tenants ADD COLUMN max_uplinks INTEGER NOT NULL DEFAULT 2
+    CHECK (max_uplinks >= 0);
+"#,
+    },
 ];
 
 /// The schema version this build writes.
@@ -194,7 +205,7 @@ mod tests {
     #[test]
     fn migrate_twice_is_a_no_op() {
         let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4]);
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4, 5]);
         assert!(migrate(&mut conn).unwrap().is_empty());
         assert_eq!(user_version(&conn).unwrap(), LATEST_VERSION);
     }

@@ -10,7 +10,8 @@ use crate::ids::{TenantId, TenantName};
 use crate::model::tenant::{Quota, Tenant};
 use crate::time::Timestamp;
 
-const COLUMNS: &str = "id, name, created_at, max_vcpus, max_memory_mib, max_disk_gib, max_vms";
+const COLUMNS: &str =
+    "id, name, created_at, max_vcpus, max_memory_mib, max_disk_gib, max_vms, max_networks, max_uplinks";
 
 fn from_row(row: &Row<'_>) -> DbResult<Tenant> {
     Ok(Tenant {
@@ -22,6 +23,8 @@ fn from_row(row: &Row<'_>) -> DbResult<Tenant> {
             max_memory_mib: uint(row, "max_memory_mib")?,
             max_disk_gib: uint(row, "max_disk_gib")?,
             max_vms: uint(row, "max_vms")?,
+            max_networks: uint(row, "max_networks")?,
+            max_uplinks: uint(row, "max_uplinks")?,
         },
     })
 }
@@ -43,7 +46,8 @@ pub(super) fn insert(c: &Connection, name: &TenantName, quota: Quota) -> DbResul
     };
     let sql = format!(
         "INSERT INTO tenants ({COLUMNS}) VALUES \
-         (:id, :name, :created_at, :max_vcpus, :max_memory_mib, :max_disk_gib, :max_vms)"
+         (:id, :name, :created_at, :max_vcpus, :max_memory_mib, :max_disk_gib, :max_vms, \
+         :max_networks, :max_uplinks)"
     );
     c.prepare_cached(&sql)?
         .execute(named_params! {
@@ -54,6 +58,8 @@ pub(super) fn insert(c: &Connection, name: &TenantName, quota: Quota) -> DbResul
             ":max_memory_mib": to_i64("quota.max_memory_mib", quota.max_memory_mib)?,
             ":max_disk_gib": to_i64("quota.max_disk_gib", quota.max_disk_gib)?,
             ":max_vms": quota.max_vms,
+            ":max_networks": quota.max_networks,
+            ":max_uplinks": quota.max_uplinks,
         })
         .map_err(|e| {
             let e = e.into();
@@ -88,7 +94,8 @@ pub(super) fn set_quota(c: &Connection, id: &TenantId, quota: Quota) -> DbResult
     let n = c
         .prepare_cached(
             "UPDATE tenants SET max_vcpus = :max_vcpus, max_memory_mib = :max_memory_mib, \
-             max_disk_gib = :max_disk_gib, max_vms = :max_vms WHERE id = :id",
+             max_disk_gib = :max_disk_gib, max_vms = :max_vms, max_networks = :max_networks, \
+             max_uplinks = :max_uplinks WHERE id = :id",
         )?
         .execute(named_params! {
             ":id": id.to_string(),
@@ -96,6 +103,8 @@ pub(super) fn set_quota(c: &Connection, id: &TenantId, quota: Quota) -> DbResult
             ":max_memory_mib": to_i64("quota.max_memory_mib", quota.max_memory_mib)?,
             ":max_disk_gib": to_i64("quota.max_disk_gib", quota.max_disk_gib)?,
             ":max_vms": quota.max_vms,
+            ":max_networks": quota.max_networks,
+            ":max_uplinks": quota.max_uplinks,
         })?;
     if n == 0 {
         return Err(StoreError::not_found(EntityKind::Tenant, id).into());
@@ -127,6 +136,18 @@ pub(super) fn delete(c: &Connection, id: &TenantId) -> DbResult<()> {
     }
     c.prepare_cached("DELETE FROM tenants WHERE id = ?1")?
         .execute([id.to_string()])?;
+    Ok(())
+}
+
+/// NotFound unless the tenant exists; reads only its id, so it works on every schema
+/// version.
+pub(super) fn ensure_exists(c: &Connection, id: &TenantId) -> DbResult<()> {
+    let found = c
+        .prepare_cached("SELECT 1 FROM tenants WHERE id = ?1")?
+        .exists([id.to_string()])?;
+    if !found {
+        return Err(StoreError::not_found(EntityKind::Tenant, id).into());
+    }
     Ok(())
 }
 

@@ -83,12 +83,15 @@ pub(super) fn list(c: &Connection, tenant: Option<&TenantId>) -> DbResult<Vec<Ap
     }
 }
 
-pub(super) fn delete(c: &Connection, id: &TokenId) -> DbResult<()> {
-    let n = c
-        .prepare_cached("DELETE FROM api_tokens WHERE id = ?1")?
+pub(super) fn get(c: &Connection, id: &TokenId) -> DbResult<ApiToken> {
+    let sql = format!("SELECT {COLUMNS} FROM api_tokens WHERE id = ?1");
+    query_first(c, &sql, [id.to_string()], from_row)?
+        .ok_or_else(|| StoreError::not_found(EntityKind::Token, id).into())
+}
+
+pub(super) fn delete(c: &Connection, id: &TokenId) -> DbResult<ApiToken> {
+    let token = get(c, id)?;
+    c.prepare_cached("DELETE FROM api_tokens WHERE id = ?1")?
         .execute([id.to_string()])?;
-    if n == 0 {
-        return Err(StoreError::not_found(EntityKind::Token, id).into());
-    }
-    Ok(())
+    Ok(token)
 }

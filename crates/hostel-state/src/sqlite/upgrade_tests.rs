@@ -6,12 +6,14 @@ use std::net::Ipv4Addr;
 
 use rusqlite::Connection;
 
-use super::{schema, tenants, vms, SqliteStore, DB_FILE_NAME};
-use crate::ids::{NetworkName, TenantName, VmName};
+use super::{schema, vms, SqliteStore, DB_FILE_NAME};
+use crate::ids::{NetworkName, TenantId, TenantName, VmName};
+use crate::model::audit::{Actor, NewAuditEntry};
 use crate::model::network::{NewNetwork, NewNic, Uplink};
-use crate::model::tenant::Quota;
+use crate::model::tenant::{Quota, Tenant};
 use crate::model::vm::{DesiredState, NewVm, VmSpecRecord};
 use crate::store::Store;
+use crate::time::Timestamp;
 
 fn quota() -> Quota {
     Quota {
@@ -19,7 +21,13 @@ fn quota() -> Quota {
         max_memory_mib: 65_536,
         max_disk_gib: 1000,
         max_vms: 10,
+        max_networks: 8,
+        max_uplinks: 2,
     }
+}
+
+fn audit(action: &str) -> NewAuditEntry {
+    NewAuditEntry::ok(Actor::Operator, None, action, "test")
 }
 
 fn table_exists(c: &Connection, name: &str) -> bool {
@@ -34,25 +42,38 @@ fn v1_database_is_upgraded_to_v2_keeping_data() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(DB_FILE_NAME);
     // A database exactly as the v1 release left it, with a tenant and a VM.
-    let (tenant, vm) = {
-        let mut c = Connection::open(&path).unwrap();
-        c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
-            .unwrap();
-        assert_eq!(schema::migrate_to(&mut c, 1).unwrap(), vec![1]);
-        assert_eq!(schema::user_version(&c).unwrap(), 1);
-        assert!(!table_exists(&c, "networks"));
-        let tx = c.transaction().unwrap();
-        let t = tenants::insert(&tx, &TenantName::new("acme").unwrap(), quota()).unwrap();
-        let new = NewVm {
-            id: None,
-            name: VmName::new("web").unwrap(),
-            spec: VmSpecRecord::new(2, 1024, 10, "debian-12").unwrap(),
-            desired: DesiredState::Running,
+    let (tenant, vm) =
+        {
+            let mut c = Connection::open(&path).unwrap();
+            c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+                .unwrap();
+            assert_eq!(schema::migrate_to(&mut c, 1).unwrap(), vec![1]);
+            assert_eq!(schema::user_version(&c).unwrap(), 1);
+            assert!(!table_exists(&c, "networks"));
+            let tx = c.transaction().unwrap();
+            // The v1 columns only; the network quotas come with version 5, at their defaults.
+            let t = Tenant {
+                id: TenantId::new_random(),
+                name: TenantName::new("acme").unwrap(),
+                created_at: Timestamp::now(),
+                quota: quota(),
+            };
+            tx.execute(
+            "INSERT INTO tenants (id, name, created_at, max_vcpus, max_memory_mib, max_disk_gib, \
+             max_vms) VALUES (?1, ?2, ?3, 64, 65536, 1000, 10)",
+            (t.id.to_string(), t.name.as_str(), t.created_at.unix_millis()),
+        )
+        .unwrap();
+            let new = NewVm {
+                id: None,
+                name: VmName::new("web").unwrap(),
+                spec: VmSpecRecord::new(2, 1024, 10, "debian-12").unwrap(),
+                desired: DesiredState::Running,
+            };
+            let vm = vms::insert(&tx, &t.id, &new, vms::QuotaCheck::Skip).unwrap();
+            tx.commit().unwrap();
+            (t, vm)
         };
-        let vm = vms::insert(&tx, &t.id, &new, vms::QuotaCheck::Skip).unwrap();
-        tx.commit().unwrap();
-        (t, vm)
-    };
 
     let store = SqliteStore::open(dir.path()).unwrap();
     assert_eq!(store.schema_version().unwrap(), crate::SCHEMA_VERSION);
@@ -84,6 +105,7 @@ fn v1_database_is_upgraded_to_v2_keeping_data() {
                 subnet6: None,
                 uplink: Uplink::None,
             },
+            &audit("network.create"),
         )
         .unwrap();
     let new = NewVm {
@@ -97,7 +119,7 @@ fn v1_database_is_upgraded_to_v2_keeping_data() {
         ipv4: None,
     };
     let (_, nics) = store
-        .create_vm_with_nics_within_quota(&tenant.id, &new, &[nic])
+        .create_vm_with_nics_within_quota(&tenant.id, &new, &[nic], &audit("vm.create"))
         .unwrap();
     assert_eq!(nics[0].ipv4, Ipv4Addr::new(10, 0, 0, 2));
     drop(store);

@@ -128,6 +128,8 @@ pub(super) fn usage(c: &Connection, tenant: &TenantId) -> DbResult<Usage> {
             memory_mib: r.get::<_, i64>(1)?.max(0) as u64,
             disk_gib: r.get::<_, i64>(2)?.max(0) as u64,
             vms: r.get::<_, i64>(3)?.max(0) as u64,
+            // VM quota checks need only the VMs' share; `networks::add_usage` adds the rest.
+            ..Usage::default()
         })
     })
     .map_err(Into::into)
@@ -139,7 +141,7 @@ pub(super) fn insert(
     new: &NewVm,
     check: QuotaCheck,
 ) -> DbResult<Vm> {
-    let quota = tenants::quota(c, tenant)?;
+    tenants::ensure_exists(c, tenant)?;
     let conflict = || {
         StoreError::conflict(
             EntityKind::Vm,
@@ -154,6 +156,7 @@ pub(super) fn insert(
         return Err(conflict().into());
     }
     if check == QuotaCheck::Enforce {
+        let quota = tenants::quota(c, tenant)?;
         quota::check_create(&quota, &usage(c, tenant)?, &new.spec)?;
     }
     let now = Timestamp::now();
@@ -299,6 +302,19 @@ pub(super) fn set_intent(
     vm.desired = desired;
     vm.intent = intent.copied();
     vm.generation += 1;
+    Ok(vm)
+}
+
+/// Removes a VM whose delete is on record (intent `delete`).
+pub(super) fn finish_delete(c: &Connection, id: &VmId) -> DbResult<Vm> {
+    let vm = get(c, id)?;
+    if vm.intent.map(|i| i.op) != Some(IntentOp::Delete) {
+        return Err(
+            StoreError::conflict(EntityKind::Vm, &vm.name, "no delete of it is on record").into(),
+        );
+    }
+    c.prepare_cached("DELETE FROM vms WHERE id = ?1")?
+        .execute([id.to_string()])?;
     Ok(vm)
 }
 

@@ -2,7 +2,8 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use hostel_state::{
-    DesiredState, NewVm, Quota, SqliteStore, Store, Tenant, TenantName, VmName, VmSpecRecord,
+    Actor, DesiredState, NewAuditEntry, NewVm, Quota, SqliteStore, Store, Tenant, TenantName,
+    VmName, VmSpecRecord,
 };
 use tempfile::TempDir;
 
@@ -18,12 +19,14 @@ pub fn big_quota() -> Quota {
         max_memory_mib: 1 << 40,
         max_disk_gib: 1 << 30,
         max_vms: 1_000_000,
+        max_networks: 1_000_000,
+        max_uplinks: 1_000_000,
     }
 }
 
 pub fn tenant(store: &dyn Store, name: &str, quota: Quota) -> Tenant {
     store
-        .create_tenant(&TenantName::new(name).unwrap(), quota)
+        .create_tenant(&TenantName::new(name).unwrap(), quota, &audit())
         .unwrap()
 }
 
@@ -38,4 +41,9 @@ pub fn new_vm(name: &str, spec: VmSpecRecord) -> NewVm {
         spec,
         desired: DesiredState::Running,
     }
+}
+
+/// An entry for the writes that take one; tests that check the log build their own.
+pub fn audit() -> NewAuditEntry {
+    NewAuditEntry::ok(Actor::Operator, None, "test.write", "test")
 }

@@ -13,6 +13,11 @@
 /// Enough for Linux's TSO frames (MAX_SKB_FRAGS + 2) plus region splits.
 pub const MAX_SEGS: usize = 32;
 
+/// Most descriptors one chain may use, counting the indirect descriptor and zero-length
+/// ones: what a guest can make the switch read per chain. Linux uses at most
+/// MAX_SKB_FRAGS + 2 (19, or 47 with the largest MAX_SKB_FRAGS).
+pub const MAX_CHAIN_DESCS: u32 = 128;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Seg {
     pub addr: u64,
@@ -27,6 +32,9 @@ pub struct SegList {
     pub segs: [Seg; MAX_SEGS],
     pub n: usize,
     pub total: usize,
+    /// Descriptors read to gather the chain (at most [`MAX_CHAIN_DESCS`]), even if it was
+    /// refused: the work it cost.
+    pub visits: u32,
 }
 
 impl Default for SegList {
@@ -35,6 +43,7 @@ impl Default for SegList {
             segs: [Seg::default(); MAX_SEGS],
             n: 0,
             total: 0,
+            visits: 0,
         }
     }
 }

@@ -1,16 +1,15 @@
 //! The rules behind the anti-spoof and destination-lookup stages.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::datapath::pipeline::{Decision, Ingress, LocalReply};
-use crate::packet::parse::IPPROTO_ICMPV6;
 use crate::packet::{arp, dhcp, ndp, ArpPkt, Ipv4Pkt, Ipv6Pkt, Parsed, L3};
 use crate::stats::DropReason;
 use crate::tables::{NetEntry, NetIdx, PortEntry, PortIdx, Tables};
 
 /// A port may only send from its own MAC and its assigned addresses. The unspecified source
-/// is allowed where the protocols need it before an address exists: DHCP client messages,
-/// ARP probes and IPv6 DAD/router solicitation.
+/// (ARP probes aside, which the switch always consumes) passes here and is judged by
+/// [`unspecified_source_allowed`] once the destination is known.
 pub fn check_source(port: &PortEntry, p: &Parsed) -> Result<(), DropReason> {
     if p.src != port.cfg.mac {
         return Err(DropReason::SpoofedSrcMac);
@@ -25,17 +24,12 @@ pub fn check_source(port: &PortEntry, p: &Parsed) -> Result<(), DropReason> {
             }
         }
         L3::Ipv4(ip) => {
-            let dhcp_client = ip.src == Ipv4Addr::UNSPECIFIED
-                && ip.udp == Some((dhcp::CLIENT_PORT, dhcp::SERVER_PORT));
-            if Some(ip.src) != port.cfg.ipv4 && !dhcp_client {
+            if Some(ip.src) != port.cfg.ipv4 && !ip.src.is_unspecified() {
                 return Err(DropReason::SpoofedSrcIp);
             }
         }
         L3::Ipv6(ip) => {
-            // DAD and router solicitations are ICMPv6; MLD reports sent before the link-local
-            // address exists carry a hop-by-hop header (next header 0).
-            let unspecified_ok = ip.src.is_unspecified() && matches!(ip.next, 0 | IPPROTO_ICMPV6);
-            if !port.owns_v6(&ip.src) && !unspecified_ok {
+            if !port.owns_v6(&ip.src) && !ip.src.is_unspecified() {
                 return Err(DropReason::SpoofedSrcIp);
             }
         }
@@ -43,6 +37,36 @@ pub fn check_source(port: &PortEntry, p: &Parsed) -> Result<(), DropReason> {
         L3::Other(_) => return Err(DropReason::UnsupportedEthertype),
     }
     Ok(())
+}
+
+/// Whether a frame from a port may carry the unspecified source given where it is going.
+/// A host without an address may only talk to the switch: DHCP client messages the switch
+/// answers, duplicate-address detection (a neighbour solicitation to a solicited-node group)
+/// and router solicitation (to all-routers), both of which the switch consumes. MLD reports a
+/// host sends from `::` before its link-local address exists are dropped too: the switch
+/// floods multicast without snooping, so they carry nothing it needs.
+pub fn unspecified_source_allowed(p: &Parsed, d: &Decision) -> bool {
+    let consumed = matches!(d, Decision::Local(_) | Decision::Drop(_));
+    match &p.l3 {
+        L3::Ipv4(ip) if ip.src.is_unspecified() => *d == Decision::Local(LocalReply::Dhcp),
+        L3::Ipv6(ip) if ip.src.is_unspecified() => {
+            consumed
+                && match ip.icmp_type {
+                    Some(ndp::NEIGHBOR_SOLICIT) => is_solicited_node(&ip.dst),
+                    Some(ndp::ROUTER_SOLICIT) => ip.dst == ALL_ROUTERS,
+                    _ => false,
+                }
+        }
+        _ => true,
+    }
+}
+
+const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
+
+/// ff02::1:ff00:0/104, the groups neighbour solicitations (and so DAD probes) go to.
+fn is_solicited_node(a: &Ipv6Addr) -> bool {
+    let o = a.octets();
+    o[..13] == [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff]
 }
 
 fn unicast_or_uplink(net: &NetEntry, ingress: Ingress, found: Option<PortIdx>) -> Decision {

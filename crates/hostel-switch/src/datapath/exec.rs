@@ -2,6 +2,8 @@
 //! of frames, one used-index update and at most one notification per group, counters added
 //! once per group.
 
+use std::sync::atomic::Ordering;
+
 use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
@@ -9,7 +11,7 @@ use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 use crate::datapath::chain::SegList;
 use crate::datapath::port::PortRuntime;
 use crate::datapath::ring::{MemMap, Ring};
-use crate::datapath::rx::{deliver, FrameSrc, RxQueue};
+use crate::datapath::rx::{deliver, FrameSrc, RxMark, RxQueue};
 use crate::datapath::vnet::{VnetHdr, F_MRG_RXBUF};
 use crate::stats::DropReason;
 
@@ -21,14 +23,23 @@ pub struct QueueRx<'a> {
     /// Entries the driver has offered, as last read (re-read only when they run out).
     avail_idx: u16,
     next_used: u16,
+    /// Descriptors read in this group (the receiver's `desc_visits`).
+    visits: u64,
+}
+
+impl QueueRx<'_> {
+    /// Chains the driver offers beyond `next_avail`, re-reading its avail index (0 for a
+    /// driver whose index claims more than the ring holds).
+    fn offered(&mut self) -> u16 {
+        if let Some(n) = self.ring.pending(self.next_avail) {
+            self.avail_idx = self.next_avail.wrapping_add(n);
+        }
+        self.avail_idx.wrapping_sub(self.next_avail)
+    }
 }
 
 impl RxQueue for QueueRx<'_> {
-    fn pop(
-        &mut self,
-        _mem: &GuestMemoryMmap<()>,
-        out: &mut SegList,
-    ) -> Option<(u16, Result<(), DropReason>)> {
+    fn pop(&mut self, out: &mut SegList) -> Option<(u16, Result<(), DropReason>)> {
         if self.next_avail == self.avail_idx {
             self.avail_idx = self
                 .next_avail
@@ -39,37 +50,71 @@ impl RxQueue for QueueRx<'_> {
         }
         let head = self.ring.avail_head(self.next_avail);
         self.next_avail = self.next_avail.wrapping_add(1);
-        Some((head, self.ring.gather(head, true, usize::MAX, out)))
+        let r = self.ring.gather(head, true, usize::MAX, out);
+        self.visits += u64::from(out.visits);
+        Some((head, r))
     }
-    fn unpop(&mut self) {
-        self.next_avail = self.next_avail.wrapping_sub(1);
-    }
-    fn add_used(&mut self, head: u16, len: u32) -> Result<(), DropReason> {
-        if head >= self.ring.size() {
-            return Err(DropReason::NoRxBuffer);
+    fn mark(&self) -> RxMark {
+        RxMark {
+            next_avail: self.next_avail,
+            next_used: self.next_used,
         }
-        self.ring.put_used(self.next_used, head, len);
-        self.next_used = self.next_used.wrapping_add(1);
-        Ok(())
+    }
+    fn rewind(&mut self, to: RxMark) {
+        self.next_avail = to.next_avail;
+        self.next_used = to.next_used;
+    }
+    fn add_used(&mut self, head: u16, len: u32) {
+        if head < self.ring.size() {
+            self.ring.put_used(self.next_used, head, len);
+            self.next_used = self.next_used.wrapping_add(1);
+        }
     }
 }
 
 /// An open RX ring of one destination, valid for the duration of [`with_rx`]'s closure.
 pub struct RxSink<'a> {
     q: QueueRx<'a>,
-    mem: &'a GuestMemoryMmap<()>,
     features: u64,
+    /// `next_avail` when the ring was opened.
+    start: u16,
     packets: u64,
     bytes: u64,
+    /// Set once a delivery ran out of work budget: the rest of the group is refused without
+    /// looking at the ring again, so one group costs at most one budget.
+    over_budget: bool,
 }
 
 impl RxSink<'_> {
+    /// How many RX chains a sender may take in this group when the receiver is contended
+    /// (see [`crate::datapath::fairness`]): unlimited while it offers at least half its
+    /// ring, otherwise half of what it offers (at least one).
+    pub fn fair_share(&mut self) -> u16 {
+        let offered = self.q.offered();
+        if u32::from(offered) * 2 >= u32::from(self.q.ring.size()) {
+            u16::MAX
+        } else {
+            offered.div_ceil(2).max(1)
+        }
+    }
+
+    /// RX chains taken (filled, or returned as unusable) since the ring was opened.
+    pub fn taken(&self) -> u16 {
+        self.q.next_avail.wrapping_sub(self.start)
+    }
+
     pub fn send(&mut self, hdr: VnetHdr, src: &FrameSrc<'_>) -> Result<(), DropReason> {
+        if self.over_budget {
+            return Err(DropReason::RxWorkBudget);
+        }
         if !hdr.receivable_with(self.features) {
             return Err(DropReason::OffloadUnsupported);
         }
         let mergeable = self.features & F_MRG_RXBUF != 0;
-        deliver(&mut self.q, self.mem, mergeable, hdr, src)?;
+        if let Err(r) = deliver(&mut self.q, mergeable, hdr, src) {
+            self.over_budget = r == DropReason::RxWorkBudget;
+            return Err(r);
+        }
         self.packets += 1;
         // Frame bytes, as the guest sees them (the virtio-net header is not traffic).
         self.bytes += src.len as u64;
@@ -96,22 +141,25 @@ pub fn with_rx<R>(
     let ring = Ring::new(q, &map).ok_or(DropReason::DestinationDown)?;
     let (next_avail, old_used) = (q.next_avail(), q.next_used());
     let mut sink = RxSink {
+        start: next_avail,
         q: QueueRx {
             ring,
             next_avail,
             avail_idx: next_avail,
             next_used: old_used,
+            visits: 0,
         },
-        mem,
         features: target.features,
         packets: 0,
         bytes: 0,
+        over_budget: false,
     };
     let r = f(&mut sink);
     let RxSink {
         q: rx,
         packets,
         bytes,
+        over_budget,
         ..
     } = sink;
     q.set_next_avail(rx.next_avail);
@@ -126,6 +174,15 @@ pub fn with_rx<R>(
     }
     if packets > 0 {
         port.stats.add_rx(packets, bytes);
+    }
+    if rx.visits > 0 {
+        port.stats
+            .desc_visits
+            .fetch_add(rx.visits, Ordering::Relaxed);
+    }
+    if over_budget {
+        port.stats.rx_over_budget.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(port = %port.id, "RX ring over its work budget; frames dropped");
     }
     Ok(r)
 }

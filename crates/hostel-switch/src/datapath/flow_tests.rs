@@ -26,8 +26,8 @@ pub struct Vm {
     pub mem: Mem,
     pub rt: Arc<PortRuntime>,
     pub tx: Vring,
-    txr: SplitRing,
-    rxr: SplitRing,
+    pub txr: SplitRing,
+    pub rxr: SplitRing,
     rx_bufs: HashMap<u16, (u64, u32)>,
     next: u64,
     scratch: TxScratch,
@@ -68,7 +68,7 @@ impl Vm {
         }
     }
 
-    fn alloc(&mut self, len: usize) -> u64 {
+    pub fn alloc(&mut self, len: usize) -> u64 {
         let a = self.next;
         self.next += (len as u64 + 0xff) & !0xff;
         a
@@ -132,7 +132,7 @@ impl Vm {
 
 pub const ALL: u64 = F_MRG_RXBUF | F_GUEST_CSUM | F_GUEST_TSO4 | F_GUEST_TSO6;
 
-fn setup(features_b: u64) -> (Arc<Core>, Vm, Vm) {
+pub fn setup(features_b: u64) -> (Arc<Core>, Vm, Vm) {
     let a = Vm::new("a2", ALL);
     let b = Vm::new("a3", features_b);
     let rts: HashMap<String, Arc<PortRuntime>> = [
@@ -152,11 +152,11 @@ fn setup(features_b: u64) -> (Arc<Core>, Vm, Vm) {
     (core, a, b)
 }
 
-fn mac(last: u8) -> MacAddr {
+pub fn mac(last: u8) -> MacAddr {
     MacAddr([0x52, 0x54, 0, 0, 0, last])
 }
 
-fn ip(last: u8) -> std::net::Ipv4Addr {
+pub fn ip(last: u8) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::new(10, 0, 0, last)
 }
 

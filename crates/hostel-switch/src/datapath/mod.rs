@@ -3,13 +3,21 @@
 pub mod chain;
 pub mod decide;
 pub mod exec;
+pub mod fairness;
 pub mod local;
 pub mod pipeline;
 pub mod port;
+pub mod ratelimit;
 pub mod ring;
 pub mod rx;
 pub mod tx;
 pub mod vnet;
+
+// Storm control and anti-spoofing over real rings.
+#[cfg(test)]
+mod spoof_tests;
+#[cfg(test)]
+mod storm_tests;
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -45,5 +53,7 @@ impl Core {
 
 #[cfg(test)]
 pub(crate) mod flow_tests;
+#[cfg(test)]
+pub(crate) mod hostile_tests;
 #[cfg(test)]
 pub(crate) mod tests;

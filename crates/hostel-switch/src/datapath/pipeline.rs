@@ -1,5 +1,6 @@
 //! The switching decision as a chain of stages with typed verdicts:
-//! parse → anti-spoof → network lookup → destination lookup → uplink hooks.
+//! parse → anti-spoof → network lookup → destination lookup → unspecified-source check →
+//! uplink hooks.
 //!
 //! The decision is pure (tables + header window in, [`Decision`] out), which is what makes it
 //! unit-testable and fuzzable; executing it (copying into rings, writing the TAP) lives in
@@ -159,6 +160,26 @@ impl Stage for DestLookupStage {
     }
 }
 
+/// Runs after destination lookup: the unspecified source may only reach the switch itself.
+pub struct UnspecifiedSourceStage;
+impl Stage for UnspecifiedSourceStage {
+    fn name(&self) -> &'static str {
+        "unspecified_source"
+    }
+    fn run(&self, ctx: &mut Ctx<'_>) -> Verdict {
+        let (Ingress::Port(_), Some(parsed), Some(d)) =
+            (ctx.ingress, ctx.parsed.as_ref(), ctx.decision.as_ref())
+        else {
+            return Verdict::Continue;
+        };
+        if decide::unspecified_source_allowed(parsed, d) {
+            Verdict::Continue
+        } else {
+            Verdict::Done(Decision::Drop(DropReason::UnspecifiedSource))
+        }
+    }
+}
+
 /// The switching pipeline: fixed built-in stages plus pluggable hooks on the uplink path.
 #[derive(Clone, Default)]
 pub struct Pipeline {
@@ -190,6 +211,7 @@ impl Pipeline {
         step!(AntiSpoofStage);
         step!(NetworkLookupStage);
         step!(DestLookupStage);
+        step!(UnspecifiedSourceStage);
         let Some(decision) = ctx.decision else {
             return Decision::Drop(DropReason::NoRoute);
         };

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use vhost_user_backend::VringMutex;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
+use crate::datapath::fairness::RxContention;
+use crate::datapath::ratelimit::Policer;
 use crate::stats::PortStats;
 
 /// Guest memory as the vhost-user library hands it over (no dirty-page bitmap: the switch
@@ -27,6 +29,10 @@ pub struct PortRuntime {
     pub key: u64,
     pub id: String,
     pub stats: PortStats,
+    /// Storm-control buckets, kept across reconnects so a reconnect is not a fresh burst.
+    pub policer: Policer,
+    /// Who sends to this port's RX ring, for the fair share (see [`crate::datapath::fairness`]).
+    pub rx_contention: RxContention,
     rx: Mutex<Option<RxTarget>>,
 }
 
@@ -38,6 +44,8 @@ impl PortRuntime {
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             id: id.to_string(),
             stats: PortStats::default(),
+            policer: Policer::default(),
+            rx_contention: RxContention::default(),
             rx: Mutex::new(None),
         })
     }

@@ -20,7 +20,7 @@ use vm_memory::{
     MemoryRegionAddress,
 };
 
-use crate::datapath::chain::{Seg, SegList, MAX_SEGS};
+use crate::datapath::chain::{Seg, SegList, MAX_CHAIN_DESCS, MAX_SEGS};
 use crate::stats::DropReason;
 
 const F_NEXT: u16 = 1;
@@ -181,7 +181,9 @@ impl<'a> Ring<'a> {
 
     /// Collects the buffers of the chain starting at `head` into `out`: all device-writable
     /// (`writable`, RX) or all device-readable (TX), at most `max` bytes, no descriptor
-    /// loops, at most one level of indirection (as virtio-queue's chain walker).
+    /// loops, at most one level of indirection (as virtio-queue's chain walker), and at most
+    /// [`MAX_CHAIN_DESCS`] descriptors read whatever the chain holds (`out.visits` says how
+    /// many were).
     pub fn gather(
         &self,
         head: u16,
@@ -191,14 +193,16 @@ impl<'a> Ring<'a> {
     ) -> Result<(), DropReason> {
         out.n = 0;
         out.total = 0;
+        out.visits = 0;
         let (mut table, mut tsize, mut idx) = (self.desc, self.size, head);
         let mut ttl = u32::from(self.size);
         let mut indirect = false;
         loop {
-            if idx >= tsize || ttl == 0 {
+            if idx >= tsize || ttl == 0 || out.visits == MAX_CHAIN_DESCS {
                 return Err(DropReason::BadDescriptor);
             }
             ttl -= 1;
+            out.visits += 1;
             let d = Self::read_desc(table, idx);
             if d.flags & F_INDIRECT != 0 {
                 if indirect || d.len == 0 || d.len % 16 != 0 || d.len / 16 > u32::from(u16::MAX) {
@@ -255,11 +259,11 @@ impl<'a> Ring<'a> {
     /// Writes used element `pos` (not yet visible: see [`Ring::publish_used`]).
     pub fn put_used(&self, pos: u16, head: u16, len: u32) {
         let e = self.used + 4 + 8 * usize::from(pos % self.size);
-        // SAFETY: inside the used ring (checked in `new`), 4-byte aligned.
-        unsafe {
-            std::ptr::write_volatile(e as *mut u32, u32::from(head).to_le());
-            std::ptr::write_volatile((e + 4) as *mut u32, len.to_le());
-        }
+        // SAFETY: the element's id field is inside the used ring (checked in `new`) and
+        // 4-byte aligned.
+        unsafe { std::ptr::write_volatile(e as *mut u32, u32::from(head).to_le()) };
+        // SAFETY: as above, for the len field 4 bytes further.
+        unsafe { std::ptr::write_volatile((e + 4) as *mut u32, len.to_le()) };
     }
 
     /// Makes used elements up to `idx` visible to the driver.
@@ -418,6 +422,55 @@ mod tests {
                 Err(DropReason::BadDescriptor)
             );
         }
+    }
+
+    /// Defect: an indirect table of 65,535 zero-length descriptors was walked to its end for
+    /// every chain offered.
+    #[test]
+    fn a_chain_reads_at_most_max_chain_descs() {
+        let m = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
+        let (r, _) = SplitRing::new(0x1000, 16);
+        let mut q = Queue::new(16).unwrap();
+        q.set_desc_table_address(Some(r.desc as u32), Some(0));
+        q.set_avail_ring_address(Some(r.avail as u32), Some(0));
+        q.set_used_ring_address(Some(r.used as u32), Some(0));
+        q.set_ready(true);
+        const N: u64 = 65_535;
+        let table = 0x10_0000;
+        for i in 0..N {
+            let (flags, next) = if i + 1 == N {
+                (0, 0)
+            } else {
+                (F_NEXT, i as u16 + 1)
+            };
+            write_desc(&m, table + 16 * i, (0x8000, 0, flags, next));
+        }
+        write_desc(&m, r.desc, (table, (16 * N) as u32, F_INDIRECT, 0));
+        // A direct chain as long as the limit allows still passes.
+        let long = u64::from(MAX_CHAIN_DESCS);
+        for i in 0..long {
+            let (flags, next) = if i + 1 == long {
+                (0, 0)
+            } else {
+                (F_NEXT, i as u16 + 1)
+            };
+            write_desc(&m, 0x4000 + 16 * i, (0x8000, 1, flags, next));
+        }
+        write_desc(&m, r.desc + 16, (0x4000, (16 * long) as u32, F_INDIRECT, 0));
+        let map = MemMap::new(&m);
+        let ring = Ring::new(&q, &map).unwrap();
+        let mut l = SegList::default();
+        assert_eq!(
+            ring.gather(0, false, usize::MAX, &mut l),
+            Err(DropReason::BadDescriptor)
+        );
+        assert_eq!(l.visits, MAX_CHAIN_DESCS);
+        // 128 one-byte buffers overflow the segment list (MAX_SEGS) first.
+        assert_eq!(
+            ring.gather(1, false, usize::MAX, &mut l),
+            Err(DropReason::BadDescriptor)
+        );
+        assert!(l.visits <= MAX_CHAIN_DESCS);
     }
 
     #[test]

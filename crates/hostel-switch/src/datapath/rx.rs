@@ -20,20 +20,34 @@ pub struct FrameSrc<'a> {
     pub len: usize,
 }
 
+/// Descriptor visits one delivery may spend in the receiver's ring (chains refused on the
+/// way included) before the frame is dropped for that receiver: room for the longest
+/// legitimate frame (64 mergeable chains of a few descriptors) and then some.
+pub const RX_DELIVERY_BUDGET: u32 = 4 * crate::datapath::chain::MAX_CHAIN_DESCS;
+
 /// Longest chain count a single frame may use (64 KiB in 1.5 KiB mergeable buffers fits).
 const MAX_RX_CHAINS: usize = 64;
+
+/// Where a queue's cursors stood; [`RxQueue::rewind`] goes back there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxMark {
+    pub next_avail: u16,
+    pub next_used: u16,
+}
 
 /// The RX side of a queue: just the calls the delivery loop needs, so it can be driven by the
 /// vhost-user vring state or, in tests, by a bare queue.
 pub trait RxQueue {
-    /// Pops the next chain into `out`, returning its head index.
-    fn pop(
-        &mut self,
-        mem: &GuestMemoryMmap<()>,
-        out: &mut SegList,
-    ) -> Option<(u16, Result<(), DropReason>)>;
-    fn unpop(&mut self);
-    fn add_used(&mut self, head: u16, len: u32) -> Result<(), DropReason>;
+    /// Pops the next chain into `out` (whose `visits` say what gathering it cost), returning
+    /// its head index.
+    fn pop(&mut self, out: &mut SegList) -> Option<(u16, Result<(), DropReason>)>;
+    fn mark(&self) -> RxMark;
+    /// Forgets every chain popped and every used entry written since `to` was taken (used
+    /// entries are not visible to the driver before the group ends).
+    fn rewind(&mut self, to: RxMark);
+    /// Returns chain `head` to the driver with `len` bytes written. A head outside the ring
+    /// names no chain the driver could get back and is skipped.
+    fn add_used(&mut self, head: u16, len: u32);
 }
 
 /// Where the header goes: the first buffer's leading segments (12 bytes span at most 12).
@@ -45,16 +59,15 @@ struct HdrSpot {
 
 fn copy_piece(d: Seg, doff: usize, src: Piece<'_>, n: usize) {
     let dst = (d.host + doff) as *mut u8;
+    let src = match src {
+        Piece::Bytes(b) => b.as_ptr(),
+        Piece::Host(h) => h as *const u8,
+    };
     // SAFETY: `d` (and a `Host` source) were resolved by `SegList::gather` under memory
     // guards the caller still holds, and `doff + n <= d.len` (resp. the source segment
-    // length) by construction of the copy loop. `copy` tolerates overlap, which a guest
-    // could arrange between its own buffers.
-    unsafe {
-        match src {
-            Piece::Bytes(b) => std::ptr::copy(b.as_ptr(), dst, n),
-            Piece::Host(h) => std::ptr::copy(h as *const u8, dst, n),
-        }
-    }
+    // length, or the byte slice's) by construction of the copy loop. `copy` tolerates
+    // overlap, which a guest could arrange between its own buffers.
+    unsafe { std::ptr::copy(src, dst, n) };
 }
 
 #[derive(Clone, Copy)]
@@ -66,9 +79,13 @@ enum Piece<'a> {
 
 /// Delivers `src` with header `hdr` into `q`. Returns the number of bytes written
 /// (header included).
+///
+/// On failure the queue is left as if the frame had never been offered, except that broken
+/// chains met before the first usable one stay returned to the driver (empty): going back
+/// over them would only repeat the work. Broken chains met after a usable one are popped
+/// again next time, since the ring can only rewind to a single position.
 pub fn deliver<Q: RxQueue>(
     q: &mut Q,
-    mem: &GuestMemoryMmap<()>,
     mergeable: bool,
     hdr: VnetHdr,
     src: &FrameSrc<'_>,
@@ -81,12 +98,11 @@ pub fn deliver<Q: RxQueue>(
         seg: 0,
         off: 0,
         mergeable,
+        base: q.mark(),
+        visits: 0,
     };
-    let result = w.write_all(q, mem, src);
-    if let Err(e) = result {
-        for _ in 0..w.nchains {
-            q.unpop();
-        }
+    if let Err(e) = w.write_all(q, src) {
+        q.rewind(w.base);
         return Err(e);
     }
     let mut h = hdr;
@@ -104,7 +120,7 @@ pub fn deliver<Q: RxQueue>(
     }
     let mut total = 0usize;
     for &(head, len) in &w.chains[..w.nchains] {
-        q.add_used(head, len)?;
+        q.add_used(head, len);
         total += len as usize;
     }
     Ok(total)
@@ -120,23 +136,35 @@ struct Writer {
     seg: usize,
     off: usize,
     mergeable: bool,
+    /// Where to rewind to if the frame does not fit: the queue as it was, past the broken
+    /// chains already returned before the first usable one.
+    base: RxMark,
+    /// Descriptors read so far, charged against [`RX_DELIVERY_BUDGET`].
+    visits: u32,
 }
 
 impl Writer {
     /// Moves to the receiver's next chain. Chains that fail validation are the receiver's
-    /// own fault: they are returned to it empty and the next one is tried.
-    fn next_chain<Q: RxQueue>(
-        &mut self,
-        q: &mut Q,
-        mem: &GuestMemoryMmap<()>,
-    ) -> Result<(), DropReason> {
+    /// own fault: they are returned to it empty and the next one is tried, within the
+    /// delivery's work budget.
+    fn next_chain<Q: RxQueue>(&mut self, q: &mut Q) -> Result<(), DropReason> {
         if (self.nchains > 0 && !self.mergeable) || self.nchains == MAX_RX_CHAINS {
             return Err(DropReason::NoRxBuffer);
         }
         loop {
-            let (head, r) = q.pop(mem, &mut self.list).ok_or(DropReason::NoRxBuffer)?;
-            if r.is_err() || (self.nchains == 0 && self.list.total < VNET_HDR_LEN) {
-                q.add_used(head, 0)?;
+            let (head, r) = q.pop(&mut self.list).ok_or(DropReason::NoRxBuffer)?;
+            self.visits = self.visits.saturating_add(self.list.visits);
+            let broken = r.is_err() || (self.nchains == 0 && self.list.total < VNET_HDR_LEN);
+            if broken {
+                q.add_used(head, 0);
+                if self.nchains == 0 {
+                    self.base = q.mark();
+                }
+            }
+            if self.visits > RX_DELIVERY_BUDGET {
+                return Err(DropReason::RxWorkBudget);
+            }
+            if broken {
                 continue;
             }
             self.chains[self.nchains] = (head, 0);
@@ -156,14 +184,13 @@ impl Writer {
     fn emit<Q: RxQueue>(
         &mut self,
         q: &mut Q,
-        mem: &GuestMemoryMmap<()>,
         piece: Option<Piece<'_>>,
         len: usize,
     ) -> Result<(), DropReason> {
         let mut poff = 0;
         while poff < len {
             if self.nchains == 0 || self.seg >= self.list.n {
-                self.next_chain(q, mem)?;
+                self.next_chain(q)?;
                 continue;
             }
             let d = self.list.segs[self.seg];
@@ -184,15 +211,10 @@ impl Writer {
         Ok(())
     }
 
-    fn write_all<Q: RxQueue>(
-        &mut self,
-        q: &mut Q,
-        mem: &GuestMemoryMmap<()>,
-        src: &FrameSrc<'_>,
-    ) -> Result<(), DropReason> {
-        self.emit(q, mem, None, VNET_HDR_LEN)?;
+    fn write_all<Q: RxQueue>(&mut self, q: &mut Q, src: &FrameSrc<'_>) -> Result<(), DropReason> {
+        self.emit(q, None, VNET_HDR_LEN)?;
         let head_len = src.head.len().min(src.len);
-        self.emit(q, mem, Some(Piece::Bytes(src.head)), head_len)?;
+        self.emit(q, Some(Piece::Bytes(src.head)), head_len)?;
         let mut left = src.len - head_len;
         if left == 0 {
             return Ok(());
@@ -208,7 +230,7 @@ impl Writer {
             }
             let off = src.tail_skip.saturating_sub(pos);
             let n = (slen - off).min(left);
-            self.emit(q, mem, Some(Piece::Host(s.host + off)), n)?;
+            self.emit(q, Some(Piece::Host(s.host + off)), n)?;
             left -= n;
             pos += slen;
             if left == 0 {

@@ -35,6 +35,7 @@ pub fn port(id: &str, net: &str, last: u8) -> PortConfig {
         ipv4: Some(Ipv4Addr::new(10, 0, 0, last)),
         ipv6: vec![format!("fd00::{last}").parse().unwrap()],
         socket: format!("/nonexistent/{id}.sock").into(),
+        limits: Default::default(),
     }
 }
 
@@ -182,9 +183,14 @@ fn dhcp_and_broadcast() {
     assert_eq!(run(&t, p(&t, "a2"), &bcast), Decision::Flood);
 }
 
+/// A neighbour solicitation for `target`, sent (as hosts do) to its solicited-node group.
 fn ns(src_mac: MacAddr, src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let t = target.octets();
+    let group = Ipv6Addr::from([
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15],
+    ]);
     let mut f = vec![0u8; 86];
-    f[0..6].copy_from_slice(&MacAddr::ipv6_multicast(&target).0);
+    f[0..6].copy_from_slice(&MacAddr::ipv6_multicast(&group).0);
     f[6..12].copy_from_slice(&src_mac.0);
     f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
     f[14] = 0x60;
@@ -192,7 +198,7 @@ fn ns(src_mac: MacAddr, src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
     f[20] = 58;
     f[21] = 255;
     f[22..38].copy_from_slice(&src.octets());
-    f[38..54].copy_from_slice(&target.octets());
+    f[38..54].copy_from_slice(&group.octets());
     f[54] = ndp::NEIGHBOR_SOLICIT;
     f[62..78].copy_from_slice(&target.octets());
     f

@@ -12,6 +12,7 @@ use crate::datapath::exec::with_rx;
 use crate::datapath::local;
 use crate::datapath::pipeline::{Ctx, Decision, Ingress};
 use crate::datapath::port::{Mem, PortRuntime, Vring};
+use crate::datapath::ratelimit::{self, Class};
 use crate::datapath::ring::{MemMap, Ring};
 use crate::datapath::rx::FrameSrc;
 use crate::datapath::vnet::{VnetHdr, VNET_HDR_LEN};
@@ -131,6 +132,7 @@ pub fn process_tx(
     let guard = mem.memory();
     let m: &GuestMemoryMmap<()> = &guard;
     let map = MemMap::new(m);
+    let mut limiter = me.and_then(|pi| port.policer.engage(&tables.port(pi).cfg.limits));
     // Bounded so a guest that keeps its avail index moving cannot pin the worker: after
     // MAX_ROUNDS full batches the worker serves its other events and comes back.
     for _ in 0..MAX_ROUNDS {
@@ -148,6 +150,7 @@ pub fn process_tx(
             return;
         };
         let n = usize::from(avail).min(BATCH);
+        let mut visits = 0u64;
         for item in &mut scratch.items[..n] {
             item.head = ring.avail_head(next);
             next = next.wrapping_add(1);
@@ -156,8 +159,23 @@ pub fn process_tx(
                     Ok(()) => classify(core, &tables, me, item),
                     Err(r) => Decision::Drop(r),
                 };
+            visits += u64::from(item.segs.visits);
+        }
+        if visits > 0 {
+            port.stats
+                .desc_visits
+                .fetch_add(visits, std::sync::atomic::Ordering::Relaxed);
         }
         q.set_next_avail(next);
+        if let Some(l) = limiter.as_deref_mut() {
+            ratelimit::police(
+                l,
+                &mut scratch.items[..n],
+                // A decision other than Drop means the window holds an Ethernet header.
+                |it| Class::of(&it.decision, it.window[0] & 1 == 1).map(|c| (c, it.frame_len)),
+                |it, r| it.decision = Decision::Drop(r),
+            );
+        }
         if n > 0 {
             execute(&tables, me, port, m, scratch, n);
             let mut used = old_used;
@@ -203,6 +221,8 @@ fn execute(
     let items = &scratch.items[..n];
     let mut done = [false; BATCH];
     let (mut packets, mut bytes) = (0u64, 0u64);
+    // Read at most once per batch, and only for a receiver that has had other senders.
+    let mut now = None;
     for i in 0..n {
         if done[i] {
             continue;
@@ -210,13 +230,27 @@ fn execute(
         let Decision::Unicast(q) = items[i].decision else {
             continue;
         };
-        // Deliver every frame of the batch bound for q under one lock of q's ring.
-        let res = with_rx(&tables.port(q).rt, |sink| {
+        // Deliver every frame of the batch bound for q under one lock of q's ring, but no
+        // more than this sender's share of it when others send to q and it falls behind.
+        let rt = &tables.port(q).rt;
+        let contended = rt
+            .rx_contention
+            .note(port.key, || *now.get_or_insert_with(ratelimit::now_ns));
+        let res = with_rx(rt, |sink| {
+            let share = if contended {
+                sink.fair_share()
+            } else {
+                u16::MAX
+            };
             for j in i..n {
                 if done[j] || items[j].decision != Decision::Unicast(q) {
                     continue;
                 }
                 done[j] = true;
+                if sink.taken() >= share {
+                    port.stats.count_drop(DropReason::RxFairShare);
+                    continue;
+                }
                 match sink.send(items[j].hdr, &items[j].src(m)) {
                     Ok(()) => {
                         packets += 1;
@@ -244,7 +278,7 @@ fn execute(
             Decision::Drop(r) => Err(r),
             Decision::Flood => {
                 if let Some(pi) = me {
-                    flood(tables, pi, item, m);
+                    flood(tables, pi, item, m, port);
                 }
                 Ok(())
             }
@@ -303,12 +337,22 @@ fn reply_to(port: &PortRuntime, frame: &[u8]) -> Result<(), DropReason> {
     Ok(())
 }
 
-/// Broadcast/multicast: every other port of the sender's network, plus its uplink.
-fn flood(tables: &Tables, from: PortIdx, item: &TxItem, m: &GuestMemoryMmap<()>) {
+/// Broadcast/multicast: every other port of the sender's network, plus its uplink. Each
+/// copy that does not arrive is a drop on the sender's counters, under its reason.
+fn flood(
+    tables: &Tables,
+    from: PortIdx,
+    item: &TxItem,
+    m: &GuestMemoryMmap<()>,
+    port: &PortRuntime,
+) {
     let net = tables.net(tables.port(from).net);
     for &q in &net.ports {
         if q != from {
-            let _ = with_rx(&tables.port(q).rt, |s| s.send(item.hdr, &item.src(m)));
+            let r = with_rx(&tables.port(q).rt, |s| s.send(item.hdr, &item.src(m)));
+            if let Err(reason) = r.and_then(|sent| sent) {
+                port.stats.count_drop(reason);
+            }
         }
     }
     if let Some(u) = &net.uplink {

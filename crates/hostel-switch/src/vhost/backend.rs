@@ -4,7 +4,8 @@
 //! scratch buffers never leak from one guest session into the next.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
@@ -22,6 +23,11 @@ pub const RX_QUEUE: u16 = 0;
 pub const TX_QUEUE: u16 = 1;
 /// Ring size cap; QEMU's default is 256, 1024 helps throughput-tuned guests.
 pub const MAX_QUEUE_SIZE: usize = 1024;
+/// Queue events in a row that find no work before the port's queue thread gives up. The
+/// relay refuses semaphore-mode kick eventfds where the kernel reports the mode; this is the
+/// backstop where it does not: such a kick stays readable for 2^64 reads, and the thread
+/// would spin on it forever. An honest driver kicks only after offering buffers.
+pub const MAX_IDLE_KICKS: u32 = 1 << 20;
 
 struct Inner {
     core: Arc<Core>,
@@ -30,6 +36,13 @@ struct Inner {
     acked: AtomicU64,
     published: AtomicBool,
     scratch: Mutex<TxScratch>,
+    /// Exit-event consumers handed to the library, which turns them into raw descriptors for
+    /// its epoll set and never closes them (vhost-user-backend 0.24, `VringEpollHandler::new`):
+    /// one leaked eventfd per connection, until [`NicBackend::close_exit_events`].
+    exit_consumers: Mutex<Vec<RawFd>>,
+    /// Queue events in a row that found no work (see [`MAX_IDLE_KICKS`]); only the queue
+    /// thread touches it.
+    idle_kicks: AtomicU32,
 }
 
 #[derive(Clone)]
@@ -47,7 +60,29 @@ impl NicBackend {
                 acked: AtomicU64::new(0),
                 published: AtomicBool::new(false),
                 scratch: Mutex::new(TxScratch::default()),
+                exit_consumers: Mutex::new(Vec::new()),
+                idle_kicks: AtomicU32::new(0),
             }),
+        }
+    }
+
+    /// Closes the exit-event descriptors the library leaked. Call only once the daemon this
+    /// backend served is dropped: that joins its worker threads and closes their epoll sets,
+    /// the only users of these descriptors.
+    pub fn close_exit_events(&self) {
+        let fds = std::mem::take(
+            &mut *self
+                .inner
+                .exit_consumers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for fd in fds {
+            // SAFETY: `fd` came from `exit_event`'s consumer, which the library converted
+            // into a raw descriptor and never closes; its only users (the worker's epoll set
+            // and thread) are gone, so this is the last owner and nothing reuses the number
+            // before the close.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
         }
     }
 
@@ -107,7 +142,15 @@ impl VhostUserBackend for NicBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()
+        let (consumer, notifier) =
+            new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()?;
+        // Remember the number the library will leak, so the connection's end can close it.
+        self.inner
+            .exit_consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(consumer.as_raw_fd());
+        Some((consumer, notifier))
     }
 
     fn handle_event(
@@ -121,6 +164,10 @@ impl VhostUserBackend for NicBackend {
             return Err(io::Error::other(format!("unexpected event set {evset:?}")));
         }
         self.publish(vrings);
+        // Descriptor work on this port's rings (its TX chains, deliveries to its RX ring):
+        // an event after which it has not moved found nothing to do.
+        let work = &self.inner.port.stats.desc_visits;
+        let before = work.load(Ordering::Relaxed);
         if device_event == TX_QUEUE {
             if let Some(tx) = vrings.get(usize::from(TX_QUEUE)) {
                 let mut scratch = self
@@ -142,6 +189,45 @@ impl VhostUserBackend for NicBackend {
                 let _ = rx.disable_notification();
             }
         }
+        if work.load(Ordering::Relaxed) != before {
+            self.inner.idle_kicks.store(0, Ordering::Relaxed);
+        } else if self.inner.idle_kicks.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_IDLE_KICKS {
+            tracing::warn!(port = %self.inner.port.id, queue = device_event,
+                "queue kicked {MAX_IDLE_KICKS} times in a row without work (a semaphore-mode \
+                 kick eventfd?); this port's queues stop until the guest reconnects");
+            return Err(io::Error::other(
+                "kicked without work too many times in a row",
+            ));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::pipeline::Pipeline;
+    use vhost_user_backend::VringT;
+    use vm_memory::{GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
+
+    /// Defect: a kick that stays readable (semaphore mode) made the queue thread spin
+    /// forever. Where the relay cannot tell the mode, the thread stops after
+    /// MAX_IDLE_KICKS events without work instead. Before the backstop every call was Ok.
+    #[test]
+    fn a_queue_kicked_without_work_forever_stops() {
+        let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 16)]).unwrap();
+        let mem = GuestMemoryAtomic::new(gm);
+        let port = PortRuntime::new("p");
+        let b = NicBackend::new(Core::new(Pipeline::new()), port, mem.clone());
+        let vrings = [
+            Vring::new(mem.clone(), 16).unwrap(),
+            Vring::new(mem, 16).unwrap(),
+        ];
+        for _ in 1..MAX_IDLE_KICKS {
+            b.handle_event(TX_QUEUE, EventSet::IN, &vrings, 0).unwrap();
+        }
+        let r = b.handle_event(RX_QUEUE, EventSet::IN, &vrings, 0);
+        assert!(r.is_err(), "the queue thread never gave up");
+        assert_eq!(b.inner.idle_kicks.load(Ordering::Relaxed), MAX_IDLE_KICKS);
     }
 }

@@ -4,3 +4,4 @@
 pub mod backend;
 pub mod proxy;
 pub mod server;
+pub mod vet;

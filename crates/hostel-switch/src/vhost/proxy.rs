@@ -4,13 +4,22 @@
 //! is before SET_FEATURES; the `vhost` crate rejects that as "inactive feature" and drops the
 //! connection. The relay holds back enables that arrive before features are set and replays
 //! the last state of each ring right after SET_FEATURES (QEMU 7.2 does not resend it); every
-//! other message passes through unchanged, file descriptors included. Only control messages cross the relay;
-//! the datapath (shared memory and eventfds) never does.
+//! other message passes through unchanged, file descriptors included. Only control messages
+//! cross the relay; the datapath (shared memory and eventfds) never does.
+//!
+//! Seeing every message first, the relay is also where the descriptors a frontend hands
+//! over are vetted ([`crate::vhost::vet`]): guest memory files that could fault the switch
+//! and eventfds that could spin or block it are refused before the library maps or polls
+//! them, and the connection is closed with a warning naming the port and the problem.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+
+use crate::vhost::vet::{Refused, Vetter};
 
 const HDR_LEN: usize = 12;
 const SET_FEATURES: u32 = 2;
@@ -18,86 +27,60 @@ const SET_VRING_ENABLE: u32 = 18;
 const FLAG_NEED_REPLY: u32 = 1 << 3;
 const FLAG_REPLY: u32 = 1 << 2;
 const VERSION: u32 = 1;
+/// The vhost-user library's limit (MAX_ATTACHED_FD_ENTRIES); a message with more is refused.
 const MAX_FDS: usize = 32;
 /// Largest payload the relay accepts (vhost-user messages are a few hundred bytes).
 const MAX_PAYLOAD: usize = 4096;
 
+/// Why the relay stopped.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("frontend refused: {0}")]
+    Refused(#[from] Refused),
+}
+
 fn recv_with_fds(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
-    let mut iov = libc::iovec {
+    let mut raw: [RawFd; MAX_FDS] = [-1; MAX_FDS];
+    let mut iov = [libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
-    };
-    let mut cbuf = [0u64; (MAX_FDS * 4 + 64) / 8];
-    // SAFETY: msghdr is plain data; zeroed is a valid initial state.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
-    // SAFETY: msg points at live buffers sized as declared.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
+    }];
+    // SAFETY: the only iovec points at `buf`, which we borrow mutably for the call and
+    // which may hold any bytes.
+    let (n, count) = unsafe { sock.recv_with_fds(&mut iov, &mut raw) }?;
+    for &fd in &raw[..count] {
+        // SAFETY: recvmsg just installed these descriptors in our table; nothing else
+        // owns them.
+        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
     }
-    // SAFETY: walking the control buffer the kernel just filled, per cmsg(3).
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(c) as *const RawFd;
-                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
-                for i in 0..count {
-                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
-                }
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
-    Ok(n as usize)
+    Ok(n)
 }
 
 fn send_with_fds(sock: &UnixStream, buf: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
     if fds.is_empty() {
         return (&*sock).write_all(buf);
     }
-    let mut iov = libc::iovec {
-        iov_base: buf.as_ptr() as *mut _,
-        iov_len: buf.len(),
-    };
-    let mut cbuf = [0u64; (MAX_FDS * 4 + 64) / 8];
-    // SAFETY: as in recv_with_fds; the control message is built with the CMSG macros inside
-    // a buffer large enough for MAX_FDS descriptors.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE((fds.len() * 4) as u32) as _;
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN((fds.len() * 4) as u32) as _;
-        let data = libc::CMSG_DATA(c) as *mut RawFd;
-        for (i, fd) in fds.iter().enumerate() {
-            std::ptr::write_unaligned(data.add(i), fd.as_raw_fd());
-        }
-        let n = libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if (n as usize) < buf.len() {
-            (&*sock).write_all(&buf[n as usize..])?;
-        }
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::other("too many descriptors for one message"));
     }
-    Ok(())
+    let mut raw: [RawFd; MAX_FDS] = [-1; MAX_FDS];
+    for (r, fd) in raw.iter_mut().zip(fds) {
+        *r = fd.as_raw_fd();
+    }
+    // The descriptors travel with the first bytes; a short send leaves only plain bytes.
+    let n = sock.send_with_fds(&[buf], &raw[..fds.len()])?;
+    (&*sock).write_all(&buf[n..])
 }
 
 fn le32(b: &[u8], i: usize) -> u32 {
     u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
 }
 
-/// Relays frontend→backend messages until either side closes.
-fn frontend_to_backend(front: &UnixStream, back: &UnixStream) -> io::Result<()> {
+/// Relays frontend→backend messages until either side closes or a message is refused.
+fn frontend_to_backend(front: &UnixStream, back: &UnixStream) -> Result<(), RelayError> {
+    let mut vetter = Vetter::default();
     let mut features_set = false;
     let mut deferred: [Option<[u8; 8]>; 8] = [None; 8];
     let mut buf = [0u8; HDR_LEN + MAX_PAYLOAD];
@@ -110,18 +93,20 @@ fn frontend_to_backend(front: &UnixStream, back: &UnixStream) -> io::Result<()> 
                 return Ok(());
             }
             got += n;
-            if fds.len() > MAX_FDS {
-                return Err(io::Error::other("too many fds"));
-            }
+        }
+        // Descriptors may come with each piece of a header that arrives in pieces.
+        if fds.len() > MAX_FDS {
+            return Err(
+                io::Error::other(format!("{} descriptors with one message", fds.len())).into(),
+            );
         }
         let (req, flags, size) = (le32(&buf, 0), le32(&buf, 4), le32(&buf, 8) as usize);
         if size > MAX_PAYLOAD {
-            return Err(io::Error::other(format!(
-                "vhost-user payload too large: {size}"
-            )));
+            return Err(io::Error::other(format!("vhost-user payload too large: {size}")).into());
         }
         (&*front).read_exact(&mut buf[HDR_LEN..HDR_LEN + size])?;
         tracing::trace!(req, flags, size, fds = fds.len(), "vhost-user request");
+        vetter.check(req, &buf[HDR_LEN..HDR_LEN + size], &fds)?;
         match req {
             SET_FEATURES => {
                 features_set = true;
@@ -165,8 +150,9 @@ fn frontend_to_backend(front: &UnixStream, back: &UnixStream) -> io::Result<()> 
 }
 
 /// Runs the relay on the current thread (frontend→backend) plus one helper thread for
-/// replies; returns when either side disconnects, after shutting both down.
-pub fn relay(front: UnixStream, back: UnixStream) {
+/// replies; returns when either side disconnects or the frontend sends something refused
+/// (see [`crate::vhost::vet`]), after shutting both down.
+pub fn relay(front: UnixStream, back: UnixStream, port: &str) {
     let (f2, b2) = match (front.try_clone(), back.try_clone()) {
         (Ok(f), Ok(b)) => (f, b),
         _ => return,
@@ -178,8 +164,12 @@ pub fn relay(front: UnixStream, back: UnixStream) {
         let _ = f2.shutdown(Shutdown::Both);
         let _ = b2.shutdown(Shutdown::Both);
     });
-    if let Err(e) = frontend_to_backend(&front, &back) {
-        tracing::debug!(error = %e, "vhost-user relay ended");
+    match frontend_to_backend(&front, &back) {
+        Ok(()) => {}
+        Err(RelayError::Io(e)) => tracing::debug!(port, error = %e, "vhost-user relay ended"),
+        Err(e @ RelayError::Refused(_)) => {
+            tracing::warn!(port, error = %e, "vhost-user connection closed")
+        }
     }
     let _ = front.shutdown(Shutdown::Both);
     let _ = back.shutdown(Shutdown::Both);

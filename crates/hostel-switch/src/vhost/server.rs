@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use vhost::vhost_user::Listener;
 use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
@@ -101,56 +102,133 @@ fn inner_pair(port: &PortRuntime) -> std::io::Result<(Listener, UnixStream)> {
     Ok((Listener::from(l), c))
 }
 
-fn serve(core: Arc<Core>, port: Arc<PortRuntime>, public: UnixListener, sh: &Shared) {
-    loop {
-        let front = match public.accept() {
-            Ok((s, _)) => s,
-            Err(e) => {
-                tracing::warn!(port = %port.id, error = %e, "accept failed");
-                continue;
-            }
-        };
-        if sh.stop.load(Ordering::Acquire) {
-            break;
-        }
-        let (mut inner, back) = match inner_pair(&port) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(port = %port.id, error = %e, "cannot create relay socket");
-                continue;
-            }
-        };
-        let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-        let backend = NicBackend::new(core.clone(), port.clone(), mem.clone());
-        let mut daemon = match VhostUserDaemon::new(format!("vu-{}", port.id), backend, mem) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(port = %port.id, error = %e, "cannot create vhost-user daemon");
-                return;
-            }
-        };
-        if let Err(e) = daemon.start(&mut inner) {
-            tracing::warn!(port = %port.id, error = %e, "vhost-user start failed");
-            continue;
-        }
-        drop(inner);
-        let relay = std::thread::spawn(move || proxy::relay(front, back));
-        *sh.conn.lock().unwrap_or_else(PoisonError::into_inner) = daemon.shutdown_handle();
-        if sh.stop.load(Ordering::Acquire) {
-            daemon.request_shutdown();
-        }
-        if let Err(e) = daemon.wait() {
-            tracing::info!(port = %port.id, error = %e, "vhost-user session ended");
-        }
-        *sh.conn.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        let _ = relay.join();
-        port.set_rx(None);
-        for h in daemon.get_epoll_handlers() {
-            h.send_exit_event();
-        }
-        tracing::info!(port = %port.id, "guest NIC disconnected");
-        if sh.stop.load(Ordering::Acquire) {
-            break;
+/// Waits after a failure to get resources (the fd limit, memory), doubling up to a second,
+/// and says so once per episode: a listener never gives up, nor floods the log.
+struct Backoff {
+    delay: Duration,
+    failing: bool,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn new() -> Backoff {
+        Backoff {
+            delay: Self::FIRST,
+            failing: false,
         }
     }
+
+    fn failed(&mut self, port: &str, what: &str, e: &dyn std::fmt::Display) {
+        if !self.failing {
+            tracing::warn!(port, error = %e, "{what}; retrying with back-off");
+            self.failing = true;
+        }
+        std::thread::sleep(self.delay);
+        self.delay = (self.delay * 2).min(Self::MAX);
+    }
+
+    fn succeeded(&mut self, port: &str) {
+        if self.failing {
+            tracing::info!(port, "vhost-user listener recovered");
+        }
+        *self = Backoff::new();
+    }
+}
+
+fn serve(core: Arc<Core>, port: Arc<PortRuntime>, public: UnixListener, sh: &Shared) {
+    let mut backoff = Backoff::new();
+    while !sh.stop.load(Ordering::Acquire) {
+        let front = match public.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // EMFILE and friends: the connection waits in the backlog meanwhile.
+                backoff.failed(&port.id, "accepting a vhost-user connection failed", &e);
+                continue;
+            }
+        };
+        if sh.stop.load(Ordering::Acquire) {
+            break;
+        }
+        match session(&core, &port, front, sh) {
+            Ok(()) => backoff.succeeded(&port.id),
+            Err(e) => backoff.failed(&port.id, "setting up a vhost-user session failed", &e),
+        }
+    }
+}
+
+/// What a session could not get; the connection is dropped and the next one accepted.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("creating the relay socket: {0}")]
+    Relay(#[source] std::io::Error),
+    #[error("creating the vhost-user daemon: {0}")]
+    Daemon(vhost_user_backend::Error),
+    #[error("starting the vhost-user daemon: {0}")]
+    Start(vhost_user_backend::Error),
+    #[error("spawning the relay thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Serves one frontend connection until it ends. Everything it opened is closed when it
+/// returns, whichever way.
+fn session(
+    core: &Arc<Core>,
+    port: &Arc<PortRuntime>,
+    front: UnixStream,
+    sh: &Shared,
+) -> Result<(), SessionError> {
+    let (mut inner, back) = inner_pair(port).map_err(SessionError::Relay)?;
+    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    let backend = NicBackend::new(core.clone(), port.clone(), mem.clone());
+    let result = run_daemon(port, &backend, mem, &mut inner, front, back, sh);
+    // The daemon is gone (its worker threads joined): close what the library leaked.
+    backend.close_exit_events();
+    result
+}
+
+fn run_daemon(
+    port: &Arc<PortRuntime>,
+    backend: &NicBackend,
+    mem: crate::datapath::port::Mem,
+    inner: &mut Listener,
+    front: UnixStream,
+    back: UnixStream,
+    sh: &Shared,
+) -> Result<(), SessionError> {
+    let mut daemon = VhostUserDaemon::new(format!("vu-{}", port.id), backend.clone(), mem)
+        .map_err(SessionError::Daemon)?;
+    daemon.start(inner).map_err(SessionError::Start)?;
+    let id = port.id.clone();
+    let relay = std::thread::Builder::new()
+        .name("vu-relay".into())
+        .spawn(move || proxy::relay(front, back, &id));
+    let relay = match relay {
+        Ok(r) => r,
+        Err(e) => {
+            daemon.request_shutdown();
+            let _ = daemon.wait();
+            for h in daemon.get_epoll_handlers() {
+                h.send_exit_event();
+            }
+            return Err(SessionError::Thread(e));
+        }
+    };
+    *sh.conn.lock().unwrap_or_else(PoisonError::into_inner) = daemon.shutdown_handle();
+    if sh.stop.load(Ordering::Acquire) {
+        daemon.request_shutdown();
+    }
+    if let Err(e) = daemon.wait() {
+        tracing::info!(port = %port.id, error = %e, "vhost-user session ended");
+    }
+    *sh.conn.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    let _ = relay.join();
+    port.set_rx(None);
+    for h in daemon.get_epoll_handlers() {
+        h.send_exit_event();
+    }
+    tracing::info!(port = %port.id, "guest NIC disconnected");
+    Ok(())
 }

@@ -43,7 +43,7 @@ pub enum ClientCommand {
     /// Create and list tenants (operator).
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
-    /// Issue API tokens for a tenant (operator).
+    /// API tokens: issue one for a tenant (operator), list and revoke them.
     #[command(subcommand)]
     Token(tenant::TokenCommand),
     /// Change a tenant's quota (operator).

@@ -13,6 +13,8 @@ const DEFAULT_QUOTA: QuotaBody = QuotaBody {
     memory_mib: 4096,
     disk_gib: 50,
     vms: 4,
+    networks: hostel_api::DEFAULT_MAX_NETWORKS,
+    uplinks: hostel_api::DEFAULT_MAX_UPLINKS,
 };
 
 /// Quota fields as flags; an absent flag keeps the value it is merged onto.
@@ -30,6 +32,12 @@ pub struct QuotaFlags {
     /// Number of VMs.
     #[arg(long)]
     max_vms: Option<u32>,
+    /// Number of networks.
+    #[arg(long)]
+    max_networks: Option<u32>,
+    /// Number of networks with an uplink (a device in the host each).
+    #[arg(long)]
+    max_uplinks: Option<u32>,
 }
 
 impl QuotaFlags {
@@ -38,6 +46,8 @@ impl QuotaFlags {
             && self.memory.is_none()
             && self.disk_gib.is_none()
             && self.max_vms.is_none()
+            && self.max_networks.is_none()
+            && self.max_uplinks.is_none()
     }
 
     /// `base` with the given flags applied.
@@ -51,13 +61,16 @@ impl QuotaFlags {
             memory_mib,
             disk_gib: self.disk_gib.unwrap_or(base.disk_gib),
             vms: self.max_vms.unwrap_or(base.vms),
+            networks: self.max_networks.unwrap_or(base.networks),
+            uplinks: self.max_uplinks.unwrap_or(base.uplinks),
         })
     }
 }
 
 #[derive(Subcommand, Debug)]
 pub enum TenantCommand {
-    /// Create a tenant (default quota: 4 vCPUs, 4G memory, 50 GiB disk, 4 VMs).
+    /// Create a tenant (default quota: 4 vCPUs, 4G memory, 50 GiB disk, 4 VMs, 4 networks,
+    /// 1 uplink).
     Create {
         name: String,
         #[command(flatten)]
@@ -78,6 +91,14 @@ pub enum TokenCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// List tokens (never their secrets): the operator's call lists every tenant's, or
+    /// one tenant's with --tenant; a tenant's call its own.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a token by id (from `token list`): its secret stops working at once.
+    Delete { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -127,6 +148,28 @@ pub fn token(ctx: &Ctx, cmd: TokenCommand) -> Result<()> {
                 }
             }
         }
+        TokenCommand::List { tenant } => {
+            let tokens = ctx.client.list_tokens(tenant.as_deref())?;
+            if ctx.format == Format::Json {
+                return output::json(&tokens);
+            }
+            let mut table = Table::new(&["id", "tenant", "name", "created"]);
+            for t in tokens {
+                table.row(vec![
+                    t.id,
+                    t.tenant.unwrap_or_else(|| "(operator)".into()),
+                    t.name,
+                    t.created_at,
+                ]);
+            }
+            table.print();
+            Ok(())
+        }
+        TokenCommand::Delete { id } => {
+            ctx.client.delete_token(&id)?;
+            eprintln!("token {id} revoked");
+            Ok(())
+        }
     }
 }
 
@@ -136,7 +179,8 @@ pub fn quota(ctx: &Ctx, cmd: QuotaCommand) -> Result<()> {
             if quota.is_empty() {
                 return Err(invalid(
                     None,
-                    "nothing to set: give --vcpus, --memory, --disk-gib or --max-vms",
+                    "nothing to set: give --vcpus, --memory, --disk-gib, --max-vms, \
+                     --max-networks or --max-uplinks",
                 ));
             }
             // Refuse a bad size before asking the daemon anything.
@@ -164,7 +208,9 @@ fn print_tenants(format: Format, ts: &[TenantView], list: bool) -> Result<()> {
             output::json(&ts[0])
         };
     }
-    let mut table = Table::new(&["name", "vms", "vcpus", "memory", "disk", "created"]);
+    let mut table = Table::new(&[
+        "name", "vms", "vcpus", "memory", "disk", "networks", "uplinks", "created",
+    ]);
     for t in ts {
         let (q, u) = (&t.quota, &t.usage);
         table.row(vec![
@@ -173,6 +219,8 @@ fn print_tenants(format: Format, ts: &[TenantView], list: bool) -> Result<()> {
             format!("{}/{}", u.vcpus, q.vcpus),
             format!("{}/{}", mib(u.memory_mib), mib(q.memory_mib)),
             format!("{}/{}G", u.disk_gib, q.disk_gib),
+            format!("{}/{}", u.networks, q.networks),
+            format!("{}/{}", u.uplinks, q.uplinks),
             t.created_at.clone(),
         ]);
     }

@@ -36,14 +36,13 @@ pub fn bridge_up(br: &str, ports: &[&str]) -> std::io::Result<()> {
         }
     }
     let mut req = ifreq_name(br);
-    // SAFETY: as above, SIOCGIFFLAGS/SIOCSIFFLAGS on an ifreq buffer.
-    unsafe {
-        libc::ioctl(s, libc::SIOCGIFFLAGS as _, req.as_mut_ptr());
-        let flags = i16::from_ne_bytes([req[16], req[17]]) | libc::IFF_UP as i16;
-        req[16..18].copy_from_slice(&flags.to_ne_bytes());
-        if libc::ioctl(s, libc::SIOCSIFFLAGS as _, req.as_mut_ptr()) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+    // SAFETY: as above, SIOCGIFFLAGS fills the flags of an ifreq-sized buffer.
+    unsafe { libc::ioctl(s, libc::SIOCGIFFLAGS as _, req.as_mut_ptr()) };
+    let flags = i16::from_ne_bytes([req[16], req[17]]) | libc::IFF_UP as i16;
+    req[16..18].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: SIOCSIFFLAGS reads the same ifreq-sized buffer.
+    if unsafe { libc::ioctl(s, libc::SIOCSIFFLAGS as _, req.as_mut_ptr()) } < 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! does), so the driver side costs little next to the switch it is measuring.
 
 use std::fs::File;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 use std::sync::atomic::{fence, AtomicU16, Ordering};
 
@@ -72,14 +72,16 @@ impl Ring {
     /// Writes descriptor `id` once: `addr`/`len`, device-writable or not.
     pub fn set_desc(&mut self, id: u16, addr: u64, len: u32, write: bool) {
         let d = self.desc + 16 * u64::from(id);
-        // SAFETY: inside the descriptor table (id < size).
-        unsafe {
-            self.at::<u64>(d).write_volatile(addr.to_le());
-            self.at::<u32>(d + 8).write_volatile(len.to_le());
-            self.at::<u16>(d + 12)
-                .write_volatile(if write { F_WRITE } else { 0 });
-            self.at::<u16>(d + 14).write_volatile(0);
-        }
+        let flags = if write { F_WRITE } else { 0 };
+        // SAFETY: a field of descriptor `id` < size, inside the descriptor table,
+        // naturally aligned (the table is 16-byte aligned).
+        unsafe { self.at::<u64>(d).write_volatile(addr.to_le()) };
+        // SAFETY: as above.
+        unsafe { self.at::<u32>(d + 8).write_volatile(len.to_le()) };
+        // SAFETY: as above.
+        unsafe { self.at::<u16>(d + 12).write_volatile(flags.to_le()) };
+        // SAFETY: as above.
+        unsafe { self.at::<u16>(d + 14).write_volatile(0) };
     }
 
     /// Offers the next free descriptor's chain; visible to the device at [`Ring::publish`].
@@ -140,15 +142,26 @@ pub struct Vm {
     _calls: [EventFd; 2],
 }
 
+/// Guest memory as QEMU's memfd backend makes it: sealed against shrinking, which the switch
+/// requires (a file that can shrink under its mapping would fault the switch).
 fn memfd(size: usize) -> std::io::Result<File> {
     // SAFETY: memfd_create with a static NUL-terminated name.
-    let fd = unsafe { libc::memfd_create(c"hostel-bench".as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = unsafe {
+        libc::memfd_create(
+            c"hostel-bench".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: fd is a fresh descriptor we own.
     let f = unsafe { File::from_raw_fd(fd) };
     f.set_len(size as u64)?;
+    // SAFETY: F_ADD_SEALS with an integer seal set on our own memfd.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     Ok(f)
 }
 

@@ -2,7 +2,7 @@
 //! vSwitch, measuring packets/s, Gbit/s and the CPU time of whoever does the switching.
 //!
 //! Usage: `hostel-switch-bench [--seconds S] [--rounds N] [--bridge] [--ovs]
-//! [--sizes 64,1500,tso] [--json PATH]`.
+//! [--sizes 64,1500,tso] [--limits] [--json PATH]`.
 //!
 //! - switch: a synthetic vhost-user frontend ([`frontend`]) plays both guests from this
 //!   process's main thread: it refills VM A's TX ring and recycles VM B's RX ring by polling,
@@ -14,6 +14,10 @@
 //! - `--ovs`: the same through Open vSwitch's userspace datapath (`datapath_type=netdev`,
 //!   [`ovs`]); CPU is ovs-vswitchd's (from /proc/PID/stat) plus the driver's system time (the
 //!   kernel's TAP and packet-socket work on the two ends).
+//! - `--limits`: VM A's port gets rate limits in every class (packets and bytes) set far
+//!   above what it can send ([`switch_case::NEVER_HIT`]), so the run measures what storm
+//!   control costs a port whose limits are configured but not hit. Rows read
+//!   `switch+limits`; JSON samples carry `"limits": true`.
 //!
 //! Each round runs every size through every contender in turn (who goes first rotates from
 //! round to round); `--json` writes every sample for `bench-net` to summarise.
@@ -30,8 +34,9 @@ use hostel_switch::datapath::vnet::{VnetHdr, GSO_TCPV4, HDR_F_NEEDS_CSUM};
 
 /// User and system CPU seconds of `who` (RUSAGE_SELF / RUSAGE_THREAD).
 pub(crate) fn rusage(who: libc::c_int) -> (f64, f64) {
-    // SAFETY: getrusage fills the struct we pass.
+    // SAFETY: rusage is plain integers, for which all-zero is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct we pass.
     unsafe { libc::getrusage(who, &mut ru) };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     (t(ru.ru_utime), t(ru.ru_stime))
@@ -161,6 +166,7 @@ struct Args {
     bridge: bool,
     ovs: bool,
     sizes: Vec<Size>,
+    limits: bool,
     json: Option<std::path::PathBuf>,
 }
 
@@ -171,6 +177,7 @@ fn parse_args() -> Result<Args, String> {
         bridge: false,
         ovs: false,
         sizes: SIZES.to_vec(),
+        limits: false,
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -181,6 +188,7 @@ fn parse_args() -> Result<Args, String> {
             "--rounds" => a.rounds = val()?.parse().map_err(|e| format!("--rounds: {e}"))?,
             "--bridge" => a.bridge = true,
             "--ovs" => a.ovs = true,
+            "--limits" => a.limits = true,
             "--json" => a.json = Some(val()?.into()),
             "--sizes" => {
                 let v = val()?;
@@ -213,7 +221,12 @@ fn main() {
     };
     let dir = std::env::temp_dir().join(format!("hostel-switch-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("bench dir");
-    let sw = switch_case::setup(&dir);
+    let sw = switch_case::setup(&dir, args.limits);
+    let switch_name = if args.limits {
+        "switch+limits"
+    } else {
+        "switch"
+    };
     let mut taps = if args.bridge || args.ovs {
         taps::Env::new(args.ovs, &dir)
             .map_err(|e| eprintln!("TAP comparisons skipped: {e}"))
@@ -233,7 +246,7 @@ fn main() {
                 match (round + k) % 3 {
                     0 => {
                         let r = switch_case::run(&sw, &dir, *size, args.secs);
-                        print_row(&format!("switch {}", size.name), &r);
+                        print_row(&format!("{switch_name} {}", size.name), &r);
                         samples.push((round, size.name, "switch", r));
                         // Let the switch see both disconnects before the next case
                         // reconnects.
@@ -274,6 +287,7 @@ fn main() {
                     "packets": m.packets, "bytes": m.bytes, "wall_s": m.wall,
                     "switch_cpu_s": m.switch_cpu, "driver_cpu_s": m.driver_cpu,
                     "lost": m.lost, "host_cpu_s": m.host_cpu,
+                    "limits": args.limits && *who == "switch",
                 })
             })
             .collect();

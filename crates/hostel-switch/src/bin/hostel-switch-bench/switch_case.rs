@@ -6,12 +6,30 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hostel_switch::datapath::vnet::VNET_HDR_LEN;
-use hostel_switch::{NetworkConfig, PortConfig, Switch};
+use hostel_switch::{NetworkConfig, PortConfig, PortLimits, RateLimit, Switch};
 
 use crate::frontend::Vm;
 use crate::{frame, header, rusage, Measured, Size};
 
-pub fn setup(dir: &Path) -> Arc<Switch> {
+/// A rate no bench run reaches (the largest the switch accepts).
+pub const NEVER_HIT: u64 = hostel_switch::config::MAX_LIMIT;
+
+/// Limits in every class, packets and bytes, none of which the bench can reach.
+fn never_hit() -> PortLimits {
+    let r = RateLimit {
+        packets_per_sec: Some(NEVER_HIT),
+        bytes_per_sec: Some(NEVER_HIT),
+        ..Default::default()
+    };
+    PortLimits {
+        total: r,
+        flood: r,
+        unknown: r,
+    }
+}
+
+/// `limits`: give the sending port (VM A) limits it never hits.
+pub fn setup(dir: &Path, limits: bool) -> Arc<Switch> {
     let sw = Switch::new();
     sw.add_network(NetworkConfig {
         id: "bench".into(),
@@ -33,6 +51,11 @@ pub fn setup(dir: &Path) -> Arc<Switch> {
             ipv4: Some(format!("10.0.0.{last}").parse().expect("ip")),
             ipv6: vec![],
             socket: dir.join(sock),
+            limits: if limits && id == "vm-a" {
+                never_hit()
+            } else {
+                PortLimits::default()
+            },
         })
         .expect("port");
     }
