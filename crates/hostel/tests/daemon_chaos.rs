@@ -7,6 +7,8 @@
 //! - every acknowledged stop and delete is done (and an acknowledged start or create is too);
 //! - each tenant's usage is the sum of its VMs;
 //! - no record without its disk directory, no disk directory without a record;
+//! - every acknowledged change has its audit entry (one per call), and no entry says a call
+//!   succeeded that the clients never made;
 //! - no call ever got a 500.
 //!
 //! Guests boot under TCG; quotas keep at most 12 VMs, and a client-side gate at most 3 launches
@@ -57,9 +59,35 @@ struct Ledger {
     server_errors: Mutex<Vec<String>>,
     /// Calls answered (any answer), across rounds.
     calls: AtomicU64,
+    /// Per (tenant, audit action, VM name): calls acknowledged, and calls that may or may
+    /// not have made their change (cut by the kill, or refused after it).
+    audit: Mutex<HashMap<AuditKey, (u32, u32)>>,
+}
+
+/// (tenant, audit action, VM name).
+type AuditKey = (usize, &'static str, String);
+
+impl Op {
+    fn action(self) -> &'static str {
+        match self {
+            Op::Create { .. } => "vm.create",
+            Op::Start => "vm.start",
+            Op::Stop => "vm.stop",
+            Op::Delete => "vm.delete",
+        }
+    }
 }
 
 impl Ledger {
+    fn count(&self, t: usize, vm: &str, op: Op, acked: bool) {
+        let mut audit = self.audit.lock().unwrap();
+        let n = audit.entry((t, op.action(), vm.to_string())).or_default();
+        if acked {
+            n.0 += 1;
+        } else {
+            n.1 += 1;
+        }
+    }
     fn issue(&self, t: usize, vm: &str, op: Op) {
         let mut last = self.last.lock().unwrap();
         last.insert((t, vm.to_string()), Last { op, acked: false });
@@ -128,6 +156,7 @@ impl Client_ {
         match r {
             Ok(_) => {
                 ledger.ack(self.tenant, vm, op);
+                ledger.count(self.tenant, vm, op, true);
                 Outcome::Done
             }
             Err(ClientError::Api {
@@ -140,6 +169,7 @@ impl Client_ {
                         .unwrap()
                         .push(format!("{op:?} {vm}: {status} {message}"));
                 }
+                ledger.count(self.tenant, vm, op, false);
                 // A 404 on a delete is the delete done (a cut delete finished meanwhile).
                 if status == 404 && op == Op::Delete {
                     ledger.ack(self.tenant, vm, op);
@@ -148,7 +178,10 @@ impl Client_ {
                 }
                 Outcome::Refused
             }
-            Err(_) => Outcome::Cut,
+            Err(_) => {
+                ledger.count(self.tenant, vm, op, false);
+                Outcome::Cut
+            }
         }
     }
 
@@ -310,9 +343,35 @@ fn check(
             ));
         }
     }
-    // TODO(audit): once audit entries are written in the operation's transaction (daemon-api),
-    // check every acknowledged change has exactly one entry and no entry describes a change
-    // that did not happen.
+    // Every acknowledged change has its entry, committed with it; no successful entry
+    // without a call that may have made it.
+    for t in 0..tokens.len() {
+        let name = format!("chaos{t}");
+        let entries = op.audit(Some(&name), 10_000).map_err(|e| e.to_string())?;
+        let mut ok: HashMap<(&str, &str), u32> = HashMap::new();
+        for e in entries
+            .iter()
+            .filter(|e| e.result == "ok" && e.action.starts_with("vm."))
+        {
+            *ok.entry((e.action.as_str(), e.target.as_str()))
+                .or_default() += 1;
+        }
+        let calls = ledger.audit.lock().unwrap();
+        for ((_, action, vm), (acked, maybe)) in calls.iter().filter(|(k, _)| k.0 == t) {
+            let n = ok.remove(&(*action, vm.as_str())).unwrap_or(0);
+            if n < *acked || n > acked + maybe {
+                return Err(format!(
+                    "tenant {t}: {n} ok entries {action} {vm} for {acked} acknowledged calls \
+                     and {maybe} cut or refused"
+                ));
+            }
+        }
+        if let Some(((action, vm), n)) = ok.into_iter().next() {
+            return Err(format!(
+                "tenant {t}: {n} ok entries {action} {vm} and no such call"
+            ));
+        }
+    }
     Ok(())
 }
 
