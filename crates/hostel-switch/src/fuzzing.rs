@@ -8,11 +8,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use hostel_virtq::{MemMap, Ring, SegList, MAX_CHAIN_DESCS};
 use vhost_user_backend::VringT;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{
+    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
+};
 
 use crate::config::{NetworkConfig, PortConfig};
-use crate::datapath::chain::MAX_CHAIN_DESCS;
 use crate::datapath::local;
 use crate::datapath::pipeline::{Ctx, Decision, Ingress, Pipeline};
 use crate::datapath::port::{PortRuntime, RxTarget, Vring};
@@ -120,7 +122,7 @@ impl Input<'_> {
 /// table holds, so lookups take the slow path and every buffer splits at boundaries; and
 /// regions of odd sizes at unaligned addresses.
 ///
-/// [`MemMap`]: crate::datapath::ring::MemMap
+/// [`MemMap`]: hostel_virtq::MemMap
 fn layout(sel: u8) -> Vec<(GuestAddress, usize)> {
     match sel % 4 {
         0 => vec![(GuestAddress(0), MEM)],
@@ -200,6 +202,8 @@ pub fn descriptor_chain(data: &[u8]) {
     let (Some(tx), Some(rx_a), Some(rx_b)) = (vring(&ma), vring(&ma), vring(&mb)) else {
         return;
     };
+    walk_chains(&ma, &tx);
+    walk_chains(&mb, &rx_b);
     let ra = PortRuntime::new("p2");
     let rb = PortRuntime::new("p3");
     let features = OFFERED_FEATURES & !(u64::from(feature_mask) << 1);
@@ -231,6 +235,37 @@ pub fn descriptor_chain(data: &[u8]) {
         visits <= u64::from(QSIZE) * per_frame,
         "{visits} descriptor visits for one TX kick"
     );
+}
+
+/// Every head of the ring (and a few past it) gathered both ways, straight through
+/// hostel-virtq: each gather reads at most [`MAX_CHAIN_DESCS`] descriptors, and every segment
+/// accepted lies inside guest memory (and can be read whole, which would fault otherwise).
+fn walk_chains(mem: &GuestAddressSpaceMem, v: &Vring) {
+    let guard = mem.memory();
+    let m: &GuestMemoryMmap<()> = &guard;
+    let map = MemMap::new(m);
+    let st = v.get_ref();
+    let Ok(ring) = Ring::new(st.get_queue(), &map) else {
+        return;
+    };
+    let mut list = SegList::new();
+    let mut byte = [0u8; 1];
+    for head in 0..QSIZE + 2 {
+        for writable in [false, true] {
+            let ok = ring.gather(head, writable, usize::MAX, &mut list).is_ok();
+            assert!(list.visits() <= MAX_CHAIN_DESCS, "{} visits", list.visits());
+            if !ok {
+                continue;
+            }
+            let mut total = 0;
+            for s in list.as_slice() {
+                assert!(m.check_range(GuestAddress(s.addr()), s.len()));
+                assert_eq!(s.read(s.len() - 1, &mut byte), 1);
+                total += s.len();
+            }
+            assert_eq!(total, list.total());
+        }
+    }
 }
 
 /// One vhost-user message with descriptors the input describes (memfds of any size, sealed

@@ -16,8 +16,8 @@
 //! - [`datapath`]: the stage pipeline ([`datapath::pipeline`]: parse → anti-spoof →
 //!   network lookup → destination lookup → unspecified-source check → uplink hooks), storm
 //!   control ([`datapath::ratelimit`]: per-port token buckets) and its execution on virtio rings
-//!   ([`datapath::ring`]: rings and guest memory through host pointers resolved once per
-//!   batch; descriptor chains, RX delivery, TX batches).
+//!   (RX delivery, TX batches) through [`hostel_virtq`]: rings and guest memory through host
+//!   pointers resolved once per batch, bounded descriptor chains.
 //! - [`stats`]: per-port counters with one [`stats::DropReason`] per drop.
 //! - [`vhost`]: vhost-user backend glue, per-port socket listeners, and the message relay
 //!   that papers over QEMU's SET_VRING_ENABLE ordering and vets every descriptor a frontend
@@ -26,7 +26,6 @@
 //! - [`uplink`]: the per-network TAP device and its reader thread.
 //! - [`switch`]: the control-plane object ([`Switch`]); [`control`]: its JSON-lines socket.
 //! - [`mod@run`]: the blocking entry point used by `hostel switch`.
-//! - [`driver`]: a guest-side split-ring driver for tests, the bench tool and fuzzing.
 //!
 //! # Running
 //! [`run()`] takes [`RunOptions`]:
@@ -50,7 +49,6 @@
 pub mod config;
 pub mod control;
 pub mod datapath;
-pub mod driver;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -27,7 +27,7 @@ drop_reasons! {
     /// Frame shorter than an Ethernet header, or a truncated L3 header.
     Malformed = "malformed",
     /// TX chain had a write-only descriptor, an address outside guest memory, too many
-    /// segments, or more than [`crate::datapath::chain::MAX_CHAIN_DESCS`] descriptors.
+    /// segments, or more than [`hostel_virtq::MAX_CHAIN_DESCS`] descriptors.
     BadDescriptor = "bad_descriptor",
     /// TX chain shorter than the virtio-net header.
     ShortChain = "short_chain",
@@ -98,6 +98,17 @@ pub struct PortStats {
     /// per-delivery work budget (see [`DropReason::RxWorkBudget`]).
     pub rx_over_budget: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
+}
+
+impl From<hostel_virtq::Error> for DropReason {
+    /// A chain the virtqueue layer refused: too long for a frame, or broken.
+    fn from(e: hostel_virtq::Error) -> DropReason {
+        match e {
+            hostel_virtq::Error::TooLong { .. } => DropReason::TooLong,
+            hostel_virtq::Error::BadRing => DropReason::DestinationDown,
+            _ => DropReason::BadDescriptor,
+        }
+    }
 }
 
 impl Default for PortStats {

@@ -8,7 +8,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::datapath::chain::SegList;
 use crate::datapath::exec::with_rx;
 use crate::datapath::local;
 use crate::datapath::pipeline::{Ctx, Decision, Ingress, Pipeline};
@@ -20,6 +19,7 @@ use crate::packet::{parse, REPLY_BUF};
 use crate::stats::{DropReason, PortStats};
 use crate::tables::{NetIdx, Tables};
 use crate::types::MacAddr;
+use hostel_virtq::SegList;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
@@ -123,7 +123,7 @@ impl Uplink {
         let mut iov = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
-        }; 2 + crate::datapath::chain::MAX_SEGS];
+        }; 2 + hostel_virtq::MAX_SEGS];
         iov[0] = libc::iovec {
             iov_base: hb.as_ptr() as *mut _,
             iov_len: hb.len(),
@@ -139,7 +139,7 @@ impl Uplink {
         if left > 0 {
             src.tail_mem.ok_or(DropReason::BadDescriptor)?;
             for s in src.tail.as_slice() {
-                let slen = s.len as usize;
+                let slen = s.len();
                 if src.tail_skip >= pos + slen {
                     pos += slen;
                     continue;
@@ -147,7 +147,7 @@ impl Uplink {
                 let off = src.tail_skip.saturating_sub(pos);
                 let n = (slen - off).min(left);
                 iov[cnt] = libc::iovec {
-                    iov_base: (s.host + off) as *mut _,
+                    iov_base: s.as_ptr().wrapping_add(off) as *mut _,
                     iov_len: n,
                 };
                 cnt += 1;
@@ -158,8 +158,9 @@ impl Uplink {
                 }
             }
         }
-        // SAFETY: the iovecs point into `hb`, `src.head` and guest memory mapped for as long
-        // as `src.tail_mem` is borrowed; all outlive the call.
+        // SAFETY: the iovecs point into `hb`, `src.head` and guest segments (each within
+        // its `Seg`, mapped while the segment's borrow of the memory map lives); all outlive
+        // the call, and writev only reads them.
         let r = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), cnt as libc::c_int) };
         if r < 0 {
             self.stats.count_drop(DropReason::UplinkError);

@@ -230,10 +230,10 @@ fn a_deleted_uplink_does_not_spin_its_reader() {
 /// is counted on the uplink and marked on the receiver.
 #[test]
 fn a_hostile_receiver_costs_the_uplink_reader_bounded_work() {
-    use crate::datapath::chain::MAX_CHAIN_DESCS;
     use crate::datapath::hostile_tests::offer_enormous_empty_chains;
     use crate::datapath::rx::RX_DELIVERY_BUDGET;
     use crate::stats::DropReason;
+    use hostel_virtq::MAX_CHAIN_DESCS;
 
     if !std::path::Path::new("/dev/net/tun").exists() {
         eprintln!("SKIPPED: /dev/net/tun missing");

@@ -8,9 +8,9 @@ use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
-use crate::datapath::chain::SegList;
+use hostel_virtq::{MemMap, Ring, SegList};
+
 use crate::datapath::port::PortRuntime;
-use crate::datapath::ring::{MemMap, Ring};
 use crate::datapath::rx::{deliver, FrameSrc, RxMark, RxQueue};
 use crate::datapath::vnet::{VnetHdr, F_MRG_RXBUF};
 use crate::stats::DropReason;
@@ -38,8 +38,8 @@ impl QueueRx<'_> {
     }
 }
 
-impl RxQueue for QueueRx<'_> {
-    fn pop(&mut self, out: &mut SegList) -> Option<(u16, Result<(), DropReason>)> {
+impl<'a> RxQueue<'a> for QueueRx<'a> {
+    fn pop(&mut self, out: &mut SegList<'a>) -> Option<(u16, Result<(), DropReason>)> {
         if self.next_avail == self.avail_idx {
             self.avail_idx = self
                 .next_avail
@@ -50,8 +50,11 @@ impl RxQueue for QueueRx<'_> {
         }
         let head = self.ring.avail_head(self.next_avail);
         self.next_avail = self.next_avail.wrapping_add(1);
-        let r = self.ring.gather(head, true, usize::MAX, out);
-        self.visits += u64::from(out.visits);
+        let r = self
+            .ring
+            .gather(head, true, usize::MAX, out)
+            .map_err(DropReason::from);
+        self.visits += u64::from(out.visits());
         Some((head, r))
     }
     fn mark(&self) -> RxMark {
@@ -138,7 +141,7 @@ pub fn with_rx<R>(
         return Err(DropReason::DestinationDown);
     }
     let q = st.get_queue_mut();
-    let ring = Ring::new(q, &map).ok_or(DropReason::DestinationDown)?;
+    let ring = Ring::new(q, &map).map_err(|_| DropReason::DestinationDown)?;
     let (next_avail, old_used) = (q.next_avail(), q.next_used());
     let mut sink = RxSink {
         start: next_avail,

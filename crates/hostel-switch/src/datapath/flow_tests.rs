@@ -13,11 +13,11 @@ use crate::datapath::tests::{net, port};
 use crate::datapath::tx::{process_tx, TxScratch};
 use crate::datapath::vnet::*;
 use crate::datapath::Core;
-use crate::driver::SplitRing;
 use crate::packet::parse::tests::udp4;
 use crate::stats::DropReason;
 use crate::tables::Tables;
 use crate::types::MacAddr;
+use hostel_virtq::driver::SplitRing;
 
 const QSIZE: u16 = 256;
 const DATA: u64 = 0x10_0000;
@@ -35,7 +35,7 @@ pub struct Vm {
 
 fn ring(mem: &Mem, r: &SplitRing) -> Vring {
     let v = Vring::new(mem.clone(), QSIZE).unwrap();
-    v.set_queue_info(r.desc, r.avail, r.used).unwrap();
+    v.set_queue_info(r.desc(), r.avail(), r.used()).unwrap();
     v.set_queue_size(QSIZE);
     v.set_queue_ready(true);
     v.set_enabled(true);
@@ -45,9 +45,9 @@ fn ring(mem: &Mem, r: &SplitRing) -> Vring {
 impl Vm {
     pub fn new(id: &str, features: u64) -> Vm {
         let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+        let (txr, end) = SplitRing::new(&gm, 0x1000, QSIZE).unwrap();
+        let (rxr, _) = SplitRing::new(&gm, (end + 0xfff) & !0xfff, QSIZE).unwrap();
         let mem = GuestMemoryAtomic::new(gm);
-        let (txr, end) = SplitRing::new(0x1000, QSIZE);
-        let (rxr, _) = SplitRing::new((end + 0xfff) & !0xfff, QSIZE);
         let tx = ring(&mem, &txr);
         let rx = ring(&mem, &rxr);
         let rt = PortRuntime::new(id);
@@ -87,38 +87,36 @@ impl Vm {
             .enumerate()
             .map(|(i, c)| (addr + (i * step) as u64, c.len() as u32, false))
             .collect();
-        self.txr.push(&*m, &bufs).unwrap();
-        self.txr.publish(&*m);
+        self.txr.push(&bufs).unwrap();
+        self.txr.publish();
     }
 
     pub fn run_tx(&mut self, core: &Core) {
         process_tx(core, &self.rt, &self.mem, &self.tx, &mut self.scratch);
-        let m = self.mem.memory();
-        while self.txr.pop_used(&*m).is_some() {}
+        while self.txr.pop_used().is_some() {}
     }
 
     pub fn post_rx(&mut self, n: usize, size: u32) {
         for _ in 0..n {
             let addr = self.alloc(size as usize);
-            let m = self.mem.memory();
-            let head = self.rxr.push(&*m, &[(addr, size, true)]).unwrap();
+            let head = self.rxr.push(&[(addr, size, true)]).unwrap();
             self.rx_bufs.insert(head, (addr, size));
         }
-        self.rxr.publish(&*self.mem.memory());
+        self.rxr.publish();
     }
 
     /// Reassembles received frames (mergeable buffers joined by `num_buffers`).
     pub fn received(&mut self) -> Vec<(VnetHdr, Vec<u8>)> {
         let m = self.mem.memory();
         let mut out = Vec::new();
-        while let Some((head, len)) = self.rxr.pop_used(&*m) {
+        while let Some((head, len)) = self.rxr.pop_used() {
             let (addr, _) = self.rx_bufs[&head];
             let mut first = vec![0u8; len as usize];
             m.read_slice(&mut first, GuestAddress(addr)).unwrap();
             let hdr = VnetHdr::from_bytes(first[..VNET_HDR_LEN].try_into().unwrap());
             let mut frame = first[VNET_HDR_LEN..].to_vec();
             for _ in 1..hdr.num_buffers.max(1) {
-                let (h, l) = self.rxr.pop_used(&*m).unwrap();
+                let (h, l) = self.rxr.pop_used().unwrap();
                 let (a, _) = self.rx_bufs[&h];
                 let mut more = vec![0u8; l as usize];
                 m.read_slice(&mut more, GuestAddress(a)).unwrap();
@@ -349,7 +347,7 @@ fn a_broken_avail_index_is_left_alone() {
     );
     // The driver claims a full ring and then some: nothing is taken from it.
     let m = a.mem.memory();
-    m.write_obj(QSIZE + 1, GuestAddress(a.txr.avail + 2))
+    m.write_obj(QSIZE + 1, GuestAddress(a.txr.avail() + 2))
         .unwrap();
     drop(m);
     a.run_tx(&core);

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace};
 
-use crate::datapath::chain::MAX_CHAIN_DESCS;
 use crate::datapath::flow_tests::{ip, mac, setup, Vm, ALL};
 use crate::datapath::pipeline::Pipeline;
 use crate::datapath::port::PortRuntime;
@@ -21,6 +20,7 @@ use crate::packet::parse::tests::udp4;
 use crate::stats::DropReason;
 use crate::tables::Tables;
 use crate::types::MacAddr;
+use hostel_virtq::MAX_CHAIN_DESCS;
 
 const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
@@ -37,9 +37,8 @@ fn write_desc(vm: &Vm, table: u64, i: u64, d: (u64, u32, u16, u16)) {
 
 /// Every used entry the driver can see, in order.
 fn used_heads(vm: &mut Vm) -> Vec<u16> {
-    let m = vm.mem.memory();
     let mut heads = Vec::new();
-    while let Some((h, _)) = vm.rxr.pop_used(&*m) {
+    while let Some((h, _)) = vm.rxr.pop_used() {
         heads.push(h);
     }
     heads
@@ -52,21 +51,17 @@ fn used_heads(vm: &mut Vm) -> Vec<u16> {
 fn a_refused_frame_returns_every_head_exactly_once() {
     let (core, mut a, mut b) = setup(ALL);
     let (small, bad, big) = (b.alloc(64), b.alloc(64), b.alloc(4096));
-    let m = b.mem.memory();
-    let head_small = b.rxr.push(&*m, &[(small, 64, true)]).unwrap();
+    let head_small = b.rxr.push(&[(small, 64, true)]).unwrap();
     // Device-readable: not a receive buffer, returned to the guest empty.
-    let head_bad = b.rxr.push(&*m, &[(bad, 64, false)]).unwrap();
-    b.rxr.publish(&*m);
-    drop(m);
+    let head_bad = b.rxr.push(&[(bad, 64, false)]).unwrap();
+    b.rxr.publish();
     let frame = udp4(mac(2), mac(3), ip(2), ip(3), &[5u8; 200]);
     a.queue_tx(VnetHdr::default(), &frame, 1);
     a.run_tx(&core);
     assert_eq!(a.rt.stats.drops(DropReason::NoRxBuffer), 1);
 
-    let m = b.mem.memory();
-    let head_big = b.rxr.push(&*m, &[(big, 4096, true)]).unwrap();
-    b.rxr.publish(&*m);
-    drop(m);
+    let head_big = b.rxr.push(&[(big, 4096, true)]).unwrap();
+    b.rxr.publish();
     a.queue_tx(VnetHdr::default(), &frame, 1);
     a.run_tx(&core);
     assert_eq!(b.rt.stats.snapshot().rx_packets, 1);
@@ -114,13 +109,18 @@ pub fn offer_enormous_empty_chains(vm: &mut Vm) {
         let next = if last { 0 } else { (i + 1) as u16 };
         write_desc(vm, table, i, (buf, 0, flags, next));
     }
-    write_desc(vm, vm.rxr.desc, 0, (table, (16 * N) as u32, F_INDIRECT, 0));
+    write_desc(
+        vm,
+        vm.rxr.desc(),
+        0,
+        (table, (16 * N) as u32, F_INDIRECT, 0),
+    );
     let m = vm.mem.memory();
-    for slot in 0..u64::from(vm.rxr.size) {
-        m.write_obj(0u16, GuestAddress(vm.rxr.avail + 4 + 2 * slot))
+    for slot in 0..u64::from(vm.rxr.size()) {
+        m.write_obj(0u16, GuestAddress(vm.rxr.avail() + 4 + 2 * slot))
             .unwrap();
     }
-    m.write_obj(vm.rxr.size, GuestAddress(vm.rxr.avail + 2))
+    m.write_obj(vm.rxr.size(), GuestAddress(vm.rxr.avail() + 2))
         .unwrap();
 }
 
@@ -142,10 +142,10 @@ fn a_hostile_receiver_costs_the_sender_bounded_work() {
         total += t0.elapsed();
         // The hostile guest re-offers everything it got back.
         let m = a4.mem.memory();
-        let used: u16 = m.read_obj(GuestAddress(a4.rxr.used + 2)).unwrap();
+        let used: u16 = m.read_obj(GuestAddress(a4.rxr.used() + 2)).unwrap();
         m.write_obj(
-            used.wrapping_add(a4.rxr.size),
-            GuestAddress(a4.rxr.avail + 2),
+            used.wrapping_add(a4.rxr.size()),
+            GuestAddress(a4.rxr.avail() + 2),
         )
         .unwrap();
     }

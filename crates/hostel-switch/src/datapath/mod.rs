@@ -1,6 +1,5 @@
 //! The switching datapath: decision pipeline (pure) and its execution on virtio rings.
 
-pub mod chain;
 pub mod decide;
 pub mod exec;
 pub mod fairness;
@@ -8,7 +7,6 @@ pub mod local;
 pub mod pipeline;
 pub mod port;
 pub mod ratelimit;
-pub mod ring;
 pub mod rx;
 pub mod tx;
 pub mod vnet;

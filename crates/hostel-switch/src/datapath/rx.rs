@@ -3,9 +3,9 @@
 //! buffers as needed. Used-ring entries are published only once the whole frame is written,
 //! and popped buffers are given back if the frame does not fit.
 
+use hostel_virtq::{Seg, SegList};
 use vm_memory::GuestMemoryMmap;
 
-use crate::datapath::chain::{Seg, SegList};
 use crate::datapath::vnet::{VnetHdr, VNET_HDR_LEN};
 use crate::stats::DropReason;
 
@@ -14,7 +14,7 @@ use crate::stats::DropReason;
 pub struct FrameSrc<'a> {
     pub head: &'a [u8],
     pub tail_mem: Option<&'a GuestMemoryMmap<()>>,
-    pub tail: &'a SegList,
+    pub tail: &'a SegList<'a>,
     /// Offset into `tail` where the not-yet-copied part starts.
     pub tail_skip: usize,
     pub len: usize,
@@ -23,7 +23,7 @@ pub struct FrameSrc<'a> {
 /// Descriptor visits one delivery may spend in the receiver's ring (chains refused on the
 /// way included) before the frame is dropped for that receiver: room for the longest
 /// legitimate frame (64 mergeable chains of a few descriptors) and then some.
-pub const RX_DELIVERY_BUDGET: u32 = 4 * crate::datapath::chain::MAX_CHAIN_DESCS;
+pub const RX_DELIVERY_BUDGET: u32 = 4 * hostel_virtq::MAX_CHAIN_DESCS;
 
 /// Longest chain count a single frame may use (64 KiB in 1.5 KiB mergeable buffers fits).
 const MAX_RX_CHAINS: usize = 64;
@@ -37,10 +37,10 @@ pub struct RxMark {
 
 /// The RX side of a queue: just the calls the delivery loop needs, so it can be driven by the
 /// vhost-user vring state or, in tests, by a bare queue.
-pub trait RxQueue {
+pub trait RxQueue<'m> {
     /// Pops the next chain into `out` (whose `visits` say what gathering it cost), returning
     /// its head index.
-    fn pop(&mut self, out: &mut SegList) -> Option<(u16, Result<(), DropReason>)>;
+    fn pop(&mut self, out: &mut SegList<'m>) -> Option<(u16, Result<(), DropReason>)>;
     fn mark(&self) -> RxMark;
     /// Forgets every chain popped and every used entry written since `to` was taken (used
     /// entries are not visible to the driver before the group ends).
@@ -52,29 +52,25 @@ pub trait RxQueue {
 
 /// Where the header goes: the first buffer's leading segments (12 bytes span at most 12).
 #[derive(Clone, Copy, Default)]
-struct HdrSpot {
-    segs: [Seg; VNET_HDR_LEN],
+struct HdrSpot<'m> {
+    segs: [Option<Seg<'m>>; VNET_HDR_LEN],
     n: usize,
 }
 
-fn copy_piece(d: Seg, doff: usize, src: Piece<'_>, n: usize) {
-    let dst = (d.host + doff) as *mut u8;
-    let src = match src {
-        Piece::Bytes(b) => b.as_ptr(),
-        Piece::Host(h) => h as *const u8,
+/// Copies `n` bytes of `src` to `d` from `doff` (the copy loop keeps both in bounds; the
+/// segment methods check again and stop at the ends).
+fn copy_piece(d: Seg<'_>, doff: usize, src: Piece<'_>, n: usize) {
+    match src {
+        Piece::Bytes(b) => d.write(doff, &b[..n.min(b.len())]),
+        Piece::Guest(s, off) => d.copy_from(doff, &s, off, n),
     };
-    // SAFETY: `d` (and a `Host` source) were resolved by `SegList::gather` under memory
-    // guards the caller still holds, and `doff + n <= d.len` (resp. the source segment
-    // length, or the byte slice's) by construction of the copy loop. `copy` tolerates
-    // overlap, which a guest could arrange between its own buffers.
-    unsafe { std::ptr::copy(src, dst, n) };
 }
 
 #[derive(Clone, Copy)]
 enum Piece<'a> {
     Bytes(&'a [u8]),
-    /// Host address inside the sender's guest memory.
-    Host(usize),
+    /// Bytes of the sender's guest memory, from an offset into one of its segments.
+    Guest(Seg<'a>, usize),
 }
 
 /// Delivers `src` with header `hdr` into `q`. Returns the number of bytes written
@@ -84,7 +80,7 @@ enum Piece<'a> {
 /// chains met before the first usable one stay returned to the driver (empty): going back
 /// over them would only repeat the work. Broken chains met after a usable one are popped
 /// again next time, since the ring can only rewind to a single position.
-pub fn deliver<Q: RxQueue>(
+pub fn deliver<'m, Q: RxQueue<'m>>(
     q: &mut Q,
     mergeable: bool,
     hdr: VnetHdr,
@@ -110,8 +106,8 @@ pub fn deliver<Q: RxQueue>(
     // Write the real header over the bytes skipped at the start of the first buffer.
     let bytes = h.to_bytes();
     let mut written = 0;
-    for s in &w.spot.segs[..w.spot.n] {
-        let n = (s.len as usize).min(VNET_HDR_LEN - written);
+    for s in w.spot.segs[..w.spot.n].iter().flatten() {
+        let n = s.len().min(VNET_HDR_LEN - written);
         copy_piece(*s, 0, Piece::Bytes(&bytes[written..]), n);
         written += n;
         if written == VNET_HDR_LEN {
@@ -127,12 +123,12 @@ pub fn deliver<Q: RxQueue>(
 }
 
 /// Copy state across the receiver's chains.
-struct Writer {
+struct Writer<'m> {
     chains: [(u16, u32); MAX_RX_CHAINS],
     nchains: usize,
-    spot: HdrSpot,
+    spot: HdrSpot<'m>,
     /// The chain being filled (reused for every chain: no per-chain copies).
-    list: SegList,
+    list: SegList<'m>,
     seg: usize,
     off: usize,
     mergeable: bool,
@@ -143,18 +139,18 @@ struct Writer {
     visits: u32,
 }
 
-impl Writer {
+impl<'m> Writer<'m> {
     /// Moves to the receiver's next chain. Chains that fail validation are the receiver's
     /// own fault: they are returned to it empty and the next one is tried, within the
     /// delivery's work budget.
-    fn next_chain<Q: RxQueue>(&mut self, q: &mut Q) -> Result<(), DropReason> {
+    fn next_chain<Q: RxQueue<'m>>(&mut self, q: &mut Q) -> Result<(), DropReason> {
         if (self.nchains > 0 && !self.mergeable) || self.nchains == MAX_RX_CHAINS {
             return Err(DropReason::NoRxBuffer);
         }
         loop {
             let (head, r) = q.pop(&mut self.list).ok_or(DropReason::NoRxBuffer)?;
-            self.visits = self.visits.saturating_add(self.list.visits);
-            let broken = r.is_err() || (self.nchains == 0 && self.list.total < VNET_HDR_LEN);
+            self.visits = self.visits.saturating_add(self.list.visits());
+            let broken = r.is_err() || (self.nchains == 0 && self.list.total() < VNET_HDR_LEN);
             if broken {
                 q.add_used(head, 0);
                 if self.nchains == 0 {
@@ -172,8 +168,11 @@ impl Writer {
             self.seg = 0;
             self.off = 0;
             if self.nchains == 1 {
-                let n = self.list.n.min(VNET_HDR_LEN);
-                self.spot.segs[..n].copy_from_slice(&self.list.segs[..n]);
+                let segs = self.list.as_slice();
+                let n = segs.len().min(VNET_HDR_LEN);
+                for (spot, s) in self.spot.segs.iter_mut().zip(&segs[..n]) {
+                    *spot = Some(*s);
+                }
                 self.spot.n = n;
             }
             return Ok(());
@@ -181,7 +180,7 @@ impl Writer {
     }
 
     /// Appends `len` bytes of `piece` (or skips them, for the header placeholder).
-    fn emit<Q: RxQueue>(
+    fn emit<Q: RxQueue<'m>>(
         &mut self,
         q: &mut Q,
         piece: Option<Piece<'_>>,
@@ -189,21 +188,27 @@ impl Writer {
     ) -> Result<(), DropReason> {
         let mut poff = 0;
         while poff < len {
-            if self.nchains == 0 || self.seg >= self.list.n {
+            let Some(&d) = self
+                .list
+                .as_slice()
+                .get(self.seg)
+                .filter(|_| self.nchains > 0)
+            else {
                 self.next_chain(q)?;
                 continue;
-            }
-            let d = self.list.segs[self.seg];
-            let n = (d.len as usize - self.off).min(len - poff);
+            };
+            let n = (d.len() - self.off).min(len - poff);
             match piece {
                 Some(Piece::Bytes(b)) => copy_piece(d, self.off, Piece::Bytes(&b[poff..]), n),
-                Some(Piece::Host(h)) => copy_piece(d, self.off, Piece::Host(h + poff), n),
+                Some(Piece::Guest(s, off)) => {
+                    copy_piece(d, self.off, Piece::Guest(s, off + poff), n)
+                }
                 None => {}
             }
             self.chains[self.nchains - 1].1 += n as u32;
             poff += n;
             self.off += n;
-            if self.off == d.len as usize {
+            if self.off == d.len() {
                 self.seg += 1;
                 self.off = 0;
             }
@@ -211,7 +216,11 @@ impl Writer {
         Ok(())
     }
 
-    fn write_all<Q: RxQueue>(&mut self, q: &mut Q, src: &FrameSrc<'_>) -> Result<(), DropReason> {
+    fn write_all<Q: RxQueue<'m>>(
+        &mut self,
+        q: &mut Q,
+        src: &FrameSrc<'_>,
+    ) -> Result<(), DropReason> {
         self.emit(q, None, VNET_HDR_LEN)?;
         let head_len = src.head.len().min(src.len);
         self.emit(q, Some(Piece::Bytes(src.head)), head_len)?;
@@ -223,14 +232,14 @@ impl Writer {
         src.tail_mem.ok_or(DropReason::BadDescriptor)?;
         let mut pos = 0usize;
         for s in src.tail.as_slice() {
-            let slen = s.len as usize;
+            let slen = s.len();
             if src.tail_skip >= pos + slen {
                 pos += slen;
                 continue;
             }
             let off = src.tail_skip.saturating_sub(pos);
             let n = (slen - off).min(left);
-            self.emit(q, Some(Piece::Host(s.host + off)), n)?;
+            self.emit(q, Some(Piece::Guest(*s, off)), n)?;
             left -= n;
             pos += slen;
             if left == 0 {

@@ -3,17 +3,16 @@
 
 use std::os::fd::AsRawFd;
 
+use hostel_virtq::{MemMap, Ring, SegList};
 use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
-use crate::datapath::chain::SegList;
 use crate::datapath::exec::with_rx;
 use crate::datapath::local;
 use crate::datapath::pipeline::{Ctx, Decision, Ingress};
 use crate::datapath::port::{Mem, PortRuntime, Vring};
 use crate::datapath::ratelimit::{self, Class};
-use crate::datapath::ring::{MemMap, Ring};
 use crate::datapath::rx::FrameSrc;
 use crate::datapath::vnet::{VnetHdr, VNET_HDR_LEN};
 use crate::datapath::Core;
@@ -32,18 +31,19 @@ const MAX_ROUNDS: usize = 1024;
 /// Local replies need the whole request (DHCP options follow a 236-byte BOOTP header).
 const LOCAL_REQ: usize = 1024;
 
+/// One TX chain of a batch; its segments borrow the batch's memory map (`'m`).
 #[derive(Clone, Copy)]
-struct TxItem {
+struct TxItem<'m> {
     head: u16,
     hdr: VnetHdr,
-    segs: SegList,
+    segs: SegList<'m>,
     window: [u8; WINDOW],
     wlen: usize,
     frame_len: usize,
     decision: Decision,
 }
 
-impl Default for TxItem {
+impl Default for TxItem<'_> {
     fn default() -> Self {
         TxItem {
             head: 0,
@@ -57,7 +57,7 @@ impl Default for TxItem {
     }
 }
 
-impl TxItem {
+impl<'m> TxItem<'m> {
     fn src<'a>(&'a self, mem: &'a GuestMemoryMmap<()>) -> FrameSrc<'a> {
         FrameSrc {
             head: &self.window[..self.wlen],
@@ -71,7 +71,9 @@ impl TxItem {
 
 /// Per-port buffers allocated once per connection, so the TX path never allocates.
 pub struct TxScratch {
-    items: Vec<TxItem>,
+    /// Always empty between calls: items borrow one call's memory map, so only the
+    /// allocation is kept (see [`recycle`]).
+    items: Vec<TxItem<'static>>,
     request: Box<[u8; LOCAL_REQ]>,
     reply: Box<[u8; REPLY_BUF]>,
 }
@@ -79,16 +81,37 @@ pub struct TxScratch {
 impl Default for TxScratch {
     fn default() -> Self {
         TxScratch {
-            items: vec![TxItem::default(); BATCH],
+            items: Vec::with_capacity(BATCH),
             request: Box::new([0; LOCAL_REQ]),
             reply: Box::new([0; REPLY_BUF]),
         }
     }
 }
 
+/// Reuses an emptied vector's allocation for items of another lifetime (the standard
+/// library collects in place when the layouts match, as they do here; otherwise this
+/// allocates once).
+fn recycle<'b>(mut v: Vec<TxItem<'_>>) -> Vec<TxItem<'b>> {
+    v.clear();
+    v.into_iter().map(|_| TxItem::default()).collect()
+}
+
+/// The items of one `process_tx` call, handed back to the scratch's allocation on drop
+/// (whichever way the call returns).
+struct Items<'s, 'm> {
+    scratch: &'s mut TxScratch,
+    items: Vec<TxItem<'m>>,
+}
+
+impl Drop for Items<'_, '_> {
+    fn drop(&mut self) {
+        self.scratch.items = recycle(std::mem::take(&mut self.items));
+    }
+}
+
 /// Reads the header and window of one TX chain and runs the pipeline on it.
-fn classify(core: &Core, tables: &Tables, me: Option<PortIdx>, item: &mut TxItem) -> Decision {
-    if item.segs.total < VNET_HDR_LEN {
+fn classify(core: &Core, tables: &Tables, me: Option<PortIdx>, item: &mut TxItem<'_>) -> Decision {
+    if item.segs.total() < VNET_HDR_LEN {
         return Decision::Drop(DropReason::ShortChain);
     }
     let mut h = [0u8; VNET_HDR_LEN];
@@ -97,7 +120,7 @@ fn classify(core: &Core, tables: &Tables, me: Option<PortIdx>, item: &mut TxItem
     }
     item.hdr = VnetHdr::from_bytes(&h);
     item.hdr.num_buffers = 0;
-    item.frame_len = item.segs.total - VNET_HDR_LEN;
+    item.frame_len = item.segs.total() - VNET_HDR_LEN;
     let want = item.frame_len.min(WINDOW);
     item.wlen = item.segs.read_at(VNET_HDR_LEN, &mut item.window[..want]);
     if item.wlen != want {
@@ -132,13 +155,17 @@ pub fn process_tx(
     let guard = mem.memory();
     let m: &GuestMemoryMmap<()> = &guard;
     let map = MemMap::new(m);
+    let mut batch = Items {
+        items: recycle(std::mem::take(&mut scratch.items)),
+        scratch,
+    };
     let mut limiter = me.and_then(|pi| port.policer.engage(&tables.port(pi).cfg.limits));
     // Bounded so a guest that keeps its avail index moving cannot pin the worker: after
     // MAX_ROUNDS full batches the worker serves its other events and comes back.
     for _ in 0..MAX_ROUNDS {
         let mut st = vring.get_mut();
         let q = st.get_queue_mut();
-        let Some(ring) = Ring::new(q, &map) else {
+        let Ok(ring) = Ring::new(q, &map) else {
             return;
         };
         let (mut next, old_used) = (q.next_avail(), q.next_used());
@@ -150,16 +177,20 @@ pub fn process_tx(
             return;
         };
         let n = usize::from(avail).min(BATCH);
+        // Items are made once per call and slot, then reused by every batch of the call.
+        while batch.items.len() < n {
+            batch.items.push(TxItem::default());
+        }
         let mut visits = 0u64;
-        for item in &mut scratch.items[..n] {
+        for item in &mut batch.items[..n] {
             item.head = ring.avail_head(next);
             next = next.wrapping_add(1);
             item.decision =
                 match ring.gather(item.head, false, MAX_FRAME + VNET_HDR_LEN, &mut item.segs) {
                     Ok(()) => classify(core, &tables, me, item),
-                    Err(r) => Decision::Drop(r),
+                    Err(e) => Decision::Drop(e.into()),
                 };
-            visits += u64::from(item.segs.visits);
+            visits += u64::from(item.segs.visits());
         }
         if visits > 0 {
             port.stats
@@ -170,16 +201,16 @@ pub fn process_tx(
         if let Some(l) = limiter.as_deref_mut() {
             ratelimit::police(
                 l,
-                &mut scratch.items[..n],
+                &mut batch.items[..n],
                 // A decision other than Drop means the window holds an Ethernet header.
                 |it| Class::of(&it.decision, it.window[0] & 1 == 1).map(|c| (c, it.frame_len)),
                 |it, r| it.decision = Decision::Drop(r),
             );
         }
         if n > 0 {
-            execute(&tables, me, port, m, scratch, n);
+            execute(&tables, me, port, m, &batch.items[..n], batch.scratch);
             let mut used = old_used;
-            for item in &scratch.items[..n] {
+            for item in &batch.items[..n] {
                 // An out-of-range head names no chain the driver could get back.
                 if item.head < ring.size() {
                     ring.put_used(used, item.head, 0);
@@ -215,10 +246,10 @@ fn execute(
     me: Option<PortIdx>,
     port: &PortRuntime,
     m: &GuestMemoryMmap<()>,
+    items: &[TxItem<'_>],
     scratch: &mut TxScratch,
-    n: usize,
 ) {
-    let items = &scratch.items[..n];
+    let n = items.len();
     let mut done = [false; BATCH];
     let (mut packets, mut bytes) = (0u64, 0u64);
     // Read at most once per batch, and only for a receiver that has had other senders.
@@ -342,7 +373,7 @@ fn reply_to(port: &PortRuntime, frame: &[u8]) -> Result<(), DropReason> {
 fn flood(
     tables: &Tables,
     from: PortIdx,
-    item: &TxItem,
+    item: &TxItem<'_>,
     m: &GuestMemoryMmap<()>,
     port: &PortRuntime,
 ) {
@@ -357,5 +388,23 @@ fn flood(
     }
     if let Some(u) = &net.uplink {
         let _ = u.send(item.hdr, &item.src(m));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The TX items borrow one call's memory map, so the scratch keeps only their
+    /// allocation: it must survive the round trip, or every call would allocate.
+    #[test]
+    fn recycling_keeps_the_allocation() {
+        let mut v: Vec<TxItem<'_>> = Vec::with_capacity(BATCH);
+        v.extend((0..BATCH).map(|_| TxItem::default()));
+        let ptr = v.as_ptr() as usize;
+        let back: Vec<TxItem<'static>> = recycle(v);
+        assert!(back.is_empty());
+        assert_eq!(back.capacity(), BATCH);
+        assert_eq!(back.as_ptr() as usize, ptr);
     }
 }

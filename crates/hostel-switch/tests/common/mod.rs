@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use hostel_switch::datapath::vnet::OFFERED_FEATURES;
 use hostel_switch::{NetworkConfig, PortConfig, Switch};
+use hostel_virtq::driver::Layout;
 use vhost::vhost_user::message::{
     VhostUserHeaderFlag, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
 };
@@ -145,11 +146,10 @@ pub fn rings(fe: &mut Frontend, at: u64) -> Result<Rings, vhost::Error> {
             EventFd::new(EFD_NONBLOCK).unwrap(),
         ],
     };
-    let n = u64::from(QSIZE);
     for q in 0..2usize {
-        let desc = at + q as u64 * 0x10_000;
-        let avail = desc + 16 * n;
-        let used = (avail + 6 + 2 * n + 3) & !3;
+        let Layout {
+            desc, avail, used, ..
+        } = Layout::new(at + q as u64 * 0x10_000, QSIZE);
         fe.set_vring_num(q, QSIZE)?;
         fe.set_vring_addr(
             q,

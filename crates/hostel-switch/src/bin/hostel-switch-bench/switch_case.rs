@@ -111,7 +111,7 @@ pub fn run(sw: &Switch, dir: &Path, size: Size, secs: f64) -> Measured {
         // by its window: frames dropped for want of buffers would be work for nothing.
         let room = b.rx.in_flight() / per_frame;
         let mut pushed = false;
-        while a.tx.in_flight() < room && a.tx.push() {
+        while a.tx.in_flight() < room && a.tx.repost().is_some() {
             pushed = true;
         }
         if pushed {

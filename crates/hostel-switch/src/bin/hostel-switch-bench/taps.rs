@@ -8,11 +8,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hostel_switch::datapath::chain::SegList;
 use hostel_switch::datapath::rx::FrameSrc;
 use hostel_switch::datapath::vnet::{VnetHdr, VNET_HDR_LEN};
 use hostel_switch::uplink::Uplink;
 use hostel_switch::MacAddr;
+use hostel_virtq::SegList;
 
 use crate::ovs::Ovs;
 use crate::{frame, header, rusage, Measured, Size};
