@@ -286,8 +286,9 @@ pub struct StopVm {
     /// Skip the guest's graceful shutdown.
     #[serde(default)]
     pub force: bool,
-    /// Seconds the guest gets to power off before QEMU is stopped (default 30).
+    /// Seconds the guest gets to power off before QEMU is stopped (default 30, at most 300).
     #[serde(default)]
+    #[schema(maximum = 300)]
     pub timeout_secs: Option<u64>,
 }
 

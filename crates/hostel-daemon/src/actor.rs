@@ -1,34 +1,64 @@
-//! One task per VM: the only code that touches that VM's QEMU. Commands from the API and the
-//! VM's own exit arrive on one loop, so a stop and a crash can never race each other.
+//! One task per VM: the only code that touches that VM's QEMU. Commands from the API, the
+//! VM's own exit and the deadline of a stop under way arrive on one loop, so a stop and a
+//! crash can never race each other, and a graceful stop never blocks the loop: a force stop
+//! or a delete arriving during its grace period takes over at once.
 
-use crate::images::{ImageBoot, ROOT_DISK, SEED_DISK};
-use crate::networking;
+use crate::launch::launch;
+use crate::reconcile;
 use crate::Ctx;
-use hostel_engine::{
-    DiskFormat, DiskSpec, ExitReason, LaunchOptions, NicBackend, NicSpec, RunDir, Vm as Engine,
-    VmSpecInput,
+use hostel_engine::{ExitReason, RunState, Vm as Engine};
+use hostel_state::{
+    DesiredState, IntentOp, ObservedState, ObservedStatus, RestartPolicy, Timestamp, VmId,
 };
-use hostel_state::{DesiredState, ObservedState, ObservedStatus, RestartPolicy, Timestamp, VmId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub type Reply = oneshot::Sender<Result<(), String>>;
+pub use crate::launch::grow_disk;
+
+/// Why a lifecycle command did not do what it asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LifecycleError {
+    /// The VM was deleted (or is being deleted) meanwhile.
+    #[error("the VM was deleted")]
+    Deleted,
+    /// The launch failed; the message of its [`crate::launch::LaunchError`].
+    #[error("{0}")]
+    Start(String),
+    #[error("a stop asked for after this start won; the VM stays stopped")]
+    StoppedMeanwhile,
+    #[error("deleting the VM: {0}")]
+    Delete(String),
+}
+
+pub type Reply = oneshot::Sender<Result<(), LifecycleError>>;
 
 pub enum Command {
     Start(Reply),
+    /// Power button, then a clean quit at `deadline`, then a kill; at once with `force`.
     Stop {
         force: bool,
-        grace: Duration,
-        reply: Reply,
+        deadline: Instant,
+        reply: Option<Reply>,
     },
-    /// Stops QEMU and ends the actor (the VM is being deleted).
-    Remove(Reply),
+    /// Kills QEMU, removes the VM's disks, run directory and record, and ends the actor.
+    Remove(Option<Reply>),
 }
 
 /// A crash sooner than this after start counts towards the restart backoff.
 const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long QEMU has to quit cleanly after the grace period before it is killed.
+const QUIT_GRACE: Duration = Duration::from_secs(5);
+/// A monitor command that takes longer than this is treated as a wedged QEMU.
+const QMP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A stop under way: what happens at `deadline`, and who waits for it.
+struct Stopping {
+    deadline: Instant,
+    quit_sent: bool,
+    waiters: Vec<Reply>,
+}
 
 pub struct Actor {
     id: VmId,
@@ -36,6 +66,13 @@ pub struct Actor {
     vm: Option<Engine>,
     started: Instant,
     crash_streak: u32,
+    stopping: Option<Stopping>,
+    /// Starts asked for during a stop: served once the stop is done.
+    queued_starts: Vec<Reply>,
+    /// `Some` once a delete is asked for: it ends the actor.
+    removing: Option<Vec<Reply>>,
+    /// When a VM that keeps crashing is restarted (its backoff); commands are served meanwhile.
+    restart_at: Option<Instant>,
 }
 
 impl Actor {
@@ -46,29 +83,68 @@ impl Actor {
             vm: adopted,
             started: Instant::now(),
             crash_streak: 0,
+            stopping: None,
+            queued_starts: Vec::new(),
+            removing: None,
+            restart_at: None,
         }
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         loop {
+            if self.removing.is_some() && self.vm.is_none() {
+                self.finish_remove().await;
+                return;
+            }
             let exit = self.vm.as_ref().map(Engine::exit_watch);
+            let deadline = self.stopping.as_ref().map(|s| s.deadline);
             tokio::select! {
                 cmd = rx.recv() => match cmd {
-                    Some(Command::Start(reply)) => {
-                        let _ = reply.send(self.start().await);
-                    }
-                    Some(Command::Stop { force, grace, reply }) => {
-                        self.stop(force, grace).await;
-                        let _ = reply.send(Ok(()));
-                    }
-                    Some(Command::Remove(reply)) => {
-                        self.stop(true, Duration::ZERO).await;
-                        let _ = reply.send(Ok(()));
-                        break;
-                    }
-                    None => break,
+                    Some(cmd) => self.command(cmd).await,
+                    // The supervisor is gone (daemon shutting down): QEMU keeps running.
+                    None => return,
                 },
                 reason = wait_exit(exit) => self.on_exit(reason).await,
+                () = sleep_until(deadline) => self.escalate().await,
+                () = sleep_until(self.restart_at) => self.restart_after_backoff().await,
+            }
+        }
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Start(reply) => {
+                if self.removing.is_some() {
+                    let _ = reply.send(Err(LifecycleError::Deleted));
+                } else if self.stopping.is_some() {
+                    self.queued_starts.push(reply);
+                } else {
+                    // An explicit start does not wait out a crash backoff.
+                    self.restart_at = None;
+                    let _ = reply.send(self.start().await);
+                }
+            }
+            Command::Stop {
+                force,
+                deadline,
+                reply,
+            } => {
+                if let Some(r) = self.removing.as_mut() {
+                    r.extend(reply);
+                    return;
+                }
+                self.stop(force, deadline, reply).await;
+            }
+            Command::Remove(reply) => {
+                let waiters = self.removing.get_or_insert_with(Vec::new);
+                waiters.extend(reply);
+                // Whoever waited for a stop or a start hears the VM is gone.
+                for r in self.queued_starts.drain(..) {
+                    let _ = r.send(Err(LifecycleError::Deleted));
+                }
+                if let Some(vm) = self.vm.as_ref() {
+                    vm.kill();
+                }
             }
         }
     }
@@ -106,12 +182,12 @@ impl Actor {
             .await;
     }
 
-    async fn start(&mut self) -> Result<(), String> {
+    async fn start(&mut self) -> Result<(), LifecycleError> {
         if self.vm.is_some() {
             return Ok(());
         }
         self.observe(ObservedState::Starting, None).await;
-        match self.launch().await {
+        match launch(&self.ctx, self.id).await {
             Ok(vm) => {
                 self.vm = Some(vm);
                 self.started = Instant::now();
@@ -121,114 +197,125 @@ impl Actor {
             Err(e) => {
                 tracing::warn!(vm = %self.id, error = %e, "start failed");
                 self.set_desired(DesiredState::Stopped).await;
-                self.observe(ObservedState::Failed, Some(e.clone())).await;
-                Err(e)
+                self.observe(ObservedState::Failed, Some(e.to_string()))
+                    .await;
+                Err(LifecycleError::Start(e.to_string()))
             }
         }
     }
 
-    async fn launch(&self) -> Result<Engine, String> {
-        let id = self.id;
-        let rec = self
-            .ctx
-            .db(move |store| store.get_vm(&id))
-            .await
-            .map_err(|e| e.to_string())?;
-        let image =
-            self.ctx.images.get(rec.spec.image()).ok_or_else(|| {
-                format!("image {:?} is not available on this host", rec.spec.image())
-            })?;
-        let mut input = match &image.boot {
-            ImageBoot::Kernel {
-                kernel,
-                initrd,
-                cmdline,
-            } => {
-                let disk = self.ctx.layout.vm_root_disk(&rec.tenant, &rec.id);
-                grow_disk(&disk, rec.spec.disk_gib())
-                    .map_err(|e| format!("disk {}: {e}", disk.display()))?;
-                VmSpecInput {
-                    kernel: Some(kernel.clone()),
-                    initrd: Some(initrd.clone()),
-                    cmdline: Some(format!("{cmdline} hostel.hostname={}", rec.name)),
-                    disks: vec![DiskSpec {
-                        path: disk,
-                        format: Some(DiskFormat::Raw),
-                        readonly: false,
-                    }],
-                    ..Default::default()
-                }
-            }
-            // An OS image: its CoW clone and the cloud-init seed made at create.
-            ImageBoot::Os(os) => {
-                let dir = self.ctx.layout.vm_disk_dir(&rec.tenant, &rec.id);
-                os.boot_input(&dir.join(ROOT_DISK), Some(&dir.join(SEED_DISK)))
-                    .map_err(|e| e.to_string())?
-            }
-        };
-        if let (Some(line), Some(extra)) = (input.cmdline.as_mut(), rec.spec.cmdline()) {
-            line.push(' ');
-            line.push_str(extra);
-        }
-        input.name = Some(rec.name.to_string());
-        input.vcpus = Some(rec.spec.vcpus());
-        input.memory_mib = Some(rec.spec.memory_mib());
-        input.nics = self.nics().await?;
-        let spec = input.validate().map_err(|e| e.to_string())?;
-        let opts = LaunchOptions::new(self.ctx.layout.vm_run_dir(&self.id));
-        let vm = Engine::launch(&spec, &opts)
-            .await
-            .map_err(|e| e.to_string())?;
-        vm.start().await.map_err(|e| e.to_string())?;
-        Ok(vm)
-    }
-
-    /// The VM's NICs as vhost-user ports of the switch, made sure to exist first.
-    async fn nics(&self) -> Result<Vec<NicSpec>, String> {
-        let id = self.id;
-        let nics = self
-            .ctx
-            .db(move |store| store.list_nics_of_vm(&id))
-            .await
-            .map_err(|e| e.to_string())?;
-        if nics.is_empty() {
-            return Ok(Vec::new());
-        }
-        networking::sync(&self.ctx).await?;
-        nics.iter()
-            .map(|n| {
-                let socket = self
-                    .ctx
-                    .switch
-                    .port_socket(&networking::port_id(&n.vm, n.idx));
-                let mac = n.mac.parse().map_err(|e| format!("NIC {}: {e}", n.idx))?;
-                Ok(NicSpec {
-                    backend: NicBackend::VhostUser(socket),
-                    mac: Some(mac),
-                })
-            })
-            .collect()
-    }
-
-    async fn stop(&mut self, force: bool, grace: Duration) {
+    /// Begins (or hurries) a stop; it completes when QEMU's exit arrives.
+    async fn stop(&mut self, force: bool, deadline: Instant, reply: Option<Reply>) {
         let Some(vm) = self.vm.as_ref() else {
+            self.clear_stop_intent().await;
+            if let Some(r) = reply {
+                let _ = r.send(Ok(()));
+            }
             return;
         };
+        if let Some(s) = self.stopping.as_mut() {
+            s.waiters.extend(reply);
+            if force {
+                vm.kill();
+            } else {
+                // A second graceful stop may only shorten the wait.
+                s.deadline = s.deadline.min(deadline);
+            }
+            return;
+        }
         self.observe(ObservedState::Stopping, None).await;
-        let reason = if force {
+        // A guest that is not running (paused, or never continued) cannot answer the power
+        // button: only a kill stops it.
+        let pressed = !force
+            && matches!(
+                tokio::time::timeout(QMP_TIMEOUT, vm.status()).await,
+                Ok(Ok(RunState::Running))
+            )
+            && matches!(
+                tokio::time::timeout(QMP_TIMEOUT, vm.powerdown()).await,
+                Ok(Ok(()))
+            );
+        if !pressed {
             vm.kill();
-            vm.wait().await
-        } else {
-            vm.stop(grace).await
+        }
+        self.stopping = Some(Stopping {
+            deadline,
+            quit_sent: false,
+            waiters: reply.into_iter().collect(),
+        });
+    }
+
+    /// The grace period is over: a clean quit, and if even that is ignored, a kill.
+    async fn escalate(&mut self) {
+        let (Some(vm), Some(s)) = (self.vm.as_ref(), self.stopping.as_mut()) else {
+            return;
         };
-        self.vm = None;
-        self.observe(ObservedState::Stopped, Some(reason.to_string()))
+        if s.quit_sent {
+            vm.kill();
+            // Nothing more to escalate to; the exit arrives.
+            s.deadline = Instant::now() + Duration::from_secs(3600);
+            return;
+        }
+        tracing::info!(vm = %self.id, "guest ignored power-off; quitting QEMU");
+        s.quit_sent = true;
+        s.deadline = Instant::now() + QUIT_GRACE;
+        let _ = tokio::time::timeout(QMP_TIMEOUT, vm.qmp().execute("quit", None)).await;
+    }
+
+    async fn clear_stop_intent(&self) {
+        let id = self.id;
+        let _ = self
+            .ctx
+            .db(move |store| {
+                store.clear_vm_intent(&id, IntentOp::Stop)?;
+                store.clear_vm_intent(&id, IntentOp::Kill)
+            })
             .await;
     }
 
-    /// QEMU ended on its own: record why, then apply the restart policy.
+    /// QEMU ended: a stop or delete asked for is done; otherwise it ended on its own, so
+    /// record why and apply the restart policy.
     async fn on_exit(&mut self, reason: ExitReason) {
         self.vm = None;
+        if self.removing.is_some() {
+            return; // the loop finishes the delete
+        }
+        if let Some(s) = self.stopping.take() {
+            self.observe(ObservedState::Stopped, Some(reason.to_string()))
+                .await;
+            self.clear_stop_intent().await;
+            for r in s.waiters {
+                let _ = r.send(Ok(()));
+            }
+            self.serve_queued_starts().await;
+            return;
+        }
+        self.exited_on_its_own(reason).await;
+    }
+
+    /// Starts asked for during a stop: served if the VM is still wanted running (a later stop
+    /// or delete wins over them).
+    async fn serve_queued_starts(&mut self) {
+        if self.queued_starts.is_empty() {
+            return;
+        }
+        let id = self.id;
+        let wanted = self
+            .ctx
+            .db(move |store| store.get_vm(&id))
+            .await
+            .is_ok_and(|v| v.desired == DesiredState::Running && v.intent.is_none());
+        let result = if wanted {
+            self.start().await
+        } else {
+            Err(LifecycleError::StoppedMeanwhile)
+        };
+        for r in self.queued_starts.drain(..) {
+            let _ = r.send(result.clone());
+        }
+    }
+
+    async fn exited_on_its_own(&mut self, reason: ExitReason) {
         let clean = reason.is_clean();
         tracing::info!(vm = %self.id, %reason, "VM exited");
         let id = self.id;
@@ -276,9 +363,44 @@ impl Actor {
         if self.crash_streak > 1 {
             let delay = Duration::from_secs(1 << self.crash_streak.min(5)).min(MAX_BACKOFF);
             tracing::warn!(vm = %self.id, ?delay, "VM keeps exiting; backing off before restart");
-            tokio::time::sleep(delay).await;
+            self.restart_at = Some(Instant::now() + delay);
+            return;
         }
         let _ = self.start().await;
+    }
+
+    /// The backoff is over: restart, unless a stop or delete came meanwhile.
+    async fn restart_after_backoff(&mut self) {
+        self.restart_at = None;
+        let id = self.id;
+        let wanted = self
+            .ctx
+            .db(move |store| store.get_vm(&id))
+            .await
+            .is_ok_and(|v| v.desired == DesiredState::Running && v.intent.is_none());
+        if wanted && self.removing.is_none() {
+            let _ = self.start().await;
+        }
+    }
+
+    /// QEMU is gone: the disks, run directory and record go, then whoever asked hears.
+    async fn finish_remove(&mut self) {
+        let result = reconcile::finish_delete(&self.ctx, self.id)
+            .await
+            .map_err(|e| LifecycleError::Delete(e.to_string()));
+        for s in self.stopping.take().into_iter().flat_map(|s| s.waiters) {
+            let _ = s.send(Err(LifecycleError::Deleted));
+        }
+        for r in self.removing.take().unwrap_or_default() {
+            let _ = r.send(result.clone());
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -291,35 +413,4 @@ async fn wait_exit(exit: Option<watch::Receiver<Option<ExitReason>>>) -> ExitRea
         Err(_) => None,
     };
     reason.unwrap_or(ExitReason::Vanished)
-}
-
-/// Makes the VM's disk at least `gib` large (sparse); never shrinks, a disk keeps its data.
-pub fn grow_disk(path: &std::path::Path, gib: u64) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)?;
-    let want = gib.saturating_mul(1 << 30);
-    if f.metadata()?.len() < want {
-        f.set_len(want)?;
-    }
-    Ok(())
-}
-
-/// Re-attaches to a QEMU left running by an earlier daemon, if there is one.
-pub async fn try_adopt(ctx: &Ctx, id: &VmId) -> Option<Engine> {
-    let dir = RunDir::new(ctx.layout.vm_run_dir(id));
-    dir.read_pid()?;
-    let log = dir.default_console_log();
-    match Engine::adopt(dir, log).await {
-        Ok(vm) => Some(vm),
-        Err(e) => {
-            tracing::info!(vm = %id, error = %e, "not adopting");
-            None
-        }
-    }
 }

@@ -7,7 +7,9 @@
 //! - [`images`]: the image registry (what `image` names and how it boots; OS image builds).
 //! - [`seed`]: the cloud-init seed of a VM booted from an OS image.
 //! - [`admission`]: host capacity checks and overcommit settings.
-//! - [`supervisor`] / [`actor`]: VM lifecycle, restart policy, re-adoption.
+//! - [`supervisor`] / [`actor`] / [`launch`]: VM lifecycle, restart policy, bounded waits.
+//! - [`reconcile`]: at start-up, finds every QEMU of the state directory and drives each VM
+//!   toward its desired state, finishing or undoing what a crash cut.
 //! - [`api`]: routes, authentication, tenant scoping, audit, OpenAPI.
 //! - [`switch_link`], [`networking`]: the host's switch process and its tables, kept equal
 //!   to the store's networks and NICs.
@@ -18,10 +20,13 @@ pub mod actor;
 pub mod admission;
 pub mod api;
 pub mod error;
+pub mod failpoint;
 pub mod images;
+pub mod launch;
 pub mod layout;
 pub mod metrics;
 pub mod networking;
+pub mod reconcile;
 pub mod seed;
 pub mod standby;
 pub mod supervisor;
@@ -29,6 +34,7 @@ pub mod switch_link;
 
 use anyhow::Context;
 use hostel_state::{SqliteStore, Store, StoreError};
+use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -79,7 +85,11 @@ pub struct DaemonConfig {
     pub standby: Vec<standby::StandbyWanted>,
 }
 
-/// Runs the daemon until SIGINT/SIGTERM. VMs keep running after it returns.
+/// How long a SIGTERM lets requests in flight finish before the daemon exits regardless.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs the daemon until SIGINT/SIGTERM, then drains (see [`DRAIN_TIMEOUT`]). VMs keep
+/// running after it returns.
 pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let layout = layout::Layout::new(&config.state_dir);
     layout
@@ -106,7 +116,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     }
     tokio::spawn(networking::watchdog(ctx.clone()));
     let supervisor = supervisor::Supervisor::new(ctx.clone());
-    supervisor.recover().await;
+    reconcile::at_startup(&ctx, &supervisor).await;
     tokio::spawn(ctx.standby.clone().run(ctx.clone()));
 
     let app = api::router(api::AppState {
@@ -140,12 +150,34 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
     };
-    let tcp_server = axum::serve(tcp, app.clone());
-    let unix_server = axum::serve(unix, app);
+    // On SIGTERM both listeners stop accepting and the calls in flight finish (a create or
+    // start gets to `cont`, a delete to its end), at most DRAIN_TIMEOUT; VMs keep running.
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let drained = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|d| *d).await;
+    };
+    let tcp_server = axum::serve(tcp, app.clone())
+        .with_graceful_shutdown(drained(drain_rx.clone()))
+        .into_future();
+    let unix_server = axum::serve(unix, app)
+        .with_graceful_shutdown(drained(drain_rx))
+        .into_future();
+    let servers = async { tokio::try_join!(tcp_server, unix_server) };
+    tokio::pin!(servers);
     tokio::select! {
-        r = tcp_server => r?,
-        r = unix_server => r?,
-        _ = shutdown => tracing::info!("shutting down; VMs keep running"),
+        r = &mut servers => { r?; }
+        _ = shutdown => {
+            tracing::info!("shutting down: no new requests; finishing the ones in flight");
+            let _ = drain_tx.send(true);
+            match tokio::time::timeout(DRAIN_TIMEOUT, &mut servers).await {
+                Ok(r) => { r?; }
+                Err(_) => tracing::warn!(
+                    timeout = ?DRAIN_TIMEOUT,
+                    "requests still in flight at the drain deadline; exiting anyway"
+                ),
+            }
+            tracing::info!("shut down; VMs keep running");
+        }
     }
     let _ = std::fs::remove_file(&socket_path);
     ctx.standby.shutdown(&ctx).await;

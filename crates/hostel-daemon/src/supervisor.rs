@@ -1,24 +1,46 @@
-//! Owns the VM actors: creates them, routes commands to them, and at start-up re-adopts the
-//! QEMU processes an earlier daemon left running (a daemon restart never touches a guest).
+//! Owns the VM actors: creates them, routes commands to them, and bounds every wait on them.
+//! At start-up the reconciler ([`crate::reconcile`]) hands it what it found running.
+//!
+//! Every operation first writes what is wanted (desired state and the pending operation's
+//! intent, one transaction), then asks the VM's actor to do it: a daemon killed at any point
+//! after the write finishes the operation at its next start.
 
-use crate::actor::{self, Actor, Command};
+use crate::actor::{Actor, Command, LifecycleError, Reply};
 use crate::admission::{self, HostSize};
 use crate::error::{ApiError, ApiResult};
 use crate::Ctx;
 use hostel_state::{
-    DesiredState, NewAuditEntry, ObservedState, ObservedStatus, Timestamp, Vm, VmId,
+    DesiredState, IntentOp, NewAuditEntry, ObservedState, ObservedStatus, StoreError, Timestamp,
+    Vm, VmId, VmIntent,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+
+/// The longest grace period a stop may ask for: a tenant cannot hold its VM (and everyone
+/// waiting on it) in a stop for longer.
+pub const MAX_STOP_GRACE: Duration = Duration::from_secs(300);
+/// How long a start may take, from the actor's queue to a running guest (a launch is bounded
+/// by QEMU's 30 s start-up timeout; NICs and the switch add a little).
+const START_BOUND: Duration = Duration::from_secs(90);
+/// After a stop's grace period: QEMU's clean quit, then the kill and its exit.
+const STOP_SLACK: Duration = Duration::from_secs(30);
 
 pub struct Supervisor {
     ctx: Arc<Ctx>,
-    actors: Mutex<HashMap<VmId, mpsc::Sender<Command>>>,
+    actors: Mutex<Actors>,
     /// Serializes admission decisions, so two starts cannot both take the last GiB.
     admission: tokio::sync::Mutex<()>,
     pub host: HostSize,
+}
+
+#[derive(Default)]
+struct Actors {
+    running: HashMap<VmId, mpsc::Sender<Command>>,
+    /// VMs being deleted or deleted: no actor is ever made for them again (ids are random and
+    /// never reused, so the set only grows by the deletes of this daemon's life).
+    deleted: HashSet<VmId>,
 }
 
 impl Supervisor {
@@ -31,86 +53,88 @@ impl Supervisor {
         })
     }
 
-    fn actor(&self, id: &VmId, adopted: Option<hostel_engine::Vm>) -> mpsc::Sender<Command> {
-        let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = actors.get(id).filter(|tx| !tx.is_closed()) {
-            return tx.clone();
+    fn lock(&self) -> std::sync::MutexGuard<'_, Actors> {
+        self.actors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The VM's actor, made if it has none; `None` once the VM is being deleted.
+    pub(crate) fn actor(
+        &self,
+        id: &VmId,
+        adopted: Option<hostel_engine::Vm>,
+    ) -> Option<mpsc::Sender<Command>> {
+        let mut actors = self.lock();
+        if actors.deleted.contains(id) {
+            return None;
+        }
+        if let Some(tx) = actors.running.get(id).filter(|tx| !tx.is_closed()) {
+            return Some(tx.clone());
         }
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(Actor::new(*id, self.ctx.clone(), adopted).run(rx));
-        actors.insert(*id, tx.clone());
-        tx
+        actors.running.insert(*id, tx.clone());
+        Some(tx)
     }
 
-    async fn ask(&self, id: &VmId, make: impl FnOnce(actor::Reply) -> Command) -> ApiResult<()> {
+    /// Sends a command and waits for its reply, at most `bound`. A VM deleted meanwhile is
+    /// not found (404), as it would be a moment later.
+    async fn ask(
+        &self,
+        vm: &Vm,
+        bound: Duration,
+        make: impl FnOnce(Reply) -> Command,
+    ) -> ApiResult<()> {
+        let gone = || ApiError::not_found("VM", vm.name.as_str());
         let (reply, rx) = oneshot::channel();
-        self.actor(id, None)
-            .send(make(reply))
-            .await
-            .map_err(|_| ApiError::internal("VM supervisor is gone"))?;
-        rx.await
-            .map_err(|_| ApiError::internal("VM supervisor dropped the request"))?
-            .map_err(ApiError::engine)
+        let tx = self.actor(&vm.id, None).ok_or_else(gone)?;
+        if tx.send(make(reply)).await.is_err() {
+            return Err(self.lost(vm).await);
+        }
+        match tokio::time::timeout(bound, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(LifecycleError::Deleted))) => Err(gone()),
+            Ok(Ok(Err(e @ LifecycleError::StoppedMeanwhile))) => Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "conflict",
+                e.to_string(),
+            )),
+            Ok(Ok(Err(e))) => Err(ApiError::engine(e.to_string())),
+            Ok(Err(_)) => Err(self.lost(vm).await),
+            Err(_) => Err(ApiError::engine(format!(
+                "VM {:?} did not finish the operation within {} s; it goes on in the background",
+                vm.name.as_str(),
+                bound.as_secs()
+            ))),
+        }
     }
 
-    /// Re-attaches to every VM that still runs; records the ones that died while no daemon
-    /// was watching and applies their restart policy.
-    pub async fn recover(self: &Arc<Self>) {
-        let vms = match self.ctx.db(|store| store.list_all_vms()).await {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list VMs for recovery");
-                return;
-            }
-        };
-        let (mut adopted, mut lost) = (0, 0);
-        for vm in vms {
-            if let Some(engine) = actor::try_adopt(&self.ctx, &vm.id).await {
-                let status = ObservedStatus {
-                    state: ObservedState::Running,
-                    pid: Some(engine.pid() as u32),
-                    since: vm.observed.since,
-                    last_exit: vm.observed.last_exit.clone(),
-                    restart_count: vm.observed.restart_count,
-                };
-                if status != vm.observed {
-                    self.record_observed(vm.id, status).await;
-                }
-                self.actor(&vm.id, Some(engine));
-                adopted += 1;
-                continue;
-            }
-            let was_up = matches!(
-                vm.observed.state,
-                ObservedState::Running | ObservedState::Starting | ObservedState::Stopping
-            );
-            if was_up {
-                lost += 1;
-                let status = ObservedStatus {
-                    state: ObservedState::Crashed,
-                    pid: None,
-                    since: Timestamp::now(),
-                    last_exit: Some("QEMU exited while the daemon was down".into()),
-                    restart_count: vm.observed.restart_count,
-                };
-                self.record_observed(vm.id, status).await;
-            }
-            if vm.desired == DesiredState::Running {
-                let policy_restarts =
-                    !matches!(vm.spec.restart_policy(), hostel_state::RestartPolicy::Never);
-                // Restart what died unwatched if its policy says so, and finish starts
-                // that a crash interrupted; a VM that had already crashed stays down.
-                let interrupted = vm.observed.state == ObservedState::Creating;
-                if (was_up && policy_restarts) || interrupted {
-                    let _ = self.ask(&vm.id, Command::Start).await;
-                }
-            }
+    /// The actor went away without an answer: only a delete does that (or a shutdown).
+    async fn lost(&self, vm: &Vm) -> ApiError {
+        let id = vm.id;
+        let exists = self.ctx.db(move |store| store.get_vm(&id)).await;
+        if self.lock().deleted.contains(&vm.id)
+            || matches!(exists, Err(StoreError::NotFound { .. }))
+        {
+            ApiError::not_found("VM", vm.name.as_str())
+        } else {
+            ApiError::internal("the VM's supervisor ended (is the daemon shutting down?)")
         }
-        tracing::info!(adopted, lost, "recovered VMs");
+    }
+
+    /// Hands a VM's actor a QEMU found running at start-up.
+    pub(crate) fn adopt(&self, id: &VmId, engine: hostel_engine::Vm) {
+        self.actor(id, Some(engine));
+    }
+
+    /// Sends a command without waiting (the reconciler's own steps at start-up).
+    pub(crate) async fn tell(&self, id: &VmId, cmd: Command) {
+        if let Some(tx) = self.actor(id, None) {
+            let _ = tx.send(cmd).await;
+        }
     }
 
     /// Best effort, as recovery goes on with the next VM either way.
-    async fn record_observed(&self, id: VmId, status: ObservedStatus) {
+    pub(crate) async fn record_observed(&self, id: VmId, status: ObservedStatus) {
         let _ = self
             .ctx
             .db(move |store| store.set_vm_observed(&id, &status))
@@ -121,7 +145,30 @@ impl Supervisor {
     /// change) and starts it.
     pub async fn start(&self, vm: &Vm, audit: Option<NewAuditEntry>) -> ApiResult<()> {
         self.admit(vm, audit).await?;
-        self.ask(&vm.id, Command::Start).await
+        // A start may wait behind a stop under way (at most its grace period).
+        self.ask(
+            vm,
+            MAX_STOP_GRACE + STOP_SLACK + START_BOUND,
+            Command::Start,
+        )
+        .await
+    }
+
+    /// A created VM that is not to be started: its disks are made, so it is stopped (not
+    /// `creating`, which the reconciler undoes at start-up).
+    pub async fn created(&self, vm: &Vm) -> ApiResult<()> {
+        let status = ObservedStatus {
+            state: ObservedState::Stopped,
+            pid: None,
+            since: Timestamp::now(),
+            last_exit: None,
+            restart_count: 0,
+        };
+        let id = vm.id;
+        self.ctx
+            .db(move |store| store.set_vm_observed(&id, &status))
+            .await?;
+        Ok(())
     }
 
     /// Hands an admitted VM ([`Supervisor::admit`]) a QEMU that already runs it (a standby
@@ -141,29 +188,37 @@ impl Supervisor {
     /// Checks the host can hold the VM and marks it wanted-running, serialized with every
     /// other admission.
     pub async fn admit(&self, vm: &Vm, audit: Option<NewAuditEntry>) -> ApiResult<()> {
-        {
-            let _guard = self.admission.lock().await;
-            let (host, id, vcpus, memory_mib) =
-                (self.host, vm.id, vm.spec.vcpus(), vm.spec.memory_mib());
-            self.ctx
-                .db(move |store| {
-                    let settings = admission::load_settings(store);
-                    let committed = admission::committed(store, Some(&id))?;
-                    admission::admit(host, &settings, committed, vcpus, memory_mib)
-                        .map_err(ApiError::capacity)?;
-                    match &audit {
-                        Some(entry) => {
-                            store.set_vm_desired_audited(&id, DesiredState::Running, entry)?
-                        }
-                        None => store.set_vm_desired(&id, DesiredState::Running, None)?,
-                    };
-                    Ok::<_, ApiError>(())
-                })
-                .await?;
+        if self.lock().deleted.contains(&vm.id) {
+            return Err(ApiError::not_found("VM", vm.name.as_str()));
         }
-        Ok(())
+        let _guard = self.admission.lock().await;
+        let (host, id, vcpus, memory_mib) =
+            (self.host, vm.id, vm.spec.vcpus(), vm.spec.memory_mib());
+        let name = vm.name.to_string();
+        self.ctx
+            .db(move |store| {
+                let rec = store.get_vm(&id)?;
+                if rec.intent.is_some_and(|i| i.op == IntentOp::Delete) {
+                    return Err(ApiError::not_found("VM", &name));
+                }
+                let settings = admission::load_settings(store);
+                let committed = admission::committed(store, Some(&id))?;
+                admission::admit(host, &settings, committed, vcpus, memory_mib)
+                    .map_err(ApiError::capacity)?;
+                match &audit {
+                    Some(entry) => {
+                        store.set_vm_desired_audited(&id, DesiredState::Running, entry)?
+                    }
+                    None => store.set_vm_desired(&id, DesiredState::Running, None)?,
+                };
+                Ok::<_, ApiError>(())
+            })
+            .await
     }
 
+    /// Stops the VM: the power button and `grace` for the guest to power off (capped at
+    /// [`MAX_STOP_GRACE`]), then a clean quit, then a kill; `force` kills at once and takes
+    /// over a graceful stop under way.
     pub async fn stop(
         &self,
         vm: &Vm,
@@ -171,33 +226,125 @@ impl Supervisor {
         grace: Duration,
         audit: Option<NewAuditEntry>,
     ) -> ApiResult<()> {
-        self.want_stopped(vm.id, audit).await?;
-        self.ask(&vm.id, |reply| Command::Stop {
+        let grace = grace.min(MAX_STOP_GRACE);
+        let op = if force {
+            IntentOp::Kill
+        } else {
+            IntentOp::Stop
+        };
+        self.want(vm, DesiredState::Stopped, op, grace, audit)
+            .await?;
+        let deadline = Instant::now() + grace;
+        self.ask(vm, grace + STOP_SLACK, |reply| Command::Stop {
             force,
-            grace,
-            reply,
+            deadline,
+            reply: Some(reply),
         })
         .await
     }
 
-    /// Stops the VM for good and forgets its actor; the caller deletes the record.
+    /// Deletes the VM: on record first, with `audit` (so a cut delete is finished at the
+    /// next start, and logged once), then its QEMU is killed (overriding a stop under way)
+    /// and its disks, run directory, record and switch ports go.
+    pub async fn delete(&self, vm: &Vm, audit: NewAuditEntry) -> ApiResult<()> {
+        let stopped = DesiredState::Stopped;
+        self.want(vm, stopped, IntentOp::Delete, Duration::ZERO, Some(audit))
+            .await?;
+        let (reply, rx) = oneshot::channel();
+        let tx = self.actor(&vm.id, None);
+        self.lock().deleted.insert(vm.id);
+        match tx {
+            Some(tx) if tx.send(Command::Remove(Some(reply))).await.is_ok() => {}
+            // Another delete is under way: it finishes; this one waits for the record to go.
+            _ => return self.wait_gone(vm).await,
+        }
+        let result = match tokio::time::timeout(STOP_SLACK, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(ApiError::internal(e.to_string())),
+            Ok(Err(_)) => self.wait_gone(vm).await,
+            Err(_) => Err(ApiError::engine(format!(
+                "VM {:?} is still being deleted; it goes on in the background",
+                vm.name.as_str()
+            ))),
+        };
+        self.lock().running.remove(&vm.id);
+        result
+    }
+
+    /// Kills the VM's QEMU for good and ends its actor, leaving the record to the caller: a
+    /// create's undo, which removes the record itself (with its own audit entry).
     pub async fn remove(&self, vm: &Vm) -> ApiResult<()> {
-        self.want_stopped(vm.id, None).await?;
-        self.ask(&vm.id, Command::Remove).await?;
-        self.actors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&vm.id);
+        let (reply, rx) = oneshot::channel();
+        let tx = self.actor(&vm.id, None);
+        self.lock().deleted.insert(vm.id);
+        if let Some(tx) = tx {
+            let stop = Command::Stop {
+                force: true,
+                deadline: Instant::now(),
+                reply: Some(reply),
+            };
+            if tx.send(stop).await.is_ok() {
+                let _ = tokio::time::timeout(STOP_SLACK, rx).await;
+            }
+        }
+        // Its last sender gone, the actor ends (its QEMU is dead).
+        self.lock().running.remove(&vm.id);
         Ok(())
     }
 
-    async fn want_stopped(&self, id: VmId, audit: Option<NewAuditEntry>) -> ApiResult<()> {
+    /// Waits (bounded) until another delete of the VM has removed its record.
+    async fn wait_gone(&self, vm: &Vm) -> ApiResult<()> {
+        let deadline = Instant::now() + STOP_SLACK;
+        loop {
+            let id = vm.id;
+            match self.ctx.db(move |store| store.get_vm(&id)).await {
+                Err(StoreError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+                Ok(_) if Instant::now() >= deadline => {
+                    return Err(ApiError::engine(format!(
+                        "VM {:?} is still being deleted; it goes on in the background",
+                        vm.name.as_str()
+                    )))
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Writes what is wanted before anything is done. A VM being deleted is not found.
+    async fn want(
+        &self,
+        vm: &Vm,
+        desired: DesiredState,
+        op: IntentOp,
+        grace: Duration,
+        audit: Option<NewAuditEntry>,
+    ) -> ApiResult<()> {
+        if self.lock().deleted.contains(&vm.id) {
+            return Err(ApiError::not_found("VM", vm.name.as_str()));
+        }
+        let id = vm.id;
+        let name = vm.name.to_string();
+        let deadline = Timestamp::from_unix_millis(
+            Timestamp::now()
+                .unix_millis()
+                .saturating_add(grace.as_millis() as i64),
+        );
         self.ctx
-            .db(move |store| match &audit {
-                Some(entry) => store.set_vm_desired_audited(&id, DesiredState::Stopped, entry),
-                None => store.set_vm_desired(&id, DesiredState::Stopped, None),
+            .db(move |store| {
+                let rec = store.get_vm(&id)?;
+                let pending = rec.intent.map(|i| i.op);
+                if pending == Some(IntentOp::Delete) {
+                    return Err(ApiError::not_found("VM", &name));
+                }
+                // A kill stays a kill when a graceful stop follows it.
+                let intent = match (pending, op) {
+                    (Some(IntentOp::Kill), IntentOp::Stop) => rec.intent,
+                    _ => Some(VmIntent { op, deadline }),
+                };
+                store.set_vm_intent(&id, desired, intent.as_ref(), audit.as_ref())?;
+                Ok(())
             })
-            .await?;
-        Ok(())
+            .await
     }
 }

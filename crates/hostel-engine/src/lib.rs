@@ -10,6 +10,7 @@
 //! - [`qmp`]: the QMP client.
 //! - [`live_disk`]: growing a running VM's disk (a root disk, a pre-booted VM's seed).
 //! - [`run_dir`]: where a VM's sockets, pid file and logs live.
+//! - [`scan`]: finding (and killing) the QEMUs of a run root by command line, pid file or not.
 //! - [`vm`]: launching, adopting, controlling and watching a VM.
 //! - [`exit`]: why a VM ended.
 //! - [`tsc`]: the host TSC rate TCG guests are told instead of calibrating.
@@ -22,6 +23,7 @@ pub mod preflight;
 pub mod qemu_args;
 pub mod qmp;
 pub mod run_dir;
+pub mod scan;
 pub mod spec;
 pub mod tap;
 pub mod tsc;
@@ -32,6 +34,7 @@ pub use error::EngineError;
 pub use exit::ExitReason;
 pub use qmp::RunState;
 pub use run_dir::RunDir;
+pub use scan::{find_qemus, kill_found, FoundQemu};
 pub use spec::{
     AccelChoice, Boot, DiskFormat, DiskSpec, MacAddr, NicBackend, NicSpec, VmSpec, VmSpecInput,
 };

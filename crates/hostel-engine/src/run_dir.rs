@@ -27,7 +27,8 @@ impl RunDir {
             .create(&self.path)
             .map_err(io)?;
         if let Some(pid) = self.read_pid() {
-            if crate::vm::process_alive(pid) {
+            // A live process under a reused pid is not ours and does not block the start.
+            if crate::vm::process_alive(pid) && crate::vm::is_our_qemu(pid, self) {
                 return Err(io(std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
                     format!("a QEMU (pid {pid}) already runs here"),

@@ -10,7 +10,7 @@ use crate::qmp::{Qmp, QmpError, RunState};
 use crate::run_dir::RunDir;
 use crate::spec::{NicBackend, VmSpec};
 use crate::tap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -72,14 +72,28 @@ impl Vm {
         launched
     }
 
-    /// Re-attaches to a QEMU that an earlier process launched in `run_dir`.
+    /// Re-attaches to a QEMU that an earlier process launched in `run_dir`, found through its
+    /// pid file.
     pub async fn adopt(run_dir: RunDir, console_log: PathBuf) -> Result<Vm, EngineError> {
+        let pid = run_dir
+            .read_pid()
+            .ok_or_else(|| EngineError::NotRunning(run_dir.path().to_path_buf()))?;
+        Self::adopt_pid(run_dir, pid, console_log).await
+    }
+
+    /// Re-attaches to QEMU `pid`, launched in `run_dir` (found by [`crate::scan::find_qemus`]
+    /// when it never wrote its pid file). The process must still be that QEMU.
+    pub async fn adopt_pid(
+        run_dir: RunDir,
+        pid: i32,
+        console_log: PathBuf,
+    ) -> Result<Vm, EngineError> {
         let not_running = || EngineError::NotRunning(run_dir.path().to_path_buf());
-        let pid = run_dir.read_pid().ok_or_else(not_running)?;
+        // The pidfd first: from here on the pid cannot be reused under us.
+        let pidfd = crate::scan::pidfd_open(pid).map_err(|_| not_running())?;
         if !process_alive(pid) || !is_our_qemu(pid, &run_dir) {
             return Err(not_running());
         }
-        let pidfd = pidfd_open(pid).map_err(|_| not_running())?;
         let stream = tokio::net::UnixStream::connect(run_dir.qmp_socket())
             .await
             .map_err(|e| EngineError::Qmp(QmpError::Io(e.to_string())))?;
@@ -87,10 +101,7 @@ impl Vm {
         let (tx, exit) = watch::channel(None);
         let (q, dir) = (qmp.clone(), run_dir.clone());
         tokio::spawn(async move {
-            // SAFETY: the AsyncFd owns `pidfd` (an OwnedFd), which stays open until it drops.
-            if let Ok(fd) = unsafe { tokio::io::unix::AsyncFd::register(pidfd) } {
-                let _ = fd.readable().await;
-            }
+            crate::scan::wait_pidfd(pidfd, None).await;
             let _ = tokio::time::timeout(Duration::from_secs(2), q.closed()).await;
             let reason = ExitReason::classify(None, q.last_shutdown(), String::new);
             dir.remove_runtime_files();
@@ -380,21 +391,11 @@ pub fn process_alive(pid: i32) -> bool {
 }
 
 /// Guards against pid reuse: the process must be a QEMU started with this run directory.
-fn is_our_qemu(pid: i32, dir: &RunDir) -> bool {
+pub(crate) fn is_our_qemu(pid: i32, dir: &RunDir) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
     let needle = dir.pidfile();
     let needle = needle.as_os_str().as_encoded_bytes();
     cmdline.windows(needle.len()).any(|w| w == needle)
-}
-
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }

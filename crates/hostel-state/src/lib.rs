@@ -42,7 +42,8 @@ pub use model::network::{
 pub use model::tenant::{Quota, Tenant, Usage};
 pub use model::token::{ApiToken, IssuedToken, TokenHash, TokenSecret, SECRET_PREFIX};
 pub use model::vm::{
-    DesiredState, NewVm, ObservedState, ObservedStatus, RestartPolicy, Vm, VmSpecRecord,
+    DesiredState, IntentOp, NewVm, ObservedState, ObservedStatus, RestartPolicy, Vm, VmIntent,
+    VmSpecRecord,
 };
 pub use sqlite::{SqliteStore, DB_FILE_NAME, SCHEMA_VERSION};
 pub use store::Store;

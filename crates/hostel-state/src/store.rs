@@ -14,7 +14,7 @@ use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use crate::model::network::{Network, NewNetwork, NewNic, VmNic};
 use crate::model::tenant::{Quota, Tenant, Usage};
 use crate::model::token::{validate_token_name, ApiToken, IssuedToken, TokenHash, TokenSecret};
-use crate::model::vm::{DesiredState, NewVm, ObservedStatus, Vm, VmSpecRecord};
+use crate::model::vm::{DesiredState, IntentOp, NewVm, ObservedStatus, Vm, VmIntent, VmSpecRecord};
 
 /// Desired-state storage. Every write is a single transaction: it either
 /// happens completely and durably, or not at all.
@@ -148,6 +148,21 @@ pub trait Store: Send + Sync {
         desired: DesiredState,
         expected_generation: Option<u64>,
     ) -> Result<Vm>;
+    /// Sets the desired state and the pending operation (`None`: nothing pending) in one
+    /// transaction, so an operation is on record before any of it is done; `audit` (the
+    /// call that asked for it) commits with it.
+    fn set_vm_intent(
+        &self,
+        id: &VmId,
+        desired: DesiredState,
+        intent: Option<&VmIntent>,
+        audit: Option<&NewAuditEntry>,
+    ) -> Result<Vm>;
+    /// Removes the record of a VM whose delete was asked for (intent `delete`, audited
+    /// then): the last step of a delete, logged no second time. `Conflict` for any other VM.
+    fn finish_vm_delete(&self, id: &VmId) -> Result<Vm>;
+    /// Clears the pending operation if (and only if) it is still `op`.
+    fn clear_vm_intent(&self, id: &VmId, op: IntentOp) -> Result<Vm>;
     /// Records what the engine saw. Writing a status identical to the stored
     /// one is a no-op (no generation bump), so engines can report
     /// periodically without churning watchers.

@@ -238,3 +238,49 @@ fn a_vm_may_be_created_with_the_id_it_was_booted_under() {
     assert!(store.create_vm(&t.id, &again).is_err());
     assert_eq!(store.list_vms(&t.id).unwrap().len(), 1);
 }
+
+/// A stop or delete is on record (with its deadline) in the same write as the desired state,
+/// survives a reopen of the database, and clears.
+#[test]
+fn intent_is_written_with_the_desired_state_and_survives_a_reopen() {
+    use hostel_state::{IntentOp, VmIntent};
+    let (dir, store) = common::open();
+    let t = tenant(&store, "acme", big_quota());
+    let vm = store
+        .create_vm(&t.id, &new_vm("web", spec(1, 64, 1)))
+        .unwrap();
+    assert_eq!(vm.intent, None);
+    let intent = VmIntent {
+        op: IntentOp::Delete,
+        deadline: Timestamp::from_unix_millis(1_700_000_000_123),
+    };
+    let v = store
+        .set_vm_intent(&vm.id, DesiredState::Stopped, Some(&intent), None)
+        .unwrap();
+    assert_eq!((v.desired, v.intent), (DesiredState::Stopped, Some(intent)));
+    assert_eq!(v.generation, vm.generation + 1);
+    drop(store);
+    let store = hostel_state::SqliteStore::open(dir.path()).unwrap();
+    let back = store.get_vm(&vm.id).unwrap();
+    assert_eq!(back.intent, Some(intent));
+    assert_eq!(back.desired, DesiredState::Stopped);
+    // A finished stop does not wipe the delete.
+    let kept = store.clear_vm_intent(&vm.id, IntentOp::Stop).unwrap();
+    assert_eq!(kept.intent, Some(intent));
+    let cleared = store.clear_vm_intent(&vm.id, IntentOp::Delete).unwrap();
+    assert_eq!(cleared.intent, None);
+    assert_eq!(store.get_vm(&vm.id).unwrap().intent, None);
+    // Only a delete on record may be finished without an audit entry of its own.
+    assert!(matches!(
+        store.finish_vm_delete(&vm.id),
+        Err(StoreError::Conflict { .. })
+    ));
+    store
+        .set_vm_intent(&vm.id, DesiredState::Stopped, Some(&intent), None)
+        .unwrap();
+    store.finish_vm_delete(&vm.id).unwrap();
+    assert!(matches!(
+        store.get_vm(&vm.id),
+        Err(StoreError::NotFound { .. })
+    ));
+}

@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(30);
+use crate::supervisor::MAX_STOP_GRACE;
 /// How often a follow stream looks for new console output: a read per interval is cheap,
 /// and at 100 ms it added ~60 ms to every "is it up yet" (BENCHMARKS.md, bench-api).
 const FOLLOW_POLL: Duration = Duration::from_millis(20);
@@ -264,6 +265,8 @@ async fn make_and_start(
     }
     if !running && body.start.unwrap_or(true) {
         state.supervisor.start(vm, None).await?;
+    } else if !running {
+        state.supervisor.created(vm).await?;
     }
     Ok(())
 }
@@ -376,23 +379,11 @@ pub async fn delete(
     ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<StatusCode> {
     let tenant = state.scope(&auth, &q).await?;
-    let delete = |state: AppState, vm: Vm, entry| async move {
-        state.supervisor.remove(&vm).await?;
-        let disks = state.ctx.layout.vm_disk_dir(&vm.tenant, &vm.id);
-        let run = state.ctx.layout.vm_run_dir(&vm.id);
-        state
-            .db(move |store| {
-                store.delete_vm(&vm.id, None, &entry)?;
-                let _ = std::fs::remove_dir_all(disks);
-                let _ = std::fs::remove_dir_all(run);
-                Ok(())
-            })
-            .await?;
-        // Its switch ports go with it.
-        crate::networking::sync(&state.ctx)
-            .await
-            .map_err(ApiError::engine)
-    };
+    // The delete is on record (with its audit entry) before anything is done; the
+    // supervisor kills QEMU (over a stop under way) and removes disks, record and ports. A
+    // daemon killed meanwhile finishes it at its next start.
+    let delete =
+        |state: AppState, vm: Vm, entry| async move { state.supervisor.delete(&vm, entry).await };
     state
         .on_named(&auth, tenant, "vm.delete", &name, delete)
         .await?;
@@ -426,9 +417,16 @@ pub async fn stop(
     ApiJson(body): ApiJson<StopVm>,
 ) -> ApiResult<Json<VmView>> {
     let tenant = state.scope(&auth, &q).await?;
-    let grace = body
-        .timeout_secs
-        .map_or(DEFAULT_STOP_GRACE, Duration::from_secs);
+    let grace = match body.timeout_secs {
+        None => DEFAULT_STOP_GRACE,
+        Some(t) if t > MAX_STOP_GRACE.as_secs() => {
+            return Err(ApiError::invalid(
+                "timeout_secs",
+                format!("{t} is more than {} seconds", MAX_STOP_GRACE.as_secs()),
+            ))
+        }
+        Some(t) => Duration::from_secs(t),
+    };
     let stop = |state: AppState, vm: Vm, entry| async move {
         state
             .supervisor

@@ -50,6 +50,25 @@ word_enum!(
     }
 );
 
+word_enum!(
+    /// An operation asked for and not yet finished: the reconciler finishes it after a crash
+    /// of the daemon, so an acknowledged stop or delete is never lost. `stop`: the power
+    /// button, then a kill at the deadline; `kill`: at once; `delete`: a kill, then the disks,
+    /// the run directory and the record go.
+    IntentOp {
+        Stop => "stop",
+        Kill => "kill",
+        Delete => "delete",
+    }
+);
+
+/// The pending operation of a VM and when a graceful stop turns into a kill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmIntent {
+    pub op: IntentOp,
+    pub deadline: Timestamp,
+}
+
 /// The shape of a VM. Fields are private so that every value in circulation
 /// has passed [`VmSpecRecord::new`] (or the same checks on deserialization).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,6 +274,9 @@ pub struct Vm {
     pub desired: DesiredState,
     pub observed: ObservedStatus,
     pub created_at: Timestamp,
+    /// The stop or delete under way, if any (see [`IntentOp`]).
+    #[serde(default)]
+    pub intent: Option<VmIntent>,
     /// Bumped on every change (spec, desired or observed); lets API clients
     /// do compare-and-set updates and lets watchers detect missed changes.
     pub generation: u64,

@@ -34,7 +34,7 @@ use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use crate::model::network::{Network, NewNetwork, NewNic, VmNic};
 use crate::model::tenant::{Quota, Tenant, Usage};
 use crate::model::token::{ApiToken, TokenHash};
-use crate::model::vm::{DesiredState, NewVm, ObservedStatus, Vm, VmSpecRecord};
+use crate::model::vm::{DesiredState, IntentOp, NewVm, ObservedStatus, Vm, VmIntent, VmSpecRecord};
 use crate::store::Store;
 
 /// File name of the database inside the state directory.
@@ -347,6 +347,25 @@ impl Store for SqliteStore {
         expected_generation: Option<u64>,
     ) -> Result<Vm> {
         self.write(|tx| vms::set_desired(tx, id, desired, expected_generation))
+    }
+    fn set_vm_intent(
+        &self,
+        id: &VmId,
+        desired: DesiredState,
+        intent: Option<&VmIntent>,
+        audit: Option<&NewAuditEntry>,
+    ) -> Result<Vm> {
+        let set = |tx: &Transaction<'_>| vms::set_intent(tx, id, desired, intent);
+        match audit {
+            Some(entry) => self.write_audited(entry, set),
+            None => self.write(set),
+        }
+    }
+    fn finish_vm_delete(&self, id: &VmId) -> Result<Vm> {
+        self.write(|tx| vms::finish_delete(tx, id))
+    }
+    fn clear_vm_intent(&self, id: &VmId, op: IntentOp) -> Result<Vm> {
+        self.write(|tx| vms::clear_intent(tx, id, op))
     }
     fn set_vm_desired_audited(
         &self,

@@ -127,8 +127,15 @@ ALTER TABLE networks ADD COLUMN uplink TEXT NOT NULL DEFAULT 'none'
 ALTER TABLE networks ADD COLUMN subnet6 TEXT;
 "#,
     },
-    // Version 4 is left to the reconciler's intent column (a parallel change); versions
-    // only need to increase, and a gap is harmless.
+    Migration {
+        version: 4,
+        sql: r#"
+-- The stop or delete asked for and not yet done, so a daemon killed in the middle finishes it
+-- at its next start; the deadline is when a graceful stop turns into a kill (unix millis).
+ALTER TABLE vms ADD COLUMN intent TEXT CHECK (intent IN ('stop', 'kill', 'delete'));
+ALTER TABLE vms ADD COLUMN intent_deadline INTEGER;
+"#,
+    },
     Migration {
         version: 5,
         sql: r#"
@@ -198,7 +205,7 @@ mod tests {
     #[test]
     fn migrate_twice_is_a_no_op() {
         let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 5]);
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4, 5]);
         assert!(migrate(&mut conn).unwrap().is_empty());
         assert_eq!(user_version(&conn).unwrap(), LATEST_VERSION);
     }

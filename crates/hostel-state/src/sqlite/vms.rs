@@ -3,13 +3,13 @@
 
 use rusqlite::{named_params, Connection, Row};
 
-use super::convert::{is_unique_violation, opt_uint, text, to_i64, uint};
+use super::convert::{is_unique_violation, opt_text, opt_uint, text, to_i64, uint};
 use super::rows::{query_first, query_rows};
 use super::{tenants, DbResult};
 use crate::error::{EntityKind, StoreError};
 use crate::ids::{TenantId, VmId, VmName};
 use crate::model::tenant::Usage;
-use crate::model::vm::{DesiredState, NewVm, ObservedStatus, Vm, VmSpecRecord};
+use crate::model::vm::{DesiredState, IntentOp, NewVm, ObservedStatus, Vm, VmIntent, VmSpecRecord};
 use crate::quota;
 use crate::time::Timestamp;
 
@@ -25,6 +25,12 @@ pub(super) enum QuotaCheck {
 /// below pins the two together.
 const COLUMNS: &str = "id, tenant_id, name, vcpus, memory_mib, disk_gib, image, cmdline, \
     restart_policy, desired, observed_state, observed_pid, observed_since, last_exit, \
+    restart_count, created_at, generation, intent, intent_deadline";
+
+/// The columns an insert writes: a new VM has no intent, and an insert names only columns of
+/// the first schema, so older-schema databases in upgrade tests take it too.
+const INSERT_COLUMNS: &str = "id, tenant_id, name, vcpus, memory_mib, disk_gib, image, \
+    cmdline, restart_policy, desired, observed_state, observed_pid, observed_since, last_exit, \
     restart_count, created_at, generation";
 
 /// Positions in [`COLUMNS`].
@@ -46,6 +52,8 @@ mod col {
     pub const RESTART_COUNT: usize = 14;
     pub const CREATED_AT: usize = 15;
     pub const GENERATION: usize = 16;
+    pub const INTENT: usize = 17;
+    pub const INTENT_DEADLINE: usize = 18;
 }
 
 fn from_row(row: &Row<'_>) -> DbResult<Vm> {
@@ -74,6 +82,16 @@ fn from_row(row: &Row<'_>) -> DbResult<Vm> {
         },
         created_at: Timestamp::from_unix_millis(row.get(col::CREATED_AT)?),
         generation: uint(row, col::GENERATION)?,
+        intent: match opt_text::<IntentOp, _>(row, col::INTENT)? {
+            None => None,
+            Some(op) => Some(VmIntent {
+                op,
+                deadline: Timestamp::from_unix_millis(
+                    row.get::<_, Option<i64>>(col::INTENT_DEADLINE)?
+                        .unwrap_or_default(),
+                ),
+            }),
+        },
     })
 }
 
@@ -150,10 +168,11 @@ pub(super) fn insert(
         desired: new.desired,
         observed: ObservedStatus::creating(now),
         created_at: now,
+        intent: None,
         generation: 1,
     };
     let sql = format!(
-        "INSERT INTO vms ({COLUMNS}) VALUES (:id, :tenant_id, :name, :vcpus, :memory_mib, \
+        "INSERT INTO vms ({INSERT_COLUMNS}) VALUES (:id, :tenant_id, :name, :vcpus, :memory_mib, \
          :disk_gib, :image, :cmdline, :restart_policy, :desired, :observed_state, :observed_pid, \
          :observed_since, :last_exit, :restart_count, :created_at, :generation)"
     );
@@ -258,6 +277,64 @@ pub(super) fn set_desired(
     Ok(vm)
 }
 
+/// Desired state and pending operation in one write: a stop or delete is durable before any
+/// of it is done.
+pub(super) fn set_intent(
+    c: &Connection,
+    id: &VmId,
+    desired: DesiredState,
+    intent: Option<&VmIntent>,
+) -> DbResult<Vm> {
+    let mut vm = get(c, id)?;
+    if vm.desired == desired && vm.intent.as_ref() == intent {
+        return Ok(vm);
+    }
+    c.prepare_cached(
+        "UPDATE vms SET desired = :desired, intent = :intent, intent_deadline = :deadline, \
+         generation = generation + 1 WHERE id = :id",
+    )?
+    .execute(named_params! {
+        ":id": id.to_string(),
+        ":desired": desired.as_str(),
+        ":intent": intent.map(|i| i.op.as_str()),
+        ":deadline": intent.map(|i| i.deadline.unix_millis()),
+    })?;
+    vm.desired = desired;
+    vm.intent = intent.copied();
+    vm.generation += 1;
+    Ok(vm)
+}
+
+/// Removes a VM whose delete is on record (intent `delete`).
+pub(super) fn finish_delete(c: &Connection, id: &VmId) -> DbResult<Vm> {
+    let vm = get(c, id)?;
+    if vm.intent.map(|i| i.op) != Some(IntentOp::Delete) {
+        return Err(
+            StoreError::conflict(EntityKind::Vm, &vm.name, "no delete of it is on record").into(),
+        );
+    }
+    c.prepare_cached("DELETE FROM vms WHERE id = ?1")?
+        .execute([id.to_string()])?;
+    Ok(vm)
+}
+
+/// Clears the pending operation if it is still `op`: a stop that finished must not wipe a
+/// delete asked for meanwhile.
+pub(super) fn clear_intent(c: &Connection, id: &VmId, op: IntentOp) -> DbResult<Vm> {
+    let mut vm = get(c, id)?;
+    if vm.intent.map(|i| i.op) != Some(op) {
+        return Ok(vm);
+    }
+    c.prepare_cached(
+        "UPDATE vms SET intent = NULL, intent_deadline = NULL, generation = generation + 1 \
+         WHERE id = ?1",
+    )?
+    .execute([id.to_string()])?;
+    vm.intent = None;
+    vm.generation += 1;
+    Ok(vm)
+}
+
 pub(super) fn set_observed(c: &Connection, id: &VmId, observed: &ObservedStatus) -> DbResult<Vm> {
     let mut vm = get(c, id)?;
     let observed = observed.normalized();
@@ -314,8 +391,11 @@ mod tests {
             (col::RESTART_COUNT, "restart_count"),
             (col::CREATED_AT, "created_at"),
             (col::GENERATION, "generation"),
+            (col::INTENT, "intent"),
+            (col::INTENT_DEADLINE, "intent_deadline"),
         ];
         assert_eq!(names.len(), positions.len());
+        assert!(COLUMNS.starts_with(INSERT_COLUMNS));
         for (i, name) in positions {
             assert_eq!(names[i], name);
         }

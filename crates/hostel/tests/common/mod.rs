@@ -10,6 +10,8 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod api;
+
 use hostel_api::{Client, TenantView, VmView};
 use hostel_testkit::daemon::TestDaemon;
 use hostel_testkit::{guest_assets, workspace_root, LineWatcher, BOOT_TIMEOUT};

@@ -1,0 +1,37 @@
+//! Named points where a test can hold the daemon, to kill it exactly there: the crash tests
+//! of the reconciler cut a start between QEMU's launch and `cont`, or a delete before its
+//! record goes. Set `HOSTEL_FAILPOINTS=name[=MILLIS],...` (no value: hold for good); unset,
+//! every point is one lookup in an empty list.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+fn points() -> &'static [(String, Option<Duration>)] {
+    static POINTS: OnceLock<Vec<(String, Option<Duration>)>> = OnceLock::new();
+    POINTS.get_or_init(|| {
+        std::env::var("HOSTEL_FAILPOINTS")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((name, ms)) => (
+                    name.trim().to_string(),
+                    ms.trim().parse().ok().map(Duration::from_millis),
+                ),
+                None => (p.trim().to_string(), None),
+            })
+            .collect()
+    })
+}
+
+/// Holds the caller at `name` if the environment asks for it.
+pub async fn hit(name: &str) {
+    let Some((_, hold)) = points().iter().find(|(n, _)| n == name) else {
+        return;
+    };
+    tracing::warn!(failpoint = name, ?hold, "holding at a failpoint");
+    match hold {
+        Some(d) => tokio::time::sleep(*d).await,
+        None => std::future::pending().await,
+    }
+}
