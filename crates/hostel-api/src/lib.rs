@@ -12,6 +12,6 @@ mod client;
 mod limits;
 mod types;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, VmClient};
 pub use limits::*;
 pub use types::*;
