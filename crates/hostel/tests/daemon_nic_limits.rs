@@ -199,4 +199,33 @@ fn tenant_limits_within_the_operator_ceiling_reach_the_switch() {
         switch_port(&d, &web.id).limits.total.packets_per_sec,
         Some(5)
     );
+
+    acme.cli(&["vm", "limits", "web", "--ceiling", "--pps", "1000000"])
+        .refused("no such route");
+    acme.cli(&["tenant", "nic-ceiling", "acme", "--pps", "1000000"])
+        .refused("no such route");
+
+    // The operator's CLI: the tenant default (shown, raised), then the NIC's own ceiling.
+    let out = d.op(&["tenant", "nic-ceiling", "acme"]);
+    assert!(out.ok() && out.stdout.contains("pps=10"), "{out:?}");
+    assert!(d.op(&["tenant", "nic-ceiling", "acme", "--pps", "20"]).ok());
+    assert!(acme.cli(&["vm", "limits", "web", "--pps", "11"]).ok());
+    let out = d.op(&[
+        "vm",
+        "limits",
+        "web",
+        "--tenant",
+        "acme",
+        "--ceiling",
+        "--pps",
+        "7",
+    ]);
+    assert!(out.ok() && out.stdout.contains("(nic)"), "{out:?}");
+    assert_eq!(
+        switch_port(&d, &web.id).limits.total.packets_per_sec,
+        Some(7)
+    );
+    let out = d.op(&["tenant", "nic-ceiling", "acme", "--clear", "-o", "json"]);
+    let v: hostel_api::TenantNicCeilingView = out.json();
+    assert_eq!(v.ceiling, None);
 }

@@ -7,12 +7,9 @@ use anyhow::Result;
 use clap::Args;
 use hostel_api::{NicLimitsBody, NicLimitsView, RateLimitBody, VmClient};
 
+/// Limits as flags: the classes' packet and byte rates.
 #[derive(Args, Debug)]
-pub struct LimitsArgs {
-    name: String,
-    /// The NIC (0 is eth0).
-    #[arg(long, default_value_t = 0)]
-    nic: u32,
+pub struct RateFlags {
     /// All frames the guest sends, per second.
     #[arg(long, value_name = "N")]
     pps: Option<u64>,
@@ -31,18 +28,21 @@ pub struct LimitsArgs {
     /// Bytes per second to addresses no VM of the network has.
     #[arg(long, value_name = "N")]
     unknown_bps: Option<u64>,
-    /// Operator only: set the NIC's ceiling instead of the tenant's limits.
-    #[arg(long)]
-    ceiling: bool,
-    /// Remove the limits (with --ceiling: the NIC's own ceiling, so the tenant's default
-    /// applies again).
-    #[arg(long, conflicts_with_all = ["pps", "bps", "flood_pps", "flood_bps", "unknown_pps", "unknown_bps"])]
-    clear: bool,
 }
 
-impl LimitsArgs {
-    /// The limits the flags give; `None` when they give none (then the command shows).
-    fn body(&self) -> Option<NicLimitsBody> {
+/// The rate flags, for `conflicts_with_all`.
+const RATE_FLAGS: [&str; 6] = [
+    "pps",
+    "bps",
+    "flood_pps",
+    "flood_bps",
+    "unknown_pps",
+    "unknown_bps",
+];
+
+impl RateFlags {
+    /// The limits the flags give; `None` when they give none.
+    pub fn body(&self) -> Option<NicLimitsBody> {
         let rate = |pps, bps| RateLimitBody {
             packets_per_sec: pps,
             bytes_per_sec: bps,
@@ -57,9 +57,61 @@ impl LimitsArgs {
     }
 }
 
+#[derive(Args, Debug)]
+pub struct LimitsArgs {
+    name: String,
+    /// The NIC (0 is eth0).
+    #[arg(long, default_value_t = 0)]
+    nic: u32,
+    #[command(flatten)]
+    rates: RateFlags,
+    /// Operator only: set the NIC's ceiling instead of the tenant's limits.
+    #[arg(long)]
+    ceiling: bool,
+    /// Remove the limits (with --ceiling: the NIC's own ceiling, so the tenant's default
+    /// applies again).
+    #[arg(long, conflicts_with_all = RATE_FLAGS)]
+    clear: bool,
+}
+
+/// `hostel tenant nic-ceiling`: the tenant's default ceiling for its NICs.
+#[derive(Args, Debug)]
+pub struct TenantCeilingArgs {
+    tenant: String,
+    #[command(flatten)]
+    rates: RateFlags,
+    /// Remove the default ceiling.
+    #[arg(long, conflicts_with_all = RATE_FLAGS)]
+    clear: bool,
+}
+
+/// Shows, sets (replacing the whole default ceiling) or clears a tenant's default ceiling.
+pub fn tenant_ceiling(ctx: &Ctx, a: TenantCeilingArgs) -> Result<()> {
+    let c = &ctx.client;
+    let v = match (a.rates.body(), a.clear) {
+        (Some(b), _) => c.set_tenant_nic_ceiling(&a.tenant, &b)?,
+        (None, true) => {
+            c.clear_tenant_nic_ceiling(&a.tenant)?;
+            c.tenant_nic_ceiling(&a.tenant)?
+        }
+        (None, false) => c.tenant_nic_ceiling(&a.tenant)?,
+    };
+    if ctx.format == Format::Json {
+        return output::json(&v);
+    }
+    output::print_fields(&[
+        ("tenant".to_string(), v.tenant.clone()),
+        (
+            "nic ceiling".to_string(),
+            v.ceiling.as_ref().map_or_else(|| "none".into(), summary),
+        ),
+    ]);
+    Ok(())
+}
+
 /// Shows or sets; a set replaces the whole set of limits with those given.
 pub fn main(ctx: &Ctx, vms: &VmClient<'_>, a: LimitsArgs) -> Result<()> {
-    let v = match (a.body(), a.clear, a.ceiling) {
+    let v = match (a.rates.body(), a.clear, a.ceiling) {
         (None, false, _) => vms.nic_limits(&a.name, a.nic)?,
         (None, true, true) => {
             vms.clear_nic_ceiling(&a.name, a.nic)?;
