@@ -82,6 +82,27 @@ impl RateLimit {
     pub fn is_unlimited(&self) -> bool {
         self.fields().iter().all(Option::is_none)
     }
+
+    /// The fields as a ceiling bounds them: a burst left out is the switch's default for
+    /// the rate ([`DEFAULT_BURST_MS`] of it), so a tenant's own burst cannot exceed what
+    /// the ceiling's rate alone allows.
+    fn as_ceiling(&self) -> [Option<u64>; 4] {
+        let [pps, bps, bp, bb] = self.fields();
+        [
+            pps,
+            bps,
+            bp.or(pps.map(default_burst)),
+            bb.or(bps.map(default_burst)),
+        ]
+    }
+}
+
+/// Bucket depth the switch gives a rate without an explicit burst, in milliseconds of it
+/// (the switch's `DEFAULT_BURST_MS`).
+pub const DEFAULT_BURST_MS: u64 = 100;
+
+fn default_burst(rate: u64) -> u64 {
+    (rate.saturating_mul(DEFAULT_BURST_MS) / 1000).max(1)
 }
 
 /// Per field the lower of two limits, where `None` is no limit.
@@ -136,14 +157,12 @@ impl NicLimits {
         Ok(())
     }
 
-    /// Refuses a field above the ceiling's, or left unlimited where the ceiling has a
-    /// limit, naming the first such field.
+    /// Refuses a field above the ceiling's, naming the first such field. A field left out
+    /// is not refused: it asks for no limit of the tenant's own, and the ceiling's holds.
     pub fn check_within(&self, ceiling: &NicLimits) -> Result<(), StoreError> {
         for (c, (mine, max)) in self.classes().iter().zip(ceiling.classes()).enumerate() {
-            for (i, (v, m)) in mine.fields().iter().zip(max.fields()).enumerate() {
+            for (i, (v, m)) in mine.fields().iter().zip(max.as_ceiling()).enumerate() {
                 let Some(m) = m else { continue };
-                // A burst left out defaults to a fraction of the rate the switch computes,
-                // which stays within the ceiling's rate; only rates must be given.
                 match v {
                     Some(v) if *v > m => {
                         return Err(StoreError::invalid(
@@ -158,11 +177,15 @@ impl NicLimits {
         Ok(())
     }
 
-    /// What the switch enforces: per field the lower of the ceiling and the tenant's.
+    /// What the switch enforces: per field the lower of the ceiling and the tenant's. A
+    /// tenant's own burst is bounded by the ceiling's, explicit or implied by its rate.
     pub fn effective(ceiling: &NicLimits, tenant: &NicLimits) -> NicLimits {
-        let class = |a: RateLimit, b: RateLimit| {
-            let (a, b) = (a.fields(), b.fields());
-            RateLimit::from_fields([0, 1, 2, 3].map(|i| lower(a[i], b[i])))
+        let class = |c: RateLimit, t: RateLimit| {
+            let (explicit, implied, t) = (c.fields(), c.as_ceiling(), t.fields());
+            RateLimit::from_fields([0, 1, 2, 3].map(|i| match t[i] {
+                Some(_) => lower(implied[i], t[i]),
+                None => explicit[i],
+            }))
         };
         NicLimits {
             total: class(ceiling.total, tenant.total),
@@ -267,6 +290,21 @@ mod tests {
         assert_eq!(eff.unknown.bytes_per_sec, Some(5000));
         assert_eq!(eff.total.bytes_per_sec, None);
         assert!(NicLimits::effective(&NicLimits::default(), &NicLimits::default()).is_unlimited());
+        // The ceiling's 1000 pps implies a 100-packet burst: a tenant cannot buy a deeper one.
+        let mut deep = pps(10);
+        deep.total.burst_packets = Some(101);
+        match deep.check_within(&ceiling) {
+            Err(StoreError::Invalid { field, .. }) => {
+                assert_eq!(field, "limits.total.burst_packets")
+            }
+            other => panic!("{other:?}"),
+        }
+        deep.total.burst_packets = Some(100);
+        deep.check_within(&ceiling).unwrap();
+        assert_eq!(
+            NicLimits::effective(&ceiling, &deep).total.burst_packets,
+            Some(100)
+        );
     }
 
     #[test]

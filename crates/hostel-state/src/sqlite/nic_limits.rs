@@ -130,3 +130,90 @@ pub(super) fn set_tenant_ceiling(
     }
     Ok(ceiling.copied())
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::super::{networks, schema, tenants, vms, SqliteStore, DB_FILE_NAME};
+    use crate::error::StoreError;
+    use crate::ids::{NetworkName, TenantName, VmName};
+    use crate::model::audit::{Actor, NewAuditEntry};
+    use crate::model::network::{NewNetwork, NewNic};
+    use crate::model::nic_limits::{NicLimits, RateLimit};
+    use crate::model::tenant::Quota;
+    use crate::model::vm::{DesiredState, NewVm, VmSpecRecord};
+    use crate::store::Store;
+
+    /// A database as the release before limits (schema 5) left it, with one NIC: after the
+    /// upgrade the NIC is unlimited and takes limits; a corrupt value is an error naming
+    /// its column, not a panic or "unlimited".
+    #[test]
+    fn a_v5_database_upgrades_with_unlimited_nics_and_corruption_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE_NAME);
+        let vm = {
+            let mut c = Connection::open(&path).unwrap();
+            c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+                .unwrap();
+            schema::migrate_to(&mut c, 5).unwrap();
+            let tx = c.transaction().unwrap();
+            let quota = Quota {
+                max_vcpus: 8,
+                max_memory_mib: 8192,
+                max_disk_gib: 100,
+                max_vms: 4,
+                max_networks: 4,
+                max_uplinks: 1,
+            };
+            let t = tenants::insert(&tx, &TenantName::new("acme").unwrap(), quota).unwrap();
+            let new_net = NewNetwork::ipv4(
+                NetworkName::new("lan").unwrap(),
+                "10.0.0.0/24".parse().unwrap(),
+            );
+            let net = networks::insert(&tx, &t.id, &new_net).unwrap();
+            let new_vm = NewVm {
+                id: None,
+                name: VmName::new("web").unwrap(),
+                spec: VmSpecRecord::new(1, 128, 1, "busybox").unwrap(),
+                desired: DesiredState::Stopped,
+            };
+            let vm = vms::insert(&tx, &t.id, &new_vm, vms::QuotaCheck::Skip).unwrap();
+            let nic = NewNic {
+                network: net.id,
+                ipv4: None,
+            };
+            networks::attach(&tx, &t.id, &vm.id, &[nic]).unwrap();
+            tx.commit().unwrap();
+            vm
+        };
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert!(store
+            .get_nic_limits(&vm.id, 0)
+            .unwrap()
+            .effective()
+            .is_unlimited());
+        let l = NicLimits {
+            unknown: RateLimit {
+                packets_per_sec: Some(3),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let entry = NewAuditEntry::ok(Actor::Operator, None, "vm.nic_limits", "web");
+        store.set_nic_limits(&vm.id, 0, &l, &entry).unwrap();
+        assert_eq!(
+            store.list_effective_nic_limits().unwrap(),
+            vec![(vm.id, 0, l)]
+        );
+
+        let c = Connection::open(&path).unwrap();
+        c.execute("UPDATE vm_nics SET ceiling = '{\"total\":7}'", [])
+            .unwrap();
+        match store.get_nic_limits(&vm.id, 0) {
+            Err(StoreError::Backend(m)) => assert!(m.contains("ceiling"), "{m}"),
+            other => panic!("corrupt ceiling read as {other:?}"),
+        }
+        assert!(store.list_effective_nic_limits().is_err());
+    }
+}
