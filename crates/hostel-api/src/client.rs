@@ -1,5 +1,6 @@
 //! The typed API client. Blocking (ureq): the CLI makes one call at a time.
 
+use crate::limits::*;
 use crate::types::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -190,6 +191,21 @@ impl Client {
         self.send("PUT", "/v1/host/settings", s)
     }
 
+    /// A tenant's default NIC ceiling (operator only).
+    pub fn tenant_nic_ceiling(&self, tenant: &str) -> Result<TenantNicCeilingView> {
+        self.get(&format!("/v1/tenants/{tenant}/nic_ceiling"))
+    }
+    pub fn set_tenant_nic_ceiling(
+        &self,
+        tenant: &str,
+        ceiling: &NicLimitsBody,
+    ) -> Result<TenantNicCeilingView> {
+        self.send("PUT", &format!("/v1/tenants/{tenant}/nic_ceiling"), ceiling)
+    }
+    pub fn clear_tenant_nic_ceiling(&self, tenant: &str) -> Result<()> {
+        self.delete(&format!("/v1/tenants/{tenant}/nic_ceiling"))
+    }
+
     fn tenant_query(tenant: Option<&str>) -> String {
         tenant.map(|t| format!("?tenant={t}")).unwrap_or_default()
     }
@@ -273,6 +289,42 @@ impl VmClient<'_> {
     pub fn console(&self, name: &str) -> Result<String> {
         self.client
             .get_text(&self.path(&format!("/{name}/console")))
+    }
+    /// NIC `nic`'s rate limits.
+    pub fn nic_limits(&self, name: &str, nic: u32) -> Result<NicLimitsView> {
+        self.client
+            .get(&self.path(&format!("/{name}/nics/{nic}/limits")))
+    }
+    /// Sets the tenant's own limits on NIC `nic` (within the operator's ceiling).
+    pub fn set_nic_limits(
+        &self,
+        name: &str,
+        nic: u32,
+        limits: &NicLimitsBody,
+    ) -> Result<NicLimitsView> {
+        self.client.send(
+            "PUT",
+            &self.path(&format!("/{name}/nics/{nic}/limits")),
+            limits,
+        )
+    }
+    /// The operator's ceiling on NIC `nic`.
+    pub fn set_nic_ceiling(
+        &self,
+        name: &str,
+        nic: u32,
+        ceiling: &NicLimitsBody,
+    ) -> Result<NicLimitsView> {
+        self.client.send(
+            "PUT",
+            &self.path(&format!("/{name}/nics/{nic}/limits/ceiling")),
+            ceiling,
+        )
+    }
+    /// Drops the NIC's own ceiling: the tenant's default applies again.
+    pub fn clear_nic_ceiling(&self, name: &str, nic: u32) -> Result<()> {
+        self.client
+            .delete(&self.path(&format!("/{name}/nics/{nic}/limits/ceiling")))
     }
     pub fn console_follow(&self, name: &str) -> Result<Box<dyn Read + Send + Sync + 'static>> {
         self.client

@@ -9,7 +9,9 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod limits;
 mod types;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, VmClient};
+pub use limits::*;
 pub use types::*;

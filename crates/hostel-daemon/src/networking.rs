@@ -6,8 +6,8 @@
 use crate::standby::StandbyPool;
 use crate::switch_link::{gateway_mac, LinkError, SwitchLink};
 use crate::Ctx;
-use hostel_state::{slaac_address, Ipv6Prefix64, NetworkId, Store, VmId, VmNic};
-use hostel_switch::{Ipv4Cidr, Ipv6Cidr, NetworkConfig, PortConfig, SwitchConfig};
+use hostel_state::{slaac_address, Ipv6Prefix64, NetworkId, NicLimits, Store, VmId, VmNic};
+use hostel_switch::{Ipv4Cidr, Ipv6Cidr, NetworkConfig, PortConfig, PortLimits, SwitchConfig};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -49,10 +49,18 @@ pub fn switch_config(
             }
         })
         .collect();
+    let limits: HashMap<(VmId, u32), PortLimits> = store
+        .list_effective_nic_limits()?
+        .into_iter()
+        .map(|(vm, idx, l)| ((vm, idx), to_switch(&l)))
+        .collect();
     let mut ports: Vec<PortConfig> = store
         .list_all_nics()?
         .into_iter()
-        .filter_map(|nic| port_config(&nic, prefixes.get(&nic.network), link))
+        .filter_map(|nic| {
+            let l = limits.get(&(nic.vm, nic.idx)).copied().unwrap_or_default();
+            port_config(&nic, prefixes.get(&nic.network), link, l)
+        })
         .collect();
     let (standby_nets, standby_ports) = standby.switch_entries(link);
     networks.extend(standby_nets);
@@ -70,6 +78,7 @@ fn port_config(
     nic: &VmNic,
     prefix: Option<&Ipv6Prefix64>,
     link: &SwitchLink,
+    limits: PortLimits,
 ) -> Option<PortConfig> {
     let id = port_id(&nic.vm, nic.idx);
     Some(PortConfig {
@@ -82,9 +91,24 @@ fn port_config(
             .into_iter()
             .collect(),
         id,
-        limits: Default::default(),
+        limits,
         kind: Default::default(),
     })
+}
+
+/// The switch's form of a NIC's effective limits.
+pub fn to_switch(l: &NicLimits) -> PortLimits {
+    let rate = |r: hostel_state::RateLimit| hostel_switch::RateLimit {
+        packets_per_sec: r.packets_per_sec,
+        bytes_per_sec: r.bytes_per_sec,
+        burst_packets: r.burst_packets,
+        burst_bytes: r.burst_bytes,
+    };
+    PortLimits {
+        total: rate(l.total),
+        flood: rate(l.flood),
+        unknown: rate(l.unknown),
+    }
 }
 
 /// Pushes the store's tables to the switch (starting it if needed). Nothing to do, and no

@@ -39,6 +39,7 @@ pub use model::network::{
     first_choice_mac, slaac_address, Ipv4Net, Ipv6Prefix64, Network, NewNetwork, NewNic, Uplink,
     VmNic, MAX_NICS_PER_VM, MAX_PREFIX, MIN_PREFIX,
 };
+pub use model::nic_limits::{CeilingSource, NicLimits, NicLimitsRecord, RateLimit, MAX_NIC_LIMIT};
 pub use model::tenant::{Quota, Tenant, Usage};
 pub use model::token::{ApiToken, IssuedToken, TokenHash, TokenSecret, SECRET_PREFIX};
 pub use model::vm::{

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
 use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use crate::model::network::{Network, NewNetwork, NewNic, VmNic};
+use crate::model::nic_limits::{NicLimits, NicLimitsRecord};
 use crate::model::tenant::{Quota, Tenant, Usage};
 use crate::model::token::{validate_token_name, ApiToken, IssuedToken, TokenHash, TokenSecret};
 use crate::model::vm::{DesiredState, IntentOp, NewVm, ObservedStatus, Vm, VmIntent, VmSpecRecord};
@@ -235,4 +236,34 @@ pub trait Store: Send + Sync {
     fn delete_setting(&self, key: &SettingKey) -> Result<bool>;
     /// All settings, ordered by key.
     fn list_settings(&self) -> Result<Vec<(SettingKey, String)>>;
+
+    /// One NIC's limits: its ceiling, the tenant's default ceiling and the tenant's own.
+    fn get_nic_limits(&self, vm: &VmId, idx: u32) -> Result<NicLimitsRecord>;
+    /// Sets the tenant's own limits on a NIC, refused (`Invalid`, naming the field) when
+    /// one is zero, too large, or above the ceiling in force. Commits `audit` with it.
+    fn set_nic_limits(
+        &self,
+        vm: &VmId,
+        idx: u32,
+        limits: &NicLimits,
+        audit: &NewAuditEntry,
+    ) -> Result<NicLimitsRecord>;
+    /// Sets (or with `None` clears) the operator's ceiling on a NIC.
+    fn set_nic_ceiling(
+        &self,
+        vm: &VmId,
+        idx: u32,
+        ceiling: Option<&NicLimits>,
+        audit: &NewAuditEntry,
+    ) -> Result<NicLimitsRecord>;
+    /// The tenant's default ceiling for NICs without their own.
+    fn get_tenant_nic_ceiling(&self, tenant: &TenantId) -> Result<Option<NicLimits>>;
+    fn set_tenant_nic_ceiling(
+        &self,
+        tenant: &TenantId,
+        ceiling: Option<&NicLimits>,
+        audit: &NewAuditEntry,
+    ) -> Result<Option<NicLimits>>;
+    /// Every NIC's effective limits (per field the lower of ceiling and tenant's own).
+    fn list_effective_nic_limits(&self) -> Result<Vec<(VmId, u32, NicLimits)>>;
 }

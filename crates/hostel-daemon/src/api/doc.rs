@@ -27,6 +27,11 @@ const OPERATOR_ONLY: &[(&str, &str)] = &[
     ("get", "/v1/tenants"),
     ("put", "/v1/tenants/{tenant}/quota"),
     ("post", "/v1/tenants/{tenant}/tokens"),
+    ("get", "/v1/tenants/{tenant}/nic_ceiling"),
+    ("put", "/v1/tenants/{tenant}/nic_ceiling"),
+    ("delete", "/v1/tenants/{tenant}/nic_ceiling"),
+    ("put", "/v1/vms/{name}/nics/{index}/limits/ceiling"),
+    ("delete", "/v1/vms/{name}/nics/{index}/limits/ceiling"),
 ];
 
 /// Routes acting within one tenant: the operator names it with `?tenant=`.

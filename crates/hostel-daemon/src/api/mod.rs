@@ -8,6 +8,7 @@ mod host;
 mod images;
 mod json;
 mod networks;
+mod nic_limits;
 mod revert;
 mod scoped;
 mod standby;
@@ -59,6 +60,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants/{tenant}", get(tenants::show))
         .route("/v1/tenants/{tenant}/quota", put(tenants::set_quota))
         .route("/v1/tenants/{tenant}/tokens", post(tenants::create_token))
+        .route(
+            "/v1/tenants/{tenant}/nic_ceiling",
+            get(nic_limits::show_tenant)
+                .put(nic_limits::set_tenant)
+                .delete(nic_limits::clear_tenant),
+        )
         .route("/v1/tokens", get(tokens::list))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::delete))
         .route("/v1/networks", post(networks::create).get(networks::list))
@@ -76,6 +83,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/vms/{name}/restart", post(vms::restart))
         .route("/v1/vms/{name}/console", get(vms::console))
         .route("/v1/vms/{name}/console/attach", get(console::attach))
+        .route(
+            "/v1/vms/{name}/nics/{index}/limits",
+            get(nic_limits::show).put(nic_limits::set),
+        )
+        .route(
+            "/v1/vms/{name}/nics/{index}/limits/ceiling",
+            put(nic_limits::set_ceiling).delete(nic_limits::clear_ceiling),
+        )
         .fallback(|| async { ApiError::no_route() })
         .layer(axum::middleware::from_fn(run_changes_to_completion))
         .with_state(state)
@@ -140,6 +155,13 @@ async fn run_changes_to_completion(
         networks::list,
         networks::show,
         networks::delete,
+        nic_limits::show,
+        nic_limits::set,
+        nic_limits::set_ceiling,
+        nic_limits::clear_ceiling,
+        nic_limits::show_tenant,
+        nic_limits::set_tenant,
+        nic_limits::clear_tenant,
     ),
     components(schemas(hostel_api::ApiErrorBody)),
     modifiers(&Security)

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod network;
+pub mod nic_limits;
 pub mod tenant;
 pub mod token;
 pub mod vm;

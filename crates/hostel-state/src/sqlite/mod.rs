@@ -10,6 +10,7 @@
 mod audit;
 mod convert;
 mod networks;
+mod nic_limits;
 mod rows;
 mod schema;
 mod settings;
@@ -32,6 +33,7 @@ use crate::error::{Result, StoreError};
 use crate::ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
 use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use crate::model::network::{Network, NewNetwork, NewNic, VmNic};
+use crate::model::nic_limits::{NicLimits, NicLimitsRecord};
 use crate::model::tenant::{Quota, Tenant, Usage};
 use crate::model::token::{ApiToken, TokenHash};
 use crate::model::vm::{DesiredState, IntentOp, NewVm, ObservedStatus, Vm, VmIntent, VmSpecRecord};
@@ -445,5 +447,43 @@ impl Store for SqliteStore {
     }
     fn list_settings(&self) -> Result<Vec<(SettingKey, String)>> {
         self.read(settings::list)
+    }
+
+    fn get_nic_limits(&self, vm: &VmId, idx: u32) -> Result<NicLimitsRecord> {
+        self.read(|c| nic_limits::get(c, vm, idx))
+    }
+    fn set_nic_limits(
+        &self,
+        vm: &VmId,
+        idx: u32,
+        limits: &NicLimits,
+        audit: &NewAuditEntry,
+    ) -> Result<NicLimitsRecord> {
+        self.write_audited(audit, |tx| nic_limits::set_limits(tx, vm, idx, limits))
+    }
+    fn set_nic_ceiling(
+        &self,
+        vm: &VmId,
+        idx: u32,
+        ceiling: Option<&NicLimits>,
+        audit: &NewAuditEntry,
+    ) -> Result<NicLimitsRecord> {
+        self.write_audited(audit, |tx| nic_limits::set_ceiling(tx, vm, idx, ceiling))
+    }
+    fn get_tenant_nic_ceiling(&self, tenant: &TenantId) -> Result<Option<NicLimits>> {
+        self.read(|c| nic_limits::tenant_ceiling(c, tenant))
+    }
+    fn set_tenant_nic_ceiling(
+        &self,
+        tenant: &TenantId,
+        ceiling: Option<&NicLimits>,
+        audit: &NewAuditEntry,
+    ) -> Result<Option<NicLimits>> {
+        self.write_audited(audit, |tx| {
+            nic_limits::set_tenant_ceiling(tx, tenant, ceiling)
+        })
+    }
+    fn list_effective_nic_limits(&self) -> Result<Vec<(VmId, u32, NicLimits)>> {
+        self.read(nic_limits::all_effective)
     }
 }

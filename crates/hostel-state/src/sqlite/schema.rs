@@ -147,6 +147,18 @@ ALTER TABLE tenants ADD COLUMN max_uplinks INTEGER NOT NULL DEFAULT 2
     CHECK (max_uplinks >= 0);
 "#,
     },
+    Migration {
+        version: 6,
+        sql: r#"
+-- Per-NIC rate limits, as JSON objects ({"total":{...},"flood":{...},"unknown":{...}}):
+-- the operator's ceiling on the NIC (NULL: the tenant's default ceiling applies), the
+-- tenant's own limits within it (NULL: none), and the tenant's default ceiling for NICs
+-- without their own (NULL: unlimited). Existing NICs stay unlimited.
+ALTER TABLE vm_nics ADD COLUMN ceiling TEXT;
+ALTER TABLE vm_nics ADD COLUMN limits TEXT;
+ALTER TABLE tenants ADD COLUMN nic_ceiling TEXT;
+"#,
+    },
 ];
 
 /// The schema version this build writes.
@@ -205,7 +217,7 @@ mod tests {
     #[test]
     fn migrate_twice_is_a_no_op() {
         let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4, 5, 6]);
         assert!(migrate(&mut conn).unwrap().is_empty());
         assert_eq!(user_version(&conn).unwrap(), LATEST_VERSION);
     }

@@ -14,6 +14,7 @@ mod attach;
 mod config;
 mod image;
 mod network;
+mod nic_limits;
 mod output;
 mod tenant;
 mod vm;

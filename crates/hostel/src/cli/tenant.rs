@@ -78,6 +78,9 @@ pub enum TenantCommand {
     },
     /// List tenants with their usage against their quota.
     List,
+    /// Show or set the default rate-limit ceiling of a tenant's NICs (those without one of
+    /// their own; see `hostel vm limits --ceiling`). Setting replaces it whole.
+    NicCeiling(super::nic_limits::TenantCeilingArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -126,6 +129,7 @@ pub fn tenant(ctx: &Ctx, cmd: TenantCommand) -> Result<()> {
             let ts = ctx.client.list_tenants()?;
             print_tenants(ctx.format, &ts, true)
         }
+        TenantCommand::NicCeiling(a) => super::nic_limits::tenant_ceiling(ctx, a),
     }
 }
 

@@ -44,6 +44,9 @@ pub enum VmCommand {
     List,
     /// Show one VM.
     Show { name: String },
+    /// Show or set a NIC's rate limits (the tenant's, within the operator's ceiling; the
+    /// operator sets the ceiling with --ceiling). Setting replaces all of them.
+    Limits(super::nic_limits::LimitsArgs),
     /// Start a stopped VM.
     Start { name: String },
     /// Stop a VM: the guest is asked to power off, then QEMU is stopped after --timeout.
@@ -214,7 +217,23 @@ pub fn main(ctx: &Ctx, args: VmArgs) -> Result<()> {
             networks: a.networks,
         })?,
         VmCommand::List => return print_list(ctx.format, &vms.list()?),
-        VmCommand::Show { name } => vms.show(&name)?,
+        VmCommand::Show { name } => {
+            let vm = vms.show(&name)?;
+            if ctx.format == Format::Table {
+                // Limits are one call per NIC; a daemon without the route shows none.
+                let limits: Vec<String> = (0..vm.nics.len())
+                    .map(|i| {
+                        u32::try_from(i)
+                            .ok()
+                            .and_then(|i| vms.nic_limits(&name, i).ok())
+                            .map_or_else(|| "-".into(), |l| super::nic_limits::show_line(&l))
+                    })
+                    .collect();
+                return print_one_with_limits(&vm, &limits);
+            }
+            vm
+        }
+        VmCommand::Limits(a) => return super::nic_limits::main(ctx, &vms, a),
         VmCommand::Start { name } => vms.start(&name)?,
         VmCommand::Stop {
             name,
@@ -325,6 +344,11 @@ fn print_one(format: Format, v: &VmView) -> Result<()> {
     if format == Format::Json {
         return output::json(v);
     }
+    print_one_with_limits(v, &[])
+}
+
+/// The table form of a VM, with each NIC's limits when `limits` has them.
+fn print_one_with_limits(v: &VmView, limits: &[String]) -> Result<()> {
     let mut fields: Vec<(String, String)> = [
         ("name", v.name.clone()),
         ("tenant", v.tenant.clone()),
@@ -358,6 +382,9 @@ fn print_one(format: Format, v: &VmView) -> Result<()> {
                 None => format!("{} {} {}", nic.network, nic.mac, opt(nic.ipv4.as_deref())),
             },
         ));
+        if let Some(l) = limits.get(i) {
+            fields.push((format!("eth{i} limits"), l.clone()));
+        }
     }
     output::print_fields(&fields);
     Ok(())
