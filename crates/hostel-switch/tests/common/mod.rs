@@ -150,7 +150,7 @@ pub fn rings(fe: &mut Frontend, at: u64) -> Result<Rings, vhost::Error> {
     for q in 0..2usize {
         let Layout {
             desc, avail, used, ..
-        } = Layout::new(at + q as u64 * 0x10_000, QSIZE);
+        } = Layout::new(at + q as u64 * 0x10_000, QSIZE).expect("ring layout fits");
         fe.set_vring_num(q, QSIZE)?;
         fe.set_vring_addr(
             q,
