@@ -10,6 +10,11 @@
 //! (a semaphore-mode kick stays readable for 2^64 reads: the port's thread would spin
 //! forever), and the call fd is made non-blocking (a full counter would otherwise block the
 //! sender's thread in `write`).
+//!
+//! `O_NONBLOCK` is a flag of the open file description, which the switch shares with QEMU
+//! (SCM_RIGHTS passes the description, not a copy): QEMU's own reads and writes on these
+//! eventfds become non-blocking too. That is harmless for eventfds, as QEMU polls them and
+//! opens them `EFD_NONBLOCK` itself; it is why only eventfds, never memory files, get it.
 
 use std::fs::File;
 use std::io;
