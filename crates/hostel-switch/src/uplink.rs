@@ -184,7 +184,6 @@ impl TapDev {
         let mut left = src.len - head_len;
         let mut pos = 0usize;
         if left > 0 {
-            src.tail_mem.ok_or(DropReason::BadDescriptor)?;
             for s in src.tail.as_slice() {
                 let slen = s.len();
                 if src.tail_skip >= pos + slen {
@@ -374,7 +373,6 @@ fn handle(
     let empty = SegList::default();
     let src = FrameSrc {
         head: frame,
-        tail_mem: None,
         tail: &empty,
         tail_skip: 0,
         len: frame.len(),

@@ -58,10 +58,9 @@ impl Default for TxItem<'_> {
 }
 
 impl<'m> TxItem<'m> {
-    fn src<'a>(&'a self, mem: &'a GuestMemoryMmap<()>) -> FrameSrc<'a> {
+    fn src(&self) -> FrameSrc<'_> {
         FrameSrc {
             head: &self.window[..self.wlen],
-            tail_mem: Some(mem),
             tail: &self.segs,
             tail_skip: VNET_HDR_LEN + self.wlen,
             len: self.frame_len,
@@ -213,7 +212,6 @@ pub fn process_tx(
                 &tables,
                 me,
                 port,
-                m,
                 &batch.items[..n],
                 &mut batch.scratch.fwd,
             );
@@ -253,7 +251,6 @@ fn execute(
     tables: &Tables,
     me: Option<PortIdx>,
     port: &PortRuntime,
-    m: &GuestMemoryMmap<()>,
     items: &[TxItem<'_>],
     scratch: &mut forward::Scratch,
 ) {
@@ -290,7 +287,7 @@ fn execute(
                     port.stats.count_drop(DropReason::RxFairShare);
                     continue;
                 }
-                match sink.send(items[j].hdr, &items[j].src(m)) {
+                match sink.send(items[j].hdr, &items[j].src()) {
                     Ok(()) => {
                         packets += 1;
                         bytes += items[j].frame_len as u64;
@@ -326,7 +323,7 @@ fn execute(
         if done[i] || matches!(item.decision, Decision::Unicast(_)) {
             continue;
         }
-        match fwd.forward(item.decision, item.hdr, &item.src(m), scratch) {
+        match fwd.forward(item.decision, item.hdr, &item.src(), scratch) {
             Ok(()) => {
                 packets += 1;
                 bytes += item.frame_len as u64;
@@ -336,7 +333,7 @@ fn execute(
     }
     for item in items.iter().filter(|_| tables.has_policies()) {
         if let Some(mi) = item.mirror {
-            fwd.mirror(mi, item.decision, item.hdr, &item.src(m));
+            fwd.mirror(mi, item.decision, item.hdr, &item.src());
         }
     }
     port.stats.add_tx(packets, bytes);
