@@ -142,14 +142,15 @@ fn classify(core: &Core, tables: &Tables, me: Option<PortIdx>, item: &mut TxItem
 }
 
 /// Handles everything queued on `port`'s TX ring. Returns when the ring is empty and
-/// notifications are re-enabled (the standard race-free virtio loop).
+/// notifications are re-enabled (the standard race-free virtio loop), with the number of
+/// chains taken from the ring (refused ones included): the work this queue event found.
 pub fn process_tx(
     core: &Core,
     port: &PortRuntime,
     mem: &Mem,
     vring: &Vring,
     scratch: &mut TxScratch,
-) {
+) -> u64 {
     let tables = core.tables();
     let me = tables.port_by_key(port.key);
     let guard = mem.memory();
@@ -160,13 +161,14 @@ pub fn process_tx(
         scratch,
     };
     let mut limiter = me.and_then(|pi| port.policer.engage(&tables.port(pi).cfg.limits));
+    let mut taken = 0u64;
     // Bounded so a guest that keeps its avail index moving cannot pin the worker: after
     // MAX_ROUNDS full batches the worker serves its other events and comes back.
     for _ in 0..MAX_ROUNDS {
         let mut st = vring.get_mut();
         let q = st.get_queue_mut();
         let Ok(ring) = Ring::new(q, &map) else {
-            return;
+            return taken;
         };
         let (mut next, old_used) = (q.next_avail(), q.next_used());
         ring.disable_kicks();
@@ -174,9 +176,10 @@ pub fn process_tx(
             // A driver claiming more entries than the ring holds is broken: leave the ring
             // alone until it kicks again.
             let _ = ring.enable_kicks(next);
-            return;
+            return taken;
         };
         let n = usize::from(avail).min(BATCH);
+        taken += n as u64;
         // Items are made once per call and slot, then reused by every batch of the call.
         while batch.items.len() < n {
             batch.items.push(TxItem::default());
@@ -233,7 +236,7 @@ pub fn process_tx(
             continue;
         }
         if !ring.enable_kicks(next) {
-            return;
+            return taken;
         }
     }
     // The driver does not kick again for entries it has already offered, so kick ourselves:
@@ -245,6 +248,7 @@ pub fn process_tx(
         // vring keeps open while its state is borrowed.
         unsafe { libc::write(kick.as_raw_fd(), one.as_ptr().cast(), one.len()) };
     }
+    taken
 }
 
 fn execute(
