@@ -96,10 +96,18 @@ impl<'m> Seg<'m> {
         self.len == 0
     }
 
-    /// The host address of the first byte, for system calls that take iovecs (`writev`,
-    /// `readv`): valid for [`Seg::len`] bytes for as long as the segment's borrow lives.
-    pub fn as_ptr(&self) -> *const u8 {
-        self.host as *const u8
+    /// Bytes `[off, off + n)` of the segment as an iovec, for system calls that take them
+    /// (`writev`, `readv`); `None` unless the range lies inside the segment. The iovec is
+    /// valid for as long as the segment's borrow lives; the bounds are checked here so a
+    /// caller's arithmetic cannot point a system call outside guest memory.
+    pub fn iovec(&self, off: usize, n: usize) -> Option<libc::iovec> {
+        if off.checked_add(n)? > self.len() {
+            return None;
+        }
+        Some(libc::iovec {
+            iov_base: (self.host + off) as *mut libc::c_void,
+            iov_len: n,
+        })
     }
 
     /// Bytes `[off, ...)` of the segment that `want` asks for: `min(want, len - off)`,
@@ -287,6 +295,20 @@ impl<'m> SegList<'m> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iovec_stays_inside_its_segment() {
+        let buf = [0u8; 16];
+        // SAFETY: a live local array; the test only builds iovecs from it.
+        let s = unsafe { Seg::new(0, buf.as_ptr() as usize, 16) };
+        let v = s.iovec(4, 12).unwrap();
+        assert_eq!(v.iov_base as usize, buf.as_ptr() as usize + 4);
+        assert_eq!(v.iov_len, 12);
+        assert!(s.iovec(16, 0).is_some());
+        assert!(s.iovec(4, 13).is_none());
+        assert!(s.iovec(17, 0).is_none());
+        assert!(s.iovec(usize::MAX, 2).is_none());
+    }
 
     fn list(parts: &[&[u8]]) -> SegList<'static> {
         let mut l = SegList::new();
