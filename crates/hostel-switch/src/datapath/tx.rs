@@ -28,12 +28,14 @@ pub const MAX_FRAME: usize = 65_536 + 256;
 /// Batches per queue event before yielding back to the event loop.
 const MAX_ROUNDS: usize = 1024;
 
-/// One TX chain of a batch; its segments borrow the batch's memory map (`'m`).
+/// What the switch learns about one TX chain of a batch. Holds no borrow of guest memory, so
+/// the scratch keeps a batch's worth for the whole connection and a call rebuilds nothing
+/// but the chains' segment lists (which cost a few words each to make: their segments are
+/// left uninitialised).
 #[derive(Clone, Copy)]
-struct TxItem<'m> {
+struct TxMeta {
     head: u16,
     hdr: VnetHdr,
-    segs: SegList<'m>,
     window: [u8; WINDOW],
     wlen: usize,
     frame_len: usize,
@@ -42,12 +44,11 @@ struct TxItem<'m> {
     mirror: Option<PortIdx>,
 }
 
-impl Default for TxItem<'_> {
+impl Default for TxMeta {
     fn default() -> Self {
-        TxItem {
+        TxMeta {
             head: 0,
             hdr: VnetHdr::default(),
-            segs: SegList::default(),
             window: [0; WINDOW],
             wlen: 0,
             frame_len: 0,
@@ -57,11 +58,12 @@ impl Default for TxItem<'_> {
     }
 }
 
-impl<'m> TxItem<'m> {
-    fn src(&self) -> FrameSrc<'_> {
+impl TxMeta {
+    /// The frame: the checked window, then the rest still in the sender's `segs`.
+    fn src<'a>(&'a self, segs: &'a SegList<'a>) -> FrameSrc<'a> {
         FrameSrc {
             head: &self.window[..self.wlen],
-            tail: &self.segs,
+            tail: segs,
             tail_skip: VNET_HDR_LEN + self.wlen,
             len: self.frame_len,
         }
@@ -70,57 +72,40 @@ impl<'m> TxItem<'m> {
 
 /// Per-port buffers allocated once per connection, so the TX path never allocates.
 pub struct TxScratch {
-    /// Always empty between calls: items borrow one call's memory map, so only the
-    /// allocation is kept (see [`recycle`]).
-    items: Vec<TxItem<'static>>,
+    items: Box<[TxMeta; BATCH]>,
     fwd: forward::Scratch,
 }
 
 impl Default for TxScratch {
     fn default() -> Self {
         TxScratch {
-            items: Vec::with_capacity(BATCH),
+            items: Box::new([TxMeta::default(); BATCH]),
             fwd: forward::Scratch::default(),
         }
     }
 }
 
-/// Reuses an emptied vector's allocation for items of another lifetime (the standard
-/// library collects in place when the layouts match, as they do here; otherwise this
-/// allocates once).
-fn recycle<'b>(mut v: Vec<TxItem<'_>>) -> Vec<TxItem<'b>> {
-    v.clear();
-    v.into_iter().map(|_| TxItem::default()).collect()
-}
-
-/// The items of one `process_tx` call, handed back to the scratch's allocation on drop
-/// (whichever way the call returns).
-struct Items<'s, 'm> {
-    scratch: &'s mut TxScratch,
-    items: Vec<TxItem<'m>>,
-}
-
-impl Drop for Items<'_, '_> {
-    fn drop(&mut self) {
-        self.scratch.items = recycle(std::mem::take(&mut self.items));
-    }
-}
-
 /// Reads the header and window of one TX chain and runs the pipeline on it.
-fn classify(core: &Core, tables: &Tables, me: Option<PortIdx>, item: &mut TxItem<'_>) -> Decision {
+fn classify(
+    core: &Core,
+    tables: &Tables,
+    me: Option<PortIdx>,
+    item: &mut TxMeta,
+    segs: &SegList<'_>,
+) -> Decision {
     item.mirror = None;
-    if item.segs.total() < VNET_HDR_LEN {
+    if segs.total() < VNET_HDR_LEN {
         return Decision::Drop(DropReason::ShortChain);
     }
     let mut h = [0u8; VNET_HDR_LEN];
-    if item.segs.read_at(0, &mut h) != VNET_HDR_LEN {
+    if segs.read_at(0, &mut h) != VNET_HDR_LEN {
         return Decision::Drop(DropReason::BadDescriptor);
     }
     item.hdr = VnetHdr::from_bytes(&h);
     item.hdr.num_buffers = 0;
-    item.frame_len = item.segs.total() - VNET_HDR_LEN;
+    item.frame_len = segs.total() - VNET_HDR_LEN;
     let want = item.frame_len.min(WINDOW);
-    item.wlen = item.segs.read_at(VNET_HDR_LEN, &mut item.window[..want]);
+    item.wlen = segs.read_at(VNET_HDR_LEN, &mut item.window[..want]);
     if item.wlen != want {
         return Decision::Drop(DropReason::BadDescriptor);
     }
@@ -156,10 +141,10 @@ pub fn process_tx(
     let guard = mem.memory();
     let m: &GuestMemoryMmap<()> = &guard;
     let map = MemMap::new(m);
-    let mut batch = Items {
-        items: recycle(std::mem::take(&mut scratch.items)),
-        scratch,
-    };
+    let items = &mut *scratch.items;
+    // One segment list per slot of a batch, reused by every batch of the call; they borrow
+    // this call's memory map, so they cannot live in the scratch.
+    let mut segs: [SegList<'_>; BATCH] = [const { SegList::new() }; BATCH];
     let mut limiter = me.and_then(|pi| port.policer.engage(&tables.port(pi).cfg.limits));
     let mut taken = 0u64;
     // Bounded so a guest that keeps its avail index moving cannot pin the worker: after
@@ -180,20 +165,15 @@ pub fn process_tx(
         };
         let n = usize::from(avail).min(BATCH);
         taken += n as u64;
-        // Items are made once per call and slot, then reused by every batch of the call.
-        while batch.items.len() < n {
-            batch.items.push(TxItem::default());
-        }
         let mut visits = 0u64;
-        for item in &mut batch.items[..n] {
+        for (item, sl) in items[..n].iter_mut().zip(&mut segs[..n]) {
             item.head = ring.avail_head(next);
             next = next.wrapping_add(1);
-            item.decision =
-                match ring.gather(item.head, false, MAX_FRAME + VNET_HDR_LEN, &mut item.segs) {
-                    Ok(()) => classify(core, &tables, me, item),
-                    Err(e) => Decision::Drop(e.into()),
-                };
-            visits += u64::from(item.segs.visits());
+            item.decision = match ring.gather(item.head, false, MAX_FRAME + VNET_HDR_LEN, sl) {
+                Ok(()) => classify(core, &tables, me, item, sl),
+                Err(e) => Decision::Drop(e.into()),
+            };
+            visits += u64::from(sl.visits());
         }
         if visits > 0 {
             port.stats
@@ -204,7 +184,7 @@ pub fn process_tx(
         if let Some(l) = limiter.as_deref_mut() {
             ratelimit::police(
                 l,
-                &mut batch.items[..n],
+                &mut items[..n],
                 // A decision other than Drop means the window holds an Ethernet header.
                 |it| Class::of(&it.decision, it.window[0] & 1 == 1).map(|c| (c, it.frame_len)),
                 |it, r| it.decision = Decision::Drop(r),
@@ -215,11 +195,12 @@ pub fn process_tx(
                 &tables,
                 me,
                 port,
-                &batch.items[..n],
-                &mut batch.scratch.fwd,
+                &items[..n],
+                &segs[..n],
+                &mut scratch.fwd,
             );
             let mut used = old_used;
-            for item in &batch.items[..n] {
+            for item in &items[..n] {
                 // An out-of-range head names no chain the driver could get back.
                 if item.head < ring.size() {
                     ring.put_used(used, item.head, 0);
@@ -255,7 +236,8 @@ fn execute(
     tables: &Tables,
     me: Option<PortIdx>,
     port: &PortRuntime,
-    items: &[TxItem<'_>],
+    items: &[TxMeta],
+    segs: &[SegList<'_>],
     scratch: &mut forward::Scratch,
 ) {
     let n = items.len();
@@ -291,7 +273,7 @@ fn execute(
                     port.stats.count_drop(DropReason::RxFairShare);
                     continue;
                 }
-                match sink.send(items[j].hdr, &items[j].src()) {
+                match sink.send(items[j].hdr, &items[j].src(&segs[j])) {
                     Ok(()) => {
                         packets += 1;
                         bytes += items[j].frame_len as u64;
@@ -323,11 +305,11 @@ fn execute(
         ingress: Ingress::Port(pi),
         sender: port,
     };
-    for (i, item) in items.iter().enumerate() {
+    for (i, (item, sl)) in items.iter().zip(segs).enumerate() {
         if done[i] || matches!(item.decision, Decision::Unicast(_)) {
             continue;
         }
-        match fwd.forward(item.decision, item.hdr, &item.src(), scratch) {
+        match fwd.forward(item.decision, item.hdr, &item.src(sl), scratch) {
             Ok(()) => {
                 packets += 1;
                 bytes += item.frame_len as u64;
@@ -335,28 +317,10 @@ fn execute(
             Err(r) => port.stats.count_drop(r),
         }
     }
-    for item in items.iter().filter(|_| tables.has_policies()) {
+    for (item, sl) in items.iter().zip(segs).filter(|_| tables.has_policies()) {
         if let Some(mi) = item.mirror {
-            fwd.mirror(mi, item.decision, item.hdr, &item.src());
+            fwd.mirror(mi, item.decision, item.hdr, &item.src(sl));
         }
     }
     port.stats.add_tx(packets, bytes);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The TX items borrow one call's memory map, so the scratch keeps only their
-    /// allocation: it must survive the round trip, or every call would allocate.
-    #[test]
-    fn recycling_keeps_the_allocation() {
-        let mut v: Vec<TxItem<'_>> = Vec::with_capacity(BATCH);
-        v.extend((0..BATCH).map(|_| TxItem::default()));
-        let ptr = v.as_ptr() as usize;
-        let back: Vec<TxItem<'static>> = recycle(v);
-        assert!(back.is_empty());
-        assert_eq!(back.capacity(), BATCH);
-        assert_eq!(back.as_ptr() as usize, ptr);
-    }
 }
