@@ -99,11 +99,17 @@ pub fn memfd(size: u64, seal: bool) -> File {
 /// request asking for an acknowledgement so a refusal shows on the call that caused it.
 pub fn frontend(sock: &Path) -> Frontend {
     let deadline = Instant::now() + Duration::from_secs(10);
+    // The listener gives no signal when it is up: retry with a short, growing backoff
+    // rather than spinning a CPU the switch under test needs.
+    let mut backoff = Duration::from_millis(1);
     let mut fe = loop {
         match Frontend::connect(sock, 2) {
             Ok(fe) => break fe,
             Err(e) if Instant::now() > deadline => panic!("cannot connect to {sock:?}: {e}"),
-            Err(_) => std::thread::yield_now(),
+            Err(_) => {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(50));
+            }
         }
     };
     fe.set_owner().unwrap();
