@@ -191,14 +191,7 @@ pub fn process_tx(
             );
         }
         if n > 0 {
-            execute(
-                &tables,
-                me,
-                port,
-                &items[..n],
-                &segs[..n],
-                &mut scratch.fwd,
-            );
+            execute(&tables, me, port, &items[..n], &segs[..n], &mut scratch.fwd);
             let mut used = old_used;
             for item in &items[..n] {
                 // An out-of-range head names no chain the driver could get back.

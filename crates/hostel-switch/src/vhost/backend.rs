@@ -232,9 +232,7 @@ impl VhostUserBackend for NicBackend {
             tracing::warn!(port = %self.inner.port.id, queue = device_event,
                 "queue events outran the work they found by {max} (a semaphore-mode kick \
                  eventfd?); this port's queues stop until the guest reconnects");
-            return Err(io::Error::other(
-                "queue events outran the work they found",
-            ));
+            return Err(io::Error::other("queue events outran the work they found"));
         }
         Ok(())
     }
@@ -253,8 +251,12 @@ mod tests {
         let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 16)]).unwrap();
         let mem = GuestMemoryAtomic::new(gm);
         let port = PortRuntime::new("p");
-        let b =
-            NicBackend::with_idle_limit(Core::new(Pipeline::new()), port.clone(), mem.clone(), LIMIT);
+        let b = NicBackend::with_idle_limit(
+            Core::new(Pipeline::new()),
+            port.clone(),
+            mem.clone(),
+            LIMIT,
+        );
         let vrings = [
             Vring::new(mem.clone(), 16).unwrap(),
             Vring::new(mem.clone(), 16).unwrap(),
@@ -307,7 +309,10 @@ mod tests {
                 break;
             }
         }
-        assert!(port.stats.desc_visits.load(Ordering::Relaxed) > 0, "no frame was read");
+        assert!(
+            port.stats.desc_visits.load(Ordering::Relaxed) > 0,
+            "no frame was read"
+        );
         assert!(stopped, "a frame every 8 events kept a spinning kick alive");
     }
 

@@ -218,6 +218,10 @@ mod tests {
         // SAFETY: F_GETFD only reads the flags of a descriptor we own.
         let flags = unsafe { libc::fcntl(fds[0].as_raw_fd(), libc::F_GETFD) };
         assert!(flags >= 0);
-        assert_ne!(flags & libc::FD_CLOEXEC, 0, "received descriptor is inheritable");
+        assert_ne!(
+            flags & libc::FD_CLOEXEC,
+            0,
+            "received descriptor is inheritable"
+        );
     }
 }

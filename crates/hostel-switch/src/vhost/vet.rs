@@ -284,23 +284,7 @@ mod tests {
     use std::os::fd::FromRawFd;
 
     fn memfd(size: u64, seal: bool) -> OwnedFd {
-        // SAFETY: memfd_create with a static NUL-terminated name.
-        let fd = unsafe {
-            libc::memfd_create(
-                c"vet-test".as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-            )
-        };
-        assert!(fd >= 0);
-        // SAFETY: a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        File::from(fd.try_clone().unwrap()).set_len(size).unwrap();
-        if seal {
-            // SAFETY: F_ADD_SEALS with an integer seal set on our own memfd.
-            let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
-            assert_eq!(r, 0);
-        }
-        fd
+        hostel_virtq::testing::memfd(size, seal).unwrap().into()
     }
 
     fn table(regions: &[(u64, u64)]) -> Vec<u8> {

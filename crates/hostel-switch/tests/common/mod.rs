@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,23 +76,7 @@ impl Drop for TestSwitch {
 
 /// A memfd of `size` bytes, sealed against shrinking if `seal`.
 pub fn memfd(size: u64, seal: bool) -> File {
-    // SAFETY: memfd_create with a static NUL-terminated name.
-    let fd = unsafe {
-        libc::memfd_create(
-            c"hostile-guest".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
-    // SAFETY: a fresh descriptor we own.
-    let f = unsafe { File::from_raw_fd(fd) };
-    f.set_len(size).unwrap();
-    if seal {
-        // SAFETY: F_ADD_SEALS with an integer seal set on our own memfd.
-        let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
-        assert_eq!(r, 0, "F_ADD_SEALS: {}", std::io::Error::last_os_error());
-    }
-    f
+    hostel_virtq::testing::memfd(size, seal).expect("memfd")
 }
 
 /// Connects (retrying while the listener starts) and negotiates as QEMU does, with every
