@@ -1,6 +1,7 @@
 //! A port's TX queue: pop a batch of chains, classify each frame, execute the decisions
 //! grouped by destination, then complete the chains and notify once.
 
+use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 
 use hostel_virtq::{MemMap, Ring, SegList};
@@ -85,6 +86,36 @@ impl Default for TxScratch {
     }
 }
 
+/// A batch's segment lists, made in place only as slots are first used: an array of
+/// `SegList::new()` made up front costs a 50 KB memset per call (LLVM zeroes the lists'
+/// uninitialised segments); `SegList::init_in` writes three words per slot.
+struct SegSlots<'m> {
+    slots: [MaybeUninit<SegList<'m>>; BATCH],
+    /// Slots `..ready` hold a list.
+    ready: usize,
+}
+
+impl<'m> SegSlots<'m> {
+    fn new() -> Self {
+        SegSlots {
+            slots: [const { MaybeUninit::uninit() }; BATCH],
+            ready: 0,
+        }
+    }
+
+    /// The first `n` lists (`n` at most [`BATCH`]), making any not made yet.
+    fn first_mut(&mut self, n: usize) -> &mut [SegList<'m>] {
+        let n = n.min(BATCH);
+        while self.ready < n {
+            SegList::init_in(&mut self.slots[self.ready]);
+            self.ready += 1;
+        }
+        // SAFETY: slots `..n` are initialised (the loop above), `MaybeUninit<T>` has `T`'s
+        // layout, and the slice borrows `self` mutably for its lifetime.
+        unsafe { std::slice::from_raw_parts_mut(self.slots.as_mut_ptr().cast(), n) }
+    }
+}
+
 /// Reads the header and window of one TX chain and runs the pipeline on it.
 fn classify(
     core: &Core,
@@ -144,7 +175,7 @@ pub fn process_tx(
     let items = &mut *scratch.items;
     // One segment list per slot of a batch, reused by every batch of the call; they borrow
     // this call's memory map, so they cannot live in the scratch.
-    let mut segs: [SegList<'_>; BATCH] = [const { SegList::new() }; BATCH];
+    let mut segs = SegSlots::new();
     let mut limiter = me.and_then(|pi| port.policer.engage(&tables.port(pi).cfg.limits));
     let mut taken = 0u64;
     // Bounded so a guest that keeps its avail index moving cannot pin the worker: after
@@ -166,7 +197,8 @@ pub fn process_tx(
         let n = usize::from(avail).min(BATCH);
         taken += n as u64;
         let mut visits = 0u64;
-        for (item, sl) in items[..n].iter_mut().zip(&mut segs[..n]) {
+        let segs = segs.first_mut(n);
+        for (item, sl) in items[..n].iter_mut().zip(segs.iter_mut()) {
             item.head = ring.avail_head(next);
             next = next.wrapping_add(1);
             item.decision = match ring.gather(item.head, false, MAX_FRAME + VNET_HDR_LEN, sl) {
@@ -191,7 +223,7 @@ pub fn process_tx(
             );
         }
         if n > 0 {
-            execute(&tables, me, port, &items[..n], &segs[..n], &mut scratch.fwd);
+            execute(&tables, me, port, &items[..n], segs, &mut scratch.fwd);
             let mut used = old_used;
             for item in &items[..n] {
                 // An out-of-range head names no chain the driver could get back.
@@ -316,4 +348,21 @@ fn execute(
         }
     }
     port.stats.add_tx(packets, bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seg_slots_grow_to_what_is_asked_and_no_further() {
+        let mut s = SegSlots::new();
+        assert!(s.first_mut(0).is_empty());
+        assert_eq!(s.first_mut(3).len(), 3);
+        assert_eq!(s.ready, 3);
+        assert!(s.first_mut(2).iter().all(|l| l.is_empty()));
+        assert_eq!(s.ready, 3);
+        assert_eq!(s.first_mut(BATCH + 5).len(), BATCH);
+        assert_eq!(s.ready, BATCH);
+    }
 }
