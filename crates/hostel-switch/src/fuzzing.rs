@@ -324,26 +324,9 @@ fn le64(b: &[u8], at: usize) -> u64 {
 }
 
 fn memfd(size: u64, seal: bool) -> Option<OwnedFd> {
-    // SAFETY: memfd_create with a static NUL-terminated name and valid flags.
-    let fd = unsafe {
-        libc::memfd_create(
-            c"fuzz-guest".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: a fresh descriptor owned by nothing else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    std::fs::File::from(fd.try_clone().ok()?)
-        .set_len(size)
-        .ok()?;
-    if seal {
-        // SAFETY: F_ADD_SEALS with an integer seal set on our own memfd.
-        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
-    }
-    Some(fd)
+    hostel_virtq::testing::memfd(size, seal)
+        .ok()
+        .map(OwnedFd::from)
 }
 
 fn eventfd(semaphore: bool) -> Option<OwnedFd> {

@@ -184,7 +184,6 @@ impl TapDev {
         let mut left = src.len - head_len;
         let mut pos = 0usize;
         if left > 0 {
-            src.tail_mem.ok_or(DropReason::BadDescriptor)?;
             for s in src.tail.as_slice() {
                 let slen = s.len();
                 if src.tail_skip >= pos + slen {
@@ -193,10 +192,7 @@ impl TapDev {
                 }
                 let off = src.tail_skip.saturating_sub(pos);
                 let n = (slen - off).min(left);
-                iov[cnt] = libc::iovec {
-                    iov_base: s.as_ptr().wrapping_add(off) as *mut _,
-                    iov_len: n,
-                };
+                iov[cnt] = s.iovec(off, n).ok_or(DropReason::BadDescriptor)?;
                 cnt += 1;
                 left -= n;
                 pos += slen;
@@ -205,9 +201,9 @@ impl TapDev {
                 }
             }
         }
-        // SAFETY: the iovecs point into `hb`, `src.head` and guest segments (each within
-        // its `Seg`, mapped while the segment's borrow of the memory map lives); all outlive
-        // the call, and writev only reads them.
+        // SAFETY: the iovecs point into `hb`, `src.head` and guest segments (each checked
+        // by `Seg::iovec` to lie within its `Seg`, mapped while the segment's borrow of the
+        // memory map lives); all outlive the call, and writev only reads them.
         let r = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), cnt as libc::c_int) };
         if r < 0 {
             return Err(DropReason::UplinkError);
@@ -374,7 +370,6 @@ fn handle(
     let empty = SegList::default();
     let src = FrameSrc {
         head: frame,
-        tail_mem: None,
         tail: &empty,
         tail_skip: 0,
         len: frame.len(),

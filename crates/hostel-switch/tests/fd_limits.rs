@@ -7,7 +7,7 @@ mod common;
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use common::{frontend, honest, TestSwitch};
@@ -87,6 +87,22 @@ fn set_fd_limit(soft: u64) -> u64 {
     old
 }
 
+/// A lowered soft descriptor limit, put back on drop: a failed assert must not leave the
+/// other tests of this binary (which share the process) starved of descriptors.
+struct FdLimit(u64);
+
+impl FdLimit {
+    fn lower_to(soft: u64) -> FdLimit {
+        FdLimit(set_fd_limit(soft))
+    }
+}
+
+impl Drop for FdLimit {
+    fn drop(&mut self) {
+        set_fd_limit(self.0);
+    }
+}
+
 /// Defect: when a session could not get its descriptors the listener thread returned, and
 /// the port never accepted a connection again. Sweeping how many descriptors are left makes
 /// each step of a session's set-up fail in turn (accept, relay socket, daemon, threads);
@@ -99,7 +115,7 @@ fn the_listener_outlives_running_out_of_descriptors() {
     let sock = ts.sock("p1");
     drop(probe(&sock));
     // A low limit keeps the hog small.
-    let old = set_fd_limit(open_fds() as u64 + 64);
+    let limit = FdLimit::lower_to(open_fds() as u64 + 64);
     let mut outcomes = Vec::new();
     for free in 1..24 {
         let hog = Hog::leave(free);
@@ -134,22 +150,26 @@ fn the_listener_outlives_running_out_of_descriptors() {
         };
         drop(hog);
         outcomes.push(outcome);
-        let p = std::thread::spawn({
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn({
             let sock = sock.clone();
-            move || probe(&sock).get_features().is_ok()
+            move || {
+                let fe = probe(&sock);
+                let _ = tx.send(fe.get_features().is_ok());
+            }
         });
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !p.is_finished() {
-            assert!(
-                std::time::Instant::now() < deadline,
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(ok) => assert!(ok),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("the probe after {free} free descriptors failed ({outcomes:?})")
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
                 "the port stopped serving after a session with {free} free descriptors \
                  ({outcomes:?})"
-            );
-            std::thread::yield_now();
+            ),
         }
-        assert!(p.join().unwrap());
     }
-    set_fd_limit(old);
+    drop(limit);
     assert!(
         outcomes.iter().any(|o| o == "hung up") && outcomes.iter().any(|o| o == "served"),
         "the sweep did not cover both failed and complete set-ups: {outcomes:?}"

@@ -30,16 +30,17 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(base: u64, size: u16) -> Layout {
+    /// `None` when the ring would run past the end of the 64-bit address space.
+    pub fn new(base: u64, size: u16) -> Option<Layout> {
         let n = u64::from(size);
-        let avail = base + 16 * n;
-        let used = (avail + 6 + 2 * n + 3) & !3;
-        Layout {
+        let avail = base.checked_add(16 * n)?;
+        let used = avail.checked_add(6 + 2 * n + 3)? & !3;
+        Some(Layout {
             desc: base,
             avail,
             used,
-            end: used + 6 + 8 * n,
-        }
+            end: used.checked_add(6 + 8 * n)?,
+        })
     }
 }
 
@@ -83,7 +84,7 @@ impl SplitRing {
             avail,
             used,
             end,
-        } = Layout::new(base, size);
+        } = Layout::new(base, size).ok_or(Error::BadRing)?;
         let map = MemMap::new(mem);
         let resolve = |addr: u64, len: u64| map.range(addr, len).ok_or(Error::BadRing);
         let ring = SplitRing {
@@ -270,5 +271,24 @@ impl SplitRing {
     /// Tells the device not to interrupt (VRING_AVAIL_F_NO_INTERRUPT): for drivers that poll.
     pub fn suppress_interrupts(&self) {
         self.avail_u16(0).store(1u16.to_le(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestAddress;
+
+    /// Defect: the layout added in unchecked u64s, so a ring near the top of the address
+    /// space panicked (debug) or wrapped to low addresses (release) instead of being refused.
+    #[test]
+    fn a_ring_past_the_address_space_is_refused() {
+        assert_eq!(Layout::new(!15u64, 256), None);
+        assert!(Layout::new(0, u16::MAX).is_some());
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 16)]).unwrap();
+        assert_eq!(
+            SplitRing::new(&mem, !15u64, 256).map(|_| ()),
+            Err(Error::BadRing)
+        );
     }
 }

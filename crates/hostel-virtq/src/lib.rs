@@ -27,6 +27,7 @@ pub mod error;
 pub mod log;
 pub mod memory;
 pub mod ring;
+pub mod testing;
 
 pub use chain::{Seg, SegList, MAX_CHAIN_DESCS, MAX_SEGS};
 pub use error::{Error, LogError};

@@ -209,23 +209,6 @@ mod tests {
     }
 
     fn memfd(len: u64, seal: bool) -> File {
-        use std::os::fd::FromRawFd;
-        // SAFETY: memfd_create with a static NUL-terminated name and valid flags.
-        let fd = unsafe {
-            libc::memfd_create(
-                c"virtq-log".as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-            )
-        };
-        assert!(fd >= 0);
-        // SAFETY: a fresh descriptor nothing else owns.
-        let f = unsafe { File::from_raw_fd(fd) };
-        f.set_len(len).unwrap();
-        if seal {
-            // SAFETY: F_ADD_SEALS with an integer seal set on our own memfd.
-            let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
-            assert_eq!(r, 0);
-        }
-        f
+        crate::testing::memfd(len, seal).unwrap()
     }
 }

@@ -86,7 +86,6 @@ impl Forward<'_> {
                 )?;
                 let frame = FrameSrc {
                     head: &out[..n],
-                    tail_mem: None,
                     tail: src.tail,
                     tail_skip: 0,
                     len: n,

@@ -4,7 +4,6 @@
 //! and popped buffers are given back if the frame does not fit.
 
 use hostel_virtq::{Seg, SegList};
-use vm_memory::GuestMemoryMmap;
 
 use crate::datapath::vnet::{VnetHdr, VNET_HDR_LEN};
 use crate::stats::DropReason;
@@ -13,7 +12,6 @@ use crate::stats::DropReason;
 /// or a whole locally built/uplink frame), then the rest still in the sender's memory.
 pub struct FrameSrc<'a> {
     pub head: &'a [u8],
-    pub tail_mem: Option<&'a GuestMemoryMmap<()>>,
     pub tail: &'a SegList<'a>,
     /// Offset into `tail` where the not-yet-copied part starts.
     pub tail_skip: usize,
@@ -27,7 +25,7 @@ impl FrameSrc<'_> {
         let want = out.len().min(self.len);
         let h = self.head.len().min(want);
         out[..h].copy_from_slice(&self.head[..h]);
-        if h == want || self.tail_mem.is_none() {
+        if h == want {
             return h;
         }
         h + self.tail.read_at(self.tail_skip, &mut out[h..want])
@@ -242,8 +240,6 @@ impl<'m> Writer<'m> {
         if left == 0 {
             return Ok(());
         }
-        // The sender's memory guard must be held; its segments are host addresses.
-        src.tail_mem.ok_or(DropReason::BadDescriptor)?;
         let mut pos = 0usize;
         for s in src.tail.as_slice() {
             let slen = s.len();

@@ -1,6 +1,7 @@
 //! A port's TX queue: pop a batch of chains, classify each frame, execute the decisions
 //! grouped by destination, then complete the chains and notify once.
 
+use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 
 use hostel_virtq::{MemMap, Ring, SegList};
@@ -28,12 +29,14 @@ pub const MAX_FRAME: usize = 65_536 + 256;
 /// Batches per queue event before yielding back to the event loop.
 const MAX_ROUNDS: usize = 1024;
 
-/// One TX chain of a batch; its segments borrow the batch's memory map (`'m`).
+/// What the switch learns about one TX chain of a batch. Holds no borrow of guest memory, so
+/// the scratch keeps a batch's worth for the whole connection and a call rebuilds nothing
+/// but the chains' segment lists (which cost a few words each to make: their segments are
+/// left uninitialised).
 #[derive(Clone, Copy)]
-struct TxItem<'m> {
+struct TxMeta {
     head: u16,
     hdr: VnetHdr,
-    segs: SegList<'m>,
     window: [u8; WINDOW],
     wlen: usize,
     frame_len: usize,
@@ -42,12 +45,11 @@ struct TxItem<'m> {
     mirror: Option<PortIdx>,
 }
 
-impl Default for TxItem<'_> {
+impl Default for TxMeta {
     fn default() -> Self {
-        TxItem {
+        TxMeta {
             head: 0,
             hdr: VnetHdr::default(),
-            segs: SegList::default(),
             window: [0; WINDOW],
             wlen: 0,
             frame_len: 0,
@@ -57,12 +59,12 @@ impl Default for TxItem<'_> {
     }
 }
 
-impl<'m> TxItem<'m> {
-    fn src<'a>(&'a self, mem: &'a GuestMemoryMmap<()>) -> FrameSrc<'a> {
+impl TxMeta {
+    /// The frame: the checked window, then the rest still in the sender's `segs`.
+    fn src<'a>(&'a self, segs: &'a SegList<'a>) -> FrameSrc<'a> {
         FrameSrc {
             head: &self.window[..self.wlen],
-            tail_mem: Some(mem),
-            tail: &self.segs,
+            tail: segs,
             tail_skip: VNET_HDR_LEN + self.wlen,
             len: self.frame_len,
         }
@@ -71,57 +73,70 @@ impl<'m> TxItem<'m> {
 
 /// Per-port buffers allocated once per connection, so the TX path never allocates.
 pub struct TxScratch {
-    /// Always empty between calls: items borrow one call's memory map, so only the
-    /// allocation is kept (see [`recycle`]).
-    items: Vec<TxItem<'static>>,
+    items: Box<[TxMeta; BATCH]>,
     fwd: forward::Scratch,
 }
 
 impl Default for TxScratch {
     fn default() -> Self {
         TxScratch {
-            items: Vec::with_capacity(BATCH),
+            items: Box::new([TxMeta::default(); BATCH]),
             fwd: forward::Scratch::default(),
         }
     }
 }
 
-/// Reuses an emptied vector's allocation for items of another lifetime (the standard
-/// library collects in place when the layouts match, as they do here; otherwise this
-/// allocates once).
-fn recycle<'b>(mut v: Vec<TxItem<'_>>) -> Vec<TxItem<'b>> {
-    v.clear();
-    v.into_iter().map(|_| TxItem::default()).collect()
+/// A batch's segment lists, made in place only as slots are first used: an array of
+/// `SegList::new()` made up front costs a 50 KB memset per call (LLVM zeroes the lists'
+/// uninitialised segments); `SegList::init_in` writes three words per slot.
+struct SegSlots<'m> {
+    slots: [MaybeUninit<SegList<'m>>; BATCH],
+    /// Slots `..ready` hold a list.
+    ready: usize,
 }
 
-/// The items of one `process_tx` call, handed back to the scratch's allocation on drop
-/// (whichever way the call returns).
-struct Items<'s, 'm> {
-    scratch: &'s mut TxScratch,
-    items: Vec<TxItem<'m>>,
-}
+impl<'m> SegSlots<'m> {
+    fn new() -> Self {
+        SegSlots {
+            slots: [const { MaybeUninit::uninit() }; BATCH],
+            ready: 0,
+        }
+    }
 
-impl Drop for Items<'_, '_> {
-    fn drop(&mut self) {
-        self.scratch.items = recycle(std::mem::take(&mut self.items));
+    /// The first `n` lists (`n` at most [`BATCH`]), making any not made yet.
+    fn first_mut(&mut self, n: usize) -> &mut [SegList<'m>] {
+        let n = n.min(BATCH);
+        while self.ready < n {
+            SegList::init_in(&mut self.slots[self.ready]);
+            self.ready += 1;
+        }
+        // SAFETY: slots `..n` are initialised (the loop above), `MaybeUninit<T>` has `T`'s
+        // layout, and the slice borrows `self` mutably for its lifetime.
+        unsafe { std::slice::from_raw_parts_mut(self.slots.as_mut_ptr().cast(), n) }
     }
 }
 
 /// Reads the header and window of one TX chain and runs the pipeline on it.
-fn classify(core: &Core, tables: &Tables, me: Option<PortIdx>, item: &mut TxItem<'_>) -> Decision {
+fn classify(
+    core: &Core,
+    tables: &Tables,
+    me: Option<PortIdx>,
+    item: &mut TxMeta,
+    segs: &SegList<'_>,
+) -> Decision {
     item.mirror = None;
-    if item.segs.total() < VNET_HDR_LEN {
+    if segs.total() < VNET_HDR_LEN {
         return Decision::Drop(DropReason::ShortChain);
     }
     let mut h = [0u8; VNET_HDR_LEN];
-    if item.segs.read_at(0, &mut h) != VNET_HDR_LEN {
+    if segs.read_at(0, &mut h) != VNET_HDR_LEN {
         return Decision::Drop(DropReason::BadDescriptor);
     }
     item.hdr = VnetHdr::from_bytes(&h);
     item.hdr.num_buffers = 0;
-    item.frame_len = item.segs.total() - VNET_HDR_LEN;
+    item.frame_len = segs.total() - VNET_HDR_LEN;
     let want = item.frame_len.min(WINDOW);
-    item.wlen = item.segs.read_at(VNET_HDR_LEN, &mut item.window[..want]);
+    item.wlen = segs.read_at(VNET_HDR_LEN, &mut item.window[..want]);
     if item.wlen != want {
         return Decision::Drop(DropReason::BadDescriptor);
     }
@@ -143,31 +158,33 @@ fn classify(core: &Core, tables: &Tables, me: Option<PortIdx>, item: &mut TxItem
 }
 
 /// Handles everything queued on `port`'s TX ring. Returns when the ring is empty and
-/// notifications are re-enabled (the standard race-free virtio loop).
+/// notifications are re-enabled (the standard race-free virtio loop), with the number of
+/// chains taken from the ring (refused ones included): the work this queue event found.
 pub fn process_tx(
     core: &Core,
     port: &PortRuntime,
     mem: &Mem,
     vring: &Vring,
     scratch: &mut TxScratch,
-) {
+) -> u64 {
     let tables = core.tables();
     let me = tables.port_by_key(port.key);
     let guard = mem.memory();
     let m: &GuestMemoryMmap<()> = &guard;
     let map = MemMap::new(m);
-    let mut batch = Items {
-        items: recycle(std::mem::take(&mut scratch.items)),
-        scratch,
-    };
+    let items = &mut *scratch.items;
+    // One segment list per slot of a batch, reused by every batch of the call; they borrow
+    // this call's memory map, so they cannot live in the scratch.
+    let mut segs = SegSlots::new();
     let mut limiter = me.and_then(|pi| port.policer.engage(&tables.port(pi).cfg.limits));
+    let mut taken = 0u64;
     // Bounded so a guest that keeps its avail index moving cannot pin the worker: after
     // MAX_ROUNDS full batches the worker serves its other events and comes back.
     for _ in 0..MAX_ROUNDS {
         let mut st = vring.get_mut();
         let q = st.get_queue_mut();
         let Ok(ring) = Ring::new(q, &map) else {
-            return;
+            return taken;
         };
         let (mut next, old_used) = (q.next_avail(), q.next_used());
         ring.disable_kicks();
@@ -175,23 +192,20 @@ pub fn process_tx(
             // A driver claiming more entries than the ring holds is broken: leave the ring
             // alone until it kicks again.
             let _ = ring.enable_kicks(next);
-            return;
+            return taken;
         };
         let n = usize::from(avail).min(BATCH);
-        // Items are made once per call and slot, then reused by every batch of the call.
-        while batch.items.len() < n {
-            batch.items.push(TxItem::default());
-        }
+        taken += n as u64;
         let mut visits = 0u64;
-        for item in &mut batch.items[..n] {
+        let segs = segs.first_mut(n);
+        for (item, sl) in items[..n].iter_mut().zip(segs.iter_mut()) {
             item.head = ring.avail_head(next);
             next = next.wrapping_add(1);
-            item.decision =
-                match ring.gather(item.head, false, MAX_FRAME + VNET_HDR_LEN, &mut item.segs) {
-                    Ok(()) => classify(core, &tables, me, item),
-                    Err(e) => Decision::Drop(e.into()),
-                };
-            visits += u64::from(item.segs.visits());
+            item.decision = match ring.gather(item.head, false, MAX_FRAME + VNET_HDR_LEN, sl) {
+                Ok(()) => classify(core, &tables, me, item, sl),
+                Err(e) => Decision::Drop(e.into()),
+            };
+            visits += u64::from(sl.visits());
         }
         if visits > 0 {
             port.stats
@@ -202,23 +216,16 @@ pub fn process_tx(
         if let Some(l) = limiter.as_deref_mut() {
             ratelimit::police(
                 l,
-                &mut batch.items[..n],
+                &mut items[..n],
                 // A decision other than Drop means the window holds an Ethernet header.
                 |it| Class::of(&it.decision, it.window[0] & 1 == 1).map(|c| (c, it.frame_len)),
                 |it, r| it.decision = Decision::Drop(r),
             );
         }
         if n > 0 {
-            execute(
-                &tables,
-                me,
-                port,
-                m,
-                &batch.items[..n],
-                &mut batch.scratch.fwd,
-            );
+            execute(&tables, me, port, &items[..n], segs, &mut scratch.fwd);
             let mut used = old_used;
-            for item in &batch.items[..n] {
+            for item in &items[..n] {
                 // An out-of-range head names no chain the driver could get back.
                 if item.head < ring.size() {
                     ring.put_used(used, item.head, 0);
@@ -235,7 +242,7 @@ pub fn process_tx(
             continue;
         }
         if !ring.enable_kicks(next) {
-            return;
+            return taken;
         }
     }
     // The driver does not kick again for entries it has already offered, so kick ourselves:
@@ -247,14 +254,15 @@ pub fn process_tx(
         // vring keeps open while its state is borrowed.
         unsafe { libc::write(kick.as_raw_fd(), one.as_ptr().cast(), one.len()) };
     }
+    taken
 }
 
 fn execute(
     tables: &Tables,
     me: Option<PortIdx>,
     port: &PortRuntime,
-    m: &GuestMemoryMmap<()>,
-    items: &[TxItem<'_>],
+    items: &[TxMeta],
+    segs: &[SegList<'_>],
     scratch: &mut forward::Scratch,
 ) {
     let n = items.len();
@@ -290,7 +298,7 @@ fn execute(
                     port.stats.count_drop(DropReason::RxFairShare);
                     continue;
                 }
-                match sink.send(items[j].hdr, &items[j].src(m)) {
+                match sink.send(items[j].hdr, &items[j].src(&segs[j])) {
                     Ok(()) => {
                         packets += 1;
                         bytes += items[j].frame_len as u64;
@@ -322,11 +330,11 @@ fn execute(
         ingress: Ingress::Port(pi),
         sender: port,
     };
-    for (i, item) in items.iter().enumerate() {
+    for (i, (item, sl)) in items.iter().zip(segs).enumerate() {
         if done[i] || matches!(item.decision, Decision::Unicast(_)) {
             continue;
         }
-        match fwd.forward(item.decision, item.hdr, &item.src(m), scratch) {
+        match fwd.forward(item.decision, item.hdr, &item.src(sl), scratch) {
             Ok(()) => {
                 packets += 1;
                 bytes += item.frame_len as u64;
@@ -334,9 +342,9 @@ fn execute(
             Err(r) => port.stats.count_drop(r),
         }
     }
-    for item in items.iter().filter(|_| tables.has_policies()) {
+    for (item, sl) in items.iter().zip(segs).filter(|_| tables.has_policies()) {
         if let Some(mi) = item.mirror {
-            fwd.mirror(mi, item.decision, item.hdr, &item.src(m));
+            fwd.mirror(mi, item.decision, item.hdr, &item.src(sl));
         }
     }
     port.stats.add_tx(packets, bytes);
@@ -346,16 +354,15 @@ fn execute(
 mod tests {
     use super::*;
 
-    /// The TX items borrow one call's memory map, so the scratch keeps only their
-    /// allocation: it must survive the round trip, or every call would allocate.
     #[test]
-    fn recycling_keeps_the_allocation() {
-        let mut v: Vec<TxItem<'_>> = Vec::with_capacity(BATCH);
-        v.extend((0..BATCH).map(|_| TxItem::default()));
-        let ptr = v.as_ptr() as usize;
-        let back: Vec<TxItem<'static>> = recycle(v);
-        assert!(back.is_empty());
-        assert_eq!(back.capacity(), BATCH);
-        assert_eq!(back.as_ptr() as usize, ptr);
+    fn seg_slots_grow_to_what_is_asked_and_no_further() {
+        let mut s = SegSlots::new();
+        assert!(s.first_mut(0).is_empty());
+        assert_eq!(s.first_mut(3).len(), 3);
+        assert_eq!(s.ready, 3);
+        assert!(s.first_mut(2).iter().all(|l| l.is_empty()));
+        assert_eq!(s.ready, 3);
+        assert_eq!(s.first_mut(BATCH + 5).len(), BATCH);
+        assert_eq!(s.ready, BATCH);
     }
 }

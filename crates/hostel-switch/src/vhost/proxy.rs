@@ -14,7 +14,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
@@ -50,12 +50,32 @@ fn recv_with_fds(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> i
     // SAFETY: the only iovec points at `buf`, which we borrow mutably for the call and
     // which may hold any bytes.
     let (n, count) = unsafe { sock.recv_with_fds(&mut iov, &mut raw) }?;
+    let first = fds.len();
     for &fd in &raw[..count] {
         // SAFETY: recvmsg just installed these descriptors in our table; nothing else
         // owns them.
         fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
     }
+    // vmm-sys-util's recvmsg passes no MSG_CMSG_CLOEXEC, so a guest's memory files and
+    // eventfds would leak into anything the switch spawns; close that window right away.
+    for fd in &fds[first..] {
+        set_cloexec(fd.as_fd())?;
+    }
     Ok(n)
+}
+
+fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFD takes no argument and only reads the descriptor flags.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: F_SETFD with an integer flag set changes only this descriptor's own flags
+    // (not the shared open file description), on a descriptor that stays open for the call.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn send_with_fds(sock: &UnixStream, buf: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
@@ -174,4 +194,34 @@ pub fn relay(front: UnixStream, back: UnixStream, port: &str) {
     let _ = front.shutdown(Shutdown::Both);
     let _ = back.shutdown(Shutdown::Both);
     let _ = replies.join();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defect: descriptors received from a frontend were inheritable (recvmsg without
+    /// MSG_CMSG_CLOEXEC), leaking guest memory files into any child the switch spawns.
+    #[test]
+    fn received_descriptors_are_close_on_exec() {
+        let (a, b) = UnixStream::pair().unwrap();
+        // SAFETY: eventfd with no flags returns a fresh descriptor we own (or -1).
+        let raw = unsafe { libc::eventfd(0, 0) };
+        assert!(raw >= 0);
+        // SAFETY: a fresh descriptor nothing else owns.
+        let sent = [unsafe { OwnedFd::from_raw_fd(raw) }];
+        send_with_fds(&a, b"hi", &sent).unwrap();
+        let mut buf = [0u8; 2];
+        let mut fds = Vec::new();
+        assert_eq!(recv_with_fds(&b, &mut buf, &mut fds).unwrap(), 2);
+        assert_eq!(fds.len(), 1);
+        // SAFETY: F_GETFD only reads the flags of a descriptor we own.
+        let flags = unsafe { libc::fcntl(fds[0].as_raw_fd(), libc::F_GETFD) };
+        assert!(flags >= 0);
+        assert_ne!(
+            flags & libc::FD_CLOEXEC,
+            0,
+            "received descriptor is inheritable"
+        );
+    }
 }

@@ -10,6 +10,11 @@
 //! (a semaphore-mode kick stays readable for 2^64 reads: the port's thread would spin
 //! forever), and the call fd is made non-blocking (a full counter would otherwise block the
 //! sender's thread in `write`).
+//!
+//! `O_NONBLOCK` is a flag of the open file description, which the switch shares with QEMU
+//! (SCM_RIGHTS passes the description, not a copy): QEMU's own reads and writes on these
+//! eventfds become non-blocking too. That is harmless for eventfds, as QEMU polls them and
+//! opens them `EFD_NONBLOCK` itself; it is why only eventfds, never memory files, get it.
 
 use std::fs::File;
 use std::io;
@@ -279,23 +284,7 @@ mod tests {
     use std::os::fd::FromRawFd;
 
     fn memfd(size: u64, seal: bool) -> OwnedFd {
-        // SAFETY: memfd_create with a static NUL-terminated name.
-        let fd = unsafe {
-            libc::memfd_create(
-                c"vet-test".as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-            )
-        };
-        assert!(fd >= 0);
-        // SAFETY: a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        File::from(fd.try_clone().unwrap()).set_len(size).unwrap();
-        if seal {
-            // SAFETY: F_ADD_SEALS with an integer seal set on our own memfd.
-            let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
-            assert_eq!(r, 0);
-        }
-        fd
+        hostel_virtq::testing::memfd(size, seal).unwrap().into()
     }
 
     fn table(regions: &[(u64, u64)]) -> Vec<u8> {

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,34 +76,24 @@ impl Drop for TestSwitch {
 
 /// A memfd of `size` bytes, sealed against shrinking if `seal`.
 pub fn memfd(size: u64, seal: bool) -> File {
-    // SAFETY: memfd_create with a static NUL-terminated name.
-    let fd = unsafe {
-        libc::memfd_create(
-            c"hostile-guest".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
-    // SAFETY: a fresh descriptor we own.
-    let f = unsafe { File::from_raw_fd(fd) };
-    f.set_len(size).unwrap();
-    if seal {
-        // SAFETY: F_ADD_SEALS with an integer seal set on our own memfd.
-        let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
-        assert_eq!(r, 0, "F_ADD_SEALS: {}", std::io::Error::last_os_error());
-    }
-    f
+    hostel_virtq::testing::memfd(size, seal).expect("memfd")
 }
 
 /// Connects (retrying while the listener starts) and negotiates as QEMU does, with every
 /// request asking for an acknowledgement so a refusal shows on the call that caused it.
 pub fn frontend(sock: &Path) -> Frontend {
     let deadline = Instant::now() + Duration::from_secs(10);
+    // The listener gives no signal when it is up: retry with a short, growing backoff
+    // rather than spinning a CPU the switch under test needs.
+    let mut backoff = Duration::from_millis(1);
     let mut fe = loop {
         match Frontend::connect(sock, 2) {
             Ok(fe) => break fe,
             Err(e) if Instant::now() > deadline => panic!("cannot connect to {sock:?}: {e}"),
-            Err(_) => std::thread::yield_now(),
+            Err(_) => {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(50));
+            }
         }
     };
     fe.set_owner().unwrap();
@@ -150,7 +140,7 @@ pub fn rings(fe: &mut Frontend, at: u64) -> Result<Rings, vhost::Error> {
     for q in 0..2usize {
         let Layout {
             desc, avail, used, ..
-        } = Layout::new(at + q as u64 * 0x10_000, QSIZE);
+        } = Layout::new(at + q as u64 * 0x10_000, QSIZE).expect("ring layout fits");
         fe.set_vring_num(q, QSIZE)?;
         fe.set_vring_addr(
             q,

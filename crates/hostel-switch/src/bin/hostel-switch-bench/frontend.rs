@@ -5,7 +5,6 @@
 //! next to the switch it is measuring.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 
 use hostel_switch::datapath::vnet::{VnetHdr, OFFERED_FEATURES, VNET_HDR_LEN};
@@ -35,24 +34,7 @@ pub struct Vm {
 /// Guest memory as QEMU's memfd backend makes it: sealed against shrinking, which the switch
 /// requires (a file that can shrink under its mapping would fault the switch).
 fn memfd(size: usize) -> std::io::Result<File> {
-    // SAFETY: memfd_create with a static NUL-terminated name.
-    let fd = unsafe {
-        libc::memfd_create(
-            c"hostel-bench".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    let f = unsafe { File::from_raw_fd(fd) };
-    f.set_len(size as u64)?;
-    // SAFETY: F_ADD_SEALS with an integer seal set on our own memfd.
-    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(f)
+    hostel_virtq::testing::sealed_memfd(size as u64)
 }
 
 type BoxErr = Box<dyn std::error::Error>;

@@ -87,7 +87,6 @@ impl Env {
 fn src<'a>(frame: &'a [u8], empty: &'a SegList) -> FrameSrc<'a> {
     FrameSrc {
         head: frame,
-        tail_mem: None,
         tail: empty,
         tail_skip: 0,
         len: frame.len(),
