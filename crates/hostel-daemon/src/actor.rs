@@ -51,7 +51,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long QEMU has to quit cleanly after the grace period before it is killed.
 const QUIT_GRACE: Duration = Duration::from_secs(5);
 /// A monitor command that takes longer than this is treated as a wedged QEMU.
-const QMP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const QMP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A stop under way: what happens at `deadline`, and who waits for it.
 struct Stopping {
