@@ -265,6 +265,36 @@ fn a_start_cut_before_qemu_launched_is_finished() {
     wait_console(&c, "later", "HOSTEL-READY", BOOT_TIMEOUT);
 }
 
+/// A restart cut between its stop and its start (kill -9 there) is finished by the next
+/// daemon: the VM runs again. Before the fix the stop had recorded it wanted stopped, and a
+/// daemon killed at this point left it stopped for good.
+#[test]
+fn a_restart_cut_between_its_stop_and_its_start_is_finished() {
+    let Some(d) = daemon_with_failpoints("lc-restart", "restart.before-start") else {
+        return;
+    };
+    let _slot = boot_slots(1);
+    let (token, c) = tenant_client(&d, "acme");
+    c.vms(None).create(&small_vm("again", true, None)).unwrap();
+    wait_console(&c, "again", "HOSTEL-READY", BOOT_TIMEOUT);
+    let first = show(&c, "again").unwrap().pid;
+    assert!(first.is_some());
+    let call = {
+        let c = c.clone();
+        std::thread::spawn(move || c.vms(None).restart("again"))
+    };
+    wait_failpoint(&d);
+    assert_eq!(show(&c, "again").unwrap().state, "stopped");
+    let d = restart(d);
+    let _ = call.join();
+    let c = client(&d, &token);
+    let vm = wait_vm(&c, "again", "running again", SETTLE, |v| {
+        v.state == "running" && v.pid.is_some()
+    });
+    assert_eq!(vm.desired, "running");
+    assert_ne!(vm.pid, first);
+}
+
 /// Defect 3: a guest that powers itself off while no daemon watches is recorded as stopped
 /// (its owner's wish), not as crashed.
 #[test]

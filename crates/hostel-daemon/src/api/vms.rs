@@ -449,13 +449,12 @@ pub async fn restart(
 ) -> ApiResult<Json<VmView>> {
     let tenant = state.scope(&auth, &q).await?;
     let restart = |state: AppState, vm: Vm, entry| async move {
-        // The entry goes with the call's first change (desired = stopped): a restart cut
-        // between its stop and its start leaves no change without an entry.
+        // The entry goes with the call's one change on record (wanted running, a stop
+        // pending): a restart cut anywhere is finished at the next start.
         state
             .supervisor
-            .stop(&vm, false, DEFAULT_STOP_GRACE, Some(entry))
+            .restart(&vm, DEFAULT_STOP_GRACE, entry)
             .await?;
-        state.supervisor.start(&vm, None).await?;
         fresh(&state, vm.id).await
     };
     let view = state

@@ -230,7 +230,12 @@ async fn apply(
                 )
                 .await;
             supervisor.adopt(&vm.id, engine);
-            if let AfterAdopt::Stop { force, deadline } = after {
+            if let AfterAdopt::Stop {
+                force,
+                deadline,
+                restart,
+            } = after
+            {
                 let left = deadline.unix_millis() - Timestamp::now().unix_millis();
                 let deadline = Instant::now() + Duration::from_millis(left.max(0) as u64);
                 supervisor
@@ -243,6 +248,11 @@ async fn apply(
                         },
                     )
                     .await;
+                if restart {
+                    // Queued behind the stop; served once it is done, if still wanted.
+                    let (reply, _) = tokio::sync::oneshot::channel();
+                    supervisor.tell(&vm.id, Command::Start(reply)).await;
+                }
             }
         }
         Step::Record {
