@@ -91,6 +91,7 @@ pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 /// Runs the daemon until SIGINT/SIGTERM, then drains (see [`DRAIN_TIMEOUT`]). VMs keep
 /// running after it returns.
 pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
+    failpoint::announce();
     let layout = layout::Layout::open(&config.state_dir)
         .with_context(|| format!("state directory {}", config.state_dir.display()))?;
     let state_dir = layout.root().to_path_buf();
