@@ -3,7 +3,7 @@
 //! crash can never race each other, and a graceful stop never blocks the loop: a force stop
 //! or a delete arriving during its grace period takes over at once.
 
-use crate::launch::launch;
+use crate::launch::{launch, LaunchError};
 use crate::reconcile;
 use crate::Ctx;
 use hostel_engine::{ExitReason, RunState, Vm as Engine};
@@ -22,13 +22,13 @@ pub enum LifecycleError {
     /// The VM was deleted (or is being deleted) meanwhile.
     #[error("the VM was deleted")]
     Deleted,
-    /// The launch failed; the message of its [`crate::launch::LaunchError`].
-    #[error("{0}")]
-    Start(String),
+    /// The launch failed (shared: every start waiting on it hears the same error).
+    #[error(transparent)]
+    Start(Arc<LaunchError>),
     #[error("a stop asked for after this start won; the VM stays stopped")]
     StoppedMeanwhile,
     #[error("deleting the VM: {0}")]
-    Delete(String),
+    Delete(#[source] Arc<reconcile::DeleteError>),
 }
 
 pub type Reply = oneshot::Sender<Result<(), LifecycleError>>;
@@ -199,7 +199,7 @@ impl Actor {
                 self.set_desired(DesiredState::Stopped).await;
                 self.observe(ObservedState::Failed, Some(e.to_string()))
                     .await;
-                Err(LifecycleError::Start(e.to_string()))
+                Err(LifecycleError::Start(Arc::new(e)))
             }
         }
     }
@@ -387,7 +387,7 @@ impl Actor {
     async fn finish_remove(&mut self) {
         let result = reconcile::finish_delete(&self.ctx, self.id)
             .await
-            .map_err(|e| LifecycleError::Delete(e.to_string()));
+            .map_err(|e| LifecycleError::Delete(Arc::new(e)));
         for s in self.stopping.take().into_iter().flat_map(|s| s.waiters) {
             let _ = s.send(Err(LifecycleError::Deleted));
         }
