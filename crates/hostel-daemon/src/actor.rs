@@ -73,10 +73,17 @@ pub struct Actor {
     removing: Option<Vec<Reply>>,
     /// When a VM that keeps crashing is restarted (its backoff); commands are served meanwhile.
     restart_at: Option<Instant>,
+    /// Bumped once its delete is finished, for whoever waits on it outside the actor.
+    removed: watch::Sender<u64>,
 }
 
 impl Actor {
-    pub fn new(id: VmId, ctx: Arc<Ctx>, adopted: Option<Engine>) -> Self {
+    pub fn new(
+        id: VmId,
+        ctx: Arc<Ctx>,
+        adopted: Option<Engine>,
+        removed: watch::Sender<u64>,
+    ) -> Self {
         Self {
             id,
             ctx,
@@ -87,6 +94,7 @@ impl Actor {
             queued_starts: Vec::new(),
             removing: None,
             restart_at: None,
+            removed,
         }
     }
 
@@ -388,6 +396,7 @@ impl Actor {
         let result = reconcile::finish_delete(&self.ctx, self.id)
             .await
             .map_err(|e| LifecycleError::Delete(Arc::new(e)));
+        self.removed.send_modify(|n| *n = n.wrapping_add(1));
         for s in self.stopping.take().into_iter().flat_map(|s| s.waiters) {
             let _ = s.send(Err(LifecycleError::Deleted));
         }

@@ -16,7 +16,7 @@ use hostel_state::{
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// The longest grace period a stop may ask for: a tenant cannot hold its VM (and everyone
 /// waiting on it) in a stop for longer.
@@ -32,6 +32,9 @@ pub struct Supervisor {
     actors: Mutex<Actors>,
     /// Serializes admission decisions, so two starts cannot both take the last GiB.
     admission: tokio::sync::Mutex<()>,
+    /// Bumped by an actor each time it has finished a delete: what a second delete of the
+    /// same VM waits on ([`Supervisor::wait_gone`]).
+    removed: watch::Sender<u64>,
     pub host: HostSize,
 }
 
@@ -49,6 +52,7 @@ impl Supervisor {
             ctx,
             actors: Mutex::default(),
             admission: tokio::sync::Mutex::new(()),
+            removed: watch::Sender::new(0),
             host: HostSize::probe(),
         })
     }
@@ -71,7 +75,7 @@ impl Supervisor {
             return Some(tx.clone());
         }
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(Actor::new(*id, self.ctx.clone(), adopted).run(rx));
+        tokio::spawn(Actor::new(*id, self.ctx.clone(), adopted, self.removed.clone()).run(rx));
         actors.running.insert(*id, tx.clone());
         Some(tx)
     }
@@ -337,21 +341,29 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Waits (bounded) until another delete of the VM has removed its record.
+    /// Waits (bounded) until another delete of the VM has removed its record: woken by each
+    /// delete an actor finishes, not by polling the store.
     async fn wait_gone(&self, vm: &Vm) -> ApiResult<()> {
-        let deadline = Instant::now() + STOP_SLACK;
+        let deadline = tokio::time::Instant::now() + STOP_SLACK;
+        let mut removed = self.removed.subscribe();
         loop {
+            // Marked seen before the look, so a delete finishing after it still wakes us.
+            removed.mark_unchanged();
             let id = vm.id;
             match self.ctx.db(move |store| store.get_vm(&id)).await {
                 Err(StoreError::NotFound { .. }) => return Ok(()),
                 Err(e) => return Err(e.into()),
-                Ok(_) if Instant::now() >= deadline => {
+                Ok(_) => {}
+            }
+            match tokio::time::timeout_at(deadline, removed.changed()).await {
+                Ok(Ok(())) => {}
+                // The deadline, or no actor left to finish it (the daemon is shutting down).
+                Ok(Err(_)) | Err(_) => {
                     return Err(ApiError::engine(format!(
                         "VM {:?} is still being deleted; it goes on in the background",
                         vm.name.as_str()
                     )))
                 }
-                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
     }
