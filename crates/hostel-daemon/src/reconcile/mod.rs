@@ -46,55 +46,25 @@ pub async fn at_startup(ctx: &Arc<Ctx>, supervisor: &Arc<Supervisor>) {
         }
     };
     let records: HashMap<VmId, &Vm> = vms.iter().map(|v| (v.id, v)).collect();
-    let qemu = match QemuIdentity::default_qemu() {
-        Ok(q) => Some(q),
+    let run_root = ctx.layout.root().join("run");
+    let (qemu, mut found, orphans) = match QemuIdentity::default_qemu() {
+        Ok(qemu) => {
+            let (found, orphans) = find_ours(&run_root, &records, &qemu).await;
+            (Some(qemu), found, orphans)
+        }
         Err(e) => {
             // No QEMU binary: no process can be one we launched, so none is adopted or killed.
             tracing::error!(error = %e, "cannot identify the QEMU binary; no QEMU is adopted");
-            None
+            (None, HashMap::new(), 0)
         }
     };
-    let run_root = ctx.layout.root().join("run");
-    let mut by_vm: HashMap<VmId, Vec<FoundQemu>> = HashMap::new();
-    let mut orphans = 0;
-    for q in qemu.iter().flat_map(|qemu| find_qemus(&run_root, qemu)) {
-        let id = q
-            .name
-            .parse::<VmId>()
-            .ok()
-            .filter(|id| records.contains_key(id));
-        match (id, &qemu) {
-            (Some(id), _) => by_vm.entry(id).or_default().push(q),
-            (None, Some(qemu)) => {
-                tracing::warn!(pid = q.pid, dir = %q.name, "killing a QEMU no VM record owns");
-                kill_found(&q, qemu, KILL_WAIT).await;
-                let _ = std::fs::remove_dir_all(q.run_dir.path());
-                orphans += 1;
-            }
-            (None, None) => {}
-        }
-    }
-    let mut found: HashMap<VmId, FoundQemu> = HashMap::new();
-    for (id, candidates) in by_vm {
-        let (keep, extra) = choose(candidates);
-        for q in extra {
-            if let Some(qemu) = &qemu {
-                tracing::warn!(vm = %id, pid = q.pid, "killing a second QEMU of one VM");
-                kill_found(&q, qemu, KILL_WAIT).await;
-            }
-        }
-        found.insert(id, keep);
-    }
     let mut adopted = 0;
     let default_deadline = Timestamp::from_unix_millis(
         Timestamp::now().unix_millis() + DEFAULT_GRACE.as_millis() as i64,
     );
     for vm in &vms {
-        let (engine, state) = match found.remove(&vm.id) {
-            Some(q) => match &qemu {
-                Some(qemu) => adopt(vm, &q, qemu).await,
-                None => (None, Found::Nothing),
-            },
+        let (engine, state) = match found.remove(&vm.id).zip(qemu.as_ref()) {
+            Some((q, qemu)) => adopt(vm, &q, qemu).await,
             None => (None, Found::Nothing),
         };
         let ev = evidence(ctx, vm);
@@ -107,6 +77,39 @@ pub async fn at_startup(ctx: &Arc<Ctx>, supervisor: &Arc<Supervisor>) {
     }
     sweep_dirs(ctx, &records.keys().copied().collect()).await;
     tracing::info!(adopted, orphans, "reconciled VMs");
+}
+
+/// Our QEMUs under `run_root`, one per VM with a record; those without a record, and all but
+/// one of a VM's, are killed. Returns them and how many had no record.
+async fn find_ours(
+    run_root: &std::path::Path,
+    records: &HashMap<VmId, &Vm>,
+    qemu: &QemuIdentity,
+) -> (HashMap<VmId, FoundQemu>, usize) {
+    let mut by_vm: HashMap<VmId, Vec<FoundQemu>> = HashMap::new();
+    let mut orphans = 0;
+    for q in find_qemus(run_root, qemu) {
+        let id = q.name.parse::<VmId>().ok();
+        match id.filter(|id| records.contains_key(id)) {
+            Some(id) => by_vm.entry(id).or_default().push(q),
+            None => {
+                tracing::warn!(pid = q.pid, dir = %q.name, "killing a QEMU no VM record owns");
+                kill_found(&q, qemu, KILL_WAIT).await;
+                let _ = std::fs::remove_dir_all(q.run_dir.path());
+                orphans += 1;
+            }
+        }
+    }
+    let mut found = HashMap::new();
+    for (id, candidates) in by_vm {
+        let (keep, extra) = choose(candidates);
+        for q in extra {
+            tracing::warn!(vm = %id, pid = q.pid, "killing a second QEMU of one VM");
+            kill_found(&q, qemu, KILL_WAIT).await;
+        }
+        found.insert(id, keep);
+    }
+    (found, orphans)
 }
 
 /// Of the QEMUs found for one VM, the one to keep and the ones to kill. Two cannot both be
