@@ -114,10 +114,28 @@ fn qemus_and_disks_without_a_record_are_removed_at_start_up() {
     let stray = "00000000-0000-4000-8000-000000000001";
     let run = state.join("run").join(stray);
     std::fs::create_dir_all(&run).unwrap();
-    // Stands in for a QEMU that lost its record: what the daemon goes by is its command line.
-    let mut orphan = std::process::Command::new("sh")
-        .args(["-c", "read x", "qemu-system-x86_64", "-pidfile"])
+    // A QEMU that lost its record: the QEMU binary the daemon launches (no machine, paused),
+    // found by its command line.
+    let qemu = std::env::var_os("HOSTEL_QEMU").unwrap_or("qemu-system-x86_64".into());
+    let mut orphan = std::process::Command::new(qemu)
+        .args([
+            "-machine",
+            "none",
+            "-S",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-pidfile",
+        ])
         .arg(run.join("qemu.pid"))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // A forger: any local process can name a VM's run directory in its command line, but it
+    // is not the daemon's QEMU binary, so it is neither adopted nor killed.
+    let mut forged = std::process::Command::new("sh")
+        .args(["-c", "read x", "qemu-system-x86_64", "-pidfile"])
+        .arg(state.join("run").join(&vm.id).join("qemu.pid"))
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -136,6 +154,13 @@ fn qemus_and_disks_without_a_record_are_removed_at_start_up() {
     assert!(kept_disks.is_dir(), "a VM's own disks were removed");
     let c = client(&d, &token);
     assert_eq!(show(&c, "kept").unwrap().state, "stopped");
+    assert_eq!(
+        forged.try_wait().unwrap(),
+        None,
+        "a forged command line was killed"
+    );
+    forged.kill().unwrap();
+    forged.wait().unwrap();
 }
 
 /// Defect 3: a stop cut during the grace period of a guest that ignores the power button is
