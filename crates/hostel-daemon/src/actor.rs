@@ -3,7 +3,7 @@
 //! crash can never race each other, and a graceful stop never blocks the loop: a force stop
 //! or a delete arriving during its grace period takes over at once.
 
-use crate::launch::launch;
+use crate::launch::{launch, LaunchError};
 use crate::reconcile;
 use crate::Ctx;
 use hostel_engine::{ExitReason, RunState, Vm as Engine};
@@ -22,13 +22,13 @@ pub enum LifecycleError {
     /// The VM was deleted (or is being deleted) meanwhile.
     #[error("the VM was deleted")]
     Deleted,
-    /// The launch failed; the message of its [`crate::launch::LaunchError`].
-    #[error("{0}")]
-    Start(String),
+    /// The launch failed (shared: every start waiting on it hears the same error).
+    #[error(transparent)]
+    Start(Arc<LaunchError>),
     #[error("a stop asked for after this start won; the VM stays stopped")]
     StoppedMeanwhile,
     #[error("deleting the VM: {0}")]
-    Delete(String),
+    Delete(#[source] Arc<reconcile::DeleteError>),
 }
 
 pub type Reply = oneshot::Sender<Result<(), LifecycleError>>;
@@ -51,7 +51,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long QEMU has to quit cleanly after the grace period before it is killed.
 const QUIT_GRACE: Duration = Duration::from_secs(5);
 /// A monitor command that takes longer than this is treated as a wedged QEMU.
-const QMP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const QMP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A stop under way: what happens at `deadline`, and who waits for it.
 struct Stopping {
@@ -73,10 +73,17 @@ pub struct Actor {
     removing: Option<Vec<Reply>>,
     /// When a VM that keeps crashing is restarted (its backoff); commands are served meanwhile.
     restart_at: Option<Instant>,
+    /// Bumped once its delete is finished, for whoever waits on it outside the actor.
+    removed: watch::Sender<u64>,
 }
 
 impl Actor {
-    pub fn new(id: VmId, ctx: Arc<Ctx>, adopted: Option<Engine>) -> Self {
+    pub fn new(
+        id: VmId,
+        ctx: Arc<Ctx>,
+        adopted: Option<Engine>,
+        removed: watch::Sender<u64>,
+    ) -> Self {
         Self {
             id,
             ctx,
@@ -87,6 +94,7 @@ impl Actor {
             queued_starts: Vec::new(),
             removing: None,
             restart_at: None,
+            removed,
         }
     }
 
@@ -199,7 +207,7 @@ impl Actor {
                 self.set_desired(DesiredState::Stopped).await;
                 self.observe(ObservedState::Failed, Some(e.to_string()))
                     .await;
-                Err(LifecycleError::Start(e.to_string()))
+                Err(LifecycleError::Start(Arc::new(e)))
             }
         }
     }
@@ -387,7 +395,8 @@ impl Actor {
     async fn finish_remove(&mut self) {
         let result = reconcile::finish_delete(&self.ctx, self.id)
             .await
-            .map_err(|e| LifecycleError::Delete(e.to_string()));
+            .map_err(|e| LifecycleError::Delete(Arc::new(e)));
+        self.removed.send_modify(|n| *n = n.wrapping_add(1));
         for s in self.stopping.take().into_iter().flat_map(|s| s.waiters) {
             let _ = s.send(Err(LifecycleError::Deleted));
         }

@@ -25,9 +25,12 @@ pub enum LaunchError {
         source: std::io::Error,
     },
     #[error("image: {0}")]
-    Image(String),
-    #[error("NIC {idx}: {reason}")]
-    Nic { idx: u32, reason: String },
+    Image(#[from] hostel_images::ImageError),
+    #[error("NIC {idx}: {source}")]
+    Nic {
+        idx: u32,
+        source: hostel_engine::spec::SpecError,
+    },
     #[error("switch: {0}")]
     Switch(String),
     #[error(transparent)]
@@ -67,8 +70,7 @@ pub async fn launch(ctx: &Ctx, id: VmId) -> Result<Engine, LaunchError> {
         // An OS image: its CoW clone and the cloud-init seed made at create.
         ImageBoot::Os(os) => {
             let dir = ctx.layout.vm_disk_dir(&rec.tenant, &rec.id);
-            os.boot_input(&dir.join(ROOT_DISK), Some(&dir.join(SEED_DISK)))
-                .map_err(|e| LaunchError::Image(e.to_string()))?
+            os.boot_input(&dir.join(ROOT_DISK), Some(&dir.join(SEED_DISK)))?
         }
     };
     if let (Some(line), Some(extra)) = (input.cmdline.as_mut(), rec.spec.cmdline()) {
@@ -102,10 +104,10 @@ async fn nics(ctx: &Ctx, id: VmId) -> Result<Vec<NicSpec>, LaunchError> {
     nics.iter()
         .map(|n| {
             let socket = ctx.switch.port_socket(&networking::port_id(&n.vm, n.idx));
-            let mac = n.mac.parse().map_err(|e| LaunchError::Nic {
-                idx: n.idx,
-                reason: format!("{e}"),
-            })?;
+            let mac = n
+                .mac
+                .parse()
+                .map_err(|source| LaunchError::Nic { idx: n.idx, source })?;
             Ok(NicSpec {
                 backend: NicBackend::VhostUser(socket),
                 mac: Some(mac),

@@ -17,6 +17,15 @@ impl Layout {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }
+    /// Creates the state directory if needed and lays it out under its canonical path. The
+    /// daemon finds its QEMUs by the paths in their command lines, so a daemon restarted with
+    /// the directory spelled differently (relative, through a symlink) must still build the
+    /// same paths.
+    pub fn open(root: &Path) -> std::io::Result<Self> {
+        let layout = Self::new(root);
+        layout.create()?;
+        Ok(Self::new(std::fs::canonicalize(root)?))
+    }
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -107,4 +116,31 @@ pub fn write_secret(path: &Path, content: &str) -> std::io::Result<()> {
     f.write_all(content.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_of_the_state_dir_gives_one_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("state");
+        let canonical = Layout::open(&real).unwrap().root().to_path_buf();
+        assert!(canonical.is_absolute());
+        std::os::unix::fs::symlink(&real, tmp.path().join("link")).unwrap();
+        for spelling in [
+            tmp.path().join("link"),
+            tmp.path().join("state/../state/."),
+            tmp.path().join("link/run/.."),
+        ] {
+            let layout = Layout::open(&spelling).unwrap();
+            assert_eq!(layout.root(), canonical, "{}", spelling.display());
+            let id = VmId::new_random();
+            assert_eq!(
+                layout.vm_run_dir(&id),
+                canonical.join("run").join(id.to_string())
+            );
+        }
+    }
 }

@@ -91,21 +91,18 @@ pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 /// Runs the daemon until SIGINT/SIGTERM, then drains (see [`DRAIN_TIMEOUT`]). VMs keep
 /// running after it returns.
 pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
-    let layout = layout::Layout::new(&config.state_dir);
-    layout
-        .create()
+    failpoint::announce();
+    let layout = layout::Layout::open(&config.state_dir)
         .with_context(|| format!("state directory {}", config.state_dir.display()))?;
+    let state_dir = layout.root().to_path_buf();
     let _lock = layout::DaemonLock::acquire(&layout)?;
     let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&config.state_dir).context("opening the state database")?);
+        Arc::new(SqliteStore::open(&state_dir).context("opening the state database")?);
     ensure_operator_token(store.as_ref(), &layout)?;
     let ctx = Arc::new(Ctx {
         store,
         layout: layout.clone(),
-        images: images::ImageRegistry::discover(
-            config.guest_dir.clone(),
-            config.state_dir.join("images"),
-        ),
+        images: images::ImageRegistry::discover(config.guest_dir.clone(), state_dir.join("images")),
         switch: switch_link::SwitchLink::new(layout.switch_dir()),
         standby: Arc::new(standby::StandbyPool::new(config.standby.clone())),
     });

@@ -16,7 +16,7 @@ use hostel_state::{
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// The longest grace period a stop may ask for: a tenant cannot hold its VM (and everyone
 /// waiting on it) in a stop for longer.
@@ -32,6 +32,9 @@ pub struct Supervisor {
     actors: Mutex<Actors>,
     /// Serializes admission decisions, so two starts cannot both take the last GiB.
     admission: tokio::sync::Mutex<()>,
+    /// Bumped by an actor each time it has finished a delete: what a second delete of the
+    /// same VM waits on ([`Supervisor::wait_gone`]).
+    removed: watch::Sender<u64>,
     pub host: HostSize,
 }
 
@@ -49,6 +52,7 @@ impl Supervisor {
             ctx,
             actors: Mutex::default(),
             admission: tokio::sync::Mutex::new(()),
+            removed: watch::Sender::new(0),
             host: HostSize::probe(),
         })
     }
@@ -71,7 +75,7 @@ impl Supervisor {
             return Some(tx.clone());
         }
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(Actor::new(*id, self.ctx.clone(), adopted).run(rx));
+        tokio::spawn(Actor::new(*id, self.ctx.clone(), adopted, self.removed.clone()).run(rx));
         actors.running.insert(*id, tx.clone());
         Some(tx)
     }
@@ -188,6 +192,17 @@ impl Supervisor {
     /// Checks the host can hold the VM and marks it wanted-running, serialized with every
     /// other admission.
     pub async fn admit(&self, vm: &Vm, audit: Option<NewAuditEntry>) -> ApiResult<()> {
+        self.admit_with(vm, audit, None).await
+    }
+
+    /// [`Supervisor::admit`], with a stop of `grace` put on record in the same write (a
+    /// restart: wanted running, once the stop pending is done).
+    async fn admit_with(
+        &self,
+        vm: &Vm,
+        audit: Option<NewAuditEntry>,
+        stop_first: Option<Duration>,
+    ) -> ApiResult<()> {
         if self.lock().deleted.contains(&vm.id) {
             return Err(ApiError::not_found("VM", vm.name.as_str()));
         }
@@ -205,11 +220,27 @@ impl Supervisor {
                 let committed = admission::committed(store, Some(&id))?;
                 admission::admit(host, &settings, committed, vcpus, memory_mib)
                     .map_err(ApiError::capacity)?;
-                match &audit {
-                    Some(entry) => {
+                match (stop_first, &audit) {
+                    (Some(grace), _) => {
+                        // A kill pending stays a kill.
+                        let intent = match rec.intent {
+                            Some(i) if i.op == IntentOp::Kill => i,
+                            _ => VmIntent {
+                                op: IntentOp::Stop,
+                                deadline: deadline_after(grace),
+                            },
+                        };
+                        store.set_vm_intent(
+                            &id,
+                            DesiredState::Running,
+                            Some(&intent),
+                            audit.as_ref(),
+                        )?
+                    }
+                    (None, Some(entry)) => {
                         store.set_vm_desired_audited(&id, DesiredState::Running, entry)?
                     }
-                    None => store.set_vm_desired(&id, DesiredState::Running, None)?,
+                    (None, None) => store.set_vm_desired(&id, DesiredState::Running, None)?,
                 };
                 Ok::<_, ApiError>(())
             })
@@ -241,6 +272,24 @@ impl Supervisor {
             reply: Some(reply),
         })
         .await
+    }
+
+    /// Restarts the VM: a stop of `grace` (see [`Supervisor::stop`]), then a start. Wanted
+    /// running and the stop go on record first, in one write with `audit` (after the same
+    /// admission as a start), so a restart cut anywhere is finished at the next start: a QEMU
+    /// still running is stopped and started again, one already gone is started.
+    pub async fn restart(&self, vm: &Vm, grace: Duration, audit: NewAuditEntry) -> ApiResult<()> {
+        let grace = grace.min(MAX_STOP_GRACE);
+        self.admit_with(vm, Some(audit), Some(grace)).await?;
+        let deadline = Instant::now() + grace;
+        self.ask(vm, grace + STOP_SLACK, |reply| Command::Stop {
+            force: false,
+            deadline,
+            reply: Some(reply),
+        })
+        .await?;
+        crate::failpoint::hit("restart.before-start").await;
+        self.ask(vm, START_BOUND, Command::Start).await
     }
 
     /// Deletes the VM: on record first, with `audit` (so a cut delete is finished at the
@@ -292,21 +341,29 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Waits (bounded) until another delete of the VM has removed its record.
+    /// Waits (bounded) until another delete of the VM has removed its record: woken by each
+    /// delete an actor finishes, not by polling the store.
     async fn wait_gone(&self, vm: &Vm) -> ApiResult<()> {
-        let deadline = Instant::now() + STOP_SLACK;
+        let deadline = tokio::time::Instant::now() + STOP_SLACK;
+        let mut removed = self.removed.subscribe();
         loop {
+            // Marked seen before the look, so a delete finishing after it still wakes us.
+            removed.mark_unchanged();
             let id = vm.id;
             match self.ctx.db(move |store| store.get_vm(&id)).await {
                 Err(StoreError::NotFound { .. }) => return Ok(()),
                 Err(e) => return Err(e.into()),
-                Ok(_) if Instant::now() >= deadline => {
+                Ok(_) => {}
+            }
+            match tokio::time::timeout_at(deadline, removed.changed()).await {
+                Ok(Ok(())) => {}
+                // The deadline, or no actor left to finish it (the daemon is shutting down).
+                Ok(Err(_)) | Err(_) => {
                     return Err(ApiError::engine(format!(
                         "VM {:?} is still being deleted; it goes on in the background",
                         vm.name.as_str()
                     )))
                 }
-                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
     }
@@ -325,11 +382,7 @@ impl Supervisor {
         }
         let id = vm.id;
         let name = vm.name.to_string();
-        let deadline = Timestamp::from_unix_millis(
-            Timestamp::now()
-                .unix_millis()
-                .saturating_add(grace.as_millis() as i64),
-        );
+        let deadline = deadline_after(grace);
         self.ctx
             .db(move |store| {
                 let rec = store.get_vm(&id)?;
@@ -347,4 +400,13 @@ impl Supervisor {
             })
             .await
     }
+}
+
+/// The wall-clock time `grace` from now, as a stop's deadline is kept on record.
+fn deadline_after(grace: Duration) -> Timestamp {
+    Timestamp::from_unix_millis(
+        Timestamp::now()
+            .unix_millis()
+            .saturating_add(grace.as_millis() as i64),
+    )
 }

@@ -34,7 +34,7 @@ pub use error::EngineError;
 pub use exit::ExitReason;
 pub use qmp::RunState;
 pub use run_dir::RunDir;
-pub use scan::{find_qemus, kill_found, FoundQemu};
+pub use scan::{find_qemus, kill_found, FoundQemu, QemuIdentity};
 pub use spec::{
     AccelChoice, Boot, DiskFormat, DiskSpec, MacAddr, NicBackend, NicSpec, VmSpec, VmSpecInput,
 };

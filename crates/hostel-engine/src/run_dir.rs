@@ -80,10 +80,46 @@ impl RunDir {
         tail.join("; ")
     }
 
+    /// The console log opened at its last `n` bytes (`None` if the VM never had one): the log
+    /// spans every boot and grows without bound, so readers start near its end.
+    pub fn console_tail(&self, n: u64) -> std::io::Result<Option<std::fs::File>> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = match std::fs::File::open(self.default_console_log()) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(n)))?;
+        Ok(Some(f))
+    }
+
     /// Removes the sockets and pid file of a stopped VM; logs stay for the post-mortem.
     pub fn remove_runtime_files(&self) {
         for f in [self.qmp_socket(), self.console_socket(), self.pidfile()] {
             let _ = std::fs::remove_file(f);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn console_tail_reads_only_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        assert!(run.console_tail(4).unwrap().is_none());
+        std::fs::write(run.default_console_log(), b"boot 1\nboot 2\n").unwrap();
+        let mut text = String::new();
+        let mut f = run.console_tail(7).unwrap().unwrap();
+        f.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "boot 2\n");
+        text.clear();
+        let mut f = run.console_tail(1 << 20).unwrap().unwrap();
+        f.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "boot 1\nboot 2\n");
     }
 }

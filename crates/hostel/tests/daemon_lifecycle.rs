@@ -114,10 +114,28 @@ fn qemus_and_disks_without_a_record_are_removed_at_start_up() {
     let stray = "00000000-0000-4000-8000-000000000001";
     let run = state.join("run").join(stray);
     std::fs::create_dir_all(&run).unwrap();
-    // Stands in for a QEMU that lost its record: what the daemon goes by is its command line.
-    let mut orphan = std::process::Command::new("sh")
-        .args(["-c", "read x", "qemu-system-x86_64", "-pidfile"])
+    // A QEMU that lost its record: the QEMU binary the daemon launches (no machine, paused),
+    // found by its command line.
+    let qemu = std::env::var_os("HOSTEL_QEMU").unwrap_or("qemu-system-x86_64".into());
+    let mut orphan = std::process::Command::new(qemu)
+        .args([
+            "-machine",
+            "none",
+            "-S",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-pidfile",
+        ])
         .arg(run.join("qemu.pid"))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // A forger: any local process can name a VM's run directory in its command line, but it
+    // is not the daemon's QEMU binary, so it is neither adopted nor killed.
+    let mut forged = std::process::Command::new("sh")
+        .args(["-c", "read x", "qemu-system-x86_64", "-pidfile"])
+        .arg(state.join("run").join(&vm.id).join("qemu.pid"))
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -136,6 +154,13 @@ fn qemus_and_disks_without_a_record_are_removed_at_start_up() {
     assert!(kept_disks.is_dir(), "a VM's own disks were removed");
     let c = client(&d, &token);
     assert_eq!(show(&c, "kept").unwrap().state, "stopped");
+    assert_eq!(
+        forged.try_wait().unwrap(),
+        None,
+        "a forged command line was killed"
+    );
+    forged.kill().unwrap();
+    forged.wait().unwrap();
 }
 
 /// Defect 3: a stop cut during the grace period of a guest that ignores the power button is
@@ -263,6 +288,36 @@ fn a_start_cut_before_qemu_launched_is_finished() {
     let vm = wait_vm(&c, "later", "running", SETTLE, |v| v.state == "running");
     assert_eq!(vm.desired, "running");
     wait_console(&c, "later", "HOSTEL-READY", BOOT_TIMEOUT);
+}
+
+/// A restart cut between its stop and its start (kill -9 there) is finished by the next
+/// daemon: the VM runs again. Before the fix the stop had recorded it wanted stopped, and a
+/// daemon killed at this point left it stopped for good.
+#[test]
+fn a_restart_cut_between_its_stop_and_its_start_is_finished() {
+    let Some(d) = daemon_with_failpoints("lc-restart", "restart.before-start") else {
+        return;
+    };
+    let _slot = boot_slots(1);
+    let (token, c) = tenant_client(&d, "acme");
+    c.vms(None).create(&small_vm("again", true, None)).unwrap();
+    wait_console(&c, "again", "HOSTEL-READY", BOOT_TIMEOUT);
+    let first = show(&c, "again").unwrap().pid;
+    assert!(first.is_some());
+    let call = {
+        let c = c.clone();
+        std::thread::spawn(move || c.vms(None).restart("again"))
+    };
+    wait_failpoint(&d);
+    assert_eq!(show(&c, "again").unwrap().state, "stopped");
+    let d = restart(d);
+    let _ = call.join();
+    let c = client(&d, &token);
+    let vm = wait_vm(&c, "again", "running again", SETTLE, |v| {
+        v.state == "running" && v.pid.is_some()
+    });
+    assert_eq!(vm.desired, "running");
+    assert_ne!(vm.pid, first);
 }
 
 /// Defect 3: a guest that powers itself off while no daemon watches is recorded as stopped

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use hostel_api::TokenView;
-use hostel_state::{ApiToken, Store, TenantId, TenantName, TokenId};
+use hostel_state::{ApiToken, Store, StoreError, TenantId, TenantName, TokenId};
 use std::collections::HashMap;
 
 fn view(t: &ApiToken, names: &HashMap<TenantId, String>) -> TokenView {
@@ -101,9 +101,40 @@ pub async fn delete(
 fn visible(store: &dyn Store, own: Option<TenantId>, id: &str) -> ApiResult<ApiToken> {
     let missing = || ApiError::not_found("token", id);
     let id: TokenId = id.parse().map_err(|_| missing())?;
-    let token = store.get_token(&id).map_err(|_| missing())?;
+    let token = store
+        .get_token(&id)
+        .map_err(|e| not_found_only(e, missing))?;
     if own.is_some() && token.tenant != own {
         return Err(missing());
     }
     Ok(token)
+}
+
+/// A token that is not there is a 404; any other store failure stays what it is (a 500),
+/// not a 404 that would tell the caller the token does not exist.
+fn not_found_only(e: StoreError, missing: impl FnOnce() -> ApiError) -> ApiError {
+    match e {
+        StoreError::NotFound { .. } => missing(),
+        e => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_missing_token_is_a_404() {
+        let missing = || ApiError::not_found("token", "t");
+        let nf = not_found_only(
+            StoreError::NotFound {
+                kind: hostel_state::EntityKind::Token,
+                name: "t".into(),
+            },
+            missing,
+        );
+        assert_eq!(nf.status, StatusCode::NOT_FOUND);
+        let backend = not_found_only(StoreError::Backend("disk I/O error".into()), missing);
+        assert_eq!(backend.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

@@ -19,7 +19,7 @@ use hostel_state::{
 };
 use serde::Deserialize;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 
 const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(30);
 use crate::supervisor::MAX_STOP_GRACE;
@@ -449,13 +449,12 @@ pub async fn restart(
 ) -> ApiResult<Json<VmView>> {
     let tenant = state.scope(&auth, &q).await?;
     let restart = |state: AppState, vm: Vm, entry| async move {
-        // The entry goes with the call's first change (desired = stopped): a restart cut
-        // between its stop and its start leaves no change without an entry.
+        // The entry goes with the call's one change on record (wanted running, a stop
+        // pending): a restart cut anywhere is finished at the next start.
         state
             .supervisor
-            .stop(&vm, false, DEFAULT_STOP_GRACE, Some(entry))
+            .restart(&vm, DEFAULT_STOP_GRACE, entry)
             .await?;
-        state.supervisor.start(&vm, None).await?;
         fresh(&state, vm.id).await
     };
     let view = state
@@ -484,19 +483,13 @@ pub async fn console(
         .scope(&auth, &TenantQuery { tenant: p.tenant })
         .await?;
     let vm: Vm = state.find(tenant, &name).await?;
-    let path =
-        hostel_engine::RunDir::new(state.ctx.layout.vm_run_dir(&vm.id)).default_console_log();
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => Some(f),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(ApiError::internal(format!("console log: {e}"))),
-    };
-    if let Some(f) = file.as_mut() {
-        let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
-        let _ = f
-            .seek(std::io::SeekFrom::Start(len.saturating_sub(CONSOLE_TAIL)))
-            .await;
-    }
+    let run = hostel_engine::RunDir::new(state.ctx.layout.vm_run_dir(&vm.id));
+    let path = run.default_console_log();
+    let mut file = tokio::task::spawn_blocking(move || run.console_tail(CONSOLE_TAIL))
+        .await
+        .map_err(|e| ApiError::internal(format!("console log: {e}")))?
+        .map_err(|e| ApiError::internal(format!("console log: {e}")))?
+        .map(tokio::fs::File::from_std);
     let text = |body| {
         Response::builder()
             .header("content-type", "text/plain; charset=utf-8")

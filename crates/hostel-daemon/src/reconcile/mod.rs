@@ -13,11 +13,13 @@
 
 pub mod plan;
 
-use crate::actor::Command;
+use crate::actor::{Command, QMP_TIMEOUT};
 use crate::images::{ImageBoot, ROOT_DISK, SEED_DISK};
 use crate::supervisor::Supervisor;
 use crate::Ctx;
-use hostel_engine::{find_qemus, kill_found, FoundQemu, RunDir, RunState, Vm as Engine};
+use hostel_engine::{
+    find_qemus, kill_found, FoundQemu, QemuIdentity, RunDir, RunState, Vm as Engine,
+};
 use hostel_state::{
     Actor, AuditResult, NewAuditEntry, ObservedState, ObservedStatus, StoreError, Timestamp, Vm,
     VmId,
@@ -29,8 +31,6 @@ use std::time::{Duration, Instant};
 
 /// How long a killed QEMU may take to be gone.
 const KILL_WAIT: Duration = Duration::from_secs(10);
-/// A monitor that does not answer within this is treated as a wedged QEMU.
-const QMP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The grace period of a stop found without one (a VM running that is wanted stopped).
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// What Linux prints last when it powers the machine off.
@@ -46,36 +46,25 @@ pub async fn at_startup(ctx: &Arc<Ctx>, supervisor: &Arc<Supervisor>) {
         }
     };
     let records: HashMap<VmId, &Vm> = vms.iter().map(|v| (v.id, v)).collect();
-    let mut found: HashMap<VmId, FoundQemu> = HashMap::new();
-    let (mut orphans, mut adopted) = (0, 0);
     let run_root = ctx.layout.root().join("run");
-    for q in find_qemus(&run_root) {
-        let id = q
-            .name
-            .parse::<VmId>()
-            .ok()
-            .filter(|id| records.contains_key(id));
-        match id {
-            // Two QEMUs for one VM cannot both be right: the newer (higher pid) stays.
-            Some(id) => {
-                if let Some(older) = found.insert(id, q) {
-                    kill_found(&older, KILL_WAIT).await;
-                }
-            }
-            None => {
-                tracing::warn!(pid = q.pid, dir = %q.name, "killing a QEMU no VM record owns");
-                kill_found(&q, KILL_WAIT).await;
-                let _ = std::fs::remove_dir_all(q.run_dir.path());
-                orphans += 1;
-            }
+    let (qemu, mut found, orphans) = match QemuIdentity::default_qemu() {
+        Ok(qemu) => {
+            let (found, orphans) = find_ours(&run_root, &records, &qemu).await;
+            (Some(qemu), found, orphans)
         }
-    }
+        Err(e) => {
+            // No QEMU binary: no process can be one we launched, so none is adopted or killed.
+            tracing::error!(error = %e, "cannot identify the QEMU binary; no QEMU is adopted");
+            (None, HashMap::new(), 0)
+        }
+    };
+    let mut adopted = 0;
     let default_deadline = Timestamp::from_unix_millis(
         Timestamp::now().unix_millis() + DEFAULT_GRACE.as_millis() as i64,
     );
     for vm in &vms {
-        let (engine, state) = match found.remove(&vm.id) {
-            Some(q) => adopt(vm, &q).await,
+        let (engine, state) = match found.remove(&vm.id).zip(qemu.as_ref()) {
+            Some((q, qemu)) => adopt(vm, &q, qemu).await,
             None => (None, Found::Nothing),
         };
         let ev = evidence(ctx, vm);
@@ -90,14 +79,61 @@ pub async fn at_startup(ctx: &Arc<Ctx>, supervisor: &Arc<Supervisor>) {
     tracing::info!(adopted, orphans, "reconciled VMs");
 }
 
+/// Our QEMUs under `run_root`, one per VM with a record; those without a record, and all but
+/// one of a VM's, are killed. Returns them and how many had no record.
+async fn find_ours(
+    run_root: &std::path::Path,
+    records: &HashMap<VmId, &Vm>,
+    qemu: &QemuIdentity,
+) -> (HashMap<VmId, FoundQemu>, usize) {
+    let mut by_vm: HashMap<VmId, Vec<FoundQemu>> = HashMap::new();
+    let mut orphans = 0;
+    for q in find_qemus(run_root, qemu) {
+        let id = q.name.parse::<VmId>().ok();
+        match id.filter(|id| records.contains_key(id)) {
+            Some(id) => by_vm.entry(id).or_default().push(q),
+            None => {
+                tracing::warn!(pid = q.pid, dir = %q.name, "killing a QEMU no VM record owns");
+                kill_found(&q, qemu, KILL_WAIT).await;
+                let _ = std::fs::remove_dir_all(q.run_dir.path());
+                orphans += 1;
+            }
+        }
+    }
+    let mut found = HashMap::new();
+    for (id, candidates) in by_vm {
+        let (keep, extra) = choose(candidates);
+        for q in extra {
+            tracing::warn!(vm = %id, pid = q.pid, "killing a second QEMU of one VM");
+            kill_found(&q, qemu, KILL_WAIT).await;
+        }
+        found.insert(id, keep);
+    }
+    (found, orphans)
+}
+
+/// Of the QEMUs found for one VM, the one to keep and the ones to kill. Two cannot both be
+/// right: the one its pid file names wins (QEMU writes it once it runs); without one, the
+/// last started (start times, unlike pids, do not wrap).
+fn choose(mut candidates: Vec<FoundQemu>) -> (FoundQemu, Vec<FoundQemu>) {
+    candidates.sort_by_key(|q| q.started);
+    let pidfile = candidates.first().and_then(|q| q.run_dir.read_pid());
+    let keep = candidates
+        .iter()
+        .position(|q| Some(q.pid) == pidfile)
+        .unwrap_or(candidates.len() - 1);
+    let kept = candidates.remove(keep);
+    (kept, candidates)
+}
+
 /// Attaches to a QEMU found running; one that cannot be controlled is killed.
-async fn adopt(vm: &Vm, q: &FoundQemu) -> (Option<Engine>, Found) {
+async fn adopt(vm: &Vm, q: &FoundQemu, qemu: &QemuIdentity) -> (Option<Engine>, Found) {
     let log = q.run_dir.default_console_log();
     let engine = match Engine::adopt_pid(q.run_dir.clone(), q.pid, log).await {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(vm = %vm.id, pid = q.pid, error = %e, "killing a QEMU that cannot be controlled");
-            kill_found(q, KILL_WAIT).await;
+            kill_found(q, qemu, KILL_WAIT).await;
             q.run_dir.remove_runtime_files();
             return (None, Found::Nothing);
         }
@@ -118,20 +154,18 @@ async fn adopt(vm: &Vm, q: &FoundQemu) -> (Option<Engine>, Found) {
 fn evidence(ctx: &Ctx, vm: &Vm) -> Evidence {
     let run = RunDir::new(ctx.layout.vm_run_dir(&vm.id));
     Evidence {
-        powered_off: console_ends_powered_off(&run.default_console_log()),
+        powered_off: console_ends_powered_off(&run),
         disks_complete: disks_complete(ctx, vm),
     }
 }
 
 /// Whether the last line the guest printed is Linux's power-off line. The console log spans
 /// boots, so only its end counts.
-fn console_ends_powered_off(log: &std::path::Path) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(log) else {
+fn console_ends_powered_off(run: &RunDir) -> bool {
+    use std::io::Read;
+    let Ok(Some(mut f)) = run.console_tail(4096) else {
         return false;
     };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(4096)));
     let mut tail = Vec::new();
     let _ = f.read_to_end(&mut tail);
     String::from_utf8_lossy(&tail)
@@ -199,7 +233,12 @@ async fn apply(
                 )
                 .await;
             supervisor.adopt(&vm.id, engine);
-            if let AfterAdopt::Stop { force, deadline } = after {
+            if let AfterAdopt::Stop {
+                force,
+                deadline,
+                restart,
+            } = after
+            {
                 let left = deadline.unix_millis() - Timestamp::now().unix_millis();
                 let deadline = Instant::now() + Duration::from_millis(left.max(0) as u64);
                 supervisor
@@ -212,6 +251,11 @@ async fn apply(
                         },
                     )
                     .await;
+                if restart {
+                    // Queued behind the stop; served once it is done, if still wanted.
+                    let (reply, _) = tokio::sync::oneshot::channel();
+                    supervisor.tell(&vm.id, Command::Start(reply)).await;
+                }
             }
         }
         Step::Record {
@@ -375,4 +419,32 @@ async fn sweep_dirs(ctx: &Ctx, records: &HashSet<VmId>) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(pid: i32, started: u64, run: &std::path::Path) -> FoundQemu {
+        FoundQemu {
+            pid,
+            name: "vm".into(),
+            run_dir: RunDir::new(run),
+            started,
+        }
+    }
+
+    /// The pid file names the QEMU to keep, whatever the pids' order (a wrapped pid is lower).
+    #[test]
+    fn choose_keeps_the_pid_file_s_qemu_then_the_last_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (found(900, 10, dir.path()), found(100, 20, dir.path()));
+        let (keep, extra) = choose(vec![a.clone(), b.clone()]);
+        assert_eq!((keep.pid, extra), (100, vec![a.clone()]));
+        std::fs::write(dir.path().join("qemu.pid"), "900\n").unwrap();
+        let (keep, extra) = choose(vec![b.clone(), a.clone()]);
+        assert_eq!((keep.pid, extra), (900, vec![b]));
+        let (keep, extra) = choose(vec![a]);
+        assert_eq!((keep.pid, extra.len()), (900, 0));
+    }
 }

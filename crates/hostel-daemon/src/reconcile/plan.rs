@@ -51,8 +51,14 @@ pub enum AfterAdopt {
     /// Paused but wanted running: `cont`.
     Continue,
     /// Finish the stop asked for (or stop one not wanted running): the power button until
-    /// `deadline`, or a kill if `force` (a paused guest cannot answer the button).
-    Stop { force: bool, deadline: Timestamp },
+    /// `deadline`, or a kill if `force` (a paused guest cannot answer the button). Then a
+    /// start if `restart` (the VM is wanted running: a restart, or a start asked for during
+    /// the stop).
+    Stop {
+        force: bool,
+        deadline: Timestamp,
+        restart: bool,
+    },
 }
 
 pub const STOPPED_WHILE_DOWN: &str = "stopped while the daemon was down";
@@ -89,6 +95,7 @@ pub fn plan(vm: &Vm, found: Found, ev: Evidence, default_deadline: Timestamp) ->
                 return Step::Adopt(AfterAdopt::Stop {
                     force: paused || i.op == IntentOp::Kill,
                     deadline: i.deadline,
+                    restart: vm.desired == DesiredState::Running,
                 });
             }
             match (vm.desired, paused) {
@@ -97,6 +104,7 @@ pub fn plan(vm: &Vm, found: Found, ev: Evidence, default_deadline: Timestamp) ->
                 (DesiredState::Stopped, _) => Step::Adopt(AfterAdopt::Stop {
                     force: paused,
                     deadline: default_deadline,
+                    restart: false,
                 }),
             }
         }
@@ -209,7 +217,8 @@ mod tests {
             plan(&v, Found::Paused, DISKS, T),
             Step::Adopt(AfterAdopt::Stop {
                 force: true,
-                deadline: T
+                deadline: T,
+                restart: false,
             })
         );
         let v = vm(WantRun, O::Running, Some(IntentOp::Stop));
@@ -217,7 +226,8 @@ mod tests {
             plan(&v, Found::Paused, DISKS, T),
             Step::Adopt(AfterAdopt::Stop {
                 force: true,
-                deadline: Timestamp::from_unix_millis(42)
+                deadline: Timestamp::from_unix_millis(42),
+                restart: true,
             })
         );
     }
@@ -229,7 +239,8 @@ mod tests {
             plan(&v, Found::Running, DISKS, T),
             Step::Adopt(AfterAdopt::Stop {
                 force: false,
-                deadline: Timestamp::from_unix_millis(42)
+                deadline: Timestamp::from_unix_millis(42),
+                restart: false,
             })
         );
         let v = vm(WantStop, O::Stopping, Some(IntentOp::Kill));
@@ -245,6 +256,42 @@ mod tests {
                 start,
                 ..
             } => assert_eq!((state, clear_intent, start), (O::Stopped, true, false)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A restart is wanted-running with a stop pending: cut before its QEMU ended, the stop
+    /// is finished and the VM started again; cut after, it is started.
+    #[test]
+    fn an_interrupted_restart_is_finished_with_a_start() {
+        let v = vm(WantRun, O::Stopping, Some(IntentOp::Stop));
+        assert_eq!(
+            plan(&v, Found::Running, DISKS, T),
+            Step::Adopt(AfterAdopt::Stop {
+                force: false,
+                deadline: Timestamp::from_unix_millis(42),
+                restart: true,
+            })
+        );
+        for state in [O::Stopping, O::Stopped] {
+            match plan(
+                &vm(WantRun, state, Some(IntentOp::Stop)),
+                Found::Nothing,
+                DISKS,
+                T,
+            ) {
+                Step::Record {
+                    state,
+                    clear_intent,
+                    start,
+                    ..
+                } => assert_eq!((state, clear_intent, start), (O::Stopped, true, true)),
+                other => panic!("{state}: {other:?}"),
+            }
+        }
+        // After the stop was done (intent cleared) and before the start.
+        match plan(&vm(WantRun, O::Stopped, None), Found::Nothing, DISKS, T) {
+            Step::Record { start, .. } => assert!(start),
             other => panic!("{other:?}"),
         }
     }
