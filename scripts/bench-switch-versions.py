@@ -15,7 +15,8 @@ import statistics
 import subprocess
 import sys
 
-ROW = re.compile(r"^(switch(?:\+limits)?) (\S+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)")
+# "switch 64B  2.110  1.08  0.42c  5.063 ...": case, size, Mpps, Gbit/s, CPU (cores), Mpps/core.
+ROW = re.compile(r"^(switch(?:\+limits)?) (\S+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)c\s+([\d.]+)")
 
 
 def run(binary, extra, seconds, sizes):
