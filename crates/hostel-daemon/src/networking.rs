@@ -7,7 +7,9 @@ use crate::standby::StandbyPool;
 use crate::switch_link::{gateway_mac, LinkError, SwitchLink};
 use crate::Ctx;
 use hostel_state::{slaac_address, Ipv6Prefix64, NetworkId, NicLimits, Store, VmId, VmNic};
-use hostel_switch::{Ipv4Cidr, Ipv6Cidr, NetworkConfig, PortConfig, PortLimits, SwitchConfig};
+use hostel_switch_proto::{
+    Ipv4Cidr, Ipv6Cidr, NetworkConfig, PortConfig, PortLimits, SwitchConfig,
+};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -98,7 +100,7 @@ fn port_config(
 
 /// The switch's form of a NIC's effective limits.
 pub fn to_switch(l: &NicLimits) -> PortLimits {
-    let rate = |r: hostel_state::RateLimit| hostel_switch::RateLimit {
+    let rate = |r: hostel_state::RateLimit| hostel_switch_proto::RateLimit {
         packets_per_sec: r.packets_per_sec,
         bytes_per_sec: r.bytes_per_sec,
         burst_packets: r.burst_packets,

@@ -21,7 +21,7 @@ use crate::switch_link::{gateway_mac, SwitchLink};
 use crate::Ctx;
 use hostel_engine::{LaunchOptions, NicBackend, NicSpec, RunDir, Vm as Engine};
 use hostel_state::{first_choice_mac, VmId};
-use hostel_switch::{NetworkConfig, PortConfig};
+use hostel_switch_proto::{NetworkConfig, PortConfig};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,8 +2,8 @@
 //! its tables equal to the store's networks and NICs, and notices a restart (the switch then
 //! comes back empty and gets the whole table again, while the VMs' NICs reconnect).
 
-use hostel_switch::control::{Request, Response};
-use hostel_switch::{SwitchConfig, SwitchStats};
+use hostel_switch_proto::control::{Request, Response};
+use hostel_switch_proto::{SwitchConfig, SwitchStats};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -155,7 +155,7 @@ impl SwitchLink {
 }
 
 /// A stable locally-administered MAC for a network's gateway, derived from its id.
-pub fn gateway_mac(network_id: &str) -> hostel_switch::MacAddr {
+pub fn gateway_mac(network_id: &str) -> hostel_switch_proto::MacAddr {
     let mac = hostel_engine::MacAddr::derived(network_id, usize::MAX);
-    hostel_switch::MacAddr(mac.0)
+    hostel_switch_proto::MacAddr(mac.0)
 }

@@ -1,33 +1,6 @@
-//! The local control socket: JSON lines over a Unix stream socket.
-//!
-//! Each request is one JSON object on one line; each gets exactly one response line.
-//!
-//! | request | response |
-//! |---|---|
-//! | `{"op":"add_network","network":{NetworkConfig}}` | `{"ok":true}` |
-//! | `{"op":"remove_network","id":"net1"}` | `{"ok":true}` |
-//! | `{"op":"add_port","port":{PortConfig}}` | `{"ok":true}` |
-//! | `{"op":"remove_port","id":"vm1-0"}` | `{"ok":true}` |
-//! | `{"op":"set_limits","id":"vm1-0","limits":{PortLimits}}` | `{"ok":true}` (guest stays connected) |
-//! | `{"op":"set_policies","policies":[{PolicyConfig},...]}` | `{"ok":true}` (replace every policy in one table swap) |
-//! | `{"op":"apply","config":{SwitchConfig}}` | `{"ok":true}` (replace everything) |
-//! | `{"op":"show_config"}` | `{"ok":true,"config":{SwitchConfig}}` |
-//! | `{"op":"stats"}` | `{"ok":true,"stats":{SwitchStats}}` |
-//! | `{"op":"shutdown"}` | `{"ok":true}`, then [`crate::run()`] returns |
-//!
-//! Failures answer `{"ok":false,"error":"..."}` and change nothing.
-//!
-//! A port's `limits` (in `add_port`, `apply` and `set_limits`) look like
-//! `{"total":{"packets_per_sec":100000,"bytes_per_sec":125000000},
-//! "flood":{"packets_per_sec":1000,"burst_packets":200},"unknown":{"packets_per_sec":20000}}`;
-//! every class and field is optional (absent = unlimited, see [`crate::config::PortLimits`]),
-//! and a field name the switch does not know is an error.
-//!
-//! A policy (see [`crate::policy`]) looks like `{"id":"no-ssh","scope":{"network":"t1-net"},
-//! "rules":[{"protocol":6,"dst_ports":[22,22],"action":"drop"},
-//! {"protocol":17,"action":{"mirror":"ids0"}}]}`; a TAP port is a port with
-//! `"kind":{"tap":{"device":"ctr0"}}` (and no `socket`). `apply` changing nothing but a
-//! port's limits keeps its guest connected, as `set_limits` does.
+//! The local control socket's server: JSON lines over a Unix stream socket, one thread per
+//! client. The protocol itself (requests, responses, the blocking [`Client`]) is in
+//! [`hostel_switch_proto::control`], re-exported here.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -35,54 +8,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+pub use hostel_switch_proto::control::{Client, Request, Response};
 
-use crate::config::{NetworkConfig, PortConfig, PortLimits, SwitchConfig};
 use crate::error::SwitchError;
-use crate::policy::PolicyConfig;
-use crate::switch::{Switch, SwitchStats};
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
-    AddNetwork { network: NetworkConfig },
-    RemoveNetwork { id: String },
-    AddPort { port: PortConfig },
-    RemovePort { id: String },
-    SetLimits { id: String, limits: PortLimits },
-    SetPolicies { policies: Vec<PolicyConfig> },
-    Apply { config: SwitchConfig },
-    ShowConfig,
-    Stats,
-    Shutdown,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Response {
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<SwitchConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stats: Option<SwitchStats>,
-}
-
-impl Response {
-    fn ok() -> Self {
-        Response {
-            ok: true,
-            ..Default::default()
-        }
-    }
-    fn err(e: impl std::fmt::Display) -> Self {
-        Response {
-            ok: false,
-            error: Some(e.to_string()),
-            ..Default::default()
-        }
-    }
-}
+use crate::switch::Switch;
 
 /// Executes one request against the switch.
 pub fn handle(sw: &Switch, req: Request, stop: &AtomicBool) -> Response {
@@ -161,35 +90,4 @@ pub fn serve(sw: Arc<Switch>, path: &Path) -> Result<(), SwitchError> {
     }
     let _ = std::fs::remove_file(path);
     Ok(())
-}
-
-/// A minimal blocking client, for tests, the bench tool and the daemon.
-pub struct Client {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-}
-
-impl Client {
-    pub fn connect(path: &Path) -> std::io::Result<Client> {
-        let s = UnixStream::connect(path)?;
-        Ok(Client {
-            reader: BufReader::new(s.try_clone()?),
-            writer: s,
-        })
-    }
-
-    pub fn call(&mut self, req: &Request) -> std::io::Result<Response> {
-        let line = serde_json::to_string(req).map_err(std::io::Error::other)?;
-        let resp = self.call_raw(&line)?;
-        serde_json::from_str(&resp).map_err(std::io::Error::other)
-    }
-
-    /// Sends one raw line and returns the raw response line.
-    pub fn call_raw(&mut self, line: &str) -> std::io::Result<String> {
-        self.writer.write_all(line.as_bytes())?;
-        self.writer.write_all(b"\n")?;
-        let mut resp = String::new();
-        self.reader.read_line(&mut resp)?;
-        Ok(resp)
-    }
 }

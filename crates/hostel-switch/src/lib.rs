@@ -10,6 +10,8 @@
 //! under a [`DropReason`].
 //!
 //! # Module map
+//! The protocol and config types live in [`hostel_switch_proto`] (so the daemon links no
+//! datapath); this crate re-exports them at the same paths.
 //! - [`types`], [`config`]: addresses and the networks/ports the daemon programs; a port's
 //!   kind ([`PortKind`]: a vhost-user NIC or an existing host TAP).
 //! - [`policy`]: policy stages (ACL rules with pass/drop/mirror verdicts) per network or port.
@@ -74,8 +76,10 @@ mod uplink_tests;
 
 pub use config::{NetworkConfig, PortConfig, PortKind, PortLimits, RateLimit, SwitchConfig};
 pub use error::{ConfigError, LimitError, SwitchError};
-pub use policy::{Action, PolicyConfig, PolicyScope, RuleConfig};
+pub use policy::{Action, IpCidr, PolicyConfig, PolicyScope, RuleConfig};
 pub use run::{run, RunOptions};
 pub use stats::{DropReason, StatsSnapshot};
-pub use switch::{Switch, SwitchStats};
-pub use types::{Ipv4Cidr, Ipv6Cidr, MacAddr};
+pub use switch::{PortStatus, Switch, SwitchStats};
+pub use types::{AddrParseError, Ipv4Cidr, Ipv6Cidr, MacAddr};
+
+pub use hostel_switch_proto;

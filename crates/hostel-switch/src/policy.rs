@@ -1,108 +1,17 @@
-//! Policy stages: declarative, ACL-like rule lists the daemon programs per network or per
-//! port (a tenant's policy is attached to each of its networks: the switch knows networks,
-//! not tenants), compiled into the [`crate::tables::Tables`] and so swapped atomically with
-//! them.
-//!
-//! A policy applies to every frame the switch forwards (unicast, flood, uplink), VM to VM
-//! included: first the ingress port's policies, then the network's, then (for unicast) the
-//! destination port's. Inside a policy the first rule that matches decides: `pass` ends that
-//! policy, `drop` ends the frame (counted as `filtered` on the sender), `mirror` sends a copy
-//! to the named port and goes on to the next rule (the frame's own delivery is unchanged).
-//! No rule matching means pass. Frames the switch consumes itself (ARP, NDP, DHCP) are not
-//! judged. A flood copy is judged by the sender's and the network's policies only.
-//!
-//! The switch does not restrict where a mirror copy goes (an operator's IDS may watch many
-//! tenants): the daemon must let a tenant name only its own ports.
-//!
-//! Rule fields left out match anything. A rule naming ports matches only TCP, UDP and SCTP
-//! whose ports are in the frame's first bytes (not a later IPv4 fragment, not behind IPv6
-//! extension headers): a deny rule on ports is no firewall, which will be a stateful stage
-//! in the same slot ([`crate::datapath::pipeline::PolicyStage`]).
+//! Policy stages compiled for the datapath: the rule lists the daemon programs (their config
+//! types and the rules of evaluation are in [`hostel_switch_proto::policy`], re-exported
+//! here) with mirror targets resolved, and their evaluation on a parsed frame.
 
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
+pub use hostel_switch_proto::policy::{
+    Action, IpCidr, PolicyConfig, PolicyScope, RuleConfig, MAX_ATTACHED, MAX_RULES,
+};
 
 use crate::error::ConfigError;
 use crate::packet::{Parsed, L3};
 use crate::stats::DropReason;
 use crate::tables::PortIdx;
-use crate::types::{Ipv4Cidr, Ipv6Cidr};
-
-/// Most rules one policy may hold: evaluation cost per frame stays bounded.
-pub const MAX_RULES: usize = 256;
-/// Most policies one network or port may have attached.
-pub const MAX_ATTACHED: usize = 8;
-
-/// Where a policy applies. Exactly one of the fields is given.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyScope {
-    /// Every frame forwarded inside this network (a tenant-wide policy is attached to each
-    /// network of the tenant).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
-    /// Every frame this port sends or is sent (unicast).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<String>,
-}
-
-/// One policy stage: an ordered rule list and where it is attached.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyConfig {
-    pub id: String,
-    pub scope: PolicyScope,
-    pub rules: Vec<RuleConfig>,
-}
-
-/// What a matching rule does.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Action {
-    Pass,
-    Drop,
-    /// Copy the frame to this port (an IDS), then go on with the next rule.
-    Mirror(String),
-}
-
-/// Either family's prefix, written as in `"10.0.0.0/24"` or `"fd00::/64"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum IpCidr {
-    V4(Ipv4Cidr),
-    V6(Ipv6Cidr),
-}
-
-impl IpCidr {
-    fn contains(&self, ip: IpAddr) -> bool {
-        match (self, ip) {
-            (IpCidr::V4(c), IpAddr::V4(a)) => c.contains(a),
-            (IpCidr::V6(c), IpAddr::V6(a)) => c.contains(a),
-            _ => false,
-        }
-    }
-}
-
-/// One rule: every field given must match. Ports are inclusive `[low, high]` ranges.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ethertype: Option<u16>,
-    /// IPv4 protocol or IPv6 next header.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<u8>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub src: Option<IpCidr>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dst: Option<IpCidr>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub src_ports: Option<(u16, u16)>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dst_ports: Option<(u16, u16)>,
-    pub action: Action,
-}
 
 /// A rule's action once port names are resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,62 +40,35 @@ pub enum StageVerdict {
     Drop(DropReason),
 }
 
-impl PolicyConfig {
-    /// Checks what can be checked without the tables, and compiles with `port` resolving
-    /// mirror targets.
-    pub fn compile(
-        &self,
-        port: impl Fn(&str) -> Option<PortIdx>,
-    ) -> Result<Vec<Rule>, ConfigError> {
-        let bad = |reason: String| ConfigError::Policy {
-            id: self.id.clone(),
-            reason,
+/// Validates `pc` and compiles it, with `port` resolving mirror targets.
+pub fn compile(
+    pc: &PolicyConfig,
+    port: impl Fn(&str) -> Option<PortIdx>,
+) -> Result<Vec<Rule>, ConfigError> {
+    pc.validate()?;
+    let mut out = Vec::with_capacity(pc.rules.len());
+    for (i, r) in pc.rules.iter().enumerate() {
+        let action = match &r.action {
+            Action::Pass => RuleAction::Pass,
+            Action::Drop => RuleAction::Drop,
+            Action::Mirror(p) => {
+                RuleAction::Mirror(port(p).ok_or_else(|| ConfigError::Policy {
+                    id: pc.id.clone(),
+                    reason: format!("rules[{i}]: mirror port {p:?} not found"),
+                })?)
+            }
         };
-        if self.id.is_empty() {
-            return Err(bad("empty id".into()));
-        }
-        if self.scope.network.is_some() == self.scope.port.is_some() {
-            return Err(bad("scope must name exactly one of network or port".into()));
-        }
-        if self.rules.len() > MAX_RULES {
-            return Err(bad(format!("more than {MAX_RULES} rules")));
-        }
-        let mut out = Vec::with_capacity(self.rules.len());
-        for (i, r) in self.rules.iter().enumerate() {
-            for (name, range) in [("src_ports", r.src_ports), ("dst_ports", r.dst_ports)] {
-                if let Some((lo, hi)) = range {
-                    if lo > hi {
-                        return Err(bad(format!("rules[{i}].{name}: {lo} > {hi}")));
-                    }
-                }
-            }
-            if let (Some(IpCidr::V4(_)), Some(IpCidr::V6(_)))
-            | (Some(IpCidr::V6(_)), Some(IpCidr::V4(_))) = (r.src, r.dst)
-            {
-                return Err(bad(format!(
-                    "rules[{i}]: src and dst of different families"
-                )));
-            }
-            let action = match &r.action {
-                Action::Pass => RuleAction::Pass,
-                Action::Drop => RuleAction::Drop,
-                Action::Mirror(p) => RuleAction::Mirror(
-                    port(p)
-                        .ok_or_else(|| bad(format!("rules[{i}]: mirror port {p:?} not found")))?,
-                ),
-            };
-            out.push(Rule {
-                ethertype: r.ethertype,
-                protocol: r.protocol,
-                src: r.src,
-                dst: r.dst,
-                src_ports: r.src_ports,
-                dst_ports: r.dst_ports,
-                action,
-            });
-        }
-        Ok(out)
+        out.push(Rule {
+            ethertype: r.ethertype,
+            protocol: r.protocol,
+            src: r.src,
+            dst: r.dst,
+            src_ports: r.src_ports,
+            dst_ports: r.dst_ports,
+            action,
+        });
     }
+    Ok(out)
 }
 
 /// The header fields rules look at, read once per frame.
@@ -311,16 +193,15 @@ mod tests {
     use crate::types::MacAddr;
 
     fn compiled(rules: Vec<RuleConfig>) -> Vec<Rule> {
-        PolicyConfig {
+        let pc = PolicyConfig {
             id: "t".into(),
             scope: PolicyScope {
                 network: Some("n".into()),
                 port: None,
             },
             rules,
-        }
-        .compile(|_| Some(7))
-        .unwrap()
+        };
+        compile(&pc, |_| Some(7)).unwrap()
     }
 
     fn drop_if(f: impl FnOnce(&mut RuleConfig)) -> Vec<Rule> {

@@ -1,11 +1,9 @@
 //! The switch as a library object: the control plane that owns configuration, port
 //! listeners and uplinks, and republishes the datapath tables on every change.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-
-use serde::{Deserialize, Serialize};
 
 use crate::config::{NetworkConfig, PortConfig, PortKind, PortLimits, SwitchConfig};
 use crate::datapath::pipeline::Pipeline;
@@ -13,25 +11,10 @@ use crate::datapath::port::PortRuntime;
 use crate::datapath::Core;
 use crate::error::{ConfigError, SwitchError};
 use crate::policy::PolicyConfig;
-use crate::stats::StatsSnapshot;
+pub use crate::stats::{PortStatus, StatsSnapshot, SwitchStats};
 use crate::tables::Tables;
 use crate::uplink::{self, Role, TapDev, Uplink};
 use crate::vhost::server::PortServer;
-
-/// Counters of every port and uplink, keyed by id.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SwitchStats {
-    pub ports: BTreeMap<String, PortStatus>,
-    pub uplinks: BTreeMap<String, StatsSnapshot>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct PortStatus {
-    pub network: String,
-    pub connected: bool,
-    #[serde(flatten)]
-    pub stats: StatsSnapshot,
-}
 
 /// A TAP (uplink or port) and its reader thread.
 struct UplinkHandle {

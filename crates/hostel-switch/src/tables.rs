@@ -192,7 +192,7 @@ impl Tables {
         &self,
         pc: &PolicyConfig,
     ) -> Result<(Vec<Rule>, Result<NetIdx, PortIdx>), ConfigError> {
-        let rules = pc.compile(|id| self.port_by_id(id))?;
+        let rules = crate::policy::compile(pc, |id| self.port_by_id(id))?;
         let missing = |what: &str, name: &str| ConfigError::Policy {
             id: pc.id.clone(),
             reason: format!("{what} {name:?} not found"),

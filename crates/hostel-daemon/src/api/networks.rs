@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use hostel_api::{CreateNetwork, NetworkView, PortView, UplinkView};
 use hostel_state::{slaac_address, Network, NetworkName, NewNetwork, Store, Uplink};
-use hostel_switch::SwitchStats;
+use hostel_switch_proto::SwitchStats;
 
 /// The API view of networks, with their ports and the switch's counters.
 async fn views(state: &AppState, nets: Vec<Network>) -> ApiResult<Vec<NetworkView>> {

@@ -54,7 +54,7 @@ impl<'a> RxQueue<'a> for QueueRx<'a> {
         let r = self
             .ring
             .gather(head, true, usize::MAX, out)
-            .map_err(DropReason::from);
+            .map_err(crate::stats::drop_reason_of);
         self.visits += u64::from(out.visits());
         Some((head, r))
     }

@@ -203,7 +203,7 @@ pub fn process_tx(
             next = next.wrapping_add(1);
             item.decision = match ring.gather(item.head, false, MAX_FRAME + VNET_HDR_LEN, sl) {
                 Ok(()) => classify(core, &tables, me, item, sl),
-                Err(e) => Decision::Drop(e.into()),
+                Err(e) => Decision::Drop(crate::stats::drop_reason_of(e)),
             };
             visits += u64::from(sl.visits());
         }
