@@ -113,3 +113,46 @@ impl Client {
         Ok(resp)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The daemon and a switch of the same version must agree on every byte: the wire
+    /// format is what the table in the module doc promises.
+    #[test]
+    fn requests_keep_their_wire_format() {
+        let req: Request = serde_json::from_str(
+            r#"{"op":"set_limits","id":"vm1-0","limits":{"flood":{"packets_per_sec":1000}}}"#,
+        )
+        .unwrap();
+        match &req {
+            Request::SetLimits { id, limits } => {
+                assert_eq!(id, "vm1-0");
+                assert_eq!(limits.flood.packets_per_sec, Some(1000));
+                assert!(limits.total.is_unlimited());
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert_eq!(
+            serde_json::to_string(&Request::ShowConfig).unwrap(),
+            r#"{"op":"show_config"}"#
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
+        let limits = r#"{"op":"set_limits","id":"a","limits":{"total":{"packet_per_sec":1}}}"#;
+        assert!(serde_json::from_str::<Request>(limits).is_err());
+    }
+
+    #[test]
+    fn responses_carry_only_what_they_have() {
+        assert_eq!(
+            serde_json::to_string(&Response::ok()).unwrap(),
+            r#"{"ok":true}"#
+        );
+        let e: Response =
+            serde_json::from_str(r#"{"ok":false,"error":"port \"x\" not found"}"#).unwrap();
+        assert!(!e.ok);
+        assert_eq!(e.error.as_deref(), Some("port \"x\" not found"));
+        assert!(e.config.is_none() && e.stats.is_none());
+    }
+}

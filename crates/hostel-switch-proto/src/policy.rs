@@ -138,3 +138,68 @@ impl PolicyConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(rules: Vec<RuleConfig>) -> PolicyConfig {
+        PolicyConfig {
+            id: "p".into(),
+            scope: PolicyScope {
+                network: Some("n".into()),
+                port: None,
+            },
+            rules,
+        }
+    }
+
+    fn rule() -> RuleConfig {
+        RuleConfig {
+            ethertype: None,
+            protocol: None,
+            src: None,
+            dst: None,
+            src_ports: None,
+            dst_ports: None,
+            action: Action::Mirror("nowhere".into()),
+        }
+    }
+
+    fn reason(p: &PolicyConfig) -> String {
+        match p.validate() {
+            Err(ConfigError::Policy { reason, .. }) => reason,
+            other => panic!("expected a policy error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn validate_refuses_what_the_tables_cannot_honour() {
+        // A mirror target is the switch's to resolve: without tables it is not an error.
+        assert!(policy(vec![rule()]).validate().is_ok());
+
+        let mut p = policy(vec![]);
+        p.scope.port = Some("vm".into());
+        assert!(reason(&p).contains("exactly one"));
+        p.scope = PolicyScope::default();
+        assert!(reason(&p).contains("exactly one"));
+
+        assert!(reason(&policy(vec![rule(); MAX_RULES + 1])).contains("more than"));
+
+        let mut r = rule();
+        r.dst_ports = Some((90, 80));
+        assert_eq!(reason(&policy(vec![r])), "rules[0].dst_ports: 90 > 80");
+
+        let mut r = rule();
+        r.src = Some(IpCidr::V4("10.0.0.0/8".parse().unwrap()));
+        r.dst = Some(IpCidr::V6("fd00::/8".parse().unwrap()));
+        assert!(reason(&policy(vec![rule(), r])).starts_with("rules[1]"));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let bad =
+            r#"{"id":"p","scope":{"network":"n"},"rules":[{"action":"drop","dst_port":[22,22]}]}"#;
+        assert!(serde_json::from_str::<PolicyConfig>(bad).is_err());
+    }
+}
