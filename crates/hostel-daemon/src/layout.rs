@@ -77,6 +77,9 @@ impl Layout {
     }
 }
 
+/// How long a busy state-directory lock is retried at start-up.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Holds an exclusive lock on the state directory for the daemon's lifetime: two daemons
 /// on one directory would each adopt and supervise the same VMs.
 pub struct DaemonLock {
@@ -92,14 +95,28 @@ impl DaemonLock {
             .write(true)
             .mode(0o600)
             .open(layout.lock_file())?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::WouldBlock,
-                format!("another hostel daemon is using {}", layout.root().display()),
-            ));
+        // A daemon killed while it was forking a QEMU leaves the lock with the child until
+        // that child execs (the descriptor is close-on-exec): moments, not a live daemon. So
+        // a busy lock is retried for a bounded time (as SQLite's busy timeout does) before
+        // another daemon is assumed.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Self { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(err);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!("another hostel daemon is using {}", layout.root().display()),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        Ok(Self { _file: file })
     }
 }
 
