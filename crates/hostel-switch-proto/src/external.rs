@@ -79,8 +79,7 @@ impl ExternalConfig {
             field,
             reason: why.to_string(),
         };
-        if self.interface.is_empty() || self.interface.len() >= 16 || self.interface.contains('/')
-        {
+        if self.interface.is_empty() || self.interface.len() >= 16 || self.interface.contains('/') {
             return Err(bad("interface".into(), "must be 1..=15 bytes, no '/'"));
         }
         if self.mac.is_multicast() || self.mac == MacAddr::ZERO {

@@ -53,10 +53,12 @@
 //! The switch re-accepts on the same socket after a disconnect, so `reconnect=1` survives a
 //! switch restart once the daemon has re-sent the tables.
 
+pub mod afpacket;
 pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod error;
+pub mod external;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod packet;

@@ -1,0 +1,450 @@
+//! A host network interface driven by the switch itself: an AF_PACKET socket bound to it,
+//! promiscuous, with a memory-mapped TPACKET_V3 receive ring (the kernel fills whole blocks
+//! of frames and hands them over; the reader walks a block and gives it back) and sends
+//! with `PACKET_QDISC_BYPASS` (straight to the driver, no qdisc). No kernel bridge and no
+//! host routing sit in the path: the switch decides where each frame goes.
+//!
+//! Hand-written over `libc` because no maintained crate offers a TPACKET_V3 ring with the
+//! bounds checks wanted here. The ring's block and frame headers are written by the kernel,
+//! but every length and offset in them is checked against the block before use
+//! ([`walk_block`]), so a wrong header costs a counted drop, never a read outside the ring.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use crate::datapath::rx::FrameSrc;
+use crate::datapath::vnet::VnetHdr;
+use crate::stats::DropReason;
+
+const SOL_PACKET: libc::c_int = 263;
+const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
+const PACKET_RX_RING: libc::c_int = 5;
+const PACKET_VERSION: libc::c_int = 10;
+const PACKET_QDISC_BYPASS: libc::c_int = 20;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const TPACKET_V3: libc::c_int = 2;
+const PACKET_MR_PROMISC: libc::c_ushort = 1;
+const TP_STATUS_KERNEL: u32 = 0;
+const TP_STATUS_USER: u32 = 1;
+/// The frame was cut to fit (snaplen < len).
+const TP_STATUS_COPY: u32 = 1 << 1;
+
+/// Ring geometry: 16 blocks of 256 KiB (4 MiB), each retired after at most 2 ms so a lone
+/// frame is not held back waiting for its block to fill.
+pub const BLOCK_SIZE: u32 = 1 << 18;
+pub const BLOCK_NR: u32 = 16;
+const FRAME_SIZE: u32 = 1 << 11;
+const RETIRE_MS: u32 = 2;
+
+/// Offsets in `struct tpacket_block_desc` (V3) and `struct tpacket3_hdr`.
+const BLK_STATUS: usize = 8;
+const BLK_NUM_PKTS: usize = 12;
+const BLK_FIRST: usize = 16;
+const BLK_HDR_LEN: usize = 48;
+const PKT_NEXT: usize = 0;
+const PKT_SNAPLEN: usize = 12;
+const PKT_LEN: usize = 16;
+const PKT_STATUS: usize = 20;
+const PKT_MAC: usize = 24;
+const PKT_HDR_LEN: usize = 48;
+
+#[repr(C)]
+struct TpacketReq3 {
+    block_size: u32,
+    block_nr: u32,
+    frame_size: u32,
+    frame_nr: u32,
+    retire_blk_tov: u32,
+    sizeof_priv: u32,
+    feature_req_word: u32,
+}
+
+#[repr(C)]
+struct PacketMreq {
+    ifindex: libc::c_int,
+    kind: libc::c_ushort,
+    alen: libc::c_ushort,
+    address: [u8; 8],
+}
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    let s: [u8; 4] = b.get(off..off.checked_add(4)?)?.try_into().ok()?;
+    Some(u32::from_ne_bytes(s))
+}
+
+fn u16_at(b: &[u8], off: usize) -> Option<u16> {
+    let s: [u8; 2] = b.get(off..off.checked_add(2)?)?.try_into().ok()?;
+    Some(u16::from_ne_bytes(s))
+}
+
+/// Walks the frames of one retired block (`block`: the whole block, headers included),
+/// calling `f` with each frame or with the drop reason of one that cannot be used. Every
+/// offset is checked against the block; the walk stops at the first header that points
+/// outside it, and visits at most as many frames as the block could hold.
+pub fn walk_block(block: &[u8], mut f: impl FnMut(Result<&[u8], DropReason>)) {
+    let Some(n) = u32_at(block, BLK_NUM_PKTS) else {
+        return;
+    };
+    let Some(mut off) = u32_at(block, BLK_FIRST).map(|o| o as usize) else {
+        return;
+    };
+    let most = block.len() / PKT_HDR_LEN;
+    for _ in 0..(n as usize).min(most) {
+        if off < BLK_HDR_LEN || off.saturating_add(PKT_HDR_LEN) > block.len() {
+            f(Err(DropReason::Malformed));
+            return;
+        }
+        let hdr = &block[off..off + PKT_HDR_LEN];
+        let (Some(next), Some(snap), Some(len), Some(status), Some(mac)) = (
+            u32_at(hdr, PKT_NEXT),
+            u32_at(hdr, PKT_SNAPLEN),
+            u32_at(hdr, PKT_LEN),
+            u32_at(hdr, PKT_STATUS),
+            u16_at(hdr, PKT_MAC),
+        ) else {
+            f(Err(DropReason::Malformed));
+            return;
+        };
+        let start = off.saturating_add(usize::from(mac));
+        let end = start.saturating_add(snap as usize);
+        if usize::from(mac) < PKT_HDR_LEN || end > block.len() {
+            f(Err(DropReason::Malformed));
+            return;
+        }
+        if status & TP_STATUS_COPY != 0 || snap < len {
+            f(Err(DropReason::TooLong));
+        } else {
+            f(Ok(&block[start..end]));
+        }
+        if next == 0 {
+            return;
+        }
+        // Frames only move forward through a block.
+        off = match off.checked_add(next as usize) {
+            Some(o) if o > off => o,
+            _ => {
+                f(Err(DropReason::Malformed));
+                return;
+            }
+        };
+    }
+}
+
+/// The mmapped receive ring.
+struct RxRing {
+    base: *mut u8,
+    size: usize,
+    next: usize,
+}
+
+// SAFETY: the ring is plain shared memory; the `Mutex` around it in `PacketDev` serialises
+// the (single) reader's access, and the kernel only touches blocks owned by it.
+unsafe impl Send for RxRing {}
+
+impl Drop for RxRing {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`size` are the mapping made in `PacketDev::open`, unmapped once.
+        unsafe { libc::munmap(self.base.cast(), self.size) };
+    }
+}
+
+/// An interface opened as the switch's external port.
+pub struct PacketDev {
+    pub name: String,
+    fd: OwnedFd,
+    ring: Mutex<RxRing>,
+    stop: AtomicBool,
+}
+
+fn sockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: &T) -> io::Result<()> {
+    // SAFETY: `v` is a live value of the option's type, passed with its exact size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (v as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+impl PacketDev {
+    /// Opens interface `name`: socket, V3 ring, bind, promiscuous membership, qdisc bypass,
+    /// and our own transmissions ignored on receive. The interface must exist and be up.
+    pub fn open(name: &str) -> io::Result<PacketDev> {
+        let cname = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+        // SAFETY: `cname` is a valid NUL-terminated string that outlives the call.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if ifindex == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such network interface",
+            ));
+        }
+        // Protocol 0: nothing is received before the ring exists and the bind below.
+        // SAFETY: creating a socket has no memory-safety preconditions.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        sockopt(&fd, SOL_PACKET, PACKET_VERSION, &TPACKET_V3)?;
+        let req = TpacketReq3 {
+            block_size: BLOCK_SIZE,
+            block_nr: BLOCK_NR,
+            frame_size: FRAME_SIZE,
+            frame_nr: BLOCK_SIZE / FRAME_SIZE * BLOCK_NR,
+            retire_blk_tov: RETIRE_MS,
+            sizeof_priv: 0,
+            feature_req_word: 0,
+        };
+        sockopt(&fd, SOL_PACKET, PACKET_RX_RING, &req)?;
+        let size = (BLOCK_SIZE * BLOCK_NR) as usize;
+        // SAFETY: maps the ring the kernel just allocated for this socket; the length is the
+        // ring's, and the mapping is owned (and unmapped) by `RxRing`.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ring = RxRing {
+            base: base.cast(),
+            size,
+            next: 0,
+        };
+        sockopt(&fd, SOL_PACKET, PACKET_QDISC_BYPASS, &1 as &libc::c_int)?;
+        sockopt(&fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &1 as &libc::c_int)?;
+        // SAFETY: sockaddr_ll is plain data, valid all-zero.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = ifindex as libc::c_int;
+        // SAFETY: `sll` is a valid sockaddr_ll and the size given is its own.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mreq = PacketMreq {
+            ifindex: ifindex as libc::c_int,
+            kind: PACKET_MR_PROMISC,
+            alen: 0,
+            address: [0; 8],
+        };
+        sockopt(&fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq)?;
+        Ok(PacketDev {
+            name: name.to_string(),
+            fd,
+            ring: Mutex::new(ring),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    /// Sends one frame (already complete: no offloads towards the wire).
+    pub fn send(&self, hdr: VnetHdr, src: &FrameSrc<'_>) -> Result<(), DropReason> {
+        if hdr.gso_type != crate::datapath::vnet::GSO_NONE
+            || hdr.flags & crate::datapath::vnet::HDR_F_NEEDS_CSUM != 0
+        {
+            return Err(DropReason::GsoUnsupported);
+        }
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; 1 + hostel_virtq::MAX_SEGS];
+        let head_len = src.head.len().min(src.len);
+        iov[0] = libc::iovec {
+            iov_base: src.head.as_ptr() as *mut _,
+            iov_len: head_len,
+        };
+        let mut cnt = 1;
+        let mut left = src.len - head_len;
+        let mut pos = 0usize;
+        for s in src.tail.as_slice() {
+            if left == 0 {
+                break;
+            }
+            let slen = s.len();
+            if src.tail_skip >= pos + slen {
+                pos += slen;
+                continue;
+            }
+            let off = src.tail_skip.saturating_sub(pos);
+            let n = (slen - off).min(left);
+            iov[cnt] = s.iovec(off, n).ok_or(DropReason::BadDescriptor)?;
+            cnt += 1;
+            left -= n;
+            pos += slen;
+        }
+        // SAFETY: msghdr is plain data, valid all-zero.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = cnt;
+        // SAFETY: the iovecs point into `src.head` and guest segments checked by
+        // `Seg::iovec`, all alive for the call; sendmsg only reads them. The socket is bound,
+        // so no address is needed.
+        let r = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+        if r < 0 {
+            return Err(DropReason::UplinkError);
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout_ms` for a retired block; false if the interface is gone.
+    pub fn wait(&self, timeout_ms: libc::c_int) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        !(r > 0 && pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0)
+    }
+
+    /// Hands every frame of every block the kernel has retired (at most the whole ring) to
+    /// `f`, giving each block back as soon as it is walked. Returns the frames seen.
+    pub fn drain(&self, mut f: impl FnMut(Result<&[u8], DropReason>)) -> usize {
+        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut seen = 0;
+        for _ in 0..BLOCK_NR {
+            let bs = BLOCK_SIZE as usize;
+            // SAFETY: `next < BLOCK_NR`, so the block lies inside the mapping.
+            let block = unsafe { ring.base.add(ring.next * bs) };
+            let status_word = block.wrapping_add(BLK_STATUS).cast::<u32>();
+            // SAFETY: the status word is 4-aligned inside the block (blocks are page
+            // aligned); read volatile because the kernel writes it.
+            let status = unsafe { std::ptr::read_volatile(status_word) };
+            if status & TP_STATUS_USER == 0 {
+                break;
+            }
+            // Pairs with the kernel's barrier before it set TP_STATUS_USER.
+            fence(Ordering::Acquire);
+            {
+                // SAFETY: the block is ours until its status goes back to KERNEL below: the
+                // kernel neither writes nor frees it meanwhile, so a shared slice is sound.
+                let b = unsafe { std::slice::from_raw_parts(block.cast_const(), bs) };
+                walk_block(b, |r| {
+                    seen += 1;
+                    f(r)
+                });
+            }
+            fence(Ordering::Release);
+            // SAFETY: as above; handing the block back to the kernel.
+            unsafe { std::ptr::write_volatile(status_word, TP_STATUS_KERNEL) };
+            ring.next = (ring.next + 1) % BLOCK_NR as usize;
+        }
+        seen
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put32(b: &mut [u8], off: usize, v: u32) {
+        b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    /// A block with `frames` laid out as the kernel does.
+    fn block(frames: &[&[u8]]) -> Vec<u8> {
+        let mut b = vec![0u8; 4096];
+        put32(&mut b, BLK_NUM_PKTS, frames.len() as u32);
+        put32(&mut b, BLK_FIRST, BLK_HDR_LEN as u32);
+        let mut off = BLK_HDR_LEN;
+        for (i, f) in frames.iter().enumerate() {
+            let mac = 66usize;
+            let step = (mac + f.len()).next_multiple_of(16);
+            let next = if i + 1 == frames.len() { 0 } else { step };
+            put32(&mut b, off + PKT_NEXT, next as u32);
+            put32(&mut b, off + PKT_SNAPLEN, f.len() as u32);
+            put32(&mut b, off + PKT_LEN, f.len() as u32);
+            b[off + PKT_MAC..off + PKT_MAC + 2].copy_from_slice(&(mac as u16).to_ne_bytes());
+            b[off + mac..off + mac + f.len()].copy_from_slice(f);
+            off += step;
+        }
+        b
+    }
+
+    fn walk(b: &[u8]) -> Vec<Result<Vec<u8>, DropReason>> {
+        let mut out = Vec::new();
+        walk_block(b, |r| out.push(r.map(<[u8]>::to_vec)));
+        out
+    }
+
+    #[test]
+    fn walks_well_formed_blocks() {
+        let b = block(&[b"first frame", b"second", &[7u8; 100]]);
+        let got = walk(&b);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].as_deref(), Ok(&b"first frame"[..]));
+        assert_eq!(got[2].as_deref(), Ok(&[7u8; 100][..]));
+    }
+
+    #[test]
+    fn hostile_headers_stay_inside_the_block() {
+        // A frame whose snaplen runs past the block.
+        let mut b = block(&[b"abc"]);
+        put32(&mut b, BLK_HDR_LEN + PKT_SNAPLEN, 1 << 20);
+        put32(&mut b, BLK_HDR_LEN + PKT_LEN, 1 << 20);
+        assert_eq!(walk(&b), vec![Err(DropReason::Malformed)]);
+        // A first-packet offset outside the block, or inside the block header.
+        let mut b = block(&[b"abc"]);
+        put32(&mut b, BLK_FIRST, u32::MAX);
+        assert_eq!(walk(&b), vec![Err(DropReason::Malformed)]);
+        put32(&mut b, BLK_FIRST, 4);
+        assert_eq!(walk(&b), vec![Err(DropReason::Malformed)]);
+        // A next offset that loops back (0 ends the block; a wrap is refused).
+        let mut b = block(&[b"abc", b"def"]);
+        put32(&mut b, BLK_HDR_LEN + PKT_NEXT, u32::MAX);
+        let got = walk(&b);
+        assert_eq!(got.last(), Some(&Err(DropReason::Malformed)));
+        // A huge packet count visits at most what the block could hold.
+        let mut b = block(&[b"abc", b"def"]);
+        put32(&mut b, BLK_NUM_PKTS, u32::MAX);
+        assert_eq!(walk(&b).len(), 2);
+        // A frame cut short by the kernel is a drop, not a short frame.
+        let mut b = block(&[b"abc"]);
+        put32(&mut b, BLK_HDR_LEN + PKT_LEN, 9000);
+        assert_eq!(walk(&b), vec![Err(DropReason::TooLong)]);
+        // A MAC offset inside the frame header.
+        let mut b = block(&[b"abc"]);
+        b[BLK_HDR_LEN + PKT_MAC..BLK_HDR_LEN + PKT_MAC + 2].copy_from_slice(&2u16.to_ne_bytes());
+        assert_eq!(walk(&b), vec![Err(DropReason::Malformed)]);
+        // Truncated blocks.
+        assert!(walk(&b[..10]).is_empty());
+        assert_eq!(
+            walk(&block(&[b"abc"])[..60]),
+            vec![Err(DropReason::Malformed)]
+        );
+    }
+}
