@@ -30,6 +30,9 @@ const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
 /// The frame was cut to fit (snaplen < len).
 const TP_STATUS_COPY: u32 = 1 << 1;
+/// The frame carried an 802.1Q tag, which the kernel took out of the data (VLAN offload)
+/// into the header: without this check a tagged frame would look untagged.
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
 
 /// Ring geometry: 16 blocks of 256 KiB (4 MiB), each retired after at most 2 ms so a lone
 /// frame is not held back waiting for its block to fill.
@@ -113,7 +116,9 @@ pub fn walk_block(block: &[u8], mut f: impl FnMut(Result<&[u8], DropReason>)) {
             f(Err(DropReason::Malformed));
             return;
         }
-        if status & TP_STATUS_COPY != 0 || snap < len {
+        if status & TP_STATUS_VLAN_VALID != 0 {
+            f(Err(DropReason::VlanTagged));
+        } else if status & TP_STATUS_COPY != 0 || snap < len {
             f(Err(DropReason::TooLong));
         } else {
             f(Ok(&block[start..end]));
@@ -436,6 +441,10 @@ mod tests {
         let mut b = block(&[b"abc"]);
         put32(&mut b, BLK_HDR_LEN + PKT_LEN, 9000);
         assert_eq!(walk(&b), vec![Err(DropReason::TooLong)]);
+        // A tag the kernel took out of the frame still makes it a tagged frame.
+        let mut b = block(&[b"abc"]);
+        put32(&mut b, BLK_HDR_LEN + PKT_STATUS, TP_STATUS_VLAN_VALID);
+        assert_eq!(walk(&b), vec![Err(DropReason::VlanTagged)]);
         // A MAC offset inside the frame header.
         let mut b = block(&[b"abc"]);
         b[BLK_HDR_LEN + PKT_MAC..BLK_HDR_LEN + PKT_MAC + 2].copy_from_slice(&2u16.to_ne_bytes());

@@ -72,6 +72,8 @@ pub mod uplink;
 pub mod vhost;
 
 #[cfg(test)]
+mod edge_tests;
+#[cfg(test)]
 mod tap_port_tests;
 #[cfg(test)]
 mod uplink_tests;

@@ -69,10 +69,18 @@ impl NeighCache {
 
     /// Keeps `ip` from eviction (the upstream gateways).
     pub fn pin(&mut self, ip: IpAddr, now: u64) {
-        self.lookup(ip, now);
-        if let Some(e) = self.entries.get_mut(&ip) {
-            e.pinned = true;
+        if !self.entries.contains_key(&ip) {
+            self.make_room();
         }
+        self.entries
+            .entry(ip)
+            .or_insert(Entry {
+                mac: None,
+                confirmed_ns: now,
+                asked_ns: None,
+                pinned: true,
+            })
+            .pinned = true;
     }
 
     /// Records that `ip` is at `mac`. Only addresses the switch asked about (an entry
@@ -180,6 +188,7 @@ mod tests {
     fn bounded_and_pinned_entries_survive() {
         let mut c = NeighCache::default();
         c.pin(ip(0), 0);
+        assert!(c.lookup(ip(0), 0).ask, "pinning is no request");
         c.learn(ip(0), MacAddr([2, 0, 0, 0, 0, 1]), 0, false);
         for n in 1..(3 * CAPACITY as u32) {
             c.lookup(ip(n), u64::from(n));
