@@ -31,6 +31,9 @@
 //!   hands over ([`vhost::vet`]: memory that could fault the switch, eventfds that could
 //!   spin or block it).
 //! - [`uplink`]: TAP devices (a network's uplink, TAP ports) and their reader threads.
+//! - [`afpacket`], [`external`]: the external network's port on a host interface (AF_PACKET
+//!   with a TPACKET_V3 ring) and its reader; the tenants' edge routers between their
+//!   networks and it are [`datapath::edge`], with the [`datapath::edge::EdgeFilter`] hook.
 //! - [`switch`]: the control-plane object ([`Switch`]); [`control`]: its JSON-lines socket.
 //! - [`mod@run`]: the blocking entry point used by `hostel switch`.
 //!
