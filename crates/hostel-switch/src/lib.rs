@@ -5,7 +5,8 @@
 //! vhost-user frontend. Frames are switched inside a tenant network by destination IP,
 //! copied once from the sender's TX buffers into the receiver's RX buffers with the
 //! virtio-net header (and so TSO/checksum offload) carried across; everything else goes to
-//! the network's uplink TAP. The switch answers ARP, NDP and DHCPv4 itself, drops spoofed
+//! the network's uplink TAP, or through the tenant's edge router out of the external
+//! network's host interface. The switch answers ARP, NDP and DHCPv4 itself, drops spoofed
 //! sources, enforces per-port rate limits ([`PortLimits`]), and counts every drop per port
 //! under a [`DropReason`].
 //!
