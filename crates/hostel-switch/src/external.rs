@@ -156,7 +156,7 @@ fn resolve_gateways(x: &ExtEntry, now: u64) {
 }
 
 /// One frame from the wire.
-fn handle(
+pub(crate) fn handle(
     t: &Tables,
     x: &ExtEntry,
     frame: &[u8],
