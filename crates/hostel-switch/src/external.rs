@@ -43,6 +43,15 @@ impl External {
         }))
     }
 
+    /// An external port on no interface (for fuzzing): every send fails as
+    /// `destination_down`, everything else works as on a real one.
+    pub fn detached(id: &str) -> Arc<External> {
+        Arc::new(External {
+            port: PortRuntime::new(id),
+            neigh: Mutex::new(NeighCache::default()),
+        })
+    }
+
     pub fn dev(&self) -> Option<&Arc<PacketDev>> {
         self.port.packet_dev()
     }
