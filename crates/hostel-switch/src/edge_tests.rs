@@ -499,6 +499,13 @@ fn two_tenants_meet_through_their_edges_not_the_wire() {
     rig.a.run_tx(&rig.core);
     assert_eq!(rig.a.rt.stats.drops(DropReason::TtlExceeded), 1);
     assert!(rig.b.received().is_empty());
+    // ... and the sender hears it from its gateway (ICMP time exceeded).
+    let te = rig.a.received();
+    assert_eq!(te.len(), 1, "no time exceeded for the sender");
+    let te = &te[0].1;
+    assert_eq!((te[23], te[34]), (1, 11));
+    assert_eq!(ipv4_of(te, 26), Ipv4Addr::new(192, 0, 2, 1));
+    assert_eq!(ipv4_of(te, 30), IP_A);
 }
 
 #[test]
@@ -527,6 +534,8 @@ fn hostile_wire_frames_are_counted_drops() {
     vlan[12..14].copy_from_slice(&[0x81, 0]);
     let mut other_mac = good.clone();
     other_mac[0..6].copy_from_slice(&[2, 9, 9, 9, 9, 9]);
+    // A wire host posing as tenant B (its routed address) towards tenant A.
+    let forged = udp(gw, EXT_MAC, IP_B, IP_A, 5000, b"forged");
     let mut tiny = good[..14].to_vec();
     tiny[12..14].copy_from_slice(&[8, 0]);
     let base = |r| rig.ext_drops(r);
@@ -535,6 +544,7 @@ fn hostile_wire_frames_are_counted_drops() {
         (DropReason::TtlExceeded, base(DropReason::TtlExceeded) + 1),
         (DropReason::VlanTagged, base(DropReason::VlanTagged) + 1),
         (DropReason::NotForUs, base(DropReason::NotForUs) + 1),
+        (DropReason::SpoofedSrcIp, base(DropReason::SpoofedSrcIp) + 1),
     ];
     for f in [
         &too_long,
@@ -546,6 +556,7 @@ fn hostile_wire_frames_are_counted_drops() {
         &ttl_one,
         &vlan,
         &other_mac,
+        &forged,
     ] {
         wire.send(f);
     }

@@ -225,6 +225,11 @@ pub(crate) fn handle(
             let buf = &mut s.frame[..n];
             let dst = edge::dst_ip(buf)?;
             let e = x.owner(dst).ok_or(DropReason::NoRoute)?;
+            // The tenants' public addresses live behind this switch: one arriving from the
+            // wire as a source is forged (it would pass for another tenant's traffic).
+            if x.owner(edge::src_ip(buf)?).is_some() {
+                return Err(DropReason::SpoofedSrcIp);
+            }
             edge::inbound(t, x, e, buf, &mut s.reply, now)
         }
         L3::Ipv4(_) | L3::Ipv6(_) => Err(DropReason::NotForUs),

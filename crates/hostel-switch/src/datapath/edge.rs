@@ -27,6 +27,7 @@ use crate::packet::checksum;
 use crate::packet::parse::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HLEN};
 use crate::stats::{DropReason, PortStats};
 use crate::tables::{EdgeEntry, EdgeIdx, ExtEntry, NetIdx, Tables};
+use crate::types::MacAddr;
 use hostel_switch_proto::EdgeConfig;
 use hostel_virtq::SegList;
 
@@ -202,6 +203,65 @@ pub fn dst_ip(buf: &[u8]) -> Result<IpAddr, DropReason> {
     .ok_or(DropReason::Malformed)
 }
 
+/// The source address of the packet in a frame checked by [`ip_frame_len`].
+pub fn src_ip(buf: &[u8]) -> Result<IpAddr, DropReason> {
+    let ip = buf.get(ETH_HLEN..).ok_or(DropReason::Malformed)?;
+    match ip.first().map(|b| b >> 4) {
+        Some(4) => ip
+            .get(12..16)
+            .and_then(|s| <[u8; 4]>::try_from(s).ok())
+            .map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+        Some(6) => ip
+            .get(8..24)
+            .and_then(|s| <[u8; 16]>::try_from(s).ok())
+            .map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+        _ => None,
+    }
+    .ok_or(DropReason::Malformed)
+}
+
+/// Writes an ICMPv4 time exceeded (in transit) from `gw` (at `gw_mac`) back to the sender
+/// of the IPv4 frame `orig`, quoting its IP header and 8 bytes, into `out`; returns the
+/// frame length, or 0 for IPv6 (none yet) and for ICMP other than echo requests (never an
+/// error about an error, RFC 1122).
+fn time_exceeded4(orig: &[u8], gw: Ipv4Addr, gw_mac: MacAddr, out: &mut [u8]) -> usize {
+    let Some(ip) = orig.get(ETH_HLEN..) else {
+        return 0;
+    };
+    if ip.first().map(|b| b >> 4) != Some(4) || ip.len() < 20 {
+        return 0;
+    }
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ip[9] == 1 && ip.get(ihl) != Some(&8) {
+        return 0;
+    }
+    let quote = ip.len().min(ihl + 8);
+    let total = 20 + 8 + quote;
+    if out.len() < ETH_HLEN + total {
+        return 0;
+    }
+    let f = &mut out[..ETH_HLEN + total];
+    f[0..6].copy_from_slice(&orig[6..12]);
+    f[6..12].copy_from_slice(&gw_mac.0);
+    f[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    let h = &mut f[ETH_HLEN..ETH_HLEN + 20];
+    h.copy_from_slice(&[
+        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    h[12..16].copy_from_slice(&gw.octets());
+    h[16..20].copy_from_slice(&ip[12..16]);
+    let c = checksum::checksum(h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    let icmp = &mut f[ETH_HLEN + 20..];
+    icmp[..8].fill(0);
+    icmp[0] = 11;
+    icmp[8..].copy_from_slice(&ip[..quote]);
+    let c = checksum::checksum(icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ETH_HLEN + total
+}
+
 /// Fills in a checksum the guest left to the device (`VIRTIO_NET_HDR_F_NEEDS_CSUM`): the
 /// wire gets only complete checksums.
 fn complete_csum(buf: &mut [u8], hdr: &VnetHdr) -> Result<(), DropReason> {
@@ -265,7 +325,26 @@ pub fn outbound(
     let n = ip_frame_len(&s.frame[..n])?;
     let buf = &mut s.frame[..n];
     let edge = &ext.edges[e as usize];
-    dec_ttl(buf)?;
+    if let Err(r) = dec_ttl(buf) {
+        // The sender's traceroute learns its gateway is the first hop.
+        let gw = t.net(ni).cfg.gateway4;
+        if let (DropReason::TtlExceeded, Some(gw)) = (r, gw) {
+            let k = time_exceeded4(buf, gw, t.net(ni).cfg.gateway_mac, &mut s.reply);
+            if k > 0 {
+                let empty = SegList::default();
+                let sent = with_rx(sender, |sink| {
+                    sink.send(VnetHdr::default(), &contiguous(&s.reply[..k], &empty))
+                });
+                if let Ok(Ok(())) = sent {
+                    sender
+                        .stats
+                        .replies
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        return Err(r);
+    }
     let now = now_ns();
     let (pkt, reply) = (&mut buf[ETH_HLEN..], &mut s.reply[ETH_HLEN..]);
     match edge.rt.judge(true, pkt, reply, now) {
@@ -349,8 +428,11 @@ pub fn inbound(
             let r = &mut reply[..ETH_HLEN + k];
             let et = ethertype_of(&r[ETH_HLEN..]);
             r[12..14].copy_from_slice(&et.to_be_bytes());
+            // Never towards the switch's own addresses (no ARP for ourselves on the wire).
             if let Ok(to) = dst_ip(r) {
-                let _ = to_wire(ext, r, to, now);
+                if ext.owner(to).is_none() {
+                    let _ = to_wire(ext, r, to, now);
+                }
             }
             return Err(DropReason::Filtered);
         }
@@ -389,7 +471,6 @@ fn deliver_inside(t: &Tables, edge: &EdgeEntry, buf: &mut [u8]) -> Result<(), Dr
 mod tests {
     use super::*;
     use crate::packet::parse::tests::udp4;
-    use crate::types::MacAddr;
 
     fn frame() -> Vec<u8> {
         let mut f = udp4(
@@ -432,6 +513,29 @@ mod tests {
             dst_ip(&frame()),
             Ok(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)))
         );
+    }
+
+    #[test]
+    fn time_exceeded_quotes_the_packet_and_checks_out() {
+        let f = frame();
+        let gw = Ipv4Addr::new(192, 0, 2, 1);
+        let mut out = [0u8; 200];
+        let n = time_exceeded4(&f, gw, MacAddr([2, 0, 0, 0, 0, 1]), &mut out);
+        assert_eq!(n, 14 + 20 + 8 + 28);
+        let r = &out[..n];
+        assert_eq!(&r[0..6], &f[6..12]);
+        assert_eq!(checksum::checksum(&r[14..34]), 0);
+        assert_eq!(checksum::checksum(&r[34..]), 0);
+        assert_eq!((r[23], r[34]), (1, 11));
+        assert_eq!(&r[26..30], &gw.octets());
+        assert_eq!(&r[30..34], &f[26..30]);
+        assert_eq!(&r[42..], &f[14..42]);
+        let mut icmp = f.clone();
+        icmp[23] = 1;
+        icmp[34] = 3; // an ICMP error: no error about it
+        assert_eq!(time_exceeded4(&icmp, gw, MacAddr([2; 6]), &mut out), 0);
+        icmp[34] = 8; // an echo request (traceroute -I): answered
+        assert!(time_exceeded4(&icmp, gw, MacAddr([2; 6]), &mut out) > 0);
     }
 
     #[test]
