@@ -8,6 +8,7 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 
 use crate::afpacket::PacketDev;
 use crate::datapath::edge::{self, EdgeScratch};
@@ -18,7 +19,8 @@ use crate::datapath::ratelimit::now_ns;
 use crate::datapath::rx::FrameSrc;
 use crate::datapath::vnet::VnetHdr;
 use crate::datapath::Core;
-use crate::packet::{arp, ndp, parse, L3, REPLY_BUF};
+use crate::error::SwitchError;
+use crate::packet::{arp, ip, ndp, parse, L3, REPLY_BUF};
 use crate::stats::DropReason;
 use crate::tables::{ExtEntry, Tables};
 use crate::types::MacAddr;
@@ -98,6 +100,44 @@ impl External {
         };
         if n > 0 {
             let _ = self.send(&out[..n]);
+        }
+    }
+}
+
+/// The external port and its reader thread.
+pub struct ExternalHandle {
+    pub ext: Arc<External>,
+    pub interface: String,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ExternalHandle {
+    /// Opens `interface` and starts its reader on the tables of `core`.
+    pub fn start(interface: &str, core: Arc<Core>) -> Result<Self, SwitchError> {
+        let ext = External::open(interface).map_err(|source| SwitchError::External {
+            name: interface.to_string(),
+            source,
+        })?;
+        let name = format!("ext-{interface}");
+        let e2 = ext.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.chars().take(15).collect())
+            .spawn(move || run(e2, core))
+            .map_err(|source| SwitchError::Thread { name, source })?;
+        Ok(ExternalHandle {
+            ext,
+            interface: interface.to_string(),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the reader (within its poll interval) and waits for it.
+    pub fn stop(mut self) {
+        if let Some(d) = self.ext.dev() {
+            d.stop();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -221,13 +261,13 @@ pub(crate) fn handle(
             Ok(())
         }
         L3::Ipv4(_) | L3::Ipv6(_) if for_me => {
-            let n = edge::ip_frame_len(buf)?;
+            let n = ip::ip_frame_len(buf)?;
             let buf = &mut s.frame[..n];
-            let dst = edge::dst_ip(buf)?;
+            let dst = ip::dst_ip(buf)?;
             let e = x.owner(dst).ok_or(DropReason::NoRoute)?;
             // The tenants' public addresses live behind this switch: one arriving from the
             // wire as a source is forged (it would pass for another tenant's traffic).
-            if x.owner(edge::src_ip(buf)?).is_some() {
+            if x.owner(ip::src_ip(buf)?).is_some() {
                 return Err(DropReason::SpoofedSrcIp);
             }
             edge::inbound(t, x, e, buf, &mut s.reply, now)

@@ -11,7 +11,7 @@ use crate::datapath::pipeline::Pipeline;
 use crate::datapath::port::PortRuntime;
 use crate::datapath::Core;
 use crate::error::{ConfigError, SwitchError};
-use crate::external::{self, External};
+use crate::external::ExternalHandle;
 use crate::policy::PolicyConfig;
 pub use crate::stats::{PortStatus, StatsSnapshot, SwitchStats};
 use crate::tables::Tables;
@@ -45,42 +45,6 @@ impl UplinkHandle {
 
     fn stop(mut self) {
         if let Some(d) = self.dev() {
-            d.stop();
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// The external port and its reader thread.
-struct ExternalHandle {
-    ext: Arc<External>,
-    interface: String,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl ExternalHandle {
-    fn start(interface: &str, core: Arc<Core>) -> Result<Self, SwitchError> {
-        let ext = External::open(interface).map_err(|source| SwitchError::External {
-            name: interface.to_string(),
-            source,
-        })?;
-        let name = format!("ext-{interface}");
-        let e2 = ext.clone();
-        let thread = std::thread::Builder::new()
-            .name(name.chars().take(15).collect())
-            .spawn(move || external::run(e2, core))
-            .map_err(|source| SwitchError::Thread { name, source })?;
-        Ok(ExternalHandle {
-            ext,
-            interface: interface.to_string(),
-            thread: Some(thread),
-        })
-    }
-
-    fn stop(mut self) {
-        if let Some(d) = self.ext.dev() {
             d.stop();
         }
         if let Some(t) = self.thread.take() {
