@@ -1,7 +1,9 @@
 //! A host network interface driven by the switch itself: an AF_PACKET socket bound to it,
 //! promiscuous, with a memory-mapped TPACKET_V3 receive ring (the kernel fills whole blocks
-//! of frames and hands them over; the reader walks a block and gives it back) and sends
-//! with `PACKET_QDISC_BYPASS` (straight to the driver, no qdisc). No kernel bridge and no
+//! of frames and hands them over; the reader walks a block and gives it back) and a
+//! memory-mapped transmit ring: senders fill slots, and one kick ([`PacketDev::flush`], once
+//! per batch) sends them all, with `PACKET_QDISC_BYPASS` (straight to the driver, no qdisc).
+//! Frames too big for a slot, or arriving while the ring is full, go by `sendmsg`. No kernel bridge and no
 //! host routing sit in the path: the switch decides where each frame goes.
 //!
 //! Hand-written over `libc` because no maintained crate offers a TPACKET_V3 ring with the
@@ -21,6 +23,8 @@ use crate::stats::DropReason;
 const SOL_PACKET: libc::c_int = 263;
 const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
 const PACKET_RX_RING: libc::c_int = 5;
+const PACKET_TX_RING: libc::c_int = 13;
+const PACKET_LOSS: libc::c_int = 14;
 const PACKET_VERSION: libc::c_int = 10;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
@@ -40,6 +44,17 @@ pub const BLOCK_SIZE: u32 = 1 << 18;
 pub const BLOCK_NR: u32 = 16;
 const FRAME_SIZE: u32 = 1 << 11;
 const RETIRE_MS: u32 = 2;
+/// Transmit ring: 256 slots of 2 KiB (a 1514-byte frame and its header fit; larger frames
+/// take the `sendmsg` path). The kernel walks queued slots in order on each kick.
+const TX_BLOCK: u32 = 1 << 16;
+const TX_BLOCK_NR: u32 = 8;
+const TX_FRAME: usize = 2048;
+const TX_FRAMES: usize = (TX_BLOCK * TX_BLOCK_NR) as usize / TX_FRAME;
+/// Where a TX slot's frame starts: `TPACKET3_HDRLEN - sizeof(struct sockaddr_ll)`.
+const TX_DATA: usize = 48;
+const TP_STATUS_AVAILABLE: u32 = 0;
+const TP_STATUS_SEND_REQUEST: u32 = 1;
+const TP_STATUS_WRONG_FORMAT: u32 = 4;
 
 /// Offsets in `struct tpacket_block_desc` (V3) and `struct tpacket3_hdr`.
 const BLK_STATUS: usize = 8;
@@ -137,18 +152,20 @@ pub fn walk_block(block: &[u8], mut f: impl FnMut(Result<&[u8], DropReason>)) {
     }
 }
 
-/// The mmapped receive ring.
-struct RxRing {
+/// The mapping of both rings: receive blocks first, then the transmit slots.
+struct Mapping {
     base: *mut u8,
     size: usize,
-    next: usize,
 }
 
-// SAFETY: the ring is plain shared memory; the `Mutex` around it in `PacketDev` serialises
-// the (single) reader's access, and the kernel only touches blocks owned by it.
-unsafe impl Send for RxRing {}
+// SAFETY: plain shared memory. Receive blocks are touched only by the reader holding
+// `PacketDev::rx`, transmit slots only under `PacketDev::tx`; status words are read and
+// written volatile with fences, as the kernel's side expects.
+unsafe impl Send for Mapping {}
+// SAFETY: as above: every access goes through one of the two locks.
+unsafe impl Sync for Mapping {}
 
-impl Drop for RxRing {
+impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: `base`/`size` are the mapping made in `PacketDev::open`, unmapped once.
         unsafe { libc::munmap(self.base.cast(), self.size) };
@@ -158,8 +175,17 @@ impl Drop for RxRing {
 /// An interface opened as the switch's external port.
 pub struct PacketDev {
     pub name: String,
+    map: Mapping,
     fd: OwnedFd,
-    ring: Mutex<RxRing>,
+    /// A second socket on the interface, without rings and receiving nothing, for frames
+    /// that do not fit a transmit slot (on the ringed socket, `sendmsg` only kicks the ring).
+    direct: OwnedFd,
+    /// The next receive block to look at.
+    rx: Mutex<usize>,
+    /// The next transmit slot to fill.
+    tx: Mutex<usize>,
+    /// Slots were queued since the last kick.
+    tx_pending: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -179,6 +205,35 @@ fn sockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: &T) -> io:
     } else {
         Ok(())
     }
+}
+
+/// A send-only AF_PACKET socket on interface `ifindex`: bound with protocol 0, so the kernel
+/// hands it no received frames.
+fn direct_socket(ifindex: libc::c_uint) -> io::Result<OwnedFd> {
+    // SAFETY: creating a socket has no memory-safety preconditions.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    sockopt(&fd, SOL_PACKET, PACKET_QDISC_BYPASS, &1 as &libc::c_int)?;
+    // SAFETY: sockaddr_ll is plain data, valid all-zero.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_ifindex = ifindex as libc::c_int;
+    // SAFETY: `sll` is a valid sockaddr_ll and the size given is its own.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
 }
 
 impl PacketDev {
@@ -203,6 +258,9 @@ impl PacketDev {
         // SAFETY: `raw` is a fresh descriptor nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         sockopt(&fd, SOL_PACKET, PACKET_VERSION, &TPACKET_V3)?;
+        // A slot the kernel finds malformed is skipped, not left blocking the ring (settable
+        // only before the rings exist).
+        sockopt(&fd, SOL_PACKET, PACKET_LOSS, &1 as &libc::c_int)?;
         let req = TpacketReq3 {
             block_size: BLOCK_SIZE,
             block_nr: BLOCK_NR,
@@ -213,9 +271,19 @@ impl PacketDev {
             feature_req_word: 0,
         };
         sockopt(&fd, SOL_PACKET, PACKET_RX_RING, &req)?;
-        let size = (BLOCK_SIZE * BLOCK_NR) as usize;
-        // SAFETY: maps the ring the kernel just allocated for this socket; the length is the
-        // ring's, and the mapping is owned (and unmapped) by `RxRing`.
+        let treq = TpacketReq3 {
+            block_size: TX_BLOCK,
+            block_nr: TX_BLOCK_NR,
+            frame_size: TX_FRAME as u32,
+            frame_nr: TX_FRAMES as u32,
+            retire_blk_tov: 0,
+            sizeof_priv: 0,
+            feature_req_word: 0,
+        };
+        sockopt(&fd, SOL_PACKET, PACKET_TX_RING, &treq)?;
+        let size = (BLOCK_SIZE * BLOCK_NR + TX_BLOCK * TX_BLOCK_NR) as usize;
+        // SAFETY: maps the rings the kernel just allocated for this socket; the length is
+        // theirs, and the mapping is owned (and unmapped) by `Mapping`.
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -229,10 +297,9 @@ impl PacketDev {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ring = RxRing {
+        let map = Mapping {
             base: base.cast(),
             size,
-            next: 0,
         };
         sockopt(&fd, SOL_PACKET, PACKET_QDISC_BYPASS, &1 as &libc::c_int)?;
         sockopt(&fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &1 as &libc::c_int)?;
@@ -252,6 +319,7 @@ impl PacketDev {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
+        let direct = direct_socket(ifindex)?;
         let mreq = PacketMreq {
             ifindex: ifindex as libc::c_int,
             kind: PACKET_MR_PROMISC,
@@ -261,8 +329,12 @@ impl PacketDev {
         sockopt(&fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq)?;
         Ok(PacketDev {
             name: name.to_string(),
+            map,
             fd,
-            ring: Mutex::new(ring),
+            direct,
+            rx: Mutex::new(0),
+            tx: Mutex::new(0),
+            tx_pending: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         })
     }
@@ -274,6 +346,15 @@ impl PacketDev {
         {
             return Err(DropReason::GsoUnsupported);
         }
+        if src.len <= TX_FRAME - TX_DATA {
+            match self.queue(src) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(r) => return Err(r),
+            }
+        }
+        // What is queued goes first.
+        self.flush();
         let mut iov = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
@@ -309,11 +390,61 @@ impl PacketDev {
         // SAFETY: the iovecs point into `src.head` and guest segments checked by
         // `Seg::iovec`, all alive for the call; sendmsg only reads them. The socket is bound,
         // so no address is needed.
-        let r = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+        let r = unsafe { libc::sendmsg(self.direct.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
         if r < 0 {
             return Err(DropReason::UplinkError);
         }
         Ok(())
+    }
+
+    /// Puts `src` in the next transmit slot, to leave on the next [`PacketDev::flush`]; false
+    /// if that slot is still the kernel's (the ring is full).
+    fn queue(&self, src: &FrameSrc<'_>) -> Result<bool, DropReason> {
+        let mut next = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
+        let rx_size = (BLOCK_SIZE * BLOCK_NR) as usize;
+        let slot = self.map.base.wrapping_add(rx_size + *next * TX_FRAME);
+        let status_word = slot.wrapping_add(PKT_STATUS).cast::<u32>();
+        // SAFETY: the status word is 4-aligned inside the slot (slots are 2 KiB aligned in a
+        // page-aligned mapping); read volatile because the kernel writes it.
+        let status = unsafe { std::ptr::read_volatile(status_word) };
+        if status != TP_STATUS_AVAILABLE && status != TP_STATUS_WRONG_FORMAT {
+            return Ok(false);
+        }
+        fence(Ordering::Acquire);
+        let n = {
+            // SAFETY: the slot (`TX_FRAME` bytes inside the mapping) is ours while its status
+            // is AVAILABLE, and `self.tx` keeps other senders out of it.
+            let s = unsafe { std::slice::from_raw_parts_mut(slot, TX_FRAME) };
+            let n = src.copy_prefix(&mut s[TX_DATA..]);
+            if n != src.len {
+                return Err(DropReason::BadDescriptor);
+            }
+            s[PKT_NEXT..PKT_NEXT + 4].copy_from_slice(&0u32.to_ne_bytes());
+            s[PKT_SNAPLEN..PKT_SNAPLEN + 4].copy_from_slice(&(n as u32).to_ne_bytes());
+            s[PKT_LEN..PKT_LEN + 4].copy_from_slice(&(n as u32).to_ne_bytes());
+            n
+        };
+        debug_assert!(n <= TX_FRAME - TX_DATA);
+        fence(Ordering::Release);
+        // SAFETY: as above; handing the slot to the kernel.
+        unsafe { std::ptr::write_volatile(status_word, TP_STATUS_SEND_REQUEST) };
+        *next = (*next + 1) % TX_FRAMES;
+        self.tx_pending.store(true, Ordering::Release);
+        Ok(true)
+    }
+
+    /// Tells the kernel to send every queued slot (one system call for all of them); a
+    /// no-op when nothing was queued since the last call.
+    pub fn flush(&self) {
+        if !self.tx_pending.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        // SAFETY: a zero-length send on our own socket: the kernel reads only the ring.
+        let r = unsafe { libc::send(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT) };
+        if r < 0 {
+            tracing::debug!(interface = %self.name, error = %io::Error::last_os_error(),
+                "kicking the transmit ring failed");
+        }
     }
 
     /// Waits up to `timeout_ms` for a retired block; false if the interface is gone.
@@ -331,12 +462,12 @@ impl PacketDev {
     /// Hands every frame of every block the kernel has retired (at most the whole ring) to
     /// `f`, giving each block back as soon as it is walked. Returns the frames seen.
     pub fn drain(&self, mut f: impl FnMut(Result<&[u8], DropReason>)) -> usize {
-        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next = self.rx.lock().unwrap_or_else(PoisonError::into_inner);
         let mut seen = 0;
         for _ in 0..BLOCK_NR {
             let bs = BLOCK_SIZE as usize;
             // SAFETY: `next < BLOCK_NR`, so the block lies inside the mapping.
-            let block = unsafe { ring.base.add(ring.next * bs) };
+            let block = unsafe { self.map.base.add(*next * bs) };
             let status_word = block.wrapping_add(BLK_STATUS).cast::<u32>();
             // SAFETY: the status word is 4-aligned inside the block (blocks are page
             // aligned); read volatile because the kernel writes it.
@@ -358,7 +489,7 @@ impl PacketDev {
             fence(Ordering::Release);
             // SAFETY: as above; handing the block back to the kernel.
             unsafe { std::ptr::write_volatile(status_word, TP_STATUS_KERNEL) };
-            ring.next = (ring.next + 1) % BLOCK_NR as usize;
+            *next = (*next + 1) % BLOCK_NR as usize;
         }
         seen
     }

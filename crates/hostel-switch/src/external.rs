@@ -71,8 +71,23 @@ impl External {
         self.neigh().get(ip)
     }
 
-    /// Sends a complete frame out of the interface.
+    /// Sends a complete frame out of the interface now.
     pub fn send(&self, frame: &[u8]) -> Result<(), DropReason> {
+        let r = self.queue(frame);
+        self.flush();
+        r
+    }
+
+    /// Sends every frame queued since the last flush (one system call).
+    pub fn flush(&self) {
+        if let Some(d) = self.dev() {
+            d.flush();
+        }
+    }
+
+    /// Queues a complete frame for the interface: it leaves on the next [`External::flush`]
+    /// (which the sending worker makes once per batch).
+    pub fn queue(&self, frame: &[u8]) -> Result<(), DropReason> {
         let empty = SegList::default();
         let src = FrameSrc {
             head: frame,
@@ -161,6 +176,8 @@ pub fn run(ext: Arc<External>, core: Arc<Core>) {
             std::thread::sleep(std::time::Duration::from_millis(POLL_MS as u64));
             continue;
         }
+        // Also the backstop for a sender that queued without flushing.
+        ext.flush();
         let tables = core.tables();
         let x = tables.ext.as_ref().filter(|x| Arc::ptr_eq(&x.rt, &ext));
         let now = now_ns();
@@ -184,6 +201,7 @@ pub fn run(ext: Arc<External>, core: Arc<Core>) {
                 ext.port.stats.count_drop(reason);
             }
         });
+        ext.flush();
     }
 }
 

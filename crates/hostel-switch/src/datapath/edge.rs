@@ -256,7 +256,8 @@ pub fn to_wire(ext: &ExtEntry, buf: &mut [u8], dst: IpAddr, now: u64) -> Result<
     let mac = found.mac.ok_or(DropReason::NeighborUnresolved)?;
     buf[0..6].copy_from_slice(&mac.0);
     buf[6..12].copy_from_slice(&cfg.mac.0);
-    ext.rt.send(buf)
+    // Leaves with the rest of the sender's batch (see `External::flush`).
+    ext.rt.queue(buf)
 }
 
 /// A routed frame for edge `e`'s public addresses, from the wire or from another edge:

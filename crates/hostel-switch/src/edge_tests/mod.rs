@@ -84,6 +84,7 @@ impl Internet {
         let (ns, a, b) = (&me.ns, &me.nic, format!("hxb{tag}"));
         sh(&format!(
             "ip netns add {ns} && ip link add {a} type veth peer name {b} && \
+             ip link set {a} mtu 9000 && ip link set {b} mtu 9000 && \
              ip link set {b} netns {ns} && \
              sysctl -qw net.ipv6.conf.{a}.disable_ipv6=1 && ip link set {a} up && \
              ip -n {ns} link set lo up && ip -n {ns} link set {b} up && \
