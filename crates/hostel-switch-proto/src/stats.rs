@@ -87,7 +87,7 @@ drop_reasons! {
     NeighborUnresolved = "neighbor_unresolved",
     /// A frame on the external wire not addressed to the switch's external MAC.
     NotForUs = "not_for_us",
-    /// A frame needing segmentation the external port does not do (GSO towards the wire).
+    /// A TSO frame an edge cannot pass on whole (IPv6 with extension headers before TCP).
     GsoUnsupported = "gso_unsupported",
 }
 

@@ -3,7 +3,9 @@
 //! of frames and hands them over; the reader walks a block and gives it back) and a
 //! memory-mapped transmit ring: senders fill slots, and one kick ([`PacketDev::flush`], once
 //! per batch) sends them all, with `PACKET_QDISC_BYPASS` (straight to the driver, no qdisc).
-//! Frames too big for a slot, or arriving while the ring is full, go by `sendmsg`. No kernel bridge and no
+//! TSO frames (with their virtio-net header, segmented by the NIC or the kernel), frames too
+//! big for a slot, and frames arriving while the ring is full go by `sendmsg` on a second,
+//! ringless socket. No kernel bridge and no
 //! host routing sit in the path: the switch decides where each frame goes.
 //!
 //! Hand-written over `libc` because no maintained crate offers a TPACKET_V3 ring with the
@@ -25,6 +27,9 @@ const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
 const PACKET_RX_RING: libc::c_int = 5;
 const PACKET_TX_RING: libc::c_int = 13;
 const PACKET_LOSS: libc::c_int = 14;
+const PACKET_VNET_HDR: libc::c_int = 15;
+/// `struct virtio_net_hdr` (without `num_buffers`), which `PACKET_VNET_HDR` prefixes.
+const VNET_HDR_SHORT: usize = 10;
 const PACKET_VERSION: libc::c_int = 10;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
@@ -207,8 +212,8 @@ fn sockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: &T) -> io:
     }
 }
 
-/// A send-only AF_PACKET socket on interface `ifindex`: bound with protocol 0, so the kernel
-/// hands it no received frames.
+/// A send-only AF_PACKET socket on interface `ifindex`, for TSO and oversized frames: bound
+/// with protocol 0, so the kernel hands it no received frames.
 fn direct_socket(ifindex: libc::c_uint) -> io::Result<OwnedFd> {
     // SAFETY: creating a socket has no memory-safety preconditions.
     let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
@@ -217,7 +222,11 @@ fn direct_socket(ifindex: libc::c_uint) -> io::Result<OwnedFd> {
     }
     // SAFETY: `raw` is a fresh descriptor nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    sockopt(&fd, SOL_PACKET, PACKET_QDISC_BYPASS, &1 as &libc::c_int)?;
+    // No PACKET_QDISC_BYPASS here: the bypass drops a frame the kernel would have to
+    // segment in software (a NIC without TSO), so TSO frames take the ordinary path.
+    // A virtio-net header before each frame: a guest's TSO frame goes to the kernel whole,
+    // and the NIC (or the kernel's software GSO) segments it and fills in the checksums.
+    sockopt(&fd, SOL_PACKET, PACKET_VNET_HDR, &1 as &libc::c_int)?;
     // SAFETY: sockaddr_ll is plain data, valid all-zero.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
@@ -339,14 +348,13 @@ impl PacketDev {
         })
     }
 
-    /// Sends one frame (already complete: no offloads towards the wire).
+    /// Sends one frame: a plain one through the transmit ring (leaving on the next
+    /// [`PacketDev::flush`]), one with offloads (`hdr`: TSO, partial checksum) or too big for
+    /// a slot at once through the ringless socket, with its virtio-net header.
     pub fn send(&self, hdr: VnetHdr, src: &FrameSrc<'_>) -> Result<(), DropReason> {
-        if hdr.gso_type != crate::datapath::vnet::GSO_NONE
-            || hdr.flags & crate::datapath::vnet::HDR_F_NEEDS_CSUM != 0
-        {
-            return Err(DropReason::GsoUnsupported);
-        }
-        if src.len <= TX_FRAME - TX_DATA {
+        let plain = hdr.gso_type == crate::datapath::vnet::GSO_NONE
+            && hdr.flags & crate::datapath::vnet::HDR_F_NEEDS_CSUM == 0;
+        if plain && src.len <= TX_FRAME - TX_DATA {
             match self.queue(src) {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
@@ -355,16 +363,25 @@ impl PacketDev {
         }
         // What is queued goes first.
         self.flush();
+        let vh = VnetHdr {
+            num_buffers: 0,
+            ..hdr
+        }
+        .to_bytes();
         let mut iov = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
-        }; 1 + hostel_virtq::MAX_SEGS];
-        let head_len = src.head.len().min(src.len);
+        }; 2 + hostel_virtq::MAX_SEGS];
         iov[0] = libc::iovec {
+            iov_base: vh.as_ptr() as *mut _,
+            iov_len: VNET_HDR_SHORT,
+        };
+        let head_len = src.head.len().min(src.len);
+        iov[1] = libc::iovec {
             iov_base: src.head.as_ptr() as *mut _,
             iov_len: head_len,
         };
-        let mut cnt = 1;
+        let mut cnt = 2;
         let mut left = src.len - head_len;
         let mut pos = 0usize;
         for s in src.tail.as_slice() {
@@ -387,7 +404,7 @@ impl PacketDev {
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = cnt;
-        // SAFETY: the iovecs point into `src.head` and guest segments checked by
+        // SAFETY: the iovecs point into `vh`, `src.head` and guest segments checked by
         // `Seg::iovec`, all alive for the call; sendmsg only reads them. The socket is bound,
         // so no address is needed.
         let r = unsafe { libc::sendmsg(self.direct.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };

@@ -73,7 +73,7 @@ impl External {
 
     /// Sends a complete frame out of the interface now.
     pub fn send(&self, frame: &[u8]) -> Result<(), DropReason> {
-        let r = self.queue(frame);
+        let r = self.queue(VnetHdr::default(), frame);
         self.flush();
         r
     }
@@ -87,7 +87,7 @@ impl External {
 
     /// Queues a complete frame for the interface: it leaves on the next [`External::flush`]
     /// (which the sending worker makes once per batch).
-    pub fn queue(&self, frame: &[u8]) -> Result<(), DropReason> {
+    pub fn queue(&self, hdr: VnetHdr, frame: &[u8]) -> Result<(), DropReason> {
         let empty = SegList::default();
         let src = FrameSrc {
             head: frame,
@@ -95,7 +95,7 @@ impl External {
             tail_skip: 0,
             len: frame.len(),
         };
-        with_rx(&self.port, |s| s.send(VnetHdr::default(), &src))?
+        with_rx(&self.port, |s| s.send(hdr, &src))?
     }
 
     /// Asks the wire who has `ip` (ARP, or a neighbour solicitation from the external MAC's
@@ -288,7 +288,7 @@ pub(crate) fn handle(
             if x.owner(ip::src_ip(buf)?).is_some() {
                 return Err(DropReason::SpoofedSrcIp);
             }
-            edge::inbound(t, x, e, buf, &mut s.reply, now)
+            edge::inbound(t, x, e, buf, &mut s.reply, now, edge::Offload::default())
         }
         L3::Ipv4(_) | L3::Ipv6(_) => Err(DropReason::NotForUs),
         L3::Vlan => Err(DropReason::VlanTagged),

@@ -23,7 +23,9 @@ use crate::datapath::ratelimit::now_ns;
 use crate::datapath::rx::FrameSrc;
 use crate::datapath::tx::MAX_FRAME;
 use crate::datapath::vnet::{VnetHdr, GSO_NONE, HDR_F_NEEDS_CSUM};
-use crate::packet::ip::{complete_csum, dec_ttl, dst_ip, ip_frame_len, time_exceeded4};
+use crate::packet::ip::{
+    complete_csum, dec_ttl, dst_ip, ip_frame_len, partial_csum, time_exceeded4,
+};
 use crate::packet::parse::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HLEN};
 use crate::stats::{DropReason, PortStats};
 use crate::tables::{EdgeEntry, EdgeIdx, ExtEntry, NetIdx, Tables};
@@ -162,9 +164,6 @@ pub fn outbound(
     let (Some(ext), Some(e)) = (t.ext.as_ref(), t.net(ni).edge) else {
         return Err(DropReason::NoRoute);
     };
-    if hdr.gso_type != GSO_NONE {
-        return Err(DropReason::GsoUnsupported);
-    }
     if src.len > s.frame.len() {
         return Err(DropReason::TooLong);
     }
@@ -172,6 +171,8 @@ pub fn outbound(
     if n != src.len {
         return Err(DropReason::BadDescriptor);
     }
+    // The filter always sees complete checksums; a TSO frame gets its partial one back
+    // before it leaves (`finish`).
     if hdr.flags & HDR_F_NEEDS_CSUM != 0 {
         complete_csum(
             &mut s.frame[..n],
@@ -227,15 +228,48 @@ pub fn outbound(
     }
     edge.rt.stats.add_tx(1, n as u64);
     let dst = dst_ip(buf)?;
+    let out = Offload::of(hdr);
     match ext.owner(dst) {
-        Some(e2) => inbound(t, ext, e2, buf, &mut [], now),
-        None => to_wire(ext, buf, dst, now),
+        Some(e2) => inbound(t, ext, e2, buf, &mut [], now, out),
+        None => {
+            let h = out.finish(buf)?;
+            to_wire(ext, buf, dst, now, h)
+        }
+    }
+}
+
+/// What a frame crossing an edge keeps of its sender's offloads: a TSO frame stays one
+/// frame (the receiver, or the NIC, segments it); anything else leaves complete.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Offload(Option<VnetHdr>);
+
+impl Offload {
+    fn of(hdr: VnetHdr) -> Offload {
+        Offload((hdr.gso_type != GSO_NONE).then_some(hdr))
+    }
+
+    /// The header the frame leaves with, its partial checksum restored if it is TSO.
+    fn finish(self, buf: &mut [u8]) -> Result<VnetHdr, DropReason> {
+        match self.0 {
+            Some(h) => {
+                let start = usize::from(h.csum_start);
+                partial_csum(buf, start, usize::from(h.csum_offset))?;
+                Ok(h)
+            }
+            None => Ok(VnetHdr::default()),
+        }
     }
 }
 
 /// Sends a routed frame out the external port towards `dst`'s next hop: `dst` itself when
 /// on the external subnet, else the upstream gateway.
-pub fn to_wire(ext: &ExtEntry, buf: &mut [u8], dst: IpAddr, now: u64) -> Result<(), DropReason> {
+pub fn to_wire(
+    ext: &ExtEntry,
+    buf: &mut [u8],
+    dst: IpAddr,
+    now: u64,
+    hdr: VnetHdr,
+) -> Result<(), DropReason> {
     let cfg = &ext.cfg;
     let hop = match dst {
         IpAddr::V4(a) if cfg.subnet4.contains(a) => dst,
@@ -257,7 +291,7 @@ pub fn to_wire(ext: &ExtEntry, buf: &mut [u8], dst: IpAddr, now: u64) -> Result<
     buf[0..6].copy_from_slice(&mac.0);
     buf[6..12].copy_from_slice(&cfg.mac.0);
     // Leaves with the rest of the sender's batch (see `External::flush`).
-    ext.rt.queue(buf)
+    ext.rt.queue(hdr, buf)
 }
 
 /// A routed frame for edge `e`'s public addresses, from the wire or from another edge:
@@ -270,6 +304,7 @@ pub fn inbound(
     buf: &mut [u8],
     reply: &mut [u8],
     now: u64,
+    offload: Offload,
 ) -> Result<(), DropReason> {
     let edge = &ext.edges[e as usize];
     dec_ttl(buf)?;
@@ -289,17 +324,22 @@ pub fn inbound(
             // Never towards the switch's own addresses (no ARP for ourselves on the wire).
             if let Ok(to) = dst_ip(r) {
                 if ext.owner(to).is_none() {
-                    let _ = to_wire(ext, r, to, now);
+                    let _ = to_wire(ext, r, to, now, VnetHdr::default());
                 }
             }
             return Err(DropReason::Filtered);
         }
     }
     edge.rt.stats.add_rx(1, buf.len() as u64);
-    deliver_inside(t, edge, buf)
+    deliver_inside(t, edge, buf, offload)
 }
 
-fn deliver_inside(t: &Tables, edge: &EdgeEntry, buf: &mut [u8]) -> Result<(), DropReason> {
+fn deliver_inside(
+    t: &Tables,
+    edge: &EdgeEntry,
+    buf: &mut [u8],
+    offload: Offload,
+) -> Result<(), DropReason> {
     let dst = dst_ip(buf)?;
     if let IpAddr::V6(a) = dst {
         if not_routed6(&a) {
@@ -316,10 +356,9 @@ fn deliver_inside(t: &Tables, edge: &EdgeEntry, buf: &mut [u8]) -> Result<(), Dr
             let port = t.port(q);
             buf[0..6].copy_from_slice(&port.cfg.mac.0);
             buf[6..12].copy_from_slice(&net.cfg.gateway_mac.0);
+            let hdr = offload.finish(buf)?;
             let empty = SegList::default();
-            return with_rx(&port.rt, |s| {
-                s.send(VnetHdr::default(), &contiguous(buf, &empty))
-            })?;
+            return with_rx(&port.rt, |s| s.send(hdr, &contiguous(buf, &empty)))?;
         }
     }
     Err(DropReason::NoRoute)

@@ -154,6 +154,40 @@ pub fn complete_csum(buf: &mut [u8], start: usize, offset: usize) -> Result<(), 
     Ok(())
 }
 
+/// Puts back the partial checksum a segmentation offload expects (the folded pseudo-header
+/// sum, for the packet's current addresses and L4 length, at `start + offset`), after
+/// [`complete_csum`] made it whole for the edge's filter. TCP only (the only GSO offered);
+/// an IPv6 packet with extension headers before it is refused.
+pub fn partial_csum(buf: &mut [u8], start: usize, offset: usize) -> Result<(), DropReason> {
+    let at = start + offset;
+    if at + 2 > buf.len() || start < ETH_HLEN + 20 {
+        return Err(DropReason::BadVnetHeader);
+    }
+    let l4_len = buf.len() - start;
+    let ip = &buf[ETH_HLEN..];
+    let acc = match ip[0] >> 4 {
+        4 => {
+            let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+            let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+            let len = u16::try_from(l4_len).map_err(|_| DropReason::TooLong)?;
+            checksum::pseudo4(src, dst, ip[9], len)
+        }
+        6 if ip.len() >= 40 && ip[6] == 6 => {
+            let (Ok(src), Ok(dst)) = (src_ip(buf), dst_ip(buf)) else {
+                return Err(DropReason::Malformed);
+            };
+            let (IpAddr::V6(src), IpAddr::V6(dst)) = (src, dst) else {
+                return Err(DropReason::Malformed);
+            };
+            checksum::pseudo6(&src, &dst, 6, l4_len as u32)
+        }
+        _ => return Err(DropReason::GsoUnsupported),
+    };
+    let folded = !checksum::finish(acc);
+    buf[at..at + 2].copy_from_slice(&folded.to_be_bytes());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
