@@ -16,13 +16,14 @@ pkgs=(
   openssh-client curl          # image tests: SSH and HTTP into guests
   postgresql-client openssl    # image tests: the database template's login and TLS
   tcpdump                      # network tests: captures on uplinks
+  ethtool                      # edge tests: offloads off on the external veth (software GSO)
   iperf3 openvswitch-switch    # bench-net: iperf3 in the guests, Open vSwitch to compare
   python3 python3-venv         # the OpenAPI conformance run (schemathesis in a virtualenv)
   ca-certificates
 )
 # Commands the build, the tests and the daemon run; each must start after the install.
 cmds=(cc qemu-system-x86_64 qemu-img busybox depmod lz4 cpio ip debootstrap mkfs.ext4 mkfs.vfat
-  mcopy ssh curl psql openssl tcpdump iperf3 ovs-vswitchd python3)
+  mcopy ssh curl psql openssl tcpdump ethtool iperf3 ovs-vswitchd python3)
 
 installed() { dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null | grep -q "ok installed"; }
 installed_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null; }

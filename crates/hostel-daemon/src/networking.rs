@@ -71,6 +71,7 @@ pub fn switch_config(
         networks,
         ports,
         policies: Vec::new(),
+        external: None,
     })
 }
 

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, LimitError};
+use crate::external::ExternalConfig;
 use crate::policy::PolicyConfig;
 use crate::types::{Ipv4Cidr, Ipv6Cidr, MacAddr};
 
@@ -211,6 +212,9 @@ pub struct SwitchConfig {
     /// Policy stages ([`crate::policy`]), evaluated in order of attachment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<PolicyConfig>,
+    /// The external network and the tenants' edges on it (see [`crate::external`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalConfig>,
 }
 
 impl NetworkConfig {

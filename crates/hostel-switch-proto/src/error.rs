@@ -23,6 +23,8 @@ pub enum ConfigError {
         #[source]
         source: LimitError,
     },
+    #[error("external.{field}: {reason}")]
+    External { field: String, reason: String },
     #[error("policy {id:?}: {reason}")]
     Policy { id: String, reason: String },
     #[error("address {addr} is already used by port {port:?} in network {network:?}")]

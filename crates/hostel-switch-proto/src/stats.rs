@@ -81,6 +81,14 @@ drop_reasons! {
     /// The receiver's RX ring was filling up and this sender had already taken its share
     /// (half of what the receiver offered when the batch began), leaving the rest for others.
     RxFairShare = "rx_fair_share",
+    /// IPv4 TTL or IPv6 hop limit ran out at a tenant's edge router.
+    TtlExceeded = "ttl_exceeded",
+    /// The next hop on the external network has no known MAC yet (a request went out).
+    NeighborUnresolved = "neighbor_unresolved",
+    /// A frame on the external wire not addressed to the switch's external MAC.
+    NotForUs = "not_for_us",
+    /// A TSO frame an edge cannot pass on whole (IPv6 with extension headers before TCP).
+    GsoUnsupported = "gso_unsupported",
 }
 
 /// Serializable counters; `drops` lists only non-zero reasons.
@@ -114,6 +122,12 @@ impl StatsSnapshot {
 pub struct SwitchStats {
     pub ports: BTreeMap<String, PortStatus>,
     pub uplinks: BTreeMap<String, StatsSnapshot>,
+    /// The external port's counters (frames from and to the wire; drops of wire frames).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<StatsSnapshot>,
+    /// Per tenant edge: `tx` what went out through it, `rx` what came in through it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub edges: BTreeMap<String, StatsSnapshot>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -28,6 +28,12 @@ pub enum SwitchError {
         #[source]
         source: std::io::Error,
     },
+    #[error("opening external interface {name:?}: {source}")]
+    External {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("reading config file {path}: {source}")]
     ReadConfig {
         path: PathBuf,

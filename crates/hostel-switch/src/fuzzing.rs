@@ -96,6 +96,68 @@ pub fn frame(data: &[u8]) {
     }
 }
 
+/// The external network's untrusted inputs on an arbitrary byte string: the ring block walk
+/// (as if the kernel's headers were the input), the wire handler (as if the frame came in
+/// on the external interface), and the edge's outbound path (as if a tenant port sent it).
+pub fn external_frame(data: &[u8]) {
+    use crate::datapath::edge::{self, EdgeRuntime, EdgeScratch, PassFilter};
+    use crate::datapath::rx::FrameSrc;
+    use crate::datapath::vnet::VnetHdr;
+    use crate::external::{self, External};
+
+    let mut frames = 0usize;
+    crate::afpacket::walk_block(data, |_| frames += 1);
+    assert!(
+        frames <= data.len() / 48 + 1,
+        "block walk not bounded by the block"
+    );
+    let net = NetworkConfig {
+        id: "e".into(),
+        uplink: None,
+        ..network()
+    };
+    let p = PortConfig {
+        network: "e".into(),
+        ..port("e2", 2)
+    };
+    let ext: Result<hostel_switch_proto::ExternalConfig, _> = serde_json::from_str(
+        r#"{"interface":"fuzz1","mac":"02:00:5e:00:00:01","subnet4":"203.0.113.0/24",
+            "gateway4":"203.0.113.1","subnet6":"2001:db8:1::/64","gateway6":"2001:db8:1::1",
+            "edges":[{"tenant":"t","networks":["e"],"outside4":"203.0.113.10",
+                      "outside6":"2001:db8:1::10","floating4":["203.0.113.11"],
+                      "routed4":["10.0.0.0/24"],"routed6":["fd00::/64"]}]}"#,
+    );
+    let Ok(ext) = ext else { return };
+    let rt = External::detached("external");
+    let sender = PortRuntime::new("e2");
+    let Some(t) = Tables::build(&[net], &[p], |_| sender.clone(), |_| None)
+        .ok()
+        .and_then(|t| {
+            t.with_external(
+                &ext,
+                rt,
+                |e| Arc::new(EdgeRuntime::new(&e.tenant, Box::new(PassFilter))),
+                false,
+            )
+            .ok()
+        })
+    else {
+        return;
+    };
+    let Some(x) = t.ext.as_ref() else { return };
+    let mut scratch = EdgeScratch::default();
+    let mut reply = [0u8; REPLY_BUF];
+    let _ = external::handle(&t, x, data, &mut scratch, &mut reply, 1);
+    let empty = SegList::default();
+    let src = FrameSrc {
+        head: data,
+        tail: &empty,
+        tail_skip: 0,
+        len: data.len(),
+    };
+    let _ = edge::outbound(&t, 0, &sender, VnetHdr::default(), &src, &mut scratch);
+}
+
 const MEM: usize = 64 << 10;
 const QSIZE: u16 = 16;
 const DESC: u64 = 0;

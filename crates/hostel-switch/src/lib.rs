@@ -5,7 +5,8 @@
 //! vhost-user frontend. Frames are switched inside a tenant network by destination IP,
 //! copied once from the sender's TX buffers into the receiver's RX buffers with the
 //! virtio-net header (and so TSO/checksum offload) carried across; everything else goes to
-//! the network's uplink TAP. The switch answers ARP, NDP and DHCPv4 itself, drops spoofed
+//! the network's uplink TAP, or through the tenant's edge router out of the external
+//! network's host interface. The switch answers ARP, NDP and DHCPv4 itself, drops spoofed
 //! sources, enforces per-port rate limits ([`PortLimits`]), and counts every drop per port
 //! under a [`DropReason`].
 //!
@@ -31,6 +32,9 @@
 //!   hands over ([`vhost::vet`]: memory that could fault the switch, eventfds that could
 //!   spin or block it).
 //! - [`uplink`]: TAP devices (a network's uplink, TAP ports) and their reader threads.
+//! - [`afpacket`], [`external`]: the external network's port on a host interface (AF_PACKET
+//!   with a TPACKET_V3 ring) and its reader; the tenants' edge routers between their
+//!   networks and it are [`datapath::edge`], with the [`datapath::edge::EdgeFilter`] hook.
 //! - [`switch`]: the control-plane object ([`Switch`]); [`control`]: its JSON-lines socket.
 //! - [`mod@run`]: the blocking entry point used by `hostel switch`.
 //!
@@ -53,10 +57,12 @@
 //! The switch re-accepts on the same socket after a disconnect, so `reconnect=1` survives a
 //! switch restart once the daemon has re-sent the tables.
 
+pub mod afpacket;
 pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod error;
+pub mod external;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod packet;
@@ -69,6 +75,8 @@ pub mod types;
 pub mod uplink;
 pub mod vhost;
 
+#[cfg(test)]
+mod edge_tests;
 #[cfg(test)]
 mod tap_port_tests;
 #[cfg(test)]

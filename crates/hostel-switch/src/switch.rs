@@ -6,15 +6,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use crate::config::{NetworkConfig, PortConfig, PortKind, PortLimits, SwitchConfig};
+use crate::datapath::edge::{pass_filters, EdgeRuntime, FilterFactory};
 use crate::datapath::pipeline::Pipeline;
 use crate::datapath::port::PortRuntime;
 use crate::datapath::Core;
 use crate::error::{ConfigError, SwitchError};
+use crate::external::ExternalHandle;
 use crate::policy::PolicyConfig;
 pub use crate::stats::{PortStatus, StatsSnapshot, SwitchStats};
 use crate::tables::Tables;
 use crate::uplink::{self, Role, TapDev, Uplink};
 use crate::vhost::server::PortServer;
+use hostel_switch_proto::ExternalConfig;
 
 /// A TAP (uplink or port) and its reader thread.
 struct UplinkHandle {
@@ -63,11 +66,16 @@ struct State {
     /// Set while `apply` walks from one checked configuration to the next: a policy whose
     /// network or port is not there yet (or any more) is left out until it is.
     in_apply: bool,
+    external: Option<ExternalConfig>,
+    ext: Option<ExternalHandle>,
+    /// Each tenant's edge (its filter's state), by tenant.
+    edges: HashMap<String, Arc<EdgeRuntime>>,
 }
 
 pub struct Switch {
     core: Arc<Core>,
     state: Mutex<State>,
+    filters: FilterFactory,
 }
 
 impl Switch {
@@ -77,9 +85,15 @@ impl Switch {
 
     /// A switch whose pipeline carries extra uplink hooks (firewall, IDS).
     pub fn with_pipeline(p: Pipeline) -> Arc<Switch> {
+        Self::with_edge_filters(p, pass_filters())
+    }
+
+    /// A switch whose tenant edges run the filters `filters` makes (the firewall).
+    pub fn with_edge_filters(p: Pipeline, filters: FilterFactory) -> Arc<Switch> {
         Arc::new(Switch {
             core: Core::new(p),
             state: Mutex::new(State::default()),
+            filters,
         })
     }
 
@@ -96,7 +110,7 @@ impl Switch {
     ) -> Result<Tables, ConfigError> {
         let runtimes = &mut st.runtimes;
         let uplinks = &st.uplinks;
-        Tables::build(
+        let t = Tables::build(
             nets,
             ports,
             |p| {
@@ -107,7 +121,85 @@ impl Switch {
             },
             |n| uplinks.get(&n.id).map(|u| u.uplink.clone()),
         )?
-        .with_policies(&st.policies, st.in_apply)
+        .with_policies(&st.policies, st.in_apply)?;
+        let (Some(cfg), Some(h)) = (&st.external, &st.ext) else {
+            return Ok(t);
+        };
+        let edges = &mut st.edges;
+        let filters = &self.filters;
+        t.with_external(
+            cfg,
+            h.ext.clone(),
+            |e| {
+                edges
+                    .entry(e.tenant.clone())
+                    .or_insert_with(|| Arc::new(EdgeRuntime::new(&e.tenant, filters(e))))
+                    .clone()
+            },
+            st.in_apply,
+        )
+    }
+
+    /// Sets (or with `None` removes) the external network and its edges. The interface is
+    /// opened anew only when it changes, so the neighbour cache and the tenants' edge state
+    /// (their filters') survive other changes; an edge whose tenant is gone loses its
+    /// state. A configuration the tables refuse, or an interface that cannot be opened,
+    /// changes nothing.
+    pub fn set_external(&self, cfg: Option<ExternalConfig>) -> Result<(), SwitchError> {
+        let mut st = self.state();
+        let same_if = match (&cfg, &st.ext) {
+            (Some(c), Some(h)) => c.interface == h.interface,
+            _ => false,
+        };
+        let opened = match &cfg {
+            Some(c) if !same_if => {
+                let (nets, ports) = (st.nets.clone(), st.ports.clone());
+                Tables::build(&nets, &ports, |p| PortRuntime::new(&p.id), |_| None)?
+                    .check_external(c, st.in_apply)?;
+                Some(ExternalHandle::start(&c.interface, self.core.clone())?)
+            }
+            _ => None,
+        };
+        let old_cfg = std::mem::replace(&mut st.external, cfg.clone());
+        let old_handle = match (&cfg, opened) {
+            (None, _) => st.ext.take(),
+            (Some(_), Some(h)) => st.ext.replace(h),
+            (Some(_), None) => None,
+        };
+        let (nets, ports) = (st.nets.clone(), st.ports.clone());
+        match self.build(&mut st, &nets, &ports) {
+            Ok(t) => {
+                self.core.publish(t);
+                if let Some(h) = old_handle {
+                    h.stop();
+                }
+                let keep: Vec<&str> = cfg
+                    .iter()
+                    .flat_map(|c| c.edges.iter().map(|e| e.tenant.as_str()))
+                    .collect();
+                st.edges.retain(|t, _| keep.contains(&t.as_str()));
+                tracing::info!(interface = ?cfg.as_ref().map(|c| &c.interface), "external network set");
+                Ok(())
+            }
+            Err(e) => {
+                st.external = old_cfg;
+                if let Some(old) = old_handle {
+                    if let Some(new) = st.ext.replace(old) {
+                        new.stop();
+                    }
+                } else if !same_if && cfg.is_some() {
+                    if let Some(new) = st.ext.take() {
+                        new.stop();
+                    }
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The MAC the external port has learnt for `ip` on the wire.
+    pub fn external_neighbor(&self, ip: std::net::IpAddr) -> Option<crate::types::MacAddr> {
+        self.state().ext.as_ref().and_then(|h| h.ext.neighbor(ip))
     }
 
     pub fn add_network(&self, cfg: NetworkConfig) -> Result<(), SwitchError> {
@@ -276,13 +368,16 @@ impl Switch {
     /// Unchanged ports keep their connections, and so do ports whose only change is their
     /// limits. A configuration the tables refuse is refused before anything changes.
     pub fn apply(&self, cfg: &SwitchConfig) -> Result<(), SwitchError> {
-        Tables::build(
+        let t = Tables::build(
             &cfg.networks,
             &cfg.ports,
             |p| PortRuntime::new(&p.id),
             |_| None,
         )?
         .with_policies(&cfg.policies, false)?;
+        if let Some(x) = &cfg.external {
+            t.check_external(x, false)?;
+        }
         let current = self.config();
         // From here the new policies are in force for whatever part of the new
         // configuration exists, so no port comes up before its policies.
@@ -336,6 +431,9 @@ impl Switch {
                 self.add_port(p.clone())?;
             }
         }
+        if cfg.external != current.external {
+            self.set_external(cfg.external.clone())?;
+        }
         Ok(())
     }
 
@@ -345,6 +443,7 @@ impl Switch {
             networks: st.nets.clone(),
             ports: st.ports.clone(),
             policies: st.policies.clone(),
+            external: st.external.clone(),
         }
     }
 
@@ -366,6 +465,10 @@ impl Switch {
         for (net, u) in &st.uplinks {
             out.uplinks.insert(net.clone(), u.uplink.stats.snapshot());
         }
+        out.external = st.ext.as_ref().map(|h| h.ext.port.stats.snapshot());
+        for (tenant, e) in &st.edges {
+            out.edges.insert(tenant.clone(), e.stats.snapshot());
+        }
         out
     }
 
@@ -376,6 +479,7 @@ impl Switch {
     /// Stops every listener and uplink (ports first, so no frame is sent to a closed TAP).
     /// Uplink devices stay in the host, configured, for the next switch to reattach.
     pub fn shutdown(&self) {
+        let _ = self.set_external(None);
         let ids: Vec<String> = self.state().ports.iter().map(|p| p.id.clone()).collect();
         for id in ids {
             let _ = self.remove_port(&id);

@@ -16,6 +16,7 @@ fn connected_switch(dir: &std::path::Path) -> (std::sync::Arc<Switch>, SwitchCon
         networks: vec![net("a", false)],
         ports: vec![p],
         policies: vec![],
+        external: None,
     };
     sw.apply(&cfg).unwrap();
     let vm = Vm::new("guest", ALL);

@@ -6,18 +6,24 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::config::{NetworkConfig, PortConfig};
+use crate::datapath::edge::EdgeRuntime;
 use crate::datapath::port::PortRuntime;
 use crate::error::ConfigError;
+use crate::external::External;
 use crate::policy::{PolicyConfig, Rule, MAX_ATTACHED};
+use crate::types::{Ipv4Cidr, Ipv6Cidr};
+use hostel_switch_proto::{EdgeConfig, ExternalConfig};
 
 pub type PortIdx = u32;
 pub type NetIdx = u32;
 /// Index of a compiled policy in [`Tables::policies`].
 pub type PolicyIdx = u32;
+/// Index of a tenant's edge in [`ExtEntry::edges`].
+pub type EdgeIdx = u32;
 
 /// FNV-1a: addresses are short, fixed-size keys, and SipHash's DoS resistance buys nothing
 /// when the keys come from the trusted control plane.
@@ -54,6 +60,47 @@ pub struct NetEntry {
     pub uplink: Option<Arc<PortRuntime>>,
     /// Policies attached to the network, in order.
     pub policies: Vec<PolicyIdx>,
+    /// The tenant edge its off-network traffic goes through (instead of an uplink).
+    pub edge: Option<EdgeIdx>,
+}
+
+/// One tenant's edge: its config, live state and inside networks.
+pub struct EdgeEntry {
+    pub cfg: EdgeConfig,
+    pub rt: Arc<EdgeRuntime>,
+    pub nets: Vec<NetIdx>,
+}
+
+/// The external network: its port and the edges with their public addresses.
+pub struct ExtEntry {
+    pub cfg: ExternalConfig,
+    pub rt: Arc<External>,
+    pub edges: Vec<EdgeEntry>,
+    /// Addresses answered on the wire (outside and floating), by owning edge.
+    pub wire4: FastMap<Ipv4Addr, EdgeIdx>,
+    pub wire6: FastMap<Ipv6Addr, EdgeIdx>,
+    routed4: Vec<(Ipv4Cidr, EdgeIdx)>,
+    routed6: Vec<(Ipv6Cidr, EdgeIdx)>,
+}
+
+impl ExtEntry {
+    /// The edge holding public address `ip` (on the wire, or in a routed subnet).
+    pub fn owner(&self, ip: IpAddr) -> Option<EdgeIdx> {
+        match ip {
+            IpAddr::V4(a) => self.wire4.get(&a).copied().or_else(|| {
+                self.routed4
+                    .iter()
+                    .find(|(c, _)| c.contains(a))
+                    .map(|(_, e)| *e)
+            }),
+            IpAddr::V6(a) => self.wire6.get(&a).copied().or_else(|| {
+                self.routed6
+                    .iter()
+                    .find(|(c, _)| c.contains(a))
+                    .map(|(_, e)| *e)
+            }),
+        }
+    }
 }
 
 pub struct PortEntry {
@@ -78,6 +125,8 @@ pub struct Tables {
     pub ports: Vec<PortEntry>,
     by_key: FastMap<u64, PortIdx>,
     policies: Vec<Vec<Rule>>,
+    /// The external network, if the switch has one.
+    pub ext: Option<ExtEntry>,
 }
 
 impl Tables {
@@ -104,6 +153,7 @@ impl Tables {
                 v6: FastMap::default(),
                 uplink: uplink(n),
                 policies: Vec::new(),
+                edge: None,
             });
         }
         let mut seen_ports: HashMap<&str, ()> = HashMap::new();
@@ -183,6 +233,90 @@ impl Tables {
             list.push(idx);
             self.policies.push(rules);
         }
+        Ok(self)
+    }
+
+    /// Checks `cfg` against the tables' networks: every network an edge names exists (unless
+    /// `skip_orphans`, while `apply` walks between two checked configurations: then missing
+    /// ones, and ones that still have an uplink, are left out), has an IPv4 gateway, and has no uplink
+    /// TAP (off-network traffic goes to one place). Returns each edge's network indexes.
+    pub fn check_external(
+        &self,
+        cfg: &ExternalConfig,
+        skip_orphans: bool,
+    ) -> Result<Vec<Vec<NetIdx>>, ConfigError> {
+        cfg.validate()?;
+        let bad = |i: usize, why: String| ConfigError::External {
+            field: format!("edges[{i}].networks"),
+            reason: why,
+        };
+        let mut out = Vec::with_capacity(cfg.edges.len());
+        for (i, e) in cfg.edges.iter().enumerate() {
+            let mut nets = Vec::new();
+            for id in &e.networks {
+                let Some(ni) = self.net_by_id(id) else {
+                    if skip_orphans {
+                        continue;
+                    }
+                    return Err(bad(i, format!("network {id:?} not found")));
+                };
+                let n = &self.net(ni).cfg;
+                if n.uplink.is_some() && skip_orphans {
+                    continue;
+                }
+                if n.uplink.is_some() {
+                    return Err(bad(i, format!("network {id:?} has an uplink TAP")));
+                }
+                if n.gateway4.is_none() && n.gateway6.is_none() {
+                    return Err(bad(i, format!("network {id:?} has no gateway")));
+                }
+                nets.push(ni);
+            }
+            out.push(nets);
+        }
+        Ok(out)
+    }
+
+    /// Attaches the external network: `rt` is its open port, `edge_rt` each tenant's live
+    /// edge state (kept across rebuilds).
+    pub fn with_external(
+        mut self,
+        cfg: &ExternalConfig,
+        rt: Arc<External>,
+        mut edge_rt: impl FnMut(&EdgeConfig) -> Arc<EdgeRuntime>,
+        skip_orphans: bool,
+    ) -> Result<Tables, ConfigError> {
+        let nets = self.check_external(cfg, skip_orphans)?;
+        let mut x = ExtEntry {
+            cfg: cfg.clone(),
+            rt,
+            edges: Vec::with_capacity(cfg.edges.len()),
+            wire4: FastMap::default(),
+            wire6: FastMap::default(),
+            routed4: Vec::new(),
+            routed6: Vec::new(),
+        };
+        for (e, nets) in cfg.edges.iter().zip(nets) {
+            let ei = x.edges.len() as EdgeIdx;
+            for &ni in &nets {
+                self.nets[ni as usize].edge = Some(ei);
+            }
+            x.wire4.insert(e.outside4, ei);
+            for f in &e.floating4 {
+                x.wire4.insert(*f, ei);
+            }
+            if let Some(o) = e.outside6 {
+                x.wire6.insert(o, ei);
+            }
+            x.routed4.extend(e.routed4.iter().map(|c| (*c, ei)));
+            x.routed6.extend(e.routed6.iter().map(|c| (*c, ei)));
+            x.edges.push(EdgeEntry {
+                cfg: e.clone(),
+                rt: edge_rt(e),
+                nets,
+            });
+        }
+        self.ext = Some(x);
         Ok(self)
     }
 

@@ -87,6 +87,7 @@ fn control_socket_programs_the_switch() {
             ..port.clone()
         }],
         policies: vec![],
+        external: None,
     };
     assert!(
         c.call(&Request::Apply {

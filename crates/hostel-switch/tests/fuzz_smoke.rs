@@ -74,6 +74,35 @@ fn frame_target_survives_random_frames() {
     }
 }
 
+#[test]
+fn external_frame_target_survives_random_frames() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut seeds = seed_frames();
+    // Frames the external port acts on: IPv4 to its MAC for a routed tenant address, ARP
+    // for an outside address, and a ring block of two frames.
+    let mut ip = vec![0u8; 60];
+    ip[0..6].copy_from_slice(&[0x02, 0, 0x5e, 0, 0, 1]);
+    ip[12..16].copy_from_slice(&[8, 0, 0x45, 0]);
+    ip[16..18].copy_from_slice(&40u16.to_be_bytes());
+    ip[22] = 64;
+    ip[23] = 17;
+    ip[30..34].copy_from_slice(&[10, 0, 0, 2]);
+    let mut arp = seeds[0].clone();
+    arp[38..42].copy_from_slice(&[203, 0, 113, 10]);
+    let mut block = vec![0u8; 512];
+    block[12..16].copy_from_slice(&2u32.to_ne_bytes());
+    block[16..20].copy_from_slice(&48u32.to_ne_bytes());
+    block[48..52].copy_from_slice(&128u32.to_ne_bytes());
+    block[60..64].copy_from_slice(&60u32.to_ne_bytes());
+    block[64..68].copy_from_slice(&60u32.to_ne_bytes());
+    block[72..74].copy_from_slice(&66u16.to_ne_bytes());
+    seeds.extend([ip, arp, block]);
+    for i in 0..20_000 {
+        let base = seeds[i % seeds.len()].clone();
+        fuzzing::external_frame(&mutate(&mut rng, base));
+    }
+}
+
 /// Input the descriptor-chain target decodes into two guests' rings. Descriptors are biased
 /// towards pointing at each other's data and at the payload so chains actually get walked.
 fn ring_input(rng: &mut Rng) -> Vec<u8> {

@@ -74,6 +74,7 @@ fn unicast_or_uplink(net: &NetEntry, ingress: Ingress, found: Option<PortIdx>) -
         (Some(q), Ingress::Port(p)) if q == p => Decision::Drop(DropReason::Hairpin),
         (Some(q), _) => Decision::Unicast(q),
         (None, Ingress::Port(_)) if net.cfg.uplink.is_some() => Decision::Uplink,
+        (None, Ingress::Port(_)) if net.edge.is_some() => Decision::Edge,
         (None, _) => Decision::Drop(DropReason::NoRoute),
     }
 }

@@ -10,6 +10,7 @@ use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
 use hostel_virtq::{MemMap, Ring, SegList};
 
+use crate::afpacket::PacketDev;
 use crate::datapath::port::{PortIo, PortRuntime};
 use crate::datapath::rx::{deliver, FrameSrc, RxMark, RxQueue};
 use crate::datapath::vnet::{VnetHdr, F_MRG_RXBUF};
@@ -126,9 +127,16 @@ impl RxSink<'_> {
     }
 }
 
-/// A TAP opened for a group of frames.
+/// A device written frame by frame: a TAP, or the external interface.
+#[derive(Clone, Copy)]
+enum Dev<'a> {
+    Tap(&'a TapDev),
+    Packet(&'a PacketDev),
+}
+
+/// A TAP (or the external interface) opened for a group of frames.
 pub struct TapSink<'a> {
-    dev: &'a TapDev,
+    dev: Dev<'a>,
     packets: u64,
     bytes: u64,
     failed: u64,
@@ -159,7 +167,10 @@ impl Sink<'_> {
     pub fn send(&mut self, hdr: VnetHdr, src: &FrameSrc<'_>) -> Result<(), DropReason> {
         match self {
             Sink::Ring(r) => r.send(hdr, src),
-            Sink::Tap(t) => match t.dev.send(hdr, src) {
+            Sink::Tap(t) => match match t.dev {
+                Dev::Tap(d) => d.send(hdr, src),
+                Dev::Packet(d) => d.send(hdr, src),
+            } {
                 Ok(()) => {
                     t.packets += 1;
                     t.bytes += src.len as u64;
@@ -181,7 +192,8 @@ impl Sink<'_> {
 pub fn with_rx<R>(port: &PortRuntime, f: impl FnOnce(&mut Sink<'_>) -> R) -> Result<R, DropReason> {
     let dev = match port.io() {
         PortIo::Vhost(_) => return with_ring(port, f),
-        PortIo::Tap(dev) => dev,
+        PortIo::Tap(dev) => Dev::Tap(dev),
+        PortIo::Packet(dev) => Dev::Packet(dev),
     };
     let mut sink = Sink::Tap(TapSink {
         dev,

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::datapath::edge::{self, EdgeScratch};
 use crate::datapath::exec::with_rx;
 use crate::datapath::local;
 use crate::datapath::pipeline::{Decision, Ingress};
@@ -21,6 +22,8 @@ pub const LOCAL_REQ: usize = 1024;
 pub struct Scratch {
     request: Box<[u8; LOCAL_REQ]>,
     reply: Box<[u8; REPLY_BUF]>,
+    /// Made on the first frame through an edge.
+    edge: Option<Box<EdgeScratch>>,
 }
 
 impl Default for Scratch {
@@ -28,6 +31,7 @@ impl Default for Scratch {
         Scratch {
             request: Box::new([0; LOCAL_REQ]),
             reply: Box::new([0; REPLY_BUF]),
+            edge: None,
         }
     }
 }
@@ -69,6 +73,13 @@ impl Forward<'_> {
                     Some(u) => with_rx(u, |s| s.send(hdr, src))?,
                     None => Err(DropReason::NoRoute),
                 },
+            },
+            Decision::Edge => match self.ingress {
+                Ingress::Uplink(_) => Err(DropReason::Hairpin),
+                Ingress::Port(_) => {
+                    let s = scratch.edge.get_or_insert_with(Box::default);
+                    edge::outbound(self.tables, self.net(), self.sender, hdr, src, s)
+                }
             },
             Decision::Local(reply) => {
                 let req = &mut scratch.request[..];
@@ -123,7 +134,7 @@ impl Forward<'_> {
     pub fn mirror(&self, m: PortIdx, decision: Decision, hdr: VnetHdr, src: &FrameSrc<'_>) {
         let forwarded = matches!(
             decision,
-            Decision::Unicast(_) | Decision::Flood | Decision::Uplink
+            Decision::Unicast(_) | Decision::Flood | Decision::Uplink | Decision::Edge
         );
         // A flood already reached every port of its network, the mirror's too.
         let has_it = decision == Decision::Unicast(m)

@@ -1,10 +1,12 @@
 //! The switching datapath: decision pipeline (pure) and its execution on virtio rings.
 
 pub mod decide;
+pub mod edge;
 pub mod exec;
 pub mod fairness;
 pub mod forward;
 pub mod local;
+pub mod neigh;
 pub mod pipeline;
 pub mod port;
 pub mod ratelimit;

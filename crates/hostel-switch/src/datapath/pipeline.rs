@@ -57,6 +57,9 @@ pub enum Decision {
     Flood,
     /// Send out of the network's uplink TAP.
     Uplink,
+    /// Route through the tenant's edge to the external network (see
+    /// [`crate::datapath::edge`]).
+    Edge,
     /// Answer back to the ingress.
     Local(LocalReply),
     Drop(DropReason),
@@ -203,7 +206,7 @@ impl Stage for PolicyStage {
         };
         let to = match d {
             Decision::Unicast(q) => Some(q),
-            Decision::Flood | Decision::Uplink => None,
+            Decision::Flood | Decision::Uplink | Decision::Edge => None,
             Decision::Local(_) | Decision::Drop(_) => return Verdict::Continue,
         };
         let t = ctx.tables;
@@ -268,7 +271,10 @@ impl Pipeline {
             return Decision::Drop(DropReason::NoRoute);
         };
         let crosses_uplink = matches!(ctx.ingress, Ingress::Uplink(_))
-            || matches!(decision, Decision::Uplink | Decision::Flood);
+            || matches!(
+                decision,
+                Decision::Uplink | Decision::Edge | Decision::Flood
+            );
         if crosses_uplink {
             for h in &self.uplink_hooks {
                 if let Verdict::Done(d) = h.run(ctx) {

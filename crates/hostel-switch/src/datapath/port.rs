@@ -4,8 +4,8 @@
 //! container's NIC) and a network's uplink TAP alike. They share counters, storm-control
 //! state and the one delivery path ([`crate::datapath::exec::with_rx`], which opens the
 //! port's [`PortIo`] whatever it is); only how frames come in differs (a vhost-user TX
-//! queue, or a TAP reader thread: [`crate::uplink`]). Tunnel and external-NIC ports are further
-//! [`PortIo`] variants.
+//! queue, or a TAP reader thread: [`crate::uplink`], or the external interface's ring reader:
+//! [`crate::external`]). A tunnel port would be one more [`PortIo`] variant.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use vhost_user_backend::VringMutex;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
+use crate::afpacket::PacketDev;
 use crate::datapath::fairness::RxContention;
 use crate::datapath::ratelimit::Policer;
 use crate::stats::PortStats;
@@ -50,6 +51,9 @@ pub enum PortIo {
     Vhost(Mutex<Option<RxTarget>>),
     /// A TAP device: frames are written to it (and read from it by the port's reader).
     Tap(Arc<TapDev>),
+    /// A host network interface the switch drives (the external network's port): frames
+    /// are sent on its AF_PACKET socket, and read from its ring by [`crate::external`].
+    Packet(Arc<PacketDev>),
 }
 
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
@@ -63,6 +67,19 @@ impl PortRuntime {
     /// A port whose frames go out through `dev`.
     pub fn tap(id: &str, dev: Arc<TapDev>) -> Arc<Self> {
         Self::with_io(id, PortIo::Tap(dev))
+    }
+
+    /// The external network's port on interface `dev`.
+    pub fn packet(id: &str, dev: Arc<PacketDev>) -> Arc<Self> {
+        Self::with_io(id, PortIo::Packet(dev))
+    }
+
+    /// The interface behind the port, if it is the external one.
+    pub fn packet_dev(&self) -> Option<&Arc<PacketDev>> {
+        match &self.io {
+            PortIo::Packet(d) => Some(d),
+            _ => None,
+        }
     }
 
     fn with_io(id: &str, io: PortIo) -> Arc<Self> {
@@ -84,7 +101,7 @@ impl PortRuntime {
     pub fn tap_dev(&self) -> Option<&Arc<TapDev>> {
         match &self.io {
             PortIo::Tap(d) => Some(d),
-            PortIo::Vhost(_) => None,
+            PortIo::Vhost(_) | PortIo::Packet(_) => None,
         }
     }
 
@@ -92,7 +109,7 @@ impl PortRuntime {
     pub fn rx(&self) -> Option<RxTarget> {
         match &self.io {
             PortIo::Vhost(rx) => rx.lock().unwrap_or_else(PoisonError::into_inner).clone(),
-            PortIo::Tap(_) => None,
+            PortIo::Tap(_) | PortIo::Packet(_) => None,
         }
     }
 
@@ -107,7 +124,7 @@ impl PortRuntime {
     pub fn is_connected(&self) -> bool {
         match &self.io {
             PortIo::Vhost(rx) => rx.lock().unwrap_or_else(PoisonError::into_inner).is_some(),
-            PortIo::Tap(_) => true,
+            PortIo::Tap(_) | PortIo::Packet(_) => true,
         }
     }
 }

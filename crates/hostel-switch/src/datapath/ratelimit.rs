@@ -185,7 +185,7 @@ impl Class {
         match d {
             Decision::Drop(_) => None,
             Decision::Flood => Some(Class::Flood),
-            Decision::Uplink => Some(Class::Unknown),
+            Decision::Uplink | Decision::Edge => Some(Class::Unknown),
             _ if group_dst => Some(Class::Flood),
             _ => Some(Class::Plain),
         }

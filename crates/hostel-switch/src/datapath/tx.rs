@@ -347,6 +347,10 @@ fn execute(
             fwd.mirror(mi, item.decision, item.hdr, &item.src(sl));
         }
     }
+    // What went through an edge to the wire leaves now, in one system call.
+    if let Some(x) = &tables.ext {
+        x.rt.flush();
+    }
     port.stats.add_tx(packets, bytes);
 }
 

@@ -29,6 +29,32 @@ pub fn build_reply(req: &ArpPkt, answer: MacAddr, out: &mut [u8]) -> usize {
     MIN_FRAME
 }
 
+/// Writes a broadcast ARP request from (`sha`, `spa`) asking for `tpa`; returns the frame
+/// length, or 0 if `out` is too small.
+pub fn build_request(
+    sha: MacAddr,
+    spa: std::net::Ipv4Addr,
+    tpa: std::net::Ipv4Addr,
+    out: &mut [u8],
+) -> usize {
+    if out.len() < MIN_FRAME {
+        return 0;
+    }
+    out[..MIN_FRAME].fill(0);
+    out[0..6].copy_from_slice(&MacAddr::BROADCAST.0);
+    out[6..12].copy_from_slice(&sha.0);
+    out[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+    out[14..16].copy_from_slice(&1u16.to_be_bytes());
+    out[16..18].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    out[18] = 6;
+    out[19] = 4;
+    out[20..22].copy_from_slice(&OP_REQUEST.to_be_bytes());
+    out[22..28].copy_from_slice(&sha.0);
+    out[28..32].copy_from_slice(&spa.octets());
+    out[38..42].copy_from_slice(&tpa.octets());
+    MIN_FRAME
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

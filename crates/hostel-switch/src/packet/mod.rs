@@ -6,6 +6,7 @@
 pub mod arp;
 pub mod checksum;
 pub mod dhcp;
+pub mod ip;
 pub mod ndp;
 pub mod parse;
 

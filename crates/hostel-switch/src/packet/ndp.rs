@@ -90,6 +90,51 @@ pub fn build_advert(
     total
 }
 
+/// Builds a neighbour solicitation from (`src_mac`, `src`) for `target`, to its
+/// solicited-node group, with the source link-layer option. Returns the frame length.
+pub fn build_solicit(src_mac: MacAddr, src: &Ipv6Addr, target: &Ipv6Addr, out: &mut [u8]) -> usize {
+    const ICMP_LEN: usize = 32; // header 4 + reserved 4 + target 16 + SLLA option 8
+    let total = 54 + ICMP_LEN;
+    if out.len() < total {
+        return 0;
+    }
+    let t = target.octets();
+    let group = Ipv6Addr::from([
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15],
+    ]);
+    ipv6_header(
+        out,
+        src_mac,
+        MacAddr::ipv6_multicast(&group),
+        src,
+        &group,
+        ICMP_LEN as u16,
+    );
+    let icmp = &mut out[54..total];
+    icmp.fill(0);
+    icmp[0] = NEIGHBOR_SOLICIT;
+    icmp[8..24].copy_from_slice(&t);
+    icmp[24] = 1; // source link-layer address option
+    icmp[25] = 1;
+    icmp[26..32].copy_from_slice(&src_mac.0);
+    fill_icmp_checksum(out, src, &group, ICMP_LEN);
+    total
+}
+
+/// The (target, link-layer address) a neighbour advertisement held in `frame` announces,
+/// if it is valid (hop limit 255, code 0) and carries a target link-layer option first.
+pub fn advertised(frame: &[u8], ip: &Ipv6Pkt) -> Option<(Ipv6Addr, MacAddr)> {
+    if ip.icmp_type != Some(NEIGHBOR_ADVERT) || ip.hop_limit != 255 {
+        return None;
+    }
+    let icmp = frame.get(ip.l4_off..)?;
+    if icmp.len() < 32 || icmp[1] != 0 || icmp[24] != 2 || icmp[25] != 1 {
+        return None;
+    }
+    let t: [u8; 16] = icmp[8..24].try_into().ok()?;
+    Some((Ipv6Addr::from(t), MacAddr::from_slice(&icmp[26..32])?))
+}
+
 /// Builds a router advertisement from the gateway to a soliciting port: the prefix is
 /// on-link, and addresses are assigned by the platform (no SLAAC "A" flag).
 pub fn build_router_advert(
@@ -176,6 +221,28 @@ mod tests {
             panic!()
         };
         assert_eq!(solicited_target(&f, &ip), None);
+    }
+
+    #[test]
+    fn solicit_and_advert_round_trip() {
+        let me = MacAddr([2, 0, 0, 0, 0, 7]);
+        let src: Ipv6Addr = "2001:db8::10".parse().unwrap();
+        let target: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let mut buf = [0u8; 128];
+        let n = build_solicit(me, &src, &target, &mut buf);
+        let L3::Ipv6(ip) = parse(&buf[..n]).unwrap().l3 else {
+            panic!()
+        };
+        assert_eq!(solicited_target(&buf[..n], &ip), Some(target));
+        let acc = checksum::pseudo6(&ip.src, &ip.dst, IPPROTO_ICMPV6, (n - 54) as u32);
+        assert_eq!(checksum::finish(checksum::sum(acc, &buf[54..n])), 0);
+        let gw = MacAddr([2, 0, 0, 0, 0, 1]);
+        let n = build_advert(me, &src, &target, gw, true, &mut buf);
+        let L3::Ipv6(ip) = parse(&buf[..n]).unwrap().l3 else {
+            panic!()
+        };
+        assert_eq!(advertised(&buf[..n], &ip), Some((target, gw)));
+        assert_eq!(advertised(&buf[..60], &ip), None);
     }
 
     #[test]

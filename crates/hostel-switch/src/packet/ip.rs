@@ -1,0 +1,287 @@
+//! IP header work on frames the switch holds in its own buffers (an edge's scratch, a copy
+//! out of the external ring): length checks against the frame, TTL / hop limit, addresses,
+//! the ICMP time exceeded the edge sends, and completing an offloaded checksum.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::packet::checksum;
+use crate::packet::parse::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HLEN};
+use crate::stats::DropReason;
+use crate::types::MacAddr;
+
+/// The length of the Ethernet frame in `buf` up to the end of its IP packet (Ethernet
+/// padding cut off), after checking the IP header against the frame: version, header
+/// length, and a total length that fits.
+pub fn ip_frame_len(buf: &[u8]) -> Result<usize, DropReason> {
+    let ip = buf.get(ETH_HLEN..).ok_or(DropReason::Malformed)?;
+    let et = u16::from_be_bytes([buf[12], buf[13]]);
+    let len = match (et, ip.first().map(|b| b >> 4)) {
+        (ETHERTYPE_IPV4, Some(4)) if ip.len() >= 20 => {
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let tot = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            if ihl < 20 || tot < ihl || tot > ip.len() {
+                return Err(DropReason::Malformed);
+            }
+            tot
+        }
+        (ETHERTYPE_IPV6, Some(6)) if ip.len() >= 40 => {
+            let tot = 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            if tot > ip.len() {
+                return Err(DropReason::Malformed);
+            }
+            tot
+        }
+        _ => return Err(DropReason::Malformed),
+    };
+    Ok(ETH_HLEN + len)
+}
+
+/// Decrements the TTL (IPv4, with the RFC 1624 incremental checksum update) or hop limit
+/// (IPv6) of the packet in the frame `buf`, checked by [`ip_frame_len`].
+pub fn dec_ttl(buf: &mut [u8]) -> Result<(), DropReason> {
+    match buf.get(ETH_HLEN).map(|b| b >> 4) {
+        Some(4) if buf.len() >= ETH_HLEN + 20 => {
+            let ttl = buf[ETH_HLEN + 8];
+            if ttl <= 1 {
+                return Err(DropReason::TtlExceeded);
+            }
+            buf[ETH_HLEN + 8] = ttl - 1;
+            // The TTL is the high byte of its 16-bit word: the sum drops by 0x0100.
+            let old = u16::from_be_bytes([buf[ETH_HLEN + 10], buf[ETH_HLEN + 11]]);
+            let sum = u32::from(!old) + u32::from(!0x0100u16);
+            let c = !(((sum & 0xffff) + (sum >> 16)) as u16);
+            buf[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&c.to_be_bytes());
+            Ok(())
+        }
+        Some(6) if buf.len() >= ETH_HLEN + 40 => {
+            let hl = buf[ETH_HLEN + 7];
+            if hl <= 1 {
+                return Err(DropReason::TtlExceeded);
+            }
+            buf[ETH_HLEN + 7] = hl - 1;
+            Ok(())
+        }
+        _ => Err(DropReason::Malformed),
+    }
+}
+
+/// The destination address of the packet in a frame checked by [`ip_frame_len`].
+pub fn dst_ip(buf: &[u8]) -> Result<IpAddr, DropReason> {
+    let ip = buf.get(ETH_HLEN..).ok_or(DropReason::Malformed)?;
+    match ip.first().map(|b| b >> 4) {
+        Some(4) => ip
+            .get(16..20)
+            .and_then(|s| <[u8; 4]>::try_from(s).ok())
+            .map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+        Some(6) => ip
+            .get(24..40)
+            .and_then(|s| <[u8; 16]>::try_from(s).ok())
+            .map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+        _ => None,
+    }
+    .ok_or(DropReason::Malformed)
+}
+
+/// The source address of the packet in a frame checked by [`ip_frame_len`].
+pub fn src_ip(buf: &[u8]) -> Result<IpAddr, DropReason> {
+    let ip = buf.get(ETH_HLEN..).ok_or(DropReason::Malformed)?;
+    match ip.first().map(|b| b >> 4) {
+        Some(4) => ip
+            .get(12..16)
+            .and_then(|s| <[u8; 4]>::try_from(s).ok())
+            .map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+        Some(6) => ip
+            .get(8..24)
+            .and_then(|s| <[u8; 16]>::try_from(s).ok())
+            .map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+        _ => None,
+    }
+    .ok_or(DropReason::Malformed)
+}
+
+/// Writes an ICMPv4 time exceeded (in transit) from `gw` (at `gw_mac`) back to the sender
+/// of the IPv4 frame `orig`, quoting its IP header and 8 bytes, into `out`; returns the
+/// frame length, or 0 for IPv6 (none yet) and for ICMP other than echo requests (never an
+/// error about an error, RFC 1122).
+pub fn time_exceeded4(orig: &[u8], gw: Ipv4Addr, gw_mac: MacAddr, out: &mut [u8]) -> usize {
+    let Some(ip) = orig.get(ETH_HLEN..) else {
+        return 0;
+    };
+    if ip.first().map(|b| b >> 4) != Some(4) || ip.len() < 20 {
+        return 0;
+    }
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ip[9] == 1 && ip.get(ihl) != Some(&8) {
+        return 0;
+    }
+    let quote = ip.len().min(ihl + 8);
+    let total = 20 + 8 + quote;
+    if out.len() < ETH_HLEN + total {
+        return 0;
+    }
+    let f = &mut out[..ETH_HLEN + total];
+    f[0..6].copy_from_slice(&orig[6..12]);
+    f[6..12].copy_from_slice(&gw_mac.0);
+    f[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    let h = &mut f[ETH_HLEN..ETH_HLEN + 20];
+    h.copy_from_slice(&[
+        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    h[12..16].copy_from_slice(&gw.octets());
+    h[16..20].copy_from_slice(&ip[12..16]);
+    let c = checksum::checksum(h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    let icmp = &mut f[ETH_HLEN + 20..];
+    icmp[..8].fill(0);
+    icmp[0] = 11;
+    icmp[8..].copy_from_slice(&ip[..quote]);
+    let c = checksum::checksum(icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ETH_HLEN + total
+}
+
+/// Fills in a checksum a guest left to the device (`VIRTIO_NET_HDR_F_NEEDS_CSUM`, summed
+/// from `start`, stored at `start + offset`): the wire gets only complete checksums.
+pub fn complete_csum(buf: &mut [u8], start: usize, offset: usize) -> Result<(), DropReason> {
+    let at = start + offset;
+    if at + 2 > buf.len() || start > buf.len() {
+        return Err(DropReason::BadVnetHeader);
+    }
+    // The guest put the pseudo-header sum in the field; summing from `start` includes it.
+    let c = checksum::checksum(&buf[start..]);
+    buf[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    Ok(())
+}
+
+/// Puts back the partial checksum a segmentation offload expects (the folded pseudo-header
+/// sum, for the packet's current addresses and L4 length, at `start + offset`), after
+/// [`complete_csum`] made it whole for the edge's filter. TCP only (the only GSO offered);
+/// an IPv6 packet with extension headers before it is refused.
+pub fn partial_csum(buf: &mut [u8], start: usize, offset: usize) -> Result<(), DropReason> {
+    let at = start + offset;
+    if at + 2 > buf.len() || start < ETH_HLEN + 20 {
+        return Err(DropReason::BadVnetHeader);
+    }
+    let l4_len = buf.len() - start;
+    let ip = &buf[ETH_HLEN..];
+    let acc = match ip[0] >> 4 {
+        4 => {
+            let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+            let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+            let len = u16::try_from(l4_len).map_err(|_| DropReason::TooLong)?;
+            checksum::pseudo4(src, dst, ip[9], len)
+        }
+        6 if ip.len() >= 40 && ip[6] == 6 => {
+            let (Ok(src), Ok(dst)) = (src_ip(buf), dst_ip(buf)) else {
+                return Err(DropReason::Malformed);
+            };
+            let (IpAddr::V6(src), IpAddr::V6(dst)) = (src, dst) else {
+                return Err(DropReason::Malformed);
+            };
+            checksum::pseudo6(&src, &dst, 6, l4_len as u32)
+        }
+        _ => return Err(DropReason::GsoUnsupported),
+    };
+    let folded = !checksum::finish(acc);
+    buf[at..at + 2].copy_from_slice(&folded.to_be_bytes());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::parse::tests::udp4;
+
+    fn frame() -> Vec<u8> {
+        let mut f = udp4(
+            MacAddr([2; 6]),
+            MacAddr([4; 6]),
+            Ipv4Addr::new(192, 0, 2, 2),
+            Ipv4Addr::new(198, 51, 100, 7),
+            b"payload",
+        );
+        let c = checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn ttl_decrements_with_a_valid_checksum_and_runs_out() {
+        let mut f = frame();
+        for ttl in (2..=64u8).rev() {
+            assert_eq!(f[22], ttl);
+            dec_ttl(&mut f).unwrap();
+            assert_eq!(checksum::checksum(&f[14..34]), 0, "checksum at ttl {ttl}");
+        }
+        assert_eq!(dec_ttl(&mut f), Err(DropReason::TtlExceeded));
+    }
+
+    #[test]
+    fn ip_lengths_are_checked_against_the_frame() {
+        let mut f = frame();
+        let real = f.len();
+        f.extend_from_slice(&[0; 20]); // Ethernet padding
+        assert_eq!(ip_frame_len(&f), Ok(real));
+        f[16..18].copy_from_slice(&9000u16.to_be_bytes());
+        assert_eq!(ip_frame_len(&f), Err(DropReason::Malformed));
+        let mut f = frame();
+        f[14] = 0x43;
+        assert_eq!(ip_frame_len(&f), Err(DropReason::Malformed));
+        assert_eq!(ip_frame_len(&f[..20]), Err(DropReason::Malformed));
+        assert_eq!(ip_frame_len(&f[..5]), Err(DropReason::Malformed));
+        assert_eq!(
+            dst_ip(&frame()),
+            Ok(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)))
+        );
+    }
+
+    #[test]
+    fn time_exceeded_quotes_the_packet_and_checks_out() {
+        let f = frame();
+        let gw = Ipv4Addr::new(192, 0, 2, 1);
+        let mut out = [0u8; 200];
+        let n = time_exceeded4(&f, gw, MacAddr([2, 0, 0, 0, 0, 1]), &mut out);
+        assert_eq!(n, 14 + 20 + 8 + 28);
+        let r = &out[..n];
+        assert_eq!(&r[0..6], &f[6..12]);
+        assert_eq!(checksum::checksum(&r[14..34]), 0);
+        assert_eq!(checksum::checksum(&r[34..]), 0);
+        assert_eq!((r[23], r[34]), (1, 11));
+        assert_eq!(&r[26..30], &gw.octets());
+        assert_eq!(&r[30..34], &f[26..30]);
+        assert_eq!(&r[42..], &f[14..42]);
+        let mut icmp = f.clone();
+        icmp[23] = 1;
+        icmp[34] = 3; // an ICMP error: no error about it
+        assert_eq!(time_exceeded4(&icmp, gw, MacAddr([2; 6]), &mut out), 0);
+        icmp[34] = 8; // an echo request (traceroute -I): answered
+        assert!(time_exceeded4(&icmp, gw, MacAddr([2; 6]), &mut out) > 0);
+    }
+
+    #[test]
+    fn partial_checksums_are_completed() {
+        let mut f = frame();
+        let udp = 34;
+        let len = (f.len() - udp) as u16;
+        let pseudo = checksum::pseudo4(
+            Ipv4Addr::new(192, 0, 2, 2),
+            Ipv4Addr::new(198, 51, 100, 7),
+            17,
+            len,
+        );
+        // What a guest with checksum offload leaves: the folded pseudo-header sum.
+        let mut p = pseudo;
+        while p > 0xffff {
+            p = (p & 0xffff) + (p >> 16);
+        }
+        f[udp + 6..udp + 8].copy_from_slice(&(p as u16).to_be_bytes());
+        complete_csum(&mut f, udp, 6).unwrap();
+        let acc = checksum::sum(pseudo, &f[udp..]);
+        assert_eq!(checksum::finish(acc), 0);
+        assert_eq!(
+            complete_csum(&mut f, 4000, 6),
+            Err(DropReason::BadVnetHeader)
+        );
+    }
+}
