@@ -1,0 +1,554 @@
+//! A tenant's connection table: a preallocated slab of connections and an open-addressing
+//! index holding both directions' tuples, so a lookup, insert or removal allocates nothing and
+//! probes at most `MAX_PROBE` slots. Hand-written rather than a `HashMap` because the table
+//! needs a hard size, a bounded probe (a flood of colliding tuples costs the sender, not an
+//! unbounded loop), eviction of the oldest embryonic connection, and an incremental sweep.
+//!
+//! The hash is keyed per table from the process's random seed, so a sender cannot precompute
+//! colliding tuples across instances.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+
+use crate::nat::PortPools;
+use crate::packet::{Tuple, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::rule::Direction;
+use crate::DropReason;
+
+const NIL: u32 = u32::MAX;
+/// Longest probe sequence: the index is kept at most half full, so honest tuples rarely pass 8.
+const MAX_PROBE: usize = 64;
+/// Slab entries the sweep looks at per packet.
+const SWEEP_PER_CALL: usize = 4;
+
+pub const SEC: u64 = 1_000_000_000;
+
+/// Per-state lifetimes in nanoseconds (Linux's defaults, except ESTABLISHED: 1 day, not 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub syn_sent: u64,
+    pub syn_recv: u64,
+    pub established: u64,
+    pub fin_wait: u64,
+    pub close_wait: u64,
+    pub last_ack: u64,
+    pub time_wait: u64,
+    pub close: u64,
+    pub udp_unreplied: u64,
+    pub udp_replied: u64,
+    pub icmp: u64,
+    pub other: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            syn_sent: 120 * SEC,
+            syn_recv: 60 * SEC,
+            established: 86_400 * SEC,
+            fin_wait: 120 * SEC,
+            close_wait: 60 * SEC,
+            last_ack: 30 * SEC,
+            time_wait: 120 * SEC,
+            close: 10 * SEC,
+            udp_unreplied: 30 * SEC,
+            udp_replied: 180 * SEC,
+            icmp: 30 * SEC,
+            other: 600 * SEC,
+        }
+    }
+}
+
+/// A connection's state. TCP follows the handshake and teardown by flags (no sequence-window
+/// tracking); the others only know whether a reply was seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    SynSent,
+    SynRecv,
+    Established,
+    /// The initiator sent FIN.
+    FinWait,
+    /// The responder sent FIN.
+    CloseWait,
+    /// Both sent FIN.
+    LastAck,
+    TimeWait,
+    Close,
+    Unreplied,
+    Replied,
+}
+
+impl State {
+    pub fn embryonic(self) -> bool {
+        matches!(self, State::SynSent | State::SynRecv)
+    }
+}
+
+/// Source NAT of a connection: the inside source was rewritten to this outside address and port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snat {
+    pub inside_addr: u32,
+    pub inside_port: u16,
+    pub outside_addr: u32,
+    pub outside_port: u16,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Conn {
+    /// As the initiator sent it (inside addresses: after floating-IP translation, before SNAT).
+    pub orig: Tuple,
+    /// As the responder's packets arrive (after SNAT, to the outside address).
+    pub reply: Tuple,
+    pub direction: Direction,
+    pub state: State,
+    pub expires: u64,
+    pub snat: Option<Snat>,
+    /// The rule that allowed it (`None`: the default policy).
+    pub rule_id: Option<u32>,
+    live: bool,
+    emb_prev: u32,
+    emb_next: u32,
+}
+
+impl Conn {
+    pub fn new(
+        orig: Tuple,
+        reply: Tuple,
+        direction: Direction,
+        state: State,
+        expires: u64,
+        snat: Option<Snat>,
+        rule_id: Option<u32>,
+    ) -> Conn {
+        Conn {
+            orig,
+            reply,
+            direction,
+            state,
+            expires,
+            snat,
+            rule_id,
+            live: false,
+            emb_prev: NIL,
+            emb_next: NIL,
+        }
+    }
+}
+
+/// Counters of the table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtStats {
+    pub occupancy: usize,
+    pub embryonic: usize,
+    pub inserts: u64,
+    pub expired: u64,
+    pub evicted_embryonic: u64,
+    pub cut_by_policy: u64,
+    pub full: u64,
+}
+
+pub struct ConnTrack {
+    slab: Vec<Conn>,
+    free: Vec<u32>,
+    index: Vec<u64>,
+    mask: usize,
+    seed: u64,
+    emb_head: u32,
+    emb_tail: u32,
+    sweep: usize,
+    pub max_embryonic: usize,
+    pub timeouts: Timeouts,
+    pub stats: CtStats,
+    /// Source-NAT ports in use, released with their connection.
+    pub ports: PortPools,
+}
+
+/// Which of a connection's tuples a packet matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Orig,
+    Reply,
+}
+
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+impl ConnTrack {
+    /// A table of `limit` connections (at least 1), all memory allocated now.
+    pub fn new(limit: usize, max_embryonic: usize, timeouts: Timeouts) -> ConnTrack {
+        let limit = limit.max(1);
+        let slots = (limit * 4).next_power_of_two();
+        let blank = Conn {
+            orig: Tuple::default(),
+            reply: Tuple::default(),
+            direction: Direction::Egress,
+            state: State::Close,
+            expires: 0,
+            snat: None,
+            rule_id: None,
+            live: false,
+            emb_prev: NIL,
+            emb_next: NIL,
+        };
+        ConnTrack {
+            slab: vec![blank; limit],
+            free: (0..limit as u32).rev().collect(),
+            index: vec![0; slots],
+            mask: slots - 1,
+            seed: RandomState::new().hash_one(0x686f_7374_656cu64),
+            emb_head: NIL,
+            emb_tail: NIL,
+            sweep: 0,
+            max_embryonic,
+            timeouts,
+            stats: CtStats::default(),
+            ports: PortPools::default(),
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.slab.len()
+    }
+
+    fn hash(&self, t: &Tuple) -> u32 {
+        let a = mix(self.seed ^ (t.src as u64) ^ ((t.src >> 64) as u64).rotate_left(17));
+        let b = mix(a ^ (t.dst as u64) ^ ((t.dst >> 64) as u64).rotate_left(29));
+        let c = (u64::from(t.sport) << 32)
+            | (u64::from(t.dport) << 16)
+            | (u64::from(t.proto) << 1)
+            | u64::from(t.v6);
+        (mix(b ^ c) >> 32) as u32
+    }
+
+    fn tuple_of(&self, slot: u64) -> (usize, Side, &Tuple) {
+        let v = (slot as u32) - 1;
+        let idx = (v >> 1) as usize;
+        let c = &self.slab[idx];
+        if v & 1 == 0 {
+            (idx, Side::Orig, &c.orig)
+        } else {
+            (idx, Side::Reply, &c.reply)
+        }
+    }
+
+    fn find_slot(&self, t: &Tuple, h: u32) -> Option<usize> {
+        let mut i = h as usize & self.mask;
+        for _ in 0..MAX_PROBE {
+            let s = self.index[i];
+            if s == 0 {
+                return None;
+            }
+            if (s >> 32) as u32 == h && self.tuple_of(s).2 == t {
+                return Some(i);
+            }
+            i = (i + 1) & self.mask;
+        }
+        None
+    }
+
+    /// The connection a tuple belongs to, if live at `now`; an expired one is removed.
+    pub fn lookup(&mut self, t: &Tuple, now: u64) -> Option<(usize, Side)> {
+        let h = self.hash(t);
+        let slot = self.find_slot(t, h)?;
+        let (idx, side, _) = self.tuple_of(self.index[slot]);
+        if self.slab[idx].expires <= now {
+            self.stats.expired += 1;
+            self.remove(idx);
+            return None;
+        }
+        Some((idx, side))
+    }
+
+    pub fn get(&self, idx: usize) -> &Conn {
+        &self.slab[idx]
+    }
+
+    fn index_insert(&mut self, t: &Tuple, val: u32) -> bool {
+        let h = self.hash(t);
+        let mut i = h as usize & self.mask;
+        for _ in 0..MAX_PROBE {
+            if self.index[i] == 0 {
+                self.index[i] = (u64::from(h) << 32) | u64::from(val + 1);
+                return true;
+            }
+            i = (i + 1) & self.mask;
+        }
+        false
+    }
+
+    fn index_remove(&mut self, t: &Tuple) {
+        let h = self.hash(t);
+        let Some(mut i) = self.find_slot(t, h) else {
+            return;
+        };
+        // Backward-shift deletion: no tombstones, so probe lengths never grow with churn.
+        let mut j = i;
+        loop {
+            j = (j + 1) & self.mask;
+            let s = self.index[j];
+            if s == 0 {
+                break;
+            }
+            let home = (s >> 32) as usize & self.mask;
+            let stays = if i <= j {
+                i < home && home <= j
+            } else {
+                i < home || home <= j
+            };
+            if !stays {
+                self.index[i] = s;
+                i = j;
+            }
+        }
+        self.index[i] = 0;
+    }
+
+    /// Whether a new connection could be stored now (after an attempt to free an expired one).
+    fn make_room(&mut self, now: u64, embryonic: bool) -> Result<(), DropReason> {
+        if !self.free.is_empty() {
+            return Ok(());
+        }
+        // A bounded look for an expired entry.
+        for _ in 0..64 {
+            self.sweep_one(now);
+            if !self.free.is_empty() {
+                return Ok(());
+            }
+        }
+        if embryonic && self.emb_head != NIL {
+            // A full table of half-open connections: the oldest half-open one goes first.
+            self.stats.evicted_embryonic += 1;
+            self.remove(self.emb_head as usize);
+            return Ok(());
+        }
+        self.stats.full += 1;
+        Err(DropReason::ConntrackFull)
+    }
+
+    /// Stores a new connection under both tuples.
+    pub fn insert(&mut self, mut conn: Conn, now: u64) -> Result<usize, DropReason> {
+        let emb = conn.state.embryonic();
+        if emb && self.max_embryonic == 0 {
+            return Err(DropReason::SynFlood);
+        }
+        if emb && self.stats.embryonic >= self.max_embryonic && self.emb_head != NIL {
+            self.stats.evicted_embryonic += 1;
+            self.remove(self.emb_head as usize);
+        }
+        for t in [&conn.orig, &conn.reply] {
+            if self.find_slot(t, self.hash(t)).is_some() {
+                return Err(DropReason::ConntrackClash);
+            }
+        }
+        self.make_room(now, emb)?;
+        let Some(idx) = self.free.pop() else {
+            return Err(DropReason::ConntrackFull);
+        };
+        conn.live = true;
+        conn.emb_prev = NIL;
+        conn.emb_next = NIL;
+        let (o, r) = (conn.orig, conn.reply);
+        self.slab[idx as usize] = conn;
+        if !self.index_insert(&o, idx << 1) {
+            self.slab[idx as usize].live = false;
+            self.free.push(idx);
+            self.stats.full += 1;
+            return Err(DropReason::ConntrackFull);
+        }
+        if !self.index_insert(&r, (idx << 1) | 1) {
+            self.index_remove(&o);
+            self.slab[idx as usize].live = false;
+            self.free.push(idx);
+            self.stats.full += 1;
+            return Err(DropReason::ConntrackFull);
+        }
+        if emb {
+            self.emb_link(idx);
+        }
+        self.stats.inserts += 1;
+        self.stats.occupancy += 1;
+        Ok(idx as usize)
+    }
+
+    fn emb_link(&mut self, idx: u32) {
+        let c = &mut self.slab[idx as usize];
+        c.emb_prev = self.emb_tail;
+        c.emb_next = NIL;
+        if self.emb_tail != NIL {
+            self.slab[self.emb_tail as usize].emb_next = idx;
+        } else {
+            self.emb_head = idx;
+        }
+        self.emb_tail = idx;
+        self.stats.embryonic += 1;
+    }
+
+    fn emb_unlink(&mut self, idx: u32) {
+        let (p, n) = {
+            let c = &self.slab[idx as usize];
+            (c.emb_prev, c.emb_next)
+        };
+        if p != NIL {
+            self.slab[p as usize].emb_next = n;
+        } else {
+            self.emb_head = n;
+        }
+        if n != NIL {
+            self.slab[n as usize].emb_prev = p;
+        } else {
+            self.emb_tail = p;
+        }
+        let c = &mut self.slab[idx as usize];
+        c.emb_prev = NIL;
+        c.emb_next = NIL;
+        self.stats.embryonic -= 1;
+    }
+
+    /// Removes a connection; returns it (for its SNAT port to be released).
+    pub fn remove(&mut self, idx: usize) -> Option<Conn> {
+        let c = *self.slab.get(idx)?;
+        if !c.live {
+            return None;
+        }
+        if c.state.embryonic() {
+            self.emb_unlink(idx as u32);
+        }
+        self.index_remove(&c.orig);
+        self.index_remove(&c.reply);
+        self.slab[idx].live = false;
+        self.free.push(idx as u32);
+        self.stats.occupancy -= 1;
+        if let Some(n) = c.snat {
+            self.ports
+                .release(n.outside_addr, c.orig.proto, n.outside_port);
+        }
+        Some(c)
+    }
+
+    fn sweep_one(&mut self, now: u64) {
+        let i = self.sweep;
+        self.sweep = (self.sweep + 1) % self.slab.len();
+        if self.slab[i].live && self.slab[i].expires <= now {
+            self.stats.expired += 1;
+            self.remove(i);
+        }
+    }
+
+    /// Reclaims a few expired connections: bounded work, called once per packet.
+    pub fn tick(&mut self, now: u64) {
+        for _ in 0..SWEEP_PER_CALL {
+            self.sweep_one(now);
+        }
+    }
+
+    fn set_state(&mut self, idx: usize, s: State) {
+        let was = self.slab[idx].state.embryonic();
+        self.slab[idx].state = s;
+        match (was, s.embryonic()) {
+            (true, false) => self.emb_unlink(idx as u32),
+            (false, true) => self.emb_link(idx as u32),
+            _ => {}
+        }
+    }
+
+    fn timeout(&self, s: State, proto: u8, icmp: bool) -> u64 {
+        let t = &self.timeouts;
+        match s {
+            State::SynSent => t.syn_sent,
+            State::SynRecv => t.syn_recv,
+            State::Established => t.established,
+            State::FinWait => t.fin_wait,
+            State::CloseWait => t.close_wait,
+            State::LastAck => t.last_ack,
+            State::TimeWait => t.time_wait,
+            State::Close => t.close,
+            _ if icmp => t.icmp,
+            State::Unreplied if proto == crate::packet::PROTO_UDP => t.udp_unreplied,
+            State::Replied if proto == crate::packet::PROTO_UDP => t.udp_replied,
+            _ => t.other,
+        }
+    }
+
+    /// The state a new connection starts in; `None` if this packet may not open one (a TCP
+    /// segment other than a bare SYN).
+    pub fn initial_state(proto: u8, tcp_flags: u8) -> Option<State> {
+        if proto == PROTO_TCP {
+            if tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN {
+                Some(State::SynSent)
+            } else {
+                None
+            }
+        } else {
+            Some(State::Unreplied)
+        }
+    }
+
+    pub fn initial_expiry(&self, s: State, proto: u8, icmp: bool, now: u64) -> u64 {
+        now.saturating_add(self.timeout(s, proto, icmp))
+    }
+
+    /// Advances a connection by one packet seen on `side`; refreshes its expiry.
+    pub fn update(
+        &mut self,
+        idx: usize,
+        side: Side,
+        tcp_flags: u8,
+        icmp: bool,
+        now: u64,
+    ) -> Result<(), DropReason> {
+        let c = self.slab[idx];
+        let from_orig = side == Side::Orig;
+        let next = if c.orig.proto == PROTO_TCP {
+            let f = tcp_flags;
+            let syn = f & TCP_SYN != 0;
+            let ack = f & TCP_ACK != 0;
+            let fin = f & TCP_FIN != 0;
+            if f & TCP_RST != 0 {
+                State::Close
+            } else {
+                match c.state {
+                    State::SynSent if !from_orig && syn && ack => State::SynRecv,
+                    State::SynSent if from_orig && syn && !ack => State::SynSent,
+                    State::SynSent => return Err(DropReason::TcpInvalid),
+                    State::SynRecv if from_orig && ack && !syn && fin => State::FinWait,
+                    State::SynRecv if from_orig && ack && !syn => State::Established,
+                    State::SynRecv if syn => State::SynRecv,
+                    State::SynRecv => return Err(DropReason::TcpInvalid),
+                    State::Established if fin && from_orig => State::FinWait,
+                    State::Established if fin => State::CloseWait,
+                    State::Established => State::Established,
+                    State::FinWait if fin && !from_orig => State::LastAck,
+                    State::CloseWait if fin && from_orig => State::LastAck,
+                    s @ (State::FinWait | State::CloseWait) => s,
+                    State::LastAck if ack && !fin => State::TimeWait,
+                    State::LastAck => State::LastAck,
+                    // A new SYN on a closed tuple reuses it, as a fresh handshake.
+                    State::TimeWait | State::Close if from_orig && syn && !ack => State::SynSent,
+                    State::TimeWait | State::Close if syn => return Err(DropReason::TcpInvalid),
+                    s => s,
+                }
+            }
+        } else if from_orig {
+            c.state
+        } else {
+            State::Replied
+        };
+        if next != c.state {
+            self.set_state(idx, next);
+        }
+        self.slab[idx].expires = now.saturating_add(self.timeout(next, c.orig.proto, icmp));
+        Ok(())
+    }
+
+    /// Every live connection's slab index (allocates: for policy changes, not per packet).
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.slab.len())
+            .filter(|&i| self.slab[i].live)
+            .collect()
+    }
+}
