@@ -441,7 +441,12 @@ impl ConnTrack {
 
     /// Reclaims a few expired connections: bounded work, called once per packet.
     pub fn tick(&mut self, now: u64) {
-        for _ in 0..SWEEP_PER_CALL {
+        self.sweep(now, SWEEP_PER_CALL);
+    }
+
+    /// Looks at the next `n` slab entries and removes the expired ones.
+    pub fn sweep(&mut self, now: u64, n: usize) {
+        for _ in 0..n.min(self.slab.len()) {
             self.sweep_one(now);
         }
     }

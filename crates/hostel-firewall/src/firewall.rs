@@ -115,6 +115,8 @@ pub struct PolicyChange {
 }
 
 const FRAG_SLOTS: usize = 1024;
+/// Connections looked at for expiry when source-NAT ports run out.
+const SNAT_SWEEP: usize = 256;
 const FRAG_TTL: u64 = 30 * crate::conntrack::SEC;
 
 #[derive(Clone, Copy, Default)]
@@ -494,7 +496,13 @@ impl Firewall {
             let outside = self.nat.snat_outside(src4).unwrap_or(src4);
             let ported = matches!(t.proto, PROTO_TCP | PROTO_UDP) || is_icmp(&t);
             let port = if ported {
-                match self.ct.ports.allocate(outside, t.proto, t.sport) {
+                let mut got = self.ct.ports.allocate(outside, t.proto, t.sport);
+                if got.is_none() {
+                    // Expired connections may still hold ports: a bounded sweep, then once more.
+                    self.ct.sweep(now, SNAT_SWEEP);
+                    got = self.ct.ports.allocate(outside, t.proto, t.sport);
+                }
+                match got {
                     Some(port) => port,
                     None => return Verdict::Drop(DropReason::SnatExhausted),
                 }

@@ -174,8 +174,11 @@ impl IpCidr {
         match self {
             IpCidr::V4(c) => {
                 let p = u32::from(c.prefix.min(32));
-                let host = if p == 0 { u32::MAX } else { u32::MAX >> p };
-                let host = if p == 32 { 0 } else { host };
+                let host = match p {
+                    0 => u32::MAX,
+                    32.. => 0,
+                    _ => u32::MAX >> p,
+                };
                 let lo = u32::from(c.addr) & !host;
                 (false, u128::from(lo), u128::from(lo | host))
             }
