@@ -67,6 +67,9 @@ pub struct Classifier {
     pub default: DefaultAction,
 }
 
+/// A rule's ranges in one field (`None`: any value).
+type RangesOf = dyn Fn(&Rule) -> Option<Vec<(u128, u128)>>;
+
 struct Builder {
     words: usize,
     pool: Vec<u64>,
@@ -202,7 +205,7 @@ impl Classifier {
         for p in 0..256u128 {
             proto.push(pt.lookup(p));
         }
-        let mk = |b: &mut Builder, f: &dyn Fn(&Rule) -> Option<Vec<(u128, u128)>>, max| {
+        let mk = |b: &mut Builder, f: &RangesOf, max| {
             let per: Vec<_> = rules.iter().map(|r| f(r)).collect();
             b.table(max, &per)
         };

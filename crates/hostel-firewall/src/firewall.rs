@@ -12,6 +12,7 @@
 //!    packet that may open a connection (a bare SYN for TCP) is tracked, with source NAT for a
 //!    VM of an SNAT network without a floating IP; stateless rules track nothing;
 //! 6. egress from a VM with a floating IP: the source becomes the public address.
+//!
 //! The buffer is only written when the packet passes, so a reject answers the datagram as it
 //! arrived.
 

@@ -186,11 +186,7 @@ fn l3_v6(buf: &[u8], check_total: bool) -> Result<L3, DropReason> {
     let mut off = 40;
     let mut frag = Frag::Whole;
     let mut walked = 0;
-    loop {
-        match next {
-            0 | 43 | 60 | 51 | 44 => {}
-            _ => break,
-        }
+    while matches!(next, 0 | 43 | 60 | 51 | 44) {
         walked += 1;
         if walked > MAX_EXT_HEADERS {
             return Err(DropReason::ExtensionChain);
@@ -292,7 +288,7 @@ fn finish(buf: &[u8], l3: L3, outer: bool) -> Result<Packet, DropReason> {
             if l4.len() < need(20) {
                 return Err(DropReason::Malformed);
             }
-            if outer && (l4[12] >> 4) < 5 || outer && usize::from(l4[12] >> 4) * 4 > l4.len() {
+            if outer && ((l4[12] >> 4) < 5 || usize::from(l4[12] >> 4) * 4 > l4.len()) {
                 return Err(DropReason::Malformed);
             }
             tuple.sport = u16::from_be_bytes([l4[0], l4[1]]);

@@ -66,14 +66,12 @@ fn checksums(p: &[u8], quoted: bool) {
                 0,
                 "TCP checksum"
             ),
-            UDP => {
-                if l4[6..8] != [0, 0] {
-                    assert_eq!(
-                        naive_sum(&[&pseudo4(p, UDP, l4.len()), l4]),
-                        0,
-                        "UDP checksum"
-                    );
-                }
+            UDP if l4[6..8] != [0, 0] => {
+                assert_eq!(
+                    naive_sum(&[&pseudo4(p, UDP, l4.len()), l4]),
+                    0,
+                    "UDP checksum"
+                );
             }
             1 => {
                 assert_eq!(naive_sum(&[l4]), 0, "ICMP checksum");
