@@ -19,9 +19,12 @@ const NIL: u32 = u32::MAX;
 /// Longest probe sequence: the index is kept at most half full, so honest tuples rarely pass 8.
 const MAX_PROBE: usize = 64;
 /// Slab entries the sweep looks at per packet.
-const SWEEP_PER_CALL: usize = 4;
+const SWEEP_PER_CALL: usize = 1;
 
 pub const SEC: u64 = 1_000_000_000;
+
+/// The largest table: 2^30 connections (far beyond any host's memory for one tenant).
+pub const MAX_LIMIT: usize = 1 << 30;
 
 /// Per-state lifetimes in nanoseconds (Linux's defaults, except ESTABLISHED: 1 day, not 5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,7 +184,8 @@ fn mix(mut x: u64) -> u64 {
 impl ConnTrack {
     /// A table of `limit` connections (at least 1), all memory allocated now.
     pub fn new(limit: usize, max_embryonic: usize, timeouts: Timeouts) -> ConnTrack {
-        let limit = limit.max(1);
+        // Index values are `slab index << 1 | side` plus one in 32 bits.
+        let limit = limit.clamp(1, MAX_LIMIT);
         let slots = (limit * 4).next_power_of_two();
         let blank = Conn {
             orig: Tuple::default(),
