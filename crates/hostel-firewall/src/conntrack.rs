@@ -96,44 +96,157 @@ pub struct Snat {
     pub outside_port: u16,
 }
 
-#[derive(Clone, Copy, Debug)]
+/// A connection as callers see it (a copy out of the table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conn {
     /// As the initiator sent it (inside addresses: after floating-IP translation, before SNAT).
     pub orig: Tuple,
-    /// As the responder's packets arrive (after SNAT, to the outside address).
-    pub reply: Tuple,
     pub direction: Direction,
     pub state: State,
     pub expires: u64,
     pub snat: Option<Snat>,
-    /// The rule that allowed it (`None`: the default policy).
-    pub rule_id: Option<u32>,
-    live: bool,
-    emb_prev: u32,
-    emb_next: u32,
 }
 
 impl Conn {
     pub fn new(
         orig: Tuple,
-        reply: Tuple,
         direction: Direction,
         state: State,
         expires: u64,
         snat: Option<Snat>,
-        rule_id: Option<u32>,
     ) -> Conn {
         Conn {
             orig,
-            reply,
             direction,
             state,
             expires,
             snat,
-            rule_id,
-            live: false,
-            emb_prev: NIL,
-            emb_next: NIL,
+        }
+    }
+
+    /// As the responder's packets arrive: the original reversed, and with source NAT addressed
+    /// to the outside address and port (for ICMP echo both "ports" are the identifier).
+    pub fn reply(&self) -> Tuple {
+        reply_of(
+            &self.orig,
+            self.snat.map(|s| (s.outside_addr, s.outside_port)),
+        )
+    }
+}
+
+fn reply_of(orig: &Tuple, snat: Option<(u32, u16)>) -> Tuple {
+    let mut r = orig.reversed();
+    if let Some((addr, port)) = snat {
+        r.dst = u128::from(addr);
+        r.dport = port;
+        if orig.proto == crate::packet::PROTO_ICMP || orig.proto == crate::packet::PROTO_ICMPV6 {
+            r.sport = port;
+        }
+    }
+    r
+}
+
+/// A tuple as stored: byte arrays, so it packs without 16-byte alignment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
+struct Packed {
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    v6: bool,
+}
+
+impl Packed {
+    fn of(t: &Tuple) -> Packed {
+        Packed {
+            src: t.src.to_be_bytes(),
+            dst: t.dst.to_be_bytes(),
+            sport: t.sport,
+            dport: t.dport,
+            proto: t.proto,
+            v6: t.v6,
+        }
+    }
+    fn tuple(&self) -> Tuple {
+        Tuple {
+            src: u128::from_be_bytes(self.src),
+            dst: u128::from_be_bytes(self.dst),
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+            v6: self.v6,
+        }
+    }
+}
+
+/// One table entry in exactly one cache line: a lookup touches the index slot and this line.
+/// The reply tuple is not stored: it is the original reversed, plus the SNAT binding.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(64))]
+struct Entry {
+    orig: Packed,
+    state: u8,
+    /// Bit 0: egress-initiated; bit 1: live.
+    flags: u8,
+    /// 0: no source NAT (0.0.0.0 is never an outside address).
+    snat_addr: u32,
+    snat_port: u16,
+    expires: u64,
+    emb_prev: u32,
+    emb_next: u32,
+}
+
+const LIVE: u8 = 2;
+const EGRESS: u8 = 1;
+
+const STATES: [State; 10] = [
+    State::SynSent,
+    State::SynRecv,
+    State::Established,
+    State::FinWait,
+    State::CloseWait,
+    State::LastAck,
+    State::TimeWait,
+    State::Close,
+    State::Unreplied,
+    State::Replied,
+];
+
+impl Entry {
+    fn live(&self) -> bool {
+        self.flags & LIVE != 0
+    }
+    fn state(&self) -> State {
+        STATES[usize::from(self.state) % STATES.len()]
+    }
+    fn snat(&self) -> Option<(u32, u16)> {
+        (self.snat_addr != 0).then_some((self.snat_addr, self.snat_port))
+    }
+    fn orig(&self) -> Tuple {
+        self.orig.tuple()
+    }
+    fn reply(&self) -> Tuple {
+        reply_of(&self.orig(), self.snat())
+    }
+    fn view(&self) -> Conn {
+        let orig = self.orig();
+        Conn {
+            orig,
+            direction: if self.flags & EGRESS != 0 {
+                Direction::Egress
+            } else {
+                Direction::Ingress
+            },
+            state: self.state(),
+            expires: self.expires,
+            snat: self.snat().map(|(a, p)| Snat {
+                inside_addr: orig.src as u32,
+                inside_port: orig.sport,
+                outside_addr: a,
+                outside_port: p,
+            }),
         }
     }
 }
@@ -151,7 +264,7 @@ pub struct CtStats {
 }
 
 pub struct ConnTrack {
-    slab: Vec<Conn>,
+    slab: Vec<Entry>,
     free: Vec<u32>,
     index: Vec<u64>,
     mask: usize,
@@ -187,20 +300,8 @@ impl ConnTrack {
         // Index values are `slab index << 1 | side` plus one in 32 bits.
         let limit = limit.clamp(1, MAX_LIMIT);
         let slots = (limit * 4).next_power_of_two();
-        let blank = Conn {
-            orig: Tuple::default(),
-            reply: Tuple::default(),
-            direction: Direction::Egress,
-            state: State::Close,
-            expires: 0,
-            snat: None,
-            rule_id: None,
-            live: false,
-            emb_prev: NIL,
-            emb_next: NIL,
-        };
         ConnTrack {
-            slab: vec![blank; limit],
+            slab: vec![Entry::default(); limit],
             free: (0..limit as u32).rev().collect(),
             index: vec![0; slots],
             mask: slots - 1,
@@ -229,14 +330,18 @@ impl ConnTrack {
         (mix(b ^ c) >> 32) as u32
     }
 
-    fn tuple_of(&self, slot: u64) -> (usize, Side, &Tuple) {
-        let v = (slot as u32) - 1;
-        let idx = (v >> 1) as usize;
-        let c = &self.slab[idx];
-        if v & 1 == 0 {
-            (idx, Side::Orig, &c.orig)
-        } else {
-            (idx, Side::Reply, &c.reply)
+    fn decode(slot: u64) -> (usize, Side) {
+        let v = (slot as u32).wrapping_sub(1);
+        let side = if v & 1 == 0 { Side::Orig } else { Side::Reply };
+        ((v >> 1) as usize, side)
+    }
+
+    fn tuple_at(&self, slot: u64) -> Tuple {
+        let (idx, side) = Self::decode(slot);
+        let e = &self.slab[idx];
+        match side {
+            Side::Orig => e.orig(),
+            Side::Reply => e.reply(),
         }
     }
 
@@ -247,7 +352,7 @@ impl ConnTrack {
             if s == 0 {
                 return None;
             }
-            if (s >> 32) as u32 == h && self.tuple_of(s).2 == t {
+            if (s >> 32) as u32 == h && self.tuple_at(s) == *t {
                 return Some(i);
             }
             i = (i + 1) & self.mask;
@@ -259,7 +364,7 @@ impl ConnTrack {
     pub fn lookup(&mut self, t: &Tuple, now: u64) -> Option<(usize, Side)> {
         let h = self.hash(t);
         let slot = self.find_slot(t, h)?;
-        let (idx, side, _) = self.tuple_of(self.index[slot]);
+        let (idx, side) = Self::decode(self.index[slot]);
         if self.slab[idx].expires <= now {
             self.stats.expired += 1;
             self.remove(idx);
@@ -268,8 +373,9 @@ impl ConnTrack {
         Some((idx, side))
     }
 
-    pub fn get(&self, idx: usize) -> &Conn {
-        &self.slab[idx]
+    /// A copy of the connection at `idx`.
+    pub fn get(&self, idx: usize) -> Conn {
+        self.slab[idx].view()
     }
 
     fn index_insert(&mut self, t: &Tuple, val: u32) -> bool {
@@ -335,38 +441,49 @@ impl ConnTrack {
     }
 
     /// Stores a new connection under both tuples.
-    pub fn insert(&mut self, mut conn: Conn, now: u64) -> Result<usize, DropReason> {
+    pub fn insert(&mut self, conn: Conn, now: u64) -> Result<usize, DropReason> {
         let emb = conn.state.embryonic();
         if emb && self.max_embryonic == 0 {
             return Err(DropReason::SynFlood);
+        }
+        let (o, r) = (conn.orig, conn.reply());
+        for t in [&o, &r] {
+            if self.find_slot(t, self.hash(t)).is_some() {
+                return Err(DropReason::ConntrackClash);
+            }
         }
         if emb && self.stats.embryonic >= self.max_embryonic && self.emb_head != NIL {
             self.stats.evicted_embryonic += 1;
             self.remove(self.emb_head as usize);
         }
-        for t in [&conn.orig, &conn.reply] {
-            if self.find_slot(t, self.hash(t)).is_some() {
-                return Err(DropReason::ConntrackClash);
-            }
-        }
         self.make_room(now, emb)?;
         let Some(idx) = self.free.pop() else {
             return Err(DropReason::ConntrackFull);
         };
-        conn.live = true;
-        conn.emb_prev = NIL;
-        conn.emb_next = NIL;
-        let (o, r) = (conn.orig, conn.reply);
-        self.slab[idx as usize] = conn;
+        self.slab[idx as usize] = Entry {
+            orig: Packed::of(&o),
+            state: conn.state as u8,
+            flags: LIVE
+                | if conn.direction == Direction::Egress {
+                    EGRESS
+                } else {
+                    0
+                },
+            snat_addr: conn.snat.map_or(0, |s| s.outside_addr),
+            snat_port: conn.snat.map_or(0, |s| s.outside_port),
+            expires: conn.expires,
+            emb_prev: NIL,
+            emb_next: NIL,
+        };
         if !self.index_insert(&o, idx << 1) {
-            self.slab[idx as usize].live = false;
+            self.slab[idx as usize].flags = 0;
             self.free.push(idx);
             self.stats.full += 1;
             return Err(DropReason::ConntrackFull);
         }
         if !self.index_insert(&r, (idx << 1) | 1) {
             self.index_remove(&o);
-            self.slab[idx as usize].live = false;
+            self.slab[idx as usize].flags = 0;
             self.free.push(idx);
             self.stats.full += 1;
             return Err(DropReason::ConntrackFull);
@@ -413,20 +530,21 @@ impl ConnTrack {
         self.stats.embryonic -= 1;
     }
 
-    /// Removes a connection; returns it (for its SNAT port to be released).
+    /// Removes a connection (releasing its source-NAT port); returns it.
     pub fn remove(&mut self, idx: usize) -> Option<Conn> {
-        let c = *self.slab.get(idx)?;
-        if !c.live {
+        let e = *self.slab.get(idx)?;
+        if !e.live() {
             return None;
         }
-        if c.state.embryonic() {
+        if e.state().embryonic() {
             self.emb_unlink(idx as u32);
         }
-        self.index_remove(&c.orig);
-        self.index_remove(&c.reply);
-        self.slab[idx].live = false;
+        self.index_remove(&e.orig());
+        self.index_remove(&e.reply());
+        self.slab[idx].flags = 0;
         self.free.push(idx as u32);
         self.stats.occupancy -= 1;
+        let c = e.view();
         if let Some(n) = c.snat {
             self.ports
                 .release(n.outside_addr, c.orig.proto, n.outside_port);
@@ -437,7 +555,7 @@ impl ConnTrack {
     fn sweep_one(&mut self, now: u64) {
         let i = self.sweep;
         self.sweep = (self.sweep + 1) % self.slab.len();
-        if self.slab[i].live && self.slab[i].expires <= now {
+        if self.slab[i].live() && self.slab[i].expires <= now {
             self.stats.expired += 1;
             self.remove(i);
         }
@@ -456,8 +574,8 @@ impl ConnTrack {
     }
 
     fn set_state(&mut self, idx: usize, s: State) {
-        let was = self.slab[idx].state.embryonic();
-        self.slab[idx].state = s;
+        let was = self.slab[idx].state().embryonic();
+        self.slab[idx].state = s as u8;
         match (was, s.embryonic()) {
             (true, false) => self.emb_unlink(idx as u32),
             (false, true) => self.emb_link(idx as u32),
@@ -510,7 +628,7 @@ impl ConnTrack {
         icmp: bool,
         now: u64,
     ) -> Result<(), DropReason> {
-        let c = self.slab[idx];
+        let c = self.slab[idx].view();
         let from_orig = side == Side::Orig;
         let next = if c.orig.proto == PROTO_TCP {
             let f = tcp_flags;
@@ -557,7 +675,20 @@ impl ConnTrack {
     /// Every live connection's slab index (allocates: for policy changes, not per packet).
     pub fn live(&self) -> Vec<usize> {
         (0..self.slab.len())
-            .filter(|&i| self.slab[i].live)
+            .filter(|&i| self.slab[i].live())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_one_cache_line_and_states_round_trip() {
+        assert_eq!(std::mem::size_of::<Entry>(), 64);
+        for (i, s) in STATES.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+        }
     }
 }

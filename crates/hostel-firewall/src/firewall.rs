@@ -240,7 +240,7 @@ impl Firewall {
         self.stats.generation = self.generation;
         let mut cut = 0;
         for idx in self.ct.live() {
-            let c = *self.ct.get(idx);
+            let c = self.ct.get(idx);
             let (sport, dport) = match_ports(&c.orig);
             let local = match c.direction {
                 Direction::Ingress => c.orig.dst,
@@ -372,7 +372,7 @@ impl Firewall {
         }
         if let Some(inner) = p.inner {
             if let Some((idx, side)) = self.ct.lookup(&inner.tuple.reversed(), now) {
-                let c = *self.ct.get(idx);
+                let c = self.ct.get(idx);
                 match (dir, side, c.snat) {
                     (Direction::Ingress, Side::Reply, Some(s)) => {
                         rw.dst = Some((s.inside_addr, s.inside_port))
@@ -386,7 +386,7 @@ impl Firewall {
                 return self.pass(dir, pkt, &p, received, rw, now);
             }
         } else if let Some((idx, side)) = self.ct.lookup(&p.tuple, now) {
-            let c = *self.ct.get(idx);
+            let c = self.ct.get(idx);
             let expected = match side {
                 Side::Orig => c.direction,
                 Side::Reply => other(c.direction),
@@ -491,7 +491,6 @@ impl Firewall {
         if state.embryonic() && !self.syn_bucket.take(now) {
             return Verdict::Drop(DropReason::SynFlood);
         }
-        let mut back = t.reversed();
         let mut snat = None;
         if needs_snat {
             let outside = self.nat.snat_outside(src4).unwrap_or(src4);
@@ -516,15 +515,10 @@ impl Firewall {
                 outside_addr: outside,
                 outside_port: port,
             });
-            back.dst = u128::from(outside);
-            back.dport = port;
-            if is_icmp(&t) {
-                back.sport = port;
-            }
             rw.src = Some((outside, port));
         }
         let expires = self.ct.initial_expiry(state, t.proto, is_icmp(&t), now);
-        let conn = Conn::new(t, back, dir, state, expires, snat, rule_id);
+        let conn = Conn::new(t, dir, state, expires, snat);
         if let Err(r) = self.ct.insert(conn, now) {
             if let (Some(s), true) = (
                 snat,
