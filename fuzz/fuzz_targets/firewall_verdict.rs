@@ -89,7 +89,11 @@ fn gen_rules(b: &mut Bytes) -> (Vec<RuleSpec>, Vec<Ref>) {
     let mut specs = Vec::new();
     let mut refs = Vec::new();
     for id in 0..u32::from(n) {
-        let dir = if b.u8() & 1 == 0 { Direction::Ingress } else { Direction::Egress };
+        let dir = if b.u8() & 1 == 0 {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        };
         let action = [Action::Allow, Action::Drop, Action::Reject][usize::from(b.u8() % 3)];
         let (proto, name) = [
             (Some(6u8), "tcp"),
@@ -136,7 +140,12 @@ fn gen_rules(b: &mut Bytes) -> (Vec<RuleSpec>, Vec<Ref>) {
             destination: show(dst),
             source_ports: vec![],
             destination_ports: dport
-                .map(|(lo, hi)| vec![PortSpec::Range { from: u32::from(lo), to: u32::from(hi) }])
+                .map(|(lo, hi)| {
+                    vec![PortSpec::Range {
+                        from: u32::from(lo),
+                        to: u32::from(hi),
+                    }]
+                })
                 .unwrap_or_default(),
             icmp_type: icmp_type.map(u32::from),
             icmp_code: None,
@@ -144,7 +153,17 @@ fn gen_rules(b: &mut Bytes) -> (Vec<RuleSpec>, Vec<Ref>) {
             stateless: true,
             log: b.u8() % 4 == 0,
         });
-        refs.push(Ref { id, priority, dir, action, proto, src, dst, dport, icmp_type });
+        refs.push(Ref {
+            id,
+            priority,
+            dir,
+            action,
+            proto,
+            src,
+            dst,
+            dport,
+            icmp_type,
+        });
     }
     refs.sort_by_key(|r| (r.priority, r.id));
     (specs, refs)
@@ -250,7 +269,11 @@ fn reference(
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
     let (rules, refs) = gen_rules(&mut b);
-    let default_egress = if b.u8() % 2 == 0 { DefaultAction::Allow } else { DefaultAction::Drop };
+    let default_egress = if b.u8() % 2 == 0 {
+        DefaultAction::Allow
+    } else {
+        DefaultAction::Drop
+    };
     let spec = PolicySpec {
         rules: rules.clone(),
         default_egress,
@@ -271,7 +294,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         if b.0.is_empty() {
             break;
         }
-        let dir = if b.u8() & 1 == 0 { Direction::Ingress } else { Direction::Egress };
+        let dir = if b.u8() & 1 == 0 {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        };
         let (mut p, v6, proto, src, dst, dport, ity) = gen_packet(&mut b);
         let tracked = fw.conntrack().occupancy;
         let v = fw.process(dir, &mut p, now, &mut reply);
@@ -326,7 +353,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         panic!("generated rules must validate");
     };
     while !b.0.is_empty() {
-        let dir = if b.u8() & 1 == 0 { Direction::Ingress } else { Direction::Egress };
+        let dir = if b.u8() & 1 == 0 {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        };
         now += u64::from(b.u16()) * 10_000_000;
         let mut p = if b.u8() % 2 == 0 {
             gen_packet(&mut b).0
