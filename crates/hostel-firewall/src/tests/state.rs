@@ -134,6 +134,20 @@ fn related_icmp_errors_pass_for_tracked_flows_only() {
         run(&mut f, IN, err, 2).0,
         Verdict::Drop(DropReason::Default)
     );
+    // ICMPv6: a destination unreachable quoting a tracked IPv6 flow passes too.
+    let out6 = udp6("fd00::5", 1000, "2001:db8::1", 53);
+    assert_eq!(run(&mut f, OUT, out6.clone(), 2).0, Verdict::Accept);
+    let mut err6 = out6.clone();
+    err6[8..24].copy_from_slice(&a6("2001:db8::ff"));
+    err6[24..40].copy_from_slice(&a6("fd00::5"));
+    err6[6] = 58;
+    err6.truncate(40);
+    err6.extend_from_slice(&[1, 4, 0, 0, 0, 0, 0, 0]);
+    err6.extend_from_slice(&out6);
+    let pl = (err6.len() - 40) as u16;
+    err6[4..6].copy_from_slice(&pl.to_be_bytes());
+    assert_eq!(run(&mut f, IN, err6, 2).0, Verdict::Accept);
+    assert_eq!(f.stats().related, 2);
     // An error quoting a truncated header is malformed, not a panic.
     let err = icmp4("9.9.9.9", "10.0.0.5", 3, 3, [0; 4], &out[..22]);
     assert_eq!(
