@@ -8,7 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use hostel_firewall::nat::{FloatingIp, NatConfig, SnatNetwork};
 use hostel_firewall::rule::{PortSpec, ProtocolSpec};
 use hostel_firewall::{
-    Action, Config, DefaultAction, Direction, DropReason, Firewall, PolicySpec, RuleSpec, Verdict,
+    Action, Config, DefaultAction, Direction, DropReason, Firewall, PolicySpec, RuleSpec, Stage,
+    Verdict,
 };
 
 /// Echo, router advertisement/solicitation, timestamp (v4); echo, MLD query (v6).
@@ -365,6 +366,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             let n = usize::from(b.u8());
             b.take(n).to_vec()
         };
+        fw.prefetch(&p, Stage::Slot);
+        fw.prefetch(&p, Stage::Entry);
         let small = b.u8() % 4 == 0;
         let out: &mut [u8] = if small { &mut reply[..40] } else { &mut reply };
         if let Verdict::Reject { len } = fw.process(dir, &mut p, now, out) {

@@ -286,6 +286,22 @@ pub enum Side {
     Reply,
 }
 
+/// A cache hint: never faults, changes nothing a program can observe.
+#[inline(always)]
+fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unused_unsafe)]
+    // SAFETY: `_mm_prefetch` only hints the cache and accepts any address; `r` is a live
+    // reference anyway. (Newer compilers call it safe; the MSRV needs the block.)
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+            (r as *const T).cast::<i8>(),
+        )
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}
+
 fn mix(mut x: u64) -> u64 {
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -371,6 +387,22 @@ impl ConnTrack {
             return None;
         }
         Some((idx, side))
+    }
+
+    /// Asks the CPU to start loading the index slot of `t` (stage one of a batch pipeline).
+    pub fn prefetch_slot(&self, t: &Tuple) {
+        let h = self.hash(t);
+        prefetch(&self.index[h as usize & self.mask]);
+    }
+
+    /// Reads the (by now, hopefully, cached) home slot of `t` and starts loading its entry
+    /// (stage two). Only the home slot: a hint, not a lookup.
+    pub fn prefetch_entry(&self, t: &Tuple) {
+        let h = self.hash(t);
+        let s = self.index[h as usize & self.mask];
+        if s != 0 && (s >> 32) as u32 == h {
+            prefetch(&self.slab[Self::decode(s).0]);
+        }
     }
 
     /// A copy of the connection at `idx`.

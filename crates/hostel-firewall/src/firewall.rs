@@ -83,6 +83,15 @@ pub enum Verdict {
     },
 }
 
+/// Which part of a connection lookup [`Firewall::prefetch`] warms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The index slot (issue first).
+    Slot,
+    /// The connection's entry (issue once the slot had time to arrive).
+    Entry,
+}
+
 /// Packets and bytes a rule (or a default policy) decided.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleStats {
@@ -326,6 +335,20 @@ impl Firewall {
             .map(|(r, s)| (Some(r.id), *s))
             .chain(std::iter::once((None, self.default_stats[di(d)])))
             .collect()
+    }
+
+    /// A cache hint for batches (the switch handles frames 64 at a time): call it with
+    /// `Stage::Slot` a few packets ahead of [`Firewall::process`] and with `Stage::Entry` a
+    /// couple ahead, so a connection lookup's two cache misses overlap other packets' work.
+    /// Reads only the fixed IPv4 header fields of plain TCP/UDP (anything else: no hint);
+    /// verdicts are the same without it.
+    #[inline]
+    pub fn prefetch(&self, pkt: &[u8], stage: Stage) {
+        let Some(t) = quick_tuple(pkt) else { return };
+        match stage {
+            Stage::Slot => self.ct.prefetch_slot(&t),
+            Stage::Entry => self.ct.prefetch_entry(&t),
+        }
     }
 
     /// Judges one datagram crossing the edge; rewrites it in place if it passes translated;
@@ -593,6 +616,23 @@ impl Firewall {
             None => Verdict::Drop(DropReason::Reject),
         }
     }
+}
+
+/// The tuple of an unfragmented IPv4 TCP/UDP datagram with a 20-byte header, else `None`.
+#[inline]
+fn quick_tuple(p: &[u8]) -> Option<Tuple> {
+    let h = p.get(..24)?;
+    if h[0] != 0x45 || !matches!(h[9], PROTO_TCP | PROTO_UDP) || h[6] & 0x3f != 0 || h[7] != 0 {
+        return None;
+    }
+    Some(Tuple {
+        src: u128::from(u32::from_be_bytes([h[12], h[13], h[14], h[15]])),
+        dst: u128::from(u32::from_be_bytes([h[16], h[17], h[18], h[19]])),
+        sport: u16::from_be_bytes([h[20], h[21]]),
+        dport: u16::from_be_bytes([h[22], h[23]]),
+        proto: h[9],
+        v6: false,
+    })
 }
 
 fn frag_slot(t: &Tuple, id: u32) -> usize {

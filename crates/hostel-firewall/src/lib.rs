@@ -19,7 +19,9 @@ pub mod packet;
 pub mod reject;
 pub mod rule;
 
-pub use firewall::{Config, Firewall, FirewallError, RuleStats, Stats, Verdict};
+pub use firewall::{
+    Config, Firewall, FirewallError, PolicyChange, RuleStats, Stage, Stats, Verdict,
+};
 pub use rule::{Action, DefaultAction, Direction, PolicySpec, RuleError, RuleSpec};
 
 /// Why a packet was dropped (one counter each).
