@@ -148,7 +148,8 @@ impl Nat {
 }
 
 /// Ports in use per outside address and protocol class: a bitmap each, allocated when the
-/// translation set-up is installed, so allocating a port costs at most 1,024 word reads.
+/// translation set-up is installed, so allocating a port costs at most 1,024 word reads
+/// (fewer for a narrower range) and one bit scan.
 #[derive(Clone, Debug, Default)]
 pub struct PortPools {
     lo: u16,
@@ -202,31 +203,28 @@ impl PortPools {
         if (lo..=hi).contains(&want) && free(map, want) {
             pick = Some(want);
         } else {
-            // One pass over the words from a moving cursor, skipping full ones.
-            for k in 0..1024 {
-                let w = (cursor + k) % 1024;
-                let word = map[w];
-                if word == u64::MAX {
-                    continue;
+            // One pass over the range's words from a moving cursor, bits outside the range
+            // masked off: at most 1,024 word reads, one bit scan.
+            let (wlo, whi) = (usize::from(lo) / 64, usize::from(hi) / 64);
+            let n = whi - wlo + 1;
+            for k in 0..n {
+                let w = wlo + (cursor + k) % n;
+                let mut bits = !map[w];
+                if w == wlo {
+                    bits &= u64::MAX << (lo % 64);
                 }
-                let mut bits = !word;
-                while bits != 0 {
-                    let b = bits.trailing_zeros() as usize;
-                    let p = (w * 64 + b) as u16;
-                    if p >= lo && p <= hi {
-                        pick = Some(p);
-                        break;
-                    }
-                    bits &= bits - 1;
+                if w == whi {
+                    bits &= u64::MAX >> (63 - hi % 64);
                 }
-                if pick.is_some() {
+                if bits != 0 {
+                    pick = Some((w * 64 + bits.trailing_zeros() as usize) as u16);
                     break;
                 }
             }
         }
         let p = pick?;
         map[usize::from(p) / 64] |= 1 << (p % 64);
-        self.cursor = usize::from(p) / 64;
+        self.cursor = usize::from(p) / 64 - usize::from(lo) / 64;
         Some(p)
     }
 
@@ -387,6 +385,41 @@ pub fn apply(b: &mut [u8], p: &Packet, rw: &Rewrite) {
         if let Some(msg) = b.get(p.l4_off..p.len) {
             let c = checksum::checksum(msg);
             put16(b, p.l4_off + 2, c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_stay_in_range_unique_and_come_back() {
+        for (lo, hi) in [
+            (1000u16, 1003u16),
+            (60, 70),
+            (0, 63),
+            (64, 64),
+            (65500, 65535),
+        ] {
+            let mut p = PortPools::default();
+            p.configure([7u32].into_iter(), (lo, hi));
+            let mut got = std::collections::BTreeSet::new();
+            for k in 0..=(hi - lo) {
+                let port = p
+                    .allocate(7, PROTO_TCP, k.wrapping_mul(977))
+                    .expect("a free port");
+                assert!((lo..=hi).contains(&port), "{port} outside {lo}-{hi}");
+                assert!(got.insert(port), "{port} handed out twice");
+            }
+            assert_eq!(p.allocate(7, PROTO_TCP, lo), None, "exhausted");
+            assert!(
+                p.allocate(7, PROTO_UDP, lo).is_some(),
+                "UDP has its own ports"
+            );
+            p.release(7, PROTO_TCP, hi);
+            assert_eq!(p.allocate(7, PROTO_TCP, 1), Some(hi));
+            assert_eq!(p.allocate(8, PROTO_TCP, 1), None, "unknown address");
         }
     }
 }
