@@ -13,6 +13,8 @@ use std::hash::BuildHasher;
 use crate::nat::PortPools;
 use crate::packet::{Tuple, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::rule::Direction;
+use crate::state::{tcp_next, STATES};
+pub use crate::state::{State, Timeouts, SEC};
 use crate::DropReason;
 
 const NIL: u32 = u32::MAX;
@@ -21,71 +23,8 @@ const MAX_PROBE: usize = 64;
 /// Slab entries the sweep looks at per packet.
 const SWEEP_PER_CALL: usize = 1;
 
-pub const SEC: u64 = 1_000_000_000;
-
 /// The largest table: 2^30 connections (far beyond any host's memory for one tenant).
 pub const MAX_LIMIT: usize = 1 << 30;
-
-/// Per-state lifetimes in nanoseconds (Linux's defaults, except ESTABLISHED: 1 day, not 5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timeouts {
-    pub syn_sent: u64,
-    pub syn_recv: u64,
-    pub established: u64,
-    pub fin_wait: u64,
-    pub close_wait: u64,
-    pub last_ack: u64,
-    pub time_wait: u64,
-    pub close: u64,
-    pub udp_unreplied: u64,
-    pub udp_replied: u64,
-    pub icmp: u64,
-    pub other: u64,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            syn_sent: 120 * SEC,
-            syn_recv: 60 * SEC,
-            established: 86_400 * SEC,
-            fin_wait: 120 * SEC,
-            close_wait: 60 * SEC,
-            last_ack: 30 * SEC,
-            time_wait: 120 * SEC,
-            close: 10 * SEC,
-            udp_unreplied: 30 * SEC,
-            udp_replied: 180 * SEC,
-            icmp: 30 * SEC,
-            other: 600 * SEC,
-        }
-    }
-}
-
-/// A connection's state. TCP follows the handshake and teardown by flags (no sequence-window
-/// tracking); the others only know whether a reply was seen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    SynSent,
-    SynRecv,
-    Established,
-    /// The initiator sent FIN.
-    FinWait,
-    /// The responder sent FIN.
-    CloseWait,
-    /// Both sent FIN.
-    LastAck,
-    TimeWait,
-    Close,
-    Unreplied,
-    Replied,
-}
-
-impl State {
-    pub fn embryonic(self) -> bool {
-        matches!(self, State::SynSent | State::SynRecv)
-    }
-}
 
 /// Source NAT of a connection: the inside source was rewritten to this outside address and port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,19 +139,6 @@ struct Entry {
 
 const LIVE: u8 = 2;
 const EGRESS: u8 = 1;
-
-const STATES: [State; 10] = [
-    State::SynSent,
-    State::SynRecv,
-    State::Established,
-    State::FinWait,
-    State::CloseWait,
-    State::LastAck,
-    State::TimeWait,
-    State::Close,
-    State::Unreplied,
-    State::Replied,
-];
 
 impl Entry {
     fn live(&self) -> bool {
@@ -615,24 +541,6 @@ impl ConnTrack {
         }
     }
 
-    fn timeout(&self, s: State, proto: u8, icmp: bool) -> u64 {
-        let t = &self.timeouts;
-        match s {
-            State::SynSent => t.syn_sent,
-            State::SynRecv => t.syn_recv,
-            State::Established => t.established,
-            State::FinWait => t.fin_wait,
-            State::CloseWait => t.close_wait,
-            State::LastAck => t.last_ack,
-            State::TimeWait => t.time_wait,
-            State::Close => t.close,
-            _ if icmp => t.icmp,
-            State::Unreplied if proto == crate::packet::PROTO_UDP => t.udp_unreplied,
-            State::Replied if proto == crate::packet::PROTO_UDP => t.udp_replied,
-            _ => t.other,
-        }
-    }
-
     /// The state a new connection starts in; `None` if this packet may not open one (a TCP
     /// segment other than a bare SYN).
     pub fn initial_state(proto: u8, tcp_flags: u8) -> Option<State> {
@@ -648,7 +556,7 @@ impl ConnTrack {
     }
 
     pub fn initial_expiry(&self, s: State, proto: u8, icmp: bool, now: u64) -> u64 {
-        now.saturating_add(self.timeout(s, proto, icmp))
+        now.saturating_add(self.timeouts.get(s, proto, icmp))
     }
 
     /// Advances a connection by one packet seen on `side`; refreshes its expiry.
@@ -663,35 +571,7 @@ impl ConnTrack {
         let c = self.slab[idx].view();
         let from_orig = side == Side::Orig;
         let next = if c.orig.proto == PROTO_TCP {
-            let f = tcp_flags;
-            let syn = f & TCP_SYN != 0;
-            let ack = f & TCP_ACK != 0;
-            let fin = f & TCP_FIN != 0;
-            if f & TCP_RST != 0 {
-                State::Close
-            } else {
-                match c.state {
-                    State::SynSent if !from_orig && syn && ack => State::SynRecv,
-                    State::SynSent if from_orig && syn && !ack => State::SynSent,
-                    State::SynSent => return Err(DropReason::TcpInvalid),
-                    State::SynRecv if from_orig && ack && !syn && fin => State::FinWait,
-                    State::SynRecv if from_orig && ack && !syn => State::Established,
-                    State::SynRecv if syn => State::SynRecv,
-                    State::SynRecv => return Err(DropReason::TcpInvalid),
-                    State::Established if fin && from_orig => State::FinWait,
-                    State::Established if fin => State::CloseWait,
-                    State::Established => State::Established,
-                    State::FinWait if fin && !from_orig => State::LastAck,
-                    State::CloseWait if fin && from_orig => State::LastAck,
-                    s @ (State::FinWait | State::CloseWait) => s,
-                    State::LastAck if ack && !fin => State::TimeWait,
-                    State::LastAck => State::LastAck,
-                    // A new SYN on a closed tuple reuses it, as a fresh handshake.
-                    State::TimeWait | State::Close if from_orig && syn && !ack => State::SynSent,
-                    State::TimeWait | State::Close if syn => return Err(DropReason::TcpInvalid),
-                    s => s,
-                }
-            }
+            tcp_next(c.state, from_orig, tcp_flags)?
         } else if from_orig {
             c.state
         } else {
@@ -700,7 +580,7 @@ impl ConnTrack {
         if next != c.state {
             self.set_state(idx, next);
         }
-        self.slab[idx].expires = now.saturating_add(self.timeout(next, c.orig.proto, icmp));
+        self.slab[idx].expires = now.saturating_add(self.timeouts.get(next, c.orig.proto, icmp));
         Ok(())
     }
 

@@ -5,9 +5,10 @@
 //!
 //! Modules: `rule` (the serde model, validation naming the field, evaluation order),
 //! `classify` (compiled first-match classifier and the naive reference), `packet` (parsing
-//! untrusted datagrams), `conntrack` (the connection table and TCP states), `nat` (floating
-//! IPs, source NAT, checksum-preserving rewrites), `reject` (RST / ICMP unreachable),
-//! `log` (rate-limited log ring, token bucket), `firewall` (the per-packet pipeline).
+//! untrusted datagrams), `conntrack` (the connection table), `state` (connection states,
+//! timeouts, TCP transitions), `nat` (floating IPs, source NAT, checksum-preserving
+//! rewrites), `reject` (RST / ICMP unreachable), `log` (rate-limited log ring, token bucket),
+//! `types` (settings, verdicts, counters), `firewall` (the per-packet pipeline).
 
 pub mod checksum;
 pub mod classify;
@@ -18,11 +19,12 @@ pub mod nat;
 pub mod packet;
 pub mod reject;
 pub mod rule;
+pub mod state;
+mod types;
 
-pub use firewall::{
-    Config, Firewall, FirewallError, PolicyChange, RuleStats, Stage, Stats, Verdict,
-};
+pub use firewall::Firewall;
 pub use rule::{Action, DefaultAction, Direction, PolicySpec, RuleError, RuleSpec};
+pub use types::{Config, FirewallError, PolicyChange, RuleStats, Stage, Stats, Verdict};
 
 /// Why a packet was dropped (one counter each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
