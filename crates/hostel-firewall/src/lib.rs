@@ -10,6 +10,24 @@
 //! rewrites), `reject` (RST / ICMP unreachable), `log` (rate-limited log ring, token bucket),
 //! `types` (settings, verdicts, counters), `firewall` (the per-packet pipeline).
 
+//!
+//! How the switch calls it, per datagram, with no allocation:
+//!
+//! ```
+//! use hostel_firewall::{Config, Direction, Firewall, PolicySpec, Verdict};
+//! let mut fw = Firewall::new(Config::default(), &PolicySpec::default(), &Default::default())
+//!     .expect("the default policy is valid");
+//! let mut reply = [0u8; 1500];
+//! let mut datagram = vec![0x45, 0, 0, 20, 0, 0, 0, 0, 64, 47, 0, 0, 10, 0, 0, 5, 8, 8, 8, 8];
+//! let now_ns = 1; // the caller's monotonic clock
+//! match fw.process(Direction::Egress, &mut datagram, now_ns, &mut reply) {
+//!     Verdict::Accept => {}                      // forward `datagram` (maybe rewritten)
+//!     Verdict::Reject { len } => drop(&reply[..len]), // send back where it came from
+//!     Verdict::Drop(_reason) => {}               // counted in `fw.stats()`
+//! }
+//! assert_eq!(fw.stats().accepted, 1, "egress is allowed by default");
+//! ```
+
 pub mod checksum;
 pub mod classify;
 pub mod conntrack;

@@ -6,3 +6,10 @@ mod hostile;
 mod nat;
 mod rules;
 mod state;
+
+/// The switch moves a tenant's firewall between threads (never shares it).
+#[test]
+fn firewall_is_send() {
+    fn send<T: Send>() {}
+    send::<crate::Firewall>();
+}
