@@ -3,7 +3,7 @@ CARGO ?= cargo
 GUEST := target/guest
 HOSTEL := target/release/hostel
 
-.PHONY: all deps guest build run run-vm api-venv test lint fuzz bench-boot bench-api bench-net bench-images
+.PHONY: all deps guest build run run-vm api-venv test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall
 
 all: build
 
@@ -47,7 +47,7 @@ FUZZ_BIN := target/fuzz/x86_64-unknown-linux-gnu/release
 fuzz:
 	RUSTFLAGS="$(FUZZ_FLAGS)" CARGO_TARGET_DIR=target/fuzz $(CARGO) build --release \
 	  --target x86_64-unknown-linux-gnu --manifest-path fuzz/Cargo.toml
-	@for t in frame_parser descriptor_chain vhost_message external_frame; do \
+	@for t in frame_parser descriptor_chain vhost_message external_frame firewall_verdict; do \
 	  mkdir -p target/fuzz-corpus/$$t; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
 	  if ! $(FUZZ_BIN)/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
@@ -77,5 +77,10 @@ bench-net: guest build
 # A Debian 12 VM to SSH login: `hostel vm create --image debian-12` through a daemon vs plain
 # QEMU with the same image, kernel and seed, alternating (builds debian-12 into
 # target/images-cache if needed; minutes per boot under TCG; not in `make test`).
+# The tenant firewall (crates/hostel-firewall) in-process on one core: established flows through
+# 0/100/1,000 rules with 10k/100k flows at 64 B and 1514 B, and new connections per second.
+bench-firewall:
+	$(CARGO) run --release -p hostel-firewall --bin bench-firewall
+
 bench-images: build
 	$(CARGO) run --release -p hostel-bench --bin bench-images -- --hostel $(HOSTEL) --runs 5 --markdown BENCHMARKS.md
