@@ -67,7 +67,14 @@ impl Inner {
     /// A block no copy holds intact is taken from the first readable copy only while a crash
     /// is unsettled (it is then a write torn after the last flush, and either copy is a valid
     /// result); otherwise it is an error. Bad copies are rewritten from the good one.
-    fn read_blocks(&mut self, volume: &str, cluster: u64, id: ExtentId, b0: usize, b1: usize) -> Result<Vec<u8>> {
+    fn read_blocks(
+        &mut self,
+        volume: &str,
+        cluster: u64,
+        id: ExtentId,
+        b0: usize,
+        b1: usize,
+    ) -> Result<Vec<u8>> {
         let ext = self.meta.extents.get(&id).cloned().ok_or_else(|| {
             PoolError::CorruptMetadata(format!("volume {volume:?} maps to missing extent {id}"))
         })?;
@@ -103,7 +110,10 @@ impl Inner {
                             continue;
                         }
                         let Some(d) = self.healthy(dev) else { continue };
-                        match d.io.read_at(&mut block, d.sb.cluster_offset(c) + (b * BS) as u64) {
+                        match d
+                            .io
+                            .read_at(&mut block, d.sb.cluster_offset(c) + (b * BS) as u64)
+                        {
                             Ok(()) if crc32c::crc32c(&block) == ext.crc[b] => {
                                 out[j * BS..(j + 1) * BS].copy_from_slice(&block);
                                 source = Some(k2);
@@ -191,7 +201,13 @@ impl Inner {
     }
 
     /// Writes `data` at `within` on every healthy copy; a copy that fails takes its device out.
-    fn write_copies(&mut self, volume: &str, copies: &[(DevIndex, u64)], within: usize, data: &[u8]) -> Result<()> {
+    fn write_copies(
+        &mut self,
+        volume: &str,
+        copies: &[(DevIndex, u64)],
+        within: usize,
+        data: &[u8],
+    ) -> Result<()> {
         let mut ok = 0;
         for &(dev, c) in copies {
             let Some(d) = self.healthy(dev) else { continue };
@@ -207,7 +223,9 @@ impl Inner {
     }
 
     fn decref(&mut self, id: ExtentId) {
-        let Some(e) = self.meta.extents.get_mut(&id) else { return };
+        let Some(e) = self.meta.extents.get_mut(&id) else {
+            return;
+        };
         e.refs = e.refs.saturating_sub(1);
         if e.refs == 0 {
             if let Some(e) = self.meta.extents.remove(&id) {
@@ -224,7 +242,12 @@ impl Inner {
     }
 
     /// A whole new cluster holding `cluster_data`, mapped at `cluster` of `volume`.
-    fn write_new_cluster(&mut self, volume: &str, cluster: u64, cluster_data: &[u8]) -> Result<ExtentId> {
+    fn write_new_cluster(
+        &mut self,
+        volume: &str,
+        cluster: u64,
+        cluster_data: &[u8],
+    ) -> Result<ExtentId> {
         let copies = self.meta.volumes.get(volume).map_or(1, |v| v.copies);
         let placed = self.allocate(copies)?;
         if let Err(e) = self.write_copies(volume, &placed, 0, cluster_data) {
@@ -240,6 +263,7 @@ impl Inner {
         self.meta.extents.insert(
             id,
             Extent {
+                want: copies,
                 copies: placed,
                 refs: 1,
                 crc,
@@ -408,23 +432,26 @@ impl Inner {
         let Some(e) = self.meta.extents.get(&id) else {
             return false;
         };
-        let copies = e.copies.clone();
-        let live: Vec<(DevIndex, u64)> = copies
+        let want = e.want as usize;
+        let live: Vec<(DevIndex, u64)> = e
+            .copies
             .iter()
             .copied()
             .filter(|&(d, _)| self.healthy(d).is_some())
             .collect();
-        if live.len() == copies.len() {
+        if live.len() >= want {
             return false;
         }
         let mut new = live.clone();
-        for _ in 0..(copies.len() - live.len()) {
+        for _ in 0..(want - live.len()) {
             let cand = (0..self.devs.len() as DevIndex)
                 .filter(|&i| self.healthy(i).is_some())
                 .filter(|&i| !new.iter().any(|&(d, _)| d == i))
                 .max_by_key(|&i| self.free[i as usize].free());
             let Some(dev) = cand else { break };
-            let Some(c) = self.free[dev as usize].alloc() else { break };
+            let Some(c) = self.free[dev as usize].alloc() else {
+                break;
+            };
             let ok = self
                 .healthy(dev)
                 .map(|d| d.io.write_at(full, d.sb.cluster_offset(c)));

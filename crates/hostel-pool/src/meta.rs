@@ -36,6 +36,9 @@ pub struct DevMeta {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Extent {
     pub copies: Vec<(DevIndex, u64)>,
+    /// Copies wanted (the volume's setting when allocated): more than `copies` holds after an
+    /// allocation on a degraded pool, until a scrub re-mirrors it.
+    pub want: u8,
     /// Volume and snapshot maps pointing here; shared extents are copied before a write.
     pub refs: u32,
     /// CRC-32C of each 4 KiB block, as last written.

@@ -159,9 +159,15 @@ impl Pool {
         let (generation, mut meta) = newest_commit(pool, &found)?;
         let mut devs: Vec<Option<Dev>> = meta.devices.iter().map(|_| None).collect();
         for d in found {
-            match meta.devices.iter().position(|m| m.uuid == *d.sb.device.as_bytes()) {
+            match meta
+                .devices
+                .iter()
+                .position(|m| m.uuid == *d.sb.device.as_bytes())
+            {
                 Some(i) => devs[i] = Some(d),
-                None => warn!(device = %d.io.name(), "device of this pool not in its metadata (an add that did not commit): ignored"),
+                None => {
+                    warn!(device = %d.io.name(), "device of this pool not in its metadata (an add that did not commit): ignored")
+                }
             }
         }
         let free = build_free_maps(&mut meta, &devs)?;
@@ -295,7 +301,9 @@ fn newest_commit(pool: Uuid, devs: &[Dev]) -> Result<(u64, Meta)> {
         }
         match postcard::from_bytes::<Meta>(&payload) {
             Ok(m) => return Ok((gen, m)),
-            Err(e) => warn!(device = %d.io.name(), generation = gen, error = %e, "metadata commit does not decode: skipped"),
+            Err(e) => {
+                warn!(device = %d.io.name(), generation = gen, error = %e, "metadata commit does not decode: skipped")
+            }
         }
     }
     Err(PoolError::NoMetadata { pool })
@@ -304,7 +312,11 @@ fn newest_commit(pool: Uuid, devs: &[Dev]) -> Result<(u64, Meta)> {
 /// Rebuilds the free maps from the extents, refusing metadata that points outside a device or
 /// at one cluster twice.
 fn build_free_maps(meta: &mut Meta, devs: &[Option<Dev>]) -> Result<Vec<FreeMap>> {
-    let mut free: Vec<FreeMap> = meta.devices.iter().map(|d| FreeMap::new(d.clusters)).collect();
+    let mut free: Vec<FreeMap> = meta
+        .devices
+        .iter()
+        .map(|d| FreeMap::new(d.clusters))
+        .collect();
     for (i, d) in devs.iter().enumerate() {
         if d.is_none() {
             meta.devices[i].failed = true;
@@ -358,10 +370,9 @@ impl Inner {
                         have: d.sb.meta_slot_bytes,
                     });
                 }
-                let r = d
-                    .io
-                    .write_at(&record, d.sb.slot_offset(gen))
-                    .and_then(|()| d.io.sync());
+                let r =
+                    d.io.write_at(&record, d.sb.slot_offset(gen))
+                        .and_then(|()| d.io.sync());
                 match r {
                     Ok(()) => written += 1,
                     Err(e) => self.fail_device(i as DevIndex, &e),

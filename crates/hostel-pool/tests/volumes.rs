@@ -36,7 +36,10 @@ fn random_writes_read_back_at_any_alignment() {
             pool.flush().unwrap();
         }
     }
-    assert!(read_all(&pool, "v") == model, "volume differs from the model");
+    assert!(
+        read_all(&pool, "v") == model,
+        "volume differs from the model"
+    );
     // Unaligned reads across cluster boundaries too.
     let mut b = vec![0u8; 200_000];
     pool.read("v", 12_345, &mut b).unwrap();
@@ -54,7 +57,8 @@ fn thin_allocation_and_discard() {
     // 10% of the volume: every tenth 4 KiB page of every tenth cluster... simply every tenth cluster.
     let clusters = size / CLUSTER_SIZE;
     for c in (0..clusters).step_by(10) {
-        pool.write("v", c * CLUSTER_SIZE + 4096, &[0xab; 4096]).unwrap();
+        pool.write("v", c * CLUSTER_SIZE + 4096, &[0xab; 4096])
+            .unwrap();
     }
     pool.flush().unwrap();
     let written = clusters.div_ceil(10);
@@ -90,8 +94,9 @@ fn thin_allocation_and_discard() {
 
 fn digest(b: &[u8]) -> u32 {
     // The pool's own checksum would hide a bug it shares; use a different function.
-    b.iter()
-        .fold(0x811c_9dc5u32, |h, &x| (h ^ x as u32).wrapping_mul(0x0100_0193))
+    b.iter().fold(0x811c_9dc5u32, |h, &x| {
+        (h ^ x as u32).wrapping_mul(0x0100_0193)
+    })
 }
 
 #[test]
@@ -141,7 +146,11 @@ fn snapshots_clones_and_restore_keep_exact_contents() {
     }
     pool.flush().unwrap();
     for d in pool.devices() {
-        assert_eq!(d.free_clusters, d.clusters, "device {} leaks clusters", d.uuid);
+        assert_eq!(
+            d.free_clusters, d.clusters,
+            "device {} leaks clusters",
+            d.uuid
+        );
     }
 }
 
@@ -162,7 +171,10 @@ fn reopens_from_renamed_and_reordered_devices() {
     let uuid = pool.uuid();
     pool.close().unwrap();
 
-    let renamed: Vec<_> = ["z1", "z2", "z3"].iter().map(|n| dir.path().join(n)).collect();
+    let renamed: Vec<_> = ["z1", "z2", "z3"]
+        .iter()
+        .map(|n| dir.path().join(n))
+        .collect();
     for (from, to) in paths.iter().zip(&renamed) {
         std::fs::rename(from, to).unwrap();
     }
@@ -183,14 +195,29 @@ fn devices_of_another_pool_or_twice_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let p1 = make_files(dir.path(), &["a", "b"], 8 * MIB);
     let p2 = make_files(dir.path(), &["c"], 8 * MIB);
-    Pool::create(open_files(&p1), opts()).unwrap().close().unwrap();
-    Pool::create(open_files(&p2), opts()).unwrap().close().unwrap();
+    Pool::create(open_files(&p1), opts())
+        .unwrap()
+        .close()
+        .unwrap();
+    Pool::create(open_files(&p2), opts())
+        .unwrap()
+        .close()
+        .unwrap();
     let mixed = vec![p1[0].clone(), p2[0].clone()];
-    assert!(matches!(Pool::open(open_files(&mixed)), Err(PoolError::ForeignDevice { .. })));
+    assert!(matches!(
+        Pool::open(open_files(&mixed)),
+        Err(PoolError::ForeignDevice { .. })
+    ));
     let twice = vec![p1[0].clone(), p1[0].clone()];
-    assert!(matches!(Pool::open(open_files(&twice)), Err(PoolError::DuplicateDevice { .. })));
+    assert!(matches!(
+        Pool::open(open_files(&twice)),
+        Err(PoolError::DuplicateDevice { .. })
+    ));
     let blank = make_files(dir.path(), &["blank"], 8 * MIB);
-    assert!(matches!(Pool::open(open_files(&blank)), Err(PoolError::NoSuperblock { .. })));
+    assert!(matches!(
+        Pool::open(open_files(&blank)),
+        Err(PoolError::NoSuperblock { .. })
+    ));
 }
 
 #[test]
@@ -200,7 +227,12 @@ fn hostile_requests_fail_alone() {
     pool.create_volume("v", MIB, 2).unwrap();
     pool.write("v", 0, &[9u8; 4096]).unwrap();
     let mut b = [0u8; 4096];
-    for (off, len) in [(MIB, 1u64), (MIB - 1, 2), (u64::MAX, 1), (u64::MAX - 10, 4096)] {
+    for (off, len) in [
+        (MIB, 1u64),
+        (MIB - 1, 2),
+        (u64::MAX, 1),
+        (u64::MAX - 10, 4096),
+    ] {
         assert!(matches!(
             pool.read("v", off, &mut b[..len as usize]),
             Err(PoolError::OutOfRange { .. })
@@ -209,14 +241,35 @@ fn hostile_requests_fail_alone() {
             pool.write("v", off, &b[..len as usize]),
             Err(PoolError::OutOfRange { .. })
         ));
-        assert!(matches!(pool.discard("v", off, len), Err(PoolError::OutOfRange { .. })));
+        assert!(matches!(
+            pool.discard("v", off, len),
+            Err(PoolError::OutOfRange { .. })
+        ));
     }
-    assert!(matches!(pool.discard("v", 0, u64::MAX), Err(PoolError::OutOfRange { .. })));
-    assert!(matches!(pool.read("nope", 0, &mut b), Err(PoolError::NoSuchVolume(_))));
-    assert!(matches!(pool.create_volume("../x", MIB, 2), Err(PoolError::BadName { .. })));
-    assert!(matches!(pool.create_volume("x", 1000, 2), Err(PoolError::BadSize { .. })));
-    assert!(matches!(pool.create_volume("x", MIB, 3), Err(PoolError::BadCopies { .. })));
-    assert!(matches!(pool.create_volume("x", u64::MAX - 511, 1), Err(PoolError::BadSize { .. })));
+    assert!(matches!(
+        pool.discard("v", 0, u64::MAX),
+        Err(PoolError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        pool.read("nope", 0, &mut b),
+        Err(PoolError::NoSuchVolume(_))
+    ));
+    assert!(matches!(
+        pool.create_volume("../x", MIB, 2),
+        Err(PoolError::BadName { .. })
+    ));
+    assert!(matches!(
+        pool.create_volume("x", 1000, 2),
+        Err(PoolError::BadSize { .. })
+    ));
+    assert!(matches!(
+        pool.create_volume("x", MIB, 3),
+        Err(PoolError::BadCopies { .. })
+    ));
+    assert!(matches!(
+        pool.create_volume("x", u64::MAX - 511, 1),
+        Err(PoolError::BadSize { .. })
+    ));
     // Nothing above changed the volume.
     pool.read("v", 0, &mut b).unwrap();
     assert!(b.iter().all(|&x| x == 9));
