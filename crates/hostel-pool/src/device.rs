@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// A device of the pool: a block device or a file.
 pub trait BlockDevice: Send + Sync + fmt::Debug {
     /// Size in bytes.
-    fn len(&self) -> u64;
+    fn size_bytes(&self) -> u64;
     /// Reads exactly `buf.len()` bytes at `off`; a short read is an error.
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()>;
     /// Writes all of `buf` at `off`.
@@ -50,7 +50,7 @@ impl FileDevice {
 }
 
 impl BlockDevice for FileDevice {
-    fn len(&self) -> u64 {
+    fn size_bytes(&self) -> u64 {
         self.len
     }
 

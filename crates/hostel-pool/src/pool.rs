@@ -72,7 +72,7 @@ fn format_device(
     generation: u64,
     opts: CreateOptions,
 ) -> Result<Superblock> {
-    let len = io.len();
+    let len = io.size_bytes();
     let slot = opts.meta_slot_bytes.unwrap_or_else(|| default_slot(len));
     let sb = Superblock::layout(pool, Uuid::new_v4(), generation, len, slot).ok_or(
         PoolError::DeviceTooSmall {
@@ -280,7 +280,7 @@ fn newest_commit(pool: Uuid, devs: &[Dev]) -> Result<(u64, Meta)> {
             }
         }
     }
-    candidates.sort_by(|a, b| b.0.cmp(&a.0));
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
     for (gen, i, s) in candidates {
         let d = &devs[i];
         let mut h = [0u8; META_HEADER as usize];

@@ -59,8 +59,8 @@ fn libc_eio() -> i32 {
 }
 
 impl BlockDevice for Faulty {
-    fn len(&self) -> u64 {
-        self.inner.len()
+    fn size_bytes(&self) -> u64 {
+        self.inner.size_bytes()
     }
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
         self.check()?;
@@ -106,8 +106,8 @@ pub struct CutDevice {
 }
 
 impl BlockDevice for CutDevice {
-    fn len(&self) -> u64 {
-        self.inner.len()
+    fn size_bytes(&self) -> u64 {
+        self.inner.size_bytes()
     }
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
         self.inner.read_at(buf, off)
