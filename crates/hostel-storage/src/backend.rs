@@ -166,7 +166,7 @@ impl BlkBackend {
                     }
                 }
                 let used = match request::parse(&descs, capacity, &reader) {
-                    Parsed::Ok(req) => self.execute(&req, &*mem),
+                    Parsed::Ok(req) => self.execute(&req, &mem),
                     Parsed::Fail { why, status } => {
                         tracing::debug!(volume = %self.inner.disk.volume, error = %why, "bad request");
                         match status {
