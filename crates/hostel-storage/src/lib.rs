@@ -12,6 +12,8 @@
 //! -device vhost-user-blk-pci,chardev=d0,num-queues=N`.
 
 pub mod backend;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod request;
 pub mod server;
 
