@@ -25,7 +25,11 @@ pub fn blk_request(data: &[u8]) {
             let len = u32::from_le_bytes(c[8..12].try_into().unwrap_or_default());
             // Small addresses land in the memory; keep lengths mostly small as guests do.
             Desc {
-                addr: if c[12] & 2 != 0 { addr % MEM as u64 } else { addr },
+                addr: if c[12] & 2 != 0 {
+                    addr % MEM as u64
+                } else {
+                    addr
+                },
                 len: if c[12] & 4 != 0 { len % 8192 } else { len },
                 writable: c[12] & 1 != 0,
             }
@@ -67,7 +71,9 @@ pub fn blk_request(data: &[u8]) {
             let _ = why.status();
             if let Some(s) = status {
                 let last = descs.last().map(|d| (d.addr, d.len, d.writable));
-                assert!(matches!(last, Some((a, l, true)) if l > 0 && a.wrapping_add(u64::from(l) - 1) == s));
+                assert!(
+                    matches!(last, Some((a, l, true)) if l > 0 && a.wrapping_add(u64::from(l) - 1) == s)
+                );
             }
         }
     }

@@ -35,7 +35,10 @@ fn seed(kind: u32) -> Vec<u8> {
 #[test]
 fn blk_request_on_random_inputs() {
     let mut rng = Rng(0x5eed);
-    let seeds: Vec<Vec<u8>> = [0u32, 1, 4, 8, 11, 13, 77].iter().map(|&k| seed(k)).collect();
+    let seeds: Vec<Vec<u8>> = [0u32, 1, 4, 8, 11, 13, 77]
+        .iter()
+        .map(|&k| seed(k))
+        .collect();
     for i in 0..200_000 {
         let mut input = seeds[i % seeds.len()].clone();
         for _ in 0..(1 + rng.next() % 6) {
