@@ -164,6 +164,11 @@ impl Pool {
         Ok(g.info(name, v))
     }
 
+    /// The volume's provisioned size: cheap (no walk of its map), for the data path.
+    pub fn volume_size(&self, name: &str) -> Result<u64> {
+        Ok(self.lock().volume(name)?.size)
+    }
+
     pub fn volumes(&self) -> Vec<VolumeInfo> {
         let g = self.lock();
         g.meta.volumes.iter().map(|(n, v)| g.info(n, v)).collect()

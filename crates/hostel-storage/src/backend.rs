@@ -112,7 +112,7 @@ impl BlkBackend {
 
     fn capacity_sectors(&self) -> u64 {
         let d = &self.inner.disk;
-        d.pool.volume(&d.volume).map_or(0, |v| v.size / SECTOR)
+        d.pool.volume_size(&d.volume).map_or(0, |s| s / SECTOR)
     }
 
     /// virtio_blk_config (virtio 1.2, 5.2.4), little-endian.

@@ -52,7 +52,7 @@ impl DiskServer {
         if disk.queues == 0 || disk.queues > MAX_QUEUES {
             return Err(ServeError::Queues(disk.queues));
         }
-        disk.pool.volume(&disk.volume)?;
+        disk.pool.volume_size(&disk.volume)?;
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path).map_err(|source| ServeError::Listen {
             path: path.to_path_buf(),
