@@ -48,15 +48,14 @@ pub struct Faulty {
 impl Faulty {
     fn check(&self) -> io::Result<()> {
         if self.failing.load(Ordering::SeqCst) {
-            return Err(io::Error::from_raw_os_error(libc_eio()));
+            return Err(io::Error::from_raw_os_error(EIO));
         }
         Ok(())
     }
 }
 
-fn libc_eio() -> i32 {
-    5
-}
+/// Linux's EIO (the pool crate has no libc dependency to take it from).
+const EIO: i32 = 5;
 
 impl BlockDevice for Faulty {
     fn size_bytes(&self) -> u64 {
