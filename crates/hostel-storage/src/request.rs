@@ -97,6 +97,8 @@ pub enum BadRequest {
     Direction,
     #[error("data area of the wrong direction for request type {0}")]
     DataDirection(u32),
+    #[error("data area mixes device-readable and device-writable descriptors")]
+    MixedData,
     #[error("header or segments unreadable in guest memory")]
     Unreadable,
     #[error("data of {0} bytes: not whole sectors, or more than the device's maximum")]
@@ -189,7 +191,7 @@ fn parse_inner(
         if ds < de {
             match data_writable {
                 None => data_writable = Some(d.writable),
-                Some(w) if w != d.writable => return Err(BadRequest::DataDirection(u32::MAX)),
+                Some(w) if w != d.writable => return Err(BadRequest::MixedData),
                 Some(_) => {}
             }
             data.push(Buf {
@@ -394,6 +396,18 @@ mod tests {
         // Header outside guest memory.
         let (why, _) = fail(parse(&[d(u64::MAX - 3, 16, false), d(9, 1, true)], 100, &r));
         assert_eq!(why, BadRequest::Unreadable);
+        // Data partly readable, partly writable.
+        let (why, _) = fail(parse(
+            &[
+                d(32, 16, false),
+                d(4096, 512, true),
+                d(8192, 512, false),
+                d(9, 1, true),
+            ],
+            100,
+            &r,
+        ));
+        assert_eq!(why, BadRequest::MixedData);
         // Too many descriptors.
         let many = vec![d(32, 1, false); MAX_CHAIN + 1];
         assert_eq!(
