@@ -1,0 +1,27 @@
+//! hostel's storage pool: the host's devices (block devices, or files on small hosts and in
+//! tests) pooled into thin-provisioned, mirrored, checksummed volumes with copy-on-write
+//! snapshots and clones.
+//!
+//! - `format.rs`: the on-disk layout (superblock, metadata slots, data clusters).
+//! - `meta.rs`: the metadata (devices, extents, volume maps) and its invariants.
+//! - `pool.rs`: creating and opening a pool, devices, the metadata commit.
+//! - `io.rs`: the data path (verified reads, thin and copy-on-write writes, discard, scrub).
+//! - `volume.rs`: volumes, snapshots, clones, restores.
+//! - `device.rs`: the device trait and its file/block-device implementation.
+//! - `alloc.rs`: per-device free-cluster bitmaps.
+
+mod alloc;
+pub mod device;
+mod error;
+pub mod format;
+mod io;
+mod meta;
+mod pool;
+mod volume;
+
+pub use device::{BlockDevice, FileDevice};
+pub use error::{PoolError, Result};
+pub use format::{BLOCK_SIZE, CLUSTER_SIZE};
+pub use io::ScrubReport;
+pub use pool::{CreateOptions, DeviceInfo, Pool};
+pub use volume::{check_name, VolumeInfo, MAX_VOLUME_BYTES};
