@@ -41,7 +41,7 @@ pub mod state;
 mod types;
 
 pub use firewall::Firewall;
-pub use rule::{Action, DefaultAction, Direction, PolicySpec, RuleError, RuleSpec};
+pub use rule::{Action, DefaultAction, Direction, PolicySpec, RuleError, RuleSpec, Validate};
 pub use types::{Config, FirewallError, PolicyChange, RuleStats, Stage, Stats, Verdict};
 
 /// Why a packet was dropped (one counter each).

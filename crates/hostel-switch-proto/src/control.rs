@@ -13,6 +13,8 @@
 //! | `{"op":"apply","config":{SwitchConfig}}` | `{"ok":true}` (replace everything) |
 //! | `{"op":"show_config"}` | `{"ok":true,"config":{SwitchConfig}}` |
 //! | `{"op":"stats"}` | `{"ok":true,"stats":{SwitchStats}}` |
+//! | `{"op":"set_firewall","tenant":"t1","policy":{PolicySpec}}` | `{"ok":true}` (one tenant's rules, swapped atomically; its connections kept unless the new rules forbid them) |
+//! | `{"op":"firewall_log","tenant":"t1"}` | `{"ok":true,"log":[{FirewallLogEntry},...]}` (entries since the last read; follow by asking again) |
 //! | `{"op":"shutdown"}` | `{"ok":true}`, then the switch exits |
 //!
 //! Failures answer `{"ok":false,"error":"..."}` and change nothing.
@@ -36,8 +38,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{NetworkConfig, PortConfig, PortLimits, SwitchConfig};
+use crate::firewall::PolicySpec;
 use crate::policy::PolicyConfig;
-use crate::stats::SwitchStats;
+use crate::stats::{FirewallLogEntry, SwitchStats};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -49,6 +52,8 @@ pub enum Request {
     SetLimits { id: String, limits: PortLimits },
     SetPolicies { policies: Vec<PolicyConfig> },
     Apply { config: SwitchConfig },
+    SetFirewall { tenant: String, policy: PolicySpec },
+    FirewallLog { tenant: String },
     ShowConfig,
     Stats,
     Shutdown,
@@ -63,6 +68,8 @@ pub struct Response {
     pub config: Option<SwitchConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<SwitchStats>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<Vec<FirewallLogEntry>>,
 }
 
 impl Response {

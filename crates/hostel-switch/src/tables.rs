@@ -239,7 +239,8 @@ impl Tables {
     /// Checks `cfg` against the tables' networks: every network an edge names exists (unless
     /// `skip_orphans`, while `apply` walks between two checked configurations: then missing
     /// ones, and ones that still have an uplink, are left out), has an IPv4 gateway, and has no uplink
-    /// TAP (off-network traffic goes to one place). Returns each edge's network indexes.
+    /// TAP (off-network traffic goes to one place), and its firewall rules and translations
+    /// are valid. Returns each edge's network indexes.
     pub fn check_external(
         &self,
         cfg: &ExternalConfig,
@@ -252,6 +253,7 @@ impl Tables {
         };
         let mut out = Vec::with_capacity(cfg.edges.len());
         for (i, e) in cfg.edges.iter().enumerate() {
+            crate::datapath::firewall::check_edge(i, e)?;
             let mut nets = Vec::new();
             for id in &e.networks {
                 let Some(ni) = self.net_by_id(id) else {
