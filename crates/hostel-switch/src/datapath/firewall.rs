@@ -132,7 +132,11 @@ impl EdgeFilter for FirewallFilter {
 
     fn set_policy(&mut self, p: &PolicySpec) -> Option<Result<u64, FirewallError>> {
         Some(self.fw.set_policy(p).map(|c| {
-            tracing::info!(generation = c.generation, cut = c.cut, "edge firewall rules swapped");
+            tracing::info!(
+                generation = c.generation,
+                cut = c.cut,
+                "edge firewall rules swapped"
+            );
             c.generation
         }))
     }

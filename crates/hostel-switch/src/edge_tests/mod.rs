@@ -416,6 +416,6 @@ fn ipv6_of(f: &[u8], off: usize) -> Ipv6Addr {
     Ipv6Addr::from(<[u8; 16]>::try_from(&f[off..off + 16]).unwrap())
 }
 
+mod firewall;
 mod flows;
 mod wire;
-mod firewall;

@@ -195,15 +195,25 @@ impl FwRig {
             .zip(&self.vms)
             .map(|(id, v)| (id.to_string(), v.rt.clone()))
             .collect();
-        let t = Tables::build(&fw_networks(), &fw_ports(), |p| rts[&p.id].clone(), |_| None)
-            .unwrap()
-            .with_external(
-                &self.cfg,
-                self.ext.clone(),
-                |e| Arc::new(EdgeRuntime::new(&e.tenant, Box::new(FirewallFilter::new(e)))),
-                false,
-            )
-            .unwrap();
+        let t = Tables::build(
+            &fw_networks(),
+            &fw_ports(),
+            |p| rts[&p.id].clone(),
+            |_| None,
+        )
+        .unwrap()
+        .with_external(
+            &self.cfg,
+            self.ext.clone(),
+            |e| {
+                Arc::new(EdgeRuntime::new(
+                    &e.tenant,
+                    Box::new(FirewallFilter::new(e)),
+                ))
+            },
+            false,
+        )
+        .unwrap();
         self.core.publish(t);
     }
 
