@@ -28,6 +28,7 @@
 //! assert_eq!(fw.stats().accepted, 1, "egress is allowed by default");
 //! ```
 
+pub mod bench_policy;
 pub mod checksum;
 pub mod classify;
 pub mod conntrack;

@@ -64,6 +64,7 @@ pub mod datapath;
 pub mod error;
 pub mod external;
 #[doc(hidden)]
+pub mod edge_bench;
 pub mod fuzzing;
 pub mod packet;
 pub mod policy;
