@@ -98,4 +98,3 @@ pub fn policy(n: usize) -> PolicySpec {
     p.rules.push(last);
     p
 }
-

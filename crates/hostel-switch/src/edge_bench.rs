@@ -122,9 +122,7 @@ impl EdgeBench {
     /// A VM's IP packet through the edge's filter outbound (no forwarding): to open flows.
     pub fn vm_packet(&mut self, ip: &mut [u8], now: u64) {
         if let Some(x) = self.tables.ext.as_ref() {
-            let _ = x.edges[0]
-                .rt
-                .judge(true, ip, &mut self.reply[14..], now);
+            let _ = x.edges[0].rt.judge(true, ip, &mut self.reply[14..], now);
         }
     }
 

@@ -63,10 +63,10 @@ pub mod afpacket;
 pub mod config;
 pub mod control;
 pub mod datapath;
-pub mod error;
-pub mod external;
 #[doc(hidden)]
 pub mod edge_bench;
+pub mod error;
+pub mod external;
 pub mod fuzzing;
 pub mod packet;
 pub mod policy;

@@ -135,7 +135,13 @@ impl EdgeRuntime {
         self.filter().drain_log(out);
     }
 
-    pub(crate) fn judge(&self, outbound: bool, pkt: &mut [u8], reply: &mut [u8], now: u64) -> EdgeVerdict {
+    pub(crate) fn judge(
+        &self,
+        outbound: bool,
+        pkt: &mut [u8],
+        reply: &mut [u8],
+        now: u64,
+    ) -> EdgeVerdict {
         let mut f = self.filter();
         let v = if outbound {
             f.outbound(pkt, reply, now)
