@@ -81,6 +81,8 @@ pub struct ExtEntry {
     pub wire6: FastMap<Ipv6Addr, EdgeIdx>,
     routed4: Vec<(Ipv4Cidr, EdgeIdx)>,
     routed6: Vec<(Ipv6Cidr, EdgeIdx)>,
+    /// Whether any edge's filter takes cache hints (else the reader's look-ahead is skipped).
+    pub hints: bool,
 }
 
 impl ExtEntry {
@@ -297,6 +299,7 @@ impl Tables {
             wire6: FastMap::default(),
             routed4: Vec::new(),
             routed6: Vec::new(),
+            hints: false,
         };
         for (e, nets) in cfg.edges.iter().zip(nets) {
             let ei = x.edges.len() as EdgeIdx;
@@ -312,9 +315,11 @@ impl Tables {
             }
             x.routed4.extend(e.routed4.iter().map(|c| (*c, ei)));
             x.routed6.extend(e.routed6.iter().map(|c| (*c, ei)));
+            let rt = edge_rt(e);
+            x.hints |= rt.takes_hints();
             x.edges.push(EdgeEntry {
                 cfg: e.clone(),
-                rt: edge_rt(e),
+                rt,
                 nets,
             });
         }

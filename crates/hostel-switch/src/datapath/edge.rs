@@ -29,7 +29,7 @@ use crate::packet::ip::{
 use crate::packet::parse::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HLEN};
 use crate::stats::{DropReason, PortStats};
 use crate::tables::{EdgeEntry, EdgeIdx, ExtEntry, NetIdx, Tables};
-use hostel_firewall::FirewallError;
+use hostel_firewall::{FirewallError, Stage};
 use hostel_switch_proto::{EdgeConfig, FirewallLogEntry, FirewallStats, PolicySpec};
 use hostel_virtq::SegList;
 
@@ -58,6 +58,13 @@ pub trait EdgeFilter: Send {
     fn outbound(&mut self, pkt: &mut [u8], reply: &mut [u8], now: u64) -> EdgeVerdict;
     /// From the outside (the wire, or another tenant's edge) towards the tenant's VMs.
     fn inbound(&mut self, pkt: &mut [u8], reply: &mut [u8], now: u64) -> EdgeVerdict;
+    /// A cache hint for a packet a few frames ahead (see `hostel_firewall::Stage`); verdicts
+    /// must not depend on it.
+    fn prefetch(&self, _pkt: &[u8], _stage: Stage) {}
+    /// Whether [`EdgeFilter::prefetch`] does anything (else callers skip the look-ahead).
+    fn takes_hints(&self) -> bool {
+        false
+    }
     /// A committed new configuration of the edge (rules, translations): applied in place,
     /// keeping the filter's state. Its validity was checked before the commit.
     fn reconfigure(&mut self, _cfg: &EdgeConfig) {}
@@ -115,6 +122,18 @@ impl EdgeRuntime {
 
     fn filter(&self) -> std::sync::MutexGuard<'_, Box<dyn EdgeFilter>> {
         self.filter.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// See [`EdgeFilter::prefetch`]; skipped when another thread holds the edge (a hint
+    /// never waits).
+    pub fn prefetch(&self, pkt: &[u8], stage: Stage) {
+        if let Ok(f) = self.filter.try_lock() {
+            f.prefetch(pkt, stage);
+        }
+    }
+
+    pub fn takes_hints(&self) -> bool {
+        self.filter().takes_hints()
     }
 
     /// See [`EdgeFilter::reconfigure`].

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hostel_firewall::nat::{NatConfig, SnatNetwork};
-use hostel_firewall::{Config, Direction, DropReason, Firewall, FirewallError, Validate};
+use hostel_firewall::{Config, Direction, DropReason, Firewall, FirewallError, Stage, Validate};
 use hostel_switch_proto::{
     ConfigError, EdgeConfig, FirewallLogEntry, FirewallStats, PolicySpec, RuleHits,
 };
@@ -120,6 +120,14 @@ impl EdgeFilter for FirewallFilter {
 
     fn inbound(&mut self, pkt: &mut [u8], reply: &mut [u8], now: u64) -> EdgeVerdict {
         verdict(self.fw.process(Direction::Ingress, pkt, now, reply))
+    }
+
+    fn prefetch(&self, pkt: &[u8], stage: Stage) {
+        self.fw.prefetch(pkt, stage);
+    }
+
+    fn takes_hints(&self) -> bool {
+        true
     }
 
     fn reconfigure(&mut self, e: &EdgeConfig) {
