@@ -151,6 +151,37 @@ mod tests {
     }
 
     #[test]
+    fn firewall_requests_keep_their_wire_format() {
+        let req: Request = serde_json::from_str(
+            r#"{"op":"set_firewall","tenant":"t1","policy":{"rules":[{"id":1,
+                "direction":"ingress","action":"allow","protocol":"tcp",
+                "destination_ports":[22,{"from":8000,"to":8080}]}]}}"#,
+        )
+        .unwrap();
+        match &req {
+            Request::SetFirewall { tenant, policy } => {
+                assert_eq!(tenant, "t1");
+                assert_eq!(policy.rules.len(), 1);
+                assert_eq!(
+                    policy.default_ingress,
+                    crate::firewall::DefaultAction::Drop,
+                    "deny from outside by default"
+                );
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let typo = r#"{"op":"set_firewall","tenant":"t1","policy":{"rulez":[]}}"#;
+        assert!(serde_json::from_str::<Request>(typo).is_err());
+        assert_eq!(
+            serde_json::to_string(&Request::FirewallLog {
+                tenant: "t1".into()
+            })
+            .unwrap(),
+            r#"{"op":"firewall_log","tenant":"t1"}"#
+        );
+    }
+
+    #[test]
     fn responses_carry_only_what_they_have() {
         assert_eq!(
             serde_json::to_string(&Response::ok()).unwrap(),
@@ -160,6 +191,6 @@ mod tests {
             serde_json::from_str(r#"{"ok":false,"error":"port \"x\" not found"}"#).unwrap();
         assert!(!e.ok);
         assert_eq!(e.error.as_deref(), Some("port \"x\" not found"));
-        assert!(e.config.is_none() && e.stats.is_none());
+        assert!(e.config.is_none() && e.stats.is_none() && e.log.is_none());
     }
 }
