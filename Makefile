@@ -81,6 +81,7 @@ bench-net: guest build
 # 0/100/1,000 rules with 10k/100k flows at 64 B and 1514 B, and new connections per second.
 bench-firewall:
 	$(CARGO) run --release -p hostel-firewall --bin bench-firewall
+	$(CARGO) run --release -p hostel-switch --bin bench-edge
 
 bench-images: build
 	$(CARGO) run --release -p hostel-bench --bin bench-images -- --hostel $(HOSTEL) --runs 5 --markdown BENCHMARKS.md

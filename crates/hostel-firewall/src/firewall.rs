@@ -24,7 +24,7 @@ use crate::packet::{
     self, Frag, IcmpKind, Packet, Tuple, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
 use crate::reject;
-use crate::rule::{Action, DefaultAction, Direction, PolicySpec};
+use crate::rule::{Action, DefaultAction, Direction, PolicySpec, Validate};
 use crate::types::{Config, FirewallError, PolicyChange, RuleStats, Stage, Stats, Verdict};
 use crate::DropReason;
 

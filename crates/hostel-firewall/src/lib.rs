@@ -28,6 +28,7 @@
 //! assert_eq!(fw.stats().accepted, 1, "egress is allowed by default");
 //! ```
 
+pub mod bench_policy;
 pub mod checksum;
 pub mod classify;
 pub mod conntrack;
@@ -41,7 +42,7 @@ pub mod state;
 mod types;
 
 pub use firewall::Firewall;
-pub use rule::{Action, DefaultAction, Direction, PolicySpec, RuleError, RuleSpec};
+pub use rule::{Action, DefaultAction, Direction, PolicySpec, RuleError, RuleSpec, Validate};
 pub use types::{Config, FirewallError, PolicyChange, RuleStats, Stage, Stats, Verdict};
 
 /// Why a packet was dropped (one counter each).

@@ -11,12 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::checksum::{self, update16, update32};
 use crate::packet::{Frag, IcmpKind, Packet, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
-/// A public address attached to one VM's private address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FloatingIp {
-    pub public: Ipv4Addr,
-    pub private: Ipv4Addr,
-}
+/// A public address attached to one VM's private address (the type the edge config carries).
+pub use hostel_switch_proto::external::FloatingIp;
 
 /// A tenant network whose VMs without a floating IP reach outside through source NAT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

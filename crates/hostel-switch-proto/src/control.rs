@@ -13,6 +13,8 @@
 //! | `{"op":"apply","config":{SwitchConfig}}` | `{"ok":true}` (replace everything) |
 //! | `{"op":"show_config"}` | `{"ok":true,"config":{SwitchConfig}}` |
 //! | `{"op":"stats"}` | `{"ok":true,"stats":{SwitchStats}}` |
+//! | `{"op":"set_firewall","tenant":"t1","policy":{PolicySpec}}` | `{"ok":true}` (one tenant's rules, swapped atomically; its connections kept unless the new rules forbid them) |
+//! | `{"op":"firewall_log","tenant":"t1"}` | `{"ok":true,"log":[{FirewallLogEntry},...]}` (entries since the last read; follow by asking again) |
 //! | `{"op":"shutdown"}` | `{"ok":true}`, then the switch exits |
 //!
 //! Failures answer `{"ok":false,"error":"..."}` and change nothing.
@@ -36,8 +38,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{NetworkConfig, PortConfig, PortLimits, SwitchConfig};
+use crate::firewall::PolicySpec;
 use crate::policy::PolicyConfig;
-use crate::stats::SwitchStats;
+use crate::stats::{FirewallLogEntry, SwitchStats};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -49,6 +52,8 @@ pub enum Request {
     SetLimits { id: String, limits: PortLimits },
     SetPolicies { policies: Vec<PolicyConfig> },
     Apply { config: SwitchConfig },
+    SetFirewall { tenant: String, policy: PolicySpec },
+    FirewallLog { tenant: String },
     ShowConfig,
     Stats,
     Shutdown,
@@ -63,6 +68,8 @@ pub struct Response {
     pub config: Option<SwitchConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<SwitchStats>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<Vec<FirewallLogEntry>>,
 }
 
 impl Response {
@@ -144,6 +151,37 @@ mod tests {
     }
 
     #[test]
+    fn firewall_requests_keep_their_wire_format() {
+        let req: Request = serde_json::from_str(
+            r#"{"op":"set_firewall","tenant":"t1","policy":{"rules":[{"id":1,
+                "direction":"ingress","action":"allow","protocol":"tcp",
+                "destination_ports":[22,{"from":8000,"to":8080}]}]}}"#,
+        )
+        .unwrap();
+        match &req {
+            Request::SetFirewall { tenant, policy } => {
+                assert_eq!(tenant, "t1");
+                assert_eq!(policy.rules.len(), 1);
+                assert_eq!(
+                    policy.default_ingress,
+                    crate::firewall::DefaultAction::Drop,
+                    "deny from outside by default"
+                );
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let typo = r#"{"op":"set_firewall","tenant":"t1","policy":{"rulez":[]}}"#;
+        assert!(serde_json::from_str::<Request>(typo).is_err());
+        assert_eq!(
+            serde_json::to_string(&Request::FirewallLog {
+                tenant: "t1".into()
+            })
+            .unwrap(),
+            r#"{"op":"firewall_log","tenant":"t1"}"#
+        );
+    }
+
+    #[test]
     fn responses_carry_only_what_they_have() {
         assert_eq!(
             serde_json::to_string(&Response::ok()).unwrap(),
@@ -153,6 +191,6 @@ mod tests {
             serde_json::from_str(r#"{"ok":false,"error":"port \"x\" not found"}"#).unwrap();
         assert!(!e.ok);
         assert_eq!(e.error.as_deref(), Some("port \"x\" not found"));
-        assert!(e.config.is_none() && e.stats.is_none());
+        assert!(e.config.is_none() && e.stats.is_none() && e.log.is_none());
     }
 }

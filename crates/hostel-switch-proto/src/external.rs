@@ -13,12 +13,24 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
+use crate::firewall::PolicySpec;
 use crate::types::{Ipv4Cidr, Ipv6Cidr, MacAddr};
 
 /// Most edges (tenants) on one external network.
 pub const MAX_EDGES: usize = 4096;
 /// Most floating addresses or routed subnets per edge: inbound lookups scan routed subnets.
 pub const MAX_PUBLIC_PER_EDGE: usize = 256;
+/// Default and largest per-tenant connection-table size (the operator sets it per edge).
+pub const DEFAULT_CONNTRACK_LIMIT: u32 = 65_536;
+pub const MAX_CONNTRACK_LIMIT: u32 = 4_194_304;
+
+/// A public address attached to one VM's private address (1:1, translated both ways).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FloatingIp {
+    pub public: Ipv4Addr,
+    pub private: Ipv4Addr,
+}
 
 /// The host's external network.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,6 +72,26 @@ pub struct EdgeConfig {
     pub routed4: Vec<Ipv4Cidr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routed6: Vec<Ipv6Cidr>,
+    /// Which VM each floating address is attached to (its `public` is one of `floating4`;
+    /// a floating address attached to nobody is answered on the wire and reaches no VM).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attached4: Vec<FloatingIp>,
+    /// Private IPv4 subnets (of this tenant's networks) whose VMs without a floating
+    /// address go out through source NAT on `outside4`. Other private sources leave
+    /// untranslated (routed public subnets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snat4: Vec<Ipv4Cidr>,
+    /// The tenant's firewall rules (validated by the switch with `hostel-firewall`).
+    #[serde(default)]
+    pub policy: PolicySpec,
+    /// Connections the tenant's firewall tracks at most (operator-set; allocated when the
+    /// edge first appears: a change takes effect when the switch restarts).
+    #[serde(default = "default_conntrack_limit")]
+    pub conntrack_limit: u32,
+}
+
+fn default_conntrack_limit() -> u32 {
+    DEFAULT_CONNTRACK_LIMIT
 }
 
 fn overlaps4(a: &Ipv4Cidr, b: &Ipv4Cidr) -> bool {
@@ -165,6 +197,20 @@ impl ExternalConfig {
                 }
                 routed4.push(*r);
             }
+            for (j, a) in e.attached4.iter().enumerate() {
+                if !e.floating4.contains(&a.public) {
+                    return Err(bad(
+                        f(&format!("attached4[{j}].public")),
+                        "not one of this edge's floating4",
+                    ));
+                }
+            }
+            if e.attached4.len() > MAX_PUBLIC_PER_EDGE || e.snat4.len() > MAX_PUBLIC_PER_EDGE {
+                return Err(bad(f("attached4"), "too many entries"));
+            }
+            if e.conntrack_limit == 0 || e.conntrack_limit > MAX_CONNTRACK_LIMIT {
+                return Err(bad(f("conntrack_limit"), "must be 1..=4194304"));
+            }
             if !e.routed6.is_empty() && e.outside6.is_none() {
                 return Err(bad(f("routed6"), "needs outside6"));
             }
@@ -257,5 +303,14 @@ mod tests {
         let mut e = ext();
         e.edges[0].networks.clear();
         assert_eq!(field_of(&e), "edges[0].networks");
+        let mut e = ext();
+        e.edges[1].attached4 = vec![FloatingIp {
+            public: e.edges[0].floating4[0],
+            private: "10.0.0.5".parse().unwrap(),
+        }];
+        assert_eq!(field_of(&e), "edges[1].attached4[0].public");
+        let mut e = ext();
+        e.edges[1].conntrack_limit = 0;
+        assert_eq!(field_of(&e), "edges[1].conntrack_limit");
     }
 }

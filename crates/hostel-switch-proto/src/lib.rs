@@ -5,6 +5,7 @@
 //! - [`types`]: MAC addresses and IPv4/IPv6 prefixes, serialized in their text forms.
 //! - [`config`]: the networks and ports the daemon programs, and their validation.
 //! - [`external`]: the external network on a host interface and the per-tenant edges.
+//! - [`firewall`]: a tenant firewall's rule model (`PolicySpec`), validated by `hostel-firewall`.
 //! - [`policy`]: policy stages (ACL rules with pass/drop/mirror verdicts) as configured.
 //! - [`stats`]: the counter snapshots `stats` answers, one [`DropReason`] per drop.
 //! - [`control`]: the JSON-lines requests and responses, and a blocking [`control::Client`].
@@ -16,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod external;
+pub mod firewall;
 pub mod policy;
 pub mod stats;
 pub mod types;
@@ -23,7 +25,10 @@ pub mod types;
 pub use config::{NetworkConfig, PortConfig, PortKind, PortLimits, RateLimit, SwitchConfig};
 pub use control::{Client, Request, Response};
 pub use error::{ConfigError, LimitError};
-pub use external::{EdgeConfig, ExternalConfig};
+pub use external::{EdgeConfig, ExternalConfig, FloatingIp};
+pub use firewall::PolicySpec;
 pub use policy::{Action, IpCidr, PolicyConfig, PolicyScope, RuleConfig};
-pub use stats::{DropReason, PortStatus, StatsSnapshot, SwitchStats};
+pub use stats::{
+    DropReason, FirewallLogEntry, FirewallStats, PortStatus, RuleHits, StatsSnapshot, SwitchStats,
+};
 pub use types::{AddrParseError, Ipv4Cidr, Ipv6Cidr, MacAddr};

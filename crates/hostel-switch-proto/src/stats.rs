@@ -128,6 +128,55 @@ pub struct SwitchStats {
     /// Per tenant edge: `tx` what went out through it, `rx` what came in through it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub edges: BTreeMap<String, StatsSnapshot>,
+    /// Per tenant edge: its firewall's counters (absent for an edge without one).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub firewalls: BTreeMap<String, FirewallStats>,
+}
+
+/// One tenant firewall's counters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FirewallStats {
+    /// The installed policy's generation (1 at creation, +1 per rule change).
+    pub generation: u64,
+    pub accepted: u64,
+    /// Drops by reason (`rule`, `default`, `tcp_no_connection`, `conntrack_full`, ...).
+    pub drops: BTreeMap<String, u64>,
+    pub rejects_sent: u64,
+    /// Hits of each rule, and of each direction's default (`rule: null`).
+    pub rules: Vec<RuleHits>,
+    /// Tracked connections now, and the table's size.
+    pub conntrack: usize,
+    pub conntrack_limit: usize,
+    /// Connections removed by a rule change.
+    pub cut_by_policy: u64,
+    pub log_written: u64,
+    pub log_rate_limited: u64,
+}
+
+/// What one rule (or a direction's default, `rule: None`) decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleHits {
+    /// `ingress` or `egress`.
+    pub direction: crate::firewall::Direction,
+    pub rule: Option<u32>,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// One firewall log entry (a packet that met a rule with `log`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallLogEntry {
+    /// The switch's monotonic clock, nanoseconds.
+    pub time_ns: u64,
+    pub rule: Option<u32>,
+    pub direction: crate::firewall::Direction,
+    pub action: crate::firewall::Action,
+    pub protocol: u8,
+    pub src: std::net::IpAddr,
+    pub dst: std::net::IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub len: usize,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

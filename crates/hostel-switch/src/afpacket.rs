@@ -106,7 +106,7 @@ fn u16_at(b: &[u8], off: usize) -> Option<u16> {
 /// calling `f` with each frame or with the drop reason of one that cannot be used. Every
 /// offset is checked against the block; the walk stops at the first header that points
 /// outside it, and visits at most as many frames as the block could hold.
-pub fn walk_block(block: &[u8], mut f: impl FnMut(Result<&[u8], DropReason>)) {
+pub fn walk_block<'a>(block: &'a [u8], mut f: impl FnMut(Result<&'a [u8], DropReason>)) {
     let Some(n) = u32_at(block, BLK_NUM_PKTS) else {
         return;
     };
@@ -478,9 +478,12 @@ impl PacketDev {
 
     /// Hands every frame of every block the kernel has retired (at most the whole ring) to
     /// `f`, giving each block back as soon as it is walked. Returns the frames seen.
-    pub fn drain(&self, mut f: impl FnMut(Result<&[u8], DropReason>)) -> usize {
+    /// Hands the frames of each retired block to `f`, a block at a time (so the consumer can
+    /// look ahead within it), then gives the block back to the kernel.
+    pub fn drain(&self, mut f: impl FnMut(&[Result<&[u8], DropReason>])) -> usize {
         let mut next = self.rx.lock().unwrap_or_else(PoisonError::into_inner);
         let mut seen = 0;
+        let mut frames = Vec::new();
         for _ in 0..BLOCK_NR {
             let bs = BLOCK_SIZE as usize;
             // SAFETY: `next < BLOCK_NR`, so the block lies inside the mapping.
@@ -498,10 +501,11 @@ impl PacketDev {
                 // SAFETY: the block is ours until its status goes back to KERNEL below: the
                 // kernel neither writes nor frees it meanwhile, so a shared slice is sound.
                 let b = unsafe { std::slice::from_raw_parts(block.cast_const(), bs) };
-                walk_block(b, |r| {
-                    seen += 1;
-                    f(r)
-                });
+                walk_block(b, |r| frames.push(r));
+                seen += frames.len();
+                f(&frames);
+                // No reference into the block outlives its return to the kernel.
+                frames.clear();
             }
             fence(Ordering::Release);
             // SAFETY: as above; handing the block back to the kernel.

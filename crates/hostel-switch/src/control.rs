@@ -27,6 +27,14 @@ pub fn handle(sw: &Switch, req: Request, stop: &AtomicBool) -> Response {
         Request::SetLimits { id, limits } => done(sw.set_port_limits(&id, limits)),
         Request::SetPolicies { policies } => done(sw.set_policies(policies)),
         Request::Apply { config } => done(sw.apply(&config)),
+        Request::SetFirewall { tenant, policy } => done(sw.set_firewall(&tenant, policy)),
+        Request::FirewallLog { tenant } => match sw.firewall_log(&tenant) {
+            Some(log) => Response {
+                log: Some(log),
+                ..Response::ok()
+            },
+            None => Response::err(format!("no edge for tenant {tenant:?}")),
+        },
         Request::ShowConfig => Response {
             config: Some(sw.config()),
             ..Response::ok()

@@ -34,7 +34,9 @@
 //! - [`uplink`]: TAP devices (a network's uplink, TAP ports) and their reader threads.
 //! - [`afpacket`], [`external`]: the external network's port on a host interface (AF_PACKET
 //!   with a TPACKET_V3 ring) and its reader; the tenants' edge routers between their
-//!   networks and it are [`datapath::edge`], with the [`datapath::edge::EdgeFilter`] hook.
+//!   networks and it are [`datapath::edge`], with the [`datapath::edge::EdgeFilter`] hook,
+//!   which [`datapath::firewall`] fills with each tenant's `hostel-firewall`;
+//!   [`edge_bench`] drives that path for `bench-edge`.
 //! - [`switch`]: the control-plane object ([`Switch`]); [`control`]: its JSON-lines socket.
 //! - [`mod@run`]: the blocking entry point used by `hostel switch`.
 //!
@@ -61,9 +63,10 @@ pub mod afpacket;
 pub mod config;
 pub mod control;
 pub mod datapath;
+#[doc(hidden)]
+pub mod edge_bench;
 pub mod error;
 pub mod external;
-#[doc(hidden)]
 pub mod fuzzing;
 pub mod packet;
 pub mod policy;

@@ -20,7 +20,11 @@ pub struct RunOptions {
 /// and uplink.
 pub fn run(opts: RunOptions) -> Result<(), SwitchError> {
     raise_fd_limit();
-    let sw = Switch::new();
+    // Every tenant edge runs its firewall (rules and translations from the config's edges).
+    let sw = Switch::with_edge_filters(
+        crate::datapath::pipeline::Pipeline::new(),
+        crate::datapath::firewall::firewall_filters(),
+    );
     if let Some(path) = &opts.config {
         let text = std::fs::read_to_string(path).map_err(|source| SwitchError::ReadConfig {
             path: path.clone(),

@@ -17,7 +17,7 @@ pub use crate::stats::{PortStatus, StatsSnapshot, SwitchStats};
 use crate::tables::Tables;
 use crate::uplink::{self, Role, TapDev, Uplink};
 use crate::vhost::server::PortServer;
-use hostel_switch_proto::ExternalConfig;
+use hostel_switch_proto::{ExternalConfig, FirewallLogEntry, PolicySpec};
 
 /// A TAP (uplink or port) and its reader thread.
 struct UplinkHandle {
@@ -178,6 +178,19 @@ impl Switch {
                     .flat_map(|c| c.edges.iter().map(|e| e.tenant.as_str()))
                     .collect();
                 st.edges.retain(|t, _| keep.contains(&t.as_str()));
+                // Edges that existed keep their filters' state; a changed edge gets its new
+                // rules and translations in place (already checked with the tables).
+                for e in cfg.iter().flat_map(|c| &c.edges) {
+                    let before = old_cfg
+                        .iter()
+                        .flat_map(|c| &c.edges)
+                        .find(|o| o.tenant == e.tenant);
+                    if before.is_some_and(|b| b != e) {
+                        if let Some(rt) = st.edges.get(&e.tenant) {
+                            rt.reconfigure(e);
+                        }
+                    }
+                }
                 tracing::info!(interface = ?cfg.as_ref().map(|c| &c.interface), "external network set");
                 Ok(())
             }
@@ -437,6 +450,52 @@ impl Switch {
         Ok(())
     }
 
+    /// Replaces one tenant's firewall rules, atomically between two packets, keeping its
+    /// connection table except for connections the new rules forbid (cut). The stored
+    /// external configuration is updated, so `show_config` and `apply` see the new rules.
+    pub fn set_firewall(&self, tenant: &str, policy: PolicySpec) -> Result<(), SwitchError> {
+        let mut st = self.state();
+        let st = &mut *st;
+        let no_edge = |reason: String| ConfigError::External {
+            field: "tenant".into(),
+            reason,
+        };
+        let ext = st
+            .external
+            .as_mut()
+            .ok_or_else(|| no_edge("no external network".into()))?;
+        let (i, e) = ext
+            .edges
+            .iter_mut()
+            .enumerate()
+            .find(|(_, e)| e.tenant == tenant)
+            .ok_or_else(|| no_edge(format!("no edge for tenant {tenant:?}")))?;
+        let mut candidate = e.clone();
+        candidate.policy = policy;
+        crate::datapath::firewall::check_edge(i, &candidate)?;
+        if let Some(rt) = st.edges.get(tenant) {
+            if let Some(Err(err)) = rt.set_policy(&candidate.policy) {
+                // Checked above; a refusal here changes nothing either.
+                return Err(ConfigError::External {
+                    field: format!("edges[{i}].policy"),
+                    reason: err.to_string(),
+                }
+                .into());
+            }
+        }
+        *e = candidate;
+        Ok(())
+    }
+
+    /// The firewall log entries of `tenant`'s edge written since the last call.
+    pub fn firewall_log(&self, tenant: &str) -> Option<Vec<FirewallLogEntry>> {
+        let st = self.state();
+        let rt = st.edges.get(tenant)?;
+        let mut out = Vec::new();
+        rt.drain_log(&mut out);
+        Some(out)
+    }
+
     pub fn config(&self) -> SwitchConfig {
         let st = self.state();
         SwitchConfig {
@@ -468,6 +527,9 @@ impl Switch {
         out.external = st.ext.as_ref().map(|h| h.ext.port.stats.snapshot());
         for (tenant, e) in &st.edges {
             out.edges.insert(tenant.clone(), e.stats.snapshot());
+            if let Some(f) = e.firewall_stats() {
+                out.firewalls.insert(tenant.clone(), f);
+            }
         }
         out
     }

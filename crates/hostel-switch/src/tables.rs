@@ -81,6 +81,8 @@ pub struct ExtEntry {
     pub wire6: FastMap<Ipv6Addr, EdgeIdx>,
     routed4: Vec<(Ipv4Cidr, EdgeIdx)>,
     routed6: Vec<(Ipv6Cidr, EdgeIdx)>,
+    /// Whether any edge's filter takes cache hints (else the reader's look-ahead is skipped).
+    pub hints: bool,
 }
 
 impl ExtEntry {
@@ -239,7 +241,8 @@ impl Tables {
     /// Checks `cfg` against the tables' networks: every network an edge names exists (unless
     /// `skip_orphans`, while `apply` walks between two checked configurations: then missing
     /// ones, and ones that still have an uplink, are left out), has an IPv4 gateway, and has no uplink
-    /// TAP (off-network traffic goes to one place). Returns each edge's network indexes.
+    /// TAP (off-network traffic goes to one place), and its firewall rules and translations
+    /// are valid. Returns each edge's network indexes.
     pub fn check_external(
         &self,
         cfg: &ExternalConfig,
@@ -252,6 +255,7 @@ impl Tables {
         };
         let mut out = Vec::with_capacity(cfg.edges.len());
         for (i, e) in cfg.edges.iter().enumerate() {
+            crate::datapath::firewall::check_edge(i, e)?;
             let mut nets = Vec::new();
             for id in &e.networks {
                 let Some(ni) = self.net_by_id(id) else {
@@ -295,6 +299,7 @@ impl Tables {
             wire6: FastMap::default(),
             routed4: Vec::new(),
             routed6: Vec::new(),
+            hints: false,
         };
         for (e, nets) in cfg.edges.iter().zip(nets) {
             let ei = x.edges.len() as EdgeIdx;
@@ -310,9 +315,11 @@ impl Tables {
             }
             x.routed4.extend(e.routed4.iter().map(|c| (*c, ei)));
             x.routed6.extend(e.routed6.iter().map(|c| (*c, ei)));
+            let rt = edge_rt(e);
+            x.hints |= rt.takes_hints();
             x.edges.push(EdgeEntry {
                 cfg: e.clone(),
-                rt: edge_rt(e),
+                rt,
                 nets,
             });
         }

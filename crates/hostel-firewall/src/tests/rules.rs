@@ -2,7 +2,7 @@
 
 use super::build::*;
 use crate::classify::{naive_first_match, Compiled, Key};
-use crate::rule::{Action, PolicySpec, PortSpec, Problem, ProtocolSpec, Scope};
+use crate::rule::{Action, PolicySpec, PortSpec, Problem, ProtocolSpec, Scope, Validate};
 use crate::{DropReason, Verdict};
 
 fn field_of(mut spec: PolicySpec) -> (Option<u32>, String, Problem) {

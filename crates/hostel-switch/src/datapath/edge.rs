@@ -29,7 +29,8 @@ use crate::packet::ip::{
 use crate::packet::parse::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HLEN};
 use crate::stats::{DropReason, PortStats};
 use crate::tables::{EdgeEntry, EdgeIdx, ExtEntry, NetIdx, Tables};
-use hostel_switch_proto::EdgeConfig;
+use hostel_firewall::{FirewallError, Stage};
+use hostel_switch_proto::{EdgeConfig, FirewallLogEntry, FirewallStats, PolicySpec};
 use hostel_virtq::SegList;
 
 /// What an [`EdgeFilter`] decides about one IP packet.
@@ -57,6 +58,27 @@ pub trait EdgeFilter: Send {
     fn outbound(&mut self, pkt: &mut [u8], reply: &mut [u8], now: u64) -> EdgeVerdict;
     /// From the outside (the wire, or another tenant's edge) towards the tenant's VMs.
     fn inbound(&mut self, pkt: &mut [u8], reply: &mut [u8], now: u64) -> EdgeVerdict;
+    /// A cache hint for a packet a few frames ahead (see `hostel_firewall::Stage`); verdicts
+    /// must not depend on it.
+    fn prefetch(&self, _pkt: &[u8], _stage: Stage) {}
+    /// Whether [`EdgeFilter::prefetch`] does anything (else callers skip the look-ahead).
+    fn takes_hints(&self) -> bool {
+        false
+    }
+    /// A committed new configuration of the edge (rules, translations): applied in place,
+    /// keeping the filter's state. Its validity was checked before the commit.
+    fn reconfigure(&mut self, _cfg: &EdgeConfig) {}
+    /// Replaces the rules only; `None` if the filter has none. On success, the new
+    /// policy's generation.
+    fn set_policy(&mut self, _p: &PolicySpec) -> Option<Result<u64, FirewallError>> {
+        None
+    }
+    /// The firewall's counters, if the filter is one.
+    fn firewall_stats(&self) -> Option<FirewallStats> {
+        None
+    }
+    /// Appends the log entries written since the last call.
+    fn drain_log(&mut self, _out: &mut Vec<FirewallLogEntry>) {}
 }
 
 /// The identity edge: routes without filtering or translating.
@@ -98,8 +120,48 @@ impl EdgeRuntime {
         }
     }
 
-    fn judge(&self, outbound: bool, pkt: &mut [u8], reply: &mut [u8], now: u64) -> EdgeVerdict {
-        let mut f = self.filter.lock().unwrap_or_else(PoisonError::into_inner);
+    fn filter(&self) -> std::sync::MutexGuard<'_, Box<dyn EdgeFilter>> {
+        self.filter.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// See [`EdgeFilter::prefetch`]; skipped when another thread holds the edge (a hint
+    /// never waits).
+    pub fn prefetch(&self, pkt: &[u8], stage: Stage) {
+        if let Ok(f) = self.filter.try_lock() {
+            f.prefetch(pkt, stage);
+        }
+    }
+
+    pub fn takes_hints(&self) -> bool {
+        self.filter().takes_hints()
+    }
+
+    /// See [`EdgeFilter::reconfigure`].
+    pub fn reconfigure(&self, cfg: &EdgeConfig) {
+        self.filter().reconfigure(cfg);
+    }
+
+    /// See [`EdgeFilter::set_policy`]: swapped between two packets.
+    pub fn set_policy(&self, p: &PolicySpec) -> Option<Result<u64, FirewallError>> {
+        self.filter().set_policy(p)
+    }
+
+    pub fn firewall_stats(&self) -> Option<FirewallStats> {
+        self.filter().firewall_stats()
+    }
+
+    pub fn drain_log(&self, out: &mut Vec<FirewallLogEntry>) {
+        self.filter().drain_log(out);
+    }
+
+    pub(crate) fn judge(
+        &self,
+        outbound: bool,
+        pkt: &mut [u8],
+        reply: &mut [u8],
+        now: u64,
+    ) -> EdgeVerdict {
+        let mut f = self.filter();
         let v = if outbound {
             f.outbound(pkt, reply, now)
         } else {

@@ -4,6 +4,7 @@ pub mod decide;
 pub mod edge;
 pub mod exec;
 pub mod fairness;
+pub mod firewall;
 pub mod forward;
 pub mod local;
 pub mod neigh;

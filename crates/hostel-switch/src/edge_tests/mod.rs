@@ -148,6 +148,7 @@ fn external_cfg(nic: &str) -> ExternalConfig {
                 floating4: vec![Ipv4Addr::new(203, 0, 113, 11)],
                 routed4: vec!["192.0.2.0/28".parse().unwrap()],
                 routed6: vec!["2001:db8:2::/64".parse().unwrap()],
+                ..edge_defaults()
             },
             EdgeConfig {
                 tenant: "t2".into(),
@@ -157,8 +158,26 @@ fn external_cfg(nic: &str) -> ExternalConfig {
                 floating4: vec![],
                 routed4: vec!["192.0.2.16/28".parse().unwrap()],
                 routed6: vec![],
+                ..edge_defaults()
             },
         ],
+    }
+}
+
+/// The fields of an edge the firewall reads, at their defaults.
+fn edge_defaults() -> EdgeConfig {
+    EdgeConfig {
+        tenant: String::new(),
+        networks: vec![],
+        outside4: Ipv4Addr::UNSPECIFIED,
+        outside6: None,
+        floating4: vec![],
+        routed4: vec![],
+        routed6: vec![],
+        attached4: vec![],
+        snat4: vec![],
+        policy: Default::default(),
+        conntrack_limit: hostel_switch_proto::external::DEFAULT_CONNTRACK_LIMIT,
     }
 }
 
@@ -397,5 +416,6 @@ fn ipv6_of(f: &[u8], off: usize) -> Ipv6Addr {
     Ipv6Addr::from(<[u8; 16]>::try_from(&f[off..off + 16]).unwrap())
 }
 
+mod firewall;
 mod flows;
 mod wire;
