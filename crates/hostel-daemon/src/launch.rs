@@ -2,8 +2,8 @@
 //! paused, then `cont`. A launch that fails after QEMU exists kills it: no paused QEMU is
 //! left behind by a failed start.
 
+use crate::adapters::networking;
 use crate::images::{ImageBoot, ROOT_DISK, SEED_DISK};
-use crate::networking;
 use crate::Ctx;
 use hostel_engine::{
     DiskFormat, DiskSpec, EngineError, LaunchOptions, NicBackend, NicSpec, Vm as Engine,
@@ -32,7 +32,7 @@ pub enum LaunchError {
         source: hostel_engine::spec::SpecError,
     },
     #[error("switch: {0}")]
-    Switch(String),
+    Switch(#[from] networking::SyncError),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -100,7 +100,7 @@ async fn nics(ctx: &Ctx, id: VmId) -> Result<Vec<NicSpec>, LaunchError> {
     if nics.is_empty() {
         return Ok(Vec::new());
     }
-    networking::sync(ctx).await.map_err(LaunchError::Switch)?;
+    networking::sync(ctx).await?;
     nics.iter()
         .map(|n| {
             let socket = ctx.switch.port_socket(&networking::port_id(&n.vm, n.idx));

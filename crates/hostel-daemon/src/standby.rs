@@ -15,9 +15,9 @@
 //! across daemon restarts: leftovers are stopped and deleted at start-up, and new ones are
 //! booted.
 
+use crate::adapters::networking::{self, port_id};
+use crate::adapters::switch_link::{gateway_mac, SwitchPaths};
 use crate::images::{GIB, OS_DEFAULT_MEMORY_MIB, ROOT_DISK, SEED_DISK};
-use crate::networking::{self, port_id};
-use crate::switch_link::{gateway_mac, SwitchLink};
 use crate::Ctx;
 use hostel_engine::{LaunchOptions, NicBackend, NicSpec, RunDir, Vm as Engine};
 use hostel_state::{first_choice_mac, VmId};
@@ -204,7 +204,7 @@ impl StandbyPool {
     }
 
     /// The standbys' switch networks and ports: each NIC alone, without addresses.
-    pub fn switch_entries(&self, link: &SwitchLink) -> (Vec<NetworkConfig>, Vec<PortConfig>) {
+    pub fn switch_entries(&self, link: &SwitchPaths) -> (Vec<NetworkConfig>, Vec<PortConfig>) {
         let ids = self.entries().ports.clone();
         let mut nets = Vec::new();
         let mut ports = Vec::new();
@@ -369,7 +369,7 @@ impl StandbyPool {
             backend: NicBackend::VhostUser(ctx.switch.port_socket(&port_id(id, 0))),
             mac: Some(mac),
         }];
-        networking::sync(ctx).await?;
+        networking::sync(ctx).await.map_err(|e| e.to_string())?;
         let spec = input.validate().map_err(|e| e.to_string())?;
         let opts = LaunchOptions::new(ctx.layout.vm_run_dir(id));
         let vm = Engine::launch(&spec, &opts)

@@ -1,9 +1,11 @@
-//! A tenant's virtual networks, and their ports with the switch's counters.
+//! A tenant's virtual networks, and their ports with the switch's counters: requests
+//! parsed here, changes made by [`crate::service::networks`].
 
 use super::{ApiJson, AppState, Auth, TenantQuery};
 use super::{ApiPath, ApiQuery};
+use crate::adapters::networking;
 use crate::error::{ApiError, ApiResult};
-use crate::networking;
+use crate::service::networks::Networks;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -109,12 +111,9 @@ pub async fn create(
                 Uplink::None
             },
         };
-        let net = state
-            .db(move |store| Ok(store.create_network(&tenant, &new, &entry)?))
+        let net = Networks::new(&state.ctx.store, state.ctx.as_ref())
+            .create(tenant, new, entry)
             .await?;
-        networking::sync(&state.ctx)
-            .await
-            .map_err(ApiError::engine)?;
         view_one(&state, net).await
     };
     let view = state
@@ -158,10 +157,10 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let tenant = state.scope(&auth, &q).await?;
     let delete = |state: AppState, net: Network, entry| async move {
-        state
-            .db(move |store| Ok(store.delete_network(&net.id, &entry)?))
-            .await?;
-        networking::sync(&state.ctx).await.map_err(ApiError::engine)
+        Networks::new(&state.ctx.store, state.ctx.as_ref())
+            .delete(net.id, entry)
+            .await
+            .map_err(ApiError::from)
     };
     state
         .on_named(&auth, tenant, "network.delete", &name, delete)

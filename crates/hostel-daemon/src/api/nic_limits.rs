@@ -4,8 +4,8 @@
 //! ceiling and the tenant's own) in place, without disconnecting the guest.
 
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Auth, Operator, TenantQuery};
+use crate::adapters::networking;
 use crate::error::{ApiError, ApiResult};
-use crate::networking;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -85,7 +85,9 @@ async fn find_nic(
 /// Pushes the store's limits to the switch. The change is committed already; a switch
 /// that is not reachable now gets it from the watchdog, which re-applies whatever differs.
 async fn push(state: &AppState) -> ApiResult<()> {
-    networking::sync(&state.ctx).await.map_err(ApiError::engine)
+    networking::sync(&state.ctx)
+        .await
+        .map_err(|e| ApiError::engine(e.to_string()))
 }
 
 #[utoipa::path(get, path = "/v1/vms/{name}/nics/{index}/limits",

@@ -292,7 +292,7 @@ async fn unmake(state: &AppState, vm: &Vm, entry: NewAuditEntry, reason: String)
     if let Err(e) = removed {
         tracing::error!(vm = %id, error = %e, "removing the record of a failed create");
     }
-    if let Err(e) = crate::networking::sync(&state.ctx).await {
+    if let Err(e) = crate::adapters::networking::sync(&state.ctx).await {
         tracing::warn!(vm = %id, error = %e, "switch ports of a failed create");
     }
 }

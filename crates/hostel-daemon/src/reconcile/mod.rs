@@ -378,7 +378,7 @@ async fn remove(
         return Ok(());
     }
     // The switch drops its ports; if it is down, its watchdog pushes the tables later.
-    if let Err(e) = crate::networking::sync(ctx).await {
+    if let Err(e) = crate::adapters::networking::sync(ctx).await {
         tracing::warn!(vm = %id, error = %e, "switch not updated after a delete");
     }
     Ok(())
