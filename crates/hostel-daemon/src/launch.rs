@@ -26,11 +26,6 @@ pub enum LaunchError {
     },
     #[error("image: {0}")]
     Image(#[from] hostel_images::ImageError),
-    #[error("NIC {idx}: {source}")]
-    Nic {
-        idx: u32,
-        source: hostel_engine::spec::SpecError,
-    },
     #[error("switch: {0}")]
     Switch(#[from] networking::SyncError),
     #[error(transparent)]
@@ -101,19 +96,15 @@ async fn nics(ctx: &Ctx, id: VmId) -> Result<Vec<NicSpec>, LaunchError> {
         return Ok(Vec::new());
     }
     networking::sync(ctx).await?;
-    nics.iter()
-        .map(|n| {
-            let socket = ctx.switch.port_socket(&networking::port_id(&n.vm, n.idx));
-            let mac = n
-                .mac
-                .parse()
-                .map_err(|source| LaunchError::Nic { idx: n.idx, source })?;
-            Ok(NicSpec {
-                backend: NicBackend::VhostUser(socket),
-                mac: Some(mac),
-            })
+    Ok(nics
+        .iter()
+        .map(|n| NicSpec {
+            backend: NicBackend::VhostUser(
+                ctx.switch.port_socket(&networking::port_id(&n.vm, n.idx)),
+            ),
+            mac: Some(n.mac),
         })
-        .collect()
+        .collect())
 }
 
 /// Makes the VM's disk at least `gib` large (sparse); never shrinks, a disk keeps its data.

@@ -210,9 +210,7 @@ impl StandbyPool {
         let mut ports = Vec::new();
         for id in ids {
             let net = format!("standby-{id}");
-            let Ok(mac) = first_choice_mac(&id, 0).parse() else {
-                continue;
-            };
+            let mac = first_choice_mac(&id, 0);
             nets.push(NetworkConfig {
                 gateway_mac: gateway_mac(&net),
                 id: net.clone(),
@@ -362,9 +360,7 @@ impl StandbyPool {
         input.name = Some(format!("standby-{id}"));
         input.vcpus = Some(shape.vcpus);
         input.memory_mib = Some(shape.memory_mib);
-        let mac = first_choice_mac(id, 0)
-            .parse()
-            .map_err(|e| format!("standby MAC: {e}"))?;
+        let mac = first_choice_mac(id, 0);
         input.nics = vec![NicSpec {
             backend: NicBackend::VhostUser(ctx.switch.port_socket(&port_id(id, 0))),
             mac: Some(mac),

@@ -59,7 +59,7 @@ pub fn switch_config(
     let mut ports: Vec<PortConfig> = store
         .list_all_nics()?
         .into_iter()
-        .filter_map(|nic| {
+        .map(|nic| {
             let l = limits.get(&(nic.vm, nic.idx)).copied().unwrap_or_default();
             port_config(&nic, prefixes.get(&nic.network), link, l)
         })
@@ -81,21 +81,21 @@ fn port_config(
     prefix: Option<&Ipv6Prefix64>,
     link: &SwitchPaths,
     limits: PortLimits,
-) -> Option<PortConfig> {
+) -> PortConfig {
     let id = port_id(&nic.vm, nic.idx);
-    Some(PortConfig {
+    PortConfig {
         socket: link.port_socket(&id),
         network: nic.network.to_string(),
-        mac: nic.mac.parse().ok()?,
+        mac: nic.mac,
         ipv4: Some(nic.ipv4),
         ipv6: prefix
-            .and_then(|p| slaac_address(p, &nic.mac))
+            .map(|p| slaac_address(p, &nic.mac))
             .into_iter()
             .collect(),
         id,
         limits,
         kind: Default::default(),
-    })
+    }
 }
 
 /// The switch's form of a NIC's effective limits.

@@ -198,7 +198,6 @@ impl SwitchLink {
 }
 
 /// A stable locally-administered MAC for a network's gateway, derived from its id.
-pub fn gateway_mac(network_id: &str) -> hostel_switch_proto::MacAddr {
-    let mac = hostel_engine::MacAddr::derived(network_id, usize::MAX);
-    hostel_switch_proto::MacAddr(mac.0)
+pub fn gateway_mac(network_id: &str) -> hostel_types::MacAddr {
+    hostel_types::MacAddr::derived(network_id, usize::MAX)
 }

@@ -39,12 +39,9 @@ fn view(store: &dyn Store, stats: &SwitchStats, net: &Network) -> ApiResult<Netw
         ports.push(PortView {
             vm: vm.name.to_string(),
             nic: nic.idx,
-            mac: nic.mac.clone(),
+            mac: nic.mac.to_string(),
             ipv4: Some(nic.ipv4.to_string()),
-            ipv6: net
-                .subnet6
-                .and_then(|p| slaac_address(&p, &nic.mac))
-                .map(|a| a.to_string()),
+            ipv6: net.subnet6.map(|p| slaac_address(&p, &nic.mac).to_string()),
             connected: live.is_some_and(|p| p.connected),
             rx_packets: s.rx_packets,
             rx_bytes: s.rx_bytes,

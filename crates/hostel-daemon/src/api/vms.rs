@@ -43,11 +43,8 @@ fn with_nics(store: &dyn Store, mut view: VmView, vm: &Vm) -> ApiResult<VmView> 
         view.nics.push(NicView {
             network: net.name.to_string(),
             ipv4: Some(nic.ipv4.to_string()),
-            ipv6: net
-                .subnet6
-                .and_then(|p| slaac_address(&p, &nic.mac))
-                .map(|a| a.to_string()),
-            mac: nic.mac,
+            ipv6: net.subnet6.map(|p| slaac_address(&p, &nic.mac).to_string()),
+            mac: nic.mac.to_string(),
         });
     }
     Ok(view)
