@@ -106,6 +106,9 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     tokio::spawn(adapters::networking::watchdog(ctx.clone()));
     let supervisor = supervisor::Supervisor::new(ctx.clone());
     reconcile::at_startup(&ctx, &supervisor).await;
+    if let Some(every) = reconcile::sweep::interval_from_env() {
+        tokio::spawn(reconcile::sweep::run(ctx.clone(), every));
+    }
     tokio::spawn(ctx.standby.clone().run(ctx.clone()));
 
     let app = api::router(api::AppState {

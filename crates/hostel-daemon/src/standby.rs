@@ -150,6 +150,11 @@ impl StandbyPool {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether `id` is a standby of the pool (booting or waiting): its QEMU has no record.
+    pub fn owns(&self, id: &VmId) -> bool {
+        self.entries().ports.contains(id)
+    }
+
     pub fn is_configured(&self) -> bool {
         !self.wanted.is_empty()
     }
