@@ -3,10 +3,11 @@
 //! workers ([`blocking`]) and the switch through [`crate::adapters::SwitchAdapter`], so
 //! their unit tests run against a real store in a temporary directory and a fake switch.
 //!
-//! Networks are here; VM creation (image resolution, disks, seed, standby claim), images,
+//! Networks and NIC limits are here; VM creation (image resolution, disks, seed, standby claim), images,
 //! tenants and tokens still live in their handlers (`api/`), to move the same way.
 
 pub mod networks;
+pub mod nic_limits;
 
 use crate::adapters::SyncError;
 use hostel_state::{Store, StoreError};
