@@ -446,7 +446,7 @@ pub async fn clean_stale(ctx: &Ctx) {
             let _ = std::fs::remove_dir_all(&path);
             continue;
         };
-        if let Ok(vm) = ctx.store.get_vm(&id) {
+        if let Ok(vm) = ctx.db(move |store| store.get_vm(&id)).await {
             let dest = ctx.layout.vm_disk_dir(&vm.tenant, &id);
             if !dest.exists() {
                 if let Some(parent) = dest.parent() {
