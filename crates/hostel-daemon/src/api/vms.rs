@@ -264,6 +264,11 @@ async fn make_and_start(
         state.supervisor.start(vm, None).await?;
     } else if !running {
         state.supervisor.created(vm).await?;
+        // A start gives the switch the VM's ports; a VM created stopped gets them now (the
+        // watchdog compares switch generations, not tables, so it would not notice them).
+        if let Err(e) = crate::adapters::networking::sync(&state.ctx).await {
+            tracing::warn!(vm = %vm.id, error = %e, "switch ports of a VM created stopped; the watchdog retries");
+        }
     }
     Ok(())
 }
