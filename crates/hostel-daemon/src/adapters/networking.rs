@@ -7,9 +7,7 @@ use super::switch_link::{gateway_mac, LinkError, SwitchInstance, SwitchPaths};
 use crate::standby::StandbyPool;
 use crate::Ctx;
 use hostel_state::{slaac_address, Ipv6Prefix64, NetworkId, NicLimits, Store, VmId, VmNic};
-use hostel_switch_proto::{
-    Ipv4Cidr, Ipv6Cidr, NetworkConfig, PortConfig, PortLimits, SwitchConfig,
-};
+use hostel_switch_proto::{NetworkConfig, PortConfig, PortLimits, SwitchConfig};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -33,15 +31,9 @@ pub fn switch_config(
         .map(|n| {
             let id = n.id.to_string();
             NetworkConfig {
-                subnet4: Some(Ipv4Cidr {
-                    addr: n.subnet4.network(),
-                    prefix: n.subnet4.prefix(),
-                }),
+                subnet4: Some(n.subnet4.into()),
                 gateway4: Some(n.gateway4),
-                subnet6: n.subnet6.map(|p| Ipv6Cidr {
-                    addr: p.network(),
-                    prefix: 64,
-                }),
+                subnet6: n.subnet6.map(Into::into),
                 gateway6: n.subnet6.map(|p| p.gateway()),
                 gateway_mac: gateway_mac(&id),
                 uplink: n.uplink_ifname(),

@@ -205,6 +205,27 @@ impl From<Ipv6Prefix64> for String {
     }
 }
 
+/// A network's subnet in the shared vocabulary (the switch's tables, policies): the same
+/// prefix, already validated here.
+impl From<Ipv4Net> for hostel_types::Ipv4Cidr {
+    fn from(n: Ipv4Net) -> Self {
+        hostel_types::Ipv4Cidr {
+            addr: n.network(),
+            prefix: n.prefix(),
+        }
+    }
+}
+
+/// A network's IPv6 /64 in the shared vocabulary.
+impl From<Ipv6Prefix64> for hostel_types::Ipv6Cidr {
+    fn from(p: Ipv6Prefix64) -> Self {
+        hostel_types::Ipv6Cidr {
+            addr: p.network(),
+            prefix: 64,
+        }
+    }
+}
+
 /// The address a guest gives itself by SLAAC with an EUI-64 interface id (the kernel's
 /// default `addr_gen_mode`): see [`MacAddr::slaac`].
 pub fn slaac_address(prefix: &Ipv6Prefix64, mac: &MacAddr) -> Ipv6Addr {
@@ -406,6 +427,11 @@ mod tests {
         assert_eq!(p.to_string(), "fd00:9::/64");
         assert_eq!(p.gateway(), "fd00:9::1".parse::<Ipv6Addr>().unwrap());
         // What Linux derives for 52:54:00:12:34:56.
+        let c: hostel_types::Ipv6Cidr = p.into();
+        assert_eq!(c.to_string(), "fd00:9::/64");
+        let n: Ipv4Net = "10.0.0.0/24".parse().unwrap();
+        let c: hostel_types::Ipv4Cidr = n.into();
+        assert_eq!(c.to_string(), "10.0.0.0/24");
         let mac: MacAddr = "52:54:00:12:34:56".parse().unwrap();
         assert_eq!(
             slaac_address(&p, &mac),
