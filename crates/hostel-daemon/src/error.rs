@@ -137,6 +137,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::service::DaemonError> for ApiError {
+    fn from(e: crate::service::DaemonError) -> Self {
+        use crate::service::DaemonError;
+        match e {
+            DaemonError::Store(e) => e.into(),
+            DaemonError::Switch(e) => Self::engine(e.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ApiErrorBody {

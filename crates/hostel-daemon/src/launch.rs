@@ -2,8 +2,8 @@
 //! paused, then `cont`. A launch that fails after QEMU exists kills it: no paused QEMU is
 //! left behind by a failed start.
 
+use crate::adapters::networking;
 use crate::images::{ImageBoot, ROOT_DISK, SEED_DISK};
-use crate::networking;
 use crate::Ctx;
 use hostel_engine::{
     DiskFormat, DiskSpec, EngineError, LaunchOptions, NicBackend, NicSpec, Vm as Engine,
@@ -26,13 +26,8 @@ pub enum LaunchError {
     },
     #[error("image: {0}")]
     Image(#[from] hostel_images::ImageError),
-    #[error("NIC {idx}: {source}")]
-    Nic {
-        idx: u32,
-        source: hostel_engine::spec::SpecError,
-    },
     #[error("switch: {0}")]
-    Switch(String),
+    Switch(#[from] networking::SyncError),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -100,20 +95,16 @@ async fn nics(ctx: &Ctx, id: VmId) -> Result<Vec<NicSpec>, LaunchError> {
     if nics.is_empty() {
         return Ok(Vec::new());
     }
-    networking::sync(ctx).await.map_err(LaunchError::Switch)?;
-    nics.iter()
-        .map(|n| {
-            let socket = ctx.switch.port_socket(&networking::port_id(&n.vm, n.idx));
-            let mac = n
-                .mac
-                .parse()
-                .map_err(|source| LaunchError::Nic { idx: n.idx, source })?;
-            Ok(NicSpec {
-                backend: NicBackend::VhostUser(socket),
-                mac: Some(mac),
-            })
+    networking::sync(ctx).await?;
+    Ok(nics
+        .iter()
+        .map(|n| NicSpec {
+            backend: NicBackend::VhostUser(
+                ctx.switch.port_socket(&networking::port_id(&n.vm, n.idx)),
+            ),
+            mac: Some(n.mac),
         })
-        .collect()
+        .collect())
 }
 
 /// Makes the VM's disk at least `gib` large (sparse); never shrinks, a disk keeps its data.

@@ -11,12 +11,14 @@
 //! - [`reconcile`]: at start-up, finds every QEMU of the state directory and drives each VM
 //!   toward its desired state, finishing or undoing what a crash cut.
 //! - [`api`]: routes, authentication, tenant scoping, audit, OpenAPI.
-//! - [`switch_link`], [`networking`]: the host's switch process and its tables, kept equal
-//!   to the store's networks and NICs.
+//! - [`adapters`]: the host's switch process and its tables, kept equal to the store's
+//!   networks and NICs (behind a trait, so services can be tested with a fake).
+//! - [`service`]: domain operations (networks so far), free of HTTP, with one error type.
 //! - [`standby`]: VMs booted ahead of the order, taken by a create of their shape.
 //! - [`metrics`]: the Prometheus endpoint.
 
 pub mod actor;
+pub mod adapters;
 pub mod admission;
 pub mod api;
 pub mod error;
@@ -25,12 +27,11 @@ pub mod images;
 pub mod launch;
 pub mod layout;
 pub mod metrics;
-pub mod networking;
 pub mod reconcile;
 pub mod seed;
+pub mod service;
 pub mod standby;
 pub mod supervisor;
-pub mod switch_link;
 
 use anyhow::Context;
 use hostel_state::{SqliteStore, Store, StoreError};
@@ -43,18 +44,15 @@ pub struct Ctx {
     pub store: Arc<dyn Store>,
     pub layout: layout::Layout,
     pub images: images::ImageRegistry,
-    pub switch: switch_link::SwitchLink,
+    pub switch: adapters::switch_link::SwitchLink,
+    /// What the switch was last given, and by which generation.
+    pub tables: adapters::networking::Tables,
     pub standby: Arc<standby::StandbyPool>,
 }
 
 impl Ctx {
-    /// Runs `f` with the store on tokio's blocking pool and waits for it.
-    ///
-    /// The store is synchronous SQLite: a write waits for the one writer connection and
-    /// fsyncs the WAL (`synchronous=FULL`), and a list reads whole tables. Run on an async
-    /// worker, either stalls every request and VM actor scheduled on that worker (there are
-    /// two on a 2-core host). Each call is one thread hop, so a sequence of store calls that
-    /// belong together goes into one `f`.
+    /// Runs `f` with the store on tokio's blocking pool and waits for it; see
+    /// [`service::blocking`].
     pub async fn db<T, E>(
         &self,
         f: impl FnOnce(&dyn Store) -> Result<T, E> + Send + 'static,
@@ -63,14 +61,7 @@ impl Ctx {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let store = Arc::clone(&self.store);
-        match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
-            Ok(out) => out,
-            // A bug in `f` panics its caller, as it did when store calls ran inline.
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // Only when the runtime shuts down before the call ran.
-            Err(e) => Err(StoreError::Backend(format!("store call not run: {e}")).into()),
-        }
+        service::blocking(&self.store, f).await
     }
 }
 
@@ -103,17 +94,21 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         store,
         layout: layout.clone(),
         images: images::ImageRegistry::discover(config.guest_dir.clone(), state_dir.join("images")),
-        switch: switch_link::SwitchLink::new(layout.switch_dir()),
+        switch: adapters::switch_link::SwitchLink::new(layout.switch_dir()),
+        tables: Default::default(),
         standby: Arc::new(standby::StandbyPool::new(config.standby.clone())),
     });
     standby::clean_stale(&ctx).await;
     // The switch first: VMs with NICs need their ports before QEMU connects to them.
-    if let Err(e) = networking::sync(&ctx).await {
+    if let Err(e) = adapters::networking::sync(&ctx).await {
         tracing::error!(error = %e, "switch not available; VMs with networks cannot start");
     }
-    tokio::spawn(networking::watchdog(ctx.clone()));
+    tokio::spawn(adapters::networking::watchdog(ctx.clone()));
     let supervisor = supervisor::Supervisor::new(ctx.clone());
     reconcile::at_startup(&ctx, &supervisor).await;
+    if let Some(every) = reconcile::sweep::interval_from_env() {
+        tokio::spawn(reconcile::sweep::run(ctx.clone(), every));
+    }
     tokio::spawn(ctx.standby.clone().run(ctx.clone()));
 
     let app = api::router(api::AppState {

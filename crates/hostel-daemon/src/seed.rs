@@ -44,17 +44,14 @@ pub fn config(
     let mut nics = Vec::new();
     for nic in store.list_nics_of_vm(&vm.id)? {
         let net = store.get_network(&nic.network)?;
-        let mac = nic
-            .mac
-            .parse()
-            .map_err(|e| ApiError::internal(format!("NIC {} MAC {:?}: {e}", nic.idx, nic.mac)))?;
+        let mac = nic.mac;
         let mut addresses = vec![IpCidr {
             addr: IpAddr::V4(nic.ipv4),
             prefix: net.subnet4.prefix(),
         }];
         // The SLAAC address the switch expects; written out too, so a guest configured
         // statically (router advertisements off) still takes the same one.
-        if let Some(v6) = net.subnet6.and_then(|p| slaac_address(&p, &nic.mac)) {
+        if let Some(v6) = net.subnet6.map(|p| slaac_address(&p, &nic.mac)) {
             addresses.push(IpCidr {
                 addr: IpAddr::V6(v6),
                 prefix: 64,

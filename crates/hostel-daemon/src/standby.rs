@@ -15,9 +15,9 @@
 //! across daemon restarts: leftovers are stopped and deleted at start-up, and new ones are
 //! booted.
 
+use crate::adapters::networking::{self, port_id};
+use crate::adapters::switch_link::{gateway_mac, SwitchPaths};
 use crate::images::{GIB, OS_DEFAULT_MEMORY_MIB, ROOT_DISK, SEED_DISK};
-use crate::networking::{self, port_id};
-use crate::switch_link::{gateway_mac, SwitchLink};
 use crate::Ctx;
 use hostel_engine::{LaunchOptions, NicBackend, NicSpec, RunDir, Vm as Engine};
 use hostel_state::{first_choice_mac, VmId};
@@ -150,6 +150,11 @@ impl StandbyPool {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether `id` is a standby of the pool (booting or waiting): its QEMU has no record.
+    pub fn owns(&self, id: &VmId) -> bool {
+        self.entries().ports.contains(id)
+    }
+
     pub fn is_configured(&self) -> bool {
         !self.wanted.is_empty()
     }
@@ -204,15 +209,13 @@ impl StandbyPool {
     }
 
     /// The standbys' switch networks and ports: each NIC alone, without addresses.
-    pub fn switch_entries(&self, link: &SwitchLink) -> (Vec<NetworkConfig>, Vec<PortConfig>) {
+    pub fn switch_entries(&self, link: &SwitchPaths) -> (Vec<NetworkConfig>, Vec<PortConfig>) {
         let ids = self.entries().ports.clone();
         let mut nets = Vec::new();
         let mut ports = Vec::new();
         for id in ids {
             let net = format!("standby-{id}");
-            let Ok(mac) = first_choice_mac(&id, 0).parse() else {
-                continue;
-            };
+            let mac = first_choice_mac(&id, 0);
             nets.push(NetworkConfig {
                 gateway_mac: gateway_mac(&net),
                 id: net.clone(),
@@ -362,14 +365,12 @@ impl StandbyPool {
         input.name = Some(format!("standby-{id}"));
         input.vcpus = Some(shape.vcpus);
         input.memory_mib = Some(shape.memory_mib);
-        let mac = first_choice_mac(id, 0)
-            .parse()
-            .map_err(|e| format!("standby MAC: {e}"))?;
+        let mac = first_choice_mac(id, 0);
         input.nics = vec![NicSpec {
             backend: NicBackend::VhostUser(ctx.switch.port_socket(&port_id(id, 0))),
             mac: Some(mac),
         }];
-        networking::sync(ctx).await?;
+        networking::sync(ctx).await.map_err(|e| e.to_string())?;
         let spec = input.validate().map_err(|e| e.to_string())?;
         let opts = LaunchOptions::new(ctx.layout.vm_run_dir(id));
         let vm = Engine::launch(&spec, &opts)
@@ -445,7 +446,7 @@ pub async fn clean_stale(ctx: &Ctx) {
             let _ = std::fs::remove_dir_all(&path);
             continue;
         };
-        if let Ok(vm) = ctx.store.get_vm(&id) {
+        if let Ok(vm) = ctx.db(move |store| store.get_vm(&id)).await {
             let dest = ctx.layout.vm_disk_dir(&vm.tenant, &id);
             if !dest.exists() {
                 if let Some(parent) = dest.parent() {

@@ -3,7 +3,6 @@
 //! what depends on the host (files, memory, TAP devices) is checked at launch by `preflight`.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -124,73 +123,28 @@ impl FromStr for DiskSpec {
     }
 }
 
-/// A MAC address; always unicast and locally administered when generated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MacAddr(pub [u8; 6]);
+/// The MAC type is hostel's one ([`hostel_types::MacAddr`]); a NIC's must be unicast,
+/// which [`nic_mac`] and [`VmSpecInput::validate`] check.
+pub use hostel_types::MacAddr;
 
-impl MacAddr {
-    /// A stable locally-administered address derived from `seed`, so a VM keeps its MAC
-    /// across restarts without storing one.
-    pub fn derived(seed: &str, index: usize) -> Self {
-        // FNV-1a: tiny, deterministic, good enough to spread names over 32 bits.
-        let mut h: u32 = 0x811c_9dc5;
-        for b in seed.bytes().chain(index.to_le_bytes()) {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-        let b = h.to_be_bytes();
-        MacAddr([0x52, 0x54, b[0], b[1], b[2], b[3]])
-    }
+/// A NIC's MAC from its text form: six hex bytes, and unicast (a frame to a group address
+/// reaches every port, so no NIC may own one).
+pub fn nic_mac(s: &str) -> Result<MacAddr, SpecError> {
+    let mac: MacAddr = s
+        .parse()
+        .map_err(|_| SpecError::new("net.mac", format!("{s:?} is not a MAC address")))?;
+    check_unicast(&mac)?;
+    Ok(mac)
 }
 
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
+fn check_unicast(mac: &MacAddr) -> Result<(), SpecError> {
+    if mac.is_multicast() {
+        return Err(SpecError::new(
+            "net.mac",
+            format!("{mac} is a multicast address; a NIC needs a unicast one"),
+        ));
     }
-}
-
-impl FromStr for MacAddr {
-    type Err = SpecError;
-    fn from_str(s: &str) -> Result<Self, SpecError> {
-        let bad = || SpecError::new("net.mac", format!("{s:?} is not a MAC address"));
-        let mut out = [0u8; 6];
-        let mut parts = s.split(':');
-        for byte in out.iter_mut() {
-            let p = parts.next().ok_or_else(bad)?;
-            if p.len() != 2 {
-                return Err(bad());
-            }
-            *byte = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-        }
-        if parts.next().is_some() {
-            return Err(bad());
-        }
-        if out[0] & 1 != 0 {
-            return Err(SpecError::new(
-                "net.mac",
-                format!("{s} is a multicast address; a NIC needs a unicast one"),
-            ));
-        }
-        Ok(MacAddr(out))
-    }
-}
-
-impl Serialize for MacAddr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for MacAddr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
+    Ok(())
 }
 
 /// A Linux interface name: 1-15 bytes, no '/', whitespace or ':'.
@@ -262,7 +216,7 @@ impl FromStr for NicSpec {
                 Some(("vhost-user", path)) if !path.is_empty() => {
                     backend = Some(NicBackend::VhostUser(PathBuf::from(path)))
                 }
-                Some(("mac", m)) => mac = Some(m.parse()?),
+                Some(("mac", m)) => mac = Some(nic_mac(m)?),
                 _ => {
                     return Err(SpecError::new(
                         "net",
@@ -415,7 +369,7 @@ impl VmSpecInput {
         }
         let mut nics = self.nics;
         for (i, nic) in nics.iter_mut().enumerate() {
-            nic.mac.get_or_insert_with(|| MacAddr::derived(&name, i));
+            check_unicast(nic.mac.get_or_insert_with(|| MacAddr::derived(&name, i)))?;
         }
         Ok(VmSpec {
             name,

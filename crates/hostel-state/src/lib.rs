@@ -36,8 +36,8 @@ pub use error::{EntityKind, QuotaResource, QuotaViolation, Result, StoreError};
 pub use ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
 pub use model::audit::{Actor, AuditEntry, AuditQuery, AuditResult, NewAuditEntry};
 pub use model::network::{
-    first_choice_mac, slaac_address, Ipv4Net, Ipv6Prefix64, Network, NewNetwork, NewNic, Uplink,
-    VmNic, MAX_NICS_PER_VM, MAX_PREFIX, MIN_PREFIX,
+    first_choice_mac, slaac_address, Ipv4Net, Ipv6Prefix64, MacAddr, Network, NewNetwork, NewNic,
+    Uplink, VmNic, MAX_NICS_PER_VM, MAX_PREFIX, MIN_PREFIX,
 };
 pub use model::nic_limits::{CeilingSource, NicLimits, NicLimitsRecord, RateLimit, MAX_NIC_LIMIT};
 pub use model::tenant::{Quota, Tenant, Usage};

@@ -303,14 +303,10 @@ fn allocation_lowest_free_explicit_and_refusals() {
     assert_eq!(nics[1].ipv4, ip([172, 16, 0, 2]));
     assert_eq!(nics[2].ipv4, ip([10, 0, 0, 5]));
     assert_eq!(store.list_nics_of_vm(&v.id).unwrap(), nics);
-    let macs: HashSet<&str> = nics.iter().map(|n| n.mac.as_str()).collect();
+    let macs: HashSet<_> = nics.iter().map(|n| n.mac).collect();
     assert_eq!(macs.len(), 3);
     for n in &nics {
-        let bytes: Vec<u8> = n
-            .mac
-            .split(':')
-            .map(|b| u8::from_str_radix(b, 16).unwrap())
-            .collect();
+        let bytes = n.mac.0;
         assert_eq!(&bytes[..3], &[0x52, 0x54, 0x00], "{}", n.mac);
         assert_eq!(bytes[0] & 0x03, 0x02, "locally administered unicast");
     }
@@ -518,7 +514,7 @@ fn concurrent_creates_never_share_an_address() {
         match h.join().unwrap() {
             Ok((_, nics)) => {
                 assert!(addrs.insert(nics[0].ipv4), "duplicate {}", nics[0].ipv4);
-                assert!(macs.insert(nics[0].mac.clone()));
+                assert!(macs.insert(nics[0].mac));
             }
             Err(StoreError::Conflict { reason, .. }) if reason.contains("no free address") => {
                 full += 1

@@ -66,12 +66,18 @@ impl TestDaemon {
         state_dir: TempDir,
         env: Vec<(String, String)>,
     ) -> Self {
-        let (child, url, stdout) = spawn(hostel, guest_dir, state_dir.path(), "127.0.0.1:0", &env);
+        let (mut child, url, stdout) =
+            spawn(hostel, guest_dir, state_dir.path(), "127.0.0.1:0", &env);
         let operator_token = std::fs::read_to_string(state_dir.path().join("operator.token"))
-            .expect("operator token")
-            .trim()
-            .to_string();
-        assert!(!operator_token.is_empty(), "empty operator token");
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default();
+        if operator_token.is_empty() {
+            kill_all(&mut child, state_dir.path());
+            panic!(
+                "the daemon in {} wrote no operator token",
+                state_dir.path().display()
+            );
+        }
         TestDaemon {
             child,
             url,
@@ -161,21 +167,30 @@ fn spawn(
         .spawn()
         .expect("spawn hostel daemon");
     let mut stdout = LineWatcher::new(child.stdout.take().expect("stdout"));
-    let line = stdout
+    let url = stdout
         .wait_for("listening on http://", START_TIMEOUT)
-        .unwrap_or_else(|| {
-            let log = std::fs::read_to_string(state.join(LOG_FILE)).unwrap_or_default();
-            panic!(
-                "daemon did not start: {}\n--- daemon stderr ---\n{log}",
-                stdout.transcript()
-            )
+        .and_then(|line| {
+            let url = line.split_whitespace().find(|w| w.starts_with("http://"))?;
+            Some(url.to_string())
         });
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("url")
-        .to_string();
+    let Some(url) = url else {
+        // No harness owns these processes yet: a failed start must not leave the daemon,
+        // or the QEMUs and the switch it adopted or started, running after the test.
+        kill_all(&mut child, state);
+        let log = std::fs::read_to_string(state.join(LOG_FILE)).unwrap_or_default();
+        panic!(
+            "daemon did not start: {}\n--- daemon stderr ---\n{log}",
+            stdout.transcript()
+        )
+    };
     (child, url, stdout)
+}
+
+/// Kills the daemon, then every process of its state directory (QEMUs, the switch).
+fn kill_all(daemon: &mut Child, state: &Path) {
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    kill_processes_mentioning(&state.to_string_lossy());
 }
 
 /// Processes (other than this one) whose command line contains every one of `markers`.
@@ -218,13 +233,60 @@ impl Drop for TestDaemon {
     fn drop(&mut self) {
         // The daemon first, so it restarts nothing; then everything that names its state
         // directory: QEMUs (including ones adopted after a restart) and the switch.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(dir) = &self.state_dir {
-            kill_processes_mentioning(&dir.path().to_string_lossy());
+        match &self.state_dir {
+            Some(dir) => kill_all(&mut self.child, dir.path()),
+            None => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
         }
         if std::thread::panicking() {
             eprintln!("--- daemon stderr ---\n{}", self.log());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A "daemon" that starts a child naming its state directory (as a QEMU would) and
+    /// exits without listening: the failed start must leave no process of that directory.
+    #[test]
+    fn a_failed_start_kills_every_process_of_its_state_dir() {
+        let tools = tempfile::tempdir().unwrap();
+        let fake = tools.path().join("hostel");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\n# argv: daemon --state-dir DIR ...\n\
+             setsid sh -c 'while :; do sleep 1; done' \"$3/run/x/qemu.pid\" \
+               </dev/null >/dev/null 2>&1 &\n\
+             while ! grep -qs qemu.pid /proc/$!/cmdline; do :; done\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let state = tempfile::Builder::new()
+            .prefix("hostel-testkit-fail-")
+            .tempdir()
+            .unwrap();
+        let marker = state.path().to_string_lossy().to_string();
+        let start = std::panic::catch_unwind(|| {
+            spawn(&fake, tools.path(), state.path(), "127.0.0.1:0", &[])
+        });
+        assert!(
+            start.is_err(),
+            "a daemon that never listens is a failed start"
+        );
+        // The fake's child was running (with its command line) before the fake exited; the
+        // harness kills it before `spawn` panics, so at most its reaping is left to wait for.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !pids_mentioning(&["qemu.pid", &marker]).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "processes of the state directory survived a failed start"
+            );
+            std::thread::yield_now();
         }
     }
 }

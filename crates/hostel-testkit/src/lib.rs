@@ -132,6 +132,25 @@ pub fn sh(cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A throwaway ed25519 SSH key pair in `dir` (`id_ed25519`, no passphrase, `comment` as its
+/// comment): the private key's path and the public key's line. The one key helper of the
+/// tests.
+pub fn ssh_keypair(dir: &std::path::Path, comment: &str) -> (std::path::PathBuf, String) {
+    let key = dir.join("id_ed25519");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen (openssh-client)");
+    assert!(
+        out.status.success(),
+        "ssh-keygen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
+    (key, public.trim().to_string())
+}
+
 /// Collects lines from a stream on a thread so a test can wait for one with a deadline.
 pub struct LineWatcher {
     rx: mpsc::Receiver<String>,

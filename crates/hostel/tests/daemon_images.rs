@@ -85,15 +85,7 @@ fn tenant_with_lan(d: &TestDaemon, op: &Client) -> Client {
 
 /// A new ed25519 public key with `comment`, its key pair kept in `dir`.
 fn public_key(dir: &Path, comment: &str) -> String {
-    let key = dir.join("id_ed25519");
-    hostel_testkit::sh(&format!(
-        "ssh-keygen -q -t ed25519 -N '' -C {comment} -f {}",
-        key.display()
-    ));
-    std::fs::read_to_string(key.with_extension("pub"))
-        .unwrap()
-        .trim()
-        .to_string()
+    hostel_testkit::ssh_keypair(dir, comment).1
 }
 
 /// `disks/<tenant>/<vm-id>` in the daemon's state directory (one tenant).

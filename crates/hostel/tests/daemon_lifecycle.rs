@@ -438,3 +438,72 @@ fn calls_racing_a_delete_get_404_and_leave_nothing_running() {
     }
     assert!(all_qemus(&state).is_empty());
 }
+
+/// The periodic sweep (issue 14 item 4), with no API call to prompt anything: a VM's QEMU
+/// killed from outside is seen as crashed (its actor), and a QEMU started into a run
+/// directory no record owns while the daemon runs is killed within two sweeps; a forged
+/// command line and a VM's own QEMU are left alone.
+#[test]
+fn the_periodic_sweep_handles_what_no_api_call_reports() {
+    let Some(dir) = guest_dir() else {
+        return;
+    };
+    let d = TestDaemon::start_with_env(
+        Path::new(HOSTEL),
+        &dir,
+        "lc-sweep",
+        &[("HOSTEL_RECONCILE_SECS", "1")],
+    );
+    let (_token, c) = tenant_client(&d, "acme");
+    let state = d.state_path();
+    let slots = boot_slots(1);
+    let busy = small_vm(
+        "busy",
+        true,
+        Some(run_arg("echo SWEEP-READY; sleep 100000")),
+    );
+    let vm = c.vms(None).create(&busy).unwrap();
+    wait_console(&c, "busy", "SWEEP-READY", BOOT_TIMEOUT);
+    drop(slots);
+
+    let stray = "00000000-0000-4000-8000-000000000002";
+    let run = state.join("run").join(stray);
+    std::fs::create_dir_all(&run).unwrap();
+    let qemu = std::env::var_os("HOSTEL_QEMU").unwrap_or("qemu-system-x86_64".into());
+    let mut orphan = std::process::Command::new(qemu)
+        .args(["-machine", "none", "-S", "-nodefaults", "-display", "none"])
+        .arg("-pidfile")
+        .arg(run.join("qemu.pid"))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut forged = std::process::Command::new("sh")
+        .args(["-c", "read x", "qemu-system-x86_64", "-pidfile"])
+        .arg(state.join("run").join(stray).join("qemu.pid"))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let status = poll("the sweep to kill the orphan", SETTLE, || {
+        orphan.try_wait().unwrap()
+    });
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(!run.exists(), "the orphan's run directory stayed");
+    assert_eq!(
+        forged.try_wait().unwrap(),
+        None,
+        "a forged command line was killed"
+    );
+    forged.kill().unwrap();
+    forged.wait().unwrap();
+    let own = qemus_of(&state, &vm.id);
+    assert_eq!(own.len(), 1, "the VM's own QEMU is left running: {own:?}");
+
+    // Killed from outside: noticed without any call about it (restart policy `never`).
+    // SAFETY: the QEMU of this test's VM, found under its private state directory.
+    unsafe { libc::kill(own[0], libc::SIGKILL) };
+    let seen = wait_vm(&c, "busy", "crashed", SETTLE, |v| v.state == "crashed");
+    assert!(seen.pid.is_none(), "a crashed VM has no pid: {seen:?}");
+    assert!(qemus_of(&state, &vm.id).is_empty());
+}

@@ -84,7 +84,7 @@ fn tenant_limits_within_the_operator_ceiling_reach_the_switch() {
     let v = vms.nic_limits("web", 0).unwrap();
     assert_eq!(v.ceiling_source, "none");
     assert_eq!(v.effective, NicLimitsBody::default());
-    // A stopped VM's port is added by the daemon's switch watchdog, within a second or so.
+    // A VM created stopped has its switch port too (the create syncs the switch).
     let port = common::poll("web's switch port", common::NOTICE_TIMEOUT, || {
         try_switch_port(&d, &web.id)
     });

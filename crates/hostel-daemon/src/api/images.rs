@@ -168,7 +168,10 @@ pub async fn build(
     let name = body.name.clone();
     let started = start_build(&state, &auth, &name);
     if let Err(e) = &started {
-        state.audit(&auth, None, "image.build", &name, &Err::<(), _>(e.clone()));
+        let failed = Err::<(), _>(e.clone());
+        state
+            .audit_async(&auth, None, "image.build", &name, &failed)
+            .await;
     }
     let Some(done) = started? else {
         // Already building: the build in progress is the answer.
@@ -251,7 +254,9 @@ pub async fn import(
     ApiJson(body): ApiJson<ImportImage>,
 ) -> ApiResult<(StatusCode, Json<ImageView>)> {
     let result = import_image(&state, &body).await;
-    state.audit(&auth, None, "image.import", &body.name, &result);
+    state
+        .audit_async(&auth, None, "image.import", &body.name, &result)
+        .await;
     Ok((StatusCode::CREATED, Json(result?)))
 }
 
@@ -330,7 +335,9 @@ pub async fn delete(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let result = delete_image(&state, &name).await;
-    state.audit(&auth, None, "image.delete", &name, &result);
+    state
+        .audit_async(&auth, None, "image.delete", &name, &result)
+        .await;
     result.map(|()| StatusCode::NO_CONTENT)
 }
 
@@ -517,11 +524,13 @@ pub(super) async fn make_vm_disks(
     body: &CreateVm,
     os: &OsPlan,
 ) -> ApiResult<()> {
-    let seed = crate::seed::config(state.ctx.store.as_ref(), vm, body, os.template.as_ref())?;
     let dir = state.ctx.layout.vm_disk_dir(&vm.tenant, &vm.id);
     let image = os.image.clone();
     let size = vm.spec.disk_gib().saturating_mul(GIB);
+    let store = std::sync::Arc::clone(&state.ctx.store);
+    let (vm, body, template) = (vm.clone(), body.clone(), os.template.clone());
     tokio::task::spawn_blocking(move || {
+        let seed = crate::seed::config(store.as_ref(), &vm, &body, template.as_ref())?;
         std::fs::create_dir_all(&dir)
             .map_err(|e| ApiError::internal(format!("{}: {e}", dir.display())))?;
         image

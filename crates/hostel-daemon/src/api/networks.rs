@@ -1,9 +1,11 @@
-//! A tenant's virtual networks, and their ports with the switch's counters.
+//! A tenant's virtual networks, and their ports with the switch's counters: requests
+//! parsed here, changes made by [`crate::service::networks`].
 
 use super::{ApiJson, AppState, Auth, TenantQuery};
 use super::{ApiPath, ApiQuery};
+use crate::adapters::networking;
 use crate::error::{ApiError, ApiResult};
-use crate::networking;
+use crate::service::networks::Networks;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -37,12 +39,9 @@ fn view(store: &dyn Store, stats: &SwitchStats, net: &Network) -> ApiResult<Netw
         ports.push(PortView {
             vm: vm.name.to_string(),
             nic: nic.idx,
-            mac: nic.mac.clone(),
+            mac: nic.mac.to_string(),
             ipv4: Some(nic.ipv4.to_string()),
-            ipv6: net
-                .subnet6
-                .and_then(|p| slaac_address(&p, &nic.mac))
-                .map(|a| a.to_string()),
+            ipv6: net.subnet6.map(|p| slaac_address(&p, &nic.mac).to_string()),
             connected: live.is_some_and(|p| p.connected),
             rx_packets: s.rx_packets,
             rx_bytes: s.rx_bytes,
@@ -109,12 +108,9 @@ pub async fn create(
                 Uplink::None
             },
         };
-        let net = state
-            .db(move |store| Ok(store.create_network(&tenant, &new, &entry)?))
+        let net = Networks::new(&state.ctx.store, state.ctx.as_ref())
+            .create(tenant, new, entry)
             .await?;
-        networking::sync(&state.ctx)
-            .await
-            .map_err(ApiError::engine)?;
         view_one(&state, net).await
     };
     let view = state
@@ -158,10 +154,10 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let tenant = state.scope(&auth, &q).await?;
     let delete = |state: AppState, net: Network, entry| async move {
-        state
-            .db(move |store| Ok(store.delete_network(&net.id, &entry)?))
-            .await?;
-        networking::sync(&state.ctx).await.map_err(ApiError::engine)
+        Networks::new(&state.ctx.store, state.ctx.as_ref())
+            .delete(net.id, entry)
+            .await
+            .map_err(ApiError::from)
     };
     state
         .on_named(&auth, tenant, "network.delete", &name, delete)

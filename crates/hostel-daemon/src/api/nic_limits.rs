@@ -5,7 +5,7 @@
 
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Auth, Operator, TenantQuery};
 use crate::error::{ApiError, ApiResult};
-use crate::networking;
+use crate::service::nic_limits::{NicChange, NicLimitsService};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -82,12 +82,6 @@ async fn find_nic(
     Ok((vm, idx))
 }
 
-/// Pushes the store's limits to the switch. The change is committed already; a switch
-/// that is not reachable now gets it from the watchdog, which re-applies whatever differs.
-async fn push(state: &AppState) -> ApiResult<()> {
-    networking::sync(&state.ctx).await.map_err(ApiError::engine)
-}
-
 #[utoipa::path(get, path = "/v1/vms/{name}/nics/{index}/limits",
     responses((status = 200, body = NicLimitsView)))]
 pub async fn show(
@@ -104,8 +98,8 @@ pub async fn show(
     Ok(Json(view(&rec.0, idx, &rec.1)))
 }
 
-/// Runs a limits change on one NIC: audited as `action` with target `vm/nics/idx`, then
-/// pushed to the switch.
+/// Runs a limits change on one NIC ([`NicLimitsService::change`]): audited as `action` with
+/// target `vm/nics/idx`.
 async fn change(
     state: &AppState,
     auth: &Auth,
@@ -113,21 +107,15 @@ async fn change(
     action: &str,
     name: &str,
     index: &str,
-    write: impl FnOnce(&dyn hostel_state::Store, &Vm, u32, NewAuditEntry) -> ApiResult<NicLimitsRecord>
-        + Send
-        + 'static,
+    write: NicChange,
 ) -> ApiResult<NicLimitsView> {
     let target = format!("{name}/nics/{index}");
     state
         .audited(auth, Some(tenant), action, &target, |entry| async move {
             let (vm, idx) = find_nic(state, tenant, name, index).await?;
-            let (vm, rec) = state
-                .db(move |store| {
-                    let rec = write(store, &vm, idx, entry)?;
-                    Ok((vm, rec))
-                })
+            let rec = NicLimitsService::new(&state.ctx.store, state.ctx.as_ref())
+                .change(vm.id, idx, write, entry)
                 .await?;
-            push(state).await?;
             Ok(view(&vm, idx, &rec))
         })
         .await
@@ -145,10 +133,7 @@ pub async fn set(
     ApiJson(b): ApiJson<NicLimitsBody>,
 ) -> ApiResult<Json<NicLimitsView>> {
     let tenant = state.scope(&auth, &q).await?;
-    let limits = limits_from(&b);
-    let write = move |store: &dyn hostel_state::Store, vm: &Vm, idx, entry| {
-        Ok(store.set_nic_limits(&vm.id, idx, &limits, &entry)?)
-    };
+    let write = NicChange::Own(limits_from(&b));
     let v = change(&state, &auth, tenant, "vm.nic_limits", &name, &index, write).await?;
     Ok(Json(v))
 }
@@ -165,10 +150,7 @@ pub async fn set_ceiling(
     ApiJson(b): ApiJson<NicLimitsBody>,
 ) -> ApiResult<Json<NicLimitsView>> {
     let tenant = state.scope(&auth, &q).await?;
-    let ceiling = limits_from(&b);
-    let write = move |store: &dyn hostel_state::Store, vm: &Vm, idx, entry| {
-        Ok(store.set_nic_ceiling(&vm.id, idx, Some(&ceiling), &entry)?)
-    };
+    let write = NicChange::Ceiling(Some(limits_from(&b)));
     let v = change(
         &state,
         &auth,
@@ -192,9 +174,7 @@ pub async fn clear_ceiling(
     ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<StatusCode> {
     let tenant = state.scope(&auth, &q).await?;
-    let write = |store: &dyn hostel_state::Store, vm: &Vm, idx, entry| {
-        Ok(store.set_nic_ceiling(&vm.id, idx, None, &entry)?)
-    };
+    let write = NicChange::Ceiling(None);
     change(
         &state,
         &auth,
@@ -237,14 +217,10 @@ async fn tenant_change(
     ceiling: Option<NicLimits>,
 ) -> ApiResult<TenantNicCeilingView> {
     let op = |state: AppState, t: Tenant, entry: NewAuditEntry| async move {
-        let v = state
-            .db(move |store| {
-                let c = store.set_tenant_nic_ceiling(&t.id, ceiling.as_ref(), &entry)?;
-                Ok(tenant_view(&t, c))
-            })
+        let c = NicLimitsService::new(&state.ctx.store, state.ctx.as_ref())
+            .set_tenant_ceiling(t.id, ceiling, entry)
             .await?;
-        push(&state).await?;
-        Ok(v)
+        Ok(tenant_view(&t, c))
     };
     state
         .on_named::<Tenant, _, _>(auth, None, "tenant.nic_ceiling", name, op)
@@ -280,6 +256,7 @@ pub async fn clear_tenant(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::networking;
 
     #[test]
     fn conversions_keep_every_field() {

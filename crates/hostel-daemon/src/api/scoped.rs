@@ -168,6 +168,24 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// [`AppState::audit`] from async code: the store write runs on the blocking pool.
+    pub async fn audit_async<T>(
+        &self,
+        auth: &Auth,
+        tenant: Option<TenantId>,
+        action: &str,
+        target: &str,
+        result: &ApiResult<T>,
+    ) {
+        let entry = audit_entry(auth, tenant, action, target, result);
+        let written = self.db(move |store| Ok(store.append_audit(&entry)?)).await;
+        if let Err(e) = written {
+            tracing::error!(error = %e, action, "audit log write failed");
+        }
+    }
+}
+
 fn audit_entry<T>(
     auth: &Auth,
     tenant: Option<TenantId>,

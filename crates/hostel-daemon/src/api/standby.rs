@@ -5,9 +5,9 @@
 
 use super::images::OsPlan;
 use super::AppState;
+use crate::adapters::networking;
 use crate::error::{ApiError, ApiResult};
 use crate::images::{GIB, SEED_DISK};
-use crate::networking;
 use crate::standby::{self, Shape, Standby};
 use hostel_api::CreateVm;
 use hostel_engine::DiskFormat;
@@ -108,7 +108,7 @@ async fn wake(state: &AppState, vm: &Vm, sb: &Standby, seed_len: u64) -> ApiResu
     }
     networking::sync(&state.ctx)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     state.supervisor.admit(vm, None).await?;
     // Last: the guest starts configuring itself the moment the seed has a size.
     sb.engine

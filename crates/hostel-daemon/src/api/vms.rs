@@ -43,11 +43,8 @@ fn with_nics(store: &dyn Store, mut view: VmView, vm: &Vm) -> ApiResult<VmView> 
         view.nics.push(NicView {
             network: net.name.to_string(),
             ipv4: Some(nic.ipv4.to_string()),
-            ipv6: net
-                .subnet6
-                .and_then(|p| slaac_address(&p, &nic.mac))
-                .map(|a| a.to_string()),
-            mac: nic.mac,
+            ipv6: net.subnet6.map(|p| slaac_address(&p, &nic.mac).to_string()),
+            mac: nic.mac.to_string(),
         });
     }
     Ok(view)
@@ -267,6 +264,11 @@ async fn make_and_start(
         state.supervisor.start(vm, None).await?;
     } else if !running {
         state.supervisor.created(vm).await?;
+        // A start gives the switch the VM's ports; a VM created stopped gets them now (the
+        // watchdog compares switch generations, not tables, so it would not notice them).
+        if let Err(e) = crate::adapters::networking::sync(&state.ctx).await {
+            tracing::warn!(vm = %vm.id, error = %e, "switch ports of a VM created stopped; the watchdog retries");
+        }
     }
     Ok(())
 }
@@ -292,7 +294,7 @@ async fn unmake(state: &AppState, vm: &Vm, entry: NewAuditEntry, reason: String)
     if let Err(e) = removed {
         tracing::error!(vm = %id, error = %e, "removing the record of a failed create");
     }
-    if let Err(e) = crate::networking::sync(&state.ctx).await {
+    if let Err(e) = crate::adapters::networking::sync(&state.ctx).await {
         tracing::warn!(vm = %id, error = %e, "switch ports of a failed create");
     }
 }

@@ -9,9 +9,11 @@
 //! that was cut before its disks existed, record a guest that powered off unwatched as
 //! stopped. Then every VM's actor ([`crate::actor`]) keeps doing so continuously: it reacts to
 //! commands, to its QEMU's exit (restart policy) and to a stop's deadline. Disk and run
-//! directories that belong to no record are removed.
+//! directories that belong to no record are removed. Between start-ups, [`sweep`] kills
+//! every QEMU of the state directory that no record owns, every 30 s by default.
 
 pub mod plan;
+pub mod sweep;
 
 use crate::actor::{Command, QMP_TIMEOUT};
 use crate::images::{ImageBoot, ROOT_DISK, SEED_DISK};
@@ -378,7 +380,7 @@ async fn remove(
         return Ok(());
     }
     // The switch drops its ports; if it is down, its watchdog pushes the tables later.
-    if let Err(e) = crate::networking::sync(ctx).await {
+    if let Err(e) = crate::adapters::networking::sync(ctx).await {
         tracing::warn!(vm = %id, error = %e, "switch not updated after a delete");
     }
     Ok(())

@@ -81,13 +81,7 @@ pub fn build(store: &ImageStore, name: &str) -> BuildOutcome {
 
 /// A throwaway SSH key pair: (private key path, public key line).
 pub fn ssh_keypair(dir: &Path) -> (PathBuf, String) {
-    let key = dir.join("id_ed25519");
-    hostel_testkit::sh(&format!(
-        "ssh-keygen -q -t ed25519 -N '' -f {}",
-        key.display()
-    ));
-    let public = std::fs::read_to_string(dir.join("id_ed25519.pub")).unwrap();
-    (key, public.trim().to_string())
+    hostel_testkit::ssh_keypair(dir, "hostel-test")
 }
 
 /// A guest booted from an image with a seed.

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::error::StoreError;
 use crate::ids::{NetworkId, NetworkName, TenantId, VmId};
 use crate::time::Timestamp;
+pub use hostel_types::MacAddr;
 
 /// Smallest accepted prefix length: a /8 already holds 16M hosts, and larger
 /// networks only make allocation scans and broadcast domains worse.
@@ -204,22 +205,31 @@ impl From<Ipv6Prefix64> for String {
     }
 }
 
+/// A network's subnet in the shared vocabulary (the switch's tables, policies): the same
+/// prefix, already validated here.
+impl From<Ipv4Net> for hostel_types::Ipv4Cidr {
+    fn from(n: Ipv4Net) -> Self {
+        hostel_types::Ipv4Cidr {
+            addr: n.network(),
+            prefix: n.prefix(),
+        }
+    }
+}
+
+/// A network's IPv6 /64 in the shared vocabulary.
+impl From<Ipv6Prefix64> for hostel_types::Ipv6Cidr {
+    fn from(p: Ipv6Prefix64) -> Self {
+        hostel_types::Ipv6Cidr {
+            addr: p.network(),
+            prefix: 64,
+        }
+    }
+}
+
 /// The address a guest gives itself by SLAAC with an EUI-64 interface id (the kernel's
-/// default `addr_gen_mode`): the MAC with ff:fe in the middle and the universal/local bit
-/// flipped. `None` for a MAC that is not six hex bytes.
-pub fn slaac_address(prefix: &Ipv6Prefix64, mac: &str) -> Option<Ipv6Addr> {
-    let mut b = [0u8; 6];
-    let mut parts = mac.split(':');
-    for byte in &mut b {
-        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    if parts.next().is_some() {
-        return None;
-    }
-    let iid = [b[0] ^ 0x02, b[1], b[2], 0xff, 0xfe, b[3], b[4], b[5]];
-    let mut o = prefix.network.octets();
-    o[8..].copy_from_slice(&iid);
-    Some(Ipv6Addr::from(o))
+/// default `addr_gen_mode`): see [`MacAddr::slaac`].
+pub fn slaac_address(prefix: &Ipv6Prefix64, mac: &MacAddr) -> Ipv6Addr {
+    mac.slaac(prefix.network)
 }
 
 /// A tenant's virtual L2/L3 network.
@@ -381,8 +391,8 @@ pub struct VmNic {
     /// Position within the VM (0-based), which fixes guest device order.
     pub idx: u32,
     pub network: NetworkId,
-    /// `52:54:00:xx:xx:xx`, lowercase.
-    pub mac: String,
+    /// `52:54:00:xx:xx:xx` (stored as that text).
+    pub mac: MacAddr,
     pub ipv4: Ipv4Addr,
 }
 
@@ -395,18 +405,18 @@ pub struct VmNic {
 /// the multicast bit clear.
 /// The MAC NIC `idx` of VM `vm` gets unless it collides in its network (then the store
 /// derives another): what a VM booted before its record exists (a standby) is given.
-pub fn first_choice_mac(vm: &VmId, idx: u32) -> String {
+pub fn first_choice_mac(vm: &VmId, idx: u32) -> MacAddr {
     derive_mac(vm, idx, 0)
 }
 
-pub(crate) fn derive_mac(vm: &VmId, idx: u32, attempt: u32) -> String {
+pub(crate) fn derive_mac(vm: &VmId, idx: u32, attempt: u32) -> MacAddr {
     let mut h = Sha256::new();
     h.update(b"hostel-nic-mac\0");
     h.update(vm.as_uuid().as_bytes());
     h.update(idx.to_be_bytes());
     h.update(attempt.to_be_bytes());
     let d = h.finalize();
-    format!("52:54:00:{:02x}:{:02x}:{:02x}", d[0], d[1], d[2])
+    MacAddr([0x52, 0x54, 0x00, d[0], d[1], d[2]])
 }
 
 #[cfg(test)]
@@ -417,12 +427,16 @@ mod tests {
         assert_eq!(p.to_string(), "fd00:9::/64");
         assert_eq!(p.gateway(), "fd00:9::1".parse::<Ipv6Addr>().unwrap());
         // What Linux derives for 52:54:00:12:34:56.
+        let c: hostel_types::Ipv6Cidr = p.into();
+        assert_eq!(c.to_string(), "fd00:9::/64");
+        let n: Ipv4Net = "10.0.0.0/24".parse().unwrap();
+        let c: hostel_types::Ipv4Cidr = n.into();
+        assert_eq!(c.to_string(), "10.0.0.0/24");
+        let mac: MacAddr = "52:54:00:12:34:56".parse().unwrap();
         assert_eq!(
-            slaac_address(&p, "52:54:00:12:34:56"),
-            Some("fd00:9::5054:ff:fe12:3456".parse().unwrap())
+            slaac_address(&p, &mac),
+            "fd00:9::5054:ff:fe12:3456".parse::<Ipv6Addr>().unwrap()
         );
-        assert_eq!(slaac_address(&p, "52:54:00:12:34"), None);
-        assert_eq!(slaac_address(&p, "52:54:00:12:34:56:78"), None);
         for bad in [
             "fd00::/48",
             "fd00::",
@@ -566,8 +580,10 @@ mod tests {
         let vm = VmId::new_random();
         let m = derive_mac(&vm, 0, 0);
         assert_eq!(m, derive_mac(&vm, 0, 0));
-        assert!(m.starts_with("52:54:00:") && m.len() == 17, "{m}");
-        assert_eq!(m, m.to_lowercase());
+        let text = m.to_string();
+        assert!(text.starts_with("52:54:00:") && text.len() == 17, "{m}");
+        assert_eq!(text, text.to_lowercase(), "stored lowercase, as before");
+        assert!(!m.is_multicast());
         assert_ne!(m, derive_mac(&vm, 1, 0));
         assert_ne!(m, derive_mac(&vm, 0, 1));
     }

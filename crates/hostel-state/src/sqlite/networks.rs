@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
+use hostel_types::MacAddr;
 use rusqlite::{named_params, Connection, Row};
 
 use super::convert::{is_unique_violation, text, uint};
@@ -55,8 +56,17 @@ fn nic_from_row(row: &Row<'_>) -> DbResult<VmNic> {
         vm: text(row, "vm_id")?,
         idx: uint(row, "idx")?,
         network: text(row, "network_id")?,
-        mac: row.get("mac")?,
+        mac: mac(row, "mac")?,
         ipv4: addr(row, "ipv4")?,
+    })
+}
+
+/// A NIC's MAC, kept as its text form; a row that does not parse is corruption, reported
+/// as such rather than passed on (a port without its MAC cannot be switched).
+fn mac(row: &Row<'_>, col: &str) -> DbResult<MacAddr> {
+    let s: String = row.get(col)?;
+    s.parse().map_err(|e| {
+        StoreError::Backend(format!("corrupt value in column {col:?}: {s:?}: {e}")).into()
     })
 }
 
@@ -318,11 +328,11 @@ fn allocate(c: &Connection, net: &Network) -> DbResult<Ipv4Addr> {
         })
 }
 
-fn pick_mac(c: &Connection, net: &Network, vm: &VmId, idx: u32) -> DbResult<String> {
+fn pick_mac(c: &Connection, net: &Network, vm: &VmId, idx: u32) -> DbResult<MacAddr> {
     let mut stmt = c.prepare_cached("SELECT 1 FROM vm_nics WHERE network_id = ?1 AND mac = ?2")?;
     for attempt in 0..MAC_ATTEMPTS {
         let mac = derive_mac(vm, idx, attempt);
-        if !stmt.exists([net.id.to_string(), mac.clone()])? {
+        if !stmt.exists([net.id.to_string(), mac.to_string()])? {
             return Ok(mac);
         }
     }
@@ -343,7 +353,7 @@ fn insert_nic(c: &Connection, net: &Network, nic: &VmNic) -> DbResult<()> {
             ":vm_id": nic.vm.to_string(),
             ":idx": nic.idx,
             ":network_id": nic.network.to_string(),
-            ":mac": nic.mac,
+            ":mac": nic.mac.to_string(),
             ":ipv4": nic.ipv4.to_string(),
         })
         .map_err(|e| {

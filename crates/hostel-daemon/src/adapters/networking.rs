@@ -3,13 +3,11 @@
 //! ports connected), and re-pushed when a restarted switch comes back empty. Standbys'
 //! NICs ride along, each alone in an address-less network of its own.
 
+use super::switch_link::{gateway_mac, LinkError, SwitchInstance, SwitchPaths};
 use crate::standby::StandbyPool;
-use crate::switch_link::{gateway_mac, LinkError, SwitchLink};
 use crate::Ctx;
 use hostel_state::{slaac_address, Ipv6Prefix64, NetworkId, NicLimits, Store, VmId, VmNic};
-use hostel_switch_proto::{
-    Ipv4Cidr, Ipv6Cidr, NetworkConfig, PortConfig, PortLimits, SwitchConfig,
-};
+use hostel_switch_proto::{NetworkConfig, PortConfig, PortLimits, SwitchConfig};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -20,7 +18,7 @@ pub fn port_id(vm: &VmId, idx: u32) -> String {
 
 pub fn switch_config(
     store: &dyn Store,
-    link: &SwitchLink,
+    link: &SwitchPaths,
     standby: &StandbyPool,
 ) -> hostel_state::Result<SwitchConfig> {
     let all = store.list_all_networks()?;
@@ -33,15 +31,9 @@ pub fn switch_config(
         .map(|n| {
             let id = n.id.to_string();
             NetworkConfig {
-                subnet4: Some(Ipv4Cidr {
-                    addr: n.subnet4.network(),
-                    prefix: n.subnet4.prefix(),
-                }),
+                subnet4: Some(n.subnet4.into()),
                 gateway4: Some(n.gateway4),
-                subnet6: n.subnet6.map(|p| Ipv6Cidr {
-                    addr: p.network(),
-                    prefix: 64,
-                }),
+                subnet6: n.subnet6.map(Into::into),
                 gateway6: n.subnet6.map(|p| p.gateway()),
                 gateway_mac: gateway_mac(&id),
                 uplink: n.uplink_ifname(),
@@ -59,7 +51,7 @@ pub fn switch_config(
     let mut ports: Vec<PortConfig> = store
         .list_all_nics()?
         .into_iter()
-        .filter_map(|nic| {
+        .map(|nic| {
             let l = limits.get(&(nic.vm, nic.idx)).copied().unwrap_or_default();
             port_config(&nic, prefixes.get(&nic.network), link, l)
         })
@@ -80,23 +72,23 @@ pub fn switch_config(
 fn port_config(
     nic: &VmNic,
     prefix: Option<&Ipv6Prefix64>,
-    link: &SwitchLink,
+    link: &SwitchPaths,
     limits: PortLimits,
-) -> Option<PortConfig> {
+) -> PortConfig {
     let id = port_id(&nic.vm, nic.idx);
-    Some(PortConfig {
+    PortConfig {
         socket: link.port_socket(&id),
         network: nic.network.to_string(),
-        mac: nic.mac.parse().ok()?,
+        mac: nic.mac,
         ipv4: Some(nic.ipv4),
         ipv6: prefix
-            .and_then(|p| slaac_address(p, &nic.mac))
+            .map(|p| slaac_address(p, &nic.mac))
             .into_iter()
             .collect(),
         id,
         limits,
         kind: Default::default(),
-    })
+    }
 }
 
 /// The switch's form of a NIC's effective limits.
@@ -114,48 +106,112 @@ pub fn to_switch(l: &NicLimits) -> PortLimits {
     }
 }
 
+/// Why the switch could not be given the store's tables.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The tables could not be read from the store.
+    #[error(transparent)]
+    Store(#[from] hostel_state::StoreError),
+    /// The switch could not be started, reached, or refused the tables.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+}
+
+/// Which switch holds which tables. The snapshot from the store and its apply happen under
+/// this one lock, so two syncs cannot apply their snapshots in the opposite order of taking
+/// them (an older table overwriting a newer one); each successful apply is one generation.
+#[derive(Default)]
+pub struct Tables {
+    applied: tokio::sync::Mutex<Applied>,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+struct Applied {
+    /// Successful applies so far.
+    generation: u64,
+    /// The switch that took the last one; `None` after a failed apply, or before any.
+    switch: Option<SwitchInstance>,
+    /// The last snapshot had something in it (networks or standby ports).
+    nonempty: bool,
+}
+
+impl Tables {
+    /// Applies so far; a test or a log line can tell whether a sync happened.
+    pub async fn generation(&self) -> u64 {
+        self.applied.lock().await.generation
+    }
+}
+
 /// Pushes the store's tables to the switch (starting it if needed). Nothing to do, and no
 /// switch process, on a host without networks.
-pub async fn sync(ctx: &Ctx) -> Result<(), String> {
-    let config =
-        switch_config(ctx.store.as_ref(), &ctx.switch, &ctx.standby).map_err(|e| e.to_string())?;
-    if config.networks.is_empty() && !ctx.switch.alive().await {
+pub async fn sync(ctx: &Ctx) -> Result<(), SyncError> {
+    let mut applied = ctx.tables.applied.lock().await;
+    let config = match snapshot(ctx).await {
+        Ok(c) => c,
+        Err(e) => {
+            // Not known to be programmed: the watchdog keeps trying.
+            applied.switch = None;
+            applied.nonempty = true;
+            return Err(e);
+        }
+    };
+    let nonempty = !config.networks.is_empty();
+    if !nonempty && !ctx.switch.alive().await {
+        applied.nonempty = false;
         return Ok(());
     }
-    ctx.switch
-        .apply(config)
-        .await
-        .map_err(|e: LinkError| e.to_string())
+    let result = ctx.switch.apply(config).await;
+    *applied = Applied {
+        generation: applied.generation + u64::from(result.is_ok()),
+        switch: match result {
+            Ok(()) => ctx.switch.instance(),
+            Err(_) => None,
+        },
+        nonempty,
+    };
+    Ok(result?)
+}
+
+/// The tables the store describes, read on the blocking pool.
+async fn snapshot(ctx: &Ctx) -> Result<SwitchConfig, SyncError> {
+    let store = std::sync::Arc::clone(&ctx.store);
+    let paths = ctx.switch.paths();
+    let standby = std::sync::Arc::clone(&ctx.standby);
+    let task = tokio::task::spawn_blocking(move || switch_config(store.as_ref(), &paths, &standby));
+    match task.await {
+        Ok(r) => Ok(r?),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(hostel_state::StoreError::Backend(format!("store call not run: {e}")).into()),
+    }
 }
 
 /// Keeps the switch alive and programmed: a switch that died (or was restarted by hand)
 /// comes back with the whole table, and the VMs' NICs reconnect by themselves.
+///
+/// Each tick costs one `stat` of the control socket and one request to the switch: the
+/// switch that answers is compared with the one that took the last generation, instead of
+/// rendering the whole table from the store and comparing it with the switch's.
 pub async fn watchdog(ctx: std::sync::Arc<Ctx>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_ok = true;
     loop {
         tick.tick().await;
-        let has_networks = ctx
-            .store
-            .list_all_networks()
-            .map(|n| !n.is_empty())
-            .unwrap_or(false)
-            || ctx.standby.is_configured();
-        if !has_networks {
+        let applied = *ctx.tables.applied.lock().await;
+        if !applied.nonempty && !ctx.standby.is_configured() {
             continue;
         }
-        let programmed = match ctx.switch.show_config().await {
-            Ok(live) => switch_config(ctx.store.as_ref(), &ctx.switch, &ctx.standby)
-                .map(|want| normalized(want) == normalized(live))
-                .unwrap_or(true),
-            Err(_) => false,
-        };
+        let programmed = applied.switch.is_some()
+            && applied.switch == ctx.switch.instance()
+            && ctx.switch.alive().await;
         if programmed {
             last_ok = true;
             continue;
         }
         if last_ok {
-            tracing::warn!("switch missing or out of date; restoring its tables");
+            tracing::warn!(
+                generation = applied.generation,
+                "switch missing, restarted or out of date; restoring its tables"
+            );
         }
         last_ok = match sync(&ctx).await {
             Ok(()) => true,
@@ -165,11 +221,4 @@ pub async fn watchdog(ctx: std::sync::Arc<Ctx>) {
             }
         };
     }
-}
-
-/// Table order carries no meaning; compare as sets.
-fn normalized(mut c: SwitchConfig) -> SwitchConfig {
-    c.networks.sort_by(|a, b| a.id.cmp(&b.id));
-    c.ports.sort_by(|a, b| a.id.cmp(&b.id));
-    c
 }

@@ -12,6 +12,7 @@ use tokio::net::UnixStream;
 
 pub struct SwitchLink {
     dir: PathBuf,
+    paths: SwitchPaths,
     exe: PathBuf,
     /// One conversation at a time: the switch handles one request per line, in order.
     lock: tokio::sync::Mutex<()>,
@@ -30,12 +31,36 @@ pub enum LinkError {
     NoStart(Duration),
 }
 
+/// The paths of the switch's sockets under the state directory.
+#[derive(Clone, Debug)]
+pub struct SwitchPaths {
+    dir: PathBuf,
+}
+
+impl SwitchPaths {
+    /// Where the vhost-user socket of a port lives.
+    pub fn port_socket(&self, port_id: &str) -> PathBuf {
+        self.dir.join("ports").join(format!("{port_id}.sock"))
+    }
+}
+
+/// One switch process, told apart from a later one by its control socket's identity (an
+/// inode number can be reused after the old socket is removed; its change time too makes
+/// a mix-up need both within one clock tick).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SwitchInstance {
+    dev: u64,
+    ino: u64,
+    ctime: (i64, i64),
+}
+
 const START_DEADLINE: Duration = Duration::from_secs(10);
 
 impl SwitchLink {
     pub fn new(dir: PathBuf) -> Self {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("hostel"));
         Self {
+            paths: SwitchPaths { dir: dir.clone() },
             dir,
             exe,
             lock: tokio::sync::Mutex::new(()),
@@ -48,7 +73,25 @@ impl SwitchLink {
 
     /// Where the vhost-user socket of NIC `idx` of a VM lives.
     pub fn port_socket(&self, port_id: &str) -> PathBuf {
-        self.dir.join("ports").join(format!("{port_id}.sock"))
+        self.paths.port_socket(port_id)
+    }
+
+    /// The paths ports get, for code that renders tables off the async workers.
+    pub fn paths(&self) -> SwitchPaths {
+        self.paths.clone()
+    }
+
+    /// Which switch process serves the control socket now: a switch binds a new socket
+    /// when it starts, so a restarted one (by the watchdog or by hand) is a new instance.
+    /// `None` when there is no socket.
+    pub fn instance(&self) -> Option<SwitchInstance> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(self.control_socket()).ok()?;
+        Some(SwitchInstance {
+            dev: m.dev(),
+            ino: m.ino(),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
     }
 
     async fn request(&self, req: &Request) -> Result<Response, LinkError> {
@@ -155,7 +198,6 @@ impl SwitchLink {
 }
 
 /// A stable locally-administered MAC for a network's gateway, derived from its id.
-pub fn gateway_mac(network_id: &str) -> hostel_switch_proto::MacAddr {
-    let mac = hostel_engine::MacAddr::derived(network_id, usize::MAX);
-    hostel_switch_proto::MacAddr(mac.0)
+pub fn gateway_mac(network_id: &str) -> hostel_types::MacAddr {
+    hostel_types::MacAddr::derived(network_id, usize::MAX)
 }
