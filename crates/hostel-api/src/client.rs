@@ -92,6 +92,12 @@ impl Client {
         })
     }
 
+    /// How an `https://` daemon's certificate is trusted (`None`: plain HTTP, or the
+    /// default roots of [`Client::new`]).
+    pub fn trust(&self) -> Option<&crate::tls::Trust> {
+        self.trust.as_ref()
+    }
+
     /// The fingerprint of the certificate the daemon presented last (HTTPS only).
     pub fn presented_fingerprint(&self) -> Option<crate::tls::Fingerprint> {
         self.presented.get()

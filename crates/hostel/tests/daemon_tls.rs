@@ -325,3 +325,100 @@ fn the_operators_certificate_is_used_and_a_mismatched_key_refused() {
         "{err}"
     );
 }
+
+/// `hostel vm console --attach` over HTTPS: the upgrade goes through the TLS bridge with the
+/// pin checked; with a guest, typing reaches its shell.
+#[test]
+fn console_attach_goes_over_https_with_the_pin() {
+    use hostel_api::{CreateTenant, CreateToken, CreateVm, Size};
+    let guest = hostel_testkit::guest_assets();
+    let dir = guest
+        .as_ref()
+        .and_then(|a| a.initrd.parent().map(Path::to_path_buf))
+        .unwrap_or_else(guest_dir);
+    let d = TestDaemon::start_https(Path::new(HOSTEL), &dir, "tls-attach");
+    let fp = printed_fingerprint(&d);
+    let op = Client::with_trust(
+        d.url.clone(),
+        Some(d.operator_token.clone()),
+        Trust::Pinned(fp),
+    )
+    .unwrap();
+    op.create_tenant(&CreateTenant {
+        name: "acme".into(),
+        quota: None,
+    })
+    .unwrap();
+    let token = op
+        .create_token("acme", &CreateToken::default())
+        .unwrap()
+        .secret;
+    let attach = |pin: &str, vm: &str| {
+        let mut cmd = hostel_cmd();
+        cmd.args(["--url", &d.url, "--token", &token, "--fingerprint", pin])
+            .args(["vm", "console", vm, "--attach"]);
+        run(cmd)
+    };
+
+    // The daemon's answer comes back through the bridge.
+    let out = attach(&fp.to_string(), "nosuch");
+    out.refused("not found");
+    let wrong = Fingerprint::of(b"x").to_string();
+    let out = attach(&wrong, "nosuch");
+    let err = out.refused("refusing");
+    assert!(err.contains(&fp.to_string()), "{err}");
+
+    let Some(_) = guest else { return };
+    let _slot = common::boot_slots(1);
+    let acme = Client::with_trust(d.url.clone(), Some(token.clone()), Trust::Pinned(fp)).unwrap();
+    acme.vms(None)
+        .create(&CreateVm {
+            name: "con".into(),
+            image: Some("busybox".into()),
+            memory: Some(Size::Mib(128)),
+            start: Some(true),
+            ..Default::default()
+        })
+        .unwrap();
+    let mut log = LineWatcher::new(acme.vms(None).console_follow("con").unwrap());
+    assert!(
+        log.wait_for("HOSTEL-READY", hostel_testkit::BOOT_TIMEOUT)
+            .is_some(),
+        "guest did not boot: {}",
+        log.transcript()
+    );
+    let mut child = Command::new(HOSTEL)
+        .env("HOSTEL_CONFIG", "/nonexistent")
+        .args(["--url", &d.url, "--token", &token])
+        .args(["--fingerprint", &fp.to_string()])
+        .args(["vm", "console", "con", "--attach"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = LineWatcher::new(child.stdout.take().unwrap());
+    let mut stderr = LineWatcher::new(child.stderr.take().unwrap());
+    let _guard = ChildGuard(child);
+    assert!(
+        stderr.wait_for("Ctrl-] detaches", START).is_some(),
+        "{}",
+        stderr.transcript()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut answered = false;
+    while !answered && Instant::now() < deadline {
+        use std::io::Write;
+        stdin.write_all(b"echo TLS-$((40+2))\n").unwrap();
+        answered = stdout.wait_for("TLS-42", Duration::from_secs(10)).is_some();
+    }
+    assert!(answered, "no answer: {}", stdout.transcript());
+    use std::io::Write;
+    stdin.write_all(&[0x1d]).unwrap();
+    assert!(
+        stderr.wait_for("detached", START).is_some(),
+        "{}",
+        stderr.transcript()
+    );
+}

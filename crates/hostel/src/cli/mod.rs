@@ -11,6 +11,7 @@
 
 mod admin;
 mod attach;
+mod attach_tls;
 mod config;
 mod image;
 mod network;
