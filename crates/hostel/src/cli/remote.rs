@@ -140,7 +140,17 @@ pub fn main(global: &GlobalArgs, cmd: RemoteCommand) -> Result<()> {
         RemoteCommand::Add { name, url } => {
             check_name(&name)?;
             let remote = add(global, &name, &url)?;
-            file.remotes.insert(name.clone(), remote);
+            if let Some(old) = file.remotes.insert(name.clone(), remote.clone()) {
+                if old.fingerprint != remote.fingerprint || old.ca != remote.ca {
+                    eprintln!(
+                        "hostel: remote {name} replaced: it was {} trusting {}",
+                        old.url,
+                        old.fingerprint
+                            .or(old.ca.map(|c| c.display().to_string()))
+                            .unwrap_or_else(|| "no certificate".into())
+                    );
+                }
+            }
             if file.remote.is_none() {
                 file.remote = Some(name.clone());
                 println!("{name} is the default remote");
