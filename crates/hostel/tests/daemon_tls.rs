@@ -422,3 +422,107 @@ fn console_attach_goes_over_https_with_the_pin() {
         stderr.transcript()
     );
 }
+
+/// An operator's certificate from their own CA (made here with the `openssl` command):
+/// `remote add --ca` verifies it by the CA, names included; another CA is refused.
+#[test]
+fn remote_add_with_a_ca_trusts_what_it_signed() {
+    if !hostel_testkit::which("openssl") {
+        eprintln!("SKIPPED: the openssl command is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    for ca in ["ca", "other-ca"] {
+        let (key, pem, subj) = (
+            p(&format!("{ca}.key")),
+            p(&format!("{ca}.pem")),
+            format!("/CN={ca}"),
+        );
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        args.extend(["-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subj]);
+        openssl(&args);
+    }
+    let mut args = vec!["req"];
+    args.extend(ec);
+    let (srv_key, csr, srv) = (p("srv.key"), p("srv.csr"), p("srv.pem"));
+    args.extend(["-keyout", &srv_key, "-out", &csr, "-subj", "/CN=localhost"]);
+    openssl(&args);
+    let (ca_pem, ca_key, ext) = (p("ca.pem"), p("ca.key"), p("ext.cnf"));
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca_pem,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &srv,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+    ]);
+
+    let mut s = spawn_daemon(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &srv,
+        "--tls-key",
+        &srv_key,
+    ]);
+    let line = s
+        .stdout
+        .wait_for("listening on https://", START)
+        .expect("started");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap()
+        .to_string();
+    let token = std::fs::read_to_string(s._state.path().join("operator.token")).unwrap();
+    let token = token.trim();
+    let config = dir.path().join("config.toml");
+
+    let add = cli(
+        &config,
+        &[
+            "remote", "add", "op", &url, "--token", token, "--ca", &ca_pem,
+        ],
+    );
+    assert!(add.ok(), "{add:?}");
+    assert!(std::fs::read_to_string(&config).unwrap().contains("ca.pem"));
+    let list = cli(&config, &["tenant", "list"]);
+    assert!(list.ok(), "{list:?}");
+
+    let other = p("other-ca.pem");
+    let refused = cli(
+        &config,
+        &[
+            "remote", "add", "op2", &url, "--token", token, "--ca", &other,
+        ],
+    );
+    assert!(!refused.ok(), "{refused:?}");
+    assert!(refused.stderr.contains("UnknownIssuer"), "{refused:?}");
+}
