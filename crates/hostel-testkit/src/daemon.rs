@@ -70,11 +70,25 @@ impl TestDaemon {
     /// loopback plain HTTP (`--insecure-http-loopback`), which the tests of everything
     /// behind the listener use (raw HTTP requests, console attach).
     pub fn start_https(hostel: &Path, guest_dir: &Path, tag: &str) -> Self {
+        Self::start_https_with_env(hostel, guest_dir, tag, &[])
+    }
+
+    /// [`TestDaemon::start_https`] with extra environment variables.
+    pub fn start_https_with_env(
+        hostel: &Path,
+        guest_dir: &Path,
+        tag: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let state_dir = tempfile::Builder::new()
             .prefix(&format!("hostel-test-{tag}-"))
             .tempdir()
             .expect("temp dir");
-        Self::start_in_with(hostel, guest_dir, state_dir, Vec::new(), true)
+        Self::start_in_with(hostel, guest_dir, state_dir, env, true)
     }
 
     fn start_in_with_env(

@@ -228,14 +228,9 @@ fn spawn_daemon(args: &[&str]) -> Spawned {
 
 /// Waits (with a deadline) for a daemon that must refuse to start; returns its stderr.
 fn refused_at_start(mut s: Spawned) -> String {
-    let deadline = Instant::now() + START;
-    let status = loop {
-        if let Some(st) = s.guard.0.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "the daemon did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::poll("the daemon refuses to start", START, || {
+        s.guard.0.try_wait().unwrap()
+    });
     assert!(!status.success());
     let mut err = String::new();
     use std::io::Read;
@@ -525,4 +520,65 @@ fn remote_add_with_a_ca_trusts_what_it_signed() {
     );
     assert!(!refused.ok(), "{refused:?}");
     assert!(refused.stderr.contains("UnknownIssuer"), "{refused:?}");
+}
+
+/// SIGTERM drains HTTPS connections like plain ones: a create in flight finishes, and an idle
+/// kept-alive TLS connection does not hold the daemon up.
+#[test]
+fn sigterm_drains_https_connections() {
+    use hostel_api::{CreateTenant, CreateToken};
+    let Some(a) = hostel_testkit::guest_assets() else {
+        return;
+    };
+    let mut d = TestDaemon::start_https_with_env(
+        Path::new(HOSTEL),
+        a.initrd.parent().unwrap(),
+        "tls-drain",
+        &[("HOSTEL_FAILPOINTS", "launch.before-cont=3000")],
+    );
+    let fp = printed_fingerprint(&d);
+    let pinned = |token: &str| {
+        Client::with_trust(d.url.clone(), Some(token.to_string()), Trust::Pinned(fp)).unwrap()
+    };
+    let op = pinned(&d.operator_token);
+    op.create_tenant(&CreateTenant {
+        name: "acme".into(),
+        quota: None,
+    })
+    .unwrap();
+    let token = op
+        .create_token("acme", &CreateToken::default())
+        .unwrap()
+        .secret;
+    // `op` now holds an idle kept-alive TLS connection.
+    let _slot = common::boot_slots(1);
+    let c = pinned(&token);
+    let create = std::thread::spawn(move || {
+        c.vms(None)
+            .create(&common::api::small_vm("drained", true, None))
+    });
+    common::poll(
+        "the daemon at its failpoint",
+        hostel_testkit::BOOT_TIMEOUT,
+        || d.log().contains("holding at a failpoint").then_some(()),
+    );
+    // SAFETY: signalling the daemon child this test started.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    let vm = create
+        .join()
+        .unwrap()
+        .expect("the create in flight over HTTPS was cut by SIGTERM");
+    assert_eq!(vm.state, "running");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = d.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not exit after draining"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
 }
