@@ -33,8 +33,9 @@ pub struct GlobalArgs {
     /// Daemon URL (default: the default remote, else https://127.0.0.1:7878).
     #[arg(long, global = true, env = "HOSTEL_URL")]
     pub url: Option<String>,
-    /// A remote of the config file (`hostel remote list`) instead of the default one.
-    #[arg(long, global = true, env = "HOSTEL_REMOTE", conflicts_with = "url")]
+    /// A remote of the config file (`hostel remote list`) instead of the default one; its
+    /// URL wins over --url/HOSTEL_URL.
+    #[arg(long, global = true, env = "HOSTEL_REMOTE")]
     pub remote: Option<String>,
     /// The SHA-256 fingerprint of the daemon's certificate (`AB:CD:…`, as the daemon prints
     /// it): only that certificate is accepted.

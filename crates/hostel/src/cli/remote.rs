@@ -84,7 +84,7 @@ pub fn flag_trust(global: &GlobalArgs) -> Result<Option<Trust>> {
     }
 }
 
-/// The endpoint: a named remote (`--remote`), else the URL given (trusted as the remote with
+/// The endpoint: a named remote (`--remote`, whose URL wins over one given), else the URL given (trusted as the remote with
 /// that URL, if any), else the default remote, else the file's `url`, else [`DEFAULT_URL`].
 /// A token given wins over the one stored.
 pub fn choose(
@@ -106,7 +106,7 @@ pub fn choose(
     }) {
         let r = named(name)?;
         return Ok(Endpoint {
-            url: url.unwrap_or_else(|| r.url.clone()),
+            url: r.url.clone(),
             token: trim(token.or_else(|| r.token.clone())),
             trust: r.trust(name)?,
         });
