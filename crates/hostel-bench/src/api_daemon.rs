@@ -137,19 +137,22 @@ impl Daemon {
         Ok(me)
     }
 
+    /// The operator's client; of an HTTPS daemon, pinning its certificate.
     pub fn operator_client(&self) -> Client {
-        Client::new(self.url.clone(), Some(self.operator.clone()))
-    }
-
-    /// The operator's client of an HTTPS daemon, pinning its certificate.
-    pub fn operator_client_pinned(&self) -> Result<Client> {
-        let fp = self.fingerprint.as_deref().context("not an HTTPS daemon")?;
-        let trust = hostel_api::tls::Trust::Pinned(hostel_api::tls::Fingerprint::parse(fp)?);
-        Ok(Client::with_trust(
-            self.url.clone(),
-            Some(self.operator.clone()),
-            trust,
-        )?)
+        let token = Some(self.operator.clone());
+        let pin = self
+            .fingerprint
+            .as_deref()
+            .and_then(|fp| hostel_api::tls::Fingerprint::parse(fp).ok());
+        match pin {
+            Some(fp) => Client::with_trust(
+                self.url.clone(),
+                token.clone(),
+                hostel_api::tls::Trust::Pinned(fp),
+            )
+            .unwrap_or_else(|_| Client::new(self.url.clone(), token)),
+            None => Client::new(self.url.clone(), token),
+        }
     }
 
     /// QEMU's console log of a VM, which the daemon's console follow re-reads: watching it

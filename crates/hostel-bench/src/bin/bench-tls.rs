@@ -68,7 +68,7 @@ fn main() -> Result<()> {
         https.url, plain.url
     );
     let sides = [
-        ("HTTPS", https.operator_client_pinned()?),
+        ("HTTPS", https.operator_client()),
         ("HTTP", plain.operator_client()),
     ];
 
