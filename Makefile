@@ -3,7 +3,7 @@ CARGO ?= cargo
 GUEST := target/guest
 HOSTEL := target/release/hostel
 
-.PHONY: all deps guest build run run-vm api-venv test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall
+.PHONY: all deps guest build run run-vm api-venv test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls
 
 all: build
 
@@ -16,7 +16,8 @@ guest: deps
 build: deps
 	$(CARGO) build --release --workspace
 
-# Starts the daemon on http://127.0.0.1:7878 with its state in ./state; prints the operator token.
+# Starts the daemon on https://127.0.0.1:7878 with its state in ./state; prints the operator
+# token and the certificate's fingerprint.
 run: guest build
 	@mkdir -p state
 	$(HOSTEL) daemon --state-dir $(CURDIR)/state --guest-dir $(CURDIR)/$(GUEST) --print-operator-token
@@ -68,6 +69,11 @@ bench-boot: guest build
 # API create+start vs hostel run, a burst of 20 starts, list/show with 1,000 VMs (not in `make test`).
 bench-api: guest build
 	$(CARGO) run --release -p hostel-bench --bin bench-api -- --hostel $(HOSTEL) --guest $(GUEST) --markdown BENCHMARKS.md
+
+# API calls over HTTPS (pinned self-signed certificate) vs plain HTTP on a kept-alive
+# connection, alternating rounds (not in `make test`).
+bench-tls: build
+	$(CARGO) run --release -p hostel-bench --bin bench-tls -- --hostel $(HOSTEL) --markdown BENCHMARKS.md
 
 # Switch datapath (synthetic frontend) and iperf3 between two guests, against a Linux bridge
 # and Open vSwitch's userspace datapath; alternating rounds (not in `make test`).

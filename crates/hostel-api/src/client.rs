@@ -21,6 +21,21 @@ pub enum ClientError {
     Transport { url: String, reason: String },
     #[error("unexpected response: {0}")]
     Decode(String),
+    /// The daemon presented another certificate than the one pinned for it.
+    #[error(
+        "refusing {url}: it presented the TLS certificate with SHA-256 fingerprint {presented}, \
+         but {expected} is pinned for it. The daemon's certificate changed, or someone is in \
+         between. If its operator replaced the certificate, compare the new fingerprint with \
+         the one the daemon prints at start-up and pin it: `hostel remote add NAME {url} \
+         --token … --fingerprint {presented}`"
+    )]
+    CertificateChanged {
+        url: String,
+        expected: crate::tls::Fingerprint,
+        presented: crate::tls::Fingerprint,
+    },
+    #[error(transparent)]
+    Trust(#[from] crate::tls::TrustError),
 }
 
 impl ClientError {
@@ -39,6 +54,8 @@ pub struct Client {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
+    trust: Option<crate::tls::Trust>,
+    presented: crate::tls::Presented,
 }
 
 impl Client {
@@ -50,7 +67,40 @@ impl Client {
             base: base.into().trim_end_matches('/').to_string(),
             token,
             agent,
+            trust: None,
+            presented: Default::default(),
         }
+    }
+
+    /// A client of an `https://` daemon trusted by `trust` (see [`crate::tls`]).
+    pub fn with_trust(
+        base: impl Into<String>,
+        token: Option<String>,
+        trust: crate::tls::Trust,
+    ) -> Result<Self> {
+        let presented = crate::tls::Presented::default();
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .tls_config(crate::tls::client_config(&trust, &presented)?)
+            .build();
+        Ok(Client {
+            base: base.into().trim_end_matches('/').to_string(),
+            token,
+            agent,
+            trust: Some(trust),
+            presented,
+        })
+    }
+
+    /// How an `https://` daemon's certificate is trusted (`None`: plain HTTP, or the
+    /// default roots of [`Client::new`]).
+    pub fn trust(&self) -> Option<&crate::tls::Trust> {
+        self.trust.as_ref()
+    }
+
+    /// The fingerprint of the certificate the daemon presented last (HTTPS only).
+    pub fn presented_fingerprint(&self) -> Option<crate::tls::Fingerprint> {
+        self.presented.get()
     }
 
     /// The daemon URL this client talks to, without a trailing slash.
@@ -96,9 +146,20 @@ impl Client {
                     },
                 })
             }
-            Err(e) => Err(ClientError::Transport {
-                url: self.base.clone(),
-                reason: e.to_string(),
+            Err(e) => Err(match (&self.trust, self.presented.get()) {
+                (Some(crate::tls::Trust::Pinned(expected)), Some(presented))
+                    if *expected != presented =>
+                {
+                    ClientError::CertificateChanged {
+                        url: self.base.clone(),
+                        expected: *expected,
+                        presented,
+                    }
+                }
+                _ => ClientError::Transport {
+                    url: self.base.clone(),
+                    reason: e.to_string(),
+                },
             }),
         }
     }

@@ -10,6 +10,7 @@
 
 mod client;
 mod limits;
+pub mod tls;
 mod types;
 
 pub use client::{Client, ClientError, VmClient};

@@ -24,8 +24,10 @@ const EXIT_GRACE: Duration = Duration::from_secs(10);
 /// One running `hostel daemon` owned by the benchmark.
 pub struct Daemon {
     child: Option<Child>,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` from [`Daemon::spawn_https`].
     pub url: String,
+    /// The certificate's SHA-256 fingerprint the daemon printed (HTTPS only).
+    pub fingerprint: Option<String>,
     /// The operator token's secret.
     pub operator: String,
     /// Everything the benchmark writes: `state/` (the daemon's), `runs/` (`hostel run`'s
@@ -43,6 +45,21 @@ impl Daemon {
     /// The same with the busybox guest assets optional (OS images need none) and the
     /// temporary directory named after the benchmark.
     pub fn spawn_with(hostel: &Path, guest: Option<&Path>, prefix: &str) -> Result<Self> {
+        Self::spawn_listener(hostel, guest, prefix, false)
+    }
+
+    /// A daemon serving HTTPS with its self-signed certificate (the others serve the
+    /// development loopback plain HTTP: they measure what is behind the listener).
+    pub fn spawn_https(hostel: &Path, guest: Option<&Path>, prefix: &str) -> Result<Self> {
+        Self::spawn_listener(hostel, guest, prefix, true)
+    }
+
+    fn spawn_listener(
+        hostel: &Path,
+        guest: Option<&Path>,
+        prefix: &str,
+        https: bool,
+    ) -> Result<Self> {
         let root = tempfile::Builder::new()
             .prefix(prefix)
             .tempdir()
@@ -55,6 +72,9 @@ impl Daemon {
             .arg("--state-dir")
             .arg(&state)
             .args(["--listen", "127.0.0.1:0"]);
+        if !https {
+            cmd.arg("--insecure-http-loopback");
+        }
         if let Some(guest) = guest {
             let guest = std::fs::canonicalize(guest)
                 .with_context(|| format!("guest directory {}", guest.display()))?;
@@ -80,6 +100,7 @@ impl Daemon {
         let mut me = Daemon {
             child: Some(child),
             url: String::new(),
+            fingerprint: None,
             operator: String::new(),
             root,
         };
@@ -88,8 +109,17 @@ impl Daemon {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
+                    if let Some(fp) = line.strip_prefix("certificate SHA-256 fingerprint: ") {
+                        me.fingerprint = Some(fp.trim().to_owned());
+                    }
                     if let Some(url) = listening_url(&line) {
-                        break url;
+                        if !https {
+                            break url;
+                        }
+                        me.url = url;
+                    }
+                    if https && me.fingerprint.is_some() && !me.url.is_empty() {
+                        break me.url.clone();
                     }
                 }
                 Err(_) => bail!(
@@ -107,8 +137,22 @@ impl Daemon {
         Ok(me)
     }
 
+    /// The operator's client; of an HTTPS daemon, pinning its certificate.
     pub fn operator_client(&self) -> Client {
-        Client::new(self.url.clone(), Some(self.operator.clone()))
+        let token = Some(self.operator.clone());
+        let pin = self
+            .fingerprint
+            .as_deref()
+            .and_then(|fp| hostel_api::tls::Fingerprint::parse(fp).ok());
+        match pin {
+            Some(fp) => Client::with_trust(
+                self.url.clone(),
+                token.clone(),
+                hostel_api::tls::Trust::Pinned(fp),
+            )
+            .unwrap_or_else(|_| Client::new(self.url.clone(), token)),
+            None => Client::new(self.url.clone(), token),
+        }
     }
 
     /// QEMU's console log of a VM, which the daemon's console follow re-reads: watching it
@@ -190,11 +234,11 @@ impl Drop for Daemon {
     }
 }
 
-/// The URL in `hostel daemon listening on http://ADDR and SOCKET`.
+/// The URL in `hostel daemon listening on http(s)://ADDR and SOCKET`.
 fn listening_url(line: &str) -> Option<String> {
     let rest = line.split("listening on ").nth(1)?;
     let url = rest.split_whitespace().next()?;
-    url.starts_with("http://").then(|| url.to_owned())
+    (url.starts_with("http://") || url.starts_with("https://")).then(|| url.to_owned())
 }
 
 fn delete_all_vms(op: &Client) -> Result<()> {

@@ -16,6 +16,7 @@
 //! - [`service`]: domain operations (networks so far), free of HTTP, with one error type.
 //! - [`standby`]: VMs booted ahead of the order, taken by a create of their shape.
 //! - [`metrics`]: the Prometheus endpoint.
+//! - [`tls`]: the TCP listener's HTTPS (its key and certificate, the serve loop).
 
 pub mod actor;
 pub mod adapters;
@@ -32,6 +33,7 @@ pub mod seed;
 pub mod service;
 pub mod standby;
 pub mod supervisor;
+pub mod tls;
 
 use anyhow::Context;
 use hostel_state::{SqliteStore, Store, StoreError};
@@ -72,6 +74,8 @@ pub struct DaemonConfig {
     pub socket: Option<PathBuf>,
     pub guest_dir: Option<PathBuf>,
     pub print_operator_token: bool,
+    /// HTTPS (self-signed or the operator's pair) or, in development, loopback plain HTTP.
+    pub listener: tls::Listener,
     /// Standbys to keep booted, per image.
     pub standby: Vec<standby::StandbyWanted>,
 }
@@ -83,6 +87,9 @@ pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 /// running after it returns.
 pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     failpoint::announce();
+    if config.listener == tls::Listener::InsecureHttpLoopback {
+        tls::check_loopback(&config.listen).await?;
+    }
     let layout = layout::Layout::open(&config.state_dir)
         .with_context(|| format!("state directory {}", config.state_dir.display()))?;
     let state_dir = layout.root().to_path_buf();
@@ -90,6 +97,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&state_dir).context("opening the state database")?);
     ensure_operator_token(store.as_ref(), &layout)?;
+    let tls = tls::identity(&state_dir, &config.listener)?;
     let ctx = Arc::new(Ctx {
         store,
         layout: layout.clone(),
@@ -124,10 +132,16 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let unix = tokio::net::UnixListener::bind(&socket_path)
         .with_context(|| format!("listening on {}", socket_path.display()))?;
     let addr = tcp.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     println!(
-        "hostel daemon listening on http://{addr} and {}",
+        "hostel daemon listening on {scheme}://{addr} and {}",
         socket_path.display()
     );
+    // Not secret, and what a client pins: always shown (and logged).
+    if let Some(id) = &tls {
+        println!("certificate SHA-256 fingerprint: {}", id.fingerprint);
+        tracing::info!(fingerprint = %id.fingerprint, cert = %id.cert_path.display(), "TLS certificate");
+    }
     if config.print_operator_token {
         let token = std::fs::read_to_string(layout.operator_token())?;
         println!("operator token: {}", token.trim());
@@ -148,9 +162,16 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let drained = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|d| *d).await;
     };
-    let tcp_server = axum::serve(tcp, app.clone())
-        .with_graceful_shutdown(drained(drain_rx.clone()))
-        .into_future();
+    let tcp_server: std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>,
+    > = match tls {
+        Some(id) => Box::pin(tls::serve(tcp, id.config, app.clone(), drain_rx.clone())),
+        None => Box::pin(
+            axum::serve(tcp, app.clone())
+                .with_graceful_shutdown(drained(drain_rx.clone()))
+                .into_future(),
+        ),
+    };
     let unix_server = axum::serve(unix, app)
         .with_graceful_shutdown(drained(drain_rx))
         .into_future();

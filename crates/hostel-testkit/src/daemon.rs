@@ -20,6 +20,11 @@ pub struct TestDaemon {
     pub child: Child,
     pub url: String,
     pub operator_token: String,
+    /// The certificate's SHA-256 fingerprint as the daemon printed it (`AB:CD:…`), for a
+    /// daemon started with [`TestDaemon::start_https`]; `None` for plain HTTP.
+    pub fingerprint: Option<String>,
+    /// HTTPS, or loopback plain HTTP (`--insecure-http-loopback`).
+    https: bool,
     /// `None` once handed back by [`TestDaemon::kill_daemon_only`].
     state_dir: Option<TempDir>,
     /// What [`TestDaemon::respawn`] starts again.
@@ -60,14 +65,56 @@ impl TestDaemon {
         Self::start_in_with_env(hostel, guest_dir, state_dir, Vec::new())
     }
 
+    /// A daemon serving HTTPS with its self-signed certificate, as in production: clients
+    /// pin [`TestDaemon::fingerprint`]. The other constructors give the development
+    /// loopback plain HTTP (`--insecure-http-loopback`), which the tests of everything
+    /// behind the listener use (raw HTTP requests, console attach).
+    pub fn start_https(hostel: &Path, guest_dir: &Path, tag: &str) -> Self {
+        Self::start_https_with_env(hostel, guest_dir, tag, &[])
+    }
+
+    /// [`TestDaemon::start_https`] with extra environment variables.
+    pub fn start_https_with_env(
+        hostel: &Path,
+        guest_dir: &Path,
+        tag: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let state_dir = tempfile::Builder::new()
+            .prefix(&format!("hostel-test-{tag}-"))
+            .tempdir()
+            .expect("temp dir");
+        Self::start_in_with(hostel, guest_dir, state_dir, env, true)
+    }
+
     fn start_in_with_env(
         hostel: &Path,
         guest_dir: &Path,
         state_dir: TempDir,
         env: Vec<(String, String)>,
     ) -> Self {
-        let (mut child, url, stdout) =
-            spawn(hostel, guest_dir, state_dir.path(), "127.0.0.1:0", &env);
+        Self::start_in_with(hostel, guest_dir, state_dir, env, false)
+    }
+
+    fn start_in_with(
+        hostel: &Path,
+        guest_dir: &Path,
+        state_dir: TempDir,
+        env: Vec<(String, String)>,
+        https: bool,
+    ) -> Self {
+        let (mut child, url, fingerprint, stdout) = spawn(
+            hostel,
+            guest_dir,
+            state_dir.path(),
+            "127.0.0.1:0",
+            &env,
+            https,
+        );
         let operator_token = std::fs::read_to_string(state_dir.path().join("operator.token"))
             .map(|t| t.trim().to_string())
             .unwrap_or_default();
@@ -82,6 +129,8 @@ impl TestDaemon {
             child,
             url,
             operator_token,
+            fingerprint,
+            https,
             state_dir: Some(state_dir),
             hostel: hostel.to_path_buf(),
             guest_dir: guest_dir.to_path_buf(),
@@ -124,25 +173,38 @@ impl TestDaemon {
             matches!(self.child.try_wait(), Ok(Some(_))),
             "daemon still running"
         );
-        let listen = self.url.trim_start_matches("http://").to_string();
+        let listen = self
+            .url
+            .split_once("://")
+            .map_or("", |(_, a)| a)
+            .to_string();
         let state = self.state_path();
-        let (child, url, stdout) = spawn(&self.hostel, &self.guest_dir, &state, &listen, &self.env);
+        let (child, url, fingerprint, stdout) = spawn(
+            &self.hostel,
+            &self.guest_dir,
+            &state,
+            &listen,
+            &self.env,
+            self.https,
+        );
         assert_eq!(url, self.url, "restarted daemon listens elsewhere");
         self.child = child;
+        self.fingerprint = fingerprint;
         self._stdout = stdout;
     }
 }
 
 /// Runs `hostel daemon` on `state` and waits for its "listening" line; returns the process,
-/// its URL and the watcher that keeps draining its stdout (so it never writes into a closed
-/// pipe).
+/// its URL, its certificate's fingerprint (HTTPS) and the watcher that keeps draining its
+/// stdout (so it never writes into a closed pipe).
 fn spawn(
     hostel: &Path,
     guest_dir: &Path,
     state: &Path,
     listen: &str,
     env: &[(String, String)],
-) -> (Child, String, LineWatcher) {
+    https: bool,
+) -> (Child, String, Option<String>, LineWatcher) {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -155,6 +217,7 @@ fn spawn(
         .args(["--listen", listen])
         .arg("--guest-dir")
         .arg(guest_dir)
+        .args((!https).then_some("--insecure-http-loopback"))
         // The daemon has no use for a client's endpoint and token.
         .env_remove("HOSTEL_URL")
         .env_remove("HOSTEL_TOKEN")
@@ -167,13 +230,22 @@ fn spawn(
         .spawn()
         .expect("spawn hostel daemon");
     let mut stdout = LineWatcher::new(child.stdout.take().expect("stdout"));
-    let url = stdout
-        .wait_for("listening on http://", START_TIMEOUT)
-        .and_then(|line| {
-            let url = line.split_whitespace().find(|w| w.starts_with("http://"))?;
-            Some(url.to_string())
-        });
-    let Some(url) = url else {
+    let scheme = if https { "https://" } else { "http://" };
+    let started = (|| {
+        let line = stdout.wait_for(&format!("listening on {scheme}"), START_TIMEOUT)?;
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with(scheme))?
+            .to_string();
+        let fingerprint = if https {
+            let line = stdout.wait_for("certificate SHA-256 fingerprint: ", START_TIMEOUT)?;
+            Some(line.rsplit(' ').next().unwrap_or_default().to_string())
+        } else {
+            None
+        };
+        Some((url, fingerprint))
+    })();
+    let Some((url, fingerprint)) = started else {
         // No harness owns these processes yet: a failed start must not leave the daemon,
         // or the QEMUs and the switch it adopted or started, running after the test.
         kill_all(&mut child, state);
@@ -183,7 +255,7 @@ fn spawn(
             stdout.transcript()
         )
     };
-    (child, url, stdout)
+    (child, url, fingerprint, stdout)
 }
 
 /// Kills the daemon, then every process of its state directory (QEMUs, the switch).
@@ -272,7 +344,7 @@ mod tests {
             .unwrap();
         let marker = state.path().to_string_lossy().to_string();
         let start = std::panic::catch_unwind(|| {
-            spawn(&fake, tools.path(), state.path(), "127.0.0.1:0", &[])
+            spawn(&fake, tools.path(), state.path(), "127.0.0.1:0", &[], false)
         });
         assert!(
             start.is_err(),

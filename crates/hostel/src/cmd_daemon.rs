@@ -10,9 +10,20 @@ pub struct DaemonArgs {
     /// Where the database, tokens, disks and VM run directories live.
     #[arg(long, default_value = "/var/lib/hostel", env = "HOSTEL_STATE_DIR")]
     pub state_dir: PathBuf,
-    /// TCP address of the API.
+    /// TCP address of the API (HTTPS).
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub listen: String,
+    /// The API's TLS certificate chain (PEM), instead of the self-signed one the daemon
+    /// makes at first start in <state-dir>/tls/. With --tls-key.
+    #[arg(long, requires = "tls_key", conflicts_with = "insecure_http_loopback")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Development only: plain HTTP on --listen, which must be a loopback address. The Unix
+    /// socket always speaks plain HTTP.
+    #[arg(long)]
+    pub insecure_http_loopback: bool,
     /// Unix socket of the API (default <state-dir>/hostel.sock).
     #[arg(long)]
     pub socket: Option<PathBuf>,
@@ -113,6 +124,11 @@ pub fn main(args: DaemonArgs) -> Result<ExitCode> {
         socket: args.socket,
         guest_dir,
         print_operator_token: args.print_operator_token,
+        listener: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => hostel_daemon::tls::Listener::Operator { cert, key },
+            _ if args.insecure_http_loopback => hostel_daemon::tls::Listener::InsecureHttpLoopback,
+            _ => hostel_daemon::tls::Listener::SelfSigned,
+        },
         standby: args.standby,
     }))?;
     Ok(ExitCode::SUCCESS)

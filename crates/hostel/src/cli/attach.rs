@@ -32,12 +32,12 @@ pub fn attach(client: &Client, tenant: Option<&str>, name: &str) -> Result<()> {
         url: base.to_string(),
         reason,
     };
-    let (authority, prefix) = split_url(base).map_err(transport)?;
+    let (authority, prefix, tls) = split_url(base).map_err(transport)?;
     let mut path = format!("{prefix}/v1/vms/{name}/console/attach");
     if let Some(t) = tenant {
         path.push_str(&format!("?tenant={t}"));
     }
-    let mut sock = connect(&authority).map_err(|e| transport(e.to_string()))?;
+    let sock = connect(&authority, tls).map_err(|e| transport(e.to_string()))?;
     let _ = sock.set_nodelay(true);
     let mut request = format!(
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: {PROTOCOL}\r\n"
@@ -46,6 +46,49 @@ pub fn attach(client: &Client, tenant: Option<&str>, name: &str) -> Result<()> {
         request.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     request.push_str("\r\n");
+    if tls {
+        let trust = client.trust().ok_or_else(|| {
+            transport("no certificate pinned for this https:// URL (`hostel remote add`)".into())
+        })?;
+        let sock = super::attach_tls::bridge(sock, &authority, trust, base)?;
+        session(sock, &request, name, transport)
+    } else {
+        session(sock, &request, name, transport)
+    }
+}
+
+/// What the relay needs of its connection: a second handle for the other thread, and a way
+/// to end both directions. A TCP connection (plain HTTP), or the local end of the TLS bridge.
+pub(super) trait Duplex: Read + Write + Send + Sized + 'static {
+    fn try_clone(&self) -> std::io::Result<Self>;
+    fn shutdown(&self, how: Shutdown) -> std::io::Result<()>;
+}
+
+impl Duplex for TcpStream {
+    fn try_clone(&self) -> std::io::Result<Self> {
+        TcpStream::try_clone(self)
+    }
+    fn shutdown(&self, how: Shutdown) -> std::io::Result<()> {
+        TcpStream::shutdown(self, how)
+    }
+}
+
+impl Duplex for std::os::unix::net::UnixStream {
+    fn try_clone(&self) -> std::io::Result<Self> {
+        std::os::unix::net::UnixStream::try_clone(self)
+    }
+    fn shutdown(&self, how: Shutdown) -> std::io::Result<()> {
+        std::os::unix::net::UnixStream::shutdown(self, how)
+    }
+}
+
+/// Sends the upgrade request, checks the answer, and relays.
+fn session<S: Duplex>(
+    mut sock: S,
+    request: &str,
+    name: &str,
+    transport: impl Fn(String) -> ClientError,
+) -> Result<()> {
     sock.write_all(request.as_bytes())
         .map_err(|e| transport(e.to_string()))?;
     let head = read_head(&mut sock).map_err(|e| transport(e.to_string()))?;
@@ -70,7 +113,7 @@ pub fn attach(client: &Client, tenant: Option<&str>, name: &str) -> Result<()> {
 
 /// Relays until Ctrl-], the end of stdin, or the daemon closing the connection. The
 /// terminal is in raw mode (when it is one) only for the session.
-fn relay(sock: TcpStream) -> Result<()> {
+fn relay<S: Duplex>(sock: S) -> Result<()> {
     let (tx, rx) = mpsc::channel();
     let mut from_console = sock.try_clone()?;
     let output = {
@@ -134,11 +177,17 @@ fn relay(sock: TcpStream) -> Result<()> {
     Ok(())
 }
 
-/// `http://host:port/prefix` → (`host:port`, `/prefix`).
-fn split_url(url: &str) -> std::result::Result<(String, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("--attach needs an http:// daemon URL (got {url:?})"))?;
+/// `http(s)://host:port/prefix` → (`host:port`, `/prefix`, https?).
+fn split_url(url: &str) -> std::result::Result<(String, String, bool), String> {
+    let (rest, tls) = if let Some(rest) = url.strip_prefix("https://") {
+        (rest, true)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (rest, false)
+    } else {
+        return Err(format!(
+            "--attach needs an https:// or http:// daemon URL (got {url:?})"
+        ));
+    };
     let (authority, prefix) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
@@ -146,11 +195,11 @@ fn split_url(url: &str) -> std::result::Result<(String, String), String> {
     if authority.is_empty() {
         return Err(format!("no host in {url:?}"));
     }
-    Ok((authority.to_string(), prefix.to_string()))
+    Ok((authority.to_string(), prefix.to_string(), tls))
 }
 
-/// Connects to `host[:port]` (port 80 when none is given).
-fn connect(authority: &str) -> std::io::Result<TcpStream> {
+/// Connects to `host[:port]` (port 443 or 80 when none is given).
+fn connect(authority: &str, tls: bool) -> std::io::Result<TcpStream> {
     let has_port = match authority.rfind(':') {
         // `[::1]` has colons but no port; `[::1]:7878` and `host:7878` have one.
         Some(i) => !authority[i..].contains(']'),
@@ -159,7 +208,7 @@ fn connect(authority: &str) -> std::io::Result<TcpStream> {
     let addr = if has_port {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{}", if tls { 443 } else { 80 })
     };
     use std::net::ToSocketAddrs;
     let mut last = None;
@@ -279,13 +328,17 @@ mod tests {
     fn urls_split_into_authority_and_prefix() {
         assert_eq!(
             split_url("http://127.0.0.1:7878").unwrap(),
-            ("127.0.0.1:7878".into(), String::new())
+            ("127.0.0.1:7878".into(), String::new(), false)
         );
         assert_eq!(
             split_url("http://h/api/").unwrap(),
-            ("h".into(), "/api".into())
+            ("h".into(), "/api".into(), false)
         );
-        assert!(split_url("https://h").is_err());
+        assert_eq!(
+            split_url("https://h:1").unwrap(),
+            ("h:1".into(), String::new(), true)
+        );
+        assert!(split_url("ftp://h").is_err());
     }
 
     #[test]

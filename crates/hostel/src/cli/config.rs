@@ -6,18 +6,28 @@
 //! flag.
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use hostel_api::tls::Trust;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// The daemon's default listen address (`hostel daemon --listen`).
-pub const DEFAULT_URL: &str = "http://127.0.0.1:7878";
+pub const DEFAULT_URL: &str = "https://127.0.0.1:7878";
 
-/// `~/.config/hostel/config.toml`: both keys optional.
-#[derive(Debug, Default, Deserialize)]
+/// `~/.config/hostel/config.toml`: every key optional. `url`/`token` are the endpoint used
+/// when no remote is chosen; `remotes` are what `hostel remote add` stores, `remote` the
+/// default one (see `remote.rs`).
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub remotes: BTreeMap<String, super::remote::Remote>,
 }
 
 /// The endpoint and credentials a command talks to.
@@ -25,6 +35,8 @@ pub struct ConfigFile {
 pub struct Endpoint {
     pub url: String,
     pub token: Option<String>,
+    /// How an `https://` URL's certificate is trusted; `None` for `http://`.
+    pub trust: Option<Trust>,
 }
 
 /// The config file's path: `$HOSTEL_CONFIG` (so tests and scripts can point elsewhere), else
@@ -60,22 +72,33 @@ pub fn load_file() -> Result<ConfigFile> {
 }
 
 /// Fills what the flags and environment left unset from the config file.
-pub fn resolve(url: Option<String>, token: Option<String>) -> Result<Endpoint> {
-    let url = url.filter(|s| !s.is_empty());
-    let token = token.filter(|s| !s.is_empty());
-    let file = if url.is_none() || token.is_none() {
+pub fn resolve(global: &super::GlobalArgs) -> Result<Endpoint> {
+    let url = global.url.clone().filter(|s| !s.is_empty());
+    let token = global.token.clone().filter(|s| !s.is_empty());
+    let flag_trust = super::remote::flag_trust(global)?;
+    let remote = global.remote.clone().filter(|s| !s.is_empty());
+    let file = if url.is_none() || token.is_none() || flag_trust.is_none() || remote.is_some() {
         load_file()?
     } else {
         ConfigFile::default()
     };
-    Ok(merge(url, token, file))
+    let endpoint = super::remote::choose(url, token, remote, file)?;
+    let trust = flag_trust.or(endpoint.trust.clone());
+    if endpoint.url.starts_with("https://") && trust.is_none() {
+        anyhow::bail!(
+            "no certificate is pinned for {}: `hostel remote add NAME {} --token …` shows the \
+             daemon's certificate fingerprint and pins it (compare it with the one the daemon \
+             printed at start-up), or pass --fingerprint FP (HOSTEL_FINGERPRINT) or --ca FILE",
+            endpoint.url,
+            endpoint.url
+        );
+    }
+    Ok(Endpoint { trust, ..endpoint })
 }
 
+#[cfg(test)]
 fn merge(url: Option<String>, token: Option<String>, file: ConfigFile) -> Endpoint {
-    Endpoint {
-        url: url.or(file.url).unwrap_or_else(|| DEFAULT_URL.to_string()),
-        token: token.or(file.token).map(|t| t.trim().to_string()),
-    }
+    super::remote::choose(url, token, None, file).expect("no remote named")
 }
 
 #[cfg(test)]
@@ -87,6 +110,7 @@ mod tests {
         let file = || ConfigFile {
             url: Some("http://file:1".into()),
             token: Some("file-token\n".into()),
+            ..Default::default()
         };
         let e = merge(Some("http://flag:2".into()), None, file());
         assert_eq!(e.url, "http://flag:2");

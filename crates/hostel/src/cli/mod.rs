@@ -11,11 +11,13 @@
 
 mod admin;
 mod attach;
+mod attach_tls;
 mod config;
 mod image;
 mod network;
 mod nic_limits;
 mod output;
+mod remote;
 mod tenant;
 mod vm;
 
@@ -25,12 +27,23 @@ use output::Format;
 use std::process::ExitCode;
 
 /// Where the daemon is and who we are: flags, then HOSTEL_URL / HOSTEL_TOKEN, then
-/// ~/.config/hostel/config.toml.
+/// ~/.config/hostel/config.toml (its remotes: `hostel remote`).
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// Daemon URL (default http://127.0.0.1:7878).
+    /// Daemon URL (default: the default remote, else https://127.0.0.1:7878).
     #[arg(long, global = true, env = "HOSTEL_URL")]
     pub url: Option<String>,
+    /// A remote of the config file (`hostel remote list`) instead of the default one; its
+    /// URL wins over --url/HOSTEL_URL.
+    #[arg(long, global = true, env = "HOSTEL_REMOTE")]
+    pub remote: Option<String>,
+    /// The SHA-256 fingerprint of the daemon's certificate (`AB:CD:…`, as the daemon prints
+    /// it): only that certificate is accepted.
+    #[arg(long, global = true, env = "HOSTEL_FINGERPRINT")]
+    pub fingerprint: Option<String>,
+    /// A CA certificate file (PEM) that signed the daemon's certificate (an operator's own).
+    #[arg(long, global = true, env = "HOSTEL_CA")]
+    pub ca: Option<std::path::PathBuf>,
     /// API token (the operator's, or a tenant's).
     #[arg(long, global = true, env = "HOSTEL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -62,6 +75,9 @@ pub enum ClientCommand {
     /// The host's capacity and overcommit settings.
     #[command(subcommand)]
     Host(admin::HostCommand),
+    /// Named daemons and their pinned certificates: add, list, remove, switch.
+    #[command(subcommand)]
+    Remote(remote::RemoteCommand),
 }
 
 /// What every command needs: the client and how to print.
@@ -102,9 +118,19 @@ pub fn main(global: GlobalArgs, cmd: ClientCommand) -> anyhow::Result<ExitCode> 
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let result = config::resolve(global.url, global.token).and_then(|endpoint| {
+    if let ClientCommand::Remote(c) = cmd {
+        return Ok(match remote::main(&global, c) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => report(&e),
+        });
+    }
+    let result = config::resolve(&global).and_then(|endpoint| {
+        let client = match endpoint.trust {
+            Some(trust) => Client::with_trust(endpoint.url, endpoint.token, trust)?,
+            None => Client::new(endpoint.url, endpoint.token),
+        };
         let ctx = Ctx {
-            client: Client::new(endpoint.url, endpoint.token),
+            client,
             format: global.output,
         };
         match cmd {
@@ -116,6 +142,7 @@ pub fn main(global: GlobalArgs, cmd: ClientCommand) -> anyhow::Result<ExitCode> 
             ClientCommand::Audit(a) => admin::audit(&ctx, a),
             ClientCommand::Image(c) => image::main(&ctx, c),
             ClientCommand::Host(c) => admin::host(&ctx, c),
+            ClientCommand::Remote(_) => unreachable!("handled before connecting"),
         }
     });
     Ok(match result {

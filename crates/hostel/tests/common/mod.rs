@@ -102,6 +102,9 @@ pub fn hostel_cmd() -> Command {
     let mut cmd = Command::new(HOSTEL);
     cmd.env_remove("HOSTEL_URL")
         .env_remove("HOSTEL_TOKEN")
+        .env_remove("HOSTEL_REMOTE")
+        .env_remove("HOSTEL_FINGERPRINT")
+        .env_remove("HOSTEL_CA")
         .env("HOSTEL_CONFIG", "/nonexistent/hostel-config.toml")
         .stdin(Stdio::null());
     cmd
