@@ -1,0 +1,296 @@
+//! Flows: a bounded table keyed by the 5-tuple, direction from the initiator (to_server), TCP
+//! handshake tracking (no midstream pickup) and in-order reassembly per direction to a depth.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::packet::{Packet, L4, TCP_ACK, TCP_RST, TCP_SYN};
+
+/// Segments held ahead of a gap, per direction, and their bytes: a sender cannot make us
+/// buffer more than this waiting for a hole to fill.
+const MAX_PENDING_SEGMENTS: usize = 64;
+const MAX_PENDING_BYTES: usize = 256 * 1024;
+/// Rules remembered per direction as having matched the stream so far.
+const MAX_STREAM_HITS: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    lo: (IpAddr, u16),
+    hi: (IpAddr, u16),
+    proto: u8,
+}
+
+impl FlowKey {
+    pub fn of(p: &Packet<'_>) -> FlowKey {
+        let (sp, dp) = p.ports();
+        let proto = match p.l4 {
+            L4::Tcp { .. } => 6,
+            L4::Udp { .. } => 17,
+            L4::Icmp { v6: false, .. } => 1,
+            L4::Icmp { v6: true, .. } => 58,
+            L4::Other(n) => n,
+        };
+        let (a, b) = ((p.src, sp), (p.dst, dp));
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        FlowKey { lo, hi, proto }
+    }
+    /// A stable id for the EVE `flow_id` (within JSON's exact integer range).
+    pub fn id(&self) -> u64 {
+        // Fixed keys: the same flow gets the same id in every run.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish() & ((1 << 52) - 1)
+    }
+}
+
+/// One direction's reassembled bytes.
+#[derive(Debug, Default)]
+pub struct Stream {
+    next_seq: Option<u32>,
+    pub data: Vec<u8>,
+    pending: BTreeMap<u32, Vec<u8>>,
+    pending_bytes: usize,
+    /// Rules (by index) that matched this stream, and up to where.
+    hits: Vec<(u32, usize)>,
+}
+
+impl Stream {
+    fn start(&mut self, isn: u32) {
+        if self.next_seq.is_none() {
+            self.next_seq = Some(isn.wrapping_add(1));
+        }
+    }
+
+    pub fn tracked(&self) -> bool {
+        self.next_seq.is_some()
+    }
+
+    /// Adds a segment; returns where this call's new in-order bytes start in `data`, if any.
+    pub fn add(&mut self, seq: u32, payload: &[u8], depth: usize) -> Option<usize> {
+        let before = self.data.len();
+        let next = self.next_seq?;
+        let rel = seq.wrapping_sub(next) as i32;
+        if rel > 0 {
+            if self.pending.len() < MAX_PENDING_SEGMENTS
+                && self.pending_bytes + payload.len() <= MAX_PENDING_BYTES
+                && !self.pending.contains_key(&seq)
+            {
+                self.pending_bytes += payload.len();
+                self.pending.insert(seq, payload.to_vec());
+            }
+            return None;
+        }
+        self.append(rel, payload, depth);
+        // Fill from the segments that waited for this one.
+        while let Some(n) = self.next_seq {
+            let ready = self
+                .pending
+                .keys()
+                .copied()
+                .find(|&s| (s.wrapping_sub(n) as i32) <= 0);
+            let Some(s) = ready else { break };
+            let Some(seg) = self.pending.remove(&s) else {
+                break;
+            };
+            self.pending_bytes -= seg.len();
+            self.append(s.wrapping_sub(n) as i32, &seg, depth);
+        }
+        (self.data.len() > before).then_some(before)
+    }
+
+    fn append(&mut self, rel: i32, payload: &[u8], depth: usize) {
+        // Bytes already had (a retransmission) keep their first copy.
+        let skip = rel.unsigned_abs() as usize;
+        let Some(new) = payload.get(skip..) else {
+            return;
+        };
+        if let Some(n) = self.next_seq.as_mut() {
+            *n = n.wrapping_add(new.len() as u32);
+        }
+        let room = depth.saturating_sub(self.data.len());
+        self.data.extend_from_slice(&new[..new.len().min(room)]);
+    }
+
+    pub fn hit_from(&self, rule: u32) -> usize {
+        self.hits.iter().find(|h| h.0 == rule).map_or(0, |h| h.1)
+    }
+
+    pub fn set_hit(&mut self, rule: u32, upto: usize) {
+        if let Some(h) = self.hits.iter_mut().find(|h| h.0 == rule) {
+            h.1 = upto;
+        } else if self.hits.len() < MAX_STREAM_HITS {
+            self.hits.push((rule, upto));
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Flow {
+    pub id: u64,
+    initiator: (IpAddr, u16),
+    pub last_seen: Duration,
+    syn: bool,
+    synack: bool,
+    pub established: bool,
+    seen: [bool; 2],
+    /// Index 0: to_server (the initiator's data), 1: to_client.
+    pub streams: [Stream; 2],
+    pub bits: Vec<u32>,
+    /// Set in prevent mode once a drop rule matched: the rest of the flow is dropped.
+    pub dropped: bool,
+}
+
+impl Flow {
+    pub fn has_bit(&self, b: u32) -> bool {
+        self.bits.contains(&b)
+    }
+    pub fn set_bit(&mut self, b: u32) {
+        if !self.has_bit(b) {
+            self.bits.push(b);
+        }
+    }
+    pub fn unset_bit(&mut self, b: u32) {
+        self.bits.retain(|&x| x != b);
+    }
+}
+
+#[derive(Debug)]
+pub struct FlowTable {
+    flows: HashMap<FlowKey, Flow>,
+    max: usize,
+    timeout: Duration,
+    last_sweep: Duration,
+    pub untracked: u64,
+}
+
+/// The outcome of one packet's flow update.
+pub struct Seen {
+    pub to_server: bool,
+    /// Where new reassembled bytes start in this direction's stream, for tracked TCP.
+    pub new_stream: Option<usize>,
+}
+
+impl FlowTable {
+    pub fn new(max: usize, timeout: Duration) -> Self {
+        FlowTable {
+            flows: HashMap::new(),
+            max,
+            timeout,
+            last_sweep: Duration::ZERO,
+            untracked: 0,
+        }
+    }
+
+    pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow> {
+        self.flows.get_mut(key)
+    }
+
+    /// Updates (or creates) the packet's flow. `None` when the table is full of live flows.
+    pub fn update(
+        &mut self,
+        key: FlowKey,
+        p: &Packet<'_>,
+        ts: Duration,
+        depth: usize,
+    ) -> Option<Seen> {
+        if !self.flows.contains_key(&key) {
+            if self.flows.len() >= self.max {
+                self.sweep(ts);
+            }
+            if self.flows.len() >= self.max {
+                self.untracked += 1;
+                return None;
+            }
+            self.flows.insert(
+                key,
+                Flow {
+                    id: key.id(),
+                    initiator: (p.src, p.ports().0),
+                    last_seen: ts,
+                    syn: false,
+                    synack: false,
+                    established: false,
+                    seen: [false; 2],
+                    streams: Default::default(),
+                    bits: Vec::new(),
+                    dropped: false,
+                },
+            );
+        }
+        let f = self.flows.get_mut(&key)?;
+        f.last_seen = f.last_seen.max(ts);
+        let to_server = (p.src, p.ports().0) == f.initiator;
+        let d = usize::from(!to_server);
+        f.seen[d] = true;
+        let mut new_stream = None;
+        match p.l4 {
+            L4::Tcp { seq, flags, .. } => {
+                let syn = flags & TCP_SYN != 0;
+                let ack = flags & TCP_ACK != 0;
+                if syn && !ack && to_server {
+                    f.syn = true;
+                    f.streams[0].start(seq);
+                } else if syn && ack && !to_server && f.syn {
+                    f.synack = true;
+                    f.streams[1].start(seq);
+                } else if ack && !syn && to_server && f.synack {
+                    f.established = true;
+                }
+                if flags & TCP_RST != 0 {
+                    f.established = false;
+                }
+                if !syn && !p.payload.is_empty() && f.streams[d].tracked() {
+                    new_stream = f.streams[d].add(seq, p.payload, depth);
+                }
+            }
+            // UDP and ICMP "establish" once both sides have spoken, as in Suricata.
+            _ => f.established = f.seen[0] && f.seen[1],
+        }
+        Some(Seen {
+            to_server,
+            new_stream,
+        })
+    }
+
+    fn sweep(&mut self, now: Duration) {
+        // At most once per second of capture time: a full table of live flows costs one scan.
+        if now < self.last_sweep + Duration::from_secs(1) {
+            return;
+        }
+        self.last_sweep = now;
+        let timeout = self.timeout;
+        self.flows
+            .retain(|_, f| now.saturating_sub(f.last_seen) < timeout);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reassembles_out_of_order_and_retransmits() {
+        let mut s = Stream::default();
+        s.start(999);
+        assert_eq!(s.add(1005, b"world", 100), None);
+        assert_eq!(s.add(1000, b"hello", 100), Some(0));
+        assert_eq!(s.data, b"helloworld");
+        assert_eq!(s.add(1000, b"helloworld!", 100), Some(10));
+        assert_eq!(s.data, b"helloworld!");
+        // Depth bound.
+        assert_eq!(s.add(1011, b"0123456789", 15), Some(11));
+        assert_eq!(s.data.len(), 15);
+    }
+
+    #[test]
+    fn pending_is_bounded() {
+        let mut s = Stream::default();
+        s.start(0);
+        for i in 0..1000u32 {
+            s.add(100 + i * 10, &[0u8; 5], 1 << 20);
+        }
+        assert!(s.pending.len() <= MAX_PENDING_SEGMENTS);
+    }
+}
