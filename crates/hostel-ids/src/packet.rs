@@ -95,10 +95,13 @@ fn ipv4(b: &[u8]) -> Option<Packet<'_>> {
     }
     // Trailing Ethernet padding is not payload; a truncated capture keeps what it has.
     let b = &b[..total.min(b.len())];
+    if b.len() < 20 {
+        return None;
+    }
     let frag = be16(b, 6)?;
-    let proto = *b.get(9)?;
+    let proto = b[9];
     let src = Ipv4Addr::new(b[12], b[13], b[14], b[15]);
-    let dst = Ipv4Addr::new(*b.get(16)?, b[17], b[18], *b.get(19)?);
+    let dst = Ipv4Addr::new(b[16], b[17], b[18], b[19]);
     let body = b.get(ihl..)?;
     let later_fragment = frag & 0x1fff != 0;
     l4(
