@@ -241,8 +241,17 @@ impl Engine {
                 (true, _, _) => &[],
                 _ => p.payload,
             };
+            let first = cands.len();
             for m in ac.find_overlapping_iter(hay) {
                 cands.extend_from_slice(&g.by_pattern[m.pattern().as_usize()]);
+            }
+            if let (true, Some(_), Some(f)) = (tracked_stream, new_stream, self.flows.get_mut(&key))
+            {
+                let s = &mut f.streams[dir];
+                for &r in &cands[first..] {
+                    s.arm(r);
+                }
+                cands.extend_from_slice(&s.armed);
             }
         }
         cands.sort_unstable();
@@ -283,10 +292,14 @@ impl Engine {
                 let use_stream = tracked_stream && r.dsize.is_none();
                 let matched = if use_stream {
                     match (new_stream, flow) {
-                        (Some(_), Some(f)) => {
+                        (Some(new_at), Some(f)) => {
                             let s = &mut f.streams[dir];
                             let from = s.hit_from(ri).min(s.data.len());
-                            let hit = crate::payload::matches(&r.items, &s.data[from..]);
+                            let hit = crate::payload::matches_after(
+                                &r.items,
+                                &s.data[from..],
+                                Some(new_at.saturating_sub(from)),
+                            );
                             if hit {
                                 let end = s.data.len();
                                 s.set_hit(ri, end);

@@ -12,8 +12,11 @@ use crate::packet::{Packet, L4, TCP_ACK, TCP_RST, TCP_SYN};
 /// buffer more than this waiting for a hole to fill.
 const MAX_PENDING_SEGMENTS: usize = 64;
 const MAX_PENDING_BYTES: usize = 256 * 1024;
-/// Rules remembered per direction as having matched the stream so far.
+/// Rules remembered per direction as having matched the stream so far, and rules whose fast
+/// pattern has appeared in it (checked again on every new data, since their other contents
+/// may arrive later).
 const MAX_STREAM_HITS: usize = 256;
+const MAX_ARMED: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
@@ -54,6 +57,7 @@ pub struct Stream {
     pending_bytes: usize,
     /// Rules (by index) that matched this stream, and up to where.
     hits: Vec<(u32, usize)>,
+    pub armed: Vec<u32>,
 }
 
 impl Stream {
@@ -115,6 +119,12 @@ impl Stream {
 
     pub fn hit_from(&self, rule: u32) -> usize {
         self.hits.iter().find(|h| h.0 == rule).map_or(0, |h| h.1)
+    }
+
+    pub fn arm(&mut self, rule: u32) {
+        if self.armed.len() < MAX_ARMED && !self.armed.contains(&rule) {
+            self.armed.push(rule);
+        }
     }
 
     pub fn set_hit(&mut self, rule: u32, upto: usize) {
@@ -241,8 +251,10 @@ impl FlowTable {
                 if flags & TCP_RST != 0 {
                     f.established = false;
                 }
-                if !syn && !p.payload.is_empty() && f.streams[d].tracked() {
-                    new_stream = f.streams[d].add(seq, p.payload, depth);
+                if !p.payload.is_empty() && f.streams[d].tracked() {
+                    // TCP Fast Open: data on a SYN starts after the ISN.
+                    let at = if syn { seq.wrapping_add(1) } else { seq };
+                    new_stream = f.streams[d].add(at, p.payload, depth);
                 }
             }
             // UDP and ICMP "establish" once both sides have spoken, as in Suricata.

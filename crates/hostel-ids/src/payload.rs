@@ -234,34 +234,53 @@ fn window(c: &Content, prev_end: usize, len: usize) -> Option<(usize, usize)> {
 
 /// Whether the chain of payload items matches `buf`.
 pub fn matches(items: &[Item], buf: &[u8]) -> bool {
-    let mut steps = 0usize;
-    chain(items, buf, 0, &mut steps)
+    matches_after(items, buf, None)
 }
 
-fn chain(items: &[Item], buf: &[u8], prev_end: usize, steps: &mut usize) -> bool {
+/// Like [`matches`], but with `min_end` the match must end after that position: on a stream,
+/// a match must take in new bytes (old ones were inspected before). A chain without a positive
+/// item has no end and is not held to it.
+pub fn matches_after(items: &[Item], buf: &[u8], min_end: Option<usize>) -> bool {
+    let positive = items.iter().any(|i| match i {
+        Item::Content(c) => !c.negated,
+        Item::Pcre(p) => !p.negated,
+    });
+    let min_end = min_end.filter(|_| positive);
+    let mut steps = 0usize;
+    chain(items, buf, 0, min_end, &mut steps)
+}
+
+fn chain(
+    items: &[Item],
+    buf: &[u8],
+    prev_end: usize,
+    min_end: Option<usize>,
+    steps: &mut usize,
+) -> bool {
     let Some((item, rest)) = items.split_first() else {
-        return true;
+        return min_end.map_or(true, |m| prev_end > m);
     };
     *steps += 1;
     if *steps > MAX_STEPS {
         return false;
     }
-    // Only a later relative item needs this one's other occurrences tried.
-    let retry = rest.first().is_some_and(Item::relative);
+    // Only a later relative item, or the need to end in new bytes, makes this item's other
+    // occurrences worth trying.
+    let retry = min_end.is_some() || rest.first().is_some_and(Item::relative);
     match item {
         Item::Content(c) => {
             let Some((lo, hi)) = window(c, prev_end, buf.len()) else {
-                return c.negated && chain(rest, buf, prev_end, steps);
+                return c.negated && chain(rest, buf, prev_end, min_end, steps);
             };
             let hay = &buf[lo..hi];
             if c.negated {
                 return find_at(hay, &c.pattern, c.nocase).is_none()
-                    && chain(rest, buf, prev_end, steps);
+                    && chain(rest, buf, prev_end, min_end, steps);
             }
             let mut from = 0;
             while let Some(p) = find_at(&hay[from..], &c.pattern, c.nocase) {
                 let end = lo + from + p + c.pattern.len();
-                if chain(rest, buf, end, steps) {
+                if chain(rest, buf, end, min_end, steps) {
                     return true;
                 }
                 if !retry || *steps > MAX_STEPS {
@@ -280,12 +299,18 @@ fn chain(items: &[Item], buf: &[u8], prev_end: usize, steps: &mut usize) -> bool
             };
             let hay = &buf[lo..];
             if p.negated {
-                return !p.regex.is_match(hay) && chain(rest, buf, prev_end, steps);
+                return !p.regex.is_match(hay) && chain(rest, buf, prev_end, min_end, steps);
             }
-            match p.regex.find(hay) {
-                Some(m) => chain(rest, buf, lo + m.end(), steps),
-                None => false,
+            for m in p.regex.find_iter(hay) {
+                if chain(rest, buf, lo + m.end(), min_end, steps) {
+                    return true;
+                }
+                if !retry || *steps > MAX_STEPS {
+                    return false;
+                }
+                *steps += 1;
             }
+            false
         }
     }
 }

@@ -262,3 +262,30 @@ fn stream_depth_bounds_inspection() {
     assert!(run(&mut e, &cap).is_empty());
     assert_eq!(sids(&run(&mut engine(rules), &cap)), [100]);
 }
+
+#[test]
+fn fast_pattern_in_one_segment_rest_in_a_later_one() {
+    let rules = r#"alert tcp any any -> any any (msg:"later"; flow:established,to_server; content:"LONGPATTERN"; content:"tail"; distance:0; sid:110;)"#;
+    let mut cap = Capture::default();
+    cap.tcp_session(
+        40040,
+        9000,
+        &[b"xx LONGPATTERN yy", b"zz", b"and the tail"],
+        &[],
+    );
+    assert_eq!(sids(&run(&mut engine(rules), &cap)), [110]);
+}
+
+#[test]
+fn tcp_fast_open_data_is_inspected() {
+    let rules = r#"alert tcp any any -> any 80 (msg:"tfo"; content:"hello"; sid:120;)"#;
+    let mut cap = Capture::default();
+    cap.push(ether(&ipv4(
+        CLIENT,
+        SERVER,
+        6,
+        64,
+        &tcp(40050, 80, 7, 0, SYN, b"hello"),
+    )));
+    assert_eq!(sids(&run(&mut engine(rules), &cap)), [120]);
+}
