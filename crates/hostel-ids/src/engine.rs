@@ -26,6 +26,9 @@ pub struct Config {
     /// Reassembly depth per flow and direction.
     pub stream_depth: usize,
     pub max_flows: usize,
+    /// Bytes all flows' reassembled streams may hold together (Suricata's reassembly memcap
+    /// default); beyond it new stream bytes are not inspected, counted.
+    pub stream_memcap: usize,
     pub flow_timeout: Duration,
     pub max_threshold_entries: usize,
 }
@@ -36,6 +39,7 @@ impl Default for Config {
             mode: Mode::Detect,
             stream_depth: 1 << 20,
             max_flows: 65_536,
+            stream_memcap: 256 << 20,
             flow_timeout: Duration::from_secs(120),
             max_threshold_entries: 65_536,
         }
@@ -70,6 +74,7 @@ pub struct Counters {
     pub alerts: u64,
     pub drops: u64,
     pub untracked_flows: u64,
+    pub stream_memcap_hits: u64,
     pub threshold_table_full: u64,
 }
 
@@ -186,7 +191,7 @@ impl Engine {
         Engine {
             rules,
             groups,
-            flows: FlowTable::new(config.max_flows, config.flow_timeout),
+            flows: FlowTable::new(config.max_flows, config.flow_timeout, config.stream_memcap),
             thresholds: HashMap::new(),
             config,
             counters: Counters::default(),
@@ -197,6 +202,7 @@ impl Engine {
     pub fn counters(&self) -> Counters {
         Counters {
             untracked_flows: self.flows.untracked,
+            stream_memcap_hits: self.flows.memcap_hits,
             ..self.counters
         }
     }

@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::packet::{Packet, L4, TCP_ACK, TCP_RST, TCP_SYN};
+use crate::packet::{Packet, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 /// Segments held ahead of a gap, per direction, and their bytes: a sender cannot make us
 /// buffer more than this waiting for a hole to fill.
@@ -72,21 +72,31 @@ impl Stream {
     }
 
     /// Adds a segment; returns where this call's new in-order bytes start in `data`, if any.
-    pub fn add(&mut self, seq: u32, payload: &[u8], depth: usize) -> Option<usize> {
+    /// `budget`: bytes all streams may still hold (the table's memcap); taken from as data is
+    /// stored.
+    pub fn add(
+        &mut self,
+        seq: u32,
+        payload: &[u8],
+        depth: usize,
+        budget: &mut usize,
+    ) -> Option<usize> {
         let before = self.data.len();
         let next = self.next_seq?;
         let rel = seq.wrapping_sub(next) as i32;
         if rel > 0 {
             if self.pending.len() < MAX_PENDING_SEGMENTS
                 && self.pending_bytes + payload.len() <= MAX_PENDING_BYTES
+                && payload.len() <= *budget
                 && !self.pending.contains_key(&seq)
             {
                 self.pending_bytes += payload.len();
+                *budget -= payload.len();
                 self.pending.insert(seq, payload.to_vec());
             }
             return None;
         }
-        self.append(rel, payload, depth);
+        self.append(rel, payload, depth, budget);
         // Fill from the segments that waited for this one.
         while let Some(n) = self.next_seq {
             let ready = self
@@ -99,12 +109,13 @@ impl Stream {
                 break;
             };
             self.pending_bytes -= seg.len();
-            self.append(s.wrapping_sub(n) as i32, &seg, depth);
+            *budget += seg.len();
+            self.append(s.wrapping_sub(n) as i32, &seg, depth, budget);
         }
         (self.data.len() > before).then_some(before)
     }
 
-    fn append(&mut self, rel: i32, payload: &[u8], depth: usize) {
+    fn append(&mut self, rel: i32, payload: &[u8], depth: usize, budget: &mut usize) {
         // Bytes already had (a retransmission) keep their first copy.
         let skip = rel.unsigned_abs() as usize;
         let Some(new) = payload.get(skip..) else {
@@ -113,12 +124,24 @@ impl Stream {
         if let Some(n) = self.next_seq.as_mut() {
             *n = n.wrapping_add(new.len() as u32);
         }
-        let room = depth.saturating_sub(self.data.len());
-        self.data.extend_from_slice(&new[..new.len().min(room)]);
+        let room = depth.saturating_sub(self.data.len()).min(*budget);
+        let take = new.len().min(room);
+        self.data.extend_from_slice(&new[..take]);
+        *budget -= take;
     }
 
     pub fn hit_from(&self, rule: u32) -> usize {
         self.hits.iter().find(|h| h.0 == rule).map_or(0, |h| h.1)
+    }
+
+    /// Stops reassembly and frees the bytes held; returns how many.
+    fn close(&mut self) -> usize {
+        let held = self.data.len() + self.pending_bytes;
+        self.next_seq = None;
+        self.data = Vec::new();
+        self.pending.clear();
+        self.pending_bytes = 0;
+        held
     }
 
     pub fn arm(&mut self, rule: u32) {
@@ -145,6 +168,7 @@ pub struct Flow {
     synack: bool,
     pub established: bool,
     seen: [bool; 2],
+    fin: [bool; 2],
     /// Index 0: to_server (the initiator's data), 1: to_client.
     pub streams: [Stream; 2],
     pub bits: Vec<u32>,
@@ -173,6 +197,10 @@ pub struct FlowTable {
     timeout: Duration,
     last_sweep: Duration,
     pub untracked: u64,
+    /// Bytes all streams may still hold (reassembly memcap minus what they hold).
+    stream_budget: usize,
+    /// Stream bytes not stored because the memcap was reached.
+    pub memcap_hits: u64,
 }
 
 /// The outcome of one packet's flow update.
@@ -183,13 +211,15 @@ pub struct Seen {
 }
 
 impl FlowTable {
-    pub fn new(max: usize, timeout: Duration) -> Self {
+    pub fn new(max: usize, timeout: Duration, stream_memcap: usize) -> Self {
         FlowTable {
             flows: HashMap::new(),
             max,
             timeout,
             last_sweep: Duration::ZERO,
             untracked: 0,
+            stream_budget: stream_memcap,
+            memcap_hits: 0,
         }
     }
 
@@ -223,6 +253,7 @@ impl FlowTable {
                     synack: false,
                     established: false,
                     seen: [false; 2],
+                    fin: [false; 2],
                     streams: Default::default(),
                     bits: Vec::new(),
                     dropped: false,
@@ -248,13 +279,22 @@ impl FlowTable {
                 } else if ack && !syn && to_server && f.synack {
                     f.established = true;
                 }
-                if flags & TCP_RST != 0 {
-                    f.established = false;
-                }
                 if !p.payload.is_empty() && f.streams[d].tracked() {
                     // TCP Fast Open: data on a SYN starts after the ISN.
                     let at = if syn { seq.wrapping_add(1) } else { seq };
-                    new_stream = f.streams[d].add(at, p.payload, depth);
+                    let before = self.stream_budget;
+                    new_stream = f.streams[d].add(at, p.payload, depth, &mut self.stream_budget);
+                    if self.stream_budget == 0 && before < p.payload.len() {
+                        self.memcap_hits += 1;
+                    }
+                }
+                f.fin[d] |= flags & TCP_FIN != 0;
+                // A closed connection's bytes go back to the memcap; its remaining packets
+                // are inspected one by one.
+                if flags & TCP_RST != 0 || (f.fin[0] && f.fin[1]) {
+                    f.established = false;
+                    let freed = f.streams[0].close() + f.streams[1].close();
+                    self.stream_budget += freed;
                 }
             }
             // UDP and ICMP "establish" once both sides have spoken, as in Suricata.
@@ -273,8 +313,15 @@ impl FlowTable {
         }
         self.last_sweep = now;
         let timeout = self.timeout;
-        self.flows
-            .retain(|_, f| now.saturating_sub(f.last_seen) < timeout);
+        let mut freed = 0;
+        self.flows.retain(|_, f| {
+            let keep = now.saturating_sub(f.last_seen) < timeout;
+            if !keep {
+                freed += f.streams[0].close() + f.streams[1].close();
+            }
+            keep
+        });
+        self.stream_budget += freed;
     }
 }
 
@@ -286,22 +333,31 @@ mod tests {
     fn reassembles_out_of_order_and_retransmits() {
         let mut s = Stream::default();
         s.start(999);
-        assert_eq!(s.add(1005, b"world", 100), None);
-        assert_eq!(s.add(1000, b"hello", 100), Some(0));
+        let mut b = usize::MAX;
+        assert_eq!(s.add(1005, b"world", 100, &mut b), None);
+        assert_eq!(s.add(1000, b"hello", 100, &mut b), Some(0));
         assert_eq!(s.data, b"helloworld");
-        assert_eq!(s.add(1000, b"helloworld!", 100), Some(10));
+        assert_eq!(s.add(1000, b"helloworld!", 100, &mut b), Some(10));
         assert_eq!(s.data, b"helloworld!");
         // Depth bound.
-        assert_eq!(s.add(1011, b"0123456789", 15), Some(11));
+        assert_eq!(s.add(1011, b"0123456789", 15, &mut b), Some(11));
         assert_eq!(s.data.len(), 15);
+        // Memcap bound.
+        let mut s = Stream::default();
+        s.start(0);
+        let mut b = 4;
+        assert_eq!(s.add(1, b"abcdef", 100, &mut b), Some(0));
+        assert_eq!((s.data.as_slice(), b), (&b"abcd"[..], 0));
+        assert_eq!(s.close(), 4);
     }
 
     #[test]
     fn pending_is_bounded() {
         let mut s = Stream::default();
         s.start(0);
+        let mut budget = usize::MAX;
         for i in 0..1000u32 {
-            s.add(100 + i * 10, &[0u8; 5], 1 << 20);
+            s.add(100 + i * 10, &[0u8; 5], 1 << 20, &mut budget);
         }
         assert!(s.pending.len() <= MAX_PENDING_SEGMENTS);
     }
