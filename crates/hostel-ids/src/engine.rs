@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+
+/// Patterns per group up to which the prefilter is a DFA.
+const DFA_MAX_PATTERNS: usize = 5_000;
 
 use crate::flow::{FlowKey, FlowTable};
 use crate::packet::{Packet, L4};
@@ -145,9 +148,13 @@ fn build_group(rules: &[Rule], idx: &[u32]) -> Group {
     let ac = if patterns.is_empty() {
         None
     } else {
+        // A DFA scans several times faster than the NFA the builder picks by itself beyond
+        // ~100 patterns; its memory grows with the patterns, so only up to a few thousand.
+        let kind = (patterns.len() <= DFA_MAX_PATTERNS).then_some(AhoCorasickKind::DFA);
         AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
+            .kind(kind)
             .build(&patterns)
             .ok()
     };

@@ -79,8 +79,8 @@ fn main() -> ExitCode {
         Ok(n) => {
             let c = engine.counters();
             eprintln!(
-                "alerts: {n}; packets: {}; untracked flows: {}",
-                c.packets, c.untracked_flows
+                "alerts: {n}; packets: {}; untracked flows: {}; stream memcap hits: {}",
+                c.packets, c.untracked_flows, c.stream_memcap_hits
             );
             ExitCode::SUCCESS
         }
