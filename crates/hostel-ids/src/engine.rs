@@ -248,8 +248,9 @@ impl Engine {
             let flow = self.flows.get_mut(&key);
             let hay: &[u8] = match (tracked_stream, new_stream, flow) {
                 (true, Some(start), Some(f)) => {
-                    let d = &f.streams[dir].data;
-                    &d[start.saturating_sub(g.longest.saturating_sub(1))..]
+                    f.streams[dir]
+                        .from(start.saturating_sub(g.longest.saturating_sub(1)))
+                        .1
                 }
                 (true, _, _) => &[],
                 _ => p.payload,
@@ -307,14 +308,14 @@ impl Engine {
                     match (new_stream, flow) {
                         (Some(new_at), Some(f)) => {
                             let s = &mut f.streams[dir];
-                            let from = s.hit_from(ri).min(s.data.len());
+                            let (from, buf) = s.from(s.hit_from(ri));
                             let hit = crate::payload::matches_after(
                                 &r.items,
-                                &s.data[from..],
+                                buf,
                                 Some(new_at.saturating_sub(from)),
                             );
                             if hit {
-                                let end = s.data.len();
+                                let end = s.end();
                                 s.set_hit(ri, end);
                             }
                             hit
@@ -390,6 +391,9 @@ impl Engine {
             });
         }
         self.scratch = cands;
+        if tracked_stream {
+            self.flows.trim(&key, dir);
+        }
         self.counters.alerts += verdict.alerts.len() as u64;
         if verdict.drop {
             self.counters.drops += 1;

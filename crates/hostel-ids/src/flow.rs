@@ -16,6 +16,9 @@ const MAX_PENDING_BYTES: usize = 256 * 1024;
 /// pattern has appeared in it (checked again on every new data, since their other contents
 /// may arrive later).
 const MAX_STREAM_HITS: usize = 256;
+/// Inspected bytes kept per direction for matches that reach back (a relative content, a
+/// pattern across segments); older ones are freed, as Suricata frees inspected data.
+pub const STREAM_KEEP: usize = 64 * 1024;
 const MAX_ARMED: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,7 +55,9 @@ impl FlowKey {
 #[derive(Debug, Default)]
 pub struct Stream {
     next_seq: Option<u32>,
+    /// Bytes held: the stream from position `base` on (positions count from the first byte).
     pub data: Vec<u8>,
+    pub base: usize,
     pending: BTreeMap<u32, Vec<u8>>,
     pending_bytes: usize,
     /// Rules (by index) that matched this stream, and up to where.
@@ -71,7 +76,7 @@ impl Stream {
         self.next_seq.is_some()
     }
 
-    /// Adds a segment; returns where this call's new in-order bytes start in `data`, if any.
+    /// Adds a segment; returns the stream position where this call's new in-order bytes start.
     /// `budget`: bytes all streams may still hold (the table's memcap); taken from as data is
     /// stored.
     pub fn add(
@@ -112,7 +117,7 @@ impl Stream {
             *budget += seg.len();
             self.append(s.wrapping_sub(n) as i32, &seg, depth, budget);
         }
-        (self.data.len() > before).then_some(before)
+        (self.data.len() > before).then_some(self.base + before)
     }
 
     fn append(&mut self, rel: i32, payload: &[u8], depth: usize, budget: &mut usize) {
@@ -124,10 +129,33 @@ impl Stream {
         if let Some(n) = self.next_seq.as_mut() {
             *n = n.wrapping_add(new.len() as u32);
         }
-        let room = depth.saturating_sub(self.data.len()).min(*budget);
+        let room = depth
+            .saturating_sub(self.base + self.data.len())
+            .min(*budget);
         let take = new.len().min(room);
         self.data.extend_from_slice(&new[..take]);
         *budget -= take;
+    }
+
+    /// The position after the stream's last byte.
+    pub fn end(&self) -> usize {
+        self.base + self.data.len()
+    }
+
+    /// The held bytes from stream position `pos` (or from the oldest held one).
+    pub fn from(&self, pos: usize) -> (usize, &[u8]) {
+        let at = pos.clamp(self.base, self.end());
+        (at, &self.data[at - self.base..])
+    }
+
+    /// Frees inspected bytes beyond the last `STREAM_KEEP`; returns how many.
+    pub fn trim(&mut self) -> usize {
+        let drop = self.data.len().saturating_sub(STREAM_KEEP);
+        if drop > 0 {
+            self.data.drain(..drop);
+            self.base += drop;
+        }
+        drop
     }
 
     pub fn hit_from(&self, rule: u32) -> usize {
@@ -225,6 +253,13 @@ impl FlowTable {
 
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow> {
         self.flows.get_mut(key)
+    }
+
+    /// After a packet's inspection: frees its direction's old stream bytes.
+    pub fn trim(&mut self, key: &FlowKey, dir: usize) {
+        if let Some(f) = self.flows.get_mut(key) {
+            self.stream_budget += f.streams[dir].trim();
+        }
     }
 
     /// Updates (or creates) the packet's flow. `None` when the table is full of live flows.

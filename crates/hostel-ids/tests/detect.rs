@@ -289,3 +289,18 @@ fn tcp_fast_open_data_is_inspected() {
     )));
     assert_eq!(sids(&run(&mut engine(rules), &cap)), [120]);
 }
+
+#[test]
+fn content_split_after_inspected_bytes_were_freed() {
+    let rules = r#"alert tcp any any -> any any (msg:"deep"; flow:established,to_server; content:"needle"; sid:130;)
+alert tcp any any -> any any (msg:"reach back"; flow:established,to_server; content:"marker"; content:"needle"; distance:0; within:3000; sid:131;)"#;
+    let filler = vec![b'a'; 1400];
+    let mut segs: Vec<&[u8]> = vec![&filler; 150];
+    segs.push(b"marker ... nee");
+    segs.push(b"dle");
+    let mut cap = Capture::default();
+    cap.tcp_session(40060, 9000, &segs, &[]);
+    let mut got = sids(&run(&mut engine(rules), &cap));
+    got.sort();
+    assert_eq!(got, [130, 131]);
+}
