@@ -22,9 +22,29 @@ pub struct Content {
     pub distance: Option<i32>,
     pub within: Option<u32>,
     pub fast_pattern: bool,
+    /// Built once the rule's modifiers are known (`prepare`): a linear-time search, where a
+    /// naive one costs pattern × buffer on hostile input.
+    pub finder: Option<aho_corasick::AhoCorasick>,
 }
 
 impl Content {
+    /// Builds the searcher; called when the rule is complete (nocase is a later modifier).
+    pub fn prepare(&mut self) -> Result<(), RuleError> {
+        let ac = aho_corasick::AhoCorasickBuilder::new()
+            .ascii_case_insensitive(self.nocase)
+            .build([&self.pattern])
+            .map_err(|e| RuleError::new("content", format!("pattern not searchable: {e}")))?;
+        self.finder = Some(ac);
+        Ok(())
+    }
+
+    fn find(&self, hay: &[u8]) -> Option<usize> {
+        match &self.finder {
+            Some(f) => f.find(hay).map(|m| m.start()),
+            None => find_at(hay, &self.pattern, self.nocase),
+        }
+    }
+
     fn relative(&self) -> bool {
         self.distance.is_some() || self.within.is_some()
     }
@@ -274,11 +294,10 @@ fn chain(
             };
             let hay = &buf[lo..hi];
             if c.negated {
-                return find_at(hay, &c.pattern, c.nocase).is_none()
-                    && chain(rest, buf, prev_end, min_end, steps);
+                return c.find(hay).is_none() && chain(rest, buf, prev_end, min_end, steps);
             }
             let mut from = 0;
-            while let Some(p) = find_at(&hay[from..], &c.pattern, c.nocase) {
+            while let Some(p) = c.find(&hay[from..]) {
                 let end = lo + from + p + c.pattern.len();
                 if chain(rest, buf, end, min_end, steps) {
                     return true;
@@ -329,6 +348,7 @@ mod tests {
             distance: None,
             within: None,
             fast_pattern: false,
+            finder: None,
         }
     }
 

@@ -369,6 +369,11 @@ fn parse_inner(
     if r.sid == 0 {
         return Err(RuleError::new("sid", "missing"));
     }
+    for item in &mut r.items {
+        if let Item::Content(c) = item {
+            c.prepare()?;
+        }
+    }
     if r.priority == 0 {
         r.priority = class_prio.unwrap_or(3);
     }
@@ -419,6 +424,7 @@ fn apply_option(
                 distance: None,
                 within: None,
                 fast_pattern: false,
+                finder: None,
             }));
         }
         "nocase" => last_content(r, kw)?.nocase = true,
