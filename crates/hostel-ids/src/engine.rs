@@ -13,8 +13,9 @@ const DFA_MAX_PATTERNS: usize = 20_000;
 
 use crate::flow::{FlowKey, FlowTable};
 use crate::packet::{Packet, L4};
-use crate::rule::{Action, FlowbitOp, Proto, Rule, ThresholdKind};
+use crate::rule::{Action, FlowbitOp, Proto, Rule};
 use crate::ruleset::RuleSet;
+use crate::threshold::{threshold_allows, ThresholdEntry};
 
 /// Detect raises alerts only; prevent also drops the packet and the rest of its flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,11 +97,6 @@ struct Group {
     /// Pattern id → rules keyed on it.
     by_pattern: Vec<Vec<u32>>,
     longest: usize,
-}
-
-struct ThresholdEntry {
-    start: Duration,
-    count: u32,
 }
 
 pub struct Engine {
@@ -470,62 +466,4 @@ fn packet_checks(r: &Rule, p: &Packet<'_>) -> bool {
         }
     }
     true
-}
-
-/// Suricata's threshold arithmetic (detect-engine-threshold.c), per (sid, gid, tracked ip).
-#[allow(clippy::too_many_arguments)]
-fn threshold_allows(
-    table: &mut HashMap<(u32, u32, IpAddr), ThresholdEntry>,
-    max: usize,
-    counters: &mut Counters,
-    key: (u32, u32, IpAddr),
-    kind: ThresholdKind,
-    count: u32,
-    seconds: u32,
-    ts: Duration,
-) -> bool {
-    let window = Duration::from_secs(u64::from(seconds));
-    let Some(e) = table.get_mut(&key) else {
-        if table.len() >= max {
-            // Full: fail open (alert), counted.
-            counters.threshold_table_full += 1;
-            return true;
-        }
-        table.insert(
-            key,
-            ThresholdEntry {
-                start: ts,
-                count: 1,
-            },
-        );
-        return match kind {
-            ThresholdKind::Limit => true,
-            ThresholdKind::Threshold | ThresholdKind::Both => count <= 1,
-            ThresholdKind::DetectionFilter => count == 0,
-        };
-    };
-    let within = ts.saturating_sub(e.start) < window;
-    if !within {
-        e.start = ts;
-        e.count = 1;
-        return match kind {
-            ThresholdKind::Limit => true,
-            ThresholdKind::Threshold | ThresholdKind::Both => count <= 1,
-            ThresholdKind::DetectionFilter => count == 0,
-        };
-    }
-    e.count = e.count.saturating_add(1);
-    match kind {
-        ThresholdKind::Limit => e.count <= count,
-        ThresholdKind::Threshold => {
-            if e.count >= count {
-                e.count = 0;
-                true
-            } else {
-                false
-            }
-        }
-        ThresholdKind::Both => e.count == count,
-        ThresholdKind::DetectionFilter => e.count > count,
-    }
 }

@@ -1,11 +1,12 @@
 //! Intrusion detection on a tenant's traffic, as a pure library (no I/O but the replay's file
 //! reading, no clock: packet times come from the caller).
 //!
-//! - `rule` + `payload` + `addr` + `classify`: Suricata's rule language, the supported subset;
+//! - `rule` + `keywords` + `payload` + `addr` + `classify`: Suricata's rule language, the supported subset;
 //!   `ruleset` loads a file, refusing rules with anything else (sid and keyword named).
 //! - `packet`: decoding untrusted frames; `flow`: the bounded flow table, TCP handshake
 //!   tracking and in-order reassembly per direction.
-//! - `engine`: prefilter, rule checks in precedence order, flowbits, thresholds, alerts.
+//! - `engine`: prefilter, rule checks in precedence order, flowbits, alerts; `threshold`:
+//!   threshold and detection_filter counting.
 //! - `eve`: alerts as EVE JSON; `replay`: a pcap through the engine.
 
 pub mod addr;
@@ -14,11 +15,13 @@ pub mod engine;
 pub mod error;
 pub mod eve;
 pub mod flow;
+pub mod keywords;
 pub mod packet;
 pub mod payload;
 pub mod replay;
 pub mod rule;
 pub mod ruleset;
+mod threshold;
 
 pub use addr::Vars;
 pub use classify::Classifications;
