@@ -143,6 +143,9 @@ impl From<crate::service::DaemonError> for ApiError {
         match e {
             DaemonError::Store(e) => e.into(),
             DaemonError::Switch(e) => Self::engine(e.to_string()),
+            e @ DaemonError::OperatorToken => {
+                Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
         }
     }
 }

@@ -1,26 +1,17 @@
-//! Tenants, their quotas and API tokens (operator only).
+//! Tenants, their quotas and API tokens (operator only): requests parsed here, changes
+//! made by [`crate::service::tenants`].
 
 use super::ApiPath;
-use super::{views, ApiJson, AppState, Auth, Named, Operator};
-use crate::error::ApiResult;
+use super::{views, ApiJson, AppState, Auth, Operator};
+use crate::error::{ApiError, ApiResult};
+use crate::service::tenants::{TenantUsage, Tenants};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use hostel_api::{CreateTenant, CreateToken, QuotaBody, TenantView, TokenIssued};
-use hostel_state::{Quota, Store, Tenant, TenantName};
 
-const DEFAULT_QUOTA: Quota = Quota {
-    max_vcpus: 4,
-    max_memory_mib: 4096,
-    max_disk_gib: 50,
-    max_vms: 4,
-    max_networks: hostel_api::DEFAULT_MAX_NETWORKS,
-    max_uplinks: hostel_api::DEFAULT_MAX_UPLINKS,
-};
-
-/// The API view of a tenant: its record with its usage against quota.
-fn view(store: &dyn Store, t: &Tenant) -> ApiResult<TenantView> {
-    Ok(views::tenant(t, &store.tenant_usage(&t.id)?))
+fn view((t, usage): &TenantUsage) -> TenantView {
+    views::tenant(t, usage)
 }
 
 #[utoipa::path(post, path = "/v1/tenants", request_body = CreateTenant,
@@ -30,21 +21,17 @@ pub async fn create(
     Operator(auth): Operator,
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> ApiResult<(StatusCode, Json<TenantView>)> {
+    let quota = body.quota.as_ref().map(views::quota);
     let create = |entry| async {
-        let name = TenantName::new(&body.name)?;
-        let quota = body
-            .quota
-            .as_ref()
-            .map(views::quota)
-            .unwrap_or(DEFAULT_QUOTA);
-        state
-            .db(move |store| view(store, &store.create_tenant(&name, quota, &entry)?))
+        Tenants::new(&state.ctx.store)
+            .create(&body.name, quota, entry)
             .await
+            .map_err(ApiError::from)
     };
-    let view = state
+    let created = state
         .audited(&auth, None, "tenant.create", &body.name, create)
         .await?;
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok((StatusCode::CREATED, Json(view(&created))))
 }
 
 #[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = [TenantView])))]
@@ -52,16 +39,8 @@ pub async fn list(
     State(state): State<AppState>,
     Operator(_): Operator,
 ) -> ApiResult<Json<Vec<TenantView>>> {
-    let views = state
-        .db(|store| {
-            store
-                .list_tenants()?
-                .iter()
-                .map(|t| view(store, t))
-                .collect()
-        })
-        .await?;
-    Ok(Json(views))
+    let tenants = Tenants::new(&state.ctx.store).list().await?;
+    Ok(Json(tenants.iter().map(view).collect()))
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}", responses((status = 200, body = TenantView)))]
@@ -71,11 +50,10 @@ pub async fn show(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<TenantView>> {
     // A tenant may read its own record (usage against quota); nobody else's.
-    let own = auth.tenant;
-    let view = state
-        .db(move |store| view(store, &Tenant::find(store, own, &name)?))
+    let shown = Tenants::new(&state.ctx.store)
+        .show(auth.tenant, &name)
         .await?;
-    Ok(Json(view))
+    Ok(Json(view(&shown)))
 }
 
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/quota", request_body = QuotaBody,
@@ -87,13 +65,13 @@ pub async fn set_quota(
     ApiJson(body): ApiJson<QuotaBody>,
 ) -> ApiResult<Json<TenantView>> {
     let quota = views::quota(&body);
-    let set = |state: AppState, t: Tenant, entry| async move {
-        state
-            .db(move |store| view(store, &store.set_quota(&t.id, quota, &entry)?))
-            .await
+    let set = |entry| async {
+        let tenants = Tenants::new(&state.ctx.store);
+        let t = tenants.find(None, &name).await?;
+        Ok(tenants.set_quota(t.id, quota, entry).await?)
     };
-    let view = state.on_named(&auth, None, "quota.set", &name, set).await?;
-    Ok(Json(view))
+    let updated = state.audited(&auth, None, "quota.set", &name, set).await?;
+    Ok(Json(view(&updated)))
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/tokens", request_body = CreateToken,
@@ -105,21 +83,19 @@ pub async fn create_token(
     ApiJson(body): ApiJson<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<TokenIssued>)> {
     let label = body.name.unwrap_or_else(|| "default".into());
-    let issue = |state: AppState, t: Tenant, entry| async move {
-        state
-            .db(move |store| {
-                let issued = store.issue_token(Some(&t.id), &label, &entry)?;
-                Ok(TokenIssued {
-                    id: issued.token.id.to_string(),
-                    tenant: Some(t.name.to_string()),
-                    name: label,
-                    secret: issued.secret.expose().to_string(),
-                })
-            })
-            .await
+    let issue = |entry| async {
+        let tenants = Tenants::new(&state.ctx.store);
+        let t = tenants.find(None, &name).await?;
+        let issued = tenants.issue_token(t.id, label.clone(), entry).await?;
+        Ok::<_, ApiError>(TokenIssued {
+            id: issued.token.id.to_string(),
+            tenant: Some(t.name.to_string()),
+            name: label.clone(),
+            secret: issued.secret.expose().to_string(),
+        })
     };
     let issued = state
-        .on_named(&auth, None, "token.create", &name, issue)
+        .audited(&auth, None, "token.create", &name, issue)
         .await?;
     Ok((StatusCode::CREATED, Json(issued)))
 }

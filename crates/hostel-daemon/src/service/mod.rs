@@ -3,11 +3,14 @@
 //! workers ([`blocking`]) and the switch through [`crate::adapters::SwitchAdapter`], so
 //! their unit tests run against a real store in a temporary directory and a fake switch.
 //!
-//! Networks and NIC limits are here; VM creation (image resolution, disks, seed, standby claim), images,
-//! tenants and tokens still live in their handlers (`api/`), to move the same way.
+//! Networks, NIC limits, tenants and tokens are here; VM creation (image resolution, disks,
+//! seed, standby claim) and images still live in their handlers (`api/`), to move the same
+//! way.
 
 pub mod networks;
 pub mod nic_limits;
+pub mod tenants;
+pub mod tokens;
 
 use crate::adapters::SyncError;
 use hostel_state::{Store, StoreError};
@@ -22,6 +25,12 @@ pub enum DaemonError {
     /// The change is in the store, but the switch did not take it (the watchdog retries).
     #[error(transparent)]
     Switch(#[from] SyncError),
+    /// The operator's own token is the daemon's to manage, not the API's to revoke.
+    #[error(
+        "the operator's token is the daemon's own (operator.token): delete that file and \
+         restart the daemon to replace it"
+    )]
+    OperatorToken,
 }
 
 /// Runs `f` with the store on tokio's blocking pool and waits for it.
