@@ -143,9 +143,27 @@ impl From<crate::service::DaemonError> for ApiError {
         match e {
             DaemonError::Store(e) => e.into(),
             DaemonError::Switch(e) => Self::engine(e.to_string()),
+            DaemonError::Vm(e) => e.into(),
             e @ DaemonError::OperatorToken => {
                 Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
+        }
+    }
+}
+
+impl From<crate::supervisor::VmOpError> for ApiError {
+    fn from(e: crate::supervisor::VmOpError) -> Self {
+        use crate::supervisor::VmOpError;
+        let message = e.to_string();
+        match e {
+            VmOpError::Gone(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+            VmOpError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            VmOpError::Capacity(_) => Self::capacity(message),
+            VmOpError::Lifecycle(_) | VmOpError::TimedOut { .. } | VmOpError::StillDeleting(_) => {
+                Self::engine(message)
+            }
+            VmOpError::DeleteFailed(_) | VmOpError::SupervisorEnded => Self::internal(message),
+            VmOpError::Store(e) => e.into(),
         }
     }
 }
@@ -172,3 +190,51 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actor::LifecycleError;
+    use crate::service::DaemonError;
+    use crate::supervisor::VmOpError;
+
+    /// The supervisor's typed errors answer exactly what its `ApiError`s used to.
+    #[test]
+    fn vm_operation_errors_keep_their_status_and_message() {
+        let cases = [
+            (
+                VmOpError::Gone("web".into()),
+                StatusCode::NOT_FOUND,
+                "VM \"web\" not found",
+            ),
+            (
+                VmOpError::Conflict(LifecycleError::StoppedMeanwhile),
+                StatusCode::CONFLICT,
+                "a stop asked for after this start won; the VM stays stopped",
+            ),
+            (
+                VmOpError::Capacity("host memory full".into()),
+                StatusCode::CONFLICT,
+                "host memory full",
+            ),
+            (
+                VmOpError::TimedOut {
+                    name: "web".into(),
+                    secs: 7,
+                },
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "VM \"web\" did not finish the operation within 7 s; it goes on in the background",
+            ),
+            (
+                VmOpError::SupervisorEnded,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the VM's supervisor ended (is the daemon shutting down?)",
+            ),
+        ];
+        for (err, status, message) in cases {
+            let api = ApiError::from(DaemonError::from(err));
+            assert_eq!(api.status, status, "{message}");
+            assert_eq!(api.message, message);
+        }
+    }
+}

@@ -7,7 +7,6 @@
 
 use crate::actor::{Actor, Command, LifecycleError, Reply};
 use crate::admission::{self, HostSize};
-use crate::error::{ApiError, ApiResult};
 use crate::Ctx;
 use hostel_state::{
     DesiredState, IntentOp, NewAuditEntry, ObservedState, ObservedStatus, StoreError, Timestamp,
@@ -87,8 +86,8 @@ impl Supervisor {
         vm: &Vm,
         bound: Duration,
         make: impl FnOnce(Reply) -> Command,
-    ) -> ApiResult<()> {
-        let gone = || ApiError::not_found("VM", vm.name.as_str());
+    ) -> Result<(), VmOpError> {
+        let gone = || VmOpError::gone(vm.name.as_str());
         let (reply, rx) = oneshot::channel();
         let tx = self.actor(&vm.id, None).ok_or_else(gone)?;
         if tx.send(make(reply)).await.is_err() {
@@ -97,31 +96,26 @@ impl Supervisor {
         match tokio::time::timeout(bound, rx).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(LifecycleError::Deleted))) => Err(gone()),
-            Ok(Ok(Err(e @ LifecycleError::StoppedMeanwhile))) => Err(ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                "conflict",
-                e.to_string(),
-            )),
-            Ok(Ok(Err(e))) => Err(ApiError::engine(e.to_string())),
+            Ok(Ok(Err(e @ LifecycleError::StoppedMeanwhile))) => Err(VmOpError::Conflict(e)),
+            Ok(Ok(Err(e))) => Err(VmOpError::Lifecycle(e)),
             Ok(Err(_)) => Err(self.lost(vm).await),
-            Err(_) => Err(ApiError::engine(format!(
-                "VM {:?} did not finish the operation within {} s; it goes on in the background",
-                vm.name.as_str(),
-                bound.as_secs()
-            ))),
+            Err(_) => Err(VmOpError::TimedOut {
+                name: vm.name.to_string(),
+                secs: bound.as_secs(),
+            }),
         }
     }
 
     /// The actor went away without an answer: only a delete does that (or a shutdown).
-    async fn lost(&self, vm: &Vm) -> ApiError {
+    async fn lost(&self, vm: &Vm) -> VmOpError {
         let id = vm.id;
         let exists = self.ctx.db(move |store| store.get_vm(&id)).await;
         if self.lock().deleted.contains(&vm.id)
             || matches!(exists, Err(StoreError::NotFound { .. }))
         {
-            ApiError::not_found("VM", vm.name.as_str())
+            VmOpError::gone(vm.name.as_str())
         } else {
-            ApiError::internal("the VM's supervisor ended (is the daemon shutting down?)")
+            VmOpError::SupervisorEnded
         }
     }
 
@@ -147,7 +141,7 @@ impl Supervisor {
 
     /// Admits the VM on this host, marks it wanted-running (committing `audit` with that
     /// change) and starts it.
-    pub async fn start(&self, vm: &Vm, audit: Option<NewAuditEntry>) -> ApiResult<()> {
+    pub async fn start(&self, vm: &Vm, audit: Option<NewAuditEntry>) -> Result<(), VmOpError> {
         self.admit(vm, audit).await?;
         // A start may wait behind a stop under way (at most its grace period).
         self.ask(
@@ -160,7 +154,7 @@ impl Supervisor {
 
     /// A created VM that is not to be started: its disks are made, so it is stopped (not
     /// `creating`, which the reconciler undoes at start-up).
-    pub async fn created(&self, vm: &Vm) -> ApiResult<()> {
+    pub async fn created(&self, vm: &Vm) -> Result<(), VmOpError> {
         let status = ObservedStatus {
             state: ObservedState::Stopped,
             pid: None,
@@ -191,7 +185,7 @@ impl Supervisor {
 
     /// Checks the host can hold the VM and marks it wanted-running, serialized with every
     /// other admission.
-    pub async fn admit(&self, vm: &Vm, audit: Option<NewAuditEntry>) -> ApiResult<()> {
+    pub async fn admit(&self, vm: &Vm, audit: Option<NewAuditEntry>) -> Result<(), VmOpError> {
         self.admit_with(vm, audit, None).await
     }
 
@@ -202,9 +196,9 @@ impl Supervisor {
         vm: &Vm,
         audit: Option<NewAuditEntry>,
         stop_first: Option<Duration>,
-    ) -> ApiResult<()> {
+    ) -> Result<(), VmOpError> {
         if self.lock().deleted.contains(&vm.id) {
-            return Err(ApiError::not_found("VM", vm.name.as_str()));
+            return Err(VmOpError::gone(vm.name.as_str()));
         }
         let _guard = self.admission.lock().await;
         let (host, id, vcpus, memory_mib) =
@@ -214,12 +208,12 @@ impl Supervisor {
             .db(move |store| {
                 let rec = store.get_vm(&id)?;
                 if rec.intent.is_some_and(|i| i.op == IntentOp::Delete) {
-                    return Err(ApiError::not_found("VM", &name));
+                    return Err(VmOpError::gone(&name));
                 }
                 let settings = admission::load_settings(store);
                 let committed = admission::committed(store, Some(&id))?;
                 admission::admit(host, &settings, committed, vcpus, memory_mib)
-                    .map_err(ApiError::capacity)?;
+                    .map_err(VmOpError::Capacity)?;
                 match (stop_first, &audit) {
                     (Some(grace), _) => {
                         // A kill pending stays a kill.
@@ -242,7 +236,7 @@ impl Supervisor {
                     }
                     (None, None) => store.set_vm_desired(&id, DesiredState::Running, None)?,
                 };
-                Ok::<_, ApiError>(())
+                Ok::<_, VmOpError>(())
             })
             .await
     }
@@ -256,7 +250,7 @@ impl Supervisor {
         force: bool,
         grace: Duration,
         audit: Option<NewAuditEntry>,
-    ) -> ApiResult<()> {
+    ) -> Result<(), VmOpError> {
         let grace = grace.min(MAX_STOP_GRACE);
         let op = if force {
             IntentOp::Kill
@@ -278,7 +272,12 @@ impl Supervisor {
     /// running and the stop go on record first, in one write with `audit` (after the same
     /// admission as a start), so a restart cut anywhere is finished at the next start: a QEMU
     /// still running is stopped and started again, one already gone is started.
-    pub async fn restart(&self, vm: &Vm, grace: Duration, audit: NewAuditEntry) -> ApiResult<()> {
+    pub async fn restart(
+        &self,
+        vm: &Vm,
+        grace: Duration,
+        audit: NewAuditEntry,
+    ) -> Result<(), VmOpError> {
         let grace = grace.min(MAX_STOP_GRACE);
         self.admit_with(vm, Some(audit), Some(grace)).await?;
         let deadline = Instant::now() + grace;
@@ -295,7 +294,7 @@ impl Supervisor {
     /// Deletes the VM: on record first, with `audit` (so a cut delete is finished at the
     /// next start, and logged once), then its QEMU is killed (overriding a stop under way)
     /// and its disks, run directory, record and switch ports go.
-    pub async fn delete(&self, vm: &Vm, audit: NewAuditEntry) -> ApiResult<()> {
+    pub async fn delete(&self, vm: &Vm, audit: NewAuditEntry) -> Result<(), VmOpError> {
         let stopped = DesiredState::Stopped;
         self.want(vm, stopped, IntentOp::Delete, Duration::ZERO, Some(audit))
             .await?;
@@ -309,12 +308,9 @@ impl Supervisor {
         }
         let result = match tokio::time::timeout(STOP_SLACK, rx).await {
             Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(ApiError::internal(e.to_string())),
+            Ok(Ok(Err(e))) => Err(VmOpError::DeleteFailed(e)),
             Ok(Err(_)) => self.wait_gone(vm).await,
-            Err(_) => Err(ApiError::engine(format!(
-                "VM {:?} is still being deleted; it goes on in the background",
-                vm.name.as_str()
-            ))),
+            Err(_) => Err(VmOpError::StillDeleting(vm.name.to_string())),
         };
         self.lock().running.remove(&vm.id);
         result
@@ -322,7 +318,7 @@ impl Supervisor {
 
     /// Kills the VM's QEMU for good and ends its actor, leaving the record to the caller: a
     /// create's undo, which removes the record itself (with its own audit entry).
-    pub async fn remove(&self, vm: &Vm) -> ApiResult<()> {
+    pub async fn remove(&self, vm: &Vm) -> Result<(), VmOpError> {
         let (reply, rx) = oneshot::channel();
         let tx = self.actor(&vm.id, None);
         self.lock().deleted.insert(vm.id);
@@ -343,7 +339,7 @@ impl Supervisor {
 
     /// Waits (bounded) until another delete of the VM has removed its record: woken by each
     /// delete an actor finishes, not by polling the store.
-    async fn wait_gone(&self, vm: &Vm) -> ApiResult<()> {
+    async fn wait_gone(&self, vm: &Vm) -> Result<(), VmOpError> {
         let deadline = tokio::time::Instant::now() + STOP_SLACK;
         let mut removed = self.removed.subscribe();
         loop {
@@ -358,12 +354,7 @@ impl Supervisor {
             match tokio::time::timeout_at(deadline, removed.changed()).await {
                 Ok(Ok(())) => {}
                 // The deadline, or no actor left to finish it (the daemon is shutting down).
-                Ok(Err(_)) | Err(_) => {
-                    return Err(ApiError::engine(format!(
-                        "VM {:?} is still being deleted; it goes on in the background",
-                        vm.name.as_str()
-                    )))
-                }
+                Ok(Err(_)) | Err(_) => return Err(VmOpError::StillDeleting(vm.name.to_string())),
             }
         }
     }
@@ -376,9 +367,9 @@ impl Supervisor {
         op: IntentOp,
         grace: Duration,
         audit: Option<NewAuditEntry>,
-    ) -> ApiResult<()> {
+    ) -> Result<(), VmOpError> {
         if self.lock().deleted.contains(&vm.id) {
-            return Err(ApiError::not_found("VM", vm.name.as_str()));
+            return Err(VmOpError::gone(vm.name.as_str()));
         }
         let id = vm.id;
         let name = vm.name.to_string();
@@ -388,7 +379,7 @@ impl Supervisor {
                 let rec = store.get_vm(&id)?;
                 let pending = rec.intent.map(|i| i.op);
                 if pending == Some(IntentOp::Delete) {
-                    return Err(ApiError::not_found("VM", &name));
+                    return Err(VmOpError::gone(&name));
                 }
                 // A kill stays a kill when a graceful stop follows it.
                 let intent = match (pending, op) {
@@ -409,4 +400,42 @@ fn deadline_after(grace: Duration) -> Timestamp {
             .unix_millis()
             .saturating_add(grace.as_millis() as i64),
     )
+}
+
+/// Why a VM lifecycle call (start, stop, restart, delete, admission) failed: the
+/// supervisor's own error, free of HTTP, converted into [`crate::service::DaemonError`].
+#[derive(Debug, thiserror::Error)]
+pub enum VmOpError {
+    /// The VM is not there, or is being deleted.
+    #[error("VM {0:?} not found")]
+    Gone(String),
+    /// The operation lost a race with a stop (a start asked while one was pending).
+    #[error(transparent)]
+    Conflict(LifecycleError),
+    /// The VM's actor could not do it (its QEMU would not launch, stop, ...).
+    #[error(transparent)]
+    Lifecycle(LifecycleError),
+    /// The VM's actor failed to delete it.
+    #[error("{0}")]
+    DeleteFailed(LifecycleError),
+    /// The host has no room for the VM (admission).
+    #[error("{0}")]
+    Capacity(String),
+    #[error(
+        "VM {name:?} did not finish the operation within {secs} s; it goes on in the background"
+    )]
+    TimedOut { name: String, secs: u64 },
+    #[error("VM {0:?} is still being deleted; it goes on in the background")]
+    StillDeleting(String),
+    /// The actor went away without an answer while the VM still exists.
+    #[error("the VM's supervisor ended (is the daemon shutting down?)")]
+    SupervisorEnded,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl VmOpError {
+    fn gone(name: &str) -> Self {
+        Self::Gone(name.to_string())
+    }
 }

@@ -384,8 +384,9 @@ pub async fn delete(
     // The delete is on record (with its audit entry) before anything is done; the
     // supervisor kills QEMU (over a stop under way) and removes disks, record and ports. A
     // daemon killed meanwhile finishes it at its next start.
-    let delete =
-        |state: AppState, vm: Vm, entry| async move { state.supervisor.delete(&vm, entry).await };
+    let delete = |state: AppState, vm: Vm, entry| async move {
+        Ok::<_, ApiError>(state.supervisor.delete(&vm, entry).await?)
+    };
     state
         .on_named(&auth, tenant, "vm.delete", &name, delete)
         .await?;

@@ -25,6 +25,9 @@ pub enum DaemonError {
     /// The change is in the store, but the switch did not take it (the watchdog retries).
     #[error(transparent)]
     Switch(#[from] SyncError),
+    /// A VM lifecycle call (start, stop, restart, delete, admission) failed.
+    #[error(transparent)]
+    Vm(#[from] crate::supervisor::VmOpError),
     /// The operator's own token is the daemon's to manage, not the API's to revoke.
     #[error(
         "the operator's token is the daemon's own (operator.token): delete that file and \
