@@ -88,6 +88,8 @@ bench-net: guest build
 bench-firewall:
 	$(CARGO) run --release -p hostel-firewall --bin bench-firewall
 	$(CARGO) run --release -p hostel-switch --bin bench-edge
+	$(CARGO) build --release -p hostel-switch --bin bench-edge
+	$(CARGO) run --release -p hostel-bench --bin bench-nft -- --rounds 3 --edge $${CARGO_TARGET_DIR:-target}/release/bench-edge
 
 bench-images: build
 	$(CARGO) run --release -p hostel-bench --bin bench-images -- --hostel $(HOSTEL) --runs 5 --markdown BENCHMARKS.md

@@ -88,8 +88,23 @@ impl Topology {
         let (g, f) = (t.gen.as_str(), t.fw.as_str());
         for (x0, m0, x1, m1) in [("a0", MAC_A0, "a1", MAC_A1), ("b0", MAC_B0, "b1", MAC_B1)] {
             run(&[
-                "ip", "-n", g, "link", "add", x0, "address", &mac(m0), "type", "veth", "peer",
-                "name", x1, "address", &mac(m1), "netns", f,
+                "ip",
+                "-n",
+                g,
+                "link",
+                "add",
+                x0,
+                "address",
+                &mac(m0),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                x1,
+                "address",
+                &mac(m1),
+                "netns",
+                f,
             ])?;
             run(&["ip", "-n", g, "link", "set", x0, "up"])?;
             run(&["ip", "-n", f, "link", "set", x1, "up"])?;
@@ -151,7 +166,12 @@ impl Topology {
 
     pub fn conntrack_count(&self) -> Result<u64> {
         let s = run(&[
-            "ip", "netns", "exec", &self.fw, "cat", "/proc/sys/net/netfilter/nf_conntrack_count",
+            "ip",
+            "netns",
+            "exec",
+            &self.fw,
+            "cat",
+            "/proc/sys/net/netfilter/nf_conntrack_count",
         ])?;
         Ok(s.trim().parse()?)
     }
@@ -159,7 +179,15 @@ impl Topology {
     /// Packets counted by the `ingress` chain's counter (policy rules evaluated).
     pub fn ingress_packets(&self) -> Result<u64> {
         let s = run(&[
-            "ip", "netns", "exec", &self.fw, "nft", "list", "chain", "inet", "hostel_bench",
+            "ip",
+            "netns",
+            "exec",
+            &self.fw,
+            "nft",
+            "list",
+            "chain",
+            "inet",
+            "hostel_bench",
             "ingress",
         ])?;
         let n = s
@@ -217,7 +245,10 @@ pub fn dev_packets(dev: &str) -> Result<(u64, u64)> {
 pub fn softirq_ns(cpu: usize) -> Result<u64> {
     let s = fs::read_to_string("/proc/stat")?;
     let tag = format!("cpu{cpu} ");
-    let line = s.lines().find(|l| l.starts_with(&tag)).context("/proc/stat")?;
+    let line = s
+        .lines()
+        .find(|l| l.starts_with(&tag))
+        .context("/proc/stat")?;
     let v: Vec<u64> = line
         .split_whitespace()
         .skip(1)

@@ -181,7 +181,11 @@ fn linear(p: &PolicySpec) -> Result<String, TranslateError> {
                 None => m.push_str("meta l4proto icmp "),
             }
         } else if !r.destination_ports.is_empty() {
-            let _ = write!(m, "{pr} dport {{ {} }} ", ports(&r.destination_ports).join(", "));
+            let _ = write!(
+                m,
+                "{pr} dport {{ {} }} ",
+                ports(&r.destination_ports).join(", ")
+            );
         } else if fam.is_some() {
             let _ = write!(m, "meta l4proto {pr} ");
         }
@@ -193,12 +197,14 @@ fn linear(p: &PolicySpec) -> Result<String, TranslateError> {
     Ok(body)
 }
 
+/// A verdict map: its name, key type, match expression, elements and their keys seen.
+type Shape = (String, String, String, Vec<String>, BTreeSet<String>);
+
 /// One verdict map per (family, protocol, key shape); an element per (source, port) pair.
 /// A key that an earlier rule already took keeps the earlier verdict (first match decides);
 /// the benchmark's generated rules do not otherwise overlap in ways where order matters.
 fn maps(p: &PolicySpec, decl: &mut String) -> Result<String, TranslateError> {
-    // (map name, key type, match expression) -> elements
-    let mut shapes: Vec<(String, String, String, Vec<String>, BTreeSet<String>)> = Vec::new();
+    let mut shapes: Vec<Shape> = Vec::new();
     let mut tail = String::new();
     for r in ingress(p) {
         let pr = proto(r)?;
@@ -240,13 +246,7 @@ fn maps(p: &PolicySpec, decl: &mut String) -> Result<String, TranslateError> {
         let slot = match shapes.iter().position(|s| s.2 == expr) {
             Some(i) => i,
             None => {
-                shapes.push((
-                    name,
-                    types.into(),
-                    expr.into(),
-                    Vec::new(),
-                    BTreeSet::new(),
-                ));
+                shapes.push((name, types.into(), expr.into(), Vec::new(), BTreeSet::new()));
                 shapes.len() - 1
             }
         };
@@ -284,7 +284,13 @@ mod tests {
             let lin = ruleset(&policy(n), Layout::Linear).expect("linear");
             // Every policy rule is one line of the ingress chain, plus the final drop.
             let chain = lin.split("chain ingress {").nth(1).expect("chain");
-            assert_eq!(chain.lines().filter(|l| l.ends_with("accept") || l.ends_with("drop")).count(), n + 2);
+            assert_eq!(
+                chain
+                    .lines()
+                    .filter(|l| l.ends_with("accept") || l.ends_with("drop"))
+                    .count(),
+                n + 2
+            );
             let maps = ruleset(&policy(n), Layout::Maps).expect("maps");
             assert!(maps.contains("ct state established,related accept"));
             assert!(maps.contains("ip daddr { 10.0.0.0/16 } tcp dport { 80 } accept"));

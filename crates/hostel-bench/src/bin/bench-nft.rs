@@ -40,11 +40,31 @@ fn client(i: usize) -> Ipv4Addr {
 }
 
 fn inbound(i: usize, len: usize) -> Vec<u8> {
-    nft_net::tcp_frame(len, nft_net::MAC_A1, nft_net::MAC_A0, client(i), 40_000, VM, 80, 1000, 2000)
+    nft_net::tcp_frame(
+        len,
+        nft_net::MAC_A1,
+        nft_net::MAC_A0,
+        client(i),
+        40_000,
+        VM,
+        80,
+        1000,
+        2000,
+    )
 }
 
 fn reply(i: usize) -> Vec<u8> {
-    nft_net::tcp_frame(60, nft_net::MAC_B1, nft_net::MAC_B0, VM, 80, client(i), 40_000, 2000, 1000)
+    nft_net::tcp_frame(
+        60,
+        nft_net::MAC_B1,
+        nft_net::MAC_B0,
+        VM,
+        80,
+        client(i),
+        40_000,
+        2000,
+        1000,
+    )
 }
 
 /// Sends `frames` through `dev`, 64 at a time, and after each page of 1,024 waits (bounded)
@@ -131,7 +151,11 @@ fn main() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("bench-nft needs root (network namespaces, veths, nftables): not run");
     }
-    if std::process::Command::new("nft").arg("--version").output().is_err() {
+    if std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         bail!("bench-nft needs `nft` (scripts/install-deps.sh installs nftables): not run");
     }
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
@@ -158,9 +182,14 @@ fn main() -> Result<()> {
     let mut rng = Rng(0x5eed);
     let mut rings = std::collections::BTreeMap::new();
     for flows in [10_000usize, FLOWS_MAX] {
-        let pick: Vec<usize> = (0..RING).map(|_| (rng.next() % flows as u64) as usize).collect();
+        let pick: Vec<usize> = (0..RING)
+            .map(|_| (rng.next() % flows as u64) as usize)
+            .collect();
         for len in [60usize, 1514] {
-            rings.insert((flows, len), pick.iter().map(|&i| inbound(i, len)).collect::<Vec<_>>());
+            rings.insert(
+                (flows, len),
+                pick.iter().map(|&i| inbound(i, len)).collect::<Vec<_>>(),
+            );
         }
     }
     // (layout or plain forwarding, rules, flows, frame length)
@@ -190,7 +219,11 @@ fn main() -> Result<()> {
             let (layout, rules, flows, len) = configs[c];
             let text = layout.map(|l| ruleset(&policy(rules), l)).transpose()?;
             topo.load(text.as_deref())?;
-            let ingress0 = if layout.is_some() { topo.ingress_packets()? } else { 0 };
+            let ingress0 = if layout.is_some() {
+                topo.ingress_packets()?
+            } else {
+                0
+            };
             let s = measure(&topo, &rings[&(flows, len)], args.seconds)?;
             if layout.is_some() {
                 let missed = topo.ingress_packets()? - ingress0;
@@ -207,7 +240,10 @@ fn main() -> Result<()> {
         if let Some(bin) = &args.edge {
             let out = std::process::Command::new(bin).arg("1").output()?;
             if !out.status.success() {
-                bail!("bench-edge failed: {}", String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "bench-edge failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             for (k, v) in parse_edge(&String::from_utf8_lossy(&out.stdout)) {
                 edge.entry(k).or_default().push(v);
@@ -241,7 +277,10 @@ fn main() -> Result<()> {
         println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (&(rules, flows, f), v) in edge.iter_mut() {
             let sw = median(v);
-            let (Some(m), Some(l)) = (med.get(&(true, rules, flows, f)), med.get(&(false, rules, flows, f))) else {
+            let (Some(m), Some(l)) = (
+                med.get(&(true, rules, flows, f)),
+                med.get(&(false, rules, flows, f)),
+            ) else {
                 continue;
             };
             println!(
