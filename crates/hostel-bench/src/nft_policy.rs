@@ -141,7 +141,9 @@ pub fn ruleset(p: &PolicySpec, layout: Layout) -> Result<String, TranslateError>
         Layout::Maps => maps(p, &mut out)?,
     };
     forward_chain(&mut out);
-    out.push_str("  chain ingress {\n");
+    // The counter shows how many packets reached the policy (`bench-nft` checks that the
+    // established traffic does not).
+    out.push_str("  chain ingress {\n    counter\n");
     out.push_str(&body);
     out.push_str("    drop\n  }\n}\n");
     Ok(out)
