@@ -85,9 +85,13 @@ bench-net: guest build
 # target/images-cache if needed; minutes per boot under TCG; not in `make test`).
 # The tenant firewall (crates/hostel-firewall) in-process on one core: established flows through
 # 0/100/1,000 rules with 10k/100k flows at 64 B and 1514 B, and new connections per second.
+# Then the switch's edge path (bench-edge), and bench-nft: nftables forwarding between veths in a
+# namespace with the same policy, alternating with bench-edge rounds (needs root and nft).
 bench-firewall:
 	$(CARGO) run --release -p hostel-firewall --bin bench-firewall
 	$(CARGO) run --release -p hostel-switch --bin bench-edge
+	$(CARGO) build --release -p hostel-switch --bin bench-edge
+	$(CARGO) run --release -p hostel-bench --bin bench-nft -- --rounds 3 --edge $${CARGO_TARGET_DIR:-target}/release/bench-edge
 
 bench-images: build
 	$(CARGO) run --release -p hostel-bench --bin bench-images -- --hostel $(HOSTEL) --runs 5 --markdown BENCHMARKS.md

@@ -17,6 +17,8 @@ pub mod memory;
 pub mod net_e2e;
 pub mod net_host;
 pub mod net_report;
+pub mod nft_net;
+pub mod nft_policy;
 pub mod report;
 pub mod stats;
 pub mod table;
