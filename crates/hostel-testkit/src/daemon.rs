@@ -284,10 +284,21 @@ pub fn pids_mentioning(markers: &[&str]) -> Vec<i32> {
 
 /// Kills every process whose command line mentions `marker` (VMs and the switch of a test).
 pub fn kill_processes_mentioning(marker: &str) {
-    for pid in pids_mentioning(&[marker]) {
-        // SAFETY: signalling a process this test started (its command line names the
-        // test's private state directory).
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+    // A process may fork between a scan and its kill (a daemon starting a QEMU, `setsid`
+    // forking before it execs): the child is not in that scan. Scan again until one finds
+    // nothing, within a bound.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let pids = pids_mentioning(&[marker]);
+        if pids.is_empty() || std::time::Instant::now() > deadline {
+            return;
+        }
+        for pid in pids {
+            // SAFETY: signalling a process this test started (its command line names the
+            // test's private state directory).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::yield_now();
     }
 }
 
