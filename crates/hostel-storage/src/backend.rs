@@ -267,18 +267,15 @@ impl BlkBackend {
         mem: &GuestMemoryMmap<()>,
         req: &Request,
         mut off: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), DataError> {
         let d = &self.inner.disk;
         let mut buf = vec![0u8; CHUNK];
         for b in &req.data {
             let mut done = 0usize;
             while done < b.len as usize {
                 let n = (b.len as usize - done).min(CHUNK);
-                d.pool
-                    .read(&d.volume, off, &mut buf[..n])
-                    .map_err(|e| e.to_string())?;
-                mem.write_slice(&buf[..n], GuestAddress(b.addr + done as u64))
-                    .map_err(|e| format!("guest buffer: {e}"))?;
+                d.pool.read(&d.volume, off, &mut buf[..n])?;
+                mem.write_slice(&buf[..n], guest_addr(b.addr, done)?)?;
                 done += n;
                 off += n as u64;
             }
@@ -291,24 +288,40 @@ impl BlkBackend {
         mem: &GuestMemoryMmap<()>,
         req: &Request,
         mut off: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), DataError> {
         let d = &self.inner.disk;
         let mut buf = vec![0u8; CHUNK];
         for b in &req.data {
             let mut done = 0usize;
             while done < b.len as usize {
                 let n = (b.len as usize - done).min(CHUNK);
-                mem.read_slice(&mut buf[..n], GuestAddress(b.addr + done as u64))
-                    .map_err(|e| format!("guest buffer: {e}"))?;
-                d.pool
-                    .write(&d.volume, off, &buf[..n])
-                    .map_err(|e| e.to_string())?;
+                mem.read_slice(&mut buf[..n], guest_addr(b.addr, done)?)?;
+                d.pool.write(&d.volume, off, &buf[..n])?;
                 done += n;
                 off += n as u64;
             }
         }
         Ok(())
     }
+}
+
+/// Why a request's data could not move between the guest and the pool (the request fails
+/// alone, with IOERR).
+#[derive(Debug, thiserror::Error)]
+enum DataError {
+    #[error(transparent)]
+    Pool(#[from] hostel_pool::PoolError),
+    #[error("guest buffer: {0}")]
+    Guest(#[from] vm_memory::GuestMemoryError),
+    #[error("guest buffer at {0:#x} wraps the address space")]
+    Wraps(u64),
+}
+
+/// `addr + done` of a guest buffer; the address is the guest's, so it may wrap.
+fn guest_addr(addr: u64, done: usize) -> Result<GuestAddress, DataError> {
+    addr.checked_add(done as u64)
+        .map(GuestAddress)
+        .ok_or(DataError::Wraps(addr))
 }
 
 /// Makes the queue's kick readable again, so its thread comes back to it after serving its
