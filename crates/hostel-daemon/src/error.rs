@@ -12,7 +12,7 @@ pub struct ApiError {
     pub message: String,
     pub field: Option<String>,
     /// The failure is in the audit log already: it was committed with the undo of what
-    /// the call had changed (see `api::revert`), so the caller must not log it again.
+    /// the call had changed (see `http::revert`), so the caller must not log it again.
     pub recorded: bool,
 }
 

@@ -10,7 +10,7 @@
 //! - [`supervisor`] / [`actor`] / [`launch`]: VM lifecycle, restart policy, bounded waits.
 //! - [`reconcile`]: at start-up, finds every QEMU of the state directory and drives each VM
 //!   toward its desired state, finishing or undoing what a crash cut.
-//! - [`api`]: routes, authentication, tenant scoping, audit, OpenAPI.
+//! - [`http`]: routes, authentication, tenant scoping, audit, OpenAPI.
 //! - [`adapters`]: the host's switch process and its tables, kept equal to the store's
 //!   networks and NICs (behind a trait, so services can be tested with a fake).
 //! - [`service`]: domain operations (networks so far), free of HTTP, with one error type.
@@ -21,7 +21,7 @@
 pub mod actor;
 pub mod adapters;
 pub mod admission;
-pub mod api;
+pub mod http;
 pub mod error;
 pub mod failpoint;
 pub mod images;
@@ -119,7 +119,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     }
     tokio::spawn(ctx.standby.clone().run(ctx.clone()));
 
-    let app = api::router(api::AppState {
+    let app = http::router(http::AppState {
         ctx: ctx.clone(),
         supervisor,
         consoles: Default::default(),

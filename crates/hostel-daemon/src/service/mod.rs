@@ -1,10 +1,10 @@
-//! Domain operations, free of HTTP: the handlers in `api/` parse a request, call a service
+//! Domain operations, free of HTTP: the handlers in `http/` parse a request, call a service
 //! and map its [`DaemonError`] to a response. Services reach the store off the async
 //! workers ([`blocking`]) and the switch through [`crate::adapters::SwitchAdapter`], so
 //! their unit tests run against a real store in a temporary directory and a fake switch.
 //!
 //! Networks, NIC limits, tenants and tokens are here; VM creation (image resolution, disks,
-//! seed, standby claim) and images still live in their handlers (`api/`), to move the same
+//! seed, standby claim) and images still live in their handlers (`http/`), to move the same
 //! way.
 
 pub mod networks;
