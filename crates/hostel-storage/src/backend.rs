@@ -269,18 +269,19 @@ impl BlkBackend {
         mut off: u64,
     ) -> Result<(), DataError> {
         let d = &self.inner.disk;
-        let mut buf = vec![0u8; CHUNK];
-        for b in &req.data {
-            let mut done = 0usize;
-            while done < b.len as usize {
-                let n = (b.len as usize - done).min(CHUNK);
-                d.pool.read(&d.volume, off, &mut buf[..n])?;
-                mem.write_slice(&buf[..n], guest_addr(b.addr, done)?)?;
-                done += n;
-                off += n as u64;
+        with_chunk(|buf| {
+            for b in &req.data {
+                let mut done = 0usize;
+                while done < b.len as usize {
+                    let n = (b.len as usize - done).min(CHUNK);
+                    d.pool.read(&d.volume, off, &mut buf[..n])?;
+                    mem.write_slice(&buf[..n], guest_addr(b.addr, done)?)?;
+                    done += n;
+                    off += n as u64;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn write_from(
@@ -290,19 +291,31 @@ impl BlkBackend {
         mut off: u64,
     ) -> Result<(), DataError> {
         let d = &self.inner.disk;
-        let mut buf = vec![0u8; CHUNK];
-        for b in &req.data {
-            let mut done = 0usize;
-            while done < b.len as usize {
-                let n = (b.len as usize - done).min(CHUNK);
-                mem.read_slice(&mut buf[..n], guest_addr(b.addr, done)?)?;
-                d.pool.write(&d.volume, off, &buf[..n])?;
-                done += n;
-                off += n as u64;
+        with_chunk(|buf| {
+            for b in &req.data {
+                let mut done = 0usize;
+                while done < b.len as usize {
+                    let n = (b.len as usize - done).min(CHUNK);
+                    mem.read_slice(&mut buf[..n], guest_addr(b.addr, done)?)?;
+                    d.pool.write(&d.volume, off, &buf[..n])?;
+                    done += n;
+                    off += n as u64;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
+}
+
+thread_local! {
+    /// The bounce buffer of this queue thread: requests of one queue run one after another on
+    /// its thread, so one buffer per thread serves them all without an allocation per request.
+    static CHUNK_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
+}
+
+/// Runs `f` with this thread's bounce buffer (`CHUNK` bytes).
+fn with_chunk<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+    CHUNK_BUF.with(|b| f(&mut b.borrow_mut()))
 }
 
 /// Why a request's data could not move between the guest and the pool (the request fails
