@@ -106,7 +106,7 @@ impl EngineAdapter for FakeEngine {
     async fn start(&self, _vm: &Vm, _audit: Option<NewAuditEntry>) -> Result<(), VmOpError> {
         self.record("start");
         if self.fail_start.load(Ordering::SeqCst) {
-            let launch = LaunchError::ImageMissing("fake engine told to fail".into());
+            let launch = LaunchError::ImageMissing("fake-engine-told-to-fail".into());
             return Err(VmOpError::Lifecycle(LifecycleError::Start(Arc::new(
                 launch,
             ))));

@@ -18,6 +18,8 @@ pub mod standby;
 pub mod tenants;
 pub mod tokens;
 mod vm_create;
+#[cfg(test)]
+mod vm_tests;
 pub mod vms;
 
 pub use error::{image_error, DaemonError};
