@@ -16,8 +16,7 @@ pub fn check(body: &CreateVm, template: Option<&Template>) -> Result<(), DaemonE
         hostname: hostname(body),
         ..Default::default()
     };
-    let invalid =
-        |field: &str, e: hostel_images::ImageError| DaemonError::invalid(field, e);
+    let invalid = |field: &str, e: hostel_images::ImageError| DaemonError::invalid(field, e);
     seed.render().map_err(|e| invalid("hostname", e))?;
     seed.ssh_authorized_keys = body.ssh_keys.iter().map(|k| k.trim().to_string()).collect();
     seed.render().map_err(|e| invalid("ssh_keys", e))?;

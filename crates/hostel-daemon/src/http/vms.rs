@@ -59,9 +59,13 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<VmView>)> {
     let tenant = state.scope(&auth, &q).await?;
     let vm = state
-        .audited(&auth, Some(tenant), "vm.create", &body.name, |entry| async {
-            Ok(state.vms().create(tenant, &body, entry).await?)
-        })
+        .audited(
+            &auth,
+            Some(tenant),
+            "vm.create",
+            &body.name,
+            |entry| async { Ok(state.vms().create(tenant, &body, entry).await?) },
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(view_of(&state, vm).await?)))
 }

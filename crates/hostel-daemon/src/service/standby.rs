@@ -125,7 +125,8 @@ fn write_seed_in_place(dir: &Path, seed: &hostel_images::SeedConfig) -> Result<u
         .write(true)
         .open(&target)
         .map_err(|e| DaemonError::io(&target, e))?;
-    f.write_all(&bytes).map_err(|e| DaemonError::io(&target, e))?;
+    f.write_all(&bytes)
+        .map_err(|e| DaemonError::io(&target, e))?;
     f.sync_all().map_err(|e| DaemonError::io(&target, e))?;
     Ok(bytes.len() as u64)
 }

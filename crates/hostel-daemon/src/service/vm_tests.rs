@@ -97,7 +97,11 @@ impl Fixture {
 
     /// Whatever is under the tenant's disk directory (VM directories, disks).
     fn disk_dirs(&self) -> Vec<std::path::PathBuf> {
-        let root = self.layout.root().join("disks").join(self.tenant.to_string());
+        let root = self
+            .layout
+            .root()
+            .join("disks")
+            .join(self.tenant.to_string());
         match std::fs::read_dir(root) {
             Ok(d) => d.flatten().map(|e| e.path()).collect(),
             Err(_) => Vec::new(),
@@ -141,11 +145,16 @@ async fn a_create_whose_launch_fails_leaves_no_record_disks_or_usage_and_one_aud
     let mut audit = f.audit();
     audit.sort_by_key(|e| e.seq);
     assert_eq!(audit.len(), 2, "{audit:?}");
-    assert!(audit.iter().all(|e| e.action == "vm.create" && e.target == "web"));
+    assert!(audit
+        .iter()
+        .all(|e| e.action == "vm.create" && e.target == "web"));
     assert_eq!(audit[0].result, AuditResult::Ok);
     match &audit[1].result {
         AuditResult::Error(m) => {
-            assert!(m.contains("fake-engine-told-to-fail") && m.contains("(undone)"), "{m}")
+            assert!(
+                m.contains("fake-engine-told-to-fail") && m.contains("(undone)"),
+                "{m}"
+            )
         }
         r => panic!("the second entry records the failure: {r:?}"),
     }
@@ -182,7 +191,11 @@ async fn a_quota_refusal_changes_nothing_and_never_calls_the_engine() {
     );
     assert_eq!(f.vm_count(), 1);
     assert_eq!(f.disk_dirs().len(), 1, "only the first VM's disks");
-    assert_eq!(f.audit().len(), 1, "the refusal committed no entry of its own");
+    assert_eq!(
+        f.audit().len(),
+        1,
+        "the refusal committed no entry of its own"
+    );
     assert_eq!(f.store.tenant_usage(&f.tenant).unwrap().vms, 1);
 }
 
@@ -213,7 +226,10 @@ async fn delete_of_a_missing_or_foreign_vm_is_not_found_and_touches_nothing() {
             matches!(err, DaemonError::Store(StoreError::NotFound { .. })),
             "{name}: {err:?}"
         );
-        assert_eq!(ApiError::from(err).status, axum::http::StatusCode::NOT_FOUND);
+        assert_eq!(
+            ApiError::from(err).status,
+            axum::http::StatusCode::NOT_FOUND
+        );
     }
     assert_eq!(f.engine.calls(), before, "the engine was never asked");
     assert_eq!(f.vm_count(), 1);
@@ -286,8 +302,16 @@ async fn resize_refuses_the_memory_create_refuses_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(resized.spec.memory_mib(), 256);
-    assert_eq!(f.audit().len(), 2, "the create and the one resize that happened");
-    assert_eq!(f.engine.calls(), ["make_disks", "created"], "a resize is the store's");
+    assert_eq!(
+        f.audit().len(),
+        2,
+        "the create and the one resize that happened"
+    );
+    assert_eq!(
+        f.engine.calls(),
+        ["make_disks", "created"],
+        "a resize is the store's"
+    );
 }
 
 /// Records a VM with `standby`'s id (as a create that took it does), with `nics` NICs.
@@ -413,6 +437,10 @@ async fn a_standby_whose_seed_cannot_be_written_is_discarded_and_never_attached(
         .await
         .unwrap_err();
     assert!(matches!(err, DaemonError::Io { .. }), "{err:?}");
-    assert_eq!(f.engine.calls(), ["discard_standby"], "never admitted or attached");
+    assert_eq!(
+        f.engine.calls(),
+        ["discard_standby"],
+        "never admitted or attached"
+    );
     assert!(!Path::new(&f.layout.vm_disk_dir(&f.tenant, &id)).exists());
 }
