@@ -202,7 +202,7 @@ impl<'a> Images<'a> {
             ));
         }
         // Standbys boot overlays of the image too; they go first.
-        self.ctx.standby.forget_image(&self.ctx, name).await;
+        self.ctx.standby.forget_image(self.ctx, name).await;
         let n = name.to_string();
         tokio::task::spawn_blocking(move || store.delete(&n))
             .await?
