@@ -117,7 +117,7 @@ fn request(name: &str) -> CreateVm {
 }
 
 #[tokio::test]
-async fn a_create_whose_launch_fails_leaves_no_record_disks_or_usage_and_one_audit_entry() {
+async fn a_create_whose_launch_fails_leaves_no_record_disks_or_usage_and_audits_its_undo() {
     let f = fixture(2);
     f.engine.fail_start.store(true, Ordering::SeqCst);
     let err = f
