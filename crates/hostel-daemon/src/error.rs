@@ -244,9 +244,15 @@ mod tests {
                 "a stop asked for after this start won; the VM stays stopped",
             ),
             (
-                VmOpError::Capacity("host memory full".into()),
+                VmOpError::Capacity(crate::admission::CapacityError::Vcpus {
+                    requested: 2,
+                    committed: 3,
+                    limit: 4,
+                    host: 2,
+                    overcommit: 2.0,
+                }),
                 StatusCode::CONFLICT,
-                "host memory full",
+                "host vCPUs: 2 requested + 3 committed > 4 (2 CPUs x overcommit 2)",
             ),
             (
                 VmOpError::TimedOut {

@@ -491,9 +491,11 @@ fn the_periodic_sweep_handles_what_no_api_call_reports() {
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     // The sweep removes the directory after the kill it waits for: the exit seen here can
     // come first.
-    poll("the sweep to remove the orphan's run directory", SETTLE, || {
-        (!run.exists()).then_some(())
-    });
+    poll(
+        "the sweep to remove the orphan's run directory",
+        SETTLE,
+        || (!run.exists()).then_some(()),
+    );
     assert_eq!(
         forged.try_wait().unwrap(),
         None,
