@@ -5,25 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Detect raises alerts only; prevent also drops the matching packet and the rest of its flow.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IdsMode {
-    #[default]
-    Detect,
-    Prevent,
-}
-
-/// What a tenant's detector does with a packet it has no time for (its inspection budget for
-/// the current second is spent): pass it uninspected (counted `overload_passed`) or drop it
-/// (counted `overload_dropped`). Either way no other tenant waits.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IdsOverload {
-    #[default]
-    FailOpen,
-    FailClosed,
-}
+pub use hostel_types::{IdsMode, IdsOverload};
 
 /// One tenant's detection: the networks it watches (traffic crossing the tenant's firewall to
 /// or from them), its mode, and its rules (the operator's and the tenant's, as one text).
