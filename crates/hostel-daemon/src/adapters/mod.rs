@@ -9,6 +9,7 @@
 //! The engine (QEMU launch, adoption and control) is reached through `crate::launch` and
 //! `crate::supervisor` for now.
 
+pub mod ids;
 pub mod networking;
 pub mod switch_link;
 

@@ -7,6 +7,7 @@
 //! seed, standby claim) and images still live in their handlers (`http/`), to move the same
 //! way.
 
+pub mod ids;
 pub mod networks;
 pub mod nic_limits;
 pub mod tenants;
