@@ -54,7 +54,7 @@ pub(super) fn set(c: &Connection, tenant: &TenantId, s: &IdsSettings) -> DbResul
             return Err(StoreError::not_found(crate::error::EntityKind::Network, n).into());
         }
         if !nets.contains(n) {
-            nets.push(n.clone());
+            nets.push(*n);
         }
     }
     let encoded = serde_json::to_string(&nets)
@@ -119,14 +119,14 @@ mod tests {
         assert_eq!(store.get_ids(&a).unwrap(), IdsSettings::default());
         let want = IdsSettings {
             mode: IdsMode::Prevent,
-            networks: vec![net_a.clone(), net_a.clone()],
+            networks: vec![net_a, net_a],
             rules: "alert ip any any -> any any (sid:1;)".into(),
             ..IdsSettings::default()
         };
         let got = store.set_ids(&a, &want, &sys("ids.set")).unwrap();
-        assert_eq!(got.networks, vec![net_a.clone()], "duplicates folded");
+        assert_eq!(got.networks, vec![net_a], "duplicates folded");
         assert_eq!(store.get_ids(&a).unwrap(), got);
-        assert_eq!(store.list_ids().unwrap(), vec![(a.clone(), got.clone())]);
+        assert_eq!(store.list_ids().unwrap(), vec![(a, got.clone())]);
         // Another tenant's network: not found, nothing changed, no audit entry.
         let before = store
             .list_audit(&crate::AuditQuery::newest(1000))
