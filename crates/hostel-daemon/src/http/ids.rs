@@ -165,3 +165,74 @@ pub async fn alerts(
         lost: a.lost,
     }))
 }
+
+/// Detection counters for `/metrics`, per tenant (by name; the switch knows tenants by id):
+/// alerts per sid, prevent-mode drops, packets passed or dropped over budget, lost alerts.
+pub fn render_metrics(
+    stats: &hostel_switch_proto::SwitchStats,
+    names: &std::collections::HashMap<String, String>,
+) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if stats.ids.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE hostel_ids_alerts_total counter\n# TYPE hostel_ids_drops_total counter\n\
+         # TYPE hostel_ids_packets_total counter\n# TYPE hostel_ids_overload_total counter\n\
+         # TYPE hostel_ids_alerts_lost_total counter"
+    );
+    for (id, s) in &stats.ids {
+        let t = names.get(id).map(String::as_str).unwrap_or(id);
+        for (sid, n) in &s.per_sid {
+            let _ = writeln!(
+                out,
+                "hostel_ids_alerts_total{{tenant=\"{t}\",sid=\"{sid}\"}} {n}"
+            );
+        }
+        let _ = writeln!(out, "hostel_ids_drops_total{{tenant=\"{t}\"}} {}", s.drops);
+        let _ = writeln!(
+            out,
+            "hostel_ids_packets_total{{tenant=\"{t}\"}} {}",
+            s.packets
+        );
+        let _ = writeln!(
+            out,
+            "hostel_ids_overload_total{{tenant=\"{t}\",action=\"passed\"}} {}\n\
+             hostel_ids_overload_total{{tenant=\"{t}\",action=\"dropped\"}} {}",
+            s.overload_passed, s.overload_dropped
+        );
+        let _ = writeln!(
+            out,
+            "hostel_ids_alerts_lost_total{{tenant=\"{t}\"}} {}",
+            s.alerts_lost
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn metrics_name_tenants_and_sids() {
+        let mut stats = hostel_switch_proto::SwitchStats::default();
+        let mut s = hostel_switch_proto::ids::IdsStats {
+            drops: 3,
+            ..Default::default()
+        };
+        s.per_sid.insert(101, 7);
+        stats.ids.insert("tid".into(), s);
+        let names = [("tid".to_string(), "acme".to_string())].into();
+        let m = super::render_metrics(&stats, &names);
+        assert!(
+            m.contains("hostel_ids_alerts_total{tenant=\"acme\",sid=\"101\"} 7"),
+            "{m}"
+        );
+        assert!(
+            m.contains("hostel_ids_drops_total{tenant=\"acme\"} 3"),
+            "{m}"
+        );
+        assert!(super::render_metrics(&Default::default(), &names).is_empty());
+    }
+}
