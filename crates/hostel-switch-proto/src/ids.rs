@@ -46,6 +46,9 @@ pub struct IdsRefusal {
 pub struct IdsLoadReport {
     pub loaded: usize,
     pub refused: Vec<IdsRefusal>,
+    /// Whether detection runs now (false: off, or kept until the tenant has an edge).
+    #[serde(default)]
+    pub active: bool,
 }
 
 /// One tenant's detection counters.

@@ -499,21 +499,27 @@ impl Switch {
 
     /// Installs (or with `None` removes) `tenant`'s intrusion detection: rules compiled
     /// first, then swapped in between two packets. Refused rules are in the report; the
-    /// others load. The tenant needs an edge.
+    /// others load. A tenant without an edge yet gets it when its edge appears
+    /// (`report.active` says which).
     pub fn set_ids(
         &self,
         tenant: &str,
         spec: Option<IdsSpec>,
     ) -> Result<IdsLoadReport, SwitchError> {
         let mut st = self.state();
-        let Some(rt) = st.edges.get(tenant).cloned() else {
-            return Err(ConfigError::External {
-                field: "tenant".into(),
-                reason: format!("no edge for tenant {tenant:?}"),
+        let mut report = match st.edges.get(tenant) {
+            Some(rt) => {
+                let mut r = rt.ids.set(spec.as_ref());
+                r.active = spec.is_some();
+                r
             }
-            .into());
+            // Kept for the edge the tenant gets later (`build` installs it); compiled here
+            // only for the report.
+            None => crate::datapath::ids::EdgeIds::default().set(spec.as_ref()),
         };
-        let report = rt.ids.set(spec.as_ref());
+        if st.edges.get(tenant).is_none() {
+            report.active = false;
+        }
         match spec {
             Some(s) => st.ids.insert(tenant.to_string(), s),
             None => st.ids.remove(tenant),

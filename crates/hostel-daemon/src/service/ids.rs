@@ -91,6 +91,7 @@ fn check(rules: &str, vars: &Vars) -> IdsLoadReport {
                 reason: e.reason,
             })
             .collect(),
+        active: false,
     }
 }
 
@@ -210,7 +211,10 @@ impl<'a, A: IdsAdapter> IdsService<'a, A> {
         });
         let on = spec.is_some();
         match self.switch.set_ids(&tenant.to_string(), spec).await {
-            Ok(_) if on => "applied".into(),
+            Ok(r) if r.active => "applied".into(),
+            Ok(_) if on => "pending: the tenant has no edge on the switch yet; detection \
+                            starts when its networks reach the external network"
+                .into(),
             Ok(_) => "off".into(),
             Err(e) => format!("pending: {e}"),
         }

@@ -90,6 +90,7 @@ fn compile(spec: &IdsSpec) -> (Engine, IdsLoadReport) {
                 reason: e.reason.clone(),
             })
             .collect(),
+        active: false,
     };
     let config = Config {
         mode: match spec.mode {
@@ -354,5 +355,23 @@ mod tests {
         assert_eq!(a.alerts.len(), ALERT_RING);
         assert_eq!(a.lost, 10);
         assert_eq!(ids.stats().expect("stats").alerts_lost, 10);
+    }
+
+    #[test]
+    fn a_tenant_without_an_edge_keeps_its_spec_inactive_until_one_appears() {
+        let sw = crate::switch::Switch::new();
+        let r = sw
+            .set_ids(
+                "t9",
+                Some(spec(
+                    IdsMode::Detect,
+                    "alert udp any any -> any 53 (msg:\"e\"; content:\"evil\"; sid:1;)\n",
+                )),
+            )
+            .expect("kept");
+        assert_eq!((r.loaded, r.active), (1, false));
+        assert!(sw.ids_alerts("t9", 0).is_none(), "no edge, no alerts");
+        let off = sw.set_ids("t9", None).expect("turned off");
+        assert!(!off.active);
     }
 }

@@ -17,11 +17,12 @@ impl IdsAdapter for FakeIds {
         tenant: &str,
         spec: Option<IdsSpec>,
     ) -> Result<IdsLoadReport, LinkError> {
-        if self.no_edge {
-            return Err(LinkError::Refused(format!("no edge for tenant {tenant:?}")));
-        }
+        let active = spec.is_some() && !self.no_edge;
         self.specs.lock().unwrap().push((tenant.to_string(), spec));
-        Ok(IdsLoadReport::default())
+        Ok(IdsLoadReport {
+            active,
+            ..IdsLoadReport::default()
+        })
     }
     async fn ids_alerts(&self, _: &str, _: u64) -> Result<IdsAlerts, LinkError> {
         Ok(IdsAlerts::default())
@@ -203,6 +204,11 @@ async fn without_an_edge_the_settings_are_kept_and_pending() {
         .unwrap();
     assert!(st.switch.starts_with("pending: "), "{}", st.switch);
     assert!(st.switch.contains("no edge"), "{}", st.switch);
+    assert_eq!(
+        sw.specs.lock().unwrap().len(),
+        1,
+        "the switch keeps it for the edge"
+    );
     assert_eq!(f.store.get_ids(&f.tenant).unwrap().networks.len(), 1);
 }
 
