@@ -3,7 +3,7 @@ CARGO ?= cargo
 GUEST := target/guest
 HOSTEL := target/release/hostel
 
-.PHONY: all deps guest build run run-vm api-venv suricata test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls
+.PHONY: all deps guest build run run-vm api-venv suricata test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls bench-ids
 
 all: build
 
@@ -98,6 +98,13 @@ bench-firewall:
 	$(CARGO) run --release -p hostel-switch --bin bench-edge
 	$(CARGO) build --release -p hostel-switch --bin bench-edge
 	$(CARGO) run --release -p hostel-bench --bin bench-nft -- --rounds 3 --edge $${CARGO_TARGET_DIR:-target}/release/bench-edge
+
+# hostel-ids replay vs suricata -r (single run mode), alternating, on a generated capture of
+# BENCH_IDS_MB MB (HTTP, DNS, bulk TCP) with 100, 1,000 and 10,000 generated rules.
+BENCH_IDS_MB ?= 500
+bench-ids: suricata
+	$(CARGO) build --release -p hostel-ids
+	$${CARGO_TARGET_DIR:-target}/release/bench-ids --mb $(BENCH_IDS_MB) --rounds 3
 
 bench-images: build
 	$(CARGO) run --release -p hostel-bench --bin bench-images -- --hostel $(HOSTEL) --runs 5 --markdown BENCHMARKS.md
