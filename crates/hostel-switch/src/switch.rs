@@ -507,7 +507,7 @@ impl Switch {
         spec: Option<IdsSpec>,
     ) -> Result<IdsLoadReport, SwitchError> {
         let mut st = self.state();
-        let mut report = match st.edges.get(tenant) {
+        let report = match st.edges.get(tenant) {
             Some(rt) => {
                 let mut r = rt.ids.set(spec.as_ref());
                 r.active = spec.is_some();
@@ -517,9 +517,6 @@ impl Switch {
             // only for the report.
             None => crate::datapath::ids::EdgeIds::default().set(spec.as_ref()),
         };
-        if st.edges.get(tenant).is_none() {
-            report.active = false;
-        }
         match spec {
             Some(s) => st.ids.insert(tenant.to_string(), s),
             None => st.ids.remove(tenant),
