@@ -8,6 +8,7 @@
 //! way.
 
 pub mod ids;
+pub mod ids_eve;
 pub mod networks;
 pub mod nic_limits;
 pub mod tenants;
