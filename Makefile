@@ -3,7 +3,7 @@ CARGO ?= cargo
 GUEST := target/guest
 HOSTEL := target/release/hostel
 
-.PHONY: all deps guest build run run-vm api-venv test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls
+.PHONY: all deps guest build run run-vm api-venv suricata test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls bench-ids
 
 all: build
 
@@ -31,9 +31,15 @@ run-vm: guest build
 api-venv: deps
 	@scripts/api-venv.sh target/venv || echo "api-venv: no schemathesis; its test will be skipped" >&2
 
+# Suricata 7 (bookworm-backports) for the tests comparing hostel-ids with it
+# (crates/hostel-ids/tests/replay.rs, suricata_keywords.rs) and bench-ids; backports are among
+# apt's sources only during that install. Without it those tests report themselves skipped.
+suricata:
+	@scripts/install-suricata.sh || echo "suricata: not installed; the Suricata comparisons will be skipped" >&2
+
 # Unit and integration tests, real guests included (at most two booting at once), and a
 # bounded schemathesis run against the API (crates/hostel/tests/api_schemathesis.rs).
-test: guest api-venv
+test: guest api-venv suricata
 	$(CARGO) build --workspace --all-targets
 	HOSTEL_REQUIRE_GUEST=1 HOSTEL_GUEST_DIR=$(CURDIR)/$(GUEST) $(CARGO) test --workspace -- --test-threads=2
 
@@ -92,6 +98,13 @@ bench-firewall:
 	$(CARGO) run --release -p hostel-switch --bin bench-edge
 	$(CARGO) build --release -p hostel-switch --bin bench-edge
 	$(CARGO) run --release -p hostel-bench --bin bench-nft -- --rounds 3 --edge $${CARGO_TARGET_DIR:-target}/release/bench-edge
+
+# hostel-ids replay vs suricata -r (single run mode), alternating, on a generated capture of
+# BENCH_IDS_MB MB (HTTP, DNS, bulk TCP) with 100, 1,000 and 10,000 generated rules.
+BENCH_IDS_MB ?= 500
+bench-ids: suricata
+	$(CARGO) build --release -p hostel-ids
+	$${CARGO_TARGET_DIR:-target}/release/bench-ids --mb $(BENCH_IDS_MB) --rounds 3
 
 bench-images: build
 	$(CARGO) run --release -p hostel-bench --bin bench-images -- --hostel $(HOSTEL) --runs 5 --markdown BENCHMARKS.md

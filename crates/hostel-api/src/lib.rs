@@ -9,10 +9,12 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod ids;
 mod limits;
 pub mod tls;
 mod types;
 
 pub use client::{Client, ClientError, VmClient};
+pub use ids::*;
 pub use limits::*;
 pub use types::*;

@@ -112,6 +112,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         tracing::error!(error = %e, "switch not available; VMs with networks cannot start");
     }
     tokio::spawn(adapters::networking::watchdog(ctx.clone()));
+    tokio::spawn(service::ids_eve::run(ctx.clone()));
     let supervisor = supervisor::Supervisor::new(ctx.clone());
     reconcile::at_startup(&ctx, &supervisor).await;
     if let Some(every) = reconcile::sweep::interval_from_env() {

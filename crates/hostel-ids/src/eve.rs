@@ -35,15 +35,30 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// An address as Suricata writes it: IPv6 with all eight groups in four hex digits
+/// (`2001:0db8:0000:…`), so EVE consumers comparing with Suricata's output see the same text.
+pub fn ip(a: std::net::IpAddr) -> String {
+    match a {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let g = v6.segments();
+            format!(
+                "{:04x}:{:04x}:{:04x}:{:04x}:{:04x}:{:04x}:{:04x}:{:04x}",
+                g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]
+            )
+        }
+    }
+}
+
 /// One EVE `alert` record.
 pub fn to_json(a: &Alert) -> serde_json::Value {
     let mut v = json!({
         "timestamp": timestamp(a.ts),
         "flow_id": a.flow_id,
         "event_type": "alert",
-        "src_ip": a.src.to_string(),
+        "src_ip": ip(a.src),
         "src_port": a.src_port,
-        "dest_ip": a.dst.to_string(),
+        "dest_ip": ip(a.dst),
         "dest_port": a.dst_port,
         "proto": a.proto,
         "alert": {
@@ -67,6 +82,14 @@ pub fn to_json(a: &Alert) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ipv6_in_suricatas_form() {
+        let a: std::net::IpAddr = "2001:db8::1".parse().expect("v6");
+        assert_eq!(super::ip(a), "2001:0db8:0000:0000:0000:0000:0000:0001");
+        let b: std::net::IpAddr = "10.0.0.1".parse().expect("v4");
+        assert_eq!(super::ip(b), "10.0.0.1");
+    }
+
     #[test]
     fn timestamps() {
         let t = super::timestamp(std::time::Duration::new(1_796_661_618, 123_456_000));

@@ -11,6 +11,7 @@
 
 pub mod addr;
 pub mod classify;
+pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod eve;

@@ -35,6 +35,7 @@ mod time;
 pub use error::{EntityKind, QuotaResource, QuotaViolation, Result, StoreError};
 pub use ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
 pub use model::audit::{Actor, AuditEntry, AuditQuery, AuditResult, NewAuditEntry};
+pub use model::ids::{IdsSettings, MAX_IDS_RULES};
 pub use model::network::{
     first_choice_mac, slaac_address, Ipv4Net, Ipv6Prefix64, MacAddr, Network, NewNetwork, NewNic,
     Uplink, VmNic, MAX_NICS_PER_VM, MAX_PREFIX, MIN_PREFIX,

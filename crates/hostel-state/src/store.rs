@@ -11,6 +11,7 @@
 use crate::error::Result;
 use crate::ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
 use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
+use crate::model::ids::IdsSettings;
 use crate::model::network::{Network, NewNetwork, NewNic, VmNic};
 use crate::model::nic_limits::{NicLimits, NicLimitsRecord};
 use crate::model::tenant::{Quota, Tenant, Usage};
@@ -266,4 +267,18 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<NicLimits>>;
     /// Every NIC's effective limits (per field the lower of ceiling and tenant's own).
     fn list_effective_nic_limits(&self) -> Result<Vec<(VmId, u32, NicLimits)>>;
+
+    // --- intrusion detection --------------------------------------------------
+    /// The tenant's detection settings (the defaults, detection off, if never set).
+    fn get_ids(&self, tenant: &TenantId) -> Result<IdsSettings>;
+    /// Replaces them with `audit` in the same transaction; every network must be the
+    /// tenant's (another's is not found), the rules at most `MAX_IDS_RULES` bytes.
+    fn set_ids(
+        &self,
+        tenant: &TenantId,
+        settings: &IdsSettings,
+        audit: &NewAuditEntry,
+    ) -> Result<IdsSettings>;
+    /// Every tenant's settings that were ever set, for the switch.
+    fn list_ids(&self) -> Result<Vec<(TenantId, IdsSettings)>>;
 }

@@ -15,6 +15,8 @@
 //! | `{"op":"stats"}` | `{"ok":true,"stats":{SwitchStats}}` |
 //! | `{"op":"set_firewall","tenant":"t1","policy":{PolicySpec}}` | `{"ok":true}` (one tenant's rules, swapped atomically; its connections kept unless the new rules forbid them) |
 //! | `{"op":"firewall_log","tenant":"t1"}` | `{"ok":true,"log":[{FirewallLogEntry},...]}` (entries since the last read; follow by asking again) |
+//! | `{"op":"set_ids","tenant":"t1","ids":{IdsSpec}}` | `{"ok":true,"ids_load":{IdsLoadReport}}` (rules compiled aside, then swapped between two packets; `"ids":null` turns detection off) |
+//! | `{"op":"ids_alerts","tenant":"t1","after":0}` | `{"ok":true,"ids_alerts":{IdsAlerts}}` (EVE alerts after that sequence number; follow by asking again with `next`) |
 //! | `{"op":"shutdown"}` | `{"ok":true}`, then the switch exits |
 //!
 //! Failures answer `{"ok":false,"error":"..."}` and change nothing.
@@ -39,21 +41,51 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{NetworkConfig, PortConfig, PortLimits, SwitchConfig};
 use crate::firewall::PolicySpec;
+use crate::ids::{IdsAlerts, IdsLoadReport, IdsSpec};
 use crate::policy::PolicyConfig;
 use crate::stats::{FirewallLogEntry, SwitchStats};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    AddNetwork { network: NetworkConfig },
-    RemoveNetwork { id: String },
-    AddPort { port: PortConfig },
-    RemovePort { id: String },
-    SetLimits { id: String, limits: PortLimits },
-    SetPolicies { policies: Vec<PolicyConfig> },
-    Apply { config: SwitchConfig },
-    SetFirewall { tenant: String, policy: PolicySpec },
-    FirewallLog { tenant: String },
+    AddNetwork {
+        network: NetworkConfig,
+    },
+    RemoveNetwork {
+        id: String,
+    },
+    AddPort {
+        port: PortConfig,
+    },
+    RemovePort {
+        id: String,
+    },
+    SetLimits {
+        id: String,
+        limits: PortLimits,
+    },
+    SetPolicies {
+        policies: Vec<PolicyConfig>,
+    },
+    Apply {
+        config: SwitchConfig,
+    },
+    SetFirewall {
+        tenant: String,
+        policy: PolicySpec,
+    },
+    FirewallLog {
+        tenant: String,
+    },
+    SetIds {
+        tenant: String,
+        ids: Option<IdsSpec>,
+    },
+    IdsAlerts {
+        tenant: String,
+        #[serde(default)]
+        after: u64,
+    },
     ShowConfig,
     Stats,
     Shutdown,
@@ -70,6 +102,10 @@ pub struct Response {
     pub stats: Option<SwitchStats>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<Vec<FirewallLogEntry>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids_load: Option<IdsLoadReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids_alerts: Option<IdsAlerts>,
 }
 
 impl Response {

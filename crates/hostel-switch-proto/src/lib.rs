@@ -18,6 +18,7 @@ pub mod control;
 pub mod error;
 pub mod external;
 pub mod firewall;
+pub mod ids;
 pub mod policy;
 pub mod stats;
 pub mod types;

@@ -131,6 +131,9 @@ pub struct SwitchStats {
     /// Per tenant edge: its firewall's counters (absent for an edge without one).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub firewalls: BTreeMap<String, FirewallStats>,
+    /// Per tenant: its intrusion detection's counters (absent while detection is off).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ids: BTreeMap<String, crate::ids::IdsStats>,
 }
 
 /// One tenant firewall's counters.

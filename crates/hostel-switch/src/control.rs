@@ -35,6 +35,20 @@ pub fn handle(sw: &Switch, req: Request, stop: &AtomicBool) -> Response {
             },
             None => Response::err(format!("no edge for tenant {tenant:?}")),
         },
+        Request::SetIds { tenant, ids } => match sw.set_ids(&tenant, ids) {
+            Ok(report) => Response {
+                ids_load: Some(report),
+                ..Response::ok()
+            },
+            Err(e) => Response::err(e),
+        },
+        Request::IdsAlerts { tenant, after } => match sw.ids_alerts(&tenant, after) {
+            Some(a) => Response {
+                ids_alerts: Some(a),
+                ..Response::ok()
+            },
+            None => Response::err(format!("no edge for tenant {tenant:?}")),
+        },
         Request::ShowConfig => Response {
             config: Some(sw.config()),
             ..Response::ok()

@@ -17,6 +17,7 @@ pub use crate::stats::{PortStatus, StatsSnapshot, SwitchStats};
 use crate::tables::Tables;
 use crate::uplink::{self, Role, TapDev, Uplink};
 use crate::vhost::server::PortServer;
+use hostel_switch_proto::ids::{IdsAlerts, IdsLoadReport, IdsSpec};
 use hostel_switch_proto::{ExternalConfig, FirewallLogEntry, PolicySpec};
 
 /// A TAP (uplink or port) and its reader thread.
@@ -70,6 +71,8 @@ struct State {
     ext: Option<ExternalHandle>,
     /// Each tenant's edge (its filter's state), by tenant.
     edges: HashMap<String, Arc<EdgeRuntime>>,
+    /// Each tenant's intrusion detection, installed again on an edge made anew.
+    ids: HashMap<String, IdsSpec>,
 }
 
 pub struct Switch {
@@ -127,13 +130,20 @@ impl Switch {
         };
         let edges = &mut st.edges;
         let filters = &self.filters;
+        let ids = &st.ids;
         t.with_external(
             cfg,
             h.ext.clone(),
             |e| {
                 edges
                     .entry(e.tenant.clone())
-                    .or_insert_with(|| Arc::new(EdgeRuntime::new(&e.tenant, filters(e))))
+                    .or_insert_with(|| {
+                        let rt = EdgeRuntime::new(&e.tenant, filters(e));
+                        if let Some(spec) = ids.get(&e.tenant) {
+                            rt.ids.set(Some(spec));
+                        }
+                        Arc::new(rt)
+                    })
                     .clone()
             },
             st.in_apply,
@@ -487,6 +497,39 @@ impl Switch {
         Ok(())
     }
 
+    /// Installs (or with `None` removes) `tenant`'s intrusion detection: rules compiled
+    /// first, then swapped in between two packets. Refused rules are in the report; the
+    /// others load. A tenant without an edge yet gets it when its edge appears
+    /// (`report.active` says which).
+    pub fn set_ids(
+        &self,
+        tenant: &str,
+        spec: Option<IdsSpec>,
+    ) -> Result<IdsLoadReport, SwitchError> {
+        let mut st = self.state();
+        let report = match st.edges.get(tenant) {
+            Some(rt) => {
+                let mut r = rt.ids.set(spec.as_ref());
+                r.active = spec.is_some();
+                r
+            }
+            // Kept for the edge the tenant gets later (`build` installs it); compiled here
+            // only for the report.
+            None => crate::datapath::ids::EdgeIds::default().set(spec.as_ref()),
+        };
+        match spec {
+            Some(s) => st.ids.insert(tenant.to_string(), s),
+            None => st.ids.remove(tenant),
+        };
+        Ok(report)
+    }
+
+    /// `tenant`'s alerts after sequence number `after` (EVE records).
+    pub fn ids_alerts(&self, tenant: &str, after: u64) -> Option<IdsAlerts> {
+        let st = self.state();
+        Some(st.edges.get(tenant)?.ids.alerts_after(after))
+    }
+
     /// The firewall log entries of `tenant`'s edge written since the last call.
     pub fn firewall_log(&self, tenant: &str) -> Option<Vec<FirewallLogEntry>> {
         let st = self.state();
@@ -529,6 +572,9 @@ impl Switch {
             out.edges.insert(tenant.clone(), e.stats.snapshot());
             if let Some(f) = e.firewall_stats() {
                 out.firewalls.insert(tenant.clone(), f);
+            }
+            if let Some(i) = e.ids.stats() {
+                out.ids.insert(tenant.clone(), i);
             }
         }
         out

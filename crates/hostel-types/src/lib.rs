@@ -6,6 +6,9 @@
 //! how the store keeps them, so the control protocol stays readable by humans and by the
 //! daemon's JSON encoder alike.
 
+mod ids;
+pub use ids::{IdsMode, IdsOverload};
+
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;

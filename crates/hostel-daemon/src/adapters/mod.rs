@@ -10,6 +10,7 @@
 //! `crate::supervisor` for now.
 
 pub mod engine;
+pub mod ids;
 pub mod networking;
 pub mod switch_link;
 

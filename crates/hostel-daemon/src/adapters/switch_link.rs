@@ -94,7 +94,7 @@ impl SwitchLink {
         })
     }
 
-    async fn request(&self, req: &Request) -> Result<Response, LinkError> {
+    pub(crate) async fn request(&self, req: &Request) -> Result<Response, LinkError> {
         let path = self.control_socket();
         let io = |source| LinkError::Io {
             path: path.clone(),

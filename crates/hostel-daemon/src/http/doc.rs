@@ -36,7 +36,10 @@ const OPERATOR_ONLY: &[(&str, &str)] = &[
 
 /// Routes acting within one tenant: the operator names it with `?tenant=`.
 fn tenant_scoped(path: &str) -> bool {
-    path.starts_with("/v1/vms") || path.starts_with("/v1/networks") || path == "/v1/tokens"
+    path.starts_with("/v1/vms")
+        || path.starts_with("/v1/networks")
+        || path.starts_with("/v1/ids")
+        || path == "/v1/tokens"
 }
 
 pub struct Security;

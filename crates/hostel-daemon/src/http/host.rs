@@ -112,5 +112,19 @@ pub async fn audit(
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>, Operator(_): Operator) -> ApiResult<String> {
-    state.db(|store| Ok(crate::metrics::render(store)?)).await
+    let (mut out, names) = state
+        .db(|store| {
+            let names: std::collections::HashMap<String, String> = store
+                .list_tenants()?
+                .into_iter()
+                .map(|t| (t.id.to_string(), t.name.to_string()))
+                .collect();
+            Ok((crate::metrics::render(store)?, names))
+        })
+        .await?;
+    // The switch's detection counters; without a switch there are none to show.
+    if let Ok(stats) = state.ctx.switch.stats().await {
+        out.push_str(&super::ids::render_metrics(&stats, &names));
+    }
+    Ok(out)
 }

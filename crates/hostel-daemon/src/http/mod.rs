@@ -5,6 +5,7 @@
 mod console;
 mod doc;
 mod host;
+mod ids;
 mod images;
 mod json;
 mod networks;
@@ -90,6 +91,9 @@ pub fn router(state: AppState) -> Router {
                 .put(nic_limits::set_tenant)
                 .delete(nic_limits::clear_tenant),
         )
+        .route("/v1/ids", get(ids::show).put(ids::set))
+        .route("/v1/ids/rules", put(ids::set_rules))
+        .route("/v1/ids/alerts", get(ids::alerts))
         .route("/v1/tokens", get(tokens::list))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::delete))
         .route("/v1/networks", post(networks::create).get(networks::list))
@@ -186,6 +190,10 @@ async fn run_changes_to_completion(
         nic_limits::show_tenant,
         nic_limits::set_tenant,
         nic_limits::clear_tenant,
+        ids::show,
+        ids::set,
+        ids::set_rules,
+        ids::alerts,
     ),
     components(schemas(hostel_api::ApiErrorBody)),
     modifiers(&Security)

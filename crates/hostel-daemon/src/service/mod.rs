@@ -10,6 +10,8 @@
 //! tested with a fake engine.
 
 mod error;
+pub mod ids;
+pub mod ids_eve;
 pub mod images;
 pub mod networks;
 pub mod nic_limits;

@@ -1,92 +1,14 @@
 //! `hostel-ids replay --rules FILE --pcap FILE [--var NAME=VALUE]... [--classification FILE]`:
-//! a capture through the detection engine, EVE alert lines on stdout, the load report on stderr.
-//! (A standalone binary for now; `hostel ids replay` will call the same library function.)
+//! a capture through the detection engine, EVE alert lines on stdout, the load report on stderr
+//! (the same as `hostel ids replay`; see `hostel_ids::cli`).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-
-use hostel_ids::{Classifications, Config, Engine, RuleSet, Vars};
-
-fn usage() -> ExitCode {
-    eprintln!(
-        "usage: hostel-ids replay --rules FILE --pcap FILE [--var NAME=VALUE]... \
-         [--classification FILE]"
-    );
-    ExitCode::from(2)
-}
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     if args.next().as_deref() != Some("replay") {
-        return usage();
+        eprintln!("usage: hostel-ids replay --rules FILE --pcap FILE [--var NAME=VALUE]... [--classification FILE]");
+        return ExitCode::from(2);
     }
-    let (mut rules, mut pcap, mut classes) = (Vec::new(), None, None);
-    let mut vars = Vars::default();
-    while let Some(a) = args.next() {
-        let Some(v) = args.next() else {
-            return usage();
-        };
-        match a.as_str() {
-            "--rules" => rules.push(PathBuf::from(v)),
-            "--pcap" => pcap = Some(PathBuf::from(v)),
-            "--classification" => classes = Some(PathBuf::from(v)),
-            "--var" => match v.split_once('=') {
-                Some((n, val)) if !n.is_empty() => vars.set(n, val),
-                _ => {
-                    eprintln!("error: {}", hostel_ids::ReplayError::Var(v));
-                    return ExitCode::from(2);
-                }
-            },
-            _ => return usage(),
-        }
-    }
-    let Some(pcap) = pcap else { return usage() };
-    if rules.is_empty() {
-        return usage();
-    }
-    let classes = match classes {
-        Some(p) => match std::fs::read_to_string(&p) {
-            Ok(t) => Classifications::parse(&t),
-            Err(e) => {
-                eprintln!("error: reading {}: {e}", p.display());
-                return ExitCode::FAILURE;
-            }
-        },
-        None => Classifications::default(),
-    };
-    let mut set = RuleSet::default();
-    let (mut loaded, mut refused) = (0, 0);
-    for p in &rules {
-        let text = match std::fs::read_to_string(p) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("error: reading {}: {e}", p.display());
-                return ExitCode::FAILURE;
-            }
-        };
-        let report = set.load(&text, &vars, &classes);
-        for e in &report.refused {
-            eprintln!("refused: {e}");
-        }
-        loaded += report.loaded;
-        refused += report.refused.len();
-    }
-    eprintln!("rules: {loaded} loaded, {refused} refused");
-    let mut engine = Engine::new(set, Config::default());
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    match hostel_ids::replay::replay(&mut engine, &pcap, &mut out) {
-        Ok(n) => {
-            let c = engine.counters();
-            eprintln!(
-                "alerts: {n}; packets: {}; untracked flows: {}; stream memcap hits: {}",
-                c.packets, c.untracked_flows, c.stream_memcap_hits
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    hostel_ids::cli::replay_main(args)
 }

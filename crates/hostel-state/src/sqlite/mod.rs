@@ -9,6 +9,7 @@
 
 mod audit;
 mod convert;
+mod ids;
 mod networks;
 mod nic_limits;
 mod rows;
@@ -32,6 +33,7 @@ pub use schema::LATEST_VERSION as SCHEMA_VERSION;
 use crate::error::{Result, StoreError};
 use crate::ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
 use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
+use crate::model::ids::IdsSettings;
 use crate::model::network::{Network, NewNetwork, NewNic, VmNic};
 use crate::model::nic_limits::{NicLimits, NicLimitsRecord};
 use crate::model::tenant::{Quota, Tenant, Usage};
@@ -449,6 +451,20 @@ impl Store for SqliteStore {
         self.read(settings::list)
     }
 
+    fn get_ids(&self, tenant: &TenantId) -> Result<IdsSettings> {
+        self.read(|c| ids::get(c, tenant))
+    }
+    fn set_ids(
+        &self,
+        tenant: &TenantId,
+        settings: &IdsSettings,
+        audit: &NewAuditEntry,
+    ) -> Result<IdsSettings> {
+        self.write_audited(audit, |tx| ids::set(tx, tenant, settings))
+    }
+    fn list_ids(&self) -> Result<Vec<(TenantId, IdsSettings)>> {
+        self.read(ids::list)
+    }
     fn get_nic_limits(&self, vm: &VmId, idx: u32) -> Result<NicLimitsRecord> {
         self.read(|c| nic_limits::get(c, vm, idx))
     }

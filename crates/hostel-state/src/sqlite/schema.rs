@@ -159,6 +159,21 @@ ALTER TABLE vm_nics ADD COLUMN limits TEXT;
 ALTER TABLE tenants ADD COLUMN nic_ceiling TEXT;
 "#,
     },
+    Migration {
+        version: 7,
+        sql: r#"
+-- A tenant's intrusion detection: mode, overload behaviour, the networks it watches (a JSON
+-- list of network ids, checked against the tenant's networks on every write; a deleted
+-- network is left out when the switch's configuration is rendered) and its own rules.
+CREATE TABLE ids_settings (
+    tenant_id TEXT PRIMARY KEY NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    mode      TEXT NOT NULL CHECK (mode IN ('detect', 'prevent')),
+    overload  TEXT NOT NULL CHECK (overload IN ('fail_open', 'fail_closed')),
+    networks  TEXT NOT NULL,
+    rules     TEXT NOT NULL
+) STRICT;
+"#,
+    },
 ];
 
 /// The schema version this build writes.
@@ -217,7 +232,7 @@ mod tests {
     #[test]
     fn migrate_twice_is_a_no_op() {
         let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4, 5, 6, 7]);
         assert!(migrate(&mut conn).unwrap().is_empty());
         assert_eq!(user_version(&conn).unwrap(), LATEST_VERSION);
     }

@@ -109,6 +109,8 @@ pub struct EdgeRuntime {
     pub tenant: String,
     filter: Mutex<Box<dyn EdgeFilter>>,
     pub stats: PortStats,
+    /// Intrusion detection after the filter (`ids.rs`), off until configured.
+    pub ids: super::ids::EdgeIds,
 }
 
 impl EdgeRuntime {
@@ -117,6 +119,7 @@ impl EdgeRuntime {
             tenant: tenant.to_string(),
             filter: Mutex::new(filter),
             stats: PortStats::default(),
+            ids: super::ids::EdgeIds::default(),
         }
     }
 
@@ -266,8 +269,13 @@ pub fn outbound(
         return Err(r);
     }
     let now = now_ns();
+    // Tenant-side addresses (before source NAT); acted on only once the filter accepted.
+    let ids = super::ids::before_filter(&edge.rt.ids, &t.net(ni).cfg.id, &buf[ETH_HLEN..]);
     let (pkt, reply) = (&mut buf[ETH_HLEN..], &mut s.reply[ETH_HLEN..]);
     match edge.rt.judge(true, pkt, reply, now) {
+        EdgeVerdict::Pass if ids == super::ids::IdsVerdict::Drop => {
+            return Err(DropReason::Filtered)
+        }
         EdgeVerdict::Pass => {}
         EdgeVerdict::Drop => return Err(DropReason::Filtered),
         EdgeVerdict::Reply(k) => {
@@ -415,6 +423,10 @@ fn deliver_inside(
             IpAddr::V6(a) => net.v6.get(&a),
         };
         if let Some(&q) = q {
+            // After destination NAT: the tenant-side address, as outbound packets show it.
+            if edge.rt.ids.inspect(&net.cfg.id, &buf[ETH_HLEN..]) == super::ids::IdsVerdict::Drop {
+                return Err(DropReason::Filtered);
+            }
             let port = t.port(q);
             buf[0..6].copy_from_slice(&port.cfg.mac.0);
             buf[6..12].copy_from_slice(&net.cfg.gateway_mac.0);

@@ -6,6 +6,7 @@ pub mod exec;
 pub mod fairness;
 pub mod firewall;
 pub mod forward;
+pub mod ids;
 pub mod local;
 pub mod neigh;
 pub mod pipeline;

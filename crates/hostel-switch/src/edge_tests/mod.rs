@@ -418,4 +418,5 @@ fn ipv6_of(f: &[u8], off: usize) -> Ipv6Addr {
 
 mod firewall;
 mod flows;
+mod ids;
 mod wire;

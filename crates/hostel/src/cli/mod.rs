@@ -13,6 +13,7 @@ mod admin;
 mod attach;
 mod attach_tls;
 mod config;
+mod ids;
 mod image;
 mod network;
 mod nic_limits;
@@ -78,6 +79,9 @@ pub enum ClientCommand {
     /// Named daemons and their pinned certificates: add, list, remove, switch.
     #[command(subcommand)]
     Remote(remote::RemoteCommand),
+    /// Intrusion detection: a tenant's rules, watched networks and alerts; offline replay.
+    #[command(subcommand)]
+    Ids(ids::IdsCommand),
 }
 
 /// What every command needs: the client and how to print.
@@ -118,6 +122,9 @@ pub fn main(global: GlobalArgs, cmd: ClientCommand) -> anyhow::Result<ExitCode> 
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    if let ClientCommand::Ids(ids::IdsCommand::Replay { args }) = cmd {
+        return Ok(hostel_ids::cli::replay_main(args));
+    }
     if let ClientCommand::Remote(c) = cmd {
         return Ok(match remote::main(&global, c) {
             Ok(()) => ExitCode::SUCCESS,
@@ -142,6 +149,7 @@ pub fn main(global: GlobalArgs, cmd: ClientCommand) -> anyhow::Result<ExitCode> 
             ClientCommand::Audit(a) => admin::audit(&ctx, a),
             ClientCommand::Image(c) => image::main(&ctx, c),
             ClientCommand::Host(c) => admin::host(&ctx, c),
+            ClientCommand::Ids(c) => ids::main(&ctx, c),
             ClientCommand::Remote(_) => unreachable!("handled before connecting"),
         }
     });
