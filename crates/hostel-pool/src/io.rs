@@ -159,7 +159,7 @@ impl Inner {
                 if let Some(e) = self.meta.extents.get_mut(&id) {
                     e.crc = new_crc;
                 }
-                self.dirty = true;
+                self.touch_extent(id);
             }
             return Ok(out);
         }
@@ -232,7 +232,7 @@ impl Inner {
                 self.pending_free.extend(e.copies);
             }
         }
-        self.dirty = true;
+        self.touch_extent(id);
     }
 
     pub(crate) fn release_map(&mut self, map: &std::collections::BTreeMap<u64, ExtentId>) {
@@ -270,15 +270,16 @@ impl Inner {
                 committed_refs: 0,
             },
         );
+        self.touch_extent(id);
         let old = self
             .meta
             .volumes
             .get_mut(volume)
             .and_then(|v| v.map.insert(cluster, id));
+        self.touch_map(volume, cluster);
         if let Some(old) = old {
             self.decref(old);
         }
-        self.dirty = true;
         Ok(id)
     }
 
@@ -319,7 +320,7 @@ impl Inner {
                 e.crc[b] = crc32c::crc32c(&span[j * BS..(j + 1) * BS]);
             }
         }
-        self.dirty = true;
+        self.touch_extent(id);
         Ok(())
     }
 
@@ -333,6 +334,7 @@ impl Inner {
                     .get_mut(volume)
                     .and_then(|v| v.map.remove(&p.cluster));
                 if let Some(old) = old {
+                    self.touch_map(volume, p.cluster);
                     self.decref(old);
                 }
             } else if self.lookup(volume, p.cluster).is_some() {
@@ -420,8 +422,7 @@ impl Pool {
         if r.unreadable == 0 {
             g.meta.needs_scrub = false;
         }
-        g.dirty = true;
-        g.commit()?;
+        g.commit_checkpoint()?;
         Ok(r)
     }
 }
@@ -470,7 +471,7 @@ impl Inner {
             if let Some(e) = self.meta.extents.get_mut(&id) {
                 e.copies = new;
             }
-            self.dirty = true;
+            self.touch_extent(id);
             return true;
         }
         false

@@ -5,6 +5,7 @@
 //! - `format.rs`: the on-disk layout (superblock, metadata slots, data clusters).
 //! - `meta.rs`: the metadata (devices, extents, volume maps) and its invariants.
 //! - `pool.rs`: creating and opening a pool, devices, the metadata commit.
+//! - `log.rs`: the metadata log (change records between whole-state checkpoints).
 //! - `io.rs`: the data path (verified reads, thin and copy-on-write writes, discard, scrub).
 //! - `volume.rs`: volumes, snapshots, clones, restores.
 //! - `device.rs`: the device trait and its file/block-device implementation.
@@ -15,6 +16,7 @@ pub mod device;
 mod error;
 pub mod format;
 mod io;
+mod log;
 mod meta;
 mod pool;
 mod volume;
@@ -23,5 +25,5 @@ pub use device::{BlockDevice, FileDevice};
 pub use error::{PoolError, Result};
 pub use format::{BLOCK_SIZE, CLUSTER_SIZE};
 pub use io::ScrubReport;
-pub use pool::{CreateOptions, DeviceInfo, Pool};
+pub use pool::{CommitStats, CreateOptions, DeviceInfo, Pool};
 pub use volume::{check_name, VolumeInfo, MAX_VOLUME_BYTES};

@@ -138,8 +138,7 @@ impl Pool {
         };
         let info = g.info(name, &v);
         g.meta.volumes.insert(name.to_string(), v);
-        g.dirty = true;
-        g.commit()?;
+        g.commit_checkpoint()?;
         Ok(info)
     }
 
@@ -155,7 +154,7 @@ impl Pool {
         for s in v.snapshots.values() {
             g.release_map(&s.map);
         }
-        g.commit()
+        g.commit_checkpoint()
     }
 
     pub fn volume(&self, name: &str) -> Result<VolumeInfo> {
@@ -188,8 +187,7 @@ impl Pool {
         if let Some(v) = g.meta.volumes.get_mut(name) {
             v.size = size;
         }
-        g.dirty = true;
-        g.commit()
+        g.commit_checkpoint()
     }
 
     /// A read-only point-in-time copy sharing every cluster with the volume; writes after it
@@ -212,7 +210,7 @@ impl Pool {
         if let Some(v) = g.meta.volumes.get_mut(volume) {
             v.snapshots.insert(snap.to_string(), s);
         }
-        g.commit()
+        g.commit_checkpoint()
     }
 
     pub fn snapshot_delete(&self, volume: &str, snap: &str) -> Result<()> {
@@ -226,7 +224,7 @@ impl Pool {
         if let Some(s) = s {
             g.release_map(&s.map);
         }
-        g.commit()
+        g.commit_checkpoint()
     }
 
     /// Sets the volume's contents (and size) back to the snapshot's; the snapshot stays.
@@ -241,7 +239,7 @@ impl Pool {
         if let Some(old) = old {
             g.release_map(&old);
         }
-        g.commit()
+        g.commit_checkpoint()
     }
 
     /// A new volume whose contents are the snapshot's, sharing its clusters.
@@ -262,7 +260,7 @@ impl Pool {
         };
         let info = g.info(new, &v);
         g.meta.volumes.insert(new.to_string(), v);
-        g.commit()?;
+        g.commit_checkpoint()?;
         Ok(info)
     }
 }
