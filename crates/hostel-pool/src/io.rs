@@ -169,6 +169,11 @@ impl Inner {
         })
     }
 
+    /// A whole extent, verified (and repaired) as a read is.
+    pub(crate) fn read_extent(&mut self, volume: &str, cluster: u64, id: ExtentId) -> Result<Vec<u8>> {
+        self.read_blocks(volume, cluster, id, 0, BLOCKS_PER_CLUSTER)
+    }
+
     /// Clusters on `copies` distinct healthy devices with the most free space (fewer when
     /// fewer devices are healthy: a degraded pool keeps taking writes).
     fn allocate(&mut self, copies: u8) -> Result<Vec<(DevIndex, u64)>> {

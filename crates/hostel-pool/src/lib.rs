@@ -9,9 +9,11 @@
 //! - `io.rs`: the data path (verified reads, thin and copy-on-write writes, discard, scrub).
 //! - `volume.rs`: volumes, snapshots, clones, restores.
 //! - `device.rs`: the device trait and its file/block-device implementation.
+//! - `backup.rs`: full and incremental backups of snapshots, and their restore.
 //! - `alloc.rs`: per-device free-cluster bitmaps.
 
 mod alloc;
+mod backup;
 pub mod device;
 mod error;
 pub mod format;
@@ -21,6 +23,7 @@ mod meta;
 mod pool;
 mod volume;
 
+pub use backup::BackupInfo;
 pub use device::{BlockDevice, FileDevice};
 pub use error::{PoolError, Result};
 pub use format::{BLOCK_SIZE, CLUSTER_SIZE};

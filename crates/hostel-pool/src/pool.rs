@@ -224,6 +224,13 @@ impl Pool {
             meta.needs_scrub = true;
         }
         meta.open = true;
+        // Volumes a restore was filling when the process died (`backup.rs`): never shown.
+        let hidden: Vec<String> = meta
+            .volumes
+            .keys()
+            .filter(|n| n.starts_with('.'))
+            .cloned()
+            .collect();
         let mut inner = Inner {
             pool,
             meta,
@@ -241,6 +248,12 @@ impl Pool {
         for (i, d) in inner.devs.iter().enumerate() {
             if d.is_none() {
                 warn!(%pool, device = %Uuid::from_bytes(inner.meta.devices[i].uuid), "device missing");
+            }
+        }
+        for n in hidden {
+            warn!(%pool, volume = %n, "removing a restore that did not finish");
+            if let Some(v) = inner.meta.volumes.remove(&n) {
+                inner.release_map(&v.map);
             }
         }
         inner.commit()?;

@@ -48,7 +48,7 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_size(size: u64) -> Result<()> {
+pub(crate) fn check_size(size: u64) -> Result<()> {
     if size == 0 || size % 512 != 0 {
         return Err(PoolError::BadSize {
             size,
@@ -82,7 +82,7 @@ impl Inner {
             })
     }
 
-    fn incref_map(&mut self, map: &BTreeMap<u64, ExtentId>) {
+    pub(crate) fn incref_map(&mut self, map: &BTreeMap<u64, ExtentId>) {
         for id in map.values() {
             if let Some(e) = self.meta.extents.get_mut(id) {
                 e.refs += 1;
@@ -170,7 +170,13 @@ impl Pool {
 
     pub fn volumes(&self) -> Vec<VolumeInfo> {
         let g = self.lock();
-        g.meta.volumes.iter().map(|(n, v)| g.info(n, v)).collect()
+        g.meta
+            .volumes
+            .iter()
+            // A restore in progress (`backup.rs`) is not a volume yet.
+            .filter(|(n, _)| !n.starts_with('.'))
+            .map(|(n, v)| g.info(n, v))
+            .collect()
     }
 
     /// Grows (never shrinks) a volume's provisioned size.
@@ -203,6 +209,7 @@ impl Pool {
             });
         }
         let s = Snapshot {
+            id: *uuid::Uuid::new_v4().as_bytes(),
             size: v.size,
             map: v.map.clone(),
         };
