@@ -434,7 +434,7 @@ impl Pool {
 
 impl Inner {
     /// Replaces copies on failed devices with new ones on healthy devices holding none yet.
-    fn remirror(&mut self, id: ExtentId, full: &[u8]) -> bool {
+    pub(crate) fn remirror(&mut self, id: ExtentId, full: &[u8]) -> bool {
         let Some(e) = self.meta.extents.get(&id) else {
             return false;
         };

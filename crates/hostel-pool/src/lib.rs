@@ -7,6 +7,7 @@
 //! - `pool.rs`: creating and opening a pool, devices, the metadata commit.
 //! - `log.rs`: the metadata log (change records between whole-state checkpoints).
 //! - `io.rs`: the data path (verified reads, thin and copy-on-write writes, discard, scrub).
+//! - `remirror.rs`: re-mirroring in the background after a device fails, with progress.
 //! - `volume.rs`: volumes, snapshots, clones, restores.
 //! - `device.rs`: the device trait and its file/block-device implementation.
 //! - `backup.rs`: full and incremental backups of snapshots, and their restore.
@@ -21,6 +22,7 @@ mod io;
 mod log;
 mod meta;
 mod pool;
+mod remirror;
 mod volume;
 
 pub use backup::BackupInfo;
@@ -29,4 +31,5 @@ pub use error::{PoolError, Result};
 pub use format::{BLOCK_SIZE, CLUSTER_SIZE};
 pub use io::ScrubReport;
 pub use pool::{CommitStats, CreateOptions, DeviceInfo, Pool};
+pub use remirror::{RemirrorStatus, RemirrorWorker};
 pub use volume::{check_name, VolumeInfo, MAX_VOLUME_BYTES};

@@ -1,7 +1,7 @@
 //! The pool: its devices, creation, opening from whatever paths the devices have now, and the
 //! metadata commit every durable change goes through.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     /// Extents and map entries changed since the last commit: what the next delta carries.
     pub changes: Changes,
     pub stats: CommitStats,
+    /// Told when a device fails or is added: copies may need re-mirroring.
+    pub remirror: Arc<crate::remirror::Shared>,
 }
 
 /// The metadata log's position, the same on every healthy device (each commit is written to
@@ -97,6 +99,8 @@ pub struct CommitStats {
 /// A storage pool. Every method takes `&self`; the pool serialises its work internally.
 pub struct Pool {
     pub(crate) inner: Mutex<Inner>,
+    /// The background re-mirror's progress and its wake-up (`remirror.rs`).
+    pub(crate) remirror: Arc<crate::remirror::Shared>,
 }
 
 fn default_slot(len: u64) -> u64 {
@@ -157,6 +161,7 @@ impl Pool {
             devs.push(Some(Dev { io, sb }));
         }
         meta.open = true;
+        let shared = Arc::new(crate::remirror::Shared::default());
         let p = Pool {
             inner: Mutex::new(Inner {
                 pool,
@@ -170,7 +175,9 @@ impl Pool {
                 log: LogState::fresh(1),
                 changes: Changes::default(),
                 stats: CommitStats::default(),
+                remirror: Arc::clone(&shared),
             }),
+            remirror: shared,
         };
         p.lock().commit()?;
         info!(%pool, "storage pool created");
@@ -244,6 +251,7 @@ impl Pool {
             log: LogState::fresh(slot),
             changes: Changes::default(),
             stats: CommitStats::default(),
+            remirror: Arc::new(crate::remirror::Shared::default()),
         };
         for (i, d) in inner.devs.iter().enumerate() {
             if d.is_none() {
@@ -258,7 +266,10 @@ impl Pool {
         }
         inner.commit()?;
         info!(%pool, generation = inner.generation, "storage pool opened");
+        // Missing devices at open: their copies need a new home.
+        inner.remirror.wake();
         Ok(Pool {
+            remirror: Arc::clone(&inner.remirror),
             inner: Mutex::new(inner),
         })
     }
@@ -276,6 +287,8 @@ impl Pool {
         g.devs.push(Some(Dev { io, sb }));
         // The new device has no chain to append to.
         g.commit_checkpoint()?;
+        // A new home for copies a failed device held.
+        g.remirror.wake();
         Ok(sb.device)
     }
 
@@ -640,6 +653,7 @@ impl Inner {
                 warn!(device = %Uuid::from_bytes(m.uuid), error = %e, "device failed: serving from the other copies");
                 m.failed = true;
                 self.dirty = true;
+                self.remirror.wake();
             }
         }
     }
