@@ -205,7 +205,8 @@ impl Inner {
         Ok(out)
     }
 
-    /// Writes `data` at `within` on every healthy copy; a copy that fails takes its device out.
+    /// Writes `data` at `within` on every healthy copy (in parallel, one io_uring batch); a
+    /// copy that fails takes its device out.
     fn write_copies(
         &mut self,
         volume: &str,
@@ -213,10 +214,24 @@ impl Inner {
         within: usize,
         data: &[u8],
     ) -> Result<()> {
+        let live: Vec<(DevIndex, u64)> = copies
+            .iter()
+            .copied()
+            .filter(|&(dev, _)| self.healthy(dev).is_some())
+            .collect();
+        let results = {
+            let targets: Vec<(&dyn crate::device::BlockDevice, u64)> = live
+                .iter()
+                .filter_map(|&(dev, c)| {
+                    self.healthy(dev)
+                        .map(|d| (d.io.as_ref(), d.sb.cluster_offset(c) + within as u64))
+                })
+                .collect();
+            crate::device::write_copies(&targets, data, false)
+        };
         let mut ok = 0;
-        for &(dev, c) in copies {
-            let Some(d) = self.healthy(dev) else { continue };
-            match d.io.write_at(data, d.sb.cluster_offset(c) + within as u64) {
+        for (&(dev, _), r) in live.iter().zip(results) {
+            match r {
                 Ok(()) => ok += 1,
                 Err(e) => self.fail_device(dev, &e),
             }

@@ -9,7 +9,8 @@
 //! - `io.rs`: the data path (verified reads, thin and copy-on-write writes, discard, scrub).
 //! - `remirror.rs`: re-mirroring in the background after a device fails, with progress.
 //! - `volume.rs`: volumes, snapshots, clones, restores.
-//! - `device.rs`: the device trait and its file/block-device implementation.
+//! - `device.rs`: the device trait and its file/block-device implementation (O_DIRECT).
+//! - `uring.rs`: device I/O batches through a per-thread io_uring.
 //! - `backup.rs`: full and incremental backups of snapshots, and their restore.
 //! - `alloc.rs`: per-device free-cluster bitmaps.
 
@@ -23,6 +24,7 @@ mod log;
 mod meta;
 mod pool;
 mod remirror;
+mod uring;
 mod volume;
 
 pub use backup::BackupInfo;

@@ -121,7 +121,8 @@ fn format_device(
     opts: CreateOptions,
 ) -> Result<Superblock> {
     let len = io.size_bytes();
-    let slot = opts.meta_slot_bytes.unwrap_or_else(|| default_slot(len));
+    // Whole blocks, so every metadata record sits on a block boundary.
+    let slot = opts.meta_slot_bytes.unwrap_or_else(|| default_slot(len)) / 4096 * 4096;
     let sb = Superblock::layout(pool, Uuid::new_v4(), generation, len, slot).ok_or(
         PoolError::DeviceTooSmall {
             path: io.name(),
@@ -130,7 +131,7 @@ fn format_device(
         },
     )?;
     // Invalidate both slots first so a device reused from another pool brings no commit along.
-    let zero = vec![0u8; META_HEADER as usize];
+    let zero = vec![0u8; crate::format::BLOCK_SIZE as usize];
     for s in 0..2 {
         io.write_at(&zero, sb.slot_offset(s))
             .map_err(|e| io_err(io, e))?;
@@ -483,11 +484,19 @@ impl Inner {
     /// the delta does not fit. Either way generation n stays readable until n+1 is complete,
     /// so a cut anywhere leaves one; the checksums tell a torn record.
     pub fn commit(&mut self) -> Result<()> {
-        for i in 0..self.devs.len() {
-            if let Some(d) = self.healthy(i as DevIndex) {
-                if let Err(e) = d.io.sync() {
-                    self.fail_device(i as DevIndex, &e);
-                }
+        let healthy: Vec<DevIndex> = (0..self.devs.len() as DevIndex)
+            .filter(|&i| self.healthy(i).is_some())
+            .collect();
+        let synced = {
+            let devs: Vec<&dyn BlockDevice> = healthy
+                .iter()
+                .filter_map(|&i| self.healthy(i).map(|d| d.io.as_ref()))
+                .collect();
+            crate::device::sync_all(&devs)
+        };
+        for (&i, r) in healthy.iter().zip(synced) {
+            if let Err(e) = r {
+                self.fail_device(i, &e);
             }
         }
         if !self.dirty {
@@ -530,7 +539,9 @@ impl Inner {
                 None => {
                     let payload = postcard::to_stdvec(&self.meta)
                         .map_err(|e| PoolError::CorruptMetadata(format!("encoding: {e}")))?;
-                    let record = format::encode_commit(self.pool, gen, &payload);
+                    let mut record = format::encode_commit(self.pool, gen, &payload);
+                    // Whole blocks, as every metadata write (O_DIRECT takes no less).
+                    record.resize(log::align(record.len() as u64) as usize, 0);
                     if record.len() as u64 > self.slot_bytes() {
                         return Err(PoolError::MetadataFull {
                             need: record.len(),
@@ -550,17 +561,23 @@ impl Inner {
                 }
             };
             self.stats.bytes += record.len() as u64;
+            // The record and its sync on every healthy device, in parallel.
+            let healthy: Vec<DevIndex> = (0..self.devs.len() as DevIndex)
+                .filter(|&i| self.healthy(i).is_some())
+                .collect();
+            let results = {
+                let targets: Vec<(&dyn BlockDevice, u64)> = healthy
+                    .iter()
+                    .filter_map(|&i| self.healthy(i))
+                    .map(|d| (d.io.as_ref(), d.sb.slot_offset(slot) + at))
+                    .collect();
+                crate::device::write_copies(&targets, &record, true)
+            };
             let mut written = 0;
-            for i in 0..self.devs.len() {
-                let Some(d) = self.healthy(i as DevIndex) else {
-                    continue;
-                };
-                let r =
-                    d.io.write_at(&record, d.sb.slot_offset(slot) + at)
-                        .and_then(|()| d.io.sync());
+            for (&i, r) in healthy.iter().zip(results) {
                 match r {
                     Ok(()) => written += 1,
-                    Err(e) => self.fail_device(i as DevIndex, &e),
+                    Err(e) => self.fail_device(i, &e),
                 }
             }
             if written == 0 {
