@@ -377,10 +377,84 @@ pub struct ScrubReport {
 
 impl Pool {
     /// Reads `buf.len()` bytes at `offset`; unallocated clusters read as zeros.
+    ///
+    /// The device I/O runs without the pool lock: where each piece lives (extent, first
+    /// healthy copy, the blocks' checksums) is looked up under the lock, the blocks are read
+    /// and checked against those checksums without it, and the lock is taken again only to
+    /// confirm that no freed cluster became reusable meanwhile (then the read could have hit
+    /// a cluster another volume has since written: everything is read again under the lock).
+    /// A block that does not match (a bad copy, a write racing the read, a failed device)
+    /// is read again the careful way, under the lock, with fall-back and repair.
     pub fn read(&self, volume: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
+        struct Planned {
+            piece: Piece,
+            b0: usize,
+            /// First healthy copy: its device and the span's offset there.
+            at: Option<(std::sync::Arc<dyn crate::device::BlockDevice>, u64)>,
+            crc: Vec<u32>,
+        }
+        let (plan, epoch) = {
+            let g = self.lock();
+            g.check_range(volume, offset, buf.len() as u64)?;
+            let mut plan = Vec::new();
+            for p in pieces(offset, buf.len() as u64) {
+                match g.lookup(volume, p.cluster) {
+                    None => buf[p.at..p.at + p.len].fill(0),
+                    Some(id) => {
+                        let b0 = p.within / BS;
+                        let b1 = (p.within + p.len).div_ceil(BS);
+                        let e = g.meta.extents.get(&id);
+                        let at = e.and_then(|e| {
+                            e.copies.iter().find_map(|&(dev, c)| {
+                                g.healthy(dev).map(|d| {
+                                    (
+                                        std::sync::Arc::clone(&d.io),
+                                        d.sb.cluster_offset(c) + (b0 * BS) as u64,
+                                    )
+                                })
+                            })
+                        });
+                        let crc = e.map_or_else(Vec::new, |e| e.crc[b0..b1].to_vec());
+                        plan.push(Planned {
+                            piece: p,
+                            b0,
+                            at,
+                            crc,
+                        });
+                    }
+                }
+            }
+            (plan, g.frees_released)
+        };
+        let mut careful = Vec::new();
+        let mut span = Vec::new();
+        for (k, pl) in plan.iter().enumerate() {
+            let Some((dev, off)) = &pl.at else {
+                careful.push(k);
+                continue;
+            };
+            span.resize(pl.crc.len() * BS, 0);
+            let ok = dev.read_at(&mut span, *off).is_ok()
+                && span
+                    .chunks(BS)
+                    .zip(&pl.crc)
+                    .all(|(b, c)| crc32c::crc32c(b) == *c);
+            if ok {
+                let at = pl.piece.within - pl.b0 * BS;
+                buf[pl.piece.at..pl.piece.at + pl.piece.len]
+                    .copy_from_slice(&span[at..at + pl.piece.len]);
+            } else {
+                careful.push(k);
+            }
+        }
         let mut g = self.lock();
-        g.check_range(volume, offset, buf.len() as u64)?;
-        for p in pieces(offset, buf.len() as u64) {
+        if g.frees_released != epoch {
+            careful = (0..plan.len()).collect();
+        }
+        for k in careful {
+            let p = &plan[k].piece;
+            // Looked up again: the map may have changed since the plan.
+            g.check_range(volume, offset, buf.len() as u64)?;
             let dst = &mut buf[p.at..p.at + p.len];
             match g.lookup(volume, p.cluster) {
                 None => dst.fill(0),

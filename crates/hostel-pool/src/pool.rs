@@ -34,7 +34,8 @@ pub struct DeviceInfo {
 }
 
 pub(crate) struct Dev {
-    pub io: Box<dyn BlockDevice>,
+    /// Shared so a read can do its I/O without the pool lock (`Pool::read`).
+    pub io: Arc<dyn BlockDevice>,
     pub sb: Superblock,
 }
 
@@ -47,6 +48,8 @@ pub(crate) struct Inner {
     /// Clusters freed since the last commit: reusable only once the commit that frees them is
     /// durable, so a crash can never leave the old metadata pointing at someone else's data.
     pub pending_free: Vec<(DevIndex, u64)>,
+    /// Counts the commits that made freed clusters reusable (see `Pool::read`).
+    pub frees_released: u64,
     pub generation: u64,
     pub dirty: bool,
     /// Where the metadata log stands (see `log.rs`).
@@ -159,7 +162,10 @@ impl Pool {
                 failed: false,
             });
             free.push(FreeMap::new(sb.data_clusters));
-            devs.push(Some(Dev { io, sb }));
+            devs.push(Some(Dev {
+                io: Arc::from(io),
+                sb,
+            }));
         }
         meta.open = true;
         let shared = Arc::new(crate::remirror::Shared::default());
@@ -170,6 +176,7 @@ impl Pool {
                 devs,
                 free,
                 pending_free: Vec::new(),
+                frees_released: 0,
                 generation: 0,
                 dirty: true,
                 // The first checkpoint goes into slot 0.
@@ -209,7 +216,10 @@ impl Pool {
                     uuid: sb.device,
                 });
             }
-            found.push(Dev { io, sb });
+            found.push(Dev {
+                io: Arc::from(io),
+                sb,
+            });
         }
         let pool = found.first().ok_or(PoolError::NoDevices)?.sb.pool;
         let (generation, mut meta, slot) = newest_commit(pool, &found)?;
@@ -245,6 +255,7 @@ impl Pool {
             devs,
             free,
             pending_free: Vec::new(),
+            frees_released: 0,
             generation,
             dirty: true,
             // The chain just read stays intact: the opening checkpoint goes into the other
@@ -285,7 +296,10 @@ impl Pool {
             failed: false,
         });
         g.free.push(FreeMap::new(sb.data_clusters));
-        g.devs.push(Some(Dev { io, sb }));
+        g.devs.push(Some(Dev {
+            io: Arc::from(io),
+            sb,
+        }));
         // The new device has no chain to append to.
         g.commit_checkpoint()?;
         // A new home for copies a failed device held.
@@ -590,6 +604,10 @@ impl Inner {
             if self.failed_count() == failed_before {
                 break;
             }
+        }
+        if !self.pending_free.is_empty() {
+            // Clusters become reusable: a read planned before this point re-checks.
+            self.frees_released += 1;
         }
         for (dev, c) in std::mem::take(&mut self.pending_free) {
             self.free[dev as usize].release(c);

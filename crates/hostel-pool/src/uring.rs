@@ -44,6 +44,7 @@ fn errno(r: i32) -> io::Error {
 }
 
 /// Whether this thread's batches go through io_uring (false: the kernel refused a ring).
+#[cfg(test)]
 pub fn in_use() -> bool {
     RING.with(|r| r.borrow().is_some())
 }

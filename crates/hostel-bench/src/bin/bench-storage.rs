@@ -5,9 +5,9 @@
 //! hostel on a single-copy and on a mirrored volume. Reports IOPS and the server's CPU per
 //! I/O (its utime + stime from /proc), medians over the rounds, and the goals' ratios.
 //!
-//! Both servers do buffered I/O on files of the same ext4 (hostel's devices are opened
-//! without O_DIRECT; qemu-storage-daemon gets `cache.direct=off`), so the comparison is the
-//! servers' own cost per request, not the disk's.
+//! Both servers do direct I/O through io_uring on files of the same file system (hostel's
+//! devices are opened `O_DIRECT` where the file system allows it; qemu-storage-daemon gets
+//! `cache.direct=on,aio=io_uring`, the cache=none reference).
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
@@ -204,7 +204,7 @@ fn serve_qsd(dir: &Path, q: u16) -> Result<Server> {
     let mut child = Command::new("qemu-storage-daemon")
         .arg("--blockdev")
         .arg(format!(
-            "driver=file,filename={},node-name=f,cache.direct=off,aio=io_uring",
+            "driver=file,filename={},node-name=f,cache.direct=on,aio=io_uring",
             raw.display()
         ))
         .arg("--export")
@@ -523,7 +523,7 @@ fn report(cells: &BTreeMap<(Work, u16, Target), Cell>, args: &Args) -> String {
     let mut s = String::new();
     s.push_str("## Storage: hostel-storage against qemu-storage-daemon (synthetic frontend)\n\n");
     s.push_str(&format!(
-        "Command: `make bench-storage` (`bench-storage --rounds {} --seconds {}`): a synthetic vhost-user-blk frontend (no guest) keeps {DEPTH} requests in flight per queue against hostel-storage (a pool of two files; a single-copy and a mirrored volume) and qemu-storage-daemon 7.2's vhost-user-blk export of a raw file (`aio=io_uring,cache.direct=off`) on the same ext4, alternating target by target within each round; {} MiB volumes, written once before the first round. CPU is the server process's utime+stime over the measurement. Medians over the rounds.\n\n",
+        "Command: `make bench-storage` (`bench-storage --rounds {} --seconds {}`): a synthetic vhost-user-blk frontend (no guest) keeps {DEPTH} requests in flight per queue against hostel-storage (a pool of two files; a single-copy and a mirrored volume) and qemu-storage-daemon 7.2's vhost-user-blk export of a raw file (`aio=io_uring,cache.direct=on`) on the same ext4 (hostel's devices `O_DIRECT` too), alternating target by target within each round; {} MiB volumes, written once before the first round. CPU is the server process's utime+stime over the measurement. Medians over the rounds.\n\n",
         args.rounds, args.seconds, VOLUME >> 20
     ));
     s.push_str("| workload | queues | hostel single IOPS | hostel mirrored IOPS | qsd IOPS | hostel single µs CPU/IO | qsd µs CPU/IO | hostel/qsd IOPS per core | mirrored/single IOPS |\n|---|---|---|---|---|---|---|---|---|\n");
