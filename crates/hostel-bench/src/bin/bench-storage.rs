@@ -147,7 +147,8 @@ fn make_pool(bin: &Path, dir: &Path) -> Result<BTreeMap<(Target, u16), PathBuf>>
     }
     let devs: Vec<PathBuf> = ["dev-a", "dev-b"].iter().map(|n| dir.join(n)).collect();
     for d in &devs {
-        std::fs::File::create(d)?.set_len(2 * VOLUME + (64 << 20))?;
+        // Room for every volume written whole: 2 single-copy + 2 mirrored.
+        std::fs::File::create(d)?.set_len(4 * VOLUME + (64 << 20))?;
     }
     let run = |args: &[&str]| -> Result<()> {
         let mut c = Command::new(bin);
@@ -325,8 +326,13 @@ impl Driver {
         self.rings[q].push(&chain).context("ring full")
     }
 
-    /// Keeps DEPTH requests in flight on every queue for `secs`; completed I/Os.
+    /// Keeps DEPTH requests in flight on every queue for `secs` (or, with `limit`, until that
+    /// many requests were issued per queue); completed I/Os.
     fn run(&mut self, w: Work, secs: f64, seed: u64) -> Result<u64> {
+        self.run_limit(w, secs, seed, u64::MAX)
+    }
+
+    fn run_limit(&mut self, w: Work, secs: f64, seed: u64, limit: u64) -> Result<u64> {
         let nq = self.rings.len();
         let mut rng = Rng(seed | 1);
         let mut pos: Vec<u64> = (0..nq as u64).map(|q| q * (VOLUME / 2)).collect();
@@ -341,6 +347,7 @@ impl Driver {
         }
         let end = Instant::now() + Duration::from_secs_f64(secs);
         let mut done = 0u64;
+        let mut issued = vec![DEPTH as u64; nq];
         let mut stopping = false;
         loop {
             let mut any = false;
@@ -355,7 +362,8 @@ impl Driver {
                         bail!("request failed with status {st}");
                     }
                     done += 1;
-                    if !stopping {
+                    if !stopping && issued[q] < limit {
+                        issued[q] += 1;
                         let h = self.push(q, s, w, &mut pos[q], &mut rng)?;
                         heads[q].insert(h, s);
                         refill = true;
@@ -366,7 +374,7 @@ impl Driver {
                     self.kicks[q].write(1)?;
                 }
             }
-            if !stopping && Instant::now() >= end {
+            if !stopping && (Instant::now() >= end || issued.iter().all(|&n| n >= limit)) {
                 stopping = true;
             }
             if stopping && heads.iter().all(BTreeMap::is_empty) {
@@ -422,10 +430,12 @@ fn main() -> Result<()> {
                     drivers.insert(*t, (connect(sock, q)?, s.child.id()));
                 }
             }
-            // Fill the volumes once so reads read data, not holes.
+            // Fill the volumes whole once (each queue writes its half), so reads read data,
+            // not holes, and writes overwrite rather than allocate.
             if round == 0 {
                 for (d, _) in drivers.values_mut() {
-                    d.run(Work::SeqWrite128k, 1.0, 1)?;
+                    let per_queue = VOLUME / Work::SeqWrite128k.len() / u64::from(q);
+                    d.run_limit(Work::SeqWrite128k, 600.0, 1, per_queue)?;
                 }
             }
             for w in Work::all() {
