@@ -204,7 +204,12 @@ impl Pool {
     /// this pool by its id). The volume gets the backed-up snapshot (same name and id), so
     /// later incrementals restore on top of it. Nothing is left behind when the backup is
     /// corrupted or truncated: every cluster is checked before the volume appears.
-    pub fn restore_backup(&self, input: &mut dyn Read, name: &str, copies: u8) -> Result<BackupInfo> {
+    pub fn restore_backup(
+        &self,
+        input: &mut dyn Read,
+        name: &str,
+        copies: u8,
+    ) -> Result<BackupInfo> {
         check_name(name)?;
         let mut r = Checked { r: input, crc: 0 };
         let mut h = vec![0u8; 8 + 4 + 1 + 8 + 16 + 16 + 4];
@@ -213,7 +218,10 @@ impl Pool {
             return Err(bad("not a hostel backup (no HSTLBKUP magic)".into()));
         }
         if u32_at(&h, 8) != VERSION {
-            return Err(bad(format!("version {} (this pool reads {VERSION})", u32_at(&h, 8))));
+            return Err(bad(format!(
+                "version {} (this pool reads {VERSION})",
+                u32_at(&h, 8)
+            )));
         }
         let incremental = match h[12] {
             0 => false,
@@ -329,7 +337,10 @@ impl Pool {
                 let mut t = [0u8; 12];
                 r.take(&mut t, "trailer")?;
                 if u64_at(&t, 0) != n {
-                    return Err(bad(format!("trailer counts {} records, {n} read", u64_at(&t, 0))));
+                    return Err(bad(format!(
+                        "trailer counts {} records, {n} read",
+                        u64_at(&t, 0)
+                    )));
                 }
                 if u32_at(&t, 8) != covered {
                     return Err(bad("trailer checksum does not match".into()));
@@ -338,7 +349,9 @@ impl Pool {
             }
             let c = u64::from_le_bytes(head);
             if c >= clusters || last.is_some_and(|l| c <= l) {
-                return Err(bad(format!("record {n}: cluster {c} out of order or past the volume")));
+                return Err(bad(format!(
+                    "record {n}: cluster {c} out of order or past the volume"
+                )));
             }
             let mut kind = [0u8; 1];
             r.take(&mut kind, "records")?;
@@ -354,7 +367,9 @@ impl Pool {
             let mut cb = [0u8; 4];
             r.take(&mut cb, "records")?;
             if u32::from_le_bytes(cb) != rc {
-                return Err(bad(format!("record {n} (cluster {c}): checksum does not match")));
+                return Err(bad(format!(
+                    "record {n} (cluster {c}): checksum does not match"
+                )));
             }
             let off = c * CLUSTER_SIZE;
             let len = CLUSTER_SIZE.min(size - off);

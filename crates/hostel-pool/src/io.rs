@@ -170,7 +170,12 @@ impl Inner {
     }
 
     /// A whole extent, verified (and repaired) as a read is.
-    pub(crate) fn read_extent(&mut self, volume: &str, cluster: u64, id: ExtentId) -> Result<Vec<u8>> {
+    pub(crate) fn read_extent(
+        &mut self,
+        volume: &str,
+        cluster: u64,
+        id: ExtentId,
+    ) -> Result<Vec<u8>> {
         self.read_blocks(volume, cluster, id, 0, BLOCKS_PER_CLUSTER)
     }
 

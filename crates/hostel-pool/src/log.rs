@@ -21,10 +21,12 @@ use uuid::Uuid;
 use crate::format::BLOCK_SIZE;
 use crate::meta::{DevMeta, Extent, ExtentId, Meta};
 
-
 const DELTA_MAGIC: &[u8; 8] = b"HSTLDLTA";
 /// Bytes before a delta's payload.
 pub const DELTA_HEADER: u64 = 64;
+
+/// A volume's changed map entries: logical cluster → extent now (`None`: unmapped).
+pub type MapChanges = Vec<(u64, Option<ExtentId>)>;
 
 /// What changed since the previous commit. The small parts of the state (devices, flags,
 /// the extent counter) are carried whole; extents and map entries only where they changed.
@@ -37,7 +39,7 @@ pub struct Delta {
     /// Extent id → its state now (`None`: freed).
     pub extents: Vec<(ExtentId, Option<Extent>)>,
     /// Volume → (logical cluster → extent now, `None`: unmapped).
-    pub maps: Vec<(String, Vec<(u64, Option<ExtentId>)>)>,
+    pub maps: Vec<(String, MapChanges)>,
 }
 
 /// The keys the data path changed since the last commit.
@@ -161,8 +163,12 @@ pub fn decode_delta_header(
     if &h[0..8] != DELTA_MAGIC || Uuid::from_slice(&h[8..24]).ok()? != pool {
         return None;
     }
-    let le = |r: std::ops::Range<usize>| -> Option<u64> { Some(u64::from_le_bytes(h.get(r)?.try_into().ok()?)) };
-    let le32 = |r: std::ops::Range<usize>| -> Option<u32> { Some(u32::from_le_bytes(h.get(r)?.try_into().ok()?)) };
+    let le = |r: std::ops::Range<usize>| -> Option<u64> {
+        Some(u64::from_le_bytes(h.get(r)?.try_into().ok()?))
+    };
+    let le32 = |r: std::ops::Range<usize>| -> Option<u32> {
+        Some(u32::from_le_bytes(h.get(r)?.try_into().ok()?))
+    };
     if le(24..32)? != generation || le(32..40)? != base || le32(48..52)? != prev_crc {
         return None;
     }

@@ -396,7 +396,7 @@ fn newest_commit(pool: Uuid, devs: &[Dev]) -> Result<(u64, Meta, u64)> {
             break;
         }
         if let Some((tip, meta)) = read_chain(pool, &devs[i], s) {
-            if best.as_ref().is_none_or(|b| tip > b.0) {
+            if best.as_ref().map_or(true, |b| tip > b.0) {
                 best = Some((tip, meta, s, gen));
             }
         }
@@ -441,7 +441,9 @@ fn read_chain(pool: Uuid, d: &Dev, s: u64) -> Option<(u64, Meta)> {
             break;
         }
         let mut payload = vec![0u8; len as usize];
-        if d.io.read_at(&mut payload, off + pos + DELTA_HEADER).is_err()
+        if d.io
+            .read_at(&mut payload, off + pos + DELTA_HEADER)
+            .is_err()
             || !log::delta_checksum_ok(&h, &payload, crc)
         {
             break;
@@ -709,7 +711,10 @@ mod tests {
         let mut devs: Vec<Box<dyn BlockDevice>> = Vec::new();
         for n in ["a", "b"] {
             let p = dir.path().join(n);
-            std::fs::File::create(&p).unwrap().set_len(16 << 20).unwrap();
+            std::fs::File::create(&p)
+                .unwrap()
+                .set_len(16 << 20)
+                .unwrap();
             devs.push(Box::new(FileDevice::open(&p).unwrap()));
         }
         let pool = Pool::create(devs, CreateOptions::default()).unwrap();

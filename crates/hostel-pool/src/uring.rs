@@ -31,7 +31,9 @@ pub enum Op<'a> {
     },
     /// `fdatasync`; when it follows a write to the same fd in the batch, it is linked behind
     /// it (runs only once the write completed).
-    Sync { fd: RawFd },
+    Sync {
+        fd: RawFd,
+    },
 }
 
 thread_local! {
@@ -252,9 +254,17 @@ mod tests {
             .unwrap();
         let data = vec![0x42u8; 8192];
         let r = run(&mut [
-            Op::Write { fd: a.as_raw_fd(), buf: &data, off: 4096 },
+            Op::Write {
+                fd: a.as_raw_fd(),
+                buf: &data,
+                off: 4096,
+            },
             Op::Sync { fd: a.as_raw_fd() },
-            Op::Write { fd: b.as_raw_fd(), buf: &data, off: 0 },
+            Op::Write {
+                fd: b.as_raw_fd(),
+                buf: &data,
+                off: 0,
+            },
             Op::Sync { fd: b.as_raw_fd() },
         ]);
         assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
@@ -263,14 +273,29 @@ mod tests {
         }
         let (mut x, mut y) = (vec![0u8; 8192], vec![0u8; 8192]);
         let r = run(&mut [
-            Op::Read { fd: a.as_raw_fd(), buf: &mut x, off: 4096 },
-            Op::Read { fd: b.as_raw_fd(), buf: &mut y, off: 0 },
+            Op::Read {
+                fd: a.as_raw_fd(),
+                buf: &mut x,
+                off: 4096,
+            },
+            Op::Read {
+                fd: b.as_raw_fd(),
+                buf: &mut y,
+                off: 0,
+            },
         ]);
         assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
         assert!(x == data && y == data);
         // Past the end: a short read, reported as such.
         let mut z = vec![0u8; 4096];
-        let r = run(&mut [Op::Read { fd: b.as_raw_fd(), buf: &mut z, off: 6000 }]);
-        assert_eq!(r[0].as_ref().unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        let r = run(&mut [Op::Read {
+            fd: b.as_raw_fd(),
+            buf: &mut z,
+            off: 6000,
+        }]);
+        assert_eq!(
+            r[0].as_ref().unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
     }
 }

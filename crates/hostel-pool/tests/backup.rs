@@ -62,7 +62,12 @@ fn full_and_incremental_restore_exact_contents_in_another_pool() {
     let full = export(&src, "s1", None);
     let inc = export(&src, "s2", Some("s1"));
     // The incremental holds the changed clusters only.
-    assert!(inc.len() < full.len() / 3, "{} vs {}", inc.len(), full.len());
+    assert!(
+        inc.len() < full.len() / 3,
+        "{} vs {}",
+        inc.len(),
+        full.len()
+    );
 
     let dst = pool(&dir.path().join("dst").tap_mkdir(), &["x", "y"]);
     // An incremental needs its base first.
@@ -75,7 +80,10 @@ fn full_and_incremental_restore_exact_contents_in_another_pool() {
     assert!(read_all(&dst, "r1") == s1, "full restore differs from s1");
     let i2 = dst.restore_backup(&mut &inc[..], "r2", 1).unwrap();
     assert_eq!(i2.base_id, Some(i1.snapshot_id));
-    assert!(read_all(&dst, "r2") == s2, "incremental restore differs from s2");
+    assert!(
+        read_all(&dst, "r2") == s2,
+        "incremental restore differs from s2"
+    );
     // The restored volumes carry the snapshots, so a chain continues from them.
     assert_eq!(dst.volume("r2").unwrap().snapshots, vec!["s2".to_string()]);
     // Restored twice from the same pool's backup: same contents, volumes independent.
@@ -104,7 +112,11 @@ fn corrupted_or_truncated_backups_are_refused_and_leave_nothing() {
     bad_header[15] ^= 1;
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("a flipped data byte", flipped, "checksum does not match"),
-        ("a cut in the records", full[..mid].to_vec(), "truncated in the records"),
+        (
+            "a cut in the records",
+            full[..mid].to_vec(),
+            "truncated in the records",
+        ),
         ("no trailer", full[..full.len() - 12].to_vec(), "truncated"),
         ("a bad header", bad_header, "header"),
         ("not a backup", b"hello".to_vec(), "truncated in the header"),

@@ -11,11 +11,14 @@ use std::time::Duration;
 use common::*;
 use hostel_pool::{BlockDevice, FileDevice, Pool};
 
+/// Where the gated read says it arrived, and waits to be let through.
+type Armed = Arc<Mutex<Option<(Sender<()>, Receiver<()>)>>>;
+
 /// A file whose next read, once armed, stops inside the device until released.
 #[derive(Debug)]
 struct Gate {
     inner: FileDevice,
-    armed: Arc<Mutex<Option<(Sender<()>, Receiver<()>)>>>,
+    armed: Armed,
 }
 
 impl BlockDevice for Gate {

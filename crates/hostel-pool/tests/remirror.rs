@@ -163,7 +163,10 @@ fn a_device_failing_under_writes_is_remirrored_in_the_background() {
     pool.flush().unwrap();
     let st = pool.remirror_status();
     assert_eq!(st.done, st.to_do, "{st:?}");
-    assert!(st.remirrored >= degraded, "{st:?} vs {degraded} degraded clusters");
+    assert!(
+        st.remirrored >= degraded,
+        "{st:?} vs {degraded} degraded clusters"
+    );
     assert_eq!(pool.volume("v").unwrap().degraded_clusters, 0);
     assert!(read_all(&pool, "v") == model);
     drop(worker);
@@ -174,6 +177,9 @@ fn a_device_failing_under_writes_is_remirrored_in_the_background() {
     let pool = Pool::open(open_files(&files)).unwrap();
     let info = pool.volume("v").unwrap();
     assert_eq!(info.degraded_clusters, 0);
-    assert!(read_all(&pool, "v") == model, "contents after reopen differ");
+    assert!(
+        read_all(&pool, "v") == model,
+        "contents after reopen differ"
+    );
     drop(lo);
 }

@@ -467,7 +467,8 @@ fn a_flooding_volume_does_not_starve_its_neighbour() {
         rounds
     });
     // Probe only once a whole round has gone through (the flood is in full swing).
-    rx.recv_timeout(Duration::from_secs(60)).expect("flood round");
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("flood round");
     let loaded: Vec<Duration> = (0..30).map(|_| probe(&mut b)).collect();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let rounds = flooder.join().unwrap();
@@ -489,5 +490,8 @@ fn a_flooding_volume_does_not_starve_its_neighbour() {
         med(&loaded) * 20 < round,
         "the neighbour waits a large part of the flooder's backlog"
     );
-    assert!(worst * 2 < round, "a neighbour request waited half a flood round");
+    assert!(
+        worst * 2 < round,
+        "a neighbour request waited half a flood round"
+    );
 }

@@ -64,7 +64,12 @@ enum Work {
 
 impl Work {
     fn all() -> [Work; 4] {
-        [Work::RandRead4k, Work::RandWrite4k, Work::SeqRead128k, Work::SeqWrite128k]
+        [
+            Work::RandRead4k,
+            Work::RandWrite4k,
+            Work::SeqRead128k,
+            Work::SeqWrite128k,
+        ]
     }
     fn name(self) -> &'static str {
         match self {
@@ -174,7 +179,12 @@ fn make_pool(bin: &Path, dir: &Path) -> Result<BTreeMap<(Target, u16), PathBuf>>
     Ok(socks)
 }
 
-fn serve_hostel(bin: &Path, dir: &Path, socks: &BTreeMap<(Target, u16), PathBuf>, q: u16) -> Result<Server> {
+fn serve_hostel(
+    bin: &Path,
+    dir: &Path,
+    socks: &BTreeMap<(Target, u16), PathBuf>,
+    q: u16,
+) -> Result<Server> {
     let mut c = Command::new(bin);
     for n in ["dev-a", "dev-b"] {
         c.arg("--device").arg(dir.join(n));
@@ -322,7 +332,11 @@ impl Driver {
         hdr[8..16].copy_from_slice(&(off / 512).to_le_bytes());
         self.mem.write_slice(&hdr, GuestAddress(h))?;
         self.mem.write_obj(0xffu8, GuestAddress(h + 16))?;
-        let chain = [(h, 16, false), (d, len as u32, !w.write()), (h + 16, 1, true)];
+        let chain = [
+            (h, 16, false),
+            (d, len as u32, !w.write()),
+            (h + 16, 1, true),
+        ];
         self.rings[q].push(&chain).context("ring full")
     }
 
@@ -409,7 +423,10 @@ struct Cell {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let base = args.dir.clone().unwrap_or_else(|| PathBuf::from("target/bench-storage"));
+    let base = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/bench-storage"));
     std::fs::create_dir_all(&base)?;
     let tmp = tempfile::tempdir_in(&base)?;
     let dir = tmp.path();
@@ -542,7 +559,9 @@ fn report(cells: &BTreeMap<(Work, u16, Target), Cell>, args: &Args) -> String {
     for w in Work::all() {
         for q in [1u16, 2] {
             let get = |t| cells.get(&(w, q, t));
-            let f = |x: Option<Summary>, d: usize| x.map_or("—".into(), |x| format!("{:.*}", d, x.median));
+            let f = |x: Option<Summary>, d: usize| {
+                x.map_or("—".into(), |x| format!("{:.*}", d, x.median))
+            };
             let iops = |t| get(t).and_then(|c| med(&c.iops));
             let cpu = |t| get(t).and_then(|c| med(&c.cpu_us_per_io));
             let pc = |t| get(t).and_then(|c| med(&c.iops_per_core));
@@ -587,10 +606,16 @@ fn write_section(md: &Path, section: &str) -> Result<()> {
     let out = match cur.find(head) {
         Some(a) => {
             let rest = &cur[a + head.len()..];
-            let b = rest.find("\n## ").map_or(cur.len(), |i| a + head.len() + i + 1);
+            let b = rest
+                .find("\n## ")
+                .map_or(cur.len(), |i| a + head.len() + i + 1);
             format!("{}{}{}", &cur[..a], section, &cur[b..])
         }
-        None => format!("{}\n{}", cur.trim_end_matches('\n').to_string() + "\n", section),
+        None => format!(
+            "{}\n{}",
+            cur.trim_end_matches('\n').to_string() + "\n",
+            section
+        ),
     };
     std::fs::write(md, out)?;
     Ok(())
