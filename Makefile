@@ -3,7 +3,7 @@ CARGO ?= cargo
 GUEST := target/guest
 HOSTEL := target/release/hostel
 
-.PHONY: all deps guest build run run-vm api-venv suricata test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls bench-ids
+.PHONY: all deps guest build run run-vm api-venv suricata test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls bench-ids bench-storage
 
 all: build
 
@@ -105,6 +105,12 @@ BENCH_IDS_MB ?= 500
 bench-ids: suricata
 	$(CARGO) build --release -p hostel-ids
 	$${CARGO_TARGET_DIR:-target}/release/bench-ids --mb $(BENCH_IDS_MB) --rounds 3
+
+# The storage backend against qemu-storage-daemon's vhost-user-blk export, by a synthetic
+# frontend (no guest): IOPS and CPU per I/O, single-copy and mirrored; and the metadata commit.
+bench-storage:
+	$(CARGO) build --release -p hostel-storage --bin hostel-storage
+	$(CARGO) run --release -p hostel-bench --bin bench-storage -- --hostel-storage $${CARGO_TARGET_DIR:-target}/release/hostel-storage --rounds 3 --markdown BENCHMARKS.md
 
 bench-images: build
 	$(CARGO) run --release -p hostel-bench --bin bench-images -- --hostel $(HOSTEL) --runs 5 --markdown BENCHMARKS.md

@@ -53,6 +53,12 @@ pub enum PoolError {
     OutOfRange { offset: u64, len: u64, size: u64 },
     #[error("cluster {cluster} of volume {volume:?}: no copy is readable with a valid checksum")]
     Unreadable { volume: String, cluster: u64 },
+    #[error("backup refused: {0}")]
+    BadBackup(String),
+    #[error("backup I/O: {0}")]
+    BackupIo(#[source] io::Error),
+    #[error("incremental backup extends snapshot {id}, which no volume of this pool has (restore its base first)")]
+    NoBaseSnapshot { id: uuid::Uuid },
     #[error("volume {0:?}: every copy of the write failed")]
     WriteFailed(String),
 }

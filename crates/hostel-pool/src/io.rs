@@ -159,7 +159,7 @@ impl Inner {
                 if let Some(e) = self.meta.extents.get_mut(&id) {
                     e.crc = new_crc;
                 }
-                self.dirty = true;
+                self.touch_extent(id);
             }
             return Ok(out);
         }
@@ -167,6 +167,16 @@ impl Inner {
             volume: volume.to_string(),
             cluster,
         })
+    }
+
+    /// A whole extent, verified (and repaired) as a read is.
+    pub(crate) fn read_extent(
+        &mut self,
+        volume: &str,
+        cluster: u64,
+        id: ExtentId,
+    ) -> Result<Vec<u8>> {
+        self.read_blocks(volume, cluster, id, 0, BLOCKS_PER_CLUSTER)
     }
 
     /// Clusters on `copies` distinct healthy devices with the most free space (fewer when
@@ -200,7 +210,8 @@ impl Inner {
         Ok(out)
     }
 
-    /// Writes `data` at `within` on every healthy copy; a copy that fails takes its device out.
+    /// Writes `data` at `within` on every healthy copy (in parallel, one io_uring batch); a
+    /// copy that fails takes its device out.
     fn write_copies(
         &mut self,
         volume: &str,
@@ -208,10 +219,24 @@ impl Inner {
         within: usize,
         data: &[u8],
     ) -> Result<()> {
+        let live: Vec<(DevIndex, u64)> = copies
+            .iter()
+            .copied()
+            .filter(|&(dev, _)| self.healthy(dev).is_some())
+            .collect();
+        let results = {
+            let targets: Vec<(&dyn crate::device::BlockDevice, u64)> = live
+                .iter()
+                .filter_map(|&(dev, c)| {
+                    self.healthy(dev)
+                        .map(|d| (d.io.as_ref(), d.sb.cluster_offset(c) + within as u64))
+                })
+                .collect();
+            crate::device::write_copies(&targets, data, false)
+        };
         let mut ok = 0;
-        for &(dev, c) in copies {
-            let Some(d) = self.healthy(dev) else { continue };
-            match d.io.write_at(data, d.sb.cluster_offset(c) + within as u64) {
+        for (&(dev, _), r) in live.iter().zip(results) {
+            match r {
                 Ok(()) => ok += 1,
                 Err(e) => self.fail_device(dev, &e),
             }
@@ -232,7 +257,7 @@ impl Inner {
                 self.pending_free.extend(e.copies);
             }
         }
-        self.dirty = true;
+        self.touch_extent(id);
     }
 
     pub(crate) fn release_map(&mut self, map: &std::collections::BTreeMap<u64, ExtentId>) {
@@ -270,15 +295,16 @@ impl Inner {
                 committed_refs: 0,
             },
         );
+        self.touch_extent(id);
         let old = self
             .meta
             .volumes
             .get_mut(volume)
             .and_then(|v| v.map.insert(cluster, id));
+        self.touch_map(volume, cluster);
         if let Some(old) = old {
             self.decref(old);
         }
-        self.dirty = true;
         Ok(id)
     }
 
@@ -319,7 +345,7 @@ impl Inner {
                 e.crc[b] = crc32c::crc32c(&span[j * BS..(j + 1) * BS]);
             }
         }
-        self.dirty = true;
+        self.touch_extent(id);
         Ok(())
     }
 
@@ -333,6 +359,7 @@ impl Inner {
                     .get_mut(volume)
                     .and_then(|v| v.map.remove(&p.cluster));
                 if let Some(old) = old {
+                    self.touch_map(volume, p.cluster);
                     self.decref(old);
                 }
             } else if self.lookup(volume, p.cluster).is_some() {
@@ -355,10 +382,84 @@ pub struct ScrubReport {
 
 impl Pool {
     /// Reads `buf.len()` bytes at `offset`; unallocated clusters read as zeros.
+    ///
+    /// The device I/O runs without the pool lock: where each piece lives (extent, first
+    /// healthy copy, the blocks' checksums) is looked up under the lock, the blocks are read
+    /// and checked against those checksums without it, and the lock is taken again only to
+    /// confirm that no freed cluster became reusable meanwhile (then the read could have hit
+    /// a cluster another volume has since written: everything is read again under the lock).
+    /// A block that does not match (a bad copy, a write racing the read, a failed device)
+    /// is read again the careful way, under the lock, with fall-back and repair.
     pub fn read(&self, volume: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
+        struct Planned {
+            piece: Piece,
+            b0: usize,
+            /// First healthy copy: its device and the span's offset there.
+            at: Option<(std::sync::Arc<dyn crate::device::BlockDevice>, u64)>,
+            crc: Vec<u32>,
+        }
+        let (plan, epoch) = {
+            let g = self.lock();
+            g.check_range(volume, offset, buf.len() as u64)?;
+            let mut plan = Vec::new();
+            for p in pieces(offset, buf.len() as u64) {
+                match g.lookup(volume, p.cluster) {
+                    None => buf[p.at..p.at + p.len].fill(0),
+                    Some(id) => {
+                        let b0 = p.within / BS;
+                        let b1 = (p.within + p.len).div_ceil(BS);
+                        let e = g.meta.extents.get(&id);
+                        let at = e.and_then(|e| {
+                            e.copies.iter().find_map(|&(dev, c)| {
+                                g.healthy(dev).map(|d| {
+                                    (
+                                        std::sync::Arc::clone(&d.io),
+                                        d.sb.cluster_offset(c) + (b0 * BS) as u64,
+                                    )
+                                })
+                            })
+                        });
+                        let crc = e.map_or_else(Vec::new, |e| e.crc[b0..b1].to_vec());
+                        plan.push(Planned {
+                            piece: p,
+                            b0,
+                            at,
+                            crc,
+                        });
+                    }
+                }
+            }
+            (plan, g.frees_released)
+        };
+        let mut careful = Vec::new();
+        let mut span = Vec::new();
+        for (k, pl) in plan.iter().enumerate() {
+            let Some((dev, off)) = &pl.at else {
+                careful.push(k);
+                continue;
+            };
+            span.resize(pl.crc.len() * BS, 0);
+            let ok = dev.read_at(&mut span, *off).is_ok()
+                && span
+                    .chunks(BS)
+                    .zip(&pl.crc)
+                    .all(|(b, c)| crc32c::crc32c(b) == *c);
+            if ok {
+                let at = pl.piece.within - pl.b0 * BS;
+                buf[pl.piece.at..pl.piece.at + pl.piece.len]
+                    .copy_from_slice(&span[at..at + pl.piece.len]);
+            } else {
+                careful.push(k);
+            }
+        }
         let mut g = self.lock();
-        g.check_range(volume, offset, buf.len() as u64)?;
-        for p in pieces(offset, buf.len() as u64) {
+        if g.frees_released != epoch {
+            careful = (0..plan.len()).collect();
+        }
+        for k in careful {
+            let p = &plan[k].piece;
+            // Looked up again: the map may have changed since the plan.
+            g.check_range(volume, offset, buf.len() as u64)?;
             let dst = &mut buf[p.at..p.at + p.len];
             match g.lookup(volume, p.cluster) {
                 None => dst.fill(0),
@@ -420,15 +521,14 @@ impl Pool {
         if r.unreadable == 0 {
             g.meta.needs_scrub = false;
         }
-        g.dirty = true;
-        g.commit()?;
+        g.commit_checkpoint()?;
         Ok(r)
     }
 }
 
 impl Inner {
     /// Replaces copies on failed devices with new ones on healthy devices holding none yet.
-    fn remirror(&mut self, id: ExtentId, full: &[u8]) -> bool {
+    pub(crate) fn remirror(&mut self, id: ExtentId, full: &[u8]) -> bool {
         let Some(e) = self.meta.extents.get(&id) else {
             return false;
         };
@@ -470,7 +570,7 @@ impl Inner {
             if let Some(e) = self.meta.extents.get_mut(&id) {
                 e.copies = new;
             }
-            self.dirty = true;
+            self.touch_extent(id);
             return true;
         }
         false

@@ -61,6 +61,9 @@ pub struct Volume {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// Names this point in time across pools: an incremental backup says which snapshot it
+    /// extends, and a restore finds it by this id (names may be reused).
+    pub id: [u8; 16],
     pub size: u64,
     pub map: BTreeMap<u64, ExtentId>,
 }

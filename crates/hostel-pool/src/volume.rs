@@ -48,7 +48,7 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_size(size: u64) -> Result<()> {
+pub(crate) fn check_size(size: u64) -> Result<()> {
     if size == 0 || size % 512 != 0 {
         return Err(PoolError::BadSize {
             size,
@@ -82,7 +82,7 @@ impl Inner {
             })
     }
 
-    fn incref_map(&mut self, map: &BTreeMap<u64, ExtentId>) {
+    pub(crate) fn incref_map(&mut self, map: &BTreeMap<u64, ExtentId>) {
         for id in map.values() {
             if let Some(e) = self.meta.extents.get_mut(id) {
                 e.refs += 1;
@@ -138,8 +138,7 @@ impl Pool {
         };
         let info = g.info(name, &v);
         g.meta.volumes.insert(name.to_string(), v);
-        g.dirty = true;
-        g.commit()?;
+        g.commit_checkpoint()?;
         Ok(info)
     }
 
@@ -155,7 +154,7 @@ impl Pool {
         for s in v.snapshots.values() {
             g.release_map(&s.map);
         }
-        g.commit()
+        g.commit_checkpoint()
     }
 
     pub fn volume(&self, name: &str) -> Result<VolumeInfo> {
@@ -171,7 +170,13 @@ impl Pool {
 
     pub fn volumes(&self) -> Vec<VolumeInfo> {
         let g = self.lock();
-        g.meta.volumes.iter().map(|(n, v)| g.info(n, v)).collect()
+        g.meta
+            .volumes
+            .iter()
+            // A restore in progress (`backup.rs`) is not a volume yet.
+            .filter(|(n, _)| !n.starts_with('.'))
+            .map(|(n, v)| g.info(n, v))
+            .collect()
     }
 
     /// Grows (never shrinks) a volume's provisioned size.
@@ -188,8 +193,7 @@ impl Pool {
         if let Some(v) = g.meta.volumes.get_mut(name) {
             v.size = size;
         }
-        g.dirty = true;
-        g.commit()
+        g.commit_checkpoint()
     }
 
     /// A read-only point-in-time copy sharing every cluster with the volume; writes after it
@@ -205,6 +209,7 @@ impl Pool {
             });
         }
         let s = Snapshot {
+            id: *uuid::Uuid::new_v4().as_bytes(),
             size: v.size,
             map: v.map.clone(),
         };
@@ -212,7 +217,7 @@ impl Pool {
         if let Some(v) = g.meta.volumes.get_mut(volume) {
             v.snapshots.insert(snap.to_string(), s);
         }
-        g.commit()
+        g.commit_checkpoint()
     }
 
     pub fn snapshot_delete(&self, volume: &str, snap: &str) -> Result<()> {
@@ -226,7 +231,7 @@ impl Pool {
         if let Some(s) = s {
             g.release_map(&s.map);
         }
-        g.commit()
+        g.commit_checkpoint()
     }
 
     /// Sets the volume's contents (and size) back to the snapshot's; the snapshot stays.
@@ -241,7 +246,7 @@ impl Pool {
         if let Some(old) = old {
             g.release_map(&old);
         }
-        g.commit()
+        g.commit_checkpoint()
     }
 
     /// A new volume whose contents are the snapshot's, sharing its clusters.
@@ -262,7 +267,7 @@ impl Pool {
         };
         let info = g.info(new, &v);
         g.meta.volumes.insert(new.to_string(), v);
-        g.commit()?;
+        g.commit_checkpoint()?;
         Ok(info)
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use common::*;
-use hostel_pool::{BlockDevice, FileDevice, Pool, CLUSTER_SIZE};
+use hostel_pool::{BlockDevice, CreateOptions, FileDevice, Pool, CLUSTER_SIZE};
 
 const SIZE: u64 = 512 * 1024;
 const SECTOR: usize = 512;
@@ -48,7 +48,7 @@ impl Model {
 
 /// Runs the workload with a cut at device write `cut_at` after set-up; false when the
 /// workload finished before reaching it.
-fn run(cut_at: u64) -> bool {
+fn run(cut_at: u64, slot: u64) -> bool {
     let dir = tempfile::tempdir().unwrap();
     let paths = make_files(dir.path(), &["a", "b"], 8 << 20);
     let cut = Cut::new(u64::MAX);
@@ -61,7 +61,13 @@ fn run(cut_at: u64) -> bool {
             }) as Box<dyn BlockDevice>
         })
         .collect();
-    let pool = Pool::create(devs, opts()).unwrap();
+    let pool = Pool::create(
+        devs,
+        CreateOptions {
+            meta_slot_bytes: Some(slot),
+        },
+    )
+    .unwrap();
     pool.create_volume("v", SIZE, 2).unwrap();
     let mut rng = Rng(cut_at * 7 + 1);
     let mut m = Model {
@@ -90,6 +96,14 @@ fn run(cut_at: u64) -> bool {
                 rng.fill(&mut d);
                 m.record(off, &d);
                 let _ = pool.write("v", off, &d);
+                // A flush per write too: each appends a delta to the metadata log.
+                if step % 7 == 1 {
+                    let r = pool.flush();
+                    if !cut.happened() {
+                        r.unwrap();
+                        m.durable_now();
+                    }
+                }
             }
             3 | 6 => {
                 let r = pool.flush();
@@ -119,6 +133,19 @@ fn run(cut_at: u64) -> bool {
         }
     }
     let reached = cut.happened();
+    if !reached {
+        // The workload's flushes append to the metadata log; with a small slot the log also
+        // fills and a checkpoint starts a chain in the other slot, mid-workload.
+        let st = pool.commit_stats();
+        // Seven control operations write checkpoints (create, volume, five snapshots).
+        assert!(st.deltas >= 5, "{st:?}");
+        eprintln!("{st:?}");
+        if slot < SLOT {
+            assert!(st.checkpoints > 7, "the log never filled: {st:?}");
+        } else {
+            assert_eq!(st.checkpoints, 7, "{st:?}");
+        }
+    }
     drop(pool);
 
     let pool = Pool::open(open_files(&paths))
@@ -154,14 +181,25 @@ fn run(cut_at: u64) -> bool {
     reached
 }
 
-#[test]
-fn power_cut_at_every_write() {
+fn every_cut(slot: u64) {
     let mut n = 0;
-    while run(n) {
+    while run(n, slot) {
         n += 1;
         assert!(n < 2000, "workload never ends");
     }
     // The workload must have had something to cut.
     assert!(n > 40, "only {n} cut points");
     eprintln!("{n} cut points checked");
+}
+
+#[test]
+fn power_cut_at_every_write() {
+    every_cut(SLOT);
+}
+
+/// Metadata slots of 8 KiB: the log fills every few flushes, so cuts land in checkpoints
+/// into the other slot, in the first delta after one, and in deltas over a slot's stale chain.
+#[test]
+fn power_cut_at_every_write_with_a_log_that_wraps() {
+    every_cut(8 * 1024);
 }

@@ -62,6 +62,8 @@ enum CliError {
     Size(String),
     #[error("--disk {0:?}: expected NAME=SOCKET")]
     DiskArg(String),
+    #[error("starting the re-mirror thread: {0}")]
+    Thread(#[source] std::io::Error),
     #[error("waiting for a signal: {0}")]
     Signal(#[source] std::io::Error),
 }
@@ -176,6 +178,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 parsed.push((name.to_string(), PathBuf::from(sock)));
             }
             let pool = Arc::new(Pool::open(open_devices(&cli.devices)?)?);
+            // Copies a failed device held get a new home while the disks are served.
+            let remirror =
+                hostel_pool::RemirrorWorker::spawn(pool.clone()).map_err(CliError::Thread)?;
             let mut servers = Vec::new();
             let mut started = Ok(());
             for (name, sock) in parsed {
@@ -203,6 +208,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             for s in servers {
                 s.stop();
             }
+            drop(remirror);
             match Arc::try_unwrap(pool) {
                 Ok(p) => p.close()?,
                 Err(p) => p.flush()?,
