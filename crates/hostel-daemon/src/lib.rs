@@ -21,9 +21,9 @@
 pub mod actor;
 pub mod adapters;
 pub mod admission;
-pub mod http;
 pub mod error;
 pub mod failpoint;
+pub mod http;
 pub mod images;
 pub mod launch;
 pub mod layout;

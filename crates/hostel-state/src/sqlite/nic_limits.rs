@@ -165,6 +165,7 @@ mod tests {
                 max_vms: 4,
                 max_networks: 4,
                 max_uplinks: 1,
+                max_public_addresses: 1,
             };
             let t = tenants::insert(&tx, &TenantName::new("acme").unwrap(), quota).unwrap();
             let new_net = NewNetwork::ipv4(
