@@ -9,10 +9,13 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod edge;
+mod edge_client;
 mod limits;
 pub mod tls;
 mod types;
 
 pub use client::{Client, ClientError, VmClient};
+pub use edge::*;
 pub use limits::*;
 pub use types::*;

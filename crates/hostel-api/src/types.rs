@@ -276,6 +276,9 @@ pub struct NetworkView {
     pub subnet6: Option<String>,
     #[serde(default)]
     pub uplink: Option<UplinkView>,
+    /// Its attachment to the host's external network, if any.
+    #[serde(default)]
+    pub external: Option<crate::edge::NetworkExternalView>,
     pub ports: Vec<PortView>,
 }
 

@@ -147,6 +147,7 @@ impl From<crate::service::DaemonError> for ApiError {
             e @ DaemonError::OperatorToken => {
                 Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
+            DaemonError::Invalid { field, reason } => Self::invalid(&field, reason),
         }
     }
 }

@@ -63,7 +63,7 @@ pub fn switch_config(
         networks,
         ports,
         policies: Vec::new(),
-        external: None,
+        external: super::edge::external_config(store)?,
     })
 }
 

@@ -3,10 +3,15 @@
 //! workers ([`blocking`]) and the switch through [`crate::adapters::SwitchAdapter`], so
 //! their unit tests run against a real store in a temporary directory and a fake switch.
 //!
-//! Networks, NIC limits, tenants and tokens are here; VM creation (image resolution, disks,
+//! Networks, NIC limits, tenants and tokens are here, and the edge: the external network
+//! and attaching networks to it (`edge.rs`), public addresses (`addresses.rs`) and firewall
+//! rules (`firewall.rs`); VM creation (image resolution, disks,
 //! seed, standby claim) and images still live in their handlers (`http/`), to move the same
 //! way.
 
+pub mod addresses;
+pub mod edge;
+pub mod firewall;
 pub mod networks;
 pub mod nic_limits;
 pub mod tenants;
@@ -34,6 +39,19 @@ pub enum DaemonError {
          restart the daemon to replace it"
     )]
     OperatorToken,
+    /// A request field the store's own checks do not cover (a firewall rule, the external
+    /// network's set-up), named as the caller wrote it.
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+impl DaemonError {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        DaemonError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Runs `f` with the store on tokio's blocking pool and waits for it.
