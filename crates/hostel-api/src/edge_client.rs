@@ -91,7 +91,11 @@ impl Client {
         name: &str,
         body: &AddressSetBody,
     ) -> Result<FirewallView> {
-        self.send("PUT", &format!("/v1/firewall/sets/{name}{}", q(tenant)), body)
+        self.send(
+            "PUT",
+            &format!("/v1/firewall/sets/{name}{}", q(tenant)),
+            body,
+        )
     }
     pub fn delete_address_set(&self, tenant: Option<&str>, name: &str) -> Result<()> {
         self.delete(&format!("/v1/firewall/sets/{name}{}", q(tenant)))

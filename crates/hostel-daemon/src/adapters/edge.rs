@@ -111,7 +111,10 @@ pub fn external_config(store: &dyn Store) -> hostel_state::Result<Option<Externa
         let mut attached4 = Vec::new();
         for a in &floating {
             if let Some((vm, idx)) = a.attached {
-                let nic = store.list_nics_of_vm(&vm)?.into_iter().find(|n| n.idx == idx);
+                let nic = store
+                    .list_nics_of_vm(&vm)?
+                    .into_iter()
+                    .find(|n| n.idx == idx);
                 if let Some(nic) = nic {
                     attached4.push(FloatingIp {
                         public: a.address,

@@ -59,8 +59,9 @@ pub async fn allocate(
             .address
             .as_deref()
             .map(|a| {
-                a.parse::<Ipv4Addr>()
-                    .map_err(|_| ApiError::invalid("address", format!("{a:?} is not an IPv4 address")))
+                a.parse::<Ipv4Addr>().map_err(|_| {
+                    ApiError::invalid("address", format!("{a:?} is not an IPv4 address"))
+                })
             })
             .transpose()?;
         let a = Addresses::new(&state.ctx.store, state.ctx.as_ref())

@@ -91,7 +91,11 @@ async fn view(state: &AppState) -> ApiResult<ExternalView> {
             let edges = nets
                 .into_iter()
                 .map(|(t, networks)| {
-                    let fw = stats.firewalls.get(&edge_id(&t)).cloned().unwrap_or_default();
+                    let fw = stats
+                        .firewalls
+                        .get(&edge_id(&t))
+                        .cloned()
+                        .unwrap_or_default();
                     EdgeView {
                         tenant: name_of(&t),
                         outside: held

@@ -189,7 +189,10 @@ fn rule_view(store: &dyn Store, r: &RuleSpec, stats: &FirewallStats) -> Firewall
 /// The tenant's firewall counters from the switch (none while it has no edge).
 async fn stats(state: &AppState, tenant: &TenantId) -> FirewallStats {
     let all = state.ctx.switch.stats().await.unwrap_or_default();
-    all.firewalls.get(&edge_id(tenant)).cloned().unwrap_or_default()
+    all.firewalls
+        .get(&edge_id(tenant))
+        .cloned()
+        .unwrap_or_default()
 }
 
 async fn firewall_view(state: &AppState, tenant: TenantId) -> ApiResult<FirewallView> {
@@ -268,7 +271,9 @@ pub async fn add_rule(
             .await?;
         let rule = service(&state).add_rule(tenant, spec, entry).await?;
         let fw = stats(&state, &tenant).await;
-        state.db(move |store| Ok(rule_view(store, &rule, &fw))).await
+        state
+            .db(move |store| Ok(rule_view(store, &rule, &fw)))
+            .await
     };
     let v = state
         .audited(&auth, Some(tenant), "firewall.rule.add", "rule", add)
@@ -347,7 +352,10 @@ pub async fn set_set(
     let set = |entry| async {
         check_name("name", &name)?;
         if body.addresses.len() > MAX_MEMBERS {
-            return Err(ApiError::invalid("addresses", format!("at most {MAX_MEMBERS}")));
+            return Err(ApiError::invalid(
+                "addresses",
+                format!("at most {MAX_MEMBERS}"),
+            ));
         }
         let (name, list) = (name.clone(), body.addresses.clone());
         service(&state)
@@ -390,7 +398,10 @@ pub async fn set_group(
         }
         let mut vms = Vec::with_capacity(body.vms.len());
         for (i, v) in body.vms.iter().enumerate() {
-            vms.push(VmName::new(v).map_err(|e| ApiError::invalid(&format!("vms[{i}]"), e.to_string()))?);
+            vms.push(
+                VmName::new(v)
+                    .map_err(|e| ApiError::invalid(&format!("vms[{i}]"), e.to_string()))?,
+            );
         }
         let name = name.clone();
         service(&state)

@@ -112,5 +112,13 @@ pub async fn audit(
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>, Operator(_): Operator) -> ApiResult<String> {
-    state.db(|store| Ok(crate::metrics::render(store)?)).await
+    // The edge's counters are the switch's; without a switch there are none to show.
+    let stats = state.ctx.switch.stats().await.unwrap_or_default();
+    state
+        .db(move |store| {
+            let mut out = crate::metrics::render(store)?;
+            out.push_str(&crate::metrics::edge(store, &stats)?);
+            Ok(out)
+        })
+        .await
 }

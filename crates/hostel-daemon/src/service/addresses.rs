@@ -84,7 +84,9 @@ mod tests {
     use super::*;
     use crate::service::edge::tests::{entry, fixture, network, setup, tenant};
     use crate::service::edge::Edge;
-    use hostel_state::{DesiredState, NewNic, NewVm, QuotaResource, StoreError, VmName, VmSpecRecord};
+    use hostel_state::{
+        DesiredState, NewNic, NewVm, QuotaResource, StoreError, VmName, VmSpecRecord,
+    };
     use std::path::Path;
 
     #[tokio::test]
@@ -101,8 +103,14 @@ mod tests {
             .await
             .unwrap();
         let svc = Addresses::new(&f.store, &f.switch);
-        let a = svc.allocate(acme, None, entry("address.allocate")).await.unwrap();
-        let err = svc.allocate(acme, None, entry("address.allocate")).await.unwrap_err();
+        let a = svc
+            .allocate(acme, None, entry("address.allocate"))
+            .await
+            .unwrap();
+        let err = svc
+            .allocate(acme, None, entry("address.allocate"))
+            .await
+            .unwrap_err();
         assert!(
             matches!(&err, DaemonError::Store(StoreError::QuotaExceeded(v)) if v.resource == QuotaResource::PublicAddresses),
             "{err:?}"
@@ -148,6 +156,10 @@ mod tests {
         let held = f.store.list_public_addresses(Some(&acme)).unwrap();
         let floating = held.iter().find(|h| h.address == a.address).unwrap();
         assert_eq!(floating.attached, Some((vm.id, 0)));
-        assert!(f.store.list_public_addresses(Some(&other)).unwrap().is_empty());
+        assert!(f
+            .store
+            .list_public_addresses(Some(&other))
+            .unwrap()
+            .is_empty());
     }
 }

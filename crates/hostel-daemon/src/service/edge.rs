@@ -31,7 +31,9 @@ pub fn validate_setup(setup: &ExternalSetup, sys_net: &Path) -> Result<(), Daemo
     to_config(setup, Vec::new())
         .validate()
         .map_err(|e| match e {
-            ConfigError::External { field, reason } => DaemonError::invalid(api_field(&field), reason),
+            ConfigError::External { field, reason } => {
+                DaemonError::invalid(api_field(&field), reason)
+            }
             other => DaemonError::invalid("external", other.to_string()),
         })?;
     if !sys_net.join(&setup.interface).exists() {
@@ -186,9 +188,18 @@ pub(crate) mod tests {
         let svc = Edge::new(&f.store, &f.switch);
         let sys = Path::new("/sys/class/net");
         let cases: [(&str, Box<dyn Fn(&mut ExternalSetup)>); 4] = [
-            ("gateway", Box::new(|s| s.gateway4 = "198.51.100.1".parse().unwrap())),
-            ("interface", Box::new(|s| s.interface = "no-such-nic0".into())),
-            ("pools[0]", Box::new(|s| s.pools = vec!["198.51.100.0/29".parse().unwrap()])),
+            (
+                "gateway",
+                Box::new(|s| s.gateway4 = "198.51.100.1".parse().unwrap()),
+            ),
+            (
+                "interface",
+                Box::new(|s| s.interface = "no-such-nic0".into()),
+            ),
+            (
+                "pools[0]",
+                Box::new(|s| s.pools = vec!["198.51.100.0/29".parse().unwrap()]),
+            ),
             ("conntrack_limit", Box::new(|s| s.conntrack_limit = 0)),
         ];
         for (field, spoil) in cases {
@@ -227,7 +238,7 @@ pub(crate) mod tests {
         assert!(edge.snat);
         let held = f.store.list_public_addresses(Some(&t)).unwrap();
         assert_eq!(held.len(), 1);
-        assert_eq!(held[0].address.to_string(), "203.0.113.9");
+        assert_eq!(held[0].address.to_string(), "203.0.113.8");
         svc.detach_network(net, entry("network.detach"))
             .await
             .unwrap();
