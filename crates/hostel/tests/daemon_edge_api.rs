@@ -5,7 +5,7 @@
 //! `external show` counts the pools' usage; and a daemon killed with -9 between steps comes
 //! back with every acknowledged step and the switch programmed from them.
 //!
-//! The external interface is a dummy device the test creates (needs root).
+//! The external interface is one end of a veth pair the test creates (needs root).
 
 mod common;
 
@@ -16,7 +16,8 @@ use hostel_api::{
 };
 use hostel_testkit::{is_root, sh, which};
 
-/// A dummy interface for the external network, deleted on drop.
+/// A veth pair whose one end is the external network's interface (nothing listens on the
+/// other), deleted on drop.
 struct Dummy(String);
 
 impl Dummy {
@@ -27,7 +28,10 @@ impl Dummy {
             .stderr(std::process::Stdio::null())
             .status();
         sh(&format!(
-            "ip link add {name} type dummy && ip link set {name} up"
+            "ip link add {name} type veth peer name {name}p && \
+             sysctl -qw net.ipv6.conf.{name}.disable_ipv6=1 && \
+             sysctl -qw net.ipv6.conf.{name}p.disable_ipv6=1 && \
+             ip link set {name} up && ip link set {name}p up"
         ));
         Dummy(name)
     }
@@ -75,7 +79,7 @@ fn field_of(e: hostel_api::ClientError) -> (u16, Option<String>, String) {
 #[test]
 fn bad_input_quotas_tenancy_and_a_daemon_kill_leave_nothing_half_made() {
     if !is_root() || !which("ip") {
-        eprintln!("SKIPPED: needs root and `ip` (a dummy interface for the external network)");
+        eprintln!("SKIPPED: needs root and `ip` (a veth pair for the external network)");
         return;
     }
     let nic = Dummy::new();
