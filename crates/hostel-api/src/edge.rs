@@ -124,11 +124,9 @@ pub struct AllocateAddress {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AttachAddress {
     /// The VM whose NIC gets the address.
-    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub vm: String,
     /// The NIC's index (default 0); its network must be attached to the external network.
     #[serde(default)]
-    #[schema(maximum = 7)]
     pub nic: u32,
 }
 
@@ -177,22 +175,17 @@ pub struct FirewallRuleBody {
     pub action: RuleAction,
     /// `tcp`, `udp`, `icmp`, `icmpv6`, `any` (default) or a number 0-255.
     #[serde(default)]
-    #[schema(max_length = 16)]
     pub protocol: Option<String>,
     /// Remote or local addresses: CIDRs or addresses (IPv4 and IPv6), `set:NAME`,
     /// `group:NAME`. Empty: any. Rules see private (inside) addresses.
     #[serde(default)]
-    #[schema(max_items = 256)]
     pub source: Vec<String>,
     #[serde(default)]
-    #[schema(max_items = 256)]
     pub destination: Vec<String>,
     /// Ports or ranges: "22", "8000-8080" (tcp and udp only).
     #[serde(default)]
-    #[schema(max_items = 256)]
     pub source_ports: Vec<String>,
     #[serde(default)]
-    #[schema(max_items = 256)]
     pub destination_ports: Vec<String>,
     /// icmp and icmpv6 only.
     #[serde(default)]
@@ -269,7 +262,7 @@ pub struct AddressSetBody {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct VmGroupBody {
     /// Names of the tenant's VMs; the group stands for all their NICs' addresses.
-    #[schema(max_items = 256)]
+    #[schema(max_items = 1024)]
     pub vms: Vec<String>,
 }
 

@@ -257,6 +257,7 @@ pub async fn list_rules(
 
 #[utoipa::path(post, path = "/v1/firewall/rules", request_body = FirewallRuleBody,
     responses((status = 201, body = FirewallRuleView),
+              (status = 409, body = hostel_api::ApiErrorBody, description = "the firewall was changed by another call meanwhile"),
               (status = 422, body = hostel_api::ApiErrorBody, description = "the switch did not take it")))]
 pub async fn add_rule(
     State(state): State<AppState>,
@@ -282,7 +283,8 @@ pub async fn add_rule(
 }
 
 #[utoipa::path(delete, path = "/v1/firewall/rules/{id}", responses((status = 204),
-    (status = 422, body = hostel_api::ApiErrorBody, description = "the switch did not take it")))]
+    (status = 409, body = hostel_api::ApiErrorBody, description = "the firewall was changed by another call meanwhile"),
+              (status = 422, body = hostel_api::ApiErrorBody, description = "the switch did not take it")))]
 pub async fn delete_rule(
     State(state): State<AppState>,
     auth: Auth,
@@ -307,6 +309,7 @@ pub async fn delete_rule(
 
 #[utoipa::path(put, path = "/v1/firewall/defaults", request_body = FirewallDefaults,
     responses((status = 200, body = FirewallView),
+              (status = 409, body = hostel_api::ApiErrorBody, description = "the firewall was changed by another call meanwhile"),
               (status = 422, body = hostel_api::ApiErrorBody, description = "the switch did not take it")))]
 pub async fn set_defaults(
     State(state): State<AppState>,
@@ -340,6 +343,7 @@ const MAX_MEMBERS: usize = 1024;
 
 #[utoipa::path(put, path = "/v1/firewall/sets/{name}", request_body = AddressSetBody,
     responses((status = 200, body = FirewallView),
+              (status = 409, body = hostel_api::ApiErrorBody, description = "the firewall was changed by another call meanwhile"),
               (status = 422, body = hostel_api::ApiErrorBody, description = "the switch did not take it")))]
 pub async fn set_set(
     State(state): State<AppState>,
@@ -382,6 +386,7 @@ pub async fn set_set(
 
 #[utoipa::path(put, path = "/v1/firewall/groups/{name}", request_body = VmGroupBody,
     responses((status = 200, body = FirewallView),
+              (status = 409, body = hostel_api::ApiErrorBody, description = "the firewall was changed by another call meanwhile"),
               (status = 422, body = hostel_api::ApiErrorBody, description = "the switch did not take it")))]
 pub async fn set_group(
     State(state): State<AppState>,
@@ -460,7 +465,8 @@ async fn remove_named(
 }
 
 #[utoipa::path(delete, path = "/v1/firewall/sets/{name}", responses((status = 204),
-    (status = 422, body = hostel_api::ApiErrorBody, description = "the switch did not take it")))]
+    (status = 409, body = hostel_api::ApiErrorBody, description = "the firewall was changed by another call meanwhile"),
+              (status = 422, body = hostel_api::ApiErrorBody, description = "the switch did not take it")))]
 pub async fn delete_set(
     State(state): State<AppState>,
     auth: Auth,
@@ -472,7 +478,8 @@ pub async fn delete_set(
 }
 
 #[utoipa::path(delete, path = "/v1/firewall/groups/{name}", responses((status = 204),
-    (status = 422, body = hostel_api::ApiErrorBody, description = "the switch did not take it")))]
+    (status = 409, body = hostel_api::ApiErrorBody, description = "the firewall was changed by another call meanwhile"),
+              (status = 422, body = hostel_api::ApiErrorBody, description = "the switch did not take it")))]
 pub async fn delete_group(
     State(state): State<AppState>,
     auth: Auth,

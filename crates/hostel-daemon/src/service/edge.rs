@@ -187,7 +187,8 @@ pub(crate) mod tests {
         let f = fixture();
         let svc = Edge::new(&f.store, &f.switch);
         let sys = Path::new("/sys/class/net");
-        let cases: [(&str, Box<dyn Fn(&mut ExternalSetup)>); 4] = [
+        type Spoil = Box<dyn Fn(&mut ExternalSetup)>;
+        let cases: [(&str, Spoil); 4] = [
             (
                 "gateway",
                 Box::new(|s| s.gateway4 = "198.51.100.1".parse().unwrap()),

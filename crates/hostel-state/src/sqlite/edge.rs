@@ -362,15 +362,21 @@ pub(super) fn detach_network(c: &Connection, network: &NetworkId) -> DbResult<()
           AND n.idx = public_addresses.nic_idx AND n.network_id = ?1)",
     )?
     .execute([network.to_string()])?;
+    release_idle_outside(c, &net.tenant)
+}
+
+/// Gives the tenant's edge address back to the pools once no network of the tenant is
+/// attached (after a detach, or when a deleted network's attachment went with it).
+pub(super) fn release_idle_outside(c: &Connection, tenant: &TenantId) -> DbResult<()> {
     let still: bool = c
         .prepare_cached(
             "SELECT 1 FROM network_edges e JOIN networks n ON n.id = e.network_id \
              WHERE n.tenant_id = ?1",
         )?
-        .exists([net.tenant.to_string()])?;
+        .exists([tenant.to_string()])?;
     if !still {
         c.prepare_cached("DELETE FROM public_addresses WHERE tenant_id = ?1 AND kind = 'outside'")?
-            .execute([net.tenant.to_string()])?;
+            .execute([tenant.to_string()])?;
     }
     Ok(())
 }
