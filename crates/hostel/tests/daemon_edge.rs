@@ -246,6 +246,18 @@ fn floating_address_firewall_and_source_nat_with_real_guests_survive_a_switch_re
         .find(|r| r.id == allow.id)
         .expect("rule listed");
     assert!(hits.hits_packets > 0, "the allow rule's counter: {hits:?}");
+    // The allow rule logs: its entries name it and the port (inside addresses: the VM's).
+    let log: Vec<hostel_api::FirewallLogView> = t
+        .cli(&["firewall", "log", "-o", "json"])
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a log line is JSON"))
+        .collect();
+    assert!(
+        log.iter()
+            .any(|e| e.rule == Some(allow.id) && e.destination_port == 22),
+        "no log entry of the allow rule: {log:?}"
+    );
     let metrics = d.client(&d.operator_token).get_text("/metrics").unwrap();
     assert!(
         metrics

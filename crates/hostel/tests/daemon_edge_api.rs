@@ -217,6 +217,44 @@ fn bad_input_quotas_tenancy_and_a_daemon_kill_leave_nothing_half_made() {
     assert_eq!(status, 409);
     assert!(message.contains(&first.address), "names it: {message}");
 
+    // A rule on one NIC, a set and a group: stored with their names, a bad set entry
+    // named by its index, a set a rule uses cannot go.
+    let mut on_web = rule("tcp", "80");
+    on_web.vm = Some("web".into());
+    on_web.source = vec!["set:office".into(), "group:app".into()];
+    let (status, f, _) = field_of(a.add_firewall_rule(None, &on_web).unwrap_err());
+    assert_eq!(
+        (status, f.as_deref()),
+        (400, Some("source[0]")),
+        "no set yet"
+    );
+    let bad_set = acme.cli(&[
+        "firewall",
+        "set",
+        "put",
+        "office",
+        "192.0.2.0/24",
+        "10.0.0.0/33",
+    ]);
+    bad_set.refused("addresses[1]");
+    assert!(acme
+        .cli(&["firewall", "set", "put", "office", "192.0.2.0/24"])
+        .ok());
+    assert!(acme.cli(&["firewall", "group", "put", "app", "web"]).ok());
+    let scoped = a.add_firewall_rule(None, &on_web).unwrap();
+    assert_eq!((scoped.vm.as_deref(), scoped.nic), (Some("web"), Some(0)));
+    let mut on_nic9 = on_web.clone();
+    on_nic9.nic = Some(9);
+    let (status, f, _) = field_of(a.add_firewall_rule(None, &on_nic9).unwrap_err());
+    assert_eq!((status, f.as_deref()), (400, Some("nic")));
+    acme.cli(&["firewall", "set", "delete", "office"])
+        .refused("unknown address set");
+    let fw = a.firewall(None).unwrap();
+    assert_eq!(fw.sets.get("office").map(Vec::len), Some(1));
+    assert_eq!(fw.groups.get("app").cloned(), Some(vec!["web".to_string()]));
+    a.delete_firewall_rule(None, scoped.id).unwrap();
+    assert!(acme.cli(&["firewall", "set", "delete", "office"]).ok());
+
     let shown: ExternalView = op.external().unwrap();
     assert_eq!(shown.pool_size, 8, "203.0.113.8/29: {shown:?}");
     assert_eq!(
