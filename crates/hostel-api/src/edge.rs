@@ -31,6 +31,15 @@ pub struct ExternalSetupBody {
     /// floating addresses come from here.
     #[schema(max_items = 64)]
     pub pools: Vec<String>,
+    /// Public IPv4 subnets the upstream routes to this host, outside `subnet`: tenants'
+    /// networks may take subnets of them as routed (untranslated) networks.
+    #[serde(default)]
+    #[schema(max_items = 64)]
+    pub routed_pools: Vec<String>,
+    /// The same for IPv6 (needs `subnet6`: each edge routing IPv6 gets an address there).
+    #[serde(default)]
+    #[schema(max_items = 64)]
+    pub routed_pools6: Vec<String>,
     /// The MAC the switch uses on the wire (default: one derived from the interface name).
     #[serde(default)]
     pub mac: Option<String>,
@@ -82,6 +91,10 @@ pub struct ExternalView {
     #[serde(default)]
     pub gateway6: Option<String>,
     pub pools: Vec<String>,
+    #[serde(default)]
+    pub routed_pools: Vec<String>,
+    #[serde(default)]
+    pub routed_pools6: Vec<String>,
     pub conntrack_limit: u32,
     /// Usable addresses in the pools, and how many are held.
     pub pool_size: u64,
@@ -101,12 +114,18 @@ pub struct AttachExternal {
     /// edge's address (without it they reach outside only with a floating address).
     #[serde(default)]
     pub snat: bool,
+    /// The network's subnet (and its IPv6 prefix, if inside a routed IPv6 pool) is public,
+    /// from the operator's routed pools: its VMs are reached and leave untranslated.
+    #[serde(default)]
+    pub routed: bool,
 }
 
 /// A network's attachment to the external network.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NetworkExternalView {
     pub snat: bool,
+    #[serde(default)]
+    pub routed: bool,
     /// The tenant edge's own address.
     pub outside: String,
 }

@@ -278,10 +278,13 @@ pub trait Store: Send + Sync {
     /// Attaches a network to the external network (or changes its `snat`); the tenant's
     /// edge takes an address from the pools with its first network. `Conflict` without an
     /// external network, for a network with an uplink, or when the pools are used up.
+    /// `routed`: the network's subnet is a public one from the operator's routed pools
+    /// (`Invalid` on `routed` otherwise; `Conflict` when another network has it).
     fn attach_network_external(
         &self,
         network: &NetworkId,
         snat: bool,
+        routed: bool,
         audit: &NewAuditEntry,
     ) -> Result<NetworkEdge>;
     /// Detaches it: its NICs' floating addresses are detached, and the edge's own address

@@ -7,7 +7,8 @@
 //! From the external host: the VM's floating address answers on the allowed port only, the
 //! reply comes back, a reject rule answers with a RST; a VM without a floating address
 //! reaches the external host through source NAT, which sees the tenant edge's address; the
-//! rule's hit counter moved; after the switch is killed (the daemon starts a new one) the
+//! rule's hit counter moved and the rule logged; a VM on a routed public subnet reaches the
+//! external host untranslated; after the switch is killed (the daemon starts a new one) the
 //! rules are back. Two guests, booted together. Skipped without root, `ip` or the guest.
 
 mod common;
@@ -119,6 +120,8 @@ fn floating_address_firewall_and_source_nat_with_real_guests_survive_a_switch_re
         "203.0.113.1",
         "--pool",
         "203.0.113.8/29",
+        "--routed-pool",
+        "192.0.2.0/24",
     ]);
     assert!(ext.ok(), "external set: {ext:?}");
     let t = d.tenant("acme", &[]);
@@ -238,6 +241,62 @@ fn floating_address_firewall_and_source_nat_with_real_guests_survive_a_switch_re
         peer.ip().to_string(),
         outside,
         "the far host sees the tenant edge's address"
+    );
+
+    // A routed public subnet: its VM reaches the far host untranslated (the upstream routes
+    // the subnet to the edge's address).
+    drop(_slots);
+    let routed: NetworkView = t
+        .cli(&[
+            "network",
+            "create",
+            "pub",
+            "--subnet",
+            "192.0.2.16/28",
+            "--external",
+            "--routed",
+            "-o",
+            "json",
+        ])
+        .json();
+    assert!(
+        routed.external.as_ref().is_some_and(|x| x.routed),
+        "{routed:?}"
+    );
+    net.ns
+        .exec(&format!("ip route add 192.0.2.16/28 via {outside}"));
+    let server = net.ns.spawn_in(|| {
+        let l = TcpListener::bind(format!("{FAR}:8081")).expect("bind in the namespace");
+        let (mut s, peer) = l.accept().expect("accept");
+        let _ = s.write_all(b"HELLO-ROUTED\n");
+        peer
+    });
+    let _slot = boot_slots(1);
+    let out = t.cli(&[
+        "vm",
+        "create",
+        "pubvm",
+        "--memory",
+        "128M",
+        "--network",
+        "pub",
+        "--cmdline",
+        &run_arg(&WORKER.replace("8080", "8081")),
+    ]);
+    assert!(out.ok(), "vm create pubvm: {out:?}");
+    let mut pubvm = LineWatcher::new(c.vms(None).console_follow("pubvm").unwrap());
+    let got = pubvm.wait_for("SNAT-GOT", BOOT_TIMEOUT);
+    assert!(
+        got.as_deref().is_some_and(|l| l.contains("HELLO-ROUTED")),
+        "the routed VM never reached the far host: {}",
+        pubvm.transcript()
+    );
+    let peer = server.join().expect("server thread");
+    let shown: NetworkView = t.cli(&["network", "show", "pub", "-o", "json"]).json();
+    assert_eq!(
+        Some(peer.ip().to_string()),
+        shown.ports[0].ipv4,
+        "the far host sees the VM's own (routed) address"
     );
 
     let rules: Vec<FirewallRuleView> = t.cli(&["firewall", "rule", "list", "-o", "json"]).json();

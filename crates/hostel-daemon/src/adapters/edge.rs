@@ -8,11 +8,12 @@
 
 use super::networking::port_id;
 use hostel_state::{
-    slaac_address, AddressKind, ExternalSetup, FirewallDoc, Network, NetworkId, Store, TenantId,
-    VmId, VmNic,
+    slaac_address, AddressKind, ExternalSetup, FirewallDoc, Network, NetworkEdge, NetworkId, Store,
+    TenantId, VmId, VmNic,
 };
 use hostel_switch_proto::external::{EdgeConfig, ExternalConfig, FloatingIp};
 use hostel_switch_proto::firewall::PolicySpec;
+use hostel_types::Ipv6Cidr;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
@@ -90,12 +91,9 @@ pub fn external_config(store: &dyn Store) -> hostel_state::Result<Option<Externa
     let edges = store.list_network_edges()?;
     let addresses = store.list_public_addresses(None)?;
     let firewalls: HashMap<TenantId, FirewallDoc> = store.list_firewalls()?.into_iter().collect();
-    let mut by_tenant: BTreeMap<TenantId, Vec<(NetworkId, bool)>> = BTreeMap::new();
+    let mut by_tenant: BTreeMap<TenantId, Vec<&NetworkEdge>> = BTreeMap::new();
     for e in &edges {
-        by_tenant
-            .entry(e.tenant)
-            .or_default()
-            .push((e.network, e.snat));
+        by_tenant.entry(e.tenant).or_default().push(e);
     }
     let mut out = Vec::new();
     for (tenant, nets) in by_tenant {
@@ -123,21 +121,42 @@ pub fn external_config(store: &dyn Store) -> hostel_state::Result<Option<Externa
                 }
             }
         }
-        let mut snat4 = Vec::new();
-        for (id, snat) in &nets {
-            if *snat {
-                snat4.push(store.get_network(id)?.subnet4.into());
+        let (mut snat4, mut routed4, mut routed6) = (Vec::new(), Vec::new(), Vec::new());
+        for e in &nets {
+            let net = store.get_network(&e.network)?;
+            if e.routed {
+                routed4.push(net.subnet4.into());
+                let p6: Option<Ipv6Cidr> = net.subnet6.map(Into::into);
+                if let Some(p) = p6.filter(|p| {
+                    setup
+                        .routed_pools6
+                        .iter()
+                        .any(|r| r.prefix <= p.prefix && r.contains(p.addr))
+                }) {
+                    routed6.push(p);
+                }
+            } else if e.snat {
+                snat4.push(net.subnet4.into());
             }
+        }
+        // An IPv6 address on the wire only for an edge that routes IPv6.
+        let outside6 = if routed6.is_empty() {
+            None
+        } else {
+            setup.outside6(outside.address)
+        };
+        if outside6.is_none() {
+            routed6.clear();
         }
         let doc = firewalls.get(&tenant).cloned().unwrap_or_default();
         out.push(EdgeConfig {
             tenant: edge_id(&tenant),
-            networks: nets.iter().map(|(id, _)| id.to_string()).collect(),
+            networks: nets.iter().map(|e| e.network.to_string()).collect(),
             outside4: outside.address,
-            outside6: None,
+            outside6,
             floating4: floating.iter().map(|a| a.address).collect(),
-            routed4: Vec::new(),
-            routed6: Vec::new(),
+            routed4,
+            routed6,
             attached4,
             snat4,
             policy: policy_spec(store, &tenant, &doc)?,

@@ -34,7 +34,20 @@ fn setup(b: &ExternalSetupBody) -> ApiResult<ExternalSetup> {
     for (i, p) in b.pools.iter().enumerate() {
         pools.push(parse(&format!("pools[{i}]"), p, "an IPv4 CIDR")?);
     }
+    let mut routed_pools4 = Vec::with_capacity(b.routed_pools.len());
+    for (i, p) in b.routed_pools.iter().enumerate() {
+        routed_pools4.push(parse(&format!("routed_pools[{i}]"), p, "an IPv4 CIDR")?);
+    }
+    let mut routed_pools6 = Vec::with_capacity(b.routed_pools6.len());
+    for (i, p) in b.routed_pools6.iter().enumerate() {
+        routed_pools6.push(parse(&format!("routed_pools6[{i}]"), p, "an IPv6 CIDR")?);
+    }
+    if routed_pools4.len() > 64 || routed_pools6.len() > 64 {
+        return Err(ApiError::invalid("routed_pools", "at most 64 each"));
+    }
     Ok(ExternalSetup {
+        routed_pools4,
+        routed_pools6,
         interface: b.interface.clone(),
         mac,
         subnet4: parse("subnet", &b.subnet, "an IPv4 CIDR")?,
@@ -120,6 +133,8 @@ async fn view(state: &AppState) -> ApiResult<ExternalView> {
                 subnet6: setup.subnet6.map(|s| s.to_string()),
                 gateway6: setup.gateway6.map(|s| s.to_string()),
                 pools: setup.pools.iter().map(|p| p.to_string()).collect(),
+                routed_pools: setup.routed_pools4.iter().map(|p| p.to_string()).collect(),
+                routed_pools6: setup.routed_pools6.iter().map(|p| p.to_string()).collect(),
                 conntrack_limit: setup.conntrack_limit,
                 pool_size: setup.pool_addresses().count() as u64,
                 pool_used: held.len() as u64,
@@ -177,7 +192,7 @@ pub async fn attach(
     let tenant = state.scope(&auth, &q).await?;
     let attach = |state: AppState, net: Network, entry| async move {
         Edge::new(&state.ctx.store, state.ctx.as_ref())
-            .attach_network(net.id, body.snat, entry)
+            .attach_network(net.id, body.snat, body.routed, entry)
             .await?;
         Ok(net)
     };

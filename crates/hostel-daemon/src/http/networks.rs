@@ -76,6 +76,7 @@ fn view(store: &dyn Store, stats: &SwitchStats, net: &Network) -> ApiResult<Netw
                 .unwrap_or_default();
             Ok(hostel_api::NetworkExternalView {
                 snat: e.snat,
+                routed: e.routed,
                 outside,
             })
         })

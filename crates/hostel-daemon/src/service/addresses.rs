@@ -99,7 +99,7 @@ mod tests {
         let acme = tenant(&f, "acme", 1);
         let other = tenant(&f, "other", 1);
         let lan = network(&f, acme, "lan");
-        edge.attach_network(lan, false, entry("network.attach"))
+        edge.attach_network(lan, false, false, entry("network.attach"))
             .await
             .unwrap();
         let svc = Addresses::new(&f.store, &f.switch);

@@ -56,6 +56,21 @@ pub fn validate_setup(setup: &ExternalSetup, sys_net: &Path) -> Result<(), Daemo
             ));
         }
     }
+    for (i, p) in setup.routed_pools4.iter().enumerate() {
+        let s = setup.subnet4;
+        if s.contains(p.addr) || p.contains(s.addr) {
+            return Err(DaemonError::invalid(
+                format!("routed_pools[{i}]"),
+                format!("{p} overlaps the external subnet {s}"),
+            ));
+        }
+    }
+    if !setup.routed_pools6.is_empty() && setup.subnet6.is_none_or(|p| p.prefix > 96) {
+        return Err(DaemonError::invalid(
+            "routed_pools6",
+            "routed IPv6 needs an external IPv6 prefix of /96 or wider (subnet6)",
+        ));
+    }
     if setup.conntrack_limit == 0 || setup.conntrack_limit > MAX_CONNTRACK_LIMIT {
         return Err(DaemonError::invalid(
             "conntrack_limit",
@@ -89,10 +104,17 @@ impl<'a, S: SwitchAdapter> Edge<'a, S> {
         &self,
         network: NetworkId,
         snat: bool,
+        routed: bool,
         audit: NewAuditEntry,
     ) -> Result<NetworkEdge, DaemonError> {
+        if snat && routed {
+            return Err(DaemonError::invalid(
+                "snat",
+                "a routed network's addresses are public already: no source NAT",
+            ));
+        }
         let edge = blocking(self.store, move |store| {
-            store.attach_network_external(&network, snat, &audit)
+            store.attach_network_external(&network, snat, routed, &audit)
         })
         .await?;
         self.switch.sync().await?;
@@ -146,6 +168,8 @@ pub(crate) mod tests {
             subnet6: None,
             gateway6: None,
             pools: vec!["203.0.113.8/30".parse().unwrap()],
+            routed_pools4: vec![],
+            routed_pools6: vec![],
             conntrack_limit: 1024,
         }
     }
@@ -222,7 +246,7 @@ pub(crate) mod tests {
         let t = tenant(&f, "acme", 1);
         let net = network(&f, t, "lan");
         let err = svc
-            .attach_network(net, true, entry("network.attach"))
+            .attach_network(net, true, false, entry("network.attach"))
             .await
             .unwrap_err();
         assert!(
@@ -233,7 +257,7 @@ pub(crate) mod tests {
             .await
             .unwrap();
         let edge = svc
-            .attach_network(net, true, entry("network.attach"))
+            .attach_network(net, true, false, entry("network.attach"))
             .await
             .unwrap();
         assert!(edge.snat);

@@ -36,6 +36,12 @@ pub struct ExternalSetup {
     /// Where tenants' public addresses (their edges' own and floating ones) come from;
     /// each inside `subnet4`.
     pub pools: Vec<Ipv4Cidr>,
+    /// Public subnets the upstream routes to the host, from which tenants' networks may
+    /// take routed (untranslated) subnets: IPv4 and IPv6.
+    #[serde(default)]
+    pub routed_pools4: Vec<Ipv4Cidr>,
+    #[serde(default)]
+    pub routed_pools6: Vec<Ipv6Cidr>,
     /// Connections each tenant's firewall tracks at most.
     pub conntrack_limit: u32,
 }
@@ -53,6 +59,24 @@ impl ExternalSetup {
                 .filter(move |a| *a != net && *a != bcast && *a != u32::from(self.gateway4))
                 .map(Ipv4Addr::from)
         })
+    }
+
+    /// The edge's IPv6 address on the external network: the prefix with the edge's IPv4
+    /// address as its last 32 bits (unique as that is); `None` without an IPv6 prefix of
+    /// /96 or wider.
+    pub fn outside6(&self, outside4: Ipv4Addr) -> Option<Ipv6Addr> {
+        let p = self.subnet6?;
+        if p.prefix > 96 {
+            return None;
+        }
+        let mask = if p.prefix == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(p.prefix))
+        };
+        Some(Ipv6Addr::from(
+            (u128::from(p.addr) & mask) | u128::from(u32::from(outside4)),
+        ))
     }
 
     /// Whether `a` is a usable pool address.
@@ -91,6 +115,9 @@ pub struct NetworkEdge {
     pub tenant: TenantId,
     /// VMs without a floating address leave through source NAT on the edge's address.
     pub snat: bool,
+    /// The network's subnet (and its IPv6 prefix, when inside a routed IPv6 pool) is a
+    /// public one the upstream routes to the edge: untranslated.
+    pub routed: bool,
 }
 
 /// A tenant's firewall as stored: its rules (scope `Nic` names the switch port,

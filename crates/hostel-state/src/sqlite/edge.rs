@@ -14,8 +14,10 @@ use super::{networks, tenants, DbResult};
 use crate::error::{EntityKind, StoreError};
 use crate::ids::{NetworkId, TenantId, VmId};
 use crate::model::edge::{AddressKind, ExternalSetup, FirewallDoc, NetworkEdge, PublicAddress};
+use crate::model::network::Network;
 use crate::model::tenant::Usage;
 use crate::time::Timestamp;
+use hostel_types::Ipv4Cidr;
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("corrupt {what}: {e}"))
@@ -279,11 +281,12 @@ fn edge_from_row(row: &Row<'_>) -> DbResult<NetworkEdge> {
         network: text(row, "network_id")?,
         tenant: text(row, "tenant_id")?,
         snat: uint::<u8, _>(row, "snat")? != 0,
+        routed: uint::<u8, _>(row, "routed")? != 0,
     })
 }
 
 const EDGE_SQL: &str =
-    "SELECT e.network_id, n.tenant_id, e.snat FROM network_edges e JOIN networks n ON n.id = e.network_id";
+    "SELECT e.network_id, n.tenant_id, e.snat, e.routed FROM network_edges e JOIN networks n ON n.id = e.network_id";
 
 fn get_edge(c: &Connection, network: &NetworkId) -> DbResult<Option<NetworkEdge>> {
     let sql = format!("{EDGE_SQL} WHERE e.network_id = ?1");
@@ -302,9 +305,13 @@ pub(super) fn attach_network(
     c: &Connection,
     network: &NetworkId,
     snat: bool,
+    routed: bool,
 ) -> DbResult<NetworkEdge> {
     let net = networks::get(c, network)?;
     let setup = get_external(c)?.ok_or_else(no_external)?;
+    if routed {
+        check_routed(c, &setup, &net)?;
+    }
     if net.uplink != crate::model::network::Uplink::None {
         return Err(StoreError::conflict(
             EntityKind::Network,
@@ -330,15 +337,69 @@ pub(super) fn attach_network(
         )?;
     }
     c.prepare_cached(
-        "INSERT INTO network_edges (network_id, snat) VALUES (?1, ?2) \
-         ON CONFLICT(network_id) DO UPDATE SET snat = excluded.snat",
+        "INSERT INTO network_edges (network_id, snat, routed) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(network_id) DO UPDATE SET snat = excluded.snat, routed = excluded.routed",
     )?
-    .execute((network.to_string(), i64::from(snat)))?;
+    .execute((network.to_string(), i64::from(snat), i64::from(routed)))?;
     Ok(NetworkEdge {
         network: *network,
         tenant: net.tenant,
         snat,
+        routed,
     })
+}
+
+fn overlaps4(a: &Ipv4Cidr, b: &Ipv4Cidr) -> bool {
+    a.contains(b.addr) || b.contains(a.addr)
+}
+
+/// A routed network's subnet must lie inside one of the operator's routed pools and
+/// overlap no other routed network (of any tenant): the upstream routes it to one edge.
+fn check_routed(c: &Connection, setup: &ExternalSetup, net: &Network) -> DbResult<()> {
+    let mine: Ipv4Cidr = net.subnet4.into();
+    let inside = setup
+        .routed_pools4
+        .iter()
+        .any(|p| p.prefix <= mine.prefix && p.contains(mine.addr));
+    if !inside {
+        return Err(StoreError::invalid(
+            "routed",
+            format!(
+                "subnet {} is not inside the external network's routed pools",
+                net.subnet4
+            ),
+        )
+        .into());
+    }
+    for e in list_edges(c)?
+        .into_iter()
+        .filter(|e| e.routed && e.network != net.id)
+    {
+        let other = networks::get(c, &e.network)?;
+        let theirs: Ipv4Cidr = other.subnet4.into();
+        if overlaps4(&mine, &theirs) {
+            return Err(StoreError::conflict(
+                EntityKind::Network,
+                &net.name,
+                format!(
+                    "subnet {} is already routed to another network",
+                    net.subnet4
+                ),
+            )
+            .into());
+        }
+        if let (Some(a), Some(b)) = (net.subnet6, other.subnet6) {
+            if a == b {
+                return Err(StoreError::conflict(
+                    EntityKind::Network,
+                    &net.name,
+                    format!("prefix {a} is already routed to another network"),
+                )
+                .into());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Detaches a network. Floating addresses attached to its NICs are detached; the

@@ -249,9 +249,10 @@ impl Store for SqliteStore {
         &self,
         network: &NetworkId,
         snat: bool,
+        routed: bool,
         audit: &NewAuditEntry,
     ) -> Result<NetworkEdge> {
-        self.write_audited(audit, |tx| edge::attach_network(tx, network, snat))
+        self.write_audited(audit, |tx| edge::attach_network(tx, network, snat, routed))
     }
     fn detach_network_external(&self, network: &NetworkId, audit: &NewAuditEntry) -> Result<()> {
         self.write_audited(audit, |tx| edge::detach_network(tx, network))

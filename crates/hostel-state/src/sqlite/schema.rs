@@ -187,7 +187,8 @@ CREATE INDEX public_addresses_by_tenant ON public_addresses(tenant_id);
 -- Tenant networks attached to the external network.
 CREATE TABLE network_edges (
     network_id TEXT PRIMARY KEY NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
-    snat       INTEGER NOT NULL CHECK (snat IN (0, 1))
+    snat       INTEGER NOT NULL CHECK (snat IN (0, 1)),
+    routed     INTEGER NOT NULL DEFAULT 0 CHECK (routed IN (0, 1))
 ) STRICT;
 
 -- Each tenant's firewall (rules, defaults, sets, groups) as one JSON document, replaced

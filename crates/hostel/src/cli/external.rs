@@ -23,6 +23,13 @@ pub enum ExternalCommand {
         /// A public address pool inside the subnet (repeat for more).
         #[arg(long = "pool")]
         pools: Vec<String>,
+        /// A public IPv4 subnet the upstream routes to this host, for tenants' routed
+        /// networks (repeat for more).
+        #[arg(long = "routed-pool")]
+        routed_pools: Vec<String>,
+        /// The same for IPv6 (needs --subnet6).
+        #[arg(long = "routed-pool6")]
+        routed_pools6: Vec<String>,
         /// The external IPv6 prefix and its router.
         #[arg(long)]
         subnet6: Option<String>,
@@ -46,11 +53,15 @@ pub fn main(ctx: &Ctx, cmd: ExternalCommand) -> Result<()> {
             subnet,
             gateway,
             pools,
+            routed_pools,
+            routed_pools6,
             subnet6,
             gateway6,
             mac,
             conntrack_limit,
         } => ctx.client.set_external(&ExternalSetupBody {
+            routed_pools,
+            routed_pools6,
             interface,
             subnet,
             gateway,
@@ -81,6 +92,12 @@ fn print(format: Format, v: &ExternalView) -> Result<()> {
             },
         ),
         ("pools", v.pools.join(", ")),
+        (
+            "routed pools",
+            [v.routed_pools.clone(), v.routed_pools6.clone()]
+                .concat()
+                .join(", "),
+        ),
         (
             "pool usage",
             format!("{} of {} held", v.pool_used, v.pool_size),

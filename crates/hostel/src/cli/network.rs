@@ -37,14 +37,20 @@ pub enum NetworkCommand {
         #[arg(long, conflicts_with = "uplink")]
         external: bool,
         /// With --external: VMs without a floating address go out through source NAT.
-        #[arg(long, requires = "external")]
+        #[arg(long, requires = "external", conflicts_with = "routed")]
         snat: bool,
+        /// With --external: the subnet is public (inside the operator's routed pools) and
+        /// crosses the edge untranslated.
+        #[arg(long, requires = "external")]
+        routed: bool,
     },
     /// Attach a network to the external network (or change its --snat).
     Attach {
         name: String,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "routed")]
         snat: bool,
+        #[arg(long)]
+        routed: bool,
     },
     /// Detach a network from the external network.
     Detach { name: String },
@@ -68,6 +74,7 @@ pub fn main(ctx: &Ctx, args: NetworkArgs) -> Result<()> {
             subnet6,
             external,
             snat,
+            routed,
         } => {
             let n = c.create_network(
                 tenant,
@@ -82,7 +89,7 @@ pub fn main(ctx: &Ctx, args: NetworkArgs) -> Result<()> {
             if !external {
                 return print(ctx.format, &n);
             }
-            match c.attach_network_external(tenant, &name, &AttachExternal { snat }) {
+            match c.attach_network_external(tenant, &name, &AttachExternal { snat, routed }) {
                 Ok(n) => print(ctx.format, &n),
                 Err(e) => {
                     // Nothing half-made: the network goes again (it has no VMs yet).
@@ -93,8 +100,8 @@ pub fn main(ctx: &Ctx, args: NetworkArgs) -> Result<()> {
                 }
             }
         }
-        NetworkCommand::Attach { name, snat } => {
-            let n = c.attach_network_external(tenant, &name, &AttachExternal { snat })?;
+        NetworkCommand::Attach { name, snat, routed } => {
+            let n = c.attach_network_external(tenant, &name, &AttachExternal { snat, routed })?;
             print(ctx.format, &n)
         }
         NetworkCommand::Detach { name } => {
@@ -140,9 +147,14 @@ fn print(format: Format, n: &NetworkView) -> Result<()> {
             match &n.external {
                 None => "no".to_string(),
                 Some(x) => format!(
-                    "yes, edge address {}{}",
+                    "yes, edge address {}{}{}",
                     x.outside,
-                    if x.snat { ", source NAT" } else { "" }
+                    if x.snat { ", source NAT" } else { "" },
+                    if x.routed {
+                        ", routed (untranslated)"
+                    } else {
+                        ""
+                    }
                 ),
             },
         ),
