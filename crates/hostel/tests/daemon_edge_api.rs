@@ -255,6 +255,42 @@ fn bad_input_quotas_tenancy_and_a_daemon_kill_leave_nothing_half_made() {
     a.delete_firewall_rule(None, scoped.id).unwrap();
     assert!(acme.cli(&["firewall", "set", "delete", "office"]).ok());
 
+    // Routed subnets come from the operator's routed pools only, one network each.
+    assert!(d
+        .op(&[
+            "external",
+            "set",
+            "--interface",
+            &nic.0,
+            "--subnet",
+            "203.0.113.0/24",
+            "--gateway",
+            "203.0.113.1",
+            "--pool",
+            "203.0.113.8/29",
+            "--routed-pool",
+            "192.0.2.0/24",
+        ])
+        .ok());
+    assert!(acme
+        .cli(&["network", "create", "pub", "--subnet", "192.0.2.16/28"])
+        .ok());
+    assert!(acme
+        .cli(&["network", "create", "far", "--subnet", "198.18.0.0/24"])
+        .ok());
+    acme.cli(&["network", "attach", "far", "--routed"])
+        .refused("routed");
+    assert!(acme.cli(&["network", "attach", "pub", "--routed"]).ok());
+    assert!(other
+        .cli(&["network", "create", "pub", "--subnet", "192.0.2.16/29"])
+        .ok());
+    other
+        .cli(&["network", "attach", "pub", "--routed"])
+        .refused("already routed");
+    for (t, n) in [(&acme, "pub"), (&acme, "far"), (&other, "pub")] {
+        assert!(t.cli(&["network", "delete", n]).ok());
+    }
+
     let shown: ExternalView = op.external().unwrap();
     assert_eq!(shown.pool_size, 8, "203.0.113.8/29: {shown:?}");
     assert_eq!(
