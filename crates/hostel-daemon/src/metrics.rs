@@ -73,6 +73,11 @@ pub fn render(store: &dyn Store) -> Result<String, hostel_state::StoreError> {
             ("memory_mib", u.memory_mib, t.quota.max_memory_mib),
             ("disk_gib", u.disk_gib, t.quota.max_disk_gib),
             ("vms", u.vms, u64::from(t.quota.max_vms)),
+            (
+                "public_addresses",
+                u.public_addresses,
+                u64::from(t.quota.max_public_addresses),
+            ),
         ] {
             let _ = writeln!(
                 out,

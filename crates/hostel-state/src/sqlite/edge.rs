@@ -182,6 +182,16 @@ pub(super) fn allocate(
     let mut usage = Usage::default();
     add_usage(c, tenant, &mut usage)?;
     crate::quota::check_public_address(&quota, &usage)?;
+    // The switch refuses an edge with more (whatever the operator's quota says).
+    let most = hostel_switch_proto::external::MAX_PUBLIC_PER_EDGE as u64;
+    if usage.public_addresses >= most {
+        return Err(StoreError::conflict(
+            EntityKind::Address,
+            "public",
+            format!("a tenant holds at most {most} floating addresses"),
+        )
+        .into());
+    }
     let address = pick_address(c, &setup, requested)?;
     let p = PublicAddress {
         address,
