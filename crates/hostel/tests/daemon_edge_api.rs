@@ -335,4 +335,35 @@ fn bad_input_quotas_tenancy_and_a_daemon_kill_leave_nothing_half_made() {
         v.pool_used, 1,
         "only the other tenant's edge holds one: {v:?}"
     );
+
+    // The external interface goes away and the switch restarts: the tenants' networks come
+    // back without the edge (the daemon applies them alone when the switch refuses the
+    // external network), instead of every VM losing its network.
+    drop(nic);
+    let old = d.switch_pid().expect("a switch runs");
+    // SAFETY: signalling the switch this test's daemon started.
+    unsafe { libc::kill(old, libc::SIGKILL) };
+    let sock = d.state_path().join("switch/control.sock");
+    let config = common::poll(
+        "a new switch with the networks",
+        std::time::Duration::from_secs(30),
+        || {
+            if d.switch_pid() == Some(old) {
+                return None;
+            }
+            let mut s = std::os::unix::net::UnixStream::connect(&sock).ok()?;
+            use std::io::{BufRead, Write};
+            s.write_all(b"{\"op\":\"show_config\"}\n").ok()?;
+            let mut line = String::new();
+            std::io::BufReader::new(s).read_line(&mut line).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+            let nets = v["config"]["networks"].as_array()?.len();
+            (nets >= 1).then_some(v)
+        },
+    );
+    assert!(
+        config["config"]["external"].is_null(),
+        "the external network cannot be up without its interface: {config}"
+    );
+    assert!(d.log().contains("applying the tenant networks without it"));
 }
