@@ -8,7 +8,8 @@
 //! reply comes back, a reject rule answers with a RST; a VM without a floating address
 //! reaches the external host through source NAT, which sees the tenant edge's address; the
 //! rule's hit counter moved and the rule logged; a VM on a routed public subnet reaches the
-//! external host untranslated; after the switch is killed (the daemon starts a new one) the
+//! external host untranslated, and its routed IPv6 address answers pings from outside while
+//! an icmpv6 rule allows them and not once the rule is deleted; after the switch is killed (the daemon starts a new one) the
 //! rules are back. Two guests, booted together. Skipped without root, `ip` or the guest.
 
 mod common;
@@ -49,7 +50,8 @@ impl Internet {
         // every TCP segment from outside as corrupt. A real NIC receives whole checksums.
         ns.exec(&format!(
             "ip link set {peer} up && ip addr add 203.0.113.1/24 dev {peer} && \
-             ip addr add {FAR}/32 dev lo && ethtool -K {peer} tx off >/dev/null"
+             ip addr add {FAR}/32 dev lo && ethtool -K {peer} tx off >/dev/null && \
+             ip addr add 2001:db8:1::1/64 dev {peer} nodad"
         ));
         Internet { ns, nic }
     }
@@ -122,6 +124,12 @@ fn floating_address_firewall_and_source_nat_with_real_guests_survive_a_switch_re
         "203.0.113.8/29",
         "--routed-pool",
         "192.0.2.0/24",
+        "--subnet6",
+        "2001:db8:1::/64",
+        "--gateway6",
+        "2001:db8:1::1",
+        "--routed-pool6",
+        "2001:db8:2::/48",
     ]);
     assert!(ext.ok(), "external set: {ext:?}");
     let t = d.tenant("acme", &[]);
@@ -253,6 +261,8 @@ fn floating_address_firewall_and_source_nat_with_real_guests_survive_a_switch_re
             "pub",
             "--subnet",
             "192.0.2.16/28",
+            "--subnet6",
+            "2001:db8:2::/64",
             "--external",
             "--routed",
             "-o",
@@ -263,8 +273,11 @@ fn floating_address_firewall_and_source_nat_with_real_guests_survive_a_switch_re
         routed.external.as_ref().is_some_and(|x| x.routed),
         "{routed:?}"
     );
-    net.ns
-        .exec(&format!("ip route add 192.0.2.16/28 via {outside}"));
+    // The edge's IPv6 address: the external prefix with its IPv4 address as the last 32 bits.
+    net.ns.exec(&format!(
+        "ip route add 192.0.2.16/28 via {outside} && \
+         ip -6 route add 2001:db8:2::/64 via 2001:db8:1::cb00:7108"
+    ));
     let server = net.ns.spawn_in(|| {
         let l = TcpListener::bind(format!("{FAR}:8081")).expect("bind in the namespace");
         let (mut s, peer) = l.accept().expect("accept");
@@ -298,6 +311,49 @@ fn floating_address_firewall_and_source_nat_with_real_guests_survive_a_switch_re
         shown.ports[0].ipv4,
         "the far host sees the VM's own (routed) address"
     );
+
+    // An IPv6 rule: the routed VM's SLAAC address answers pings from the external network
+    // while an icmpv6 rule allows them, and no longer once it is deleted.
+    let v6 = shown.ports[0]
+        .ipv6
+        .clone()
+        .expect("the routed VM's IPv6 address");
+    let ping6 = |n: u32| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &net.ns.name, "busybox", "ping", "-6", "-c"])
+            .arg(n.to_string())
+            .args(["-W", "2", &v6])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("ping")
+            .success()
+    };
+    let icmp6: FirewallRuleView = t
+        .cli(&[
+            "firewall",
+            "rule",
+            "add",
+            "--direction",
+            "ingress",
+            "--action",
+            "allow",
+            "--protocol",
+            "icmpv6",
+            "--source",
+            "2001:db8:1::/64",
+            "-o",
+            "json",
+        ])
+        .json();
+    poll(
+        "ping6 to the routed VM through its rule",
+        BOOT_TIMEOUT,
+        || ping6(1).then_some(()),
+    );
+    let out = t.cli(&["firewall", "rule", "delete", &icmp6.id.to_string()]);
+    assert!(out.ok(), "{out:?}");
+    assert!(!ping6(2), "the deleted IPv6 rule still lets pings in");
 
     let rules: Vec<FirewallRuleView> = t.cli(&["firewall", "rule", "list", "-o", "json"]).json();
     let hits = rules
