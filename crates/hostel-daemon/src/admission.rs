@@ -91,6 +91,33 @@ pub fn committed(store: &dyn Store, except: Option<&VmId>) -> hostel_state::Resu
     Ok(c)
 }
 
+/// Which of the host's limits a VM would break.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CapacityError {
+    #[error(
+        "host memory: {requested} MiB requested + {committed} MiB committed > {limit} MiB \
+         ({host} MiB x overcommit {overcommit})"
+    )]
+    Memory {
+        requested: u64,
+        committed: u64,
+        limit: u64,
+        host: u64,
+        overcommit: f64,
+    },
+    #[error(
+        "host vCPUs: {requested} requested + {committed} committed > {limit} \
+         ({host} CPUs x overcommit {overcommit})"
+    )]
+    Vcpus {
+        requested: u32,
+        committed: u64,
+        limit: u64,
+        host: u32,
+        overcommit: f64,
+    },
+}
+
 /// Admits a VM of `vcpus`/`memory_mib` on top of `committed`, or says which limit it breaks.
 pub fn admit(
     host: HostSize,
@@ -98,20 +125,26 @@ pub fn admit(
     committed: Committed,
     vcpus: u32,
     memory_mib: u64,
-) -> Result<(), String> {
+) -> Result<(), CapacityError> {
     let mem_limit = (host.memory_mib as f64 * settings.memory_overcommit) as u64;
     if committed.memory_mib + memory_mib > mem_limit {
-        return Err(format!(
-            "host memory: {memory_mib} MiB requested + {} MiB committed > {mem_limit} MiB ({} MiB x overcommit {})",
-            committed.memory_mib, host.memory_mib, settings.memory_overcommit
-        ));
+        return Err(CapacityError::Memory {
+            requested: memory_mib,
+            committed: committed.memory_mib,
+            limit: mem_limit,
+            host: host.memory_mib,
+            overcommit: settings.memory_overcommit,
+        });
     }
     let cpu_limit = (f64::from(host.cpus) * settings.cpu_overcommit) as u64;
     if committed.vcpus + u64::from(vcpus) > cpu_limit {
-        return Err(format!(
-            "host vCPUs: {vcpus} requested + {} committed > {cpu_limit} ({} CPUs x overcommit {})",
-            committed.vcpus, host.cpus, settings.cpu_overcommit
-        ));
+        return Err(CapacityError::Vcpus {
+            requested: vcpus,
+            committed: committed.vcpus,
+            limit: cpu_limit,
+            host: host.cpus,
+            overcommit: settings.cpu_overcommit,
+        });
     }
     Ok(())
 }
@@ -136,9 +169,21 @@ mod tests {
         };
         assert!(admit(host, &s, c, 1, 500).is_ok());
         let err = admit(host, &s, c, 1, 501).unwrap_err();
-        assert!(err.contains("host memory"), "{err}");
+        assert!(
+            matches!(err, CapacityError::Memory { limit: 1500, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "host memory: 501 MiB requested + 1000 MiB committed > 1500 MiB \
+             (1000 MiB x overcommit 1.5)"
+        );
         let err = admit(host, &s, c, 2, 10).unwrap_err();
-        assert!(err.contains("host vCPUs"), "{err}");
+        assert!(
+            matches!(err, CapacityError::Vcpus { limit: 4, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().starts_with("host vCPUs"), "{err}");
         assert!(validate_settings(&HostSettings {
             memory_overcommit: f64::NAN,
             cpu_overcommit: 1.0

@@ -12,7 +12,7 @@ pub struct ApiError {
     pub message: String,
     pub field: Option<String>,
     /// The failure is in the audit log already: it was committed with the undo of what
-    /// the call had changed (see `http::revert`), so the caller must not log it again.
+    /// the call had changed (see `service::revert`), so the caller must not log it again.
     pub recorded: bool,
 }
 
@@ -140,14 +140,44 @@ impl From<StoreError> for ApiError {
 impl From<crate::service::DaemonError> for ApiError {
     fn from(e: crate::service::DaemonError) -> Self {
         use crate::service::DaemonError;
+        let message = e.to_string();
         match e {
             DaemonError::Store(e) => e.into(),
             DaemonError::Switch(e) => Self::engine(e.to_string()),
             DaemonError::Vm(e) => e.into(),
-            e @ DaemonError::OperatorToken => {
-                Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            DaemonError::OperatorToken => Self::new(StatusCode::CONFLICT, "conflict", message),
+            DaemonError::Invalid { field, .. } => Self {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid",
+                message,
+                field: Some(field),
+                recorded: false,
+            },
+            DaemonError::NotFound { .. } => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+            DaemonError::Conflict { field, .. } => {
+                let e = Self::new(StatusCode::CONFLICT, "conflict", message);
+                match field {
+                    Some(f) => e.with_field(f),
+                    None => e,
+                }
             }
-            DaemonError::Invalid { field, reason } => Self::invalid(&field, reason),
+            DaemonError::Image(
+                hostel_images::ImageError::NotRoot(_)
+                | hostel_images::ImageError::ToolMissing { .. }
+                | hostel_images::ImageError::CommandFailed { .. },
+            ) => Self::engine(message),
+            DaemonError::BuildFailed(_) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "build_failed", message)
+            }
+            DaemonError::Image(_)
+            | DaemonError::Engine(_)
+            | DaemonError::NoImageStore
+            | DaemonError::Io { .. }
+            | DaemonError::Task(_) => Self::internal(message),
+            DaemonError::Undone(e) => Self {
+                recorded: true,
+                ..Self::from(*e)
+            },
         }
     }
 }
@@ -214,9 +244,15 @@ mod tests {
                 "a stop asked for after this start won; the VM stays stopped",
             ),
             (
-                VmOpError::Capacity("host memory full".into()),
+                VmOpError::Capacity(crate::admission::CapacityError::Vcpus {
+                    requested: 2,
+                    committed: 3,
+                    limit: 4,
+                    host: 2,
+                    overcommit: 2.0,
+                }),
                 StatusCode::CONFLICT,
-                "host memory full",
+                "host vCPUs: 2 requested + 3 committed > 4 (2 CPUs x overcommit 2)",
             ),
             (
                 VmOpError::TimedOut {

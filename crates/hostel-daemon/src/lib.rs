@@ -119,11 +119,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     }
     tokio::spawn(ctx.standby.clone().run(ctx.clone()));
 
-    let app = http::router(http::AppState {
-        ctx: ctx.clone(),
-        supervisor,
-        consoles: Default::default(),
-    });
+    let app = http::router(http::AppState::new(ctx.clone(), supervisor));
     let tcp = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;

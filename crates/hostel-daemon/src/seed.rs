@@ -3,21 +3,20 @@
 //! (static addresses matched by MAC), the customer's user-data, and a service template's
 //! configuration. Written once at create into the VM's disk directory and kept.
 
-use crate::error::{ApiError, ApiResult};
+use crate::service::DaemonError;
 use hostel_api::CreateVm;
 use hostel_images::{Addressing, IpCidr, NicConfig, SeedConfig, SeedNetwork, Template};
 use hostel_state::{slaac_address, Store, Vm};
 use std::net::IpAddr;
 
 /// Checks the customer's seed fields before anything is created, naming the field at fault.
-pub fn check(body: &CreateVm, template: Option<&Template>) -> ApiResult<()> {
+pub fn check(body: &CreateVm, template: Option<&Template>) -> Result<(), DaemonError> {
     let mut seed = SeedConfig {
         instance_id: "i-check".into(),
         hostname: hostname(body),
         ..Default::default()
     };
-    let invalid =
-        |field: &str, e: hostel_images::ImageError| ApiError::invalid(field, e.to_string());
+    let invalid = |field: &str, e: hostel_images::ImageError| DaemonError::invalid(field, e);
     seed.render().map_err(|e| invalid("hostname", e))?;
     seed.ssh_authorized_keys = body.ssh_keys.iter().map(|k| k.trim().to_string()).collect();
     seed.render().map_err(|e| invalid("ssh_keys", e))?;
@@ -40,7 +39,7 @@ pub fn config(
     vm: &Vm,
     body: &CreateVm,
     template: Option<&Template>,
-) -> ApiResult<SeedConfig> {
+) -> Result<SeedConfig, DaemonError> {
     let mut nics = Vec::new();
     for nic in store.list_nics_of_vm(&vm.id)? {
         let net = store.get_network(&nic.network)?;
@@ -83,7 +82,7 @@ pub fn config(
     };
     if let Some(t) = template {
         t.apply(&body.service_params, &mut seed)
-            .map_err(|e| ApiError::invalid("service_params", e.to_string()))?;
+            .map_err(|e| DaemonError::invalid("service_params", e))?;
     }
     Ok(seed)
 }

@@ -300,12 +300,12 @@ impl StandbyPool {
         self.wake.notify_one();
     }
 
-    async fn boot_one(&self, ctx: &Ctx, image_name: &str) -> Result<(), String> {
+    async fn boot_one(&self, ctx: &Ctx, image_name: &str) -> Result<(), BootError> {
         let image = ctx
             .images
             .get(image_name)
             .and_then(|i| i.os().cloned())
-            .ok_or_else(|| format!("no OS image {image_name:?} in the store"))?;
+            .ok_or_else(|| BootError::NoImage(image_name.to_string()))?;
         let shape = Shape {
             image: image_name.to_string(),
             vcpus: 1,
@@ -315,9 +315,7 @@ impl StandbyPool {
         let id = VmId::new_random();
         let dir = ctx.layout.standby_disk_dir(&id);
         let (d, img, size) = (dir.clone(), image.clone(), shape.disk_gib * GIB);
-        tokio::task::spawn_blocking(move || make_disks(&d, &img, size))
-            .await
-            .map_err(|e| e.to_string())??;
+        tokio::task::spawn_blocking(move || make_disks(&d, &img, size)).await??;
         {
             let mut e = self.entries();
             e.ports.push(id);
@@ -354,12 +352,10 @@ impl StandbyPool {
         image: &hostel_images::Image,
         shape: &Shape,
         dir: &Path,
-    ) -> Result<Engine, String> {
-        let mut input = image
-            .boot_input(&dir.join(ROOT_DISK), Some(&dir.join(SEED_DISK)))
-            .map_err(|e| e.to_string())?;
+    ) -> Result<Engine, BootError> {
+        let mut input = image.boot_input(&dir.join(ROOT_DISK), Some(&dir.join(SEED_DISK)))?;
         let Some(cmdline) = input.cmdline.as_mut() else {
-            return Err("standbys need an image hostel boots directly (kernel and initrd)".into());
+            return Err(BootError::NotDirectBoot);
         };
         cmdline.push_str(&format!(" hostel.seed={SEED_DEVICE}"));
         input.name = Some(format!("standby-{id}"));
@@ -370,13 +366,11 @@ impl StandbyPool {
             backend: NicBackend::VhostUser(ctx.switch.port_socket(&port_id(id, 0))),
             mac: Some(mac),
         }];
-        networking::sync(ctx).await.map_err(|e| e.to_string())?;
-        let spec = input.validate().map_err(|e| e.to_string())?;
+        networking::sync(ctx).await?;
+        let spec = input.validate()?;
         let opts = LaunchOptions::new(ctx.layout.vm_run_dir(id));
-        let vm = Engine::launch(&spec, &opts)
-            .await
-            .map_err(|e| e.to_string())?;
-        vm.start().await.map_err(|e| e.to_string())?;
+        let vm = Engine::launch(&spec, &opts).await?;
+        vm.start().await?;
         Ok(vm)
     }
 
@@ -409,14 +403,41 @@ impl StandbyPool {
     }
 }
 
+/// Why a standby could not be booted (the pool retries later).
+#[derive(Debug, thiserror::Error)]
+enum BootError {
+    #[error("no OS image {0:?} in the store")]
+    NoImage(String),
+    #[error("standbys need an image hostel boots directly (kernel and initrd)")]
+    NotDirectBoot,
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Image(#[from] hostel_images::ImageError),
+    #[error(transparent)]
+    Spec(#[from] hostel_engine::spec::SpecError),
+    #[error(transparent)]
+    Switch(#[from] networking::SyncError),
+    #[error(transparent)]
+    Engine(#[from] hostel_engine::EngineError),
+    #[error("disk task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// The root overlay at its size and an empty seed, which the claim fills.
-fn make_disks(dir: &Path, image: &hostel_images::Image, size: u64) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    image
-        .create_vm_disk(&dir.join(ROOT_DISK), Some(size))
-        .map_err(|e| e.to_string())?;
+fn make_disks(dir: &Path, image: &hostel_images::Image, size: u64) -> Result<(), BootError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BootError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    image.create_vm_disk(&dir.join(ROOT_DISK), Some(size))?;
     let seed = dir.join(SEED_DISK);
-    std::fs::File::create(&seed).map_err(|e| format!("{}: {e}", seed.display()))?;
+    std::fs::File::create(&seed).map_err(io(&seed))?;
     Ok(())
 }
 

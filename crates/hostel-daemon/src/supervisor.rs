@@ -419,8 +419,8 @@ pub enum VmOpError {
     #[error("{0}")]
     DeleteFailed(LifecycleError),
     /// The host has no room for the VM (admission).
-    #[error("{0}")]
-    Capacity(String),
+    #[error(transparent)]
+    Capacity(#[from] crate::admission::CapacityError),
     #[error(
         "VM {name:?} did not finish the operation within {secs} s; it goes on in the background"
     )]

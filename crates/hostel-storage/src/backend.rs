@@ -5,19 +5,18 @@
 //! negotiated with one guest session leaks into the next.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use hostel_pool::Pool;
+use hostel_vhost::ExitEvents;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringMutex, VringT};
 use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
 use crate::request::{self, Desc, Op, Parsed, Request, MAX_CHAIN, SECTOR};
 
@@ -69,9 +68,8 @@ pub struct Disk {
 struct Inner {
     disk: Disk,
     mem: Mem,
-    /// Exit-event consumers the library turns into raw descriptors and never closes (see the
-    /// switch's backend): closed by [`BlkBackend::close_exit_events`].
-    exit_consumers: Mutex<Vec<RawFd>>,
+    /// Exit events handed to the library, closed when the session ends.
+    exit_events: ExitEvents,
     acked: AtomicU64,
 }
 
@@ -86,28 +84,15 @@ impl BlkBackend {
             inner: Arc::new(Inner {
                 disk,
                 mem,
-                exit_consumers: Mutex::new(Vec::new()),
+                exit_events: ExitEvents::default(),
                 acked: AtomicU64::new(0),
             }),
         }
     }
 
-    /// Closes the exit-event descriptors the library leaked; only once the daemon this
-    /// backend served is dropped (its threads joined).
-    pub fn close_exit_events(&self) {
-        let fds = std::mem::take(
-            &mut *self
-                .inner
-                .exit_consumers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for fd in fds {
-            // SAFETY: `fd` came from `exit_event`'s consumer, which the library converted
-            // into a raw descriptor and never closes; its users (the worker threads and
-            // their epoll sets) are gone, so this is the last owner.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
+    /// The exit events this backend handed out.
+    pub fn exit_events(&self) -> &ExitEvents {
+        &self.inner.exit_events
     }
 
     fn capacity_sectors(&self) -> u64 {
@@ -269,18 +254,19 @@ impl BlkBackend {
         mut off: u64,
     ) -> Result<(), DataError> {
         let d = &self.inner.disk;
-        let mut buf = vec![0u8; CHUNK];
-        for b in &req.data {
-            let mut done = 0usize;
-            while done < b.len as usize {
-                let n = (b.len as usize - done).min(CHUNK);
-                d.pool.read(&d.volume, off, &mut buf[..n])?;
-                mem.write_slice(&buf[..n], guest_addr(b.addr, done)?)?;
-                done += n;
-                off += n as u64;
+        with_chunk(|buf| {
+            for b in &req.data {
+                let mut done = 0usize;
+                while done < b.len as usize {
+                    let n = (b.len as usize - done).min(CHUNK);
+                    d.pool.read(&d.volume, off, &mut buf[..n])?;
+                    mem.write_slice(&buf[..n], guest_addr(b.addr, done)?)?;
+                    done += n;
+                    off += n as u64;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn write_from(
@@ -290,19 +276,31 @@ impl BlkBackend {
         mut off: u64,
     ) -> Result<(), DataError> {
         let d = &self.inner.disk;
-        let mut buf = vec![0u8; CHUNK];
-        for b in &req.data {
-            let mut done = 0usize;
-            while done < b.len as usize {
-                let n = (b.len as usize - done).min(CHUNK);
-                mem.read_slice(&mut buf[..n], guest_addr(b.addr, done)?)?;
-                d.pool.write(&d.volume, off, &buf[..n])?;
-                done += n;
-                off += n as u64;
+        with_chunk(|buf| {
+            for b in &req.data {
+                let mut done = 0usize;
+                while done < b.len as usize {
+                    let n = (b.len as usize - done).min(CHUNK);
+                    mem.read_slice(&mut buf[..n], guest_addr(b.addr, done)?)?;
+                    d.pool.write(&d.volume, off, &buf[..n])?;
+                    done += n;
+                    off += n as u64;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
+}
+
+thread_local! {
+    /// The bounce buffer of this queue thread: requests of one queue run one after another on
+    /// its thread, so one buffer per thread serves them all without an allocation per request.
+    static CHUNK_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
+}
+
+/// Runs `f` with this thread's bounce buffer (`CHUNK` bytes).
+fn with_chunk<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+    CHUNK_BUF.with(|b| f(&mut b.borrow_mut()))
 }
 
 /// Why a request's data could not move between the guest and the pool (the request fails
@@ -388,14 +386,7 @@ impl VhostUserBackend for BlkBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        let (consumer, notifier) =
-            new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()?;
-        self.inner
-            .exit_consumers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(consumer.as_raw_fd());
-        Some((consumer, notifier))
+        self.inner.exit_events.new_pair()
     }
 
     fn handle_event(

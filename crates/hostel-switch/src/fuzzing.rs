@@ -25,7 +25,7 @@ use crate::datapath::Core;
 use crate::packet::{parse, REPLY_BUF};
 use crate::tables::Tables;
 use crate::types::MacAddr;
-use crate::vhost::vet;
+use hostel_vhost::vet;
 
 fn network() -> NetworkConfig {
     NetworkConfig {

@@ -29,7 +29,7 @@
 //! - [`stats`]: per-port counters with one [`stats::DropReason`] per drop.
 //! - [`vhost`]: vhost-user backend glue, per-port socket listeners, and the message relay
 //!   that papers over QEMU's SET_VRING_ENABLE ordering and vets every descriptor a frontend
-//!   hands over ([`vhost::vet`]: memory that could fault the switch, eventfds that could
+//!   hands over ([`hostel_vhost::vet`]: memory that could fault the switch, eventfds that could
 //!   spin or block it).
 //! - [`uplink`]: TAP devices (a network's uplink, TAP ports) and their reader threads.
 //! - [`afpacket`], [`external`]: the external network's port on a host interface (AF_PACKET

@@ -5,7 +5,7 @@
 pub mod daemon;
 
 use base64::Engine as _;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
@@ -151,25 +151,38 @@ pub fn ssh_keypair(dir: &std::path::Path, comment: &str) -> (std::path::PathBuf,
     (key, public.trim().to_string())
 }
 
-/// Collects lines from a stream on a thread so a test can wait for one with a deadline.
+/// Collects lines from a stream on a thread so a test can wait for one with a deadline: the
+/// one console wait of the tests. A prompt (`login: `) never ends its line, so
+/// [`LineWatcher::wait_for_prompt`] also looks at the text after the last newline.
 pub struct LineWatcher {
-    rx: mpsc::Receiver<String>,
+    rx: mpsc::Receiver<Vec<u8>>,
+    /// Bytes after the last newline so far.
+    partial: Vec<u8>,
+    /// Complete lines received but not yet looked at.
+    pending: std::collections::VecDeque<String>,
     pub seen: Vec<String>,
 }
 
 impl LineWatcher {
-    pub fn new(stream: impl Read + Send + 'static) -> Self {
+    pub fn new(mut stream: impl Read + Send + 'static) -> Self {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line.trim_end_matches('\r').to_string()).is_err() {
-                    break;
+            let mut buf = [0u8; 8192];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(buf[..n].to_vec()).is_err() {
+                            break;
+                        }
+                    }
                 }
             }
         });
         LineWatcher {
             rx,
+            partial: Vec::new(),
+            pending: Default::default(),
             seen: Vec::new(),
         }
     }
@@ -177,22 +190,88 @@ impl LineWatcher {
     /// Waits until a line containing `needle` arrives; returns it, or `None` at the deadline
     /// or the end of the stream.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait(needle, timeout, false)
+    }
+
+    /// [`LineWatcher::wait_for`], where the text after the last newline counts too: for a
+    /// prompt, which waits on its own line for input. Returns that text as it is so far.
+    pub fn wait_for_prompt(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait(needle, timeout, true)
+    }
+
+    fn wait(&mut self, needle: &str, timeout: Duration, prompt: bool) -> Option<String> {
         let deadline = Instant::now() + timeout;
+        let mut ended = false;
         loop {
+            while let Some(line) = self.pending.pop_front() {
+                self.seen.push(line.clone());
+                if line.contains(needle) {
+                    return Some(line);
+                }
+            }
+            let tail = String::from_utf8_lossy(&self.partial).replace('\r', "");
+            if prompt && tail.contains(needle) {
+                return Some(tail);
+            }
+            if ended {
+                return None;
+            }
             let left = deadline.checked_duration_since(Instant::now())?;
-            let line = self.rx.recv_timeout(left).ok()?;
-            self.seen.push(line.clone());
-            if line.contains(needle) {
-                return Some(line);
+            match self.rx.recv_timeout(left) {
+                Ok(chunk) => self.partial.extend_from_slice(&chunk),
+                Err(mpsc::RecvTimeoutError::Timeout) => return None,
+                // The stream ended: its last line has no newline.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    ended = true;
+                    if !self.partial.is_empty() {
+                        self.partial.push(b'\n');
+                    }
+                }
+            }
+            while let Some(i) = self.partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.partial.drain(..=i).collect();
+                let text = String::from_utf8_lossy(&line[..i]);
+                self.pending
+                    .push_back(text.trim_end_matches('\r').to_string());
             }
         }
     }
 
     /// Everything seen so far, for assertion messages.
     pub fn transcript(&self) -> String {
-        self.seen.join("\n")
+        let mut t = self.seen.join("\n");
+        t.push('\n');
+        t.push_str(&String::from_utf8_lossy(&self.partial));
+        t
     }
 }
 
 /// Boot deadline for one TCG guest on a loaded 2-core machine.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn lines_are_whole_and_a_prompt_is_found_without_its_newline() {
+        let (mut guest, host) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut w = LineWatcher::new(host);
+        guest.write_all(b"boot\r\nHOSTEL-MARK ho").unwrap();
+        guest.write_all(b"st=x\r\ndeb login: ").unwrap();
+        let mark = w.wait_for("HOSTEL-MARK", Duration::from_secs(10));
+        assert_eq!(mark.as_deref(), Some("HOSTEL-MARK host=x"));
+        // A line-wait never returns a line before its end.
+        assert_eq!(w.wait_for("login:", Duration::from_millis(200)), None);
+        let prompt = w.wait_for_prompt("login:", Duration::from_secs(10));
+        assert_eq!(prompt.as_deref(), Some("deb login: "));
+        // At the end of the stream its last, unterminated line is a line.
+        drop(guest);
+        assert_eq!(
+            w.wait_for("deb", Duration::from_secs(10)).as_deref(),
+            Some("deb login: ")
+        );
+        assert_eq!(w.wait_for("more", Duration::from_secs(10)), None);
+    }
+}

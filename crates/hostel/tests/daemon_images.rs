@@ -9,10 +9,8 @@ use hostel_api::{
     ImportImage, NicRequest, Size,
 };
 use hostel_testkit::daemon::TestDaemon;
-use hostel_testkit::{guest_assets, is_root, which, workspace_root};
-use std::io::Read;
+use hostel_testkit::{guest_assets, is_root, which, workspace_root, LineWatcher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Boot to the login prompt with cloud-init under TCG on a loaded 2-core machine.
@@ -244,39 +242,26 @@ fn provide_debian(op: &Client) -> ImageView {
     v
 }
 
-/// The console follow stream, accumulated: a getty's `login:` has no newline after it, so
-/// the text is searched as a whole rather than line by line.
-struct Console(Arc<Mutex<String>>);
-
-impl Console {
-    fn follow(mut stream: Box<dyn Read + Send + Sync>) -> Self {
-        let text = Arc::new(Mutex::new(String::new()));
-        let sink = text.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = stream.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let chunk = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
-                sink.lock().unwrap().push_str(&chunk);
-            }
-        });
-        Console(text)
-    }
-
-    fn wait_for(&self, needle: &str, timeout: Duration, since: Instant) -> String {
-        loop {
-            let text = self.0.lock().unwrap().clone();
-            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
-                eprintln!("console: {needle:?} after {:.1?}", since.elapsed());
-                return line.to_string();
-            }
-            if since.elapsed() > timeout {
-                panic!("no {needle:?} on the console after {timeout:?}:\n{text}");
-            }
-            std::thread::sleep(Duration::from_millis(250));
+/// Waits on a VM's console (the testkit's one console wait) for `needle`, already seen or
+/// still to come, until `LOGIN_TIMEOUT` after `since`; `prompt`: it ends no line (a getty's
+/// `login:`). Panics with the transcript at the deadline.
+fn console_wait(console: &mut LineWatcher, needle: &str, prompt: bool, since: Instant) -> String {
+    let left = LOGIN_TIMEOUT.saturating_sub(since.elapsed());
+    let seen = console.seen.iter().find(|l| l.contains(needle)).cloned();
+    let found = match seen {
+        Some(line) => Some(line),
+        None if prompt => console.wait_for_prompt(needle, left),
+        None => console.wait_for(needle, left),
+    };
+    match found {
+        Some(line) => {
+            eprintln!("console: {needle:?} after {:.1?}", since.elapsed());
+            line
         }
+        None => panic!(
+            "no {needle:?} on the console after {LOGIN_TIMEOUT:?}:\n{}",
+            console.transcript()
+        ),
     }
 }
 
@@ -339,9 +324,9 @@ fn debian_vm_boots_from_an_os_image_with_its_seed() {
     let disk_dir = vm_disk_dir(&d, &vm.id);
     assert!(disk_dir.join("root.qcow2").is_file() && disk_dir.join("seed.img").is_file());
 
-    let console = Console::follow(t.vms(None).console_follow("deb").unwrap());
-    console.wait_for("deb login:", LOGIN_TIMEOUT, started);
-    let mark = console.wait_for("HOSTEL-MARK host=", LOGIN_TIMEOUT, started);
+    let mut console = LineWatcher::new(t.vms(None).console_follow("deb").unwrap());
+    console_wait(&mut console, "deb login:", true, started);
+    let mark = console_wait(&mut console, "HOSTEL-MARK host=", false, started);
     assert!(mark.contains("host=deb"), "{mark}");
     assert!(mark.contains("keys=1"), "SSH key not installed: {mark}");
     assert!(
@@ -406,11 +391,16 @@ fn a_create_takes_a_standby_that_becomes_the_customers_vm() {
     let disk_dir = vm_disk_dir(&d, &vm.id);
     assert!(disk_dir.join("root.qcow2").is_file() && disk_dir.join("seed.img").is_file());
 
-    let console = Console::follow(t.vms(None).console_follow("shop").unwrap());
+    let mut console = LineWatcher::new(t.vms(None).console_follow("shop").unwrap());
     // The console is the standby's: it waited for its seed, then got it.
-    console.wait_for(READY, LOGIN_TIMEOUT, started);
-    console.wait_for("hostel-standby: seed received", LOGIN_TIMEOUT, started);
-    let mark = console.wait_for("HOSTEL-MARK host=", LOGIN_TIMEOUT, started);
+    console_wait(&mut console, READY, false, started);
+    console_wait(
+        &mut console,
+        "hostel-standby: seed received",
+        false,
+        started,
+    );
+    let mark = console_wait(&mut console, "HOSTEL-MARK host=", false, started);
     assert!(mark.contains("host=shop"), "{mark}");
     assert!(mark.contains(&format!("id={}", vm.id)), "{mark}");
     assert!(mark.contains("keys=1"), "SSH key not installed: {mark}");

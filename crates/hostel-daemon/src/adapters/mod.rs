@@ -12,6 +12,7 @@
 //! `crate::supervisor` for now.
 
 pub mod edge;
+pub mod engine;
 pub mod networking;
 pub mod switch_link;
 

@@ -92,6 +92,14 @@ fn port_config(
 }
 
 /// The switch's form of a NIC's effective limits.
+///
+/// Two types of one shape, on purpose: the store's `NicLimits` is stored as JSON that always
+/// names all three classes (`{"total":{},"flood":{},"unknown":{}}`), the switch's
+/// `PortLimits` leaves unlimited classes out of its config, and each crate validates its own
+/// (the store names the field at fault, `limits.total.packets_per_sec`, against
+/// `MAX_NIC_LIMIT`; the switch checks its bucket rules). One type would change one of the
+/// two serializations, the stored one or the switch's, and move both crates' methods into
+/// `hostel-types`; this copy is the price of keeping both.
 pub fn to_switch(l: &NicLimits) -> PortLimits {
     let rate = |r: hostel_state::RateLimit| hostel_switch_proto::RateLimit {
         packets_per_sec: r.packets_per_sec,

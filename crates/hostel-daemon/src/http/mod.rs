@@ -12,15 +12,15 @@ mod images;
 mod json;
 mod networks;
 mod nic_limits;
-mod revert;
 mod scoped;
-mod standby;
 mod tenants;
 mod tokens;
 mod views;
 mod vms;
 
+use crate::adapters::engine::QemuEngine;
 use crate::error::{ApiError, ApiResult};
+use crate::service::vms::Vms;
 use crate::supervisor::Supervisor;
 use crate::Ctx;
 use axum::extract::FromRequestParts;
@@ -40,8 +40,32 @@ pub use scoped::Named;
 pub struct AppState {
     pub ctx: Arc<Ctx>,
     pub supervisor: Arc<Supervisor>,
+    /// The engine as the services see it (the supervisor, the standby pool).
+    pub engine: Arc<QemuEngine>,
     /// VMs whose serial console has an interactive client (one at a time).
     pub consoles: Arc<console::AttachedConsoles>,
+}
+
+impl AppState {
+    pub fn new(ctx: Arc<Ctx>, supervisor: Arc<Supervisor>) -> Self {
+        Self {
+            engine: Arc::new(QemuEngine::new(ctx.clone(), supervisor.clone())),
+            ctx,
+            supervisor,
+            consoles: Default::default(),
+        }
+    }
+
+    /// The VM operations, over the real engine and switch.
+    pub fn vms(&self) -> Vms<'_, QemuEngine, Ctx> {
+        Vms::new(
+            &self.ctx.store,
+            &self.ctx.layout,
+            &self.ctx.images,
+            &self.engine,
+            &self.ctx,
+        )
+    }
 }
 
 pub fn router(state: AppState) -> Router {

@@ -14,38 +14,37 @@ use hostel_state::{
     CeilingSource, NewAuditEntry, NicLimits, NicLimitsRecord, RateLimit, Tenant, TenantId, Vm,
 };
 
-fn rate_from(b: RateLimitBody) -> RateLimit {
-    RateLimit {
-        packets_per_sec: b.packets_per_sec,
-        bytes_per_sec: b.bytes_per_sec,
-        burst_packets: b.burst_packets,
-        burst_bytes: b.burst_bytes,
-    }
+// The API's and the store's limits have the same fields (the API's carry the schema's
+// bounds, the store's its validation); these copy one into the other, either way.
+macro_rules! copy_rate {
+    ($r:expr => $rate:ident) => {{
+        let r = $r;
+        $rate {
+            packets_per_sec: r.packets_per_sec,
+            bytes_per_sec: r.bytes_per_sec,
+            burst_packets: r.burst_packets,
+            burst_bytes: r.burst_bytes,
+        }
+    }};
 }
 
-fn rate_body(r: RateLimit) -> RateLimitBody {
-    RateLimitBody {
-        packets_per_sec: r.packets_per_sec,
-        bytes_per_sec: r.bytes_per_sec,
-        burst_packets: r.burst_packets,
-        burst_bytes: r.burst_bytes,
-    }
+macro_rules! copy_limits {
+    ($l:expr => $limits:ident / $rate:ident) => {{
+        let l = $l;
+        $limits {
+            total: copy_rate!(l.total => $rate),
+            flood: copy_rate!(l.flood => $rate),
+            unknown: copy_rate!(l.unknown => $rate),
+        }
+    }};
 }
 
 pub(crate) fn limits_from(b: &NicLimitsBody) -> NicLimits {
-    NicLimits {
-        total: rate_from(b.total),
-        flood: rate_from(b.flood),
-        unknown: rate_from(b.unknown),
-    }
+    copy_limits!(b => NicLimits / RateLimit)
 }
 
 fn body(l: &NicLimits) -> NicLimitsBody {
-    NicLimitsBody {
-        total: rate_body(l.total),
-        flood: rate_body(l.flood),
-        unknown: rate_body(l.unknown),
-    }
+    copy_limits!(l => NicLimitsBody / RateLimitBody)
 }
 
 fn view(vm: &Vm, nic: u32, rec: &NicLimitsRecord) -> NicLimitsView {

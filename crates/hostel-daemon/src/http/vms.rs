@@ -1,28 +1,20 @@
-//! VM routes, scoped to one tenant: a name outside it is simply not found.
+//! VM routes, scoped to one tenant (a name outside it is simply not found): requests
+//! parsed here, operations done by [`crate::service::vms`], results mapped to views.
 
-use super::images::VmImage;
-use super::revert::Revert;
-use super::standby::Claim;
 use super::{views, ApiJson, AppState, Auth, Named, TenantQuery};
 use super::{ApiPath, ApiQuery};
-use crate::actor::grow_disk;
 use crate::error::{ApiError, ApiResult};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use hostel_api::{CreateVm, NicRequest, NicView, ResizeVm, StopVm, VmView};
-use hostel_state::{
-    slaac_address, AuditResult, DesiredState, Network, NewAuditEntry, NewNic, NewVm, RestartPolicy,
-    Store, TenantId, Vm, VmId, VmName, VmSpecRecord,
-};
+use hostel_api::{CreateVm, NicView, ResizeVm, StopVm, VmView};
+use hostel_state::{slaac_address, Store, Vm, VmId};
 use serde::Deserialize;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
-const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(30);
-use crate::supervisor::MAX_STOP_GRACE;
 /// How often a follow stream looks for new console output: a read per interval is cheap,
 /// and at 100 ms it added ~60 ms to every "is it up yet" (BENCHMARKS.md, bench-api).
 const FOLLOW_POLL: Duration = Duration::from_millis(20);
@@ -50,94 +42,9 @@ fn with_nics(store: &dyn Store, mut view: VmView, vm: &Vm) -> ApiResult<VmView> 
     Ok(view)
 }
 
-/// The requested NICs, resolved within the tenant (another tenant's network is not found).
-fn nics_from(
-    store: &dyn Store,
-    tenant: TenantId,
-    requests: &[NicRequest],
-) -> ApiResult<Vec<NewNic>> {
-    requests
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let field = format!("networks[{i}]");
-            let net = Network::find(store, tenant, &r.network)
-                .map_err(|_| ApiError::invalid(&field, format!("no network {:?}", r.network)))?;
-            let ipv4 =
-                r.ip.as_deref()
-                    .map(|ip| {
-                        ip.parse().map_err(|_| {
-                            ApiError::invalid(&field, format!("{ip:?} is not an IPv4 address"))
-                        })
-                    })
-                    .transpose()?;
-            Ok(NewNic {
-                network: net.id,
-                ipv4,
-            })
-        })
-        .collect()
-}
-
-/// The VM as it is now: after an operation, its record has moved on from the one found.
-async fn fresh(state: &AppState, id: VmId) -> ApiResult<VmView> {
-    state
-        .db(move |store| view(store, &store.get_vm(&id)?))
-        .await
-}
-
-fn parse_policy(s: &str) -> ApiResult<RestartPolicy> {
-    RestartPolicy::ALL
-        .iter()
-        .copied()
-        .find(|p| p.as_str() == s)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "restart_policy",
-                format!("{s:?} is not never, on_failure or always"),
-            )
-        })
-}
-
-/// What every VM shape must be, at create and at resize alike: one the engine can boot
-/// (a VM recorded with a shape no start can launch would only fail later, every time).
-fn check_shape(vcpus: u32, memory_mib: u64, disk_gib: u64) -> ApiResult<()> {
-    use hostel_engine::spec::{MAX_VCPUS, MIN_MEMORY_MIB};
-    if !(1..=MAX_VCPUS).contains(&vcpus) {
-        return Err(ApiError::invalid(
-            "vcpus",
-            format!("{vcpus} is out of range (1-{MAX_VCPUS})"),
-        ));
-    }
-    if memory_mib < MIN_MEMORY_MIB {
-        return Err(ApiError::invalid(
-            "memory",
-            format!("{memory_mib} MiB is below the minimum of {MIN_MEMORY_MIB} MiB"),
-        ));
-    }
-    if disk_gib == 0 {
-        return Err(ApiError::invalid("disk_gib", "must be at least 1"));
-    }
-    // The upper bounds the store can hold are checked by `VmSpecRecord`.
-    Ok(())
-}
-
-fn spec_from(state: &AppState, body: &CreateVm) -> ApiResult<(VmSpecRecord, VmImage)> {
-    let image = super::images::resolve_for_vm(state, body)?;
-    let memory = match &body.memory {
-        None => image.default_memory_mib(),
-        Some(m) => m.to_mib().map_err(|e| ApiError::invalid("memory", e))?,
-    };
-    let vcpus = body.vcpus.unwrap_or(1);
-    let disk_gib = body.disk_gib.unwrap_or(image.default_disk_gib());
-    check_shape(vcpus, memory, disk_gib)?;
-    image.check_disk(disk_gib)?;
-    let mut spec = VmSpecRecord::new(vcpus, memory, disk_gib, image.name.clone())?
-        .with_cmdline(body.cmdline.clone())?;
-    if let Some(p) = &body.restart_policy {
-        spec = spec.with_restart_policy(parse_policy(p)?);
-    }
-    Ok((spec, image))
+/// The VM as it is now, as the API shows it.
+async fn view_of(state: &AppState, vm: Vm) -> ApiResult<VmView> {
+    state.db(move |store| view(store, &vm)).await
 }
 
 #[utoipa::path(post, path = "/v1/vms", request_body = CreateVm,
@@ -151,152 +58,16 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateVm>,
 ) -> ApiResult<(StatusCode, Json<VmView>)> {
     let tenant = state.scope(&auth, &q).await?;
-    let view = state
-        .audited(&auth, Some(tenant), "vm.create", &body.name, |entry| {
-            create_vm(&state, tenant, &body, entry)
-        })
+    let vm = state
+        .audited(
+            &auth,
+            Some(tenant),
+            "vm.create",
+            &body.name,
+            |entry| async { Ok(state.vms().create(tenant, &body, entry).await?) },
+        )
         .await?;
-    Ok((StatusCode::CREATED, Json(view)))
-}
-
-/// Records the VM (with `entry`), makes its disks and seed, gives the switch its ports
-/// and starts it. A failure after the record exists undoes all of it through one
-/// [`Revert`]: no record, disks, ports or quota usage are left, and the audit log gets
-/// the failure in the same transaction as the record's removal.
-async fn create_vm(
-    state: &AppState,
-    tenant: TenantId,
-    body: &CreateVm,
-    entry: NewAuditEntry,
-) -> ApiResult<VmView> {
-    let name = VmName::new(&body.name).map_err(|e| ApiError::invalid("name", e.to_string()))?;
-    let (spec, image) = spec_from(state, body)?;
-    // A standby of this shape, if the host keeps one: the VM gets its id and its boot.
-    let standby = image
-        .os
-        .as_ref()
-        .and_then(|_| super::standby::wanted_shape(body, &spec))
-        .and_then(|shape| state.ctx.standby.take(&shape));
-    let new = NewVm {
-        id: standby.as_ref().map(|s| s.id),
-        name,
-        spec,
-        desired: DesiredState::Stopped,
-    };
-    let requests = body.networks.clone();
-    let record_entry = entry.clone();
-    let created = state
-        .db(move |store| {
-            let nics = nics_from(store, tenant, &requests)?;
-            let (vm, _) =
-                store.create_vm_with_nics_within_quota(&tenant, &new, &nics, &record_entry)?;
-            Ok(vm)
-        })
-        .await;
-    let vm = match created {
-        Ok(vm) => vm,
-        Err(e) => {
-            if let Some(sb) = standby {
-                state.ctx.standby.put_back(sb);
-            }
-            return Err(e);
-        }
-    };
-    let mut revert = Revert::new();
-    {
-        let (state, vm) = (state.clone(), vm.clone());
-        revert.add("record", move |reason| async move {
-            unmake(&state, &vm, entry, reason).await;
-        });
-    }
-    match make_and_start(state, &vm, body, &image, standby, &mut revert).await {
-        Ok(()) => {
-            revert.success();
-            fresh(state, vm.id).await
-        }
-        Err(mut e) => {
-            revert.fail(&e.message).await;
-            e.recorded = true;
-            Err(e)
-        }
-    }
-}
-
-/// The part of a create after its record: disks (or a standby's), then the start.
-async fn make_and_start(
-    state: &AppState,
-    vm: &Vm,
-    body: &CreateVm,
-    image: &VmImage,
-    standby: Option<crate::standby::Standby>,
-    revert: &mut Revert,
-) -> ApiResult<()> {
-    let mut running = false;
-    match (&image.os, standby) {
-        (Some(os), Some(sb)) => match super::standby::claim(state, vm, body, os, sb).await? {
-            Claim::Taken => running = true,
-            Claim::Declined => super::images::make_vm_disks(state, vm, body, os).await?,
-        },
-        (Some(os), None) => super::images::make_vm_disks(state, vm, body, os).await?,
-        (None, _) => {
-            let disk = state.ctx.layout.vm_root_disk(&vm.tenant, &vm.id);
-            let gib = vm.spec.disk_gib();
-            tokio::task::spawn_blocking(move || {
-                grow_disk(&disk, gib).map_err(|e| {
-                    ApiError::internal(format!("creating disk {}: {e}", disk.display()))
-                })
-            })
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))??;
-        }
-    }
-    if running || body.start.unwrap_or(true) {
-        // A QEMU that runs it (a standby's, or one a start launched before failing) goes
-        // before the record does.
-        let (s, v) = (state.clone(), vm.clone());
-        revert.add("qemu", move |_| async move {
-            if let Err(e) = s.supervisor.remove(&v).await {
-                tracing::warn!(vm = %v.id, error = %e, "stopping a failed create's VM");
-            }
-        });
-    }
-    if !running && body.start.unwrap_or(true) {
-        state.supervisor.start(vm, None).await?;
-    } else if !running {
-        state.supervisor.created(vm).await?;
-        // A start gives the switch the VM's ports; a VM created stopped gets them now (the
-        // watchdog compares switch generations, not tables, so it would not notice them).
-        if let Err(e) = crate::adapters::networking::sync(&state.ctx).await {
-            tracing::warn!(vm = %vm.id, error = %e, "switch ports of a VM created stopped; the watchdog retries");
-        }
-    }
-    Ok(())
-}
-
-/// Undoes a create's record: removes it (committing the failure to the audit log with
-/// the removal), its disk and run directories, and its switch ports.
-async fn unmake(state: &AppState, vm: &Vm, entry: NewAuditEntry, reason: String) {
-    let (id, disks, run) = (
-        vm.id,
-        state.ctx.layout.vm_disk_dir(&vm.tenant, &vm.id),
-        state.ctx.layout.vm_run_dir(&vm.id),
-    );
-    let failed = entry.with_result(AuditResult::Error(format!("{reason} (undone)")));
-    let removed = state
-        .ctx
-        .db(move |store| {
-            let removed = store.delete_vm(&id, None, &failed);
-            let _ = std::fs::remove_dir_all(disks);
-            let _ = std::fs::remove_dir_all(run);
-            removed
-        })
-        .await;
-    if let Err(e) = removed {
-        tracing::error!(vm = %id, error = %e, "removing the record of a failed create");
-    }
-    if let Err(e) = crate::adapters::networking::sync(&state.ctx).await {
-        tracing::warn!(vm = %id, error = %e, "switch ports of a failed create");
-    }
+    Ok((StatusCode::CREATED, Json(view_of(&state, vm).await?)))
 }
 
 #[utoipa::path(get, path = "/v1/vms", responses((status = 200, body = [VmView])))]
@@ -343,34 +114,12 @@ pub async fn resize(
     ApiJson(body): ApiJson<ResizeVm>,
 ) -> ApiResult<Json<VmView>> {
     let tenant = state.scope(&auth, &q).await?;
-    let resize = |state: AppState, vm: Vm, entry| async move {
-        let memory = match &body.memory {
-            None => vm.spec.memory_mib(),
-            Some(m) => m.to_mib().map_err(|e| ApiError::invalid("memory", e))?,
-        };
-        let disk = body.disk_gib.unwrap_or(vm.spec.disk_gib());
-        let vcpus = body.vcpus.unwrap_or(vm.spec.vcpus());
-        check_shape(vcpus, memory, disk)?;
-        if disk < vm.spec.disk_gib() {
-            return Err(ApiError::invalid(
-                "disk_gib",
-                format!("a disk cannot shrink ({} GiB now)", vm.spec.disk_gib()),
-            ));
-        }
-        let spec = vm.spec.resized(vcpus, memory, disk)?;
-        state
-            .db(move |store| {
-                view(
-                    store,
-                    &store.resize_vm_within_quota(&vm.id, &spec, None, &entry)?,
-                )
-            })
-            .await
-    };
-    let view = state
-        .on_named(&auth, tenant, "vm.resize", &name, resize)
+    let vm = state
+        .audited(&auth, Some(tenant), "vm.resize", &name, |entry| async {
+            Ok(state.vms().resize(tenant, &name, &body, entry).await?)
+        })
         .await?;
-    Ok(Json(view))
+    Ok(Json(view_of(&state, vm).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/vms/{name}", responses((status = 204), (status = 422, body = hostel_api::ApiErrorBody, description = "the engine could not do it; `message` says why")))]
@@ -381,14 +130,10 @@ pub async fn delete(
     ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<StatusCode> {
     let tenant = state.scope(&auth, &q).await?;
-    // The delete is on record (with its audit entry) before anything is done; the
-    // supervisor kills QEMU (over a stop under way) and removes disks, record and ports. A
-    // daemon killed meanwhile finishes it at its next start.
-    let delete = |state: AppState, vm: Vm, entry| async move {
-        Ok::<_, ApiError>(state.supervisor.delete(&vm, entry).await?)
-    };
     state
-        .on_named(&auth, tenant, "vm.delete", &name, delete)
+        .audited(&auth, Some(tenant), "vm.delete", &name, |entry| async {
+            Ok(state.vms().delete(tenant, &name, entry).await?)
+        })
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -401,14 +146,12 @@ pub async fn start(
     ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<Json<VmView>> {
     let tenant = state.scope(&auth, &q).await?;
-    let start = |state: AppState, vm: Vm, entry| async move {
-        state.supervisor.start(&vm, Some(entry)).await?;
-        fresh(&state, vm.id).await
-    };
-    let view = state
-        .on_named(&auth, tenant, "vm.start", &name, start)
+    let vm = state
+        .audited(&auth, Some(tenant), "vm.start", &name, |entry| async {
+            Ok(state.vms().start(tenant, &name, entry).await?)
+        })
         .await?;
-    Ok(Json(view))
+    Ok(Json(view_of(&state, vm).await?))
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/stop", request_body = StopVm, responses((status = 200, body = VmView), (status = 422, body = hostel_api::ApiErrorBody, description = "the engine could not do it; `message` says why")))]
@@ -420,27 +163,15 @@ pub async fn stop(
     ApiJson(body): ApiJson<StopVm>,
 ) -> ApiResult<Json<VmView>> {
     let tenant = state.scope(&auth, &q).await?;
-    let grace = match body.timeout_secs {
-        None => DEFAULT_STOP_GRACE,
-        Some(t) if t > MAX_STOP_GRACE.as_secs() => {
-            return Err(ApiError::invalid(
-                "timeout_secs",
-                format!("{t} is more than {} seconds", MAX_STOP_GRACE.as_secs()),
-            ))
-        }
-        Some(t) => Duration::from_secs(t),
-    };
-    let stop = |state: AppState, vm: Vm, entry| async move {
-        state
-            .supervisor
-            .stop(&vm, body.force, grace, Some(entry))
-            .await?;
-        fresh(&state, vm.id).await
-    };
-    let view = state
-        .on_named(&auth, tenant, "vm.stop", &name, stop)
+    let vm = state
+        .audited(&auth, Some(tenant), "vm.stop", &name, |entry| async {
+            let svc = state.vms();
+            Ok(svc
+                .stop(tenant, &name, body.force, body.timeout_secs, entry)
+                .await?)
+        })
         .await?;
-    Ok(Json(view))
+    Ok(Json(view_of(&state, vm).await?))
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/restart", responses((status = 200, body = VmView), (status = 409, body = hostel_api::ApiErrorBody, description = "the host has no room for it (host_capacity)"), (status = 422, body = hostel_api::ApiErrorBody, description = "the engine could not do it; `message` says why")))]
@@ -451,19 +182,12 @@ pub async fn restart(
     ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<Json<VmView>> {
     let tenant = state.scope(&auth, &q).await?;
-    let restart = |state: AppState, vm: Vm, entry| async move {
-        // The entry goes with the call's one change on record (wanted running, a stop
-        // pending): a restart cut anywhere is finished at the next start.
-        state
-            .supervisor
-            .restart(&vm, DEFAULT_STOP_GRACE, entry)
-            .await?;
-        fresh(&state, vm.id).await
-    };
-    let view = state
-        .on_named(&auth, tenant, "vm.restart", &name, restart)
+    let vm = state
+        .audited(&auth, Some(tenant), "vm.restart", &name, |entry| async {
+            Ok(state.vms().restart(tenant, &name, entry).await?)
+        })
         .await?;
-    Ok(Json(view))
+    Ok(Json(view_of(&state, vm).await?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,56 +3,32 @@
 //! workers ([`blocking`]) and the switch through [`crate::adapters::SwitchAdapter`], so
 //! their unit tests run against a real store in a temporary directory and a fake switch.
 //!
-//! Networks, NIC limits, tenants and tokens are here, and the edge: the external network
-//! and attaching networks to it (`edge.rs`), public addresses (`addresses.rs`) and firewall
-//! rules (`firewall.rs`); VM creation (image resolution, disks,
-//! seed, standby claim) and images still live in their handlers (`http/`), to move the same
-//! way.
+//! VMs (`vms.rs`: lifecycle and resize; `vm_create.rs`: a create and its undo;
+//! `standby.rs`: a create served by a standby), images (`images.rs`), networks, NIC limits,
+//! tenants and tokens, and the edge: the external network and attaching networks to it
+//! (`edge.rs`), public addresses (`addresses.rs`) and firewall rules (`firewall.rs`). The engine is reached through
+//! [`crate::adapters::engine::EngineAdapter`], so a create that fails at launch can be
+//! tested with a fake engine.
 
 pub mod addresses;
 pub mod edge;
+mod error;
 pub mod firewall;
+pub mod images;
 pub mod networks;
 pub mod nic_limits;
+pub mod revert;
+pub mod standby;
 pub mod tenants;
 pub mod tokens;
+mod vm_create;
+#[cfg(test)]
+mod vm_tests;
+pub mod vms;
 
-use crate::adapters::SyncError;
+pub use error::{image_error, DaemonError};
 use hostel_state::{Store, StoreError};
 use std::sync::Arc;
-
-/// Why a domain operation failed: the one error type services return.
-#[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
-    /// The store refused the change (not found, conflict, quota, invalid) or failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The change is in the store, but the switch did not take it (the watchdog retries).
-    #[error(transparent)]
-    Switch(#[from] SyncError),
-    /// A VM lifecycle call (start, stop, restart, delete, admission) failed.
-    #[error(transparent)]
-    Vm(#[from] crate::supervisor::VmOpError),
-    /// The operator's own token is the daemon's to manage, not the API's to revoke.
-    #[error(
-        "the operator's token is the daemon's own (operator.token): delete that file and \
-         restart the daemon to replace it"
-    )]
-    OperatorToken,
-    /// A request field the store's own checks do not cover (a firewall rule, the external
-    /// network's set-up), named as the caller wrote it.
-    #[error("invalid {field}: {reason}")]
-    Invalid { field: String, reason: String },
-}
-
-impl DaemonError {
-    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        DaemonError::Invalid {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-}
 
 /// Runs `f` with the store on tokio's blocking pool and waits for it.
 ///
@@ -80,31 +56,4 @@ where
 }
 
 #[cfg(test)]
-pub(crate) mod fakes {
-    use crate::adapters::switch_link::LinkError;
-    use crate::adapters::{SwitchAdapter, SyncError};
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-
-    /// A switch that records how often it was synced and can be told to refuse.
-    #[derive(Default)]
-    pub struct FakeSwitch {
-        pub syncs: AtomicU32,
-        pub refuse: AtomicBool,
-    }
-
-    impl FakeSwitch {
-        pub fn syncs(&self) -> u32 {
-            self.syncs.load(Ordering::SeqCst)
-        }
-    }
-
-    impl SwitchAdapter for FakeSwitch {
-        async fn sync(&self) -> Result<(), SyncError> {
-            self.syncs.fetch_add(1, Ordering::SeqCst);
-            if self.refuse.load(Ordering::SeqCst) {
-                return Err(LinkError::Refused("fake switch told to refuse".into()).into());
-            }
-            Ok(())
-        }
-    }
-}
+pub(crate) mod fakes;

@@ -4,18 +4,16 @@
 //! scratch buffers never leak from one guest session into the next.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use hostel_vhost::ExitEvents;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringT};
 use virtio_queue::QueueT;
 use vm_memory::GuestAddressSpace;
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
 use crate::datapath::port::{Mem, PortRuntime, RxTarget, Vring};
 use crate::datapath::tx::{process_tx, TxScratch};
@@ -46,10 +44,8 @@ struct Inner {
     acked: AtomicU64,
     published: AtomicBool,
     scratch: Mutex<TxScratch>,
-    /// Exit-event consumers handed to the library, which turns them into raw descriptors for
-    /// its epoll set and never closes them (vhost-user-backend 0.24, `VringEpollHandler::new`):
-    /// one leaked eventfd per connection, until [`NicBackend::close_exit_events`].
-    exit_consumers: Mutex<Vec<RawFd>>,
+    /// Exit events handed to the library, closed when the session ends.
+    exit_events: ExitEvents,
     /// Queue events not yet paid for by work (see [`MAX_IDLE_KICKS`]); only the queue
     /// thread touches it.
     idle_kicks: AtomicU32,
@@ -85,7 +81,7 @@ impl NicBackend {
                 acked: AtomicU64::new(0),
                 published: AtomicBool::new(false),
                 scratch: Mutex::new(TxScratch::default()),
-                exit_consumers: Mutex::new(Vec::new()),
+                exit_events: ExitEvents::default(),
                 idle_kicks: AtomicU32::new(0),
                 max_idle_kicks: max_idle_kicks.max(1),
                 rx_avail_seen: AtomicU32::new(0),
@@ -93,24 +89,9 @@ impl NicBackend {
         }
     }
 
-    /// Closes the exit-event descriptors the library leaked. Call only once the daemon this
-    /// backend served is dropped: that joins its worker threads and closes their epoll sets,
-    /// the only users of these descriptors.
-    pub fn close_exit_events(&self) {
-        let fds = std::mem::take(
-            &mut *self
-                .inner
-                .exit_consumers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for fd in fds {
-            // SAFETY: `fd` came from `exit_event`'s consumer, which the library converted
-            // into a raw descriptor and never closes; its only users (the worker's epoll set
-            // and thread) are gone, so this is the last owner and nothing reuses the number
-            // before the close.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
+    /// The exit events this backend handed out.
+    pub fn exit_events(&self) -> &ExitEvents {
+        &self.inner.exit_events
     }
 
     /// Makes this connection's RX ring reachable by other ports. Done from the worker thread
@@ -144,7 +125,7 @@ impl VhostUserBackend for NicBackend {
     }
 
     /// PROTOCOL_FEATURES is required by QEMU's vhost-user-net (it fails to start the device
-    /// without SET_VRING_ENABLE); see [`crate::vhost::proxy`] for the ordering quirk.
+    /// without SET_VRING_ENABLE); see [`hostel_vhost::proxy`] for the ordering quirk.
     fn features(&self) -> u64 {
         crate::datapath::vnet::OFFERED_FEATURES | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
     }
@@ -169,15 +150,7 @@ impl VhostUserBackend for NicBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        let (consumer, notifier) =
-            new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()?;
-        // Remember the number the library will leak, so the connection's end can close it.
-        self.inner
-            .exit_consumers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(consumer.as_raw_fd());
-        Some((consumer, notifier))
+        self.inner.exit_events.new_pair()
     }
 
     fn handle_event(

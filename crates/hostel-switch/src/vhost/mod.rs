@@ -1,7 +1,5 @@
 //! vhost-user glue: one backend instance per connected guest NIC, one listener thread per
-//! port socket.
+//! port socket (from `hostel-vhost`, shared with the storage backend).
 
 pub mod backend;
-pub mod proxy;
 pub mod server;
-pub mod vet;

@@ -32,7 +32,7 @@ pub fn attach(client: &Client, tenant: Option<&str>, name: &str) -> Result<()> {
         url: base.to_string(),
         reason,
     };
-    let (authority, prefix, tls) = split_url(base).map_err(transport)?;
+    let (authority, prefix, tls) = split_url(base).map_err(|e| transport(e.to_string()))?;
     let mut path = format!("{prefix}/v1/vms/{name}/console/attach");
     if let Some(t) = tenant {
         path.push_str(&format!("?tenant={t}"));
@@ -177,23 +177,30 @@ fn relay<S: Duplex>(sock: S) -> Result<()> {
     Ok(())
 }
 
+/// Why a daemon URL cannot be attached to.
+#[derive(Debug, thiserror::Error)]
+enum UrlError {
+    #[error("--attach needs an https:// or http:// daemon URL (got {0:?})")]
+    Scheme(String),
+    #[error("no host in {0:?}")]
+    NoHost(String),
+}
+
 /// `http(s)://host:port/prefix` → (`host:port`, `/prefix`, https?).
-fn split_url(url: &str) -> std::result::Result<(String, String, bool), String> {
+fn split_url(url: &str) -> std::result::Result<(String, String, bool), UrlError> {
     let (rest, tls) = if let Some(rest) = url.strip_prefix("https://") {
         (rest, true)
     } else if let Some(rest) = url.strip_prefix("http://") {
         (rest, false)
     } else {
-        return Err(format!(
-            "--attach needs an https:// or http:// daemon URL (got {url:?})"
-        ));
+        return Err(UrlError::Scheme(url.to_string()));
     };
     let (authority, prefix) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
     };
     if authority.is_empty() {
-        return Err(format!("no host in {url:?}"));
+        return Err(UrlError::NoHost(url.to_string()));
     }
     Ok((authority.to_string(), prefix.to_string(), tls))
 }
@@ -338,7 +345,8 @@ mod tests {
             split_url("https://h:1").unwrap(),
             ("h:1".into(), String::new(), true)
         );
-        assert!(split_url("ftp://h").is_err());
+        assert!(matches!(split_url("ftp://h"), Err(UrlError::Scheme(_))));
+        assert!(matches!(split_url("http:///x"), Err(UrlError::NoHost(_))));
     }
 
     #[test]

@@ -8,6 +8,24 @@ use hostel_api::tls::{client_config, Presented, Trust};
 use hostel_api::ClientError;
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
+use tokio_rustls::rustls::pki_types::{InvalidDnsNameError, ServerName};
+
+/// Why the TLS bridge could not be set up.
+#[derive(Debug, thiserror::Error)]
+enum BridgeError {
+    #[error("{host:?} is not a TLS server name: {source}")]
+    ServerName {
+        host: String,
+        #[source]
+        source: InvalidDnsNameError,
+    },
+    /// The socket pair, the runtime, or handing a socket to it.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The handshake (certificate checks included) failed.
+    #[error("{0}")]
+    Handshake(#[source] std::io::Error),
+}
 
 /// Completes the TLS handshake on `tcp` (checking the pin or CA as every API call does) and
 /// returns the local end of the bridge.
@@ -23,33 +41,31 @@ pub fn bridge(
     };
     let presented = Presented::default();
     let config = client_config(trust, &presented)?;
-    let name = server_name(authority).map_err(transport)?;
+    let name = server_name(authority).map_err(|e| transport(e.to_string()))?;
     let (near, far) = UnixStream::pair().map_err(|e| transport(e.to_string()))?;
-    let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (tx, rx) = std::sync::mpsc::channel::<Result<(), BridgeError>>();
     std::thread::spawn(move || {
         let ready = tx.clone();
         let run = async move {
             let tcp = tcp
                 .set_nonblocking(true)
-                .and_then(|()| tokio::net::TcpStream::from_std(tcp))
-                .map_err(|e| e.to_string())?;
+                .and_then(|()| tokio::net::TcpStream::from_std(tcp))?;
             let mut tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(BridgeError::Handshake)?;
             let mut far = far
                 .set_nonblocking(true)
-                .and_then(|()| tokio::net::UnixStream::from_std(far))
-                .map_err(|e| e.to_string())?;
+                .and_then(|()| tokio::net::UnixStream::from_std(far))?;
             let _ = ready.send(Ok(()));
             // Ends when both sides have closed; errors are the connection ending.
             let _ = tokio::io::copy_bidirectional(&mut tls, &mut far).await;
-            Ok::<(), String>(())
+            Ok::<(), BridgeError>(())
         };
         let outcome = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())
+            .map_err(BridgeError::from)
             .and_then(|rt| rt.block_on(run));
         if let Err(e) = outcome {
             // The receiver is gone only if the handshake already succeeded.
@@ -66,23 +82,23 @@ pub fn bridge(
                     presented: got,
                 }
             }
-            _ => transport(reason),
+            _ => transport(reason.to_string()),
         }),
         Err(_) => Err(transport("the TLS thread ended without a handshake".into())),
     }
 }
 
 /// The TLS server name of `host[:port]` (`[v6]:port` included).
-fn server_name(
-    authority: &str,
-) -> Result<tokio_rustls::rustls::pki_types::ServerName<'static>, String> {
+fn server_name(authority: &str) -> Result<ServerName<'static>, BridgeError> {
     let host = if let Some(rest) = authority.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
         authority.rsplit_once(':').map_or(authority, |(h, _)| h)
     };
-    tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_string())
-        .map_err(|e| format!("{host:?} is not a TLS server name: {e}"))
+    ServerName::try_from(host.to_string()).map_err(|source| BridgeError::ServerName {
+        host: host.to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]

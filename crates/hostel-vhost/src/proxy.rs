@@ -8,7 +8,7 @@
 //! cross the relay; the datapath (shared memory and eventfds) never does.
 //!
 //! Seeing every message first, the relay is also where the descriptors a frontend hands
-//! over are vetted ([`crate::vhost::vet`]): guest memory files that could fault the switch
+//! over are vetted ([`crate::vet`]): guest memory files that could fault the backend
 //! and eventfds that could spin or block it are refused before the library maps or polls
 //! them, and the connection is closed with a warning naming the port and the problem.
 
@@ -19,7 +19,7 @@ use std::os::unix::net::UnixStream;
 
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
-use crate::vhost::vet::{Refused, Vetter};
+use crate::vet::{Refused, Vetter};
 
 const HDR_LEN: usize = 12;
 const SET_FEATURES: u32 = 2;
@@ -57,7 +57,7 @@ fn recv_with_fds(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> i
         fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
     }
     // vmm-sys-util's recvmsg passes no MSG_CMSG_CLOEXEC, so a guest's memory files and
-    // eventfds would leak into anything the switch spawns; close that window right away.
+    // eventfds would leak into anything the backend process spawns; close that window right away.
     for fd in &fds[first..] {
         set_cloexec(fd.as_fd())?;
     }
@@ -171,7 +171,7 @@ fn frontend_to_backend(front: &UnixStream, back: &UnixStream) -> Result<(), Rela
 
 /// Runs the relay on the current thread (frontend→backend) plus one helper thread for
 /// replies; returns when either side disconnects or the frontend sends something refused
-/// (see [`crate::vhost::vet`]), after shutting both down.
+/// (see [`crate::vet`]), after shutting both down.
 pub fn relay(front: UnixStream, back: UnixStream, port: &str) {
     let (f2, b2) = match (front.try_clone(), back.try_clone()) {
         (Ok(f), Ok(b)) => (f, b),
@@ -179,7 +179,7 @@ pub fn relay(front: UnixStream, back: UnixStream, port: &str) {
     };
     let replies = std::thread::spawn(move || {
         // Backend→frontend traffic is replies only; no descriptors flow that way for the
-        // protocol features the switch offers.
+        // protocol features the backend offers.
         let _ = io::copy(&mut &b2, &mut &f2);
         let _ = f2.shutdown(Shutdown::Both);
         let _ = b2.shutdown(Shutdown::Both);
@@ -201,7 +201,7 @@ mod tests {
     use super::*;
 
     /// Defect: descriptors received from a frontend were inheritable (recvmsg without
-    /// MSG_CMSG_CLOEXEC), leaking guest memory files into any child the switch spawns.
+    /// MSG_CMSG_CLOEXEC), leaking guest memory files into any child the backend process spawns.
     #[test]
     fn received_descriptors_are_close_on_exec() {
         let (a, b) = UnixStream::pair().unwrap();

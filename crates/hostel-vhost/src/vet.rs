@@ -1,9 +1,9 @@
 //! Checks on the file descriptors a vhost-user frontend hands over, made in the relay
-//! ([`crate::vhost::proxy`]) before the vhost-user library sees them.
+//! ([`crate::proxy`]) before the vhost-user library sees them.
 //!
 //! Guest memory is mapped by the library and then read and written by every port's
 //! thread: a region that reaches past the end of its file, or a file the frontend can
-//! shrink later, turns the next access into SIGBUS and takes the whole switch (every
+//! shrink later, turns the next access into SIGBUS and takes the whole backend process (every
 //! tenant) down. So each region must lie inside its file, the file must be sealed against
 //! shrinking (`F_SEAL_SHRINK`: QEMU's memfd backend seals by default), and one port may map
 //! at most [`MAX_PORT_MEMORY`] bytes. Vring eventfds must be eventfds, not in semaphore mode
@@ -11,7 +11,7 @@
 //! forever), and the call fd is made non-blocking (a full counter would otherwise block the
 //! sender's thread in `write`).
 //!
-//! `O_NONBLOCK` is a flag of the open file description, which the switch shares with QEMU
+//! `O_NONBLOCK` is a flag of the open file description, which the backend shares with QEMU
 //! (SCM_RIGHTS passes the description, not a copy): QEMU's own reads and writes on these
 //! eventfds become non-blocking too. That is harmless for eventfds, as QEMU polls them and
 //! opens them `EFD_NONBLOCK` itself; it is why only eventfds, never memory files, get it.
@@ -236,7 +236,7 @@ fn seals(fd: BorrowedFd<'_>) -> libc::c_int {
 }
 
 /// `fd` must be an eventfd not in semaphore mode; it is made non-blocking so that neither
-/// the library's read of a kick nor the switch's write of a call can ever block a thread.
+/// the library's read of a kick nor the backend's write of a call can ever block a thread.
 fn eventfd(req: u32, what: &'static str, fd: &OwnedFd) -> Result<(), Refused> {
     let raw = fd.as_raw_fd();
     let kind = std::fs::read_link(format!("/proc/self/fd/{raw}"))
