@@ -9,12 +9,15 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod edge;
+mod edge_client;
 mod ids;
 mod limits;
 pub mod tls;
 mod types;
 
 pub use client::{Client, ClientError, VmClient};
+pub use edge::*;
 pub use ids::*;
 pub use limits::*;
 pub use types::*;

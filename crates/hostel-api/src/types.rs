@@ -11,6 +11,12 @@ pub const NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
 /// Quotas a tenant gets for networks when its quota does not name them.
 pub const DEFAULT_MAX_NETWORKS: u32 = 4;
 pub const DEFAULT_MAX_UPLINKS: u32 = 1;
+/// Public (floating) addresses a tenant may hold when its quota does not say.
+pub const DEFAULT_MAX_PUBLIC_ADDRESSES: u32 = 2;
+
+fn default_max_public_addresses() -> u32 {
+    DEFAULT_MAX_PUBLIC_ADDRESSES
+}
 
 fn default_max_networks() -> u32 {
     DEFAULT_MAX_NETWORKS
@@ -71,6 +77,9 @@ pub struct QuotaBody {
     /// Networks with an uplink, each a device in the host (default 1).
     #[serde(default = "default_max_uplinks")]
     pub uplinks: u32,
+    /// Floating public addresses on the external network (default 2).
+    #[serde(default = "default_max_public_addresses")]
+    pub public_addresses: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
@@ -83,6 +92,8 @@ pub struct UsageBody {
     pub networks: u64,
     #[serde(default)]
     pub uplinks: u64,
+    #[serde(default)]
+    pub public_addresses: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -265,6 +276,9 @@ pub struct NetworkView {
     pub subnet6: Option<String>,
     #[serde(default)]
     pub uplink: Option<UplinkView>,
+    /// Its attachment to the host's external network, if any.
+    #[serde(default)]
+    pub external: Option<crate::edge::NetworkExternalView>,
     pub ports: Vec<PortView>,
 }
 

@@ -289,6 +289,7 @@ pub fn records(
         vms: per_tenant as u32 * 2,
         networks: hostel_api::DEFAULT_MAX_NETWORKS,
         uplinks: hostel_api::DEFAULT_MAX_UPLINKS,
+        public_addresses: hostel_api::DEFAULT_MAX_PUBLIC_ADDRESSES,
     };
     let mut clients = Vec::new();
     for t in 0..tenants {

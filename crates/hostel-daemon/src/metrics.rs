@@ -73,6 +73,11 @@ pub fn render(store: &dyn Store) -> Result<String, hostel_state::StoreError> {
             ("memory_mib", u.memory_mib, t.quota.max_memory_mib),
             ("disk_gib", u.disk_gib, t.quota.max_disk_gib),
             ("vms", u.vms, u64::from(t.quota.max_vms)),
+            (
+                "public_addresses",
+                u.public_addresses,
+                u64::from(t.quota.max_public_addresses),
+            ),
         ] {
             let _ = writeln!(
                 out,
@@ -83,6 +88,86 @@ pub fn render(store: &dyn Store) -> Result<String, hostel_state::StoreError> {
                 out,
                 "hostel_tenant_quota{{tenant=\"{}\",resource=\"{res}\"}} {quota}",
                 t.name
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The tenants' edges: per-rule hits, conntrack occupancy, drops by reason (the firewall's
+/// and the external port's).
+pub fn edge(
+    store: &dyn Store,
+    stats: &hostel_switch_proto::SwitchStats,
+) -> Result<String, hostel_state::StoreError> {
+    let mut out = String::new();
+    let names: std::collections::HashMap<String, String> = store
+        .list_tenants()?
+        .into_iter()
+        .map(|t| (crate::adapters::edge::edge_id(&t.id), t.name.to_string()))
+        .collect();
+    let _ = writeln!(
+        out,
+        "# HELP hostel_firewall_rule_hits_total Packets each firewall rule matched (rule=\"default\": no rule).\n\
+         # TYPE hostel_firewall_rule_hits_total counter\n\
+         # TYPE hostel_firewall_rule_bytes_total counter\n\
+         # TYPE hostel_firewall_conntrack gauge\n\
+         # TYPE hostel_firewall_conntrack_limit gauge\n\
+         # TYPE hostel_firewall_accepted_total counter\n\
+         # TYPE hostel_firewall_drops_total counter"
+    );
+    for (edge, fw) in &stats.firewalls {
+        let Some(tenant) = names.get(edge) else {
+            continue;
+        };
+        for h in &fw.rules {
+            let rule = h
+                .rule
+                .map_or_else(|| "default".to_string(), |r| r.to_string());
+            let dir = match h.direction {
+                hostel_switch_proto::firewall::Direction::Ingress => "ingress",
+                hostel_switch_proto::firewall::Direction::Egress => "egress",
+            };
+            let labels = format!("tenant=\"{tenant}\",rule=\"{rule}\",direction=\"{dir}\"");
+            let _ = writeln!(
+                out,
+                "hostel_firewall_rule_hits_total{{{labels}}} {}",
+                h.packets
+            );
+            let _ = writeln!(
+                out,
+                "hostel_firewall_rule_bytes_total{{{labels}}} {}",
+                h.bytes
+            );
+        }
+        let _ = writeln!(
+            out,
+            "hostel_firewall_conntrack{{tenant=\"{tenant}\"}} {}",
+            fw.conntrack
+        );
+        let _ = writeln!(
+            out,
+            "hostel_firewall_conntrack_limit{{tenant=\"{tenant}\"}} {}",
+            fw.conntrack_limit
+        );
+        let _ = writeln!(
+            out,
+            "hostel_firewall_accepted_total{{tenant=\"{tenant}\"}} {}",
+            fw.accepted
+        );
+        for (reason, n) in &fw.drops {
+            let _ = writeln!(
+                out,
+                "hostel_firewall_drops_total{{tenant=\"{tenant}\",reason=\"{reason}\"}} {n}"
+            );
+        }
+    }
+    if let Some(x) = &stats.external {
+        let _ = writeln!(out, "# TYPE hostel_external_drops_total counter");
+        for (reason, n) in &x.drops {
+            let _ = writeln!(
+                out,
+                "hostel_external_drops_total{{reason=\"{reason}\"}} {n}"
             );
         }
     }

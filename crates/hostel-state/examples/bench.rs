@@ -47,6 +47,7 @@ fn main() -> hostel_state::Result<()> {
         max_vms: u32::MAX,
         max_networks: 0,
         max_uplinks: 0,
+        max_public_addresses: 0,
     };
     let audit = NewAuditEntry::ok(Actor::Operator, None, "tenant.create", "bench");
     let spec = VmSpecRecord::new(2, 2048, 20, "debian-12")?;

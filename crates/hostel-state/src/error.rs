@@ -19,6 +19,12 @@ pub enum EntityKind {
     Setting,
     Network,
     Nic,
+    /// A public address on the external network.
+    Address,
+    /// The host's external network.
+    External,
+    /// A firewall rule, address set or VM group.
+    Firewall,
 }
 
 impl fmt::Display for EntityKind {
@@ -30,6 +36,9 @@ impl fmt::Display for EntityKind {
             EntityKind::Setting => "setting",
             EntityKind::Network => "network",
             EntityKind::Nic => "nic",
+            EntityKind::Address => "address",
+            EntityKind::External => "external network",
+            EntityKind::Firewall => "firewall",
         })
     }
 }
@@ -44,6 +53,7 @@ pub enum QuotaResource {
     Vms,
     Networks,
     Uplinks,
+    PublicAddresses,
 }
 
 impl fmt::Display for QuotaResource {
@@ -55,6 +65,7 @@ impl fmt::Display for QuotaResource {
             QuotaResource::Vms => "vms",
             QuotaResource::Networks => "networks",
             QuotaResource::Uplinks => "uplinks",
+            QuotaResource::PublicAddresses => "public_addresses",
         })
     }
 }

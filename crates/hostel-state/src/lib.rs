@@ -12,7 +12,7 @@
 //! let store = SqliteStore::open("/var/lib/hostel")?;
 //! let quota = Quota {
 //!     max_vcpus: 8, max_memory_mib: 16_384, max_disk_gib: 200, max_vms: 4,
-//!     max_networks: 4, max_uplinks: 1,
+//!     max_networks: 4, max_uplinks: 1, max_public_addresses: 2,
 //! };
 //! // Every change a caller asks for is committed with the audit entry describing it.
 //! let audit = |action: &str| NewAuditEntry::ok(Actor::Operator, None, action, "acme");
@@ -35,6 +35,10 @@ mod time;
 pub use error::{EntityKind, QuotaResource, QuotaViolation, Result, StoreError};
 pub use ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
 pub use model::audit::{Actor, AuditEntry, AuditQuery, AuditResult, NewAuditEntry};
+pub use model::edge::{
+    AddressKind, ExternalSetup, FirewallDoc, NetworkEdge, PublicAddress,
+    DEFAULT_MAX_PUBLIC_ADDRESSES, MAX_POOLS,
+};
 pub use model::ids::{IdsSettings, MAX_IDS_RULES};
 pub use model::network::{
     first_choice_mac, slaac_address, Ipv4Net, Ipv6Prefix64, MacAddr, Network, NewNetwork, NewNic,

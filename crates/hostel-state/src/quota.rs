@@ -72,6 +72,16 @@ pub(crate) fn check_network(quota: &Quota, usage: &Usage, uplink: bool) -> Resul
     Ok(())
 }
 
+/// Whether one more floating public address fits next to the tenant's `usage`.
+pub(crate) fn check_public_address(quota: &Quota, usage: &Usage) -> Result<(), StoreError> {
+    check(
+        QuotaResource::PublicAddresses,
+        1,
+        usage.public_addresses,
+        u64::from(quota.max_public_addresses),
+    )
+}
+
 /// Whether changing one VM from `old` to `new` fits. `usage` includes `old`;
 /// the message reports usage of the *other* VMs, which is what the tenant can
 /// act on. Only growing dimensions are checked, so shrinking is always
@@ -125,6 +135,7 @@ mod tests {
             max_vms: 3,
             max_networks: 2,
             max_uplinks: 1,
+            max_public_addresses: 1,
         }
     }
 

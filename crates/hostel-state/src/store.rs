@@ -12,6 +12,8 @@ use crate::error::Result;
 use crate::ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
 use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use crate::model::ids::IdsSettings;
+
+use crate::model::edge::{ExternalSetup, FirewallDoc, NetworkEdge, PublicAddress};
 use crate::model::network::{Network, NewNetwork, NewNic, VmNic};
 use crate::model::nic_limits::{NicLimits, NicLimitsRecord};
 use crate::model::tenant::{Quota, Tenant, Usage};
@@ -281,4 +283,75 @@ pub trait Store: Send + Sync {
     ) -> Result<IdsSettings>;
     /// Every tenant's settings that were ever set, for the switch.
     fn list_ids(&self) -> Result<Vec<(TenantId, IdsSettings)>>;
+
+    // ---- the edge: external network, public addresses, firewalls ---------
+
+    /// The external network's set-up, if the operator made one.
+    fn get_external(&self) -> Result<Option<ExternalSetup>>;
+    /// Replaces the set-up; `Conflict` naming an address a tenant holds that the new
+    /// pools would leave out.
+    fn set_external(&self, setup: &ExternalSetup, audit: &NewAuditEntry) -> Result<ExternalSetup>;
+    /// Attaches a network to the external network (or changes its `snat`); the tenant's
+    /// edge takes an address from the pools with its first network. `Conflict` without an
+    /// external network, for a network with an uplink, or when the pools are used up.
+    /// `routed`: the network's subnet is a public one from the operator's routed pools
+    /// (`Invalid` on `routed` otherwise; `Conflict` when another network has it).
+    fn attach_network_external(
+        &self,
+        network: &NetworkId,
+        snat: bool,
+        routed: bool,
+        audit: &NewAuditEntry,
+    ) -> Result<NetworkEdge>;
+    /// Detaches it: its NICs' floating addresses are detached, and the edge's own address
+    /// goes back to the pools with the tenant's last network. `Conflict` when not attached.
+    fn detach_network_external(&self, network: &NetworkId, audit: &NewAuditEntry) -> Result<()>;
+    /// Every attached network.
+    fn list_network_edges(&self) -> Result<Vec<NetworkEdge>>;
+    /// A floating address for the tenant (`requested`, or the lowest free), within its
+    /// `max_public_addresses` quota (`QuotaExceeded`).
+    fn allocate_public_address(
+        &self,
+        tenant: &TenantId,
+        requested: Option<std::net::Ipv4Addr>,
+        audit: &NewAuditEntry,
+    ) -> Result<PublicAddress>;
+    /// Attaches the tenant's floating address to NIC `idx` of `vm` (a VM the caller found
+    /// in the tenant). Another tenant's address is `NotFound`; one already attached, or a
+    /// NIC that has one, `Conflict` naming it.
+    fn attach_public_address(
+        &self,
+        tenant: &TenantId,
+        address: std::net::Ipv4Addr,
+        vm: &VmId,
+        idx: u32,
+        audit: &NewAuditEntry,
+    ) -> Result<PublicAddress>;
+    fn detach_public_address(
+        &self,
+        tenant: &TenantId,
+        address: std::net::Ipv4Addr,
+        audit: &NewAuditEntry,
+    ) -> Result<PublicAddress>;
+    /// Gives the address back to the pools (detached first if need be).
+    fn release_public_address(
+        &self,
+        tenant: &TenantId,
+        address: std::net::Ipv4Addr,
+        audit: &NewAuditEntry,
+    ) -> Result<PublicAddress>;
+    /// One tenant's public addresses, or with `None` every one; ordered by address.
+    fn list_public_addresses(&self, tenant: Option<&TenantId>) -> Result<Vec<PublicAddress>>;
+    /// The tenant's firewall (the default one if never written).
+    fn get_firewall(&self, tenant: &TenantId) -> Result<FirewallDoc>;
+    /// Replaces the tenant's firewall if nobody changed it since `doc.revision` was read
+    /// (else `Conflict`); returns it with its new revision.
+    fn put_firewall(
+        &self,
+        tenant: &TenantId,
+        doc: &FirewallDoc,
+        audit: &NewAuditEntry,
+    ) -> Result<FirewallDoc>;
+    /// Every firewall ever written, by tenant.
+    fn list_firewalls(&self) -> Result<Vec<(TenantId, FirewallDoc)>>;
 }

@@ -589,6 +589,7 @@ fn networks_and_uplinks_are_bounded_by_quota_and_special_subnets_refused() {
     let q = Quota {
         max_networks: 2,
         max_uplinks: 1,
+        max_public_addresses: 1,
         ..big_quota()
     };
     let t = tenant(&store, "acme", q);

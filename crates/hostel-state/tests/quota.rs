@@ -17,6 +17,7 @@ fn quota(vcpus: u32, mem: u64, disk: u64, vms: u32) -> Quota {
         max_vms: vms,
         max_networks: 4,
         max_uplinks: 1,
+        max_public_addresses: 1,
     }
 }
 

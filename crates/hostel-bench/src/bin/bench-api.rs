@@ -123,6 +123,7 @@ fn measure(
             vms: n * 2,
             networks: hostel_api::DEFAULT_MAX_NETWORKS,
             uplinks: hostel_api::DEFAULT_MAX_UPLINKS,
+            public_addresses: hostel_api::DEFAULT_MAX_PUBLIC_ADDRESSES,
         }),
     })?;
     let secret = op

@@ -4,11 +4,14 @@
 //! - [`switch_link`]: the host's switch process and its control socket;
 //! - [`networking`]: the store's networks and NICs rendered into the switch's tables, applied
 //!   under one lock with a generation number, and the watchdog that re-applies them to a
-//!   restarted switch.
+//!   restarted switch;
+//! - [`edge`]: the external network, the tenants' edges and their firewall policies, as
+//!   part of those tables.
 //!
 //! The engine (QEMU launch, adoption and control) is reached through `crate::launch` and
 //! `crate::supervisor` for now.
 
+pub mod edge;
 pub mod engine;
 pub mod ids;
 pub mod networking;

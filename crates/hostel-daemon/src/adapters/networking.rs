@@ -63,7 +63,7 @@ pub fn switch_config(
         networks,
         ports,
         policies: Vec::new(),
-        external: None,
+        external: super::edge::external_config(store)?,
     })
 }
 
@@ -168,7 +168,7 @@ pub async fn sync(ctx: &Ctx) -> Result<(), SyncError> {
         applied.nonempty = false;
         return Ok(());
     }
-    let result = ctx.switch.apply(config).await;
+    let result = apply_or_without_external(ctx, config).await;
     *applied = Applied {
         generation: applied.generation + u64::from(result.is_ok()),
         switch: match result {
@@ -178,6 +178,30 @@ pub async fn sync(ctx: &Ctx) -> Result<(), SyncError> {
         nonempty,
     };
     Ok(result?)
+}
+
+/// Applies `config`; if the switch refuses it and it has an external network, applies the
+/// tenant networks without it, so an external interface that went away (or an operator's
+/// set-up the switch cannot open) costs the edge only, not every VM's network. The refusal
+/// is still the result: the tables are not what the store says, and the watchdog retries.
+async fn apply_or_without_external(ctx: &Ctx, config: SwitchConfig) -> Result<(), LinkError> {
+    let has_external = config.external.is_some();
+    let inner = has_external.then(|| SwitchConfig {
+        external: None,
+        ..config.clone()
+    });
+    let refused = match ctx.switch.apply(config).await {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    if let (Some(inner), LinkError::Refused(_)) = (inner, &refused) {
+        tracing::error!(
+            error = %refused,
+            "the switch refused the external network; applying the tenant networks without it"
+        );
+        ctx.switch.apply(inner).await?;
+    }
+    Err(refused)
 }
 
 /// The tables the store describes, read on the blocking pool.

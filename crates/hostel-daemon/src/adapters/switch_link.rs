@@ -191,6 +191,19 @@ impl SwitchLink {
         Ok(resp.config.unwrap_or_default())
     }
 
+    /// A tenant firewall's log entries written since the last read (each is read once).
+    pub async fn firewall_log(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<hostel_switch_proto::FirewallLogEntry>, LinkError> {
+        let resp = self
+            .request(&Request::FirewallLog {
+                tenant: tenant.to_string(),
+            })
+            .await?;
+        Ok(resp.log.unwrap_or_default())
+    }
+
     pub async fn stats(&self) -> Result<SwitchStats, LinkError> {
         let resp = self.request(&Request::Stats).await?;
         Ok(resp.stats.unwrap_or_default())

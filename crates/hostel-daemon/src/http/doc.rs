@@ -32,6 +32,8 @@ const OPERATOR_ONLY: &[(&str, &str)] = &[
     ("delete", "/v1/tenants/{tenant}/nic_ceiling"),
     ("put", "/v1/vms/{name}/nics/{index}/limits/ceiling"),
     ("delete", "/v1/vms/{name}/nics/{index}/limits/ceiling"),
+    ("get", "/v1/external"),
+    ("put", "/v1/external"),
 ];
 
 /// Routes acting within one tenant: the operator names it with `?tenant=`.
@@ -39,6 +41,8 @@ fn tenant_scoped(path: &str) -> bool {
     path.starts_with("/v1/vms")
         || path.starts_with("/v1/networks")
         || path.starts_with("/v1/ids")
+        || path.starts_with("/v1/addresses")
+        || path.starts_with("/v1/firewall")
         || path == "/v1/tokens"
 }
 

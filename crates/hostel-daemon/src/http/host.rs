@@ -112,18 +112,22 @@ pub async fn audit(
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>, Operator(_): Operator) -> ApiResult<String> {
+    // The switch's counters (the edges', detection's); without a switch there are none.
+    let stats = state.ctx.switch.stats().await.ok();
+    let edge_stats = stats.clone().unwrap_or_default();
     let (mut out, names) = state
-        .db(|store| {
+        .db(move |store| {
             let names: std::collections::HashMap<String, String> = store
                 .list_tenants()?
                 .into_iter()
                 .map(|t| (t.id.to_string(), t.name.to_string()))
                 .collect();
-            Ok((crate::metrics::render(store)?, names))
+            let mut out = crate::metrics::render(store)?;
+            out.push_str(&crate::metrics::edge(store, &edge_stats)?);
+            Ok((out, names))
         })
         .await?;
-    // The switch's detection counters; without a switch there are none to show.
-    if let Ok(stats) = state.ctx.switch.stats().await {
+    if let Some(stats) = stats {
         out.push_str(&super::ids::render_metrics(&stats, &names));
     }
     Ok(out)

@@ -2,8 +2,11 @@
 //! the steps they share (tenant scope, finding by name, audit, store access off the async
 //! workers) are in [`scoped`].
 
+mod addresses;
 mod console;
 mod doc;
+mod external;
+mod firewall;
 mod host;
 mod ids;
 mod images;
@@ -101,6 +104,40 @@ pub fn router(state: AppState) -> Router {
             "/v1/networks/{name}",
             get(networks::show).delete(networks::delete),
         )
+        .route("/v1/external", get(external::show).put(external::set))
+        .route(
+            "/v1/networks/{name}/external",
+            put(external::attach).delete(external::detach),
+        )
+        .route(
+            "/v1/addresses",
+            post(addresses::allocate).get(addresses::list),
+        )
+        .route(
+            "/v1/addresses/{address}",
+            axum::routing::delete(addresses::release),
+        )
+        .route("/v1/addresses/{address}/attach", post(addresses::attach))
+        .route("/v1/addresses/{address}/detach", post(addresses::detach))
+        .route("/v1/firewall", get(firewall::show))
+        .route(
+            "/v1/firewall/rules",
+            get(firewall::list_rules).post(firewall::add_rule),
+        )
+        .route(
+            "/v1/firewall/rules/{id}",
+            axum::routing::delete(firewall::delete_rule),
+        )
+        .route("/v1/firewall/defaults", put(firewall::set_defaults))
+        .route(
+            "/v1/firewall/sets/{name}",
+            put(firewall::set_set).delete(firewall::delete_set),
+        )
+        .route(
+            "/v1/firewall/groups/{name}",
+            put(firewall::set_group).delete(firewall::delete_group),
+        )
+        .route("/v1/firewall/log", get(firewall::log))
         .route("/v1/vms", post(vms::create).get(vms::list))
         .route(
             "/v1/vms/{name}",
@@ -194,6 +231,25 @@ async fn run_changes_to_completion(
         ids::set,
         ids::set_rules,
         ids::alerts,
+        external::set,
+        external::show,
+        external::attach,
+        external::detach,
+        addresses::allocate,
+        addresses::list,
+        addresses::attach,
+        addresses::detach,
+        addresses::release,
+        firewall::show,
+        firewall::list_rules,
+        firewall::add_rule,
+        firewall::delete_rule,
+        firewall::set_defaults,
+        firewall::set_set,
+        firewall::delete_set,
+        firewall::set_group,
+        firewall::delete_group,
+        firewall::log,
     ),
     components(schemas(hostel_api::ApiErrorBody)),
     modifiers(&Security)

@@ -23,7 +23,7 @@ async fn views(state: &AppState, nets: Vec<Network>) -> ApiResult<Vec<NetworkVie
 }
 
 /// One network's view; `views` answers for one or many with a single switch query.
-async fn view_one(state: &AppState, net: Network) -> ApiResult<NetworkView> {
+pub(super) async fn view_one(state: &AppState, net: Network) -> ApiResult<NetworkView> {
     let mut views = views(state, vec![net]).await?;
     views
         .pop()
@@ -63,7 +63,26 @@ fn view(store: &dyn Store, stats: &SwitchStats, net: &Network) -> ApiResult<Netw
             drops: s.drops,
         }
     });
+    let external = store
+        .list_network_edges()?
+        .into_iter()
+        .find(|e| e.network == net.id)
+        .map(|e| -> ApiResult<_> {
+            let outside = store
+                .list_public_addresses(Some(&net.tenant))?
+                .into_iter()
+                .find(|a| a.kind == hostel_state::AddressKind::Outside)
+                .map(|a| a.address.to_string())
+                .unwrap_or_default();
+            Ok(hostel_api::NetworkExternalView {
+                snat: e.snat,
+                routed: e.routed,
+                outside,
+            })
+        })
+        .transpose()?;
     Ok(NetworkView {
+        external,
         id: net.id.to_string(),
         name: net.name.to_string(),
         subnet: net.subnet4.to_string(),

@@ -11,6 +11,7 @@ pub fn quota_body(q: &Quota) -> QuotaBody {
         vms: q.max_vms,
         networks: q.max_networks,
         uplinks: q.max_uplinks,
+        public_addresses: q.max_public_addresses,
     }
 }
 
@@ -22,6 +23,7 @@ pub fn quota(b: &QuotaBody) -> Quota {
         max_vms: b.vms,
         max_networks: b.networks,
         max_uplinks: b.uplinks,
+        max_public_addresses: b.public_addresses,
     }
 }
 
@@ -38,6 +40,7 @@ pub fn tenant(t: &Tenant, u: &Usage) -> TenantView {
             vms: u.vms,
             networks: u.networks,
             uplinks: u.uplinks,
+            public_addresses: u.public_addresses,
         },
     }
 }

@@ -5,11 +5,15 @@
 //!
 //! VMs (`vms.rs`: lifecycle and resize; `vm_create.rs`: a create and its undo;
 //! `standby.rs`: a create served by a standby), images (`images.rs`), networks, NIC limits,
-//! tenants and tokens. The engine is reached through
+//! tenants and tokens, and the edge: the external network and attaching networks to it
+//! (`edge.rs`), public addresses (`addresses.rs`) and firewall rules (`firewall.rs`). The engine is reached through
 //! [`crate::adapters::engine::EngineAdapter`], so a create that fails at launch can be
 //! tested with a fake engine.
 
+pub mod addresses;
+pub mod edge;
 mod error;
+pub mod firewall;
 pub mod ids;
 pub mod ids_eve;
 pub mod images;

@@ -68,6 +68,7 @@ mod tests {
             max_vms: 4,
             max_networks,
             max_uplinks: 1,
+            max_public_addresses: 1,
         };
         let name = TenantName::new("acme").unwrap();
         let entry = NewAuditEntry::ok(Actor::System, None, "tenant.create", "acme");

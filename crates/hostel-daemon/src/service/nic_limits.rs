@@ -88,6 +88,7 @@ mod tests {
             max_vms: 4,
             max_networks: 2,
             max_uplinks: 0,
+            max_public_addresses: 0,
         };
         let sys = |action: &str| NewAuditEntry::ok(Actor::System, None, action, "t");
         let name = TenantName::new("acme").unwrap();

@@ -16,6 +16,7 @@ pub const DEFAULT_QUOTA: Quota = Quota {
     max_vms: 4,
     max_networks: hostel_api::DEFAULT_MAX_NETWORKS,
     max_uplinks: hostel_api::DEFAULT_MAX_UPLINKS,
+    max_public_addresses: hostel_api::DEFAULT_MAX_PUBLIC_ADDRESSES,
 };
 
 /// A tenant with its usage against its quota.

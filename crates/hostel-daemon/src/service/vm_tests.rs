@@ -39,6 +39,7 @@ fn quota(max_vms: u32) -> Quota {
         max_vms,
         max_networks: 2,
         max_uplinks: 0,
+        max_public_addresses: 0,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Backend-independent records the store reads and writes.
 
 pub mod audit;
+pub mod edge;
 pub mod ids;
 pub mod network;
 pub mod nic_limits;

@@ -22,6 +22,9 @@ pub struct Quota {
     pub max_networks: u32,
     /// Of those, networks with an uplink (a TAP device in the host each).
     pub max_uplinks: u32,
+    /// Floating public addresses on the external network (the edge's own address is
+    /// not counted).
+    pub max_public_addresses: u32,
 }
 
 impl Quota {
@@ -50,6 +53,8 @@ pub struct Usage {
     pub networks: u64,
     /// Networks with an uplink.
     pub uplinks: u64,
+    /// Floating public addresses held.
+    pub public_addresses: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -98,6 +98,7 @@ mod tests {
             max_vms: 1,
             max_networks: 2,
             max_uplinks: 0,
+            max_public_addresses: 0,
         };
         let mk = |n: &str| {
             let t = store

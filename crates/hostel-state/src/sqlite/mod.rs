@@ -9,6 +9,7 @@
 
 mod audit;
 mod convert;
+mod edge;
 mod ids;
 mod networks;
 mod nic_limits;
@@ -33,6 +34,7 @@ pub use schema::LATEST_VERSION as SCHEMA_VERSION;
 use crate::error::{Result, StoreError};
 use crate::ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
 use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
+use crate::model::edge::{ExternalSetup, FirewallDoc, NetworkEdge, PublicAddress};
 use crate::model::ids::IdsSettings;
 use crate::model::network::{Network, NewNetwork, NewNic, VmNic};
 use crate::model::nic_limits::{NicLimits, NicLimitsRecord};
@@ -239,6 +241,78 @@ fn restrict_permissions(path: &Path) -> DbResult<()> {
 }
 
 impl Store for SqliteStore {
+    fn get_external(&self) -> Result<Option<ExternalSetup>> {
+        self.read(edge::get_external)
+    }
+    fn set_external(&self, setup: &ExternalSetup, audit: &NewAuditEntry) -> Result<ExternalSetup> {
+        self.write_audited(audit, |tx| edge::set_external(tx, setup))
+    }
+    fn attach_network_external(
+        &self,
+        network: &NetworkId,
+        snat: bool,
+        routed: bool,
+        audit: &NewAuditEntry,
+    ) -> Result<NetworkEdge> {
+        self.write_audited(audit, |tx| edge::attach_network(tx, network, snat, routed))
+    }
+    fn detach_network_external(&self, network: &NetworkId, audit: &NewAuditEntry) -> Result<()> {
+        self.write_audited(audit, |tx| edge::detach_network(tx, network))
+    }
+    fn list_network_edges(&self) -> Result<Vec<NetworkEdge>> {
+        self.read(edge::list_edges)
+    }
+    fn allocate_public_address(
+        &self,
+        tenant: &TenantId,
+        requested: Option<std::net::Ipv4Addr>,
+        audit: &NewAuditEntry,
+    ) -> Result<PublicAddress> {
+        self.write_audited(audit, |tx| edge::allocate(tx, tenant, requested))
+    }
+    fn attach_public_address(
+        &self,
+        tenant: &TenantId,
+        address: std::net::Ipv4Addr,
+        vm: &VmId,
+        idx: u32,
+        audit: &NewAuditEntry,
+    ) -> Result<PublicAddress> {
+        self.write_audited(audit, |tx| edge::attach(tx, tenant, address, vm, idx))
+    }
+    fn detach_public_address(
+        &self,
+        tenant: &TenantId,
+        address: std::net::Ipv4Addr,
+        audit: &NewAuditEntry,
+    ) -> Result<PublicAddress> {
+        self.write_audited(audit, |tx| edge::detach(tx, tenant, address))
+    }
+    fn release_public_address(
+        &self,
+        tenant: &TenantId,
+        address: std::net::Ipv4Addr,
+        audit: &NewAuditEntry,
+    ) -> Result<PublicAddress> {
+        self.write_audited(audit, |tx| edge::release(tx, tenant, address))
+    }
+    fn list_public_addresses(&self, tenant: Option<&TenantId>) -> Result<Vec<PublicAddress>> {
+        self.read(|c| edge::list_addresses(c, tenant))
+    }
+    fn get_firewall(&self, tenant: &TenantId) -> Result<FirewallDoc> {
+        self.read(|c| edge::get_firewall(c, tenant))
+    }
+    fn put_firewall(
+        &self,
+        tenant: &TenantId,
+        doc: &FirewallDoc,
+        audit: &NewAuditEntry,
+    ) -> Result<FirewallDoc> {
+        self.write_audited(audit, |tx| edge::put_firewall(tx, tenant, doc))
+    }
+    fn list_firewalls(&self) -> Result<Vec<(TenantId, FirewallDoc)>> {
+        self.read(edge::list_firewalls)
+    }
     fn create_tenant(
         &self,
         name: &TenantName,
@@ -267,6 +341,7 @@ impl Store for SqliteStore {
             tenants::get(c, id)?;
             let mut usage = vms::usage(c, id)?;
             networks::add_usage(c, id, &mut usage)?;
+            edge::add_usage(c, id, &mut usage)?;
             Ok(usage)
         })
     }

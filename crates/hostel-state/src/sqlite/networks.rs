@@ -177,6 +177,8 @@ pub(super) fn delete(c: &Connection, id: &NetworkId) -> DbResult<Network> {
     }
     c.prepare_cached("DELETE FROM networks WHERE id = ?1")?
         .execute([id.to_string()])?;
+    // Its attachment to the external network went with it (cascade).
+    super::edge::release_idle_outside(c, &net.tenant)?;
     Ok(net)
 }
 

@@ -135,13 +135,12 @@ pub(super) fn set_tenant_ceiling(
 mod tests {
     use rusqlite::Connection;
 
-    use super::super::{networks, schema, tenants, vms, SqliteStore, DB_FILE_NAME};
+    use super::super::{networks, schema, vms, SqliteStore, DB_FILE_NAME};
     use crate::error::StoreError;
-    use crate::ids::{NetworkName, TenantName, VmName};
+    use crate::ids::{NetworkId, TenantId, VmName};
     use crate::model::audit::{Actor, NewAuditEntry};
-    use crate::model::network::{NewNetwork, NewNic};
+    use crate::model::network::NewNic;
     use crate::model::nic_limits::{NicLimits, RateLimit};
-    use crate::model::tenant::Quota;
     use crate::model::vm::{DesiredState, NewVm, VmSpecRecord};
     use crate::store::Store;
 
@@ -158,32 +157,35 @@ mod tests {
                 .unwrap();
             schema::migrate_to(&mut c, 5).unwrap();
             let tx = c.transaction().unwrap();
-            let quota = Quota {
-                max_vcpus: 8,
-                max_memory_mib: 8192,
-                max_disk_gib: 100,
-                max_vms: 4,
-                max_networks: 4,
-                max_uplinks: 1,
-            };
-            let t = tenants::insert(&tx, &TenantName::new("acme").unwrap(), quota).unwrap();
-            let new_net = NewNetwork::ipv4(
-                NetworkName::new("lan").unwrap(),
-                "10.0.0.0/24".parse().unwrap(),
-            );
-            let net = networks::insert(&tx, &t.id, &new_net).unwrap();
+            // The tenant and network rows as schema 5 has them (today's inserts write
+            // columns a later schema added).
+            let t = TenantId::new_random();
+            tx.execute(
+                "INSERT INTO tenants (id, name, created_at, max_vcpus, max_memory_mib, \
+                 max_disk_gib, max_vms, max_networks, max_uplinks) \
+                 VALUES (?1, 'acme', 0, 8, 8192, 100, 4, 4, 1)",
+                [t.to_string()],
+            )
+            .unwrap();
+            let net = NetworkId::new_random();
+            tx.execute(
+                "INSERT INTO networks (id, tenant_id, name, subnet4, gateway4, created_at) \
+                 VALUES (?1, ?2, 'lan', '10.0.0.0/24', '10.0.0.1', 0)",
+                [net.to_string(), t.to_string()],
+            )
+            .unwrap();
             let new_vm = NewVm {
                 id: None,
                 name: VmName::new("web").unwrap(),
                 spec: VmSpecRecord::new(1, 128, 1, "busybox").unwrap(),
                 desired: DesiredState::Stopped,
             };
-            let vm = vms::insert(&tx, &t.id, &new_vm, vms::QuotaCheck::Skip).unwrap();
+            let vm = vms::insert(&tx, &t, &new_vm, vms::QuotaCheck::Skip).unwrap();
             let nic = NewNic {
-                network: net.id,
+                network: net,
                 ipv4: None,
             };
-            networks::attach(&tx, &t.id, &vm.id, &[nic]).unwrap();
+            networks::attach(&tx, &t, &vm.id, &[nic]).unwrap();
             tx.commit().unwrap();
             vm
         };

@@ -174,6 +174,49 @@ CREATE TABLE ids_settings (
 ) STRICT;
 "#,
     },
+    Migration {
+        version: 8,
+        sql: r#"
+-- The host's external network (one row): the operator's set-up as JSON
+-- (interface, MAC, subnets, gateways, public address pools, conntrack limit).
+CREATE TABLE external_network (
+    id    INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
+    setup TEXT NOT NULL
+) STRICT;
+
+-- Public addresses tenants hold: each edge's own ('outside') and floating ones, the
+-- latter attached to at most one VM NIC (and a NIC has at most one). Deleting the VM
+-- detaches; deleting the tenant releases.
+CREATE TABLE public_addresses (
+    address    TEXT PRIMARY KEY NOT NULL,
+    tenant_id  TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    kind       TEXT NOT NULL CHECK (kind IN ('outside', 'floating')),
+    vm_id      TEXT,
+    nic_idx    INTEGER,
+    created_at INTEGER NOT NULL,
+    FOREIGN KEY (vm_id, nic_idx) REFERENCES vm_nics(vm_id, idx) ON DELETE SET NULL,
+    UNIQUE (vm_id, nic_idx)
+) STRICT;
+CREATE INDEX public_addresses_by_tenant ON public_addresses(tenant_id);
+
+-- Tenant networks attached to the external network.
+CREATE TABLE network_edges (
+    network_id TEXT PRIMARY KEY NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+    snat       INTEGER NOT NULL CHECK (snat IN (0, 1)),
+    routed     INTEGER NOT NULL DEFAULT 0 CHECK (routed IN (0, 1))
+) STRICT;
+
+-- Each tenant's firewall (rules, defaults, sets, groups) as one JSON document, replaced
+-- whole: a rule change is one row.
+CREATE TABLE firewalls (
+    tenant_id TEXT PRIMARY KEY NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    doc       TEXT NOT NULL
+) STRICT;
+
+ALTER TABLE tenants ADD COLUMN max_public_addresses INTEGER NOT NULL DEFAULT 2
+    CHECK (max_public_addresses >= 0);
+"#,
+    },
 ];
 
 /// The schema version this build writes.

@@ -11,7 +11,7 @@ use crate::model::tenant::{Quota, Tenant};
 use crate::time::Timestamp;
 
 const COLUMNS: &str =
-    "id, name, created_at, max_vcpus, max_memory_mib, max_disk_gib, max_vms, max_networks, max_uplinks";
+    "id, name, created_at, max_vcpus, max_memory_mib, max_disk_gib, max_vms, max_networks, max_uplinks, max_public_addresses";
 
 fn from_row(row: &Row<'_>) -> DbResult<Tenant> {
     Ok(Tenant {
@@ -25,6 +25,7 @@ fn from_row(row: &Row<'_>) -> DbResult<Tenant> {
             max_vms: uint(row, "max_vms")?,
             max_networks: uint(row, "max_networks")?,
             max_uplinks: uint(row, "max_uplinks")?,
+            max_public_addresses: uint(row, "max_public_addresses")?,
         },
     })
 }
@@ -47,7 +48,7 @@ pub(super) fn insert(c: &Connection, name: &TenantName, quota: Quota) -> DbResul
     let sql = format!(
         "INSERT INTO tenants ({COLUMNS}) VALUES \
          (:id, :name, :created_at, :max_vcpus, :max_memory_mib, :max_disk_gib, :max_vms, \
-         :max_networks, :max_uplinks)"
+         :max_networks, :max_uplinks, :max_public_addresses)"
     );
     c.prepare_cached(&sql)?
         .execute(named_params! {
@@ -60,6 +61,7 @@ pub(super) fn insert(c: &Connection, name: &TenantName, quota: Quota) -> DbResul
             ":max_vms": quota.max_vms,
             ":max_networks": quota.max_networks,
             ":max_uplinks": quota.max_uplinks,
+            ":max_public_addresses": quota.max_public_addresses,
         })
         .map_err(|e| {
             let e = e.into();
@@ -95,7 +97,8 @@ pub(super) fn set_quota(c: &Connection, id: &TenantId, quota: Quota) -> DbResult
         .prepare_cached(
             "UPDATE tenants SET max_vcpus = :max_vcpus, max_memory_mib = :max_memory_mib, \
              max_disk_gib = :max_disk_gib, max_vms = :max_vms, max_networks = :max_networks, \
-             max_uplinks = :max_uplinks WHERE id = :id",
+             max_uplinks = :max_uplinks, \
+             max_public_addresses = :max_public_addresses WHERE id = :id",
         )?
         .execute(named_params! {
             ":id": id.to_string(),
@@ -105,6 +108,7 @@ pub(super) fn set_quota(c: &Connection, id: &TenantId, quota: Quota) -> DbResult
             ":max_vms": quota.max_vms,
             ":max_networks": quota.max_networks,
             ":max_uplinks": quota.max_uplinks,
+            ":max_public_addresses": quota.max_public_addresses,
         })?;
     if n == 0 {
         return Err(StoreError::not_found(EntityKind::Tenant, id).into());

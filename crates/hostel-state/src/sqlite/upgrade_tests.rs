@@ -23,6 +23,7 @@ fn quota() -> Quota {
         max_vms: 10,
         max_networks: 8,
         max_uplinks: 2,
+        max_public_addresses: 2,
     }
 }
 

@@ -21,6 +21,7 @@ pub fn big_quota() -> Quota {
         max_vms: 1_000_000,
         max_networks: 1_000_000,
         max_uplinks: 1_000_000,
+        max_public_addresses: 1_000_000,
     }
 }
 

@@ -9,10 +9,13 @@
 //! CLI cannot parse, or the daemon answering 400/422 — e.g. 0 vCPUs, an unknown image);
 //! 1 for every other failure (not found, quota exceeded, conflict, daemon unreachable, ...).
 
+mod address;
 mod admin;
 mod attach;
 mod attach_tls;
 mod config;
+mod external;
+mod firewall;
 mod ids;
 mod image;
 mod network;
@@ -68,6 +71,13 @@ pub enum ClientCommand {
     Vm(vm::VmArgs),
     /// A tenant's virtual networks.
     Network(network::NetworkArgs),
+    /// A tenant's public addresses: allocate, attach to a VM NIC, detach, release, list.
+    Address(address::AddressArgs),
+    /// A tenant's firewall at its edge: rules, defaults, sets, groups, log.
+    Firewall(firewall::FirewallArgs),
+    /// The host's external network: set-up, pools, usage (operator).
+    #[command(subcommand)]
+    External(external::ExternalCommand),
     /// The audit log: who did what, newest first (operator).
     Audit(admin::AuditArgs),
     /// The images VMs can boot: list, build, import, delete (changes: operator).
@@ -146,6 +156,9 @@ pub fn main(global: GlobalArgs, cmd: ClientCommand) -> anyhow::Result<ExitCode> 
             ClientCommand::Quota(c) => tenant::quota(&ctx, c),
             ClientCommand::Vm(a) => vm::main(&ctx, a),
             ClientCommand::Network(a) => network::main(&ctx, a),
+            ClientCommand::Address(a) => address::main(&ctx, a),
+            ClientCommand::Firewall(a) => firewall::main(&ctx, a),
+            ClientCommand::External(c) => external::main(&ctx, c),
             ClientCommand::Audit(a) => admin::audit(&ctx, a),
             ClientCommand::Image(c) => image::main(&ctx, c),
             ClientCommand::Host(c) => admin::host(&ctx, c),

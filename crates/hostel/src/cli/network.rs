@@ -4,7 +4,7 @@ use super::output::{self, Format, Table};
 use super::Ctx;
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use hostel_api::{CreateNetwork, NetworkView};
+use hostel_api::{AttachExternal, CreateNetwork, NetworkView};
 
 #[derive(Args, Debug)]
 pub struct NetworkArgs {
@@ -33,7 +33,27 @@ pub enum NetworkCommand {
         /// IPv6 /64 prefix, e.g. fd00:1::/64: VMs configure their addresses by SLAAC.
         #[arg(long)]
         subnet6: Option<String>,
+        /// Attach it to the host's external network (through the tenant's firewall).
+        #[arg(long, conflicts_with = "uplink")]
+        external: bool,
+        /// With --external: VMs without a floating address go out through source NAT.
+        #[arg(long, requires = "external", conflicts_with = "routed")]
+        snat: bool,
+        /// With --external: the subnet is public (inside the operator's routed pools) and
+        /// crosses the edge untranslated.
+        #[arg(long, requires = "external")]
+        routed: bool,
     },
+    /// Attach a network to the external network (or change its --snat).
+    Attach {
+        name: String,
+        #[arg(long, conflicts_with = "routed")]
+        snat: bool,
+        #[arg(long)]
+        routed: bool,
+    },
+    /// Detach a network from the external network.
+    Detach { name: String },
     /// List networks.
     List,
     /// Show a network: its ports, their addresses and the switch's counters.
@@ -52,18 +72,41 @@ pub fn main(ctx: &Ctx, args: NetworkArgs) -> Result<()> {
             gateway,
             uplink,
             subnet6,
+            external,
+            snat,
+            routed,
         } => {
             let n = c.create_network(
                 tenant,
                 &CreateNetwork {
-                    name,
+                    name: name.clone(),
                     subnet,
                     gateway,
                     uplink,
                     subnet6,
                 },
             )?;
+            if !external {
+                return print(ctx.format, &n);
+            }
+            match c.attach_network_external(tenant, &name, &AttachExternal { snat, routed }) {
+                Ok(n) => print(ctx.format, &n),
+                Err(e) => {
+                    // Nothing half-made: the network goes again (it has no VMs yet).
+                    if let Err(undo) = c.delete_network(tenant, &name) {
+                        eprintln!("hostel: could not delete network {name} again: {undo}");
+                    }
+                    Err(e.into())
+                }
+            }
+        }
+        NetworkCommand::Attach { name, snat, routed } => {
+            let n = c.attach_network_external(tenant, &name, &AttachExternal { snat, routed })?;
             print(ctx.format, &n)
+        }
+        NetworkCommand::Detach { name } => {
+            c.detach_network_external(tenant, &name)?;
+            Ok(())
         }
         NetworkCommand::List => {
             let nets = c.list_networks(tenant)?;
@@ -99,6 +142,22 @@ fn print(format: Format, n: &NetworkView) -> Result<()> {
         ("subnet", n.subnet.clone()),
         ("gateway", n.gateway.clone()),
         ("subnet6", output::opt(n.subnet6.clone())),
+        (
+            "external",
+            match &n.external {
+                None => "no".to_string(),
+                Some(x) => format!(
+                    "yes, edge address {}{}{}",
+                    x.outside,
+                    if x.snat { ", source NAT" } else { "" },
+                    if x.routed {
+                        ", routed (untranslated)"
+                    } else {
+                        ""
+                    }
+                ),
+            },
+        ),
         (
             "uplink",
             match &n.uplink {

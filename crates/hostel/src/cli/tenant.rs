@@ -15,6 +15,7 @@ const DEFAULT_QUOTA: QuotaBody = QuotaBody {
     vms: 4,
     networks: hostel_api::DEFAULT_MAX_NETWORKS,
     uplinks: hostel_api::DEFAULT_MAX_UPLINKS,
+    public_addresses: hostel_api::DEFAULT_MAX_PUBLIC_ADDRESSES,
 };
 
 /// Quota fields as flags; an absent flag keeps the value it is merged onto.
@@ -38,6 +39,9 @@ pub struct QuotaFlags {
     /// Number of networks with an uplink (a device in the host each).
     #[arg(long)]
     max_uplinks: Option<u32>,
+    /// Number of floating public addresses on the external network.
+    #[arg(long)]
+    max_public_addresses: Option<u32>,
 }
 
 impl QuotaFlags {
@@ -48,6 +52,7 @@ impl QuotaFlags {
             && self.max_vms.is_none()
             && self.max_networks.is_none()
             && self.max_uplinks.is_none()
+            && self.max_public_addresses.is_none()
     }
 
     /// `base` with the given flags applied.
@@ -63,6 +68,7 @@ impl QuotaFlags {
             vms: self.max_vms.unwrap_or(base.vms),
             networks: self.max_networks.unwrap_or(base.networks),
             uplinks: self.max_uplinks.unwrap_or(base.uplinks),
+            public_addresses: self.max_public_addresses.unwrap_or(base.public_addresses),
         })
     }
 }

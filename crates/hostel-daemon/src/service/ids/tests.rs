@@ -46,6 +46,7 @@ fn fixture() -> Fixture {
         max_vms: 1,
         max_networks: 2,
         max_uplinks: 0,
+        max_public_addresses: 0,
     };
     let sys = |a: &str| NewAuditEntry::ok(Actor::System, None, a, "t");
     let mut ids = Vec::new();
