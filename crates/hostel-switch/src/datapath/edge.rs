@@ -125,10 +125,12 @@ impl EdgeRuntime {
     }
 
     /// See [`EdgeFilter::prefetch`]; skipped when another thread holds the edge (a hint
-    /// never waits).
-    pub fn prefetch(&self, pkt: &[u8], stage: Stage) {
+    /// never waits). Several hints under one try-lock: a lock costs as much as a hint.
+    pub fn prefetch(&self, hints: &[(&[u8], Stage)]) {
         if let Ok(f) = self.filter.try_lock() {
-            f.prefetch(pkt, stage);
+            for (pkt, stage) in hints {
+                f.prefetch(pkt, *stage);
+            }
         }
     }
 
