@@ -14,6 +14,7 @@ use crate::nat::PortPools;
 use crate::packet::{Tuple, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::rule::Direction;
 use crate::state::{tcp_next, STATES};
+use crate::tcpwin::Window;
 pub use crate::state::{State, Timeouts, SEC};
 use crate::DropReason;
 
@@ -191,6 +192,9 @@ pub struct CtStats {
 
 pub struct ConnTrack {
     slab: Vec<Entry>,
+    /// TCP sequence windows, by slab index (apart from the entry, which is one cache line
+    /// already; two windows share a line).
+    windows: Vec<Window>,
     free: Vec<u32>,
     index: Vec<u64>,
     mask: usize,
@@ -251,6 +255,7 @@ impl ConnTrack {
         let slots = (limit * 4).next_power_of_two();
         ConnTrack {
             slab: vec![Entry::default(); limit],
+            windows: vec![Window::default(); limit],
             free: (0..limit as u32).rev().collect(),
             index: vec![0; slots],
             mask: slots - 1,
@@ -343,8 +348,17 @@ impl ConnTrack {
         let h = self.hash(t);
         let s = self.index[h as usize & self.mask];
         if s != 0 && (s >> 32) as u32 == h {
-            prefetch(&self.slab[Self::decode(s).0]);
+            let idx = Self::decode(s).0;
+            prefetch(&self.slab[idx]);
+            if t.proto == PROTO_TCP {
+                prefetch(&self.windows[idx]);
+            }
         }
+    }
+
+    /// The TCP sequence window of the connection at `idx`.
+    pub fn window(&mut self, idx: usize) -> &mut Window {
+        &mut self.windows[idx]
     }
 
     /// A copy of the connection at `idx`.
