@@ -24,7 +24,7 @@ use crate::datapath::rx::FrameSrc;
 use crate::datapath::tx::MAX_FRAME;
 use crate::datapath::vnet::{VnetHdr, GSO_NONE, HDR_F_NEEDS_CSUM};
 use crate::packet::ip::{
-    complete_csum, dec_ttl, dst_ip, ip_frame_len, partial_csum, time_exceeded4,
+    complete_csum, dec_ttl, dst_ip, ip_frame_len, partial_csum, time_exceeded4, time_exceeded6,
 };
 use crate::packet::parse::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HLEN};
 use crate::stats::{DropReason, PortStats};
@@ -249,9 +249,17 @@ pub fn outbound(
     let edge = &ext.edges[e as usize];
     if let Err(r) = dec_ttl(buf) {
         // The sender's traceroute learns its gateway is the first hop.
-        let gw = t.net(ni).cfg.gateway4;
-        if let (DropReason::TtlExceeded, Some(gw)) = (r, gw) {
-            let k = time_exceeded4(buf, gw, t.net(ni).cfg.gateway_mac, &mut s.reply);
+        let cfg = &t.net(ni).cfg;
+        if r == DropReason::TtlExceeded {
+            let k = match cfg.gateway4 {
+                Some(gw) if ethertype_of(&buf[ETH_HLEN..]) == ETHERTYPE_IPV4 => {
+                    time_exceeded4(buf, gw, cfg.gateway_mac, &mut s.reply)
+                }
+                _ => {
+                    let gw = cfg.gateway6.unwrap_or(cfg.gateway_mac.link_local());
+                    time_exceeded6(buf, gw, cfg.gateway_mac, &mut s.reply)
+                }
+            };
             if k > 0 {
                 let empty = SegList::default();
                 let sent = with_rx(sender, |sink| {
