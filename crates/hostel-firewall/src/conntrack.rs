@@ -14,8 +14,8 @@ use crate::nat::PortPools;
 use crate::packet::{Tuple, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::rule::Direction;
 use crate::state::{tcp_next, STATES};
-use crate::tcpwin::Window;
 pub use crate::state::{State, Timeouts, SEC};
+use crate::tcpwin::Window;
 use crate::DropReason;
 
 const NIL: u32 = u32::MAX;
@@ -254,9 +254,7 @@ fn huge_vec<T: Clone + Default>(n: usize) -> Vec<T> {
         if end > first {
             // SAFETY: madvise only changes how the kernel backs [first, end), which lies
             // inside the Vec's own, not yet initialised allocation; it touches no memory.
-            unsafe {
-                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE)
-            };
+            unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE) };
         }
     }
     v.resize(n, T::default());
@@ -286,7 +284,9 @@ impl ConnTrack {
             keys: {
                 let seed = RandomState::new().hash_one(0x686f_7374_656cu64);
                 // Odd and well mixed, so no key zeroes a multiply.
-                std::array::from_fn(|i| mix(seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1)
+                std::array::from_fn(|i| {
+                    mix(seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1
+                })
             },
             emb_head: NIL,
             emb_tail: NIL,

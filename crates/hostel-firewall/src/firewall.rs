@@ -26,9 +26,9 @@ use crate::packet::{
     self, Frag, IcmpKind, Packet, Tuple, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK,
     TCP_SYN,
 };
-use crate::tcpwin::{self, Window};
 use crate::reject;
 use crate::rule::{Action, DefaultAction, Direction, PolicySpec, Validate};
+use crate::tcpwin::{self, Window};
 use crate::types::{Config, FirewallError, PolicyChange, RuleStats, Stage, Stats, Verdict};
 use crate::DropReason;
 
@@ -368,9 +368,7 @@ impl Firewall {
         let seg = tcpwin::segment(pkt, p).ok_or(DropReason::Malformed)?;
         let from_orig = side == Side::Orig;
         let bare_syn = seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-        if from_orig
-            && bare_syn
-            && matches!(state, State::SynSent | State::TimeWait | State::Close)
+        if from_orig && bare_syn && matches!(state, State::SynSent | State::TimeWait | State::Close)
         {
             return Ok(Window::open(&seg));
         }

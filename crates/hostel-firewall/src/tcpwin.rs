@@ -234,7 +234,10 @@ mod tests {
         // Data acknowledging bytes the initiator never sent.
         assert!(!w.check(false, &seg(5001, 1_000_000, TCP_ACK, 10)));
         // An ancient segment, far before the window.
-        assert!(!w.check(true, &seg(101u32.wrapping_sub(3_000_000), 5001, TCP_ACK, 10)));
+        assert!(!w.check(
+            true,
+            &seg(101u32.wrapping_sub(3_000_000), 5001, TCP_ACK, 10)
+        ));
         assert_eq!(w, before, "refused segments leave the window as it was");
         // An in-window RST passes.
         assert!(w.check(false, &seg(5001, 0, TCP_RST, 0)));

@@ -42,8 +42,8 @@ struct GuestRx {
 impl GuestRx {
     fn attach(port: &PortRuntime) -> GuestRx {
         let size = RX_DATA as usize + usize::from(QSIZE) * RX_BUF as usize;
-        let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size)])
-            .expect("guest memory");
+        let gm =
+            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size)]).expect("guest memory");
         let (mut ring, end) = SplitRing::new(&gm, 0x1000, QSIZE).expect("the RX ring");
         assert!(end <= RX_DATA);
         for id in 0..QSIZE {

@@ -269,28 +269,38 @@ pub(crate) fn handle_block(
     if x.hints {
         for i in 0..HINT_SLOT.min(frames.len()) {
             if let Some((e, f)) = owner_of(i, &mut owners) {
-                x.edges[e as usize].rt.prefetch(&[(&f[ETH_HLEN..], Stage::Slot)]);
+                x.edges[e as usize]
+                    .rt
+                    .prefetch(&[(&f[ETH_HLEN..], Stage::Slot)]);
             }
         }
     }
     for (i, r) in frames.iter().enumerate() {
         if x.hints {
             let slot = owner_of(i + HINT_SLOT, &mut owners);
-            let entry = match (owners[(i + HINT_ENTRY) % (HINT_SLOT + 1)], frames.get(i + HINT_ENTRY)) {
+            let entry = match (
+                owners[(i + HINT_ENTRY) % (HINT_SLOT + 1)],
+                frames.get(i + HINT_ENTRY),
+            ) {
                 (Some(e), Some(Ok(f))) => Some((e, *f)),
                 _ => None,
             };
             match (slot, entry) {
                 // One edge (the common case): both hints under one try-lock.
-                (Some((a, fa)), Some((b, fb))) if a == b => x.edges[a as usize]
-                    .rt
-                    .prefetch(&[(&fa[ETH_HLEN..], Stage::Slot), (&fb[ETH_HLEN..], Stage::Entry)]),
+                (Some((a, fa)), Some((b, fb))) if a == b => x.edges[a as usize].rt.prefetch(&[
+                    (&fa[ETH_HLEN..], Stage::Slot),
+                    (&fb[ETH_HLEN..], Stage::Entry),
+                ]),
                 (a, b) => {
                     if let Some((e, f)) = a {
-                        x.edges[e as usize].rt.prefetch(&[(&f[ETH_HLEN..], Stage::Slot)]);
+                        x.edges[e as usize]
+                            .rt
+                            .prefetch(&[(&f[ETH_HLEN..], Stage::Slot)]);
                     }
                     if let Some((e, f)) = b {
-                        x.edges[e as usize].rt.prefetch(&[(&f[ETH_HLEN..], Stage::Entry)]);
+                        x.edges[e as usize]
+                            .rt
+                            .prefetch(&[(&f[ETH_HLEN..], Stage::Entry)]);
                     }
                 }
             }

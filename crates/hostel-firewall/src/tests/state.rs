@@ -543,7 +543,12 @@ fn out_of_window_segments_from_outside_neither_kill_nor_enter_a_connection() {
     // A blind RST from outside with a guessed tuple but not the sequence: dropped, and the
     // connection lives on.
     const RST: u8 = 0x04;
-    for by in [1u32 << 20, 1 << 31, 0x8000_0000 + 12345, u32::MAX - (1 << 20)] {
+    for by in [
+        1u32 << 20,
+        1 << 31,
+        0x8000_0000 + 12345,
+        u32::MAX - (1 << 20),
+    ] {
         assert_eq!(
             run(&mut f, IN, shifted(inn(RST), by), 3).0,
             Verdict::Drop(DropReason::TcpWindow),
@@ -561,7 +566,11 @@ fn out_of_window_segments_from_outside_neither_kill_nor_enter_a_connection() {
     assert_eq!(run(&mut f, OUT, out(ACK), 5).0, Verdict::Accept);
     // An in-window RST closes it as before.
     assert_eq!(run(&mut f, IN, inn(RST), 6).0, Verdict::Accept);
-    assert_eq!(run(&mut f, IN, inn(ACK), 7).0, Verdict::Accept, "CLOSE lingers");
+    assert_eq!(
+        run(&mut f, IN, inn(ACK), 7).0,
+        Verdict::Accept,
+        "CLOSE lingers"
+    );
     assert_eq!(
         run(&mut f, IN, inn(ACK), 7 + secs(11)).0,
         Verdict::Drop(DropReason::Default),

@@ -352,7 +352,14 @@ fn offloaded_checksums_come_out_of_source_nat_correct() {
         };
         (hdr, f)
     };
-    let udp_frame = udp(VM_A3, GW_A, PRIV3, FAR, 7100, b"offloaded checksum, translated");
+    let udp_frame = udp(
+        VM_A3,
+        GW_A,
+        PRIV3,
+        FAR,
+        7100,
+        b"offloaded checksum, translated",
+    );
     let tcp_syn = tcp(
         (VM_A3, GW_A),
         (PRIV3, 41000),
@@ -366,7 +373,10 @@ fn offloaded_checksums_come_out_of_source_nat_correct() {
         ("udp", partial(udp_frame, 17, 6), 17u8, 7100u16),
         ("tcp", partial(tcp_syn, 6, 16), 6, 7101),
     ] {
-        assert!(!l4_ok(&f), "{what}: the guest's frame has only a partial checksum");
+        assert!(
+            !l4_ok(&f),
+            "{what}: the guest's frame has only a partial checksum"
+        );
         rig.vms[A3].queue_tx(hdr, &f, 2);
         rig.vms[A3].run_tx(&rig.core);
         let seen = wire
