@@ -622,19 +622,20 @@ impl ConnTrack {
         icmp: bool,
         now: u64,
     ) -> Result<(), DropReason> {
-        let c = self.slab[idx].view();
+        // Only the state and protocol: no copy of the whole connection per packet.
+        let (state, proto) = (self.slab[idx].state(), self.slab[idx].orig.proto);
         let from_orig = side == Side::Orig;
-        let next = if c.orig.proto == PROTO_TCP {
-            tcp_next(c.state, from_orig, tcp_flags)?
+        let next = if proto == PROTO_TCP {
+            tcp_next(state, from_orig, tcp_flags)?
         } else if from_orig {
-            c.state
+            state
         } else {
             State::Replied
         };
-        if next != c.state {
+        if next != state {
             self.set_state(idx, next);
         }
-        self.slab[idx].expires = now.saturating_add(self.timeouts.get(next, c.orig.proto, icmp));
+        self.slab[idx].expires = now.saturating_add(self.timeouts.get(next, proto, icmp));
         Ok(())
     }
 
