@@ -1,11 +1,16 @@
-//! The firewall on random datagrams against random rule sets: its verdict for stateless rules
-//! must equal a plain reference evaluator written here (a loop over the rules in order), and
-//! random stateful sequences with address translation must never panic.
+//! The firewall on random datagrams against random rule sets: the switch's verdict (the
+//! tenant edge's `FirewallFilter`, as the datapath calls it) for stateless rules must equal a
+//! plain reference evaluator written here (a loop over the rules in order, matching
+//! protocol, source and destination CIDRs, source and destination port ranges, ICMP type
+//! and code), and random stateful sequences with address translation must never panic.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hostel_firewall::nat::{FloatingIp, NatConfig, SnatNetwork};
+use hostel_switch::datapath::edge::{EdgeFilter, EdgeVerdict};
+use hostel_switch::datapath::firewall::FirewallFilter;
+use hostel_switch::hostel_switch_proto::EdgeConfig;
 use hostel_firewall::rule::{PortSpec, ProtocolSpec};
 use hostel_firewall::{
     Action, Config, DefaultAction, Direction, DropReason, Firewall, PolicySpec, RuleSpec, Stage,
@@ -47,8 +52,10 @@ struct Ref {
     proto: Option<u8>,
     src: Option<(bool, u128, u8)>,
     dst: Option<(bool, u128, u8)>,
+    sport: Option<(u16, u16)>,
     dport: Option<(u16, u16)>,
     icmp_type: Option<u8>,
+    icmp_code: Option<u8>,
 }
 
 /// A few addresses so rules and packets meet often.
@@ -85,6 +92,16 @@ fn contains(c: (bool, u128, u8), v6: bool, a: u128) -> bool {
     (base >> host) == (a >> host)
 }
 
+fn ports(r: Option<(u16, u16)>) -> Vec<PortSpec> {
+    r.map(|(lo, hi)| {
+        vec![PortSpec::Range {
+            from: u32::from(lo),
+            to: u32::from(hi),
+        }]
+    })
+    .unwrap_or_default()
+}
+
 fn gen_rules(b: &mut Bytes) -> (Vec<RuleSpec>, Vec<Ref>) {
     let n = b.u8() % 12;
     let mut specs = Vec::new();
@@ -115,17 +132,22 @@ fn gen_rules(b: &mut Bytes) -> (Vec<RuleSpec>, Vec<Ref>) {
         let src = cidr(b);
         let dst = cidr(b);
         let ported = matches!(proto, Some(6 | 17));
-        let dport = if ported && b.u8() % 2 == 0 {
-            let lo = u16::from(b.u8() % 32);
-            Some((lo, lo + u16::from(b.u8() % 8)))
-        } else {
-            None
+        let range = |b: &mut Bytes| {
+            if ported && b.u8() % 2 == 0 {
+                let lo = u16::from(b.u8() % 32);
+                Some((lo, lo + u16::from(b.u8() % 8)))
+            } else {
+                None
+            }
         };
+        let sport = range(b);
+        let dport = range(b);
         let icmp_type = if matches!(proto, Some(1 | 58)) && b.u8() % 2 == 0 {
             Some(ICMP_TYPES[usize::from(b.u8()) % ICMP_TYPES.len()])
         } else {
             None
         };
+        let icmp_code = icmp_type.and_then(|_| (b.u8() % 2 == 0).then(|| b.u8() % 2));
         let priority = u32::from(b.u8() % 4);
         let show = |c: Option<(bool, u128, u8)>| {
             c.map(|(v6, a, p)| vec![format!("{}/{}", to_ip(v6, a), p)])
@@ -139,17 +161,10 @@ fn gen_rules(b: &mut Bytes) -> (Vec<RuleSpec>, Vec<Ref>) {
             protocol: ProtocolSpec::Name(name.into()),
             source: show(src),
             destination: show(dst),
-            source_ports: vec![],
-            destination_ports: dport
-                .map(|(lo, hi)| {
-                    vec![PortSpec::Range {
-                        from: u32::from(lo),
-                        to: u32::from(hi),
-                    }]
-                })
-                .unwrap_or_default(),
+            source_ports: ports(sport),
+            destination_ports: ports(dport),
             icmp_type: icmp_type.map(u32::from),
-            icmp_code: None,
+            icmp_code: icmp_code.map(u32::from),
             scope: Default::default(),
             stateless: true,
             log: b.u8() % 4 == 0,
@@ -162,8 +177,10 @@ fn gen_rules(b: &mut Bytes) -> (Vec<RuleSpec>, Vec<Ref>) {
             proto,
             src,
             dst,
+            sport,
             dport,
             icmp_type,
+            icmp_code,
         });
     }
     refs.sort_by_key(|r| (r.priority, r.id));
@@ -184,13 +201,27 @@ fn fold(mut s: u32) -> u16 {
 }
 
 /// A well-formed datagram and the fields the reference judges it by.
-fn gen_packet(b: &mut Bytes) -> (Vec<u8>, bool, u8, u128, u128, u16, u8) {
+/// What the reference judges a packet by.
+#[derive(Clone, Copy, Debug)]
+struct Fields {
+    v6: bool,
+    proto: u8,
+    src: u128,
+    dst: u128,
+    sport: u16,
+    dport: u16,
+    icmp_type: u8,
+    icmp_code: u8,
+}
+
+fn gen_packet(b: &mut Bytes) -> (Vec<u8>, Fields) {
     let v6 = b.u8() % 3 == 0;
     let proto = [6u8, 17, if v6 { 58 } else { 1 }, 47][usize::from(b.u8() % 4)];
     let src = addr(b, v6);
     let dst = addr(b, v6);
-    let sport = b.u16();
+    let sport = u16::from(b.u8() % 48);
     let dport = u16::from(b.u8() % 40);
+    let icode = b.u8() % 2;
     // Informational types only: an error type would need a quoted header to be well-formed.
     let ity = ICMP_TYPES[usize::from(b.u8()) % ICMP_TYPES.len()];
     let mut l4 = match proto {
@@ -201,7 +232,7 @@ fn gen_packet(b: &mut Bytes) -> (Vec<u8>, bool, u8, u128, u128, u16, u8) {
             t
         }
         17 => vec![0u8; 8],
-        1 | 58 => vec![ity, 0, 0, 0, 0, 0, 0, 0],
+        1 | 58 => vec![ity, icode, 0, 0, 0, 0, 0, 0],
         _ => vec![0u8; 4],
     };
     if matches!(proto, 6 | 17) {
@@ -234,37 +265,59 @@ fn gen_packet(b: &mut Bytes) -> (Vec<u8>, bool, u8, u128, u128, u16, u8) {
         p[10..12].copy_from_slice(&c.to_be_bytes());
     }
     p.extend_from_slice(&l4);
-    let (m_sport, m_dport) = match proto {
-        1 | 58 => (u16::from(ity), 0u16),
-        6 | 17 => (sport, dport),
-        _ => (0, 0),
+    let f = Fields {
+        v6,
+        proto,
+        src,
+        dst,
+        sport,
+        dport,
+        icmp_type: ity,
+        icmp_code: icode,
     };
-    let _ = m_sport;
-    (p, v6, proto, src, dst, m_dport, ity)
+    (p, f)
 }
 
-fn reference(
-    refs: &[Ref],
-    dir: Direction,
-    v6: bool,
-    proto: u8,
-    src: u128,
-    dst: u128,
-    dport: u16,
-    ity: u8,
-) -> Option<Action> {
+fn reference(refs: &[Ref], dir: Direction, f: Fields) -> Option<Action> {
+    let ported = matches!(f.proto, 6 | 17);
+    let icmp = matches!((f.v6, f.proto), (false, 1) | (true, 58));
+    let in_range = |r: Option<(u16, u16)>, p: u16| r.map_or(true, |(lo, hi)| ported && lo <= p && p <= hi);
     refs.iter()
         .filter(|r| r.dir == dir)
         .find(|r| {
-            r.proto.map_or(true, |p| p == proto)
-                && r.src.map_or(true, |c| contains(c, v6, src))
-                && r.dst.map_or(true, |c| contains(c, v6, dst))
-                && r.dport.map_or(true, |(lo, hi)| {
-                    matches!(proto, 6 | 17) && lo <= dport && dport <= hi
-                })
-                && r.icmp_type.map_or(true, |t| t == ity)
+            r.proto.map_or(true, |p| p == f.proto)
+                && r.src.map_or(true, |c| contains(c, f.v6, f.src))
+                && r.dst.map_or(true, |c| contains(c, f.v6, f.dst))
+                && in_range(r.sport, f.sport)
+                && in_range(r.dport, f.dport)
+                && r.icmp_type.map_or(true, |t| icmp && t == f.icmp_type)
+                && r.icmp_code.map_or(true, |c| icmp && c == f.icmp_code)
         })
         .map(|r| r.action)
+}
+
+/// The tenant edge the switch makes for `policy`.
+fn edge(policy: PolicySpec) -> FirewallFilter {
+    FirewallFilter::new(&EdgeConfig {
+        tenant: "t".into(),
+        networks: vec![],
+        outside4: Ipv4Addr::new(10, 9, 0, 1),
+        outside6: None,
+        floating4: vec![],
+        routed4: vec![],
+        routed6: vec![],
+        attached4: vec![],
+        snat4: vec![],
+        policy,
+        conntrack_limit: 32,
+    })
+}
+
+/// Which drop counter one packet moved (the switch's verdict carries no reason).
+fn reason(before: &hostel_firewall::Stats, after: &hostel_firewall::Stats) -> Option<DropReason> {
+    DropReason::ALL
+        .into_iter()
+        .find(|r| after.drops(*r) > before.drops(*r))
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
@@ -286,9 +339,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         log_capacity: 8,
         ..Config::default()
     };
-    let Ok(mut fw) = Firewall::new(cfg.clone(), &spec, &NatConfig::default()) else {
-        panic!("generated rules must validate");
-    };
+    let mut sw = edge(spec);
     let mut reply = [0u8; 1500];
     let mut now = 0u64;
     for _ in 0..8 {
@@ -300,29 +351,34 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         } else {
             Direction::Egress
         };
-        let (mut p, v6, proto, src, dst, dport, ity) = gen_packet(&mut b);
-        let tracked = fw.conntrack().occupancy;
-        let v = fw.process(dir, &mut p, now, &mut reply);
+        let (mut p, f) = gen_packet(&mut b);
+        let tracked = sw.firewall().conntrack().occupancy;
+        let before = *sw.firewall().stats();
+        let v = match dir {
+            Direction::Ingress => sw.inbound(&mut p, &mut reply, now),
+            Direction::Egress => sw.outbound(&mut p, &mut reply, now),
+        };
+        let why = reason(&before, sw.firewall().stats());
         now += 1_000;
         if tracked != 0 {
             // A connection a stateful default created may now answer for this packet.
             continue;
         }
-        let expect = reference(&refs, dir, v6, proto, src, dst, dport, ity);
+        let expect = reference(&refs, dir, f);
         let default = match dir {
             Direction::Ingress => DefaultAction::Drop,
             Direction::Egress => default_egress,
         };
-        match (expect, v) {
-            (Some(Action::Allow), Verdict::Accept) => {}
-            (Some(Action::Drop), Verdict::Drop(DropReason::Rule)) => {}
-            (Some(Action::Reject), Verdict::Reject { .. } | Verdict::Drop(DropReason::Reject)) => {}
-            (None, Verdict::Accept) if default == DefaultAction::Allow => {}
+        match (expect, v, why) {
+            (Some(Action::Allow), EdgeVerdict::Pass, None) => {}
+            (Some(Action::Drop), EdgeVerdict::Drop, Some(DropReason::Rule)) => {}
+            (Some(Action::Reject), EdgeVerdict::Reply(_) | EdgeVerdict::Drop, Some(DropReason::Reject)) => {}
+            (None, EdgeVerdict::Pass, None) if default == DefaultAction::Allow => {}
             // A stateful default allow may refuse to open a connection (table or SYN limits).
-            (None, Verdict::Drop(DropReason::ConntrackFull | DropReason::SynFlood))
+            (None, EdgeVerdict::Drop, Some(DropReason::ConntrackFull | DropReason::SynFlood))
                 if default == DefaultAction::Allow => {}
-            (None, Verdict::Drop(DropReason::Default)) if default == DefaultAction::Drop => {}
-            (e, v) => panic!("reference {e:?} but firewall {v:?} (dir {dir:?}, proto {proto})"),
+            (None, EdgeVerdict::Drop, Some(DropReason::Default)) if default == DefaultAction::Drop => {}
+            (e, v, why) => panic!("reference {e:?} but the switch {v:?} ({why:?}) for {f:?} {dir:?}"),
         }
     }
 

@@ -15,6 +15,7 @@ use crate::packet::{Tuple, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::rule::Direction;
 use crate::state::{tcp_next, STATES};
 pub use crate::state::{State, Timeouts, SEC};
+use crate::tcpwin::Window;
 use crate::DropReason;
 
 const NIL: u32 = u32::MAX;
@@ -120,10 +121,12 @@ impl Packed {
     }
 }
 
-/// One table entry in exactly one cache line: a lookup touches the index slot and this line.
-/// The reply tuple is not stored: it is the original reversed, plus the SNAT binding.
+/// One table entry: the connection in its first cache line, the TCP window in the second, the
+/// two an aligned 128-byte pair (the CPU's adjacent-line prefetcher fetches both; one TLB
+/// entry), so a lookup touches the index slot and this pair. The reply tuple is not stored:
+/// it is the original reversed, plus the SNAT binding.
 #[derive(Clone, Copy, Debug, Default)]
-#[repr(C, align(64))]
+#[repr(C, align(128))]
 struct Entry {
     orig: Packed,
     state: u8,
@@ -135,6 +138,8 @@ struct Entry {
     expires: u64,
     emb_prev: u32,
     emb_next: u32,
+    /// At offset 64: the second line.
+    win: Window,
 }
 
 const LIVE: u8 = 2;
@@ -194,7 +199,8 @@ pub struct ConnTrack {
     free: Vec<u32>,
     index: Vec<u64>,
     mask: usize,
-    seed: u64,
+    /// Secret per table: a sender cannot aim tuples at one probe sequence.
+    keys: [u64; 6],
     emb_head: u32,
     emb_tail: u32,
     sweep: usize,
@@ -228,6 +234,34 @@ fn prefetch<T>(r: &T) {
     let _ = r;
 }
 
+#[inline(always)]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+/// A table of `n` default values whose memory the kernel may back with transparent huge
+/// pages: a lookup touches up to three random places in tens of megabytes (index slot,
+/// entry, TCP window), and with 4 KiB pages each also missed the TLB (a page walk per
+/// access, about as costly as the miss itself). Only a hint: without THP it is a plain Vec.
+fn huge_vec<T: Clone + Default>(n: usize) -> Vec<T> {
+    const HUGE: usize = 2 << 20;
+    let mut v: Vec<T> = Vec::with_capacity(n);
+    let bytes = n.saturating_mul(std::mem::size_of::<T>());
+    if bytes >= 2 * HUGE {
+        let start = v.as_mut_ptr() as usize;
+        let first = start.next_multiple_of(HUGE);
+        let end = (start + bytes) & !(HUGE - 1);
+        if end > first {
+            // SAFETY: madvise only changes how the kernel backs [first, end), which lies
+            // inside the Vec's own, not yet initialised allocation; it touches no memory.
+            unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE) };
+        }
+    }
+    v.resize(n, T::default());
+    v
+}
+
 fn mix(mut x: u64) -> u64 {
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -243,11 +277,17 @@ impl ConnTrack {
         let limit = limit.clamp(1, MAX_LIMIT);
         let slots = (limit * 4).next_power_of_two();
         ConnTrack {
-            slab: vec![Entry::default(); limit],
+            slab: huge_vec(limit),
             free: (0..limit as u32).rev().collect(),
-            index: vec![0; slots],
+            index: huge_vec(slots),
             mask: slots - 1,
-            seed: RandomState::new().hash_one(0x686f_7374_656cu64),
+            keys: {
+                let seed = RandomState::new().hash_one(0x686f_7374_656cu64);
+                // Odd and well mixed, so no key zeroes a multiply.
+                std::array::from_fn(|i| {
+                    mix(seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1
+                })
+            },
             emb_head: NIL,
             emb_tail: NIL,
             sweep: 0,
@@ -262,14 +302,19 @@ impl ConnTrack {
         self.slab.len()
     }
 
+    /// Folded 64×64→128 multiplies of the tuple's words with the table's secret keys (the
+    /// construction of wyhash/foldhash): three multiplies where three full `mix` rounds
+    /// cost twice as much, computed up to three times per packet (two hints, one lookup).
+    #[inline]
     fn hash(&self, t: &Tuple) -> u32 {
-        let a = mix(self.seed ^ (t.src as u64) ^ ((t.src >> 64) as u64).rotate_left(17));
-        let b = mix(a ^ (t.dst as u64) ^ ((t.dst >> 64) as u64).rotate_left(29));
+        let k = &self.keys;
         let c = (u64::from(t.sport) << 32)
             | (u64::from(t.dport) << 16)
             | (u64::from(t.proto) << 1)
             | u64::from(t.v6);
-        (mix(b ^ c) >> 32) as u32
+        let a = fold_mul(t.src as u64 ^ k[0], t.dst as u64 ^ k[1]);
+        let b = fold_mul((t.src >> 64) as u64 ^ k[2], (t.dst >> 64) as u64 ^ c ^ k[3]);
+        (fold_mul(a ^ k[4], b ^ k[5]) >> 32) as u32
     }
 
     fn decode(slot: u64) -> (usize, Side) {
@@ -327,8 +372,17 @@ impl ConnTrack {
         let h = self.hash(t);
         let s = self.index[h as usize & self.mask];
         if s != 0 && (s >> 32) as u32 == h {
-            prefetch(&self.slab[Self::decode(s).0]);
+            let idx = Self::decode(s).0;
+            prefetch(&self.slab[idx]);
+            if t.proto == PROTO_TCP {
+                prefetch(&self.slab[idx].win);
+            }
         }
+    }
+
+    /// The TCP sequence window of the connection at `idx`.
+    pub fn window(&mut self, idx: usize) -> &mut Window {
+        &mut self.slab[idx].win
     }
 
     /// A copy of the connection at `idx`.
@@ -432,6 +486,7 @@ impl ConnTrack {
             expires: conn.expires,
             emb_prev: NIL,
             emb_next: NIL,
+            win: Window::default(),
         };
         if !self.index_insert(&o, idx << 1) {
             self.slab[idx as usize].flags = 0;
@@ -568,19 +623,20 @@ impl ConnTrack {
         icmp: bool,
         now: u64,
     ) -> Result<(), DropReason> {
-        let c = self.slab[idx].view();
+        // Only the state and protocol: no copy of the whole connection per packet.
+        let (state, proto) = (self.slab[idx].state(), self.slab[idx].orig.proto);
         let from_orig = side == Side::Orig;
-        let next = if c.orig.proto == PROTO_TCP {
-            tcp_next(c.state, from_orig, tcp_flags)?
+        let next = if proto == PROTO_TCP {
+            tcp_next(state, from_orig, tcp_flags)?
         } else if from_orig {
-            c.state
+            state
         } else {
             State::Replied
         };
-        if next != c.state {
+        if next != state {
             self.set_state(idx, next);
         }
-        self.slab[idx].expires = now.saturating_add(self.timeouts.get(next, c.orig.proto, icmp));
+        self.slab[idx].expires = now.saturating_add(self.timeouts.get(next, proto, icmp));
         Ok(())
     }
 
@@ -597,8 +653,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_entry_is_one_cache_line_and_states_round_trip() {
-        assert_eq!(std::mem::size_of::<Entry>(), 64);
+    fn an_entry_is_two_cache_lines_and_states_round_trip() {
+        assert_eq!(std::mem::size_of::<Entry>(), 128);
+        assert_eq!(std::mem::offset_of!(Entry, win), 64);
         for (i, s) in STATES.iter().enumerate() {
             assert_eq!(*s as usize, i);
         }

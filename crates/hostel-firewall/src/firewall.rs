@@ -7,7 +7,9 @@
 //! 2. ingress to a floating IP: the destination becomes the VM's private address (rules and
 //!    connections always see inside addresses);
 //! 3. an ICMP error quoting a tracked connection's packet passes (related), translated;
-//! 4. a packet of a tracked connection (in the right direction) passes after a TCP state check;
+//! 4. a packet of a tracked connection (in the right direction) passes after a TCP state check
+//!    and, for TCP, a sequence-window check (`tcpwin`: an out-of-window RST or segment is
+//!    dropped and changes nothing);
 //! 5. otherwise the first matching rule decides (default policy if none); an allowed stateful
 //!    packet that may open a connection (a bare SYN for TCP) is tracked, with source NAT for a
 //!    VM of an SNAT network without a floating IP; stateless rules track nothing;
@@ -17,14 +19,16 @@
 //! arrived.
 
 use crate::classify::{Compiled, Key};
-use crate::conntrack::{Conn, ConnTrack, CtStats, Side, Snat};
+use crate::conntrack::{Conn, ConnTrack, CtStats, Side, Snat, State};
 use crate::log::{Log, LogEntry, LogStats, TokenBucket};
 use crate::nat::{self, Nat, NatConfig, Rewrite};
 use crate::packet::{
-    self, Frag, IcmpKind, Packet, Tuple, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+    self, Frag, IcmpKind, Packet, Tuple, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK,
+    TCP_SYN,
 };
 use crate::reject;
 use crate::rule::{Action, DefaultAction, Direction, PolicySpec, Validate};
+use crate::tcpwin::{self, Window};
 use crate::types::{Config, FirewallError, PolicyChange, RuleStats, Stage, Stats, Verdict};
 use crate::DropReason;
 
@@ -321,11 +325,22 @@ impl Firewall {
             // A packet carrying the other side's tuple in the wrong direction is a spoof: it
             // gets no pass from the connection and is judged (and will clash) as new.
             if dir == expected {
+                let window = if c.orig.proto == PROTO_TCP {
+                    match self.tcp_window(pkt, &p, idx, side, c.state) {
+                        Ok(w) => Some(w),
+                        Err(r) => return Verdict::Drop(r),
+                    }
+                } else {
+                    None
+                };
                 if let Err(r) = self
                     .ct
                     .update(idx, side, p.tcp_flags, is_icmp(&p.tuple), now)
                 {
                     return Verdict::Drop(r);
+                }
+                if let Some(w) = window {
+                    *self.ct.window(idx) = w;
                 }
                 match (side, c.snat) {
                     (Side::Orig, Some(s)) => rw.src = Some((s.outside_addr, s.outside_port)),
@@ -336,6 +351,33 @@ impl Firewall {
             }
         }
         self.by_rules(dir, pkt, &p, received, rw, now, reply)
+    }
+
+    /// The TCP window after segment `p` of tracked connection `idx` from `side`, not yet
+    /// stored (the state check comes next); an out-of-window segment is refused. A new
+    /// SYN from the initiator where the state machine lets one start over (half-open,
+    /// TIME_WAIT, closed) starts the window over too.
+    fn tcp_window(
+        &mut self,
+        pkt: &[u8],
+        p: &Packet,
+        idx: usize,
+        side: Side,
+        state: State,
+    ) -> Result<Window, DropReason> {
+        let seg = tcpwin::segment(pkt, p).ok_or(DropReason::Malformed)?;
+        let from_orig = side == Side::Orig;
+        let bare_syn = seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        if from_orig && bare_syn && matches!(state, State::SynSent | State::TimeWait | State::Close)
+        {
+            return Ok(Window::open(&seg));
+        }
+        let mut w = *self.ct.window(idx);
+        if w.check(from_orig, &seg) {
+            Ok(w)
+        } else {
+            Err(DropReason::TcpWindow)
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -446,7 +488,14 @@ impl Firewall {
         }
         let expires = self.ct.initial_expiry(state, t.proto, is_icmp(&t), now);
         let conn = Conn::new(t, dir, state, expires, snat);
-        if let Err(r) = self.ct.insert(conn, now) {
+        let inserted = self.ct.insert(conn, now);
+        if let (Ok(idx), PROTO_TCP) = (inserted, t.proto) {
+            // A bare SYN (`initial_state`), whose header `parse` checked.
+            if let Some(seg) = tcpwin::segment(pkt, p) {
+                *self.ct.window(idx) = Window::open(&seg);
+            }
+        }
+        if let Err(r) = inserted {
             if let (Some(s), true) = (
                 snat,
                 matches!(t.proto, PROTO_TCP | PROTO_UDP) || is_icmp(&t),

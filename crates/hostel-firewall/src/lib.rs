@@ -39,6 +39,7 @@ pub mod packet;
 pub mod reject;
 pub mod rule;
 pub mod state;
+pub mod tcpwin;
 mod types;
 
 pub use firewall::Firewall;
@@ -64,6 +65,8 @@ pub enum DropReason {
     TcpNoConnection,
     /// A TCP segment that does not fit its connection's state.
     TcpInvalid,
+    /// A TCP segment outside its connection's sequence window (see `tcpwin`).
+    TcpWindow,
     /// The connection table is full.
     ConntrackFull,
     /// A new connection's tuple collides with a tracked one.
@@ -77,7 +80,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::ExtensionChain,
         DropReason::Fragment,
@@ -86,6 +89,7 @@ impl DropReason {
         DropReason::Default,
         DropReason::TcpNoConnection,
         DropReason::TcpInvalid,
+        DropReason::TcpWindow,
         DropReason::ConntrackFull,
         DropReason::ConntrackClash,
         DropReason::SynFlood,
@@ -103,6 +107,7 @@ impl DropReason {
             DropReason::Default => "default",
             DropReason::TcpNoConnection => "tcp_no_connection",
             DropReason::TcpInvalid => "tcp_invalid",
+            DropReason::TcpWindow => "tcp_window",
             DropReason::ConntrackFull => "conntrack_full",
             DropReason::ConntrackClash => "conntrack_clash",
             DropReason::SynFlood => "syn_flood",

@@ -2,7 +2,9 @@
 //! ICMP/ICMPv6 destination unreachable (port unreachable for UDP, administratively
 //! prohibited otherwise) quoting the offending datagram.
 
-use crate::checksum::{checksum, finish, pseudo_v4, pseudo_v6, sum};
+use std::net::Ipv4Addr;
+
+use crate::checksum::{checksum, finish, pseudo4, pseudo6, sum};
 use crate::packet::{
     IcmpKind, Packet, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST,
     TCP_SYN,
@@ -52,7 +54,7 @@ pub fn build(pkt: &[u8], p: &Packet, out: &mut [u8]) -> Option<usize> {
         t[12] = 5 << 4;
         ip_header(pkt, p, o, PROTO_TCP, len);
         let ps = pseudo(pkt, p, PROTO_TCP, 20);
-        let c = finish(sum(&o[ip_len..len], ps));
+        let c = finish(sum(ps, &o[ip_len..len]));
         o[ip_len + 16..ip_len + 18].copy_from_slice(&c.to_be_bytes());
         return Some(len);
     }
@@ -80,7 +82,7 @@ pub fn build(pkt: &[u8], p: &Packet, out: &mut [u8]) -> Option<usize> {
     o[ip_len + 8..].copy_from_slice(&pkt[..quote]);
     ip_header(pkt, p, o, proto, len);
     let c = if p.tuple.v6 {
-        finish(sum(&o[ip_len..], pseudo(pkt, p, proto, len - ip_len)))
+        finish(sum(pseudo(pkt, p, proto, len - ip_len), &o[ip_len..]))
     } else {
         checksum(&o[ip_len..])
     };
@@ -112,17 +114,15 @@ fn ip_header(pkt: &[u8], p: &Packet, o: &mut [u8], proto: u8, len: usize) {
 
 /// The reply's pseudo-header sum (its source is the packet's destination).
 fn pseudo(pkt: &[u8], p: &Packet, proto: u8, l4len: usize) -> u32 {
+    let at = |o: usize| -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&pkt[o..o + 16]);
+        a
+    };
+    let at4 = |o: usize| Ipv4Addr::new(pkt[o], pkt[o + 1], pkt[o + 2], pkt[o + 3]);
     if p.tuple.v6 {
-        let mut s = [0u8; 16];
-        let mut d = [0u8; 16];
-        s.copy_from_slice(&pkt[24..40]);
-        d.copy_from_slice(&pkt[8..24]);
-        pseudo_v6(s, d, proto, l4len)
+        pseudo6(&at(24).into(), &at(8).into(), proto, l4len as u32)
     } else {
-        let mut s = [0u8; 4];
-        let mut d = [0u8; 4];
-        s.copy_from_slice(&pkt[16..20]);
-        d.copy_from_slice(&pkt[12..16]);
-        pseudo_v4(s, d, proto, l4len)
+        pseudo4(at4(16), at4(12), proto, l4len as u16)
     }
 }

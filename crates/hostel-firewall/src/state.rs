@@ -1,6 +1,5 @@
-//! Connection states, their lifetimes, and TCP's transitions by flags (no sequence-window
-//! tracking: a segment's flags and direction decide, as in a stateful firewall without
-//! window checks).
+//! Connection states, their lifetimes, and TCP's transitions by flags (a segment's flags and
+//! direction decide; the sequence window is checked before, in `tcpwin`).
 
 use crate::packet::{PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::DropReason;
@@ -43,8 +42,8 @@ impl Default for Timeouts {
     }
 }
 
-/// A connection's state. TCP follows the handshake and teardown by flags (no sequence-window
-/// tracking); the others only know whether a reply was seen.
+/// A connection's state. TCP follows the handshake and teardown by flags (its sequence
+/// window is `tcpwin`'s); the others only know whether a reply was seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     SynSent,

@@ -255,31 +255,55 @@ pub(crate) fn handle_block(
     now: u64,
     mut done: impl FnMut(Result<(), DropReason>),
 ) {
+    // The owner of frame i (hinted at `Stage::Slot`), kept until its `Stage::Entry` hint.
     let mut owners = [None::<EdgeIdx>; HINT_SLOT + 1];
-    let hint = |i: usize, stage: Stage, owners: &mut [Option<EdgeIdx>; HINT_SLOT + 1]| {
-        let slot = &mut owners[i % (HINT_SLOT + 1)];
-        let Some(Ok(f)) = frames.get(i) else {
-            if stage == Stage::Slot {
-                *slot = None;
-            }
-            return;
+    let owner_of = |i: usize, owners: &mut [Option<EdgeIdx>; HINT_SLOT + 1]| {
+        let f = match frames.get(i) {
+            Some(Ok(f)) => Some(*f),
+            _ => None,
         };
-        if stage == Stage::Slot {
-            *slot = hint_owner(x, f);
-        }
-        if let Some(e) = *slot {
-            x.edges[e as usize].rt.prefetch(&f[ETH_HLEN..], stage);
-        }
+        let o = f.and_then(|f| hint_owner(x, f));
+        owners[i % (HINT_SLOT + 1)] = o;
+        o.zip(f)
     };
     if x.hints {
         for i in 0..HINT_SLOT.min(frames.len()) {
-            hint(i, Stage::Slot, &mut owners);
+            if let Some((e, f)) = owner_of(i, &mut owners) {
+                x.edges[e as usize]
+                    .rt
+                    .prefetch(&[(&f[ETH_HLEN..], Stage::Slot)]);
+            }
         }
     }
     for (i, r) in frames.iter().enumerate() {
         if x.hints {
-            hint(i + HINT_SLOT, Stage::Slot, &mut owners);
-            hint(i + HINT_ENTRY, Stage::Entry, &mut owners);
+            let slot = owner_of(i + HINT_SLOT, &mut owners);
+            let entry = match (
+                owners[(i + HINT_ENTRY) % (HINT_SLOT + 1)],
+                frames.get(i + HINT_ENTRY),
+            ) {
+                (Some(e), Some(Ok(f))) => Some((e, *f)),
+                _ => None,
+            };
+            match (slot, entry) {
+                // One edge (the common case): both hints under one try-lock.
+                (Some((a, fa)), Some((b, fb))) if a == b => x.edges[a as usize].rt.prefetch(&[
+                    (&fa[ETH_HLEN..], Stage::Slot),
+                    (&fb[ETH_HLEN..], Stage::Entry),
+                ]),
+                (a, b) => {
+                    if let Some((e, f)) = a {
+                        x.edges[e as usize]
+                            .rt
+                            .prefetch(&[(&f[ETH_HLEN..], Stage::Slot)]);
+                    }
+                    if let Some((e, f)) = b {
+                        x.edges[e as usize]
+                            .rt
+                            .prefetch(&[(&f[ETH_HLEN..], Stage::Entry)]);
+                    }
+                }
+            }
         }
         if let Ok(f) = r {
             done(handle(t, x, f, s, reply, now));

@@ -43,6 +43,9 @@ fn tcp(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, flags: u8, len: usize) -> V
     p[22..24].copy_from_slice(&dp.to_be_bytes());
     p[32] = 0x50;
     p[33] = flags;
+    // A full window: the flows' segments stay inside it (`tcpwin`) when the frame size
+    // changes between measurements.
+    p[34..36].copy_from_slice(&0xffffu16.to_be_bytes());
     p
 }
 

@@ -118,7 +118,7 @@ fn ip4(src: &str, dst: &str, proto: u8, l4: &[u8]) -> Vec<u8> {
 }
 
 /// Fills a transport checksum at `off` (relative to the transport header).
-fn fill(p: &mut [u8], l3: usize, proto: u8, off: usize) {
+pub fn fill(p: &mut [u8], l3: usize, proto: u8, off: usize) {
     let l4 = p[l3..].to_vec();
     let ps = if l3 == 20 {
         pseudo4(p, proto, l4.len())
@@ -133,8 +133,12 @@ pub fn tcp4(src: &str, sp: u16, dst: &str, dp: u16, flags: u8) -> Vec<u8> {
     let mut t = vec![0u8; 20];
     t[0..2].copy_from_slice(&sp.to_be_bytes());
     t[2..4].copy_from_slice(&dp.to_be_bytes());
-    t[4..8].copy_from_slice(&1000u32.to_be_bytes());
-    t[8..12].copy_from_slice(&2000u32.to_be_bytes());
+    // Sequence numbers of one conversation whatever the segment: each side (told apart by
+    // which port is higher) sends from its base again, and acknowledges the other's SYN and
+    // 4 bytes of data, so the firewall's window check sees in-window retransmissions.
+    let base = |a: u16, b: u16| if a >= b { 1000u32 } else { 2_000_000 };
+    t[4..8].copy_from_slice(&base(sp, dp).to_be_bytes());
+    t[8..12].copy_from_slice(&(base(dp, sp) + 5).to_be_bytes());
     t[12] = 5 << 4;
     t[13] = flags;
     t[14] = 0xff;

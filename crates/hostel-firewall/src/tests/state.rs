@@ -522,3 +522,58 @@ fn log_rate_limit_holds() {
     assert_eq!(f.drain_log().count(), 4);
     assert_eq!(f.log_stats().overwritten, 6);
 }
+
+/// `p` (IPv4/TCP from `tcp4`) with its sequence number moved by `by`, checksum fixed.
+fn shifted(mut p: Vec<u8>, by: u32) -> Vec<u8> {
+    let seq = u32::from_be_bytes([p[24], p[25], p[26], p[27]]).wrapping_add(by);
+    p[24..28].copy_from_slice(&seq.to_be_bytes());
+    p[36..38].fill(0);
+    fill(&mut p, 20, 6, 16);
+    p
+}
+
+#[test]
+fn out_of_window_segments_from_outside_neither_kill_nor_enter_a_connection() {
+    let mut f = fw(vec![]);
+    let out = |fl| tcp4("10.0.0.5", 40000, "1.2.3.4", 80, fl);
+    let inn = |fl| tcp4("1.2.3.4", 80, "10.0.0.5", 40000, fl);
+    assert_eq!(run(&mut f, OUT, out(SYN), 0).0, Verdict::Accept);
+    assert_eq!(run(&mut f, IN, inn(SYNACK), 1).0, Verdict::Accept);
+    assert_eq!(run(&mut f, OUT, out(ACK), 2).0, Verdict::Accept);
+    // A blind RST from outside with a guessed tuple but not the sequence: dropped, and the
+    // connection lives on.
+    const RST: u8 = 0x04;
+    for by in [
+        1u32 << 20,
+        1 << 31,
+        0x8000_0000 + 12345,
+        u32::MAX - (1 << 20),
+    ] {
+        assert_eq!(
+            run(&mut f, IN, shifted(inn(RST), by), 3).0,
+            Verdict::Drop(DropReason::TcpWindow),
+            "RST {by} off"
+        );
+        assert_eq!(
+            run(&mut f, IN, shifted(inn(ACK), by), 3).0,
+            Verdict::Drop(DropReason::TcpWindow),
+            "data {by} off"
+        );
+    }
+    assert_eq!(f.conntrack().occupancy, 1);
+    assert_eq!(f.stats().drops(DropReason::TcpWindow), 8);
+    assert_eq!(run(&mut f, IN, inn(ACK), 4).0, Verdict::Accept);
+    assert_eq!(run(&mut f, OUT, out(ACK), 5).0, Verdict::Accept);
+    // An in-window RST closes it as before.
+    assert_eq!(run(&mut f, IN, inn(RST), 6).0, Verdict::Accept);
+    assert_eq!(
+        run(&mut f, IN, inn(ACK), 7).0,
+        Verdict::Accept,
+        "CLOSE lingers"
+    );
+    assert_eq!(
+        run(&mut f, IN, inn(ACK), 7 + secs(11)).0,
+        Verdict::Drop(DropReason::Default),
+        "closed and expired"
+    );
+}

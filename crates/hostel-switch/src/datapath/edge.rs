@@ -24,7 +24,7 @@ use crate::datapath::rx::FrameSrc;
 use crate::datapath::tx::MAX_FRAME;
 use crate::datapath::vnet::{VnetHdr, GSO_NONE, HDR_F_NEEDS_CSUM};
 use crate::packet::ip::{
-    complete_csum, dec_ttl, dst_ip, ip_frame_len, partial_csum, time_exceeded4,
+    complete_csum, dec_ttl, dst_ip, ip_frame_len, partial_csum, time_exceeded4, time_exceeded6,
 };
 use crate::packet::parse::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HLEN};
 use crate::stats::{DropReason, PortStats};
@@ -128,10 +128,12 @@ impl EdgeRuntime {
     }
 
     /// See [`EdgeFilter::prefetch`]; skipped when another thread holds the edge (a hint
-    /// never waits).
-    pub fn prefetch(&self, pkt: &[u8], stage: Stage) {
+    /// never waits). Several hints under one try-lock: a lock costs as much as a hint.
+    pub fn prefetch(&self, hints: &[(&[u8], Stage)]) {
         if let Ok(f) = self.filter.try_lock() {
-            f.prefetch(pkt, stage);
+            for (pkt, stage) in hints {
+                f.prefetch(pkt, *stage);
+            }
         }
     }
 
@@ -250,9 +252,17 @@ pub fn outbound(
     let edge = &ext.edges[e as usize];
     if let Err(r) = dec_ttl(buf) {
         // The sender's traceroute learns its gateway is the first hop.
-        let gw = t.net(ni).cfg.gateway4;
-        if let (DropReason::TtlExceeded, Some(gw)) = (r, gw) {
-            let k = time_exceeded4(buf, gw, t.net(ni).cfg.gateway_mac, &mut s.reply);
+        let cfg = &t.net(ni).cfg;
+        if r == DropReason::TtlExceeded {
+            let k = match cfg.gateway4 {
+                Some(gw) if ethertype_of(&buf[ETH_HLEN..]) == ETHERTYPE_IPV4 => {
+                    time_exceeded4(buf, gw, cfg.gateway_mac, &mut s.reply)
+                }
+                _ => {
+                    let gw = cfg.gateway6.unwrap_or(cfg.gateway_mac.link_local());
+                    time_exceeded6(buf, gw, cfg.gateway_mac, &mut s.reply)
+                }
+            };
             if k > 0 {
                 let empty = SegList::default();
                 let sent = with_rx(sender, |sink| {

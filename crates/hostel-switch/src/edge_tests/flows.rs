@@ -220,6 +220,25 @@ fn ipv6_goes_out_and_comes_back_through_the_edge() {
     assert_eq!(MacAddr::from_slice(&reply[0..6]), Some(VM_A));
     assert_eq!(MacAddr::from_slice(&reply[6..12]), Some(GW_A));
     assert_eq!((ipv6_of(&reply, 22), ipv6_of(&reply, 38)), (FAR6, IP6_A));
+
+    // A hop limit that runs out at the edge: the sender hears ICMPv6 time exceeded from its
+    // gateway, quoting its packet, and nothing leaves.
+    let mut dying = echo6(VM_A, GW_A, IP6_A, FAR6, 0x6667);
+    dying[21] = 1;
+    let drops = rig.a.rt.stats.drops(DropReason::TtlExceeded);
+    rig.a.queue_tx(VnetHdr::default(), &dying, 1);
+    rig.a.run_tx(&rig.core);
+    assert_eq!(rig.a.rt.stats.drops(DropReason::TtlExceeded), drops + 1);
+    let te = rig.a.received();
+    assert_eq!(te.len(), 1, "no time exceeded for the sender");
+    let te = &te[0].1;
+    assert_eq!((te[20], te[54], te[55]), (58, 3, 0), "ICMPv6 time exceeded");
+    assert_eq!(MacAddr::from_slice(&te[6..12]), Some(GW_A));
+    assert_eq!(ipv6_of(te, 38), IP6_A);
+    assert_eq!(&te[62..], &dying[14..], "the packet quoted whole");
+    let len = (te.len() - 54) as u32;
+    let acc = checksum::pseudo6(&ipv6_of(te, 22), &IP6_A, 58, len);
+    assert_eq!(checksum::finish(checksum::sum(acc, &te[54..])), 0);
 }
 
 /// Frames of several batches leave through the transmit ring (one kick per batch, slots

@@ -101,8 +101,8 @@ pub fn src_ip(buf: &[u8]) -> Result<IpAddr, DropReason> {
 
 /// Writes an ICMPv4 time exceeded (in transit) from `gw` (at `gw_mac`) back to the sender
 /// of the IPv4 frame `orig`, quoting its IP header and 8 bytes, into `out`; returns the
-/// frame length, or 0 for IPv6 (none yet) and for ICMP other than echo requests (never an
-/// error about an error, RFC 1122).
+/// frame length, or 0 for IPv6 (see [`time_exceeded6`]) and for ICMP other than echo
+/// requests (never an error about an error, RFC 1122).
 pub fn time_exceeded4(orig: &[u8], gw: Ipv4Addr, gw_mac: MacAddr, out: &mut [u8]) -> usize {
     let Some(ip) = orig.get(ETH_HLEN..) else {
         return 0;
@@ -137,6 +137,47 @@ pub fn time_exceeded4(orig: &[u8], gw: Ipv4Addr, gw_mac: MacAddr, out: &mut [u8]
     icmp[0] = 11;
     icmp[8..].copy_from_slice(&ip[..quote]);
     let c = checksum::checksum(icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ETH_HLEN + total
+}
+
+/// The ICMPv6 "hop limit exceeded in transit" (type 3, code 0, RFC 4443 §3.3) from gateway
+/// `gw` (`gw_mac`) about the IPv6 frame `orig`, quoting as much of it as keeps the error
+/// within the minimum MTU (1280 bytes), into `out`; returns the frame length, or 0 for
+/// anything but IPv6 and for an ICMPv6 error (never an error about an error, RFC 4443 §2.4;
+/// the next header is looked at directly, an error behind extension headers is quoted).
+pub fn time_exceeded6(orig: &[u8], gw: Ipv6Addr, gw_mac: MacAddr, out: &mut [u8]) -> usize {
+    const MIN_MTU: usize = 1280;
+    let Some(ip) = orig.get(ETH_HLEN..) else {
+        return 0;
+    };
+    if ip.first().map(|b| b >> 4) != Some(6) || ip.len() < 40 {
+        return 0;
+    }
+    if ip[6] == 58 && ip.get(40).is_some_and(|t| *t < 128) {
+        return 0;
+    }
+    let quote = ip.len().min(MIN_MTU - 40 - 8);
+    let total = 40 + 8 + quote;
+    if out.len() < ETH_HLEN + total {
+        return 0;
+    }
+    let f = &mut out[..ETH_HLEN + total];
+    f[0..6].copy_from_slice(&orig[6..12]);
+    f[6..12].copy_from_slice(&gw_mac.0);
+    f[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+    let src: [u8; 16] = ip[8..24].try_into().unwrap_or([0; 16]);
+    let h = &mut f[ETH_HLEN..ETH_HLEN + 40];
+    h[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, 0, 58, 64]);
+    h[4..6].copy_from_slice(&((8 + quote) as u16).to_be_bytes());
+    h[8..24].copy_from_slice(&gw.octets());
+    h[24..40].copy_from_slice(&src);
+    let icmp = &mut f[ETH_HLEN + 40..];
+    icmp[..8].fill(0);
+    icmp[0] = 3;
+    icmp[8..].copy_from_slice(&ip[..quote]);
+    let acc = checksum::pseudo6(&gw, &Ipv6Addr::from(src), 58, (8 + quote) as u32);
+    let c = checksum::finish(checksum::sum(acc, icmp));
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
     ETH_HLEN + total
 }
@@ -257,6 +298,41 @@ mod tests {
         assert_eq!(time_exceeded4(&icmp, gw, MacAddr([2; 6]), &mut out), 0);
         icmp[34] = 8; // an echo request (traceroute -I): answered
         assert!(time_exceeded4(&icmp, gw, MacAddr([2; 6]), &mut out) > 0);
+    }
+
+    #[test]
+    fn hop_limit_exceeded_quotes_the_packet_and_checks_out() {
+        let vm: Ipv6Addr = "2001:db8::5".parse().unwrap();
+        let far: Ipv6Addr = "2001:db8:ffff::9".parse().unwrap();
+        let gw: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let mut f = vec![0u8; 14 + 40 + 8 + 2000];
+        f[6..12].copy_from_slice(&[0x52, 0x54, 0, 0, 0, 5]);
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&2008u16.to_be_bytes());
+        f[20] = 17;
+        f[21] = 1;
+        f[22..38].copy_from_slice(&vm.octets());
+        f[38..54].copy_from_slice(&far.octets());
+        let mut out = [0u8; 1600];
+        let n = time_exceeded6(&f, gw, MacAddr([2, 0, 0, 0, 0, 1]), &mut out);
+        assert_eq!(n, 14 + 1280, "the error stays within the minimum MTU");
+        let r = &out[..n];
+        assert_eq!(&r[0..6], &f[6..12]);
+        assert_eq!((r[20], r[54]), (58, 3), "ICMPv6 time exceeded");
+        assert_eq!(&r[22..38], &gw.octets());
+        assert_eq!(&r[38..54], &vm.octets());
+        assert_eq!(&r[62..], &f[14..14 + 1232]);
+        let acc = checksum::pseudo6(&gw, &vm, 58, 1240);
+        assert_eq!(checksum::finish(checksum::sum(acc, &r[54..])), 0);
+        // No error about an ICMPv6 error; an echo request (traceroute -I) is answered.
+        let mut icmp = f.clone();
+        icmp[20] = 58;
+        icmp[54] = 1;
+        assert_eq!(time_exceeded6(&icmp, gw, MacAddr([2; 6]), &mut out), 0);
+        icmp[54] = 128;
+        assert!(time_exceeded6(&icmp, gw, MacAddr([2; 6]), &mut out) > 0);
+        assert_eq!(time_exceeded6(&frame(), gw, MacAddr([2; 6]), &mut out), 0);
     }
 
     #[test]

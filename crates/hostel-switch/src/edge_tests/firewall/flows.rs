@@ -329,3 +329,66 @@ fn the_log_rate_limit_holds() {
     rig.edge("t1").drain_log(&mut again);
     assert!(again.is_empty(), "entries are read once");
 }
+
+/// Frames from a guest that leaves its transport checksum to the device (virtio-net's
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the field holds only the pseudo-header sum of the
+/// *private* addresses) leave through source NAT with a whole, correct checksum for the
+/// *public* source: the edge completes it before the firewall translates.
+#[test]
+fn offloaded_checksums_come_out_of_source_nat_correct() {
+    let Some(mut rig) = FwRig::new() else { return };
+    let wire = rig.net.wire();
+    rig.gateway_resolved();
+    let partial = |mut f: Vec<u8>, proto: u8, offset: u16| {
+        let l4_len = f.len() - 34;
+        let pseudo = checksum::pseudo4(PRIV3, FAR, proto, l4_len as u16);
+        let at = 34 + usize::from(offset);
+        f[at..at + 2].copy_from_slice(&(!checksum::finish(pseudo)).to_be_bytes());
+        let hdr = VnetHdr {
+            flags: crate::datapath::vnet::HDR_F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: offset,
+            ..VnetHdr::default()
+        };
+        (hdr, f)
+    };
+    let udp_frame = udp(
+        VM_A3,
+        GW_A,
+        PRIV3,
+        FAR,
+        7100,
+        b"offloaded checksum, translated",
+    );
+    let tcp_syn = tcp(
+        (VM_A3, GW_A),
+        (PRIV3, 41000),
+        (FAR, 7101),
+        77,
+        0,
+        0x02,
+        b"syn with data",
+    );
+    for (what, (hdr, f), proto, dport) in [
+        ("udp", partial(udp_frame, 17, 6), 17u8, 7100u16),
+        ("tcp", partial(tcp_syn, 6, 16), 6, 7101),
+    ] {
+        assert!(
+            !l4_ok(&f),
+            "{what}: the guest's frame has only a partial checksum"
+        );
+        rig.vms[A3].queue_tx(hdr, &f, 2);
+        rig.vms[A3].run_tx(&rig.core);
+        let seen = wire
+            .expect(WAIT, |s| {
+                s.len() >= 42
+                    && s[12..14] == [8, 0]
+                    && s[23] == proto
+                    && u16::from_be_bytes([s[36], s[37]]) == dport
+            })
+            .unwrap_or_else(|| panic!("{what}: nothing on the wire"));
+        assert_eq!(ipv4_of(&seen, 26), OUT1, "{what}: source-NATed");
+        assert_eq!(checksum::checksum(&seen[14..34]), 0, "{what}: IP checksum");
+        assert!(l4_ok(&seen), "{what}: transport checksum after NAT");
+    }
+}
