@@ -147,7 +147,11 @@ pub fn build(spec: &VmSpec, accel: Accel, p: &Plumbing<'_>) -> Vec<String> {
     a.push(["-pidfile", &p.pidfile.display().to_string()]);
 
     let (blk, net, serial) = if direct {
-        ("virtio-blk-device", "virtio-net-device", "virtio-serial-device")
+        (
+            "virtio-blk-device",
+            "virtio-net-device",
+            "virtio-serial-device",
+        )
     } else {
         ("virtio-blk-pci", "virtio-net-pci", "virtio-serial-pci")
     };
@@ -277,7 +281,10 @@ mod tests {
         assert!(args.contains("tap,id=net0,fd=7,vhost=off"));
         assert!(args.contains("virtio-net-device,netdev=net0,mac=52:54:"));
         assert!(args.contains("pci=off quiet"));
-        assert!(args.contains("socket,id=qga,fd=8,server=on,wait=off"), "{args}");
+        assert!(
+            args.contains("socket,id=qga,fd=8,server=on,wait=off"),
+            "{args}"
+        );
         assert!(args.contains("virtio-serial-device,id=vser0"), "{args}");
         assert!(args.contains("name=org.qemu.guest_agent.0"), "{args}");
     }
