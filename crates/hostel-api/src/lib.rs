@@ -8,11 +8,13 @@
 
 #![forbid(unsafe_code)]
 
+mod agent;
 mod client;
 mod limits;
 pub mod tls;
 mod types;
 
+pub use agent::*;
 pub use client::{Client, ClientError, VmClient};
 pub use limits::*;
 pub use types::*;

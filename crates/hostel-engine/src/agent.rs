@@ -181,7 +181,7 @@ impl Agent {
             stream,
             buf: Vec::new(),
         };
-        let id = sync_id();
+        let id = random_id();
         // 0xFF first: an agent in the middle of a half-written command from an abandoned
         // session drops it and reads ours fresh.
         let mut cmd = vec![0xFF];
@@ -199,7 +199,8 @@ impl Agent {
     }
 }
 
-fn sync_id() -> u64 {
+/// 48 random bits: sync ids, and names the daemon picks in the guest.
+pub fn random_id() -> u64 {
     let mut b = [0u8; 6];
     // Unpredictable enough that a guest cannot pre-answer a sync; a clock fallback if
     // getrandom fails is still fresh per session.

@@ -3,12 +3,14 @@
 //! workers ([`blocking`]) and the switch through [`crate::adapters::SwitchAdapter`], so
 //! their unit tests run against a real store in a temporary directory and a fake switch.
 //!
+//! The guest agent (`agent.rs`: exec, what the guest reports; off the VM actors' queue).
 //! VMs (`vms.rs`: lifecycle and resize; `vm_create.rs`: a create and its undo;
 //! `standby.rs`: a create served by a standby), images (`images.rs`), networks, NIC limits,
 //! tenants and tokens. The engine is reached through
 //! [`crate::adapters::engine::EngineAdapter`], so a create that fails at launch can be
 //! tested with a fake engine.
 
+pub mod agent;
 mod error;
 pub mod images;
 pub mod networks;
