@@ -13,6 +13,7 @@ mod admin;
 mod attach;
 mod attach_tls;
 mod config;
+mod exec;
 mod image;
 mod network;
 mod nic_limits;
