@@ -252,16 +252,17 @@ impl Session {
     }
 
     async fn fill(&mut self) -> Result<(), AgentError> {
-        let mut chunk = [0u8; 64 * 1024];
+        // Read straight into the heap buffer: a stack array here would live in every
+        // future that awaits a reply (exec's is deep) and overflow a worker's stack.
+        self.buf.reserve(64 * 1024);
         let n = self
             .stream
-            .read(&mut chunk)
+            .read_buf(&mut self.buf)
             .await
             .map_err(|_| AgentError::Closed)?;
         if n == 0 {
             return Err(AgentError::Closed);
         }
-        self.buf.extend_from_slice(&chunk[..n]);
         Ok(())
     }
 

@@ -164,3 +164,109 @@ fn a_vm_without_an_agent_answers_quickly_and_stays_stoppable() {
         c.join().unwrap();
     }
 }
+
+/// A fake guest side in place of QEMU's end of a busybox VM's channel (a mock: the busybox
+/// guest has no agent): answers sync, exec, status and file reads like qemu-ga, so the
+/// daemon's exec stream and the CLI's exit status are tested without a Debian guest.
+fn fake_agent(sock: &Path, output: Vec<u8>, exit: i32) -> std::thread::JoinHandle<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let _ = std::fs::remove_file(sock);
+    let listener = std::os::unix::net::UnixListener::bind(sock).unwrap();
+    std::thread::spawn(move || {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut offset = 0usize;
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let mut w = conn.try_clone().unwrap();
+            let mut r = BufReader::new(conn);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match r.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                line.retain(|&b| b != 0xFF);
+                let Ok(cmd) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                let reply = match cmd["execute"].as_str().unwrap_or("") {
+                    "guest-sync-delimited" => {
+                        let mut v = b"noise\xff".to_vec();
+                        v.extend(format!("{{\"return\": {}}}\n", cmd["arguments"]["id"]).bytes());
+                        v
+                    }
+                    "guest-exec" => {
+                        if cmd["arguments"]["path"] == "/bin/sh" {
+                            offset = 0;
+                        }
+                        b"{\"return\": {\"pid\": 99}}\n".to_vec()
+                    }
+                    "guest-exec-status" => {
+                        format!("{{\"return\": {{\"exited\": true, \"exitcode\": {exit}}}}}\n")
+                            .into_bytes()
+                    }
+                    "guest-file-open" => {
+                        let h = if cmd["arguments"]["path"].as_str().unwrap().ends_with(".out") {
+                            1
+                        } else {
+                            2
+                        };
+                        format!("{{\"return\": {h}}}\n").into_bytes()
+                    }
+                    "guest-file-read" => {
+                        let count = cmd["arguments"]["count"].as_u64().unwrap() as usize;
+                        let data: &[u8] = if cmd["arguments"]["handle"] == 1 {
+                            let end = (offset + count).min(output.len());
+                            let d = &output[offset..end];
+                            offset = end;
+                            d
+                        } else {
+                            b""
+                        };
+                        format!(
+                            "{{\"return\": {{\"count\": {}, \"buf-b64\": \"{}\", \"eof\": {}}}}}\n",
+                            data.len(),
+                            b64.encode(data),
+                            data.is_empty()
+                        )
+                        .into_bytes()
+                    }
+                    _ => b"{\"return\": {}}\n".to_vec(),
+                };
+                if w.write_all(&reply).is_err() {
+                    break;
+                }
+            }
+        }
+    })
+}
+
+#[test]
+fn exec_streams_a_fake_agents_output_and_exit_status_through_the_cli() {
+    let Some(a) = guest_assets() else { return };
+    let guest_dir = a.initrd.parent().unwrap_or(Path::new("."));
+    let d = TestDaemon::start(Path::new(HOSTEL), guest_dir, "agentfake");
+    let (acme, acme_token) = tenant(&d, "acme");
+    let _slots = boot_slots(1);
+    let v = acme.vms(None).create(&vm("fake", true)).unwrap();
+    let sock = d.state_path().join("run").join(&v.id).join("qga.sock");
+    // 3 MiB and a bit: several chunks, the last one partial.
+    let output: Vec<u8> = (0..(3 << 20) + 1234).map(|i| (i % 251) as u8).collect();
+    let _agent = fake_agent(&sock, output.clone(), 7);
+    let out = Command::new(HOSTEL)
+        .args(["--url", &d.url, "--token", &acme_token])
+        .args(["vm", "exec", "fake", "--", "cat", "big"])
+        .env("HOSTEL_CONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), output.len());
+    assert!(out.stdout == output, "the output differs");
+}

@@ -52,7 +52,8 @@ pub async fn exec(
         .await;
     let run = started?;
     let (tx, rx) = tokio::sync::mpsc::channel(EXEC_QUEUE);
-    tokio::spawn(run.run(tx));
+    // Boxed: the run's future is large, and a task's future is built on the stack first.
+    tokio::spawn(Box::pin(run.run(tx)));
     let lines = futures_util::stream::unfold(rx, |mut rx| async move {
         let ev = rx.recv().await?;
         let mut line = serde_json::to_vec(&ev).unwrap_or_default();
