@@ -255,8 +255,9 @@ impl Session {
         // Read straight into the heap buffer: a stack array here would live in every
         // future that awaits a reply (exec's is deep) and overflow a worker's stack.
         self.buf.reserve(64 * 1024);
-        let n = self
-            .stream
+        // At most 64 KiB per read, so the buffer ends within that of the line cap.
+        let n = (&mut self.stream)
+            .take(64 * 1024)
             .read_buf(&mut self.buf)
             .await
             .map_err(|_| AgentError::Closed)?;
