@@ -270,3 +270,43 @@ fn exec_streams_a_fake_agents_output_and_exit_status_through_the_cli() {
     assert_eq!(out.stdout.len(), output.len());
     assert!(out.stdout == output, "the output differs");
 }
+
+/// A hostile guest side in place of QEMU's end of the channel: floods garbage without end.
+/// The call fails fast (502), another VM's calls stay fast, the VM stays stoppable.
+#[test]
+fn a_flooding_agent_fails_its_calls_fast_and_harms_nothing_else() {
+    let Some(a) = guest_assets() else { return };
+    let guest_dir = a.initrd.parent().unwrap_or(Path::new("."));
+    let d = TestDaemon::start(Path::new(HOSTEL), guest_dir, "agentflood");
+    let (acme, _) = tenant(&d, "acme");
+    let _slots = boot_slots(1);
+    let v = acme.vms(None).create(&vm("flood", true)).unwrap();
+    let sock = d.state_path().join("run").join(&v.id).join("qga.sock");
+    let _ = std::fs::remove_file(&sock);
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || while conn.write_all(&[b'{'; 65536]).is_ok() {});
+        }
+    });
+    let t = Instant::now();
+    let (status, msg, _) = api_err(acme.vms(None).exec("flood", &exec(&["true"])));
+    assert!(status == 502 || status == 503, "{status} {msg}");
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    let t = Instant::now();
+    assert_eq!(acme.vms(None).list().unwrap().len(), 1);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let stopped = acme
+        .vms(None)
+        .stop(
+            "flood",
+            &StopVm {
+                force: true,
+                timeout_secs: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(stopped.state, "stopped");
+}
