@@ -412,9 +412,12 @@ impl Session {
         let mut args = json!({
             "path": req.path,
             "arg": req.args,
-            "env": req.env,
             "capture-output": true,
         });
+        // qemu-ga replaces the whole environment with `env` when it is given.
+        if !req.env.is_empty() {
+            args["env"] = json!(req.env);
+        }
         if let Some(input) = req.input {
             args["input-data"] =
                 Value::String(base64::engine::general_purpose::STANDARD.encode(input));

@@ -173,13 +173,19 @@ impl<'a> GuestAgent<'a> {
             req.cwd.clone().unwrap_or_default(),
         ];
         args.extend(req.command.iter().cloned());
+        // qemu-ga runs the command with exactly the environment given, if any: a caller's
+        // KEY=VALUE must not also take PATH away.
+        let mut env = req.env.clone();
+        if !env.is_empty() && !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        }
         let (guard, mut s) = ch.session().await?;
         let pid = s
             .exec(
                 &ExecRequest {
                     path: "/bin/sh",
                     args: &args,
-                    env: &req.env,
+                    env: &env,
                     input: checked.stdin.as_deref(),
                 },
                 CALL_DEADLINE,
