@@ -192,6 +192,16 @@ impl Client {
         Ok(resp.into_reader())
     }
 
+    /// A POST whose answer streams (exec's NDJSON): the body as a reader.
+    pub fn post_stream<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Box<dyn Read + Send + Sync + 'static>> {
+        let resp = self.handle(self.request("POST", path).send_json(body))?;
+        Ok(resp.into_reader())
+    }
+
     /// Plain-text GET (console log, metrics).
     pub fn get_text(&self, path: &str) -> Result<String> {
         self.handle(self.request("GET", path).call())?
@@ -346,6 +356,19 @@ impl VmClient<'_> {
     }
     pub fn delete(&self, name: &str) -> Result<()> {
         self.client.delete(&self.path(&format!("/{name}")))
+    }
+    /// Runs a command in the guest: the answer's NDJSON lines ([`crate::ExecEvent`]).
+    pub fn exec(
+        &self,
+        name: &str,
+        body: &crate::ExecVm,
+    ) -> Result<Box<dyn Read + Send + Sync + 'static>> {
+        self.client
+            .post_stream(&self.path(&format!("/{name}/exec")), body)
+    }
+    /// What the guest's agent reports.
+    pub fn guest(&self, name: &str) -> Result<crate::GuestView> {
+        self.client.get(&self.path(&format!("/{name}/guest")))
     }
     pub fn console(&self, name: &str) -> Result<String> {
         self.client

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod agent;
 mod client;
 mod edge;
 mod edge_client;
@@ -16,6 +17,7 @@ mod limits;
 pub mod tls;
 mod types;
 
+pub use agent::*;
 pub use client::{Client, ClientError, VmClient};
 pub use edge::*;
 pub use ids::*;

@@ -166,6 +166,20 @@ impl From<crate::service::DaemonError> for ApiError {
                 | hostel_images::ImageError::ToolMissing { .. }
                 | hostel_images::ImageError::CommandFailed { .. },
             ) => Self::engine(message),
+            DaemonError::Agent(e) => {
+                use hostel_engine::agent::AgentError as A;
+                match e {
+                    // 503: nothing in the guest serves the channel (no agent, not yet
+                    // started, removed); the same VM may answer later.
+                    A::NoAgent(_) | A::Channel { .. } => {
+                        Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_agent", message)
+                    }
+                    A::Refused { .. } => {
+                        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "agent_refused", message)
+                    }
+                    _ => Self::new(StatusCode::BAD_GATEWAY, "agent_failed", message),
+                }
+            }
             DaemonError::BuildFailed(_) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "build_failed", message)
             }

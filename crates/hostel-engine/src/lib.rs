@@ -8,6 +8,7 @@
 //! - [`tap`]: opening TAP devices to hand to QEMU.
 //! - [`qemu_args`]: the QEMU command line for a spec.
 //! - [`qmp`]: the QMP client.
+//! - [`agent`]: the guest agent's client (QGA over the VM's virtio-serial port).
 //! - [`live_disk`]: growing a running VM's disk (a root disk, a pre-booted VM's seed).
 //! - [`run_dir`]: where a VM's sockets, pid file and logs live.
 //! - [`scan`]: finding (and killing) the QEMUs of a run root by command line, pid file or not.
@@ -16,6 +17,7 @@
 //! - [`tsc`]: the host TSC rate TCG guests are told instead of calibrating.
 
 pub mod accel;
+pub mod agent;
 pub mod error;
 pub mod exit;
 pub mod live_disk;

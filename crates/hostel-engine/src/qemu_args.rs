@@ -66,6 +66,8 @@ pub enum NicAttachment<'a> {
 pub struct Plumbing<'a> {
     pub qmp_listener: RawFd,
     pub console_listener: RawFd,
+    /// The guest agent's channel (QEMU serves it; the daemon connects per call).
+    pub agent_listener: RawFd,
     pub console_log: &'a Path,
     pub pidfile: &'a Path,
     pub disk_formats: &'a [DiskFormat],
@@ -144,11 +146,27 @@ pub fn build(spec: &VmSpec, accel: Accel, p: &Plumbing<'_>) -> Vec<String> {
     // finds the process by.
     a.push(["-pidfile", &p.pidfile.display().to_string()]);
 
-    let (blk, net) = if direct {
-        ("virtio-blk-device", "virtio-net-device")
+    let (blk, net, serial) = if direct {
+        (
+            "virtio-blk-device",
+            "virtio-net-device",
+            "virtio-serial-device",
+        )
     } else {
-        ("virtio-blk-pci", "virtio-net-pci")
+        ("virtio-blk-pci", "virtio-net-pci", "virtio-serial-pci")
     };
+    // The guest agent's port, under the name qemu-guest-agent looks for. A guest without an
+    // agent leaves it closed; QEMU then drops what the daemon writes and the daemon's call
+    // ends at its deadline (adapters/agent in the daemon says how quickly).
+    a.push([
+        "-chardev",
+        &format!("socket,id=qga,fd={},server=on,wait=off", p.agent_listener),
+    ]);
+    a.push(["-device", &format!("{serial},id=vser0,max_ports=2")]);
+    a.push([
+        "-device",
+        "virtserialport,bus=vser0.0,chardev=qga,name=org.qemu.guest_agent.0",
+    ]);
     for (i, (disk, format)) in spec.disks().iter().zip(p.disk_formats).enumerate() {
         a.push([
             "-blockdev",
@@ -241,6 +259,7 @@ mod tests {
         Plumbing {
             qmp_listener: 5,
             console_listener: 6,
+            agent_listener: 8,
             console_log: Path::new("/run/x/console.log"),
             pidfile: Path::new("/run/x/qemu.pid"),
             disk_formats: &[DiskFormat::Raw],
@@ -262,6 +281,12 @@ mod tests {
         assert!(args.contains("tap,id=net0,fd=7,vhost=off"));
         assert!(args.contains("virtio-net-device,netdev=net0,mac=52:54:"));
         assert!(args.contains("pci=off quiet"));
+        assert!(
+            args.contains("socket,id=qga,fd=8,server=on,wait=off"),
+            "{args}"
+        );
+        assert!(args.contains("virtio-serial-device,id=vser0"), "{args}");
+        assert!(args.contains("name=org.qemu.guest_agent.0"), "{args}");
     }
 
     #[test]

@@ -35,7 +35,12 @@ impl RunDir {
                 )));
             }
         }
-        for stale in [self.qmp_socket(), self.console_socket(), self.pidfile()] {
+        for stale in [
+            self.qmp_socket(),
+            self.console_socket(),
+            self.agent_socket(),
+            self.pidfile(),
+        ] {
             match std::fs::remove_file(&stale) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
                 _ => {}
@@ -53,6 +58,11 @@ impl RunDir {
     /// The serial console; connect to it for an interactive session.
     pub fn console_socket(&self) -> PathBuf {
         self.path.join("console.sock")
+    }
+    /// The guest agent's virtio-serial port (`org.qemu.guest_agent.0`), QEMU's end of it.
+    /// One client at a time: the daemon's agent client holds it for one call.
+    pub fn agent_socket(&self) -> PathBuf {
+        self.path.join("qga.sock")
     }
     pub fn default_console_log(&self) -> PathBuf {
         self.path.join("console.log")
@@ -96,7 +106,12 @@ impl RunDir {
 
     /// Removes the sockets and pid file of a stopped VM; logs stay for the post-mortem.
     pub fn remove_runtime_files(&self) {
-        for f in [self.qmp_socket(), self.console_socket(), self.pidfile()] {
+        for f in [
+            self.qmp_socket(),
+            self.console_socket(),
+            self.agent_socket(),
+            self.pidfile(),
+        ] {
             let _ = std::fs::remove_file(f);
         }
     }

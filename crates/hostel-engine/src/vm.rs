@@ -235,6 +235,7 @@ async fn spawn(
     let qmp_listener = std::os::unix::net::UnixListener::bind(dir.qmp_socket()).map_err(io)?;
     let console_listener =
         std::os::unix::net::UnixListener::bind(dir.console_socket()).map_err(io)?;
+    let agent_listener = std::os::unix::net::UnixListener::bind(dir.agent_socket()).map_err(io)?;
     let console_log = spec
         .serial_log()
         .map(Path::to_path_buf)
@@ -254,6 +255,7 @@ async fn spawn(
     let plumbing = Plumbing {
         qmp_listener: qmp_listener.as_raw_fd(),
         console_listener: console_listener.as_raw_fd(),
+        agent_listener: agent_listener.as_raw_fd(),
         console_log: &console_log,
         pidfile: &pidfile,
         disk_formats,
@@ -263,7 +265,11 @@ async fn spawn(
     tracing::debug!(qemu = %qemu.display(), ?argv, "starting QEMU");
     let stderr = std::fs::File::create(dir.stderr_log()).map_err(io)?;
 
-    let mut inherit: Vec<RawFd> = vec![qmp_listener.as_raw_fd(), console_listener.as_raw_fd()];
+    let mut inherit: Vec<RawFd> = vec![
+        qmp_listener.as_raw_fd(),
+        console_listener.as_raw_fd(),
+        agent_listener.as_raw_fd(),
+    ];
     inherit.extend(taps.iter().map(|f| f.as_raw_fd()));
     let die_with_parent = opts.die_with_parent;
     let mut cmd = tokio::process::Command::new(qemu);
@@ -292,7 +298,7 @@ async fn spawn(
     unsafe { cmd.pre_exec(child_setup) };
     let mut child = cmd.spawn().map_err(EngineError::Spawn)?;
     // QEMU holds its own copies now; ours would keep a dead QEMU's sockets connectable.
-    drop((qmp_listener, console_listener, taps));
+    drop((qmp_listener, console_listener, agent_listener, taps));
     let pid = child.id().map_or(-1, |p| p as i32);
 
     let handshake = async {

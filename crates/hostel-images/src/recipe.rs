@@ -49,6 +49,9 @@ impl DebianRecipe {
             "iproute2",
             "netbase",
             "openssh-server",
+            // `hostel vm exec`, file transfer, guest-reported addresses: its unit starts when
+            // udev sees the `org.qemu.guest_agent.0` port every hostel VM has.
+            "qemu-guest-agent",
             "sudo",
             "procps",
             "iputils-ping",

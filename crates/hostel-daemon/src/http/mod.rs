@@ -3,6 +3,7 @@
 //! workers) are in [`scoped`].
 
 mod addresses;
+mod agent;
 mod console;
 mod doc;
 mod external;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub engine: Arc<QemuEngine>,
     /// VMs whose serial console has an interactive client (one at a time).
     pub consoles: Arc<console::AttachedConsoles>,
+    /// Each VM's guest agent channel, one call at a time (`service/agent.rs`).
+    pub agents: Arc<crate::service::agent::AgentChannels>,
 }
 
 impl AppState {
@@ -54,7 +57,13 @@ impl AppState {
             ctx,
             supervisor,
             consoles: Default::default(),
+            agents: Default::default(),
         }
+    }
+
+    /// The guest agent's operations.
+    pub fn agent(&self) -> crate::service::agent::GuestAgent<'_> {
+        crate::service::agent::GuestAgent::new(&self.ctx.store, &self.ctx.layout, &self.agents)
     }
 
     /// The VM operations, over the real engine and switch.
@@ -148,6 +157,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/vms/{name}/restart", post(vms::restart))
         .route("/v1/vms/{name}/console", get(vms::console))
         .route("/v1/vms/{name}/console/attach", get(console::attach))
+        .route("/v1/vms/{name}/exec", post(agent::exec))
+        .route("/v1/vms/{name}/guest", get(agent::guest))
         .route(
             "/v1/vms/{name}/nics/{index}/limits",
             get(nic_limits::show).put(nic_limits::set),
@@ -216,6 +227,8 @@ async fn run_changes_to_completion(
         vms::restart,
         vms::console,
         console::attach,
+        agent::exec,
+        agent::guest,
         networks::create,
         networks::list,
         networks::show,

@@ -55,6 +55,9 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// The guest agent did not answer, misbehaved, or refused (`service/agent.rs`).
+    #[error(transparent)]
+    Agent(#[from] hostel_engine::agent::AgentError),
     #[error("a blocking task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     /// A create that failed after its record existed: everything it made is undone, and

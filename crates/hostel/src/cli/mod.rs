@@ -14,6 +14,7 @@ mod admin;
 mod attach;
 mod attach_tls;
 mod config;
+mod exec;
 mod external;
 mod firewall;
 mod ids;

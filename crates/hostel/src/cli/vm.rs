@@ -74,6 +74,11 @@ pub enum VmCommand {
     },
     /// Delete a VM (stopping it first) and its disk.
     Delete { name: String },
+    /// Run a command in the guest through its agent (qemu-guest-agent, in hostel's Debian
+    /// images): stdout and stderr come back, the command's exit status is this one's.
+    /// Output arrives when the command has ended. No --tty: the agent's channel carries
+    /// no interactive terminal (use `vm console --attach` or SSH).
+    Exec(super::exec::ExecArgs),
     /// Print the VM's console log; with --follow, keep streaming until EOF or Ctrl-C; with
     /// --attach, type into the serial console (Ctrl-] detaches, the VM keeps running).
     Console {
@@ -229,11 +234,20 @@ pub fn main(ctx: &Ctx, args: VmArgs) -> Result<()> {
                             .map_or_else(|| "-".into(), |l| super::nic_limits::show_line(&l))
                     })
                     .collect();
-                return print_one_with_limits(&vm, &limits);
+                // What the guest reports, when an agent answers (a running VM only).
+                let guest = (vm.state == "running")
+                    .then(|| vms.guest(&name).ok())
+                    .flatten();
+                return print_one_with_limits(&vm, &limits, guest.as_ref());
             }
             vm
         }
         VmCommand::Limits(a) => return super::nic_limits::main(ctx, &vms, a),
+        VmCommand::Exec(a) => {
+            let code = super::exec::main(&vms, a)?;
+            std::io::stdout().flush()?;
+            std::process::exit(code);
+        }
         VmCommand::Start { name } => vms.start(&name)?,
         VmCommand::Stop {
             name,
@@ -344,11 +358,15 @@ fn print_one(format: Format, v: &VmView) -> Result<()> {
     if format == Format::Json {
         return output::json(v);
     }
-    print_one_with_limits(v, &[])
+    print_one_with_limits(v, &[], None)
 }
 
 /// The table form of a VM, with each NIC's limits when `limits` has them.
-fn print_one_with_limits(v: &VmView, limits: &[String]) -> Result<()> {
+fn print_one_with_limits(
+    v: &VmView,
+    limits: &[String],
+    guest: Option<&hostel_api::GuestView>,
+) -> Result<()> {
     let mut fields: Vec<(String, String)> = [
         ("name", v.name.clone()),
         ("tenant", v.tenant.clone()),
@@ -384,6 +402,14 @@ fn print_one_with_limits(v: &VmView, limits: &[String]) -> Result<()> {
         ));
         if let Some(l) = limits.get(i) {
             fields.push((format!("eth{i} limits"), l.clone()));
+        }
+    }
+    if let Some(g) = guest {
+        fields.push(("guest host name".into(), g.host_name.clone()));
+        fields.push(("guest os".into(), opt(g.os.as_deref())));
+        fields.push(("guest kernel".into(), opt(g.kernel.as_deref())));
+        for i in g.interfaces.iter().filter(|i| i.name != "lo") {
+            fields.push((format!("guest {}", i.name), i.addresses.join(" ")));
         }
     }
     output::print_fields(&fields);
