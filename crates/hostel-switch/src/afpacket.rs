@@ -39,6 +39,9 @@ const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
 /// The frame was cut to fit (snaplen < len).
 const TP_STATUS_COPY: u32 = 1 << 1;
+/// The frame's TCP/UDP checksum is partial (the host's own stack sent it with checksum
+/// offload, e.g. through a veth): only the pseudo-header sum is in the field.
+const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 /// The frame carried an 802.1Q tag, which the kernel took out of the data (VLAN offload)
 /// into the header: without this check a tagged frame would look untagged.
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
@@ -102,11 +105,20 @@ fn u16_at(b: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(s))
 }
 
-/// Walks the frames of one retired block (`block`: the whole block, headers included),
-/// calling `f` with each frame or with the drop reason of one that cannot be used. Every
-/// offset is checked against the block; the walk stops at the first header that points
-/// outside it, and visits at most as many frames as the block could hold.
-pub fn walk_block<'a>(block: &'a [u8], mut f: impl FnMut(Result<&'a [u8], DropReason>)) {
+/// One frame's place in a retired block, as its header describes it (checked against the
+/// block).
+struct Span {
+    start: usize,
+    end: usize,
+    status: u32,
+    len: u32,
+}
+
+/// Walks the frame headers of one retired block (`block`: the whole block, headers
+/// included), calling `f` with each frame's span or with the drop reason of a header that
+/// cannot be used. Every offset is checked against the block; the walk stops at the first
+/// header that points outside it, and visits at most as many frames as the block could hold.
+fn walk_spans(block: &[u8], mut f: impl FnMut(Result<Span, DropReason>)) {
     let Some(n) = u32_at(block, BLK_NUM_PKTS) else {
         return;
     };
@@ -136,13 +148,12 @@ pub fn walk_block<'a>(block: &'a [u8], mut f: impl FnMut(Result<&'a [u8], DropRe
             f(Err(DropReason::Malformed));
             return;
         }
-        if status & TP_STATUS_VLAN_VALID != 0 {
-            f(Err(DropReason::VlanTagged));
-        } else if status & TP_STATUS_COPY != 0 || snap < len {
-            f(Err(DropReason::TooLong));
-        } else {
-            f(Ok(&block[start..end]));
-        }
+        f(Ok(Span {
+            start,
+            end,
+            status,
+            len,
+        }));
         if next == 0 {
             return;
         }
@@ -154,6 +165,39 @@ pub fn walk_block<'a>(block: &'a [u8], mut f: impl FnMut(Result<&'a [u8], DropRe
                 return;
             }
         };
+    }
+}
+
+/// Walks the frames of one retired block, calling `f` with each frame or with the drop
+/// reason of one that cannot be used (see [`walk_spans`] for the bounds).
+pub fn walk_block<'a>(block: &'a [u8], mut f: impl FnMut(Result<&'a [u8], DropReason>)) {
+    walk_spans(block, |r| {
+        f(r.and_then(|s| {
+            if s.status & TP_STATUS_VLAN_VALID != 0 {
+                Err(DropReason::VlanTagged)
+            } else if s.status & TP_STATUS_COPY != 0 || (s.end - s.start) < s.len as usize {
+                Err(DropReason::TooLong)
+            } else {
+                Ok(&block[s.start..s.end])
+            }
+        }))
+    });
+}
+
+/// Completes, in place, the checksums the kernel left partial in a retired block's frames
+/// (`TP_STATUS_CSUMNOTREADY`; see [`crate::packet::ip::complete_partial_l4`]). The block is
+/// the reader's until it goes back to the kernel, so its frames may be written.
+pub fn complete_checksums(block: &mut [u8]) {
+    let mut partial: Vec<(usize, usize)> = Vec::new();
+    walk_spans(block, |r| {
+        if let Ok(s) = r {
+            if s.status & TP_STATUS_CSUMNOTREADY != 0 {
+                partial.push((s.start, s.end));
+            }
+        }
+    });
+    for (start, end) in partial {
+        crate::packet::ip::complete_partial_l4(&mut block[start..end]);
     }
 }
 
@@ -499,7 +543,11 @@ impl PacketDev {
             fence(Ordering::Acquire);
             {
                 // SAFETY: the block is ours until its status goes back to KERNEL below: the
-                // kernel neither writes nor frees it meanwhile, so a shared slice is sound.
+                // kernel neither writes nor frees it meanwhile, and only this reader (holding
+                // `rx`) touches it, so a unique slice is sound until the shared one below.
+                let bm = unsafe { std::slice::from_raw_parts_mut(block, bs) };
+                complete_checksums(bm);
+                // SAFETY: as above; `bm` is no longer used.
                 let b = unsafe { std::slice::from_raw_parts(block.cast_const(), bs) };
                 walk_block(b, |r| frames.push(r));
                 seen += frames.len();
@@ -607,5 +655,93 @@ mod tests {
             walk(&block(&[b"abc"])[..60]),
             vec![Err(DropReason::Malformed)]
         );
+    }
+
+    /// An IPv4 UDP frame (or TCP with `tcp`) whose L4 checksum field holds `csum`.
+    fn ip4_frame(tcp: bool, csum: Option<u16>) -> Vec<u8> {
+        let l4len = if tcp { 20 } else { 8 } + 5;
+        let mut f = vec![0u8; 14 + 20 + l4len];
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let ip = &mut f[14..34];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&((20 + l4len) as u16).to_be_bytes());
+        ip[8] = 64;
+        ip[9] = if tcp { 6 } else { 17 };
+        ip[12..16].copy_from_slice(&[192, 0, 2, 1]);
+        ip[16..20].copy_from_slice(&[192, 0, 2, 9]);
+        let l4 = &mut f[34..];
+        l4[0..4].copy_from_slice(&[0x30, 0x39, 0x00, 0x50]);
+        if tcp {
+            l4[12] = 5 << 4;
+        } else {
+            l4[4..6].copy_from_slice(&(l4len as u16).to_be_bytes());
+        }
+        let at = if tcp { 16 } else { 6 };
+        let n = l4.len();
+        l4[n - 5..].copy_from_slice(b"hello");
+        let full = {
+            let acc = crate::packet::checksum::pseudo4(
+                std::net::Ipv4Addr::new(192, 0, 2, 1),
+                std::net::Ipv4Addr::new(192, 0, 2, 9),
+                if tcp { 6 } else { 17 },
+                l4len as u16,
+            );
+            crate::packet::checksum::finish(crate::packet::checksum::sum(acc, l4))
+        };
+        let c = csum.unwrap_or(full);
+        l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn partial_checksums_are_completed_in_the_block() {
+        for tcp in [false, true] {
+            let whole = ip4_frame(tcp, None);
+            // What the host's stack leaves with offload on: the pseudo-header sum, folded,
+            // not inverted.
+            let pseudo = !crate::packet::checksum::finish(crate::packet::checksum::pseudo4(
+                std::net::Ipv4Addr::new(192, 0, 2, 1),
+                std::net::Ipv4Addr::new(192, 0, 2, 9),
+                if tcp { 6 } else { 17 },
+                (whole.len() - 34) as u16,
+            ));
+            let partial = ip4_frame(tcp, Some(pseudo));
+            assert_ne!(partial, whole);
+            let mut b = block(&[&partial, &partial]);
+            put32(&mut b, BLK_HDR_LEN + PKT_STATUS, TP_STATUS_CSUMNOTREADY);
+            complete_checksums(&mut b);
+            let got = walk(&b);
+            assert_eq!(
+                got[0].as_deref(),
+                Ok(&whole[..]),
+                "tcp={tcp}: flagged frame completed"
+            );
+            assert_eq!(
+                got[1].as_deref(),
+                Ok(&partial[..]),
+                "tcp={tcp}: unflagged frame untouched"
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_partial_frames_are_left_alone() {
+        // Lengths that do not add up, a fragment, a header length below 20, a runt.
+        let mut frag = ip4_frame(false, Some(0x1234));
+        frag[14 + 6] = 0x20;
+        let mut long = ip4_frame(true, Some(0x1234));
+        long[16..18].copy_from_slice(&0xffffu16.to_be_bytes());
+        let mut ihl = ip4_frame(true, Some(0x1234));
+        ihl[14] = 0x41;
+        let mut v6 = vec![0u8; 60];
+        v6[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+        v6[14 + 4..14 + 6].copy_from_slice(&0xfff0u16.to_be_bytes());
+        v6[14 + 6] = 6;
+        for f in [frag, long, ihl, v6, vec![8u8, 0], Vec::new()] {
+            let mut b = block(&[&f]);
+            put32(&mut b, BLK_HDR_LEN + PKT_STATUS, TP_STATUS_CSUMNOTREADY);
+            complete_checksums(&mut b);
+            assert_eq!(walk(&b), vec![Ok(f.clone())]);
+        }
     }
 }

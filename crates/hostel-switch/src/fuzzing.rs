@@ -106,7 +106,9 @@ pub fn external_frame(data: &[u8]) {
     use crate::external::{self, External};
 
     let mut frames = 0usize;
-    crate::afpacket::walk_block(data, |_| frames += 1);
+    let mut block = data.to_vec();
+    crate::afpacket::complete_checksums(&mut block);
+    crate::afpacket::walk_block(&block, |_| frames += 1);
     assert!(
         frames <= data.len() / 48 + 1,
         "block walk not bounded by the block"

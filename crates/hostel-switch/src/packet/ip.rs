@@ -195,6 +195,56 @@ pub fn complete_csum(buf: &mut [u8], start: usize, offset: usize) -> Result<(), 
     Ok(())
 }
 
+/// Completes the TCP or UDP checksum of a frame the kernel hands over with it left partial
+/// (`TP_STATUS_CSUMNOTREADY`: sent by the host's own stack through a veth or TAP with
+/// checksum offload on, so the field holds only the pseudo-header sum). Without this, every
+/// such segment would reach a guest with a checksum it rejects. Only an unfragmented (or
+/// first-fragment-free) IPv4 packet or an IPv6 packet whose next header is TCP or UDP is
+/// touched; anything else, or anything whose lengths do not add up, is left as it came.
+pub fn complete_partial_l4(frame: &mut [u8]) {
+    if frame.len() < ETH_HLEN {
+        return;
+    }
+    let ip = ETH_HLEN;
+    let (l4, end, proto) = match u16::from_be_bytes([frame[12], frame[13]]) {
+        ETHERTYPE_IPV4 => {
+            let Some(h) = frame.get(ip..ip + 20) else {
+                return;
+            };
+            let ihl = usize::from(h[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+            // A fragment's checksum covers the whole datagram: never partial per fragment.
+            if h[0] >> 4 != 4 || ihl < 20 || u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+                return;
+            }
+            (ip + ihl, ip + total, h[9])
+        }
+        ETHERTYPE_IPV6 => {
+            let Some(h) = frame.get(ip..ip + 40) else {
+                return;
+            };
+            let payload = usize::from(u16::from_be_bytes([h[4], h[5]]));
+            (ip + 40, ip + 40 + payload, h[6])
+        }
+        _ => return,
+    };
+    let offset = match proto {
+        6 => 16,
+        17 => 6,
+        _ => return,
+    };
+    let Some(pkt) = frame.get_mut(..end) else {
+        return;
+    };
+    if l4 > end || complete_csum(pkt, l4, offset).is_err() {
+        return;
+    }
+    // UDP sends a computed zero as all ones (zero means "no checksum").
+    if proto == 17 && pkt[l4 + 6..l4 + 8] == [0, 0] {
+        pkt[l4 + 6..l4 + 8].copy_from_slice(&[0xff, 0xff]);
+    }
+}
+
 /// Puts back the partial checksum a segmentation offload expects (the folded pseudo-header
 /// sum, for the packet's current addresses and L4 length, at `start + offset`), after
 /// [`complete_csum`] made it whole for the edge's filter. TCP only (the only GSO offered);
