@@ -75,7 +75,16 @@ pub fn run(ops: &mut [Op<'_>]) -> Vec<io::Result<()>> {
         results.extend(RING.with(|r| {
             let mut r = r.borrow_mut();
             match r.as_mut() {
-                Some(ring) => run_chunk(ring, chunk),
+                Some(ring) => {
+                    let (out, keep) = run_chunk(ring, chunk);
+                    if !keep {
+                        // Entries the kernel refused stay in the submission queue, pointing
+                        // into this batch's buffers, and the next submit would send them:
+                        // closing the ring is the only way to be sure they never run.
+                        *r = None;
+                    }
+                    out
+                }
                 None => chunk.iter_mut().map(run_sync).collect(),
             }
         }));
@@ -100,8 +109,9 @@ fn run_sync(op: &mut Op<'_>) -> io::Result<()> {
     }
 }
 
-/// Progress of one operation: bytes done so far.
-fn run_chunk(ring: &mut IoUring, ops: &mut [Op<'_>]) -> Vec<io::Result<()>> {
+/// Runs a chunk of at most `ENTRIES` operations; also says whether the ring may be used
+/// again (false after a submit the kernel refused, see [`run`]).
+fn run_chunk(ring: &mut IoUring, ops: &mut [Op<'_>]) -> (Vec<io::Result<()>>, bool) {
     let n = ops.len();
     let mut done = vec![0usize; n];
     let mut result: Vec<Option<io::Result<()>>> = (0..n).map(|_| None).collect();
@@ -150,15 +160,19 @@ fn run_chunk(ring: &mut IoUring, ops: &mut [Op<'_>]) -> Vec<io::Result<()>> {
             }
         }
         if let Err(e) = ring.submit_and_wait(submitted) {
-            // Nothing was submitted (or we cannot know): finish the rest synchronously, so
-            // no entry is left in flight with our buffers.
-            for &i in &pending[..submitted] {
-                result[i] = Some(Err(io::Error::new(e.kind(), e.to_string())));
-            }
-            for &i in &pending[submitted..] {
+            // The kernel consumed none of the entries (io_uring_enter fails only then, e.g.
+            // EAGAIN or EBUSY), and nothing of ours is in flight (every earlier round was
+            // reaped): run this round synchronously, and have the caller close the ring so
+            // the refused entries are never sent.
+            tracing::warn!(error = %e, "io_uring submit refused; this batch runs synchronously");
+            for &i in &pending {
                 result[i] = Some(run_sync(&mut ops[i]));
             }
-            break;
+            let out = result
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(io::Error::other("not run"))))
+                .collect();
+            return (out, false);
         }
         let mut reaped = 0;
         let mut again = Vec::new();
@@ -219,10 +233,11 @@ fn run_chunk(ring: &mut IoUring, ops: &mut [Op<'_>]) -> Vec<io::Result<()>> {
         again.dedup();
         pending = again;
     }
-    result
+    let out = result
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(io::Error::other("not run"))))
-        .collect()
+        .collect();
+    (out, true)
 }
 
 /// Linux's ECANCELED (125): io_uring's answer for a linked entry whose predecessor failed.

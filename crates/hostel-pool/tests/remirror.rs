@@ -19,6 +19,25 @@ use hostel_pool::{BlockDevice, FileDevice, Pool, RemirrorWorker};
 
 const MIB: u64 = 1 << 20;
 
+/// Why the failing device could not be set up (the test is then skipped, saying why).
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mount -t tmpfs failed ({0})")]
+    Mount(std::process::ExitStatus),
+    #[error("losetup failed: {0}")]
+    Losetup(String),
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> SetupError {
+    move |source| SetupError::Io { what, source }
+}
+
 /// A tmpfs with a loop device over a sparse file in it; detached and unmounted on drop.
 struct LoopOnTmpfs {
     mnt: PathBuf,
@@ -26,31 +45,31 @@ struct LoopOnTmpfs {
 }
 
 impl LoopOnTmpfs {
-    fn new(dir: &Path, fs_bytes: u64, dev_bytes: u64) -> Result<LoopOnTmpfs, String> {
+    fn new(dir: &Path, fs_bytes: u64, dev_bytes: u64) -> Result<LoopOnTmpfs, SetupError> {
         let mnt = dir.join("fs");
-        std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
+        std::fs::create_dir(&mnt).map_err(io("creating the mount point"))?;
         let ok = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={fs_bytes}")])
             .arg("tmpfs")
             .arg(&mnt)
             .status()
-            .map_err(|e| format!("mount: {e}"))?;
+            .map_err(io("running mount"))?;
         if !ok.success() {
-            return Err(format!("mount -t tmpfs failed ({ok})"));
+            return Err(SetupError::Mount(ok));
         }
         let back = mnt.join("backing");
-        let f = std::fs::File::create(&back).map_err(|e| e.to_string())?;
-        f.set_len(dev_bytes).map_err(|e| e.to_string())?;
+        let f = std::fs::File::create(&back).map_err(io("creating the backing file"))?;
+        f.set_len(dev_bytes)
+            .map_err(io("sizing the backing file"))?;
         let out = Command::new("losetup")
             .args(["-f", "--show"])
             .arg(&back)
             .output()
-            .map_err(|e| format!("losetup: {e}"))?;
+            .map_err(io("running losetup"))?;
         if !out.status.success() {
             let _ = Command::new("umount").arg(&mnt).status();
-            return Err(format!(
-                "losetup failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+            return Err(SetupError::Losetup(
+                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             ));
         }
         let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
