@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
+use common::eve::*;
 use common::*;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::{DataLink, TsResolution};
@@ -72,49 +71,13 @@ fn capture() -> Capture {
     cap
 }
 
-/// What the comparison looks at: (sid, src, sport, dst, dport) → count.
-type Summary = BTreeMap<(u64, String, u64, String, u64), usize>;
-
-fn summarize(eve: &str) -> Summary {
-    let mut out = Summary::new();
-    for line in eve.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("EVE line is JSON");
-        if v["event_type"] != "alert" {
-            continue;
-        }
-        let key = (
-            v["alert"]["signature_id"].as_u64().unwrap_or(0),
-            v["src_ip"].as_str().unwrap_or("").to_string(),
-            v["src_port"].as_u64().unwrap_or(0),
-            v["dest_ip"].as_str().unwrap_or("").to_string(),
-            v["dest_port"].as_u64().unwrap_or(0),
-        );
-        *out.entry(key).or_default() += 1;
-    }
-    out
-}
-
 fn replay(rules: &Path, pcap: &Path, extra: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_hostel-ids"))
-        .arg("replay")
-        .arg("--rules")
-        .arg(rules)
-        .arg("--pcap")
-        .arg(pcap)
-        .args(extra)
-        .output()
-        .expect("run hostel-ids");
-    assert!(
-        out.status.success(),
-        "replay failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (eve, stderr) = hostel_replay(rules, pcap, extra);
     assert!(
         stderr.contains("rules: 13 loaded, 0 refused") || !extra.is_empty(),
         "{stderr}"
     );
-    String::from_utf8(out.stdout).expect("utf-8 EVE")
+    eve
 }
 
 fn expected() -> Summary {
@@ -254,47 +217,18 @@ fn random_frames_never_panic() {
 /// The same capture and rules through Suricata 7, when installed: the same alerts.
 #[test]
 fn same_alerts_as_suricata() {
-    let Some(suricata) = which("suricata") else {
-        eprintln!(
-            "skipped: no `suricata` binary (Suricata 7 is in bookworm-backports; \
-             scripts/install-suricata.sh installs it)"
-        );
-        return;
-    };
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = dir.path().join("test.rules");
     std::fs::write(&rules, RULES).expect("write rules");
     let pcap = dir.path().join("cap.pcap");
     capture().write(&pcap, false);
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).expect("mkdir");
-    let out = Command::new(suricata)
-        .arg("-r")
-        .arg(&pcap)
-        .arg("-S")
-        .arg(&rules)
-        .args(["-k", "none", "--runmode", "single", "-l"])
-        .arg(&logs)
-        .output()
-        .expect("run suricata");
-    assert!(
-        out.status.success(),
-        "suricata failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let theirs = std::fs::read_to_string(logs.join("eve.json")).expect("eve.json");
+    let Some(theirs) = suricata_eve(dir.path(), &rules, &pcap, &[]) else {
+        return;
+    };
     let ours = replay(&rules, &pcap, &[]);
     assert_eq!(
         summarize(&ours),
         summarize(&theirs),
         "ours:\n{ours}\nsuricata:\n{theirs}"
     );
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
 }

@@ -8,11 +8,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
-use std::process::Command;
 
+use common::eve::*;
 use common::*;
 
 const RULES: &str = r#"reject tcp any any -> any 2323 (msg:"telnet login"; flow:established,to_server; content:"root"; offset:2; depth:10; gid:1; sid:2000001; rev:2;)
@@ -104,27 +103,6 @@ fn ether6(ip: &[u8]) -> Vec<u8> {
     f
 }
 
-type Summary = BTreeMap<(u64, String, u64, String, u64), usize>;
-
-fn summarize(eve: &str) -> Summary {
-    let mut out = Summary::new();
-    for line in eve.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("EVE line is JSON");
-        if v["event_type"] != "alert" {
-            continue;
-        }
-        let key = (
-            v["alert"]["signature_id"].as_u64().unwrap_or(0),
-            v["src_ip"].as_str().unwrap_or("").to_string(),
-            v["src_port"].as_u64().unwrap_or(0),
-            v["dest_ip"].as_str().unwrap_or("").to_string(),
-            v["dest_port"].as_u64().unwrap_or(0),
-        );
-        *out.entry(key).or_default() += 1;
-    }
-    out
-}
-
 /// The JSON types Suricata's EVE schema gives the fields an alert record of ours carries; the
 /// schema closes the `alert` object (`additionalProperties: false`) and requires
 /// `event_type` and `timestamp` (the pattern below is the schema's).
@@ -198,25 +176,14 @@ fn check_schema(line: &str) {
     }
 }
 
-fn replay(dir: &Path, rules: &Path, pcap: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_hostel-ids"))
-        .arg("replay")
-        .arg("--rules")
-        .arg(rules)
-        .arg("--pcap")
-        .arg(pcap)
-        .args(["--var", "DNS_SERVERS=[10.9.9.0/24]"])
-        .output()
-        .expect("run hostel-ids");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "replay failed: {stderr}");
+fn replay(rules: &Path, pcap: &Path) -> String {
+    let (eve, stderr) = hostel_replay(rules, pcap, &["--var", "DNS_SERVERS=[10.9.9.0/24]"]);
     let n = RULES.lines().count();
     assert!(
         stderr.contains(&format!("rules: {n} loaded, 0 refused")),
         "{stderr}"
     );
-    let _ = dir;
-    String::from_utf8(out.stdout).expect("utf-8 EVE")
+    eve
 }
 
 fn expected() -> Summary {
@@ -249,7 +216,7 @@ fn every_remaining_keyword_alerts_as_expected_and_eve_fits_the_schema() {
     std::fs::write(&rules, RULES).expect("write rules");
     let pcap = dir.path().join("k.pcap");
     capture().write(&pcap, false);
-    let eve = replay(dir.path(), &rules, &pcap);
+    let eve = replay(&rules, &pcap);
     assert_eq!(summarize(&eve), expected(), "\n{eve}");
     for line in eve.lines() {
         check_schema(line);
@@ -258,41 +225,16 @@ fn every_remaining_keyword_alerts_as_expected_and_eve_fits_the_schema() {
 
 #[test]
 fn same_alerts_as_suricata_for_the_remaining_keywords() {
-    let Some(suricata) = which("suricata") else {
-        eprintln!(
-            "skipped: no `suricata` binary (Suricata 7 is in bookworm-backports; \
-             scripts/install-suricata.sh installs it)"
-        );
-        return;
-    };
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = dir.path().join("k.rules");
     std::fs::write(&rules, RULES).expect("write rules");
     let pcap = dir.path().join("k.pcap");
     capture().write(&pcap, false);
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).expect("mkdir");
-    let out = Command::new(suricata)
-        .arg("-r")
-        .arg(&pcap)
-        .arg("-S")
-        .arg(&rules)
-        .args(["-k", "none", "--runmode", "single"])
-        .args([
-            "--set",
-            "vars.address-groups.DNS_SERVERS=[10.9.9.0/24]",
-            "-l",
-        ])
-        .arg(&logs)
-        .output()
-        .expect("run suricata");
-    assert!(
-        out.status.success(),
-        "suricata failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let theirs = std::fs::read_to_string(logs.join("eve.json")).expect("eve.json");
-    let ours = replay(dir.path(), &rules, &pcap);
+    let vars = ["--set", "vars.address-groups.DNS_SERVERS=[10.9.9.0/24]"];
+    let Some(theirs) = suricata_eve(dir.path(), &rules, &pcap, &vars) else {
+        return;
+    };
+    let ours = replay(&rules, &pcap);
     assert_eq!(
         comparable(summarize(&ours)),
         comparable(summarize(&theirs)),
@@ -317,12 +259,4 @@ fn comparable(mut s: Summary) -> Summary {
         }
     }
     s
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
 }

@@ -3,6 +3,8 @@
 //! them (Suricata with `-k none` neither).
 #![allow(dead_code)]
 
+pub mod eve;
+
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
