@@ -26,11 +26,13 @@
 //! round to round); `--json` writes every sample for `bench-net` to summarise.
 
 mod bridge;
+mod error;
 mod frontend;
 mod ovs;
 mod switch_case;
 mod taps;
 
+use error::BenchError;
 use std::time::{Duration, Instant};
 
 use hostel_switch::datapath::vnet::{VnetHdr, GSO_TCPV4, HDR_F_NEEDS_CSUM};
@@ -174,7 +176,7 @@ struct Args {
     json: Option<std::path::PathBuf>,
 }
 
-fn parse_args() -> Result<Args, String> {
+fn parse_args() -> Result<Args, BenchError> {
     let mut a = Args {
         secs: 3.0,
         rounds: 1,
@@ -187,10 +189,13 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut val = || it.next().ok_or(format!("{arg} needs a value"));
+        let mut val = || {
+            it.next()
+                .ok_or_else(|| BenchError::MissingValue { flag: arg.clone() })
+        };
         match arg.as_str() {
-            "--seconds" => a.secs = val()?.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--rounds" => a.rounds = val()?.parse().map_err(|e| format!("--rounds: {e}"))?,
+            "--seconds" => a.secs = number("--seconds", val()?)?,
+            "--rounds" => a.rounds = number("--rounds", val()?)?,
             "--bridge" => a.bridge = true,
             "--ovs" => a.ovs = true,
             "--limits" => a.limits = true,
@@ -211,10 +216,16 @@ fn parse_args() -> Result<Args, String> {
                     .copied()
                     .collect();
             }
-            _ => return Err(format!("unknown argument {arg}")),
+            _ => return Err(BenchError::UnknownArgument(arg)),
         }
     }
     Ok(a)
+}
+
+fn number<T: std::str::FromStr>(flag: &'static str, value: String) -> Result<T, BenchError> {
+    value
+        .parse()
+        .map_err(|_| BenchError::BadNumber { flag, value })
 }
 
 fn main() {

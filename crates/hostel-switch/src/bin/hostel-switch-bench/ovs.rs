@@ -4,6 +4,7 @@
 //! on drop. Userspace TSO is on, so 64 KiB segments can cross unsegmented as they do through
 //! the Linux bridge and hostel's switch.
 
+use crate::error::BenchError;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,31 +26,39 @@ fn cmd(dir: &Path, prog: &str) -> Command {
     c
 }
 
-fn run(dir: &Path, prog: &str, args: &[&str]) -> Result<(), String> {
+fn run(dir: &Path, prog: &str, args: &[&str]) -> Result<(), BenchError> {
     let out = cmd(dir, prog)
         .args(args)
         .output()
-        .map_err(|e| format!("{prog}: {e}"))?;
+        .map_err(|source| spawn(prog, source))?;
     if !out.status.success() {
-        return Err(format!(
-            "{prog} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(BenchError::Failed {
+            prog: prog.to_string(),
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(())
+}
+
+fn spawn(prog: &str, source: std::io::Error) -> BenchError {
+    BenchError::Spawn {
+        prog: prog.to_string(),
+        source,
+    }
 }
 
 impl Ovs {
     /// Starts both daemons (in the caller thread's network namespace) and builds bridge `br`
     /// with the existing interfaces `ports`; returns once ovs-vswitchd has applied it.
-    pub fn start(dir: &Path, br: &str, ports: &[&str]) -> Result<Ovs, String> {
+    pub fn start(dir: &Path, br: &str, ports: &[&str]) -> Result<Ovs, BenchError> {
         if !Path::new(SCHEMA).exists() {
-            return Err(format!(
-                "{SCHEMA} missing (apt-get install openvswitch-switch)"
-            ));
+            return Err(BenchError::NoOvsSchema(SCHEMA.into()));
         }
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| BenchError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let p = |f: &str| dir.join(f).display().to_string();
         let db_path = p("conf.db");
         run(dir, "ovsdb-tool", &["create", &db_path, SCHEMA])?;
@@ -64,7 +73,7 @@ impl Ovs {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("ovsdb-server: {e}"))?;
+            .map_err(|source| spawn("ovsdb-server", source))?;
         let db_arg = format!("--db={remote}");
         let vswitchd = (|| {
             // --retry: wait for ovsdb-server's socket (bounded by --timeout).
@@ -94,7 +103,7 @@ impl Ovs {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .map_err(|e| format!("ovs-vswitchd: {e}"))
+                .map_err(|source| spawn("ovs-vswitchd", source))
         })();
         let mut db = db;
         let vswitchd = match vswitchd {
@@ -134,16 +143,17 @@ impl Ovs {
                 let out = cmd(dir, "ovs-vsctl")
                     .args([&db_arg, "get", "Interface", port, "ofport"])
                     .output()
-                    .map_err(|e| format!("ovs-vsctl: {e}"))?;
+                    .map_err(|source| spawn("ovs-vsctl", source))?;
                 let ofport = String::from_utf8_lossy(&out.stdout).trim().to_string();
                 if ofport.parse::<i32>().is_ok_and(|n| n > 0) {
                     break;
                 }
                 if Instant::now() > deadline {
-                    return Err(format!(
-                        "port {port} never came up (ofport {ofport}); see {}",
-                        p("ovs-vswitchd.log")
-                    ));
+                    return Err(BenchError::PortDown {
+                        port: port.to_string(),
+                        ofport,
+                        log: dir.join("ovs-vswitchd.log"),
+                    });
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }

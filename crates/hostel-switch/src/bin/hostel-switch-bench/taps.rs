@@ -14,6 +14,7 @@ use hostel_switch::uplink::TapDev;
 use hostel_switch::MacAddr;
 use hostel_virtq::SegList;
 
+use crate::error::BenchError;
 use crate::ovs::Ovs;
 use crate::{frame, header, rusage, Measured, Size};
 
@@ -25,27 +26,29 @@ pub struct Env {
     _netns: File,
 }
 
-fn tap(name: &str, last: u8) -> Result<Arc<TapDev>, String> {
-    TapDev::create(name, MacAddr([2, 0, 0, 0, 0, last])).map_err(|e| e.to_string())
+fn tap(name: &str, last: u8) -> Result<Arc<TapDev>, BenchError> {
+    Ok(TapDev::create(name, MacAddr([2, 0, 0, 0, 0, last]))?)
 }
 
 impl Env {
     /// Creates the namespace, the bridge with its two TAPs and, with `ovs`, an Open vSwitch
     /// bridge with two more (its state in `dir`).
-    pub fn new(ovs: bool, dir: &Path) -> Result<Env, String> {
+    pub fn new(ovs: bool, dir: &Path) -> Result<Env, BenchError> {
         let dir = dir.to_path_buf();
         std::thread::spawn(move || {
             // SAFETY: unshare only affects this thread's network namespace; processes it
             // spawns (ovs-vswitchd) inherit it.
             if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                return Err(format!(
-                    "unshare(CLONE_NEWNET): {}",
-                    std::io::Error::last_os_error()
-                ));
+                return Err(BenchError::Unshare(std::io::Error::last_os_error()));
             }
-            let netns = File::open("/proc/thread-self/ns/net").map_err(|e| e.to_string())?;
+            let netns = File::open("/proc/thread-self/ns/net").map_err(BenchError::Netns)?;
             let (a, b) = (tap("hbt0", 0x10)?, tap("hbt1", 0x11)?);
-            crate::bridge::bridge_up("hbr0", &["hbt0", "hbt1"]).map_err(|e| e.to_string())?;
+            crate::bridge::bridge_up("hbr0", &["hbt0", "hbt1"]).map_err(|source| {
+                BenchError::Bridge {
+                    name: "hbr0",
+                    source,
+                }
+            })?;
             let ovs = if ovs {
                 let (oa, ob) = (tap("hot0", 0x20)?, tap("hot1", 0x21)?);
                 match Ovs::start(&dir.join("ovs"), "hbo0", &["hot0", "hot1"]) {
@@ -65,7 +68,7 @@ impl Env {
             })
         })
         .join()
-        .map_err(|_| "namespace set-up thread panicked".to_string())?
+        .map_err(|_| BenchError::SetupPanicked)?
     }
 
     pub fn has_ovs(&self) -> bool {
