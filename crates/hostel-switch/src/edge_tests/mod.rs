@@ -40,16 +40,33 @@ const FAR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 7);
 const IP6_A: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 2);
 const WAIT: Duration = Duration::from_secs(5);
 
-fn sh(cmd: &str) -> Result<String, String> {
+/// Why the namespace playing the internet could not be made: only `NotRoot` is a reason to
+/// skip a test; the others are failures.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error("needs root (network namespaces, veth, AF_PACKET)")]
+    NotRoot,
+    #[error("`{cmd}`: {source}")]
+    Spawn { cmd: String, source: std::io::Error },
+    #[error("`{cmd}`: {stderr}")]
+    Failed { cmd: String, stderr: String },
+    #[error("the gateway's MAC {0:?} does not parse")]
+    GatewayMac(String),
+}
+
+fn sh(cmd: &str) -> Result<String, SetupError> {
     let out = std::process::Command::new("sh")
         .args(["-c", cmd])
         .output()
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| SetupError::Spawn {
+            cmd: cmd.to_string(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(format!(
-            "`{cmd}`: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(SetupError::Failed {
+            cmd: cmd.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -65,10 +82,10 @@ struct Internet {
 }
 
 impl Internet {
-    fn new() -> Result<Internet, String> {
+    fn new() -> Result<Internet, SetupError> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            return Err("needs root (network namespaces, veth, AF_PACKET)".into());
+            return Err(SetupError::NotRoot);
         }
         static N: AtomicU32 = AtomicU32::new(0);
         let tag = format!(
@@ -99,7 +116,10 @@ impl Internet {
         let mac = sh(&format!(
             "ip netns exec {ns} cat /sys/class/net/{b}/address"
         ))?;
-        me.gw_mac = mac.trim().parse().map_err(|e| format!("{e:?}"))?;
+        me.gw_mac = mac
+            .trim()
+            .parse()
+            .map_err(|_| SetupError::GatewayMac(mac.trim().to_string()))?;
         Ok(me)
     }
 
@@ -253,10 +273,11 @@ impl Rig {
     fn new() -> Option<Rig> {
         let net = match Internet::new() {
             Ok(n) => n,
-            Err(e) => {
+            Err(e @ SetupError::NotRoot) => {
                 eprintln!("SKIPPED: {e}");
                 return None;
             }
+            Err(e) => panic!("setting up the internet namespace: {e}"),
         };
         let ext = External::open(&net.nic).expect("external port on the veth");
         let mut a = Vm::new("a2", ALL);
