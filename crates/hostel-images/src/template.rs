@@ -82,11 +82,25 @@ pub struct Param {
     pub max_len: Option<usize>,
 }
 
+/// Why a parameter's value (or default) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    #[error("{name} is longer than {max} bytes")]
+    TooLong { name: String, max: usize },
+    #[error("{0} must be a lowercase identifier ([a-z_][a-z0-9_]*, at most 63)")]
+    NotIdentifier(String),
+    #[error("{0} must be 8-128 characters without control characters")]
+    BadPassword(String),
+}
+
 impl Param {
-    fn check(&self, name: &str, v: &str) -> std::result::Result<(), String> {
+    fn check(&self, name: &str, v: &str) -> std::result::Result<(), ParamError> {
         let max = self.max_len.unwrap_or(64 * 1024);
         if v.len() > max {
-            return Err(format!("{name} is longer than {max} bytes"));
+            return Err(ParamError::TooLong {
+                name: name.to_string(),
+                max,
+            });
         }
         match self.kind {
             ParamKind::Text => Ok(()),
@@ -97,16 +111,14 @@ impl Param {
                         .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
                     && v.bytes()
                         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-                ok.then_some(()).ok_or_else(|| {
-                    format!("{name} must be a lowercase identifier ([a-z_][a-z0-9_]*, at most 63)")
-                })
+                ok.then_some(())
+                    .ok_or_else(|| ParamError::NotIdentifier(name.to_string()))
             }
             ParamKind::Password => {
                 let n = v.chars().count();
                 let ok = (8..=128).contains(&n) && !v.chars().any(char::is_control);
-                ok.then_some(()).ok_or_else(|| {
-                    format!("{name} must be 8-128 characters without control characters")
-                })
+                ok.then_some(())
+                    .ok_or_else(|| ParamError::BadPassword(name.to_string()))
             }
         }
     }
@@ -223,7 +235,7 @@ impl Template {
                 }
                 (None, None) => String::new(),
             };
-            p.check(name, &v).map_err(|e| self.err(e))?;
+            p.check(name, &v).map_err(|e| self.err(e.to_string()))?;
             resolved.insert(name.as_str(), v);
         }
         let mut out = Value::Object(self.cloud_config.clone());

@@ -16,21 +16,30 @@ pub struct IpCidr {
     pub prefix: u8,
 }
 
+/// Why an `address/prefix` text is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IpCidrError {
+    #[error("{0:?} lacks a /prefix")]
+    NoPrefix(String),
+    #[error("{0:?} is not an IP address")]
+    Address(String),
+    #[error("{0:?} is not a prefix length")]
+    Prefix(String),
+    #[error("prefix /{prefix} is out of range for {addr}")]
+    OutOfRange { addr: IpAddr, prefix: u8 },
+}
+
 impl FromStr for IpCidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = IpCidrError;
+    fn from_str(s: &str) -> Result<Self, IpCidrError> {
         let (a, p) = s
             .split_once('/')
-            .ok_or_else(|| format!("{s:?} lacks a /prefix"))?;
-        let addr: IpAddr = a
-            .parse()
-            .map_err(|_| format!("{a:?} is not an IP address"))?;
-        let prefix: u8 = p
-            .parse()
-            .map_err(|_| format!("{p:?} is not a prefix length"))?;
+            .ok_or_else(|| IpCidrError::NoPrefix(s.to_string()))?;
+        let addr: IpAddr = a.parse().map_err(|_| IpCidrError::Address(a.to_string()))?;
+        let prefix: u8 = p.parse().map_err(|_| IpCidrError::Prefix(p.to_string()))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         if prefix == 0 || prefix > max {
-            return Err(format!("prefix /{prefix} is out of range for {addr}"));
+            return Err(IpCidrError::OutOfRange { addr, prefix });
         }
         Ok(IpCidr { addr, prefix })
     }

@@ -35,11 +35,10 @@ pub fn write(modules_dir: &Path, busybox: &Path, out: &Path) -> Result<()> {
     let builtin_path = modules_dir.join("modules.builtin");
     // A kernel with everything built in has no modules.builtin entries to skip, or no file.
     let builtin = fs::read_to_string(&builtin_path).unwrap_or_default();
-    let order =
-        load_order(&deps, &builtin, ROOT_MODULES).map_err(|reason| ImageError::Unsupported {
-            path: dep_path.clone(),
-            reason,
-        })?;
+    let order = load_order(&deps, &builtin, ROOT_MODULES).map_err(|e| ImageError::Unsupported {
+        path: dep_path.clone(),
+        reason: e.to_string(),
+    })?;
     let busybox_bytes = fs::read(busybox).map_err(ImageError::io(busybox))?;
     if !is_static_elf(&busybox_bytes) {
         return Err(ImageError::Unsupported {
@@ -80,13 +79,24 @@ pub struct Module {
     pub path: String,
 }
 
+/// Why the root modules cannot be loaded in order by hostel's initramfs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModuleOrderError {
+    #[error("modules depend on each other in a cycle: {0}")]
+    Cycle(String),
+    #[error("module {0} is neither in modules.dep nor built in")]
+    Unknown(String),
+    #[error("module {0} is compressed: this initramfs loads plain .ko files only")]
+    Compressed(String),
+}
+
 /// The modules to load, dependencies first, for `wanted`; built-in ones are left out.
 /// `modules.dep` lines read `kernel/a/x.ko: kernel/b/y.ko kernel/c/z.ko`.
 pub fn load_order(
     modules_dep: &str,
     modules_builtin: &str,
     wanted: &[&str],
-) -> std::result::Result<Vec<Module>, String> {
+) -> std::result::Result<Vec<Module>, ModuleOrderError> {
     let mut table: HashMap<String, (String, Vec<String>)> = HashMap::new();
     for line in modules_dep.lines() {
         let Some((path, deps)) = line.split_once(':') else {
@@ -113,23 +123,21 @@ fn visit(
     table: &HashMap<String, (String, Vec<String>)>,
     order: &mut Vec<Module>,
     path: &mut Vec<String>,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), ModuleOrderError> {
     if order.iter().any(|m| m.name == name) {
         return Ok(());
     }
     if path.iter().any(|p| p == name) {
-        return Err(format!(
-            "modules depend on each other in a cycle: {} -> {name}",
+        return Err(ModuleOrderError::Cycle(format!(
+            "{} -> {name}",
             path.join(" -> ")
-        ));
+        )));
     }
     let (file, deps) = table
         .get(name)
-        .ok_or_else(|| format!("module {name} is neither in modules.dep nor built in"))?;
+        .ok_or_else(|| ModuleOrderError::Unknown(name.to_string()))?;
     if !file.ends_with(".ko") {
-        return Err(format!(
-            "module {file} is compressed: this initramfs loads plain .ko files only"
-        ));
+        return Err(ModuleOrderError::Compressed(file.clone()));
     }
     path.push(name.to_string());
     for dep in deps {
