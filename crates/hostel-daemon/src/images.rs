@@ -234,14 +234,15 @@ impl ImageRegistry {
     }
 
     /// Ends the build of `name`: success forgets it (the image is in the store), failure keeps
-    /// the error for whoever polls.
-    pub fn finish_build(&self, name: &str, result: Result<(), String>) {
+    /// the error's message for whoever polls.
+    pub fn finish_build<E: std::fmt::Display>(&self, name: &str, result: Result<(), E>) {
         let mut builds = self.builds.lock().expect("builds lock");
         match result {
             Ok(()) => {
                 builds.remove(name);
             }
             Err(error) => {
+                let error = error.to_string();
                 builds.insert(name.to_string(), BuildState::Failed { error });
             }
         }
@@ -307,7 +308,7 @@ mod tests {
         assert_eq!((pct, msg.as_str()), (90, "step of debian-12-web"));
         assert_eq!(report(&reg, name, name, Phase::Packages, 50).0, 95);
         assert_eq!(report(&reg, name, name, Phase::Done, 100).0, 100);
-        reg.finish_build(name, Ok(()));
+        reg.finish_build(name, Ok::<(), String>(()));
         assert_eq!(reg.build_state(name), None);
     }
 
@@ -323,7 +324,7 @@ mod tests {
             report(&reg, "debian-12", "debian-12", Phase::Packages, 30).0,
             40
         );
-        reg.finish_build("debian-12", Err("boom".into()));
+        reg.finish_build("debian-12", Err::<(), _>("boom"));
         assert_eq!(
             reg.build_state("debian-12"),
             Some(BuildState::Failed {

@@ -48,26 +48,39 @@ pub struct StandbyWanted {
     pub count: usize,
 }
 
-impl FromStr for StandbyWanted {
-    type Err = String;
+/// Why a `--standby` value is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StandbyWantedError {
+    #[error("{text:?}: {count:?} is not a count of standbys")]
+    Count { text: String, count: String },
+    #[error("{0:?}: no image named (IMAGE or IMAGE=COUNT)")]
+    NoImage(String),
+    #[error("{text:?}: the count must be 1 to {MAX_PER_IMAGE}, not {count}")]
+    OutOfRange { text: String, count: usize },
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for StandbyWanted {
+    type Err = StandbyWantedError;
+
+    fn from_str(s: &str) -> Result<Self, StandbyWantedError> {
         let (image, count) = match s.split_once('=') {
             None => (s, 1),
             Some((image, n)) => {
-                let n: usize = n
-                    .parse()
-                    .map_err(|_| format!("{s:?}: {n:?} is not a count of standbys"))?;
+                let n: usize = n.parse().map_err(|_| StandbyWantedError::Count {
+                    text: s.to_string(),
+                    count: n.to_string(),
+                })?;
                 (image, n)
             }
         };
         if image.is_empty() {
-            return Err(format!("{s:?}: no image named (IMAGE or IMAGE=COUNT)"));
+            return Err(StandbyWantedError::NoImage(s.to_string()));
         }
         if !(1..=MAX_PER_IMAGE).contains(&count) {
-            return Err(format!(
-                "{s:?}: the count must be 1 to {MAX_PER_IMAGE}, not {count}"
-            ));
+            return Err(StandbyWantedError::OutOfRange {
+                text: s.to_string(),
+                count,
+            });
         }
         Ok(Self {
             image: image.to_string(),
@@ -509,9 +522,12 @@ mod tests {
             Ok(3)
         );
         let e = "debian-12=x".parse::<StandbyWanted>().unwrap_err();
-        assert!(e.contains("\"x\" is not a count"), "{e}");
+        assert!(e.to_string().contains("\"x\" is not a count"), "{e}");
         let e = "debian-12=0".parse::<StandbyWanted>().unwrap_err();
-        assert!(e.contains("1 to 8"), "{e}");
-        assert!("=2".parse::<StandbyWanted>().is_err());
+        assert!(e.to_string().contains("1 to 8"), "{e}");
+        assert_eq!(
+            "=2".parse::<StandbyWanted>(),
+            Err(StandbyWantedError::NoImage("=2".into()))
+        );
     }
 }

@@ -79,7 +79,7 @@ impl<'a> Images<'a> {
             if let Err(e) = ctx.store.append_audit(&audit.with_result(outcome)) {
                 tracing::error!(error = %e, "audit log write failed");
             }
-            images.finish_build(&name, result.map(|_| ()).map_err(|e| e.to_string()));
+            images.finish_build(&name, result.as_ref().map(|_| ()));
             let _ = tx.send(());
         });
         Ok(Some(rx))
