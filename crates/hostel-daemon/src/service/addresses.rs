@@ -19,18 +19,25 @@ impl<'a, S: SwitchAdapter> Addresses<'a, S> {
         Self { store, switch }
     }
 
+    /// Every change here is one store transaction (with its audit entry), then the switch
+    /// brought in line with the store.
+    async fn commit_and_sync<F>(&self, change: F) -> Result<PublicAddress, DaemonError>
+    where
+        F: FnOnce(&dyn Store) -> Result<PublicAddress, hostel_state::StoreError> + Send + 'static,
+    {
+        let a = blocking(self.store, change).await?;
+        self.switch.sync().await?;
+        Ok(a)
+    }
+
     pub async fn allocate(
         &self,
         tenant: TenantId,
         requested: Option<Ipv4Addr>,
         audit: NewAuditEntry,
     ) -> Result<PublicAddress, DaemonError> {
-        let a = blocking(self.store, move |store| {
-            store.allocate_public_address(&tenant, requested, &audit)
-        })
-        .await?;
-        self.switch.sync().await?;
-        Ok(a)
+        self.commit_and_sync(move |store| store.allocate_public_address(&tenant, requested, &audit))
+            .await
     }
 
     /// Attaches to NIC `idx` of `vm`, a VM the caller found in the tenant.
@@ -42,12 +49,10 @@ impl<'a, S: SwitchAdapter> Addresses<'a, S> {
         idx: u32,
         audit: NewAuditEntry,
     ) -> Result<PublicAddress, DaemonError> {
-        let a = blocking(self.store, move |store| {
+        self.commit_and_sync(move |store| {
             store.attach_public_address(&tenant, address, &vm, idx, &audit)
         })
-        .await?;
-        self.switch.sync().await?;
-        Ok(a)
+        .await
     }
 
     pub async fn detach(
@@ -56,12 +61,8 @@ impl<'a, S: SwitchAdapter> Addresses<'a, S> {
         address: Ipv4Addr,
         audit: NewAuditEntry,
     ) -> Result<PublicAddress, DaemonError> {
-        let a = blocking(self.store, move |store| {
-            store.detach_public_address(&tenant, address, &audit)
-        })
-        .await?;
-        self.switch.sync().await?;
-        Ok(a)
+        self.commit_and_sync(move |store| store.detach_public_address(&tenant, address, &audit))
+            .await
     }
 
     pub async fn release(
@@ -70,12 +71,8 @@ impl<'a, S: SwitchAdapter> Addresses<'a, S> {
         address: Ipv4Addr,
         audit: NewAuditEntry,
     ) -> Result<PublicAddress, DaemonError> {
-        let a = blocking(self.store, move |store| {
-            store.release_public_address(&tenant, address, &audit)
-        })
-        .await?;
-        self.switch.sync().await?;
-        Ok(a)
+        self.commit_and_sync(move |store| store.release_public_address(&tenant, address, &audit))
+            .await
     }
 }
 
