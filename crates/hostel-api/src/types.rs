@@ -36,7 +36,7 @@ pub enum Size {
 
 impl Size {
     /// MiB, or why the text is not a size.
-    pub fn to_mib(&self) -> Result<u64, String> {
+    pub fn to_mib(&self) -> Result<u64, SizeError> {
         match self {
             Size::Mib(n) => Ok(*n),
             Size::Text(s) => parse_mib(s),
@@ -44,22 +44,38 @@ impl Size {
     }
 }
 
+/// Why a text is not a size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("{0:?} is not a size (e.g. 512, 512M, 2G)")]
+    NotANumber(String),
+    #[error("{text:?}: unknown unit {unit:?} (use M, G or T)")]
+    Unit { text: String, unit: String },
+    #[error("{0:?} is too large")]
+    TooLarge(String),
+}
+
 /// Parses `512`, `512M`, `2G`, `1GiB` into MiB; a bare number is MiB.
-pub fn parse_mib(s: &str) -> Result<u64, String> {
+pub fn parse_mib(s: &str) -> Result<u64, SizeError> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 512, 512M, 2G)"))?;
+        .map_err(|_| SizeError::NotANumber(s.to_string()))?;
     let factor = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "m" | "mb" | "mib" => 1,
         "g" | "gb" | "gib" => 1024,
         "t" | "tb" | "tib" => 1024 * 1024,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use M, G or T)")),
+        _ => {
+            return Err(SizeError::Unit {
+                text: s.to_string(),
+                unit: unit.to_string(),
+            })
+        }
     };
     n.checked_mul(factor)
-        .ok_or_else(|| format!("{s:?} is too large"))
+        .ok_or_else(|| SizeError::TooLarge(s.to_string()))
 }
 
 /// A tenant's limits; the API replaces a quota whole.

@@ -117,9 +117,9 @@ impl std::fmt::Display for Invalid {
 impl std::error::Error for Invalid {}
 
 /// An [`Invalid`] as an `anyhow::Error`.
-pub fn invalid(field: Option<&'static str>, message: impl Into<String>) -> anyhow::Error {
+pub fn invalid(field: Option<&'static str>, message: impl std::fmt::Display) -> anyhow::Error {
     Invalid {
-        message: message.into(),
+        message: message.to_string(),
         field,
     }
     .into()

@@ -134,10 +134,21 @@ pub struct CreateArgs {
     params: Vec<(String, String)>,
 }
 
-fn parse_param(s: &str) -> Result<(String, String), String> {
+/// A command-line value that does not have the shape its option documents.
+#[derive(Debug, thiserror::Error)]
+#[error("{text:?}: expected {expected}")]
+pub struct ShapeError {
+    text: String,
+    expected: &'static str,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), ShapeError> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+        _ => Err(ShapeError {
+            text: s.to_string(),
+            expected: "KEY=VALUE",
+        }),
     }
 }
 
@@ -172,8 +183,11 @@ fn read_ssh_keys(files: &[PathBuf]) -> Result<Vec<String>> {
 
 /// `NET`, `NET,ip=IP` (the documented form) or the short `NET=IP`: the address is left for
 /// the daemon to check against the subnet.
-fn parse_nic(s: &str) -> Result<NicRequest, String> {
-    let bad = || format!("{s:?}: expected NET, NET,ip=ADDR or NET=ADDR");
+fn parse_nic(s: &str) -> Result<NicRequest, ShapeError> {
+    let bad = || ShapeError {
+        text: s.to_string(),
+        expected: "NET, NET,ip=ADDR or NET=ADDR",
+    };
     let (network, ip) = match s.split_once(',') {
         Some((n, opt)) => match opt.split_once('=') {
             Some(("ip", ip)) if !ip.is_empty() => (n, Some(ip)),
