@@ -6,8 +6,10 @@
 //! - [`engine`]: the compiled set; whole-file scans and the streaming matcher.
 //! - [`db`]: the operator's directory, reloaded by a generation swap.
 //! - [`fs`]: the file-level tier, ext4 read in userspace from any [`fs::BlockSource`].
+//! - [`compare`]: Debian's `clamscan` and `yara` as references (tests, `make bench-scan`).
 //! - [`inline`]: the inline tier's bounded queue, per-tenant budgets, dirty ranges.
 
+pub mod compare;
 pub mod db;
 pub mod engine;
 pub mod fs;
