@@ -13,6 +13,7 @@ pub mod compare;
 pub mod db;
 pub mod engine;
 pub mod fs;
+pub mod fuzzing;
 pub mod hashes;
 pub mod inline;
 pub mod matcher;

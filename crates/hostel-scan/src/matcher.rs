@@ -84,6 +84,8 @@ pub struct BodySet {
     ac: Option<AhoCorasick>,
     /// Aho-Corasick pattern id → the signatures anchored on it.
     pattern_sigs: Vec<Vec<u32>>,
+    /// Signatures at a fixed offset (from the start or the end of a file).
+    positional: Vec<u32>,
     /// Longest bounded match of all, None when one is unbounded.
     pub max_len: Option<u64>,
 }
@@ -96,7 +98,32 @@ impl BodySet {
         let mut patterns: Vec<Vec<u8>> = Vec::new();
         let mut pattern_ids: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut pattern_sigs: Vec<Vec<u32>> = Vec::new();
+        let mut positional = Vec::new();
         for sig in sigs {
+            let mut max_len = Some(0u64);
+            for e in &sig.elems {
+                let (_, m) = e.width();
+                max_len = match (max_len, m) {
+                    (Some(a), Some(b)) => Some(a.saturating_add(b)),
+                    _ => None,
+                };
+            }
+            // A signature at a fixed offset is tried at that offset only (no anchor, no
+            // prefilter): a common anchor such as `00000000` at `EOF-4` would otherwise be
+            // verified at every run of zeros.
+            if sig.offset != Offset::Any {
+                positional.push(compiled.len() as u32);
+                compiled.push(CompiledBody {
+                    before: Vec::new(),
+                    after: sig.elems,
+                    anchor_len: 0,
+                    name: sig.name,
+                    target: sig.target,
+                    offset: sig.offset,
+                    max_len,
+                });
+                continue;
+            }
             let Some((start, len)) = best_anchor(&sig.elems) else {
                 refused.push((sig.name, SigError::NoAnchor));
                 continue;
@@ -108,14 +135,6 @@ impl BodySet {
                     _ => 0,
                 })
                 .collect();
-            let mut max_len = Some(0u64);
-            for e in &sig.elems {
-                let (_, m) = e.width();
-                max_len = match (max_len, m) {
-                    (Some(a), Some(b)) => Some(a.saturating_add(b)),
-                    _ => None,
-                };
-            }
             let id = *pattern_ids.entry(anchor.clone()).or_insert_with(|| {
                 patterns.push(anchor);
                 pattern_sigs.push(Vec::new());
@@ -165,6 +184,7 @@ impl BodySet {
                 sigs: compiled,
                 ac,
                 pattern_sigs,
+                positional,
                 max_len,
             },
             refused,
@@ -194,6 +214,22 @@ impl BodySet {
         budget: &mut u64,
         mut hit: impl FnMut(usize, u64),
     ) -> bool {
+        if w.file_len.is_some() {
+            for &si in &self.positional {
+                let si = si as usize;
+                if found.get(si).copied().unwrap_or(true) || !applies(&self.sigs[si], w) {
+                    continue;
+                }
+                match verify_positional(&self.sigs[si], data, w, budget) {
+                    Ok(Some(start)) => {
+                        found[si] = true;
+                        hit(si, w.base + start as u64);
+                    }
+                    Ok(None) => {}
+                    Err(()) => return false,
+                }
+            }
+        }
         let Some(ac) = &self.ac else { return true };
         for m in ac.find_overlapping_iter(data) {
             let Some(sig_ids) = self.pattern_sigs.get(m.pattern().as_usize()) else {
@@ -294,6 +330,42 @@ fn verify(
         Walk::No => Ok(None),
         Walk::OutOfBudget => Err(()),
     }
+}
+
+/// A fixed-offset signature tried at each start its offset allows inside the window.
+fn verify_positional(
+    sig: &CompiledBody,
+    data: &[u8],
+    w: &Window,
+    budget: &mut u64,
+) -> Result<Option<usize>, ()> {
+    let (lo, shift) = match sig.offset {
+        Offset::Any => return Ok(None),
+        Offset::Abs { start, shift } => (start, shift),
+        Offset::Eof { back, shift } => match w.file_len.and_then(|l| l.checked_sub(back)) {
+            Some(lo) => (lo, shift),
+            None => return Ok(None),
+        },
+    };
+    let end = data.len() as u64 + w.base;
+    let first = lo.max(w.base);
+    let last = lo.saturating_add(shift).min(end.saturating_sub(1));
+    if first > last {
+        return Ok(None);
+    }
+    for abs in first..=last {
+        let start = (abs - w.base) as usize;
+        if start >= w.start_before {
+            break;
+        }
+        let mut accept_end = |pos: usize| start + pos > w.end_after;
+        match walk(&Fwd(&data[start..]), &sig.after, 0, budget, &mut accept_end) {
+            Walk::Found => return Ok(Some(start)),
+            Walk::No => {}
+            Walk::OutOfBudget => return Err(()),
+        }
+    }
+    Ok(None)
 }
 
 fn offset_ok(offset: Offset, w: &Window, start: usize) -> bool {
