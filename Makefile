@@ -3,7 +3,7 @@ CARGO ?= cargo
 GUEST := target/guest
 HOSTEL := target/release/hostel
 
-.PHONY: all deps guest build run run-vm api-venv suricata test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls bench-ids bench-storage
+.PHONY: all deps guest build run run-vm api-venv suricata test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls bench-ids bench-storage bench-scan
 
 all: build
 
@@ -114,3 +114,11 @@ bench-storage:
 
 bench-images: build
 	$(CARGO) run --release -p hostel-bench --bin bench-images -- --hostel $(HOSTEL) --runs 5 --markdown BENCHMARKS.md
+
+# hostel-scan's file-level tier (an ext4 image read in userspace) against clamscan and yara on
+# the same files with the same signatures (findings must be identical), and the streaming
+# matcher; per-core MiB/s from CPU time, alternating rounds (needs clamav, clamav-testfiles, yara).
+BENCH_SCAN_MB ?= 256
+bench-scan: deps
+	$(CARGO) build --release -p hostel-scan --bin bench-scan
+	$${CARGO_TARGET_DIR:-target}/release/bench-scan --mb $(BENCH_SCAN_MB) --rounds 3 --markdown BENCHMARKS.md
