@@ -287,7 +287,7 @@ fn best_anchor(elems: &[Elem]) -> Option<(usize, usize)> {
         } else {
             len
         };
-        if len >= 2 && best.map_or(true, |(_, _, s)| score > s) {
+        if len >= 2 && best.is_none_or(|(_, _, s)| score > s) {
             best = Some((start, len, score));
         }
     }

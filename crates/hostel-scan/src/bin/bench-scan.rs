@@ -16,6 +16,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// (path, signature) findings.
+type Pairs = BTreeSet<(String, String)>;
+
 const TESTFILES: &str = "/usr/share/clamav-testfiles";
 /// Where the corpus comes from besides ClamAV's test files: real binaries, libraries, data.
 const SOURCES: &[&str] = &[
@@ -153,7 +156,7 @@ fn hostel_image(
     image: &Path,
     corpus: &Path,
     kinds: &[SigKind],
-) -> Result<(BTreeSet<(String, String)>, u64, Duration), BenchError> {
+) -> Result<(Pairs, u64, Duration), BenchError> {
     let src: Arc<dyn BlockSource> = Arc::new(std::fs::File::open(image).map_err(io("image"))?);
     let c0 = thread_cpu();
     let scan = scan_ext4(src, engine, None, &WalkLimits::default())?;

@@ -176,7 +176,7 @@ fn hex_val(c: u8) -> Option<u8> {
 
 /// Exact bytes only (inside alternatives).
 fn hex_bytes(s: &[u8]) -> Result<Vec<u8>, SigError> {
-    if s.is_empty() || s.len() % 2 != 0 {
+    if s.is_empty() || !s.len().is_multiple_of(2) {
         return Err(SigError::Hex("an alternative is not whole bytes".into()));
     }
     s.chunks(2)
