@@ -82,6 +82,9 @@ enum Walk {
 pub struct BodySet {
     pub(crate) sigs: Vec<CompiledBody>,
     ac: Option<AhoCorasick>,
+    /// The anchors, and their ids by first byte.
+    patterns: Vec<Vec<u8>>,
+    by_first: Vec<Vec<u32>>,
     /// Aho-Corasick pattern id → the signatures anchored on it.
     pattern_sigs: Vec<Vec<u32>>,
     /// Signatures at a fixed offset (from the start or the end of a file).
@@ -162,7 +165,7 @@ impl BodySet {
             // contiguous NFA past that.
             let kind = (patterns.len() <= 5_000).then_some(AhoCorasickKind::DFA);
             match AhoCorasick::builder()
-                .match_kind(MatchKind::Standard)
+                .match_kind(MatchKind::LeftmostFirst)
                 .kind(kind)
                 .build(&patterns)
             {
@@ -170,12 +173,16 @@ impl BodySet {
                 Err(e) => {
                     tracing::warn!(error = %e, "body signatures: automaton not built; retrying as NFA");
                     AhoCorasick::builder()
-                        .match_kind(MatchKind::Standard)
+                        .match_kind(MatchKind::LeftmostFirst)
                         .build(&patterns)
                         .ok()
                 }
             }
         };
+        let mut by_first: Vec<Vec<u32>> = vec![Vec::new(); 256];
+        for (pid, p) in patterns.iter().enumerate() {
+            by_first[usize::from(p[0])].push(pid as u32);
+        }
         let max_len = compiled
             .iter()
             .try_fold(0u64, |acc, s| s.max_len.map(|m| acc.max(m)));
@@ -183,6 +190,8 @@ impl BodySet {
             BodySet {
                 sigs: compiled,
                 ac,
+                by_first,
+                patterns,
                 pattern_sigs,
                 positional,
                 max_len,
@@ -231,9 +240,47 @@ impl BodySet {
             }
         }
         let Some(ac) = &self.ac else { return true };
-        for m in ac.find_overlapping_iter(data) {
-            let Some(sig_ids) = self.pattern_sigs.get(m.pattern().as_usize()) else {
-                continue;
+        // A leftmost search (the automaton's SIMD prefilter at full speed) finds the next
+        // position where any anchor starts; every anchor starting there is checked, and the
+        // search goes on one byte later, so overlapping anchors are all seen.
+        let mut from = 0;
+        while from < data.len() {
+            let Some(m) = ac.find(aho_corasick::Input::new(data).range(from..)) else {
+                break;
+            };
+            let at = m.start();
+            from = at + 1;
+            if *budget == 0 {
+                return false;
+            }
+            *budget -= 1;
+            for &pid in &self.by_first[usize::from(data[at])] {
+                let pid = pid as usize;
+                if !data[at..].starts_with(&self.patterns[pid]) {
+                    continue;
+                }
+                if !self.scan_anchor(pid, data, at, w, found, budget, &mut hit) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn scan_anchor(
+        &self,
+        pid: usize,
+        data: &[u8],
+        at: usize,
+        w: &Window,
+        found: &mut [bool],
+        budget: &mut u64,
+        hit: &mut impl FnMut(usize, u64),
+    ) -> bool {
+        {
+            let Some(sig_ids) = self.pattern_sigs.get(pid) else {
+                return true;
             };
             for &si in sig_ids {
                 let si = si as usize;
@@ -244,7 +291,7 @@ impl BodySet {
                 if !applies(sig, w) {
                     continue;
                 }
-                match verify(sig, data, m.start(), w, budget) {
+                match verify(sig, data, at, w, budget) {
                     Ok(Some(start)) => {
                         found[si] = true;
                         hit(si, w.base + start as u64);
@@ -384,6 +431,8 @@ fn offset_ok(offset: Offset, w: &Window, start: usize) -> bool {
 trait Hay {
     fn len(&self) -> usize;
     fn at(&self, i: usize) -> u8;
+    /// The smallest `i` in `from..=to` (both < len) with `at(i) == b`.
+    fn find_byte(&self, b: u8, from: usize, to: usize) -> Option<usize>;
 }
 
 struct Fwd<'a>(&'a [u8]);
@@ -393,6 +442,9 @@ impl Hay for Fwd<'_> {
     }
     fn at(&self, i: usize) -> u8 {
         self.0[i]
+    }
+    fn find_byte(&self, b: u8, from: usize, to: usize) -> Option<usize> {
+        memchr::memchr(b, self.0.get(from..=to)?).map(|k| from + k)
     }
 }
 
@@ -404,6 +456,13 @@ impl Hay for Bwd<'_> {
     }
     fn at(&self, i: usize) -> u8 {
         self.0[self.0.len() - 1 - i]
+    }
+    fn find_byte(&self, b: u8, from: usize, to: usize) -> Option<usize> {
+        // Index i is data[len-1-i]: from..=to backwards is data[len-1-to..=len-1-from].
+        let last = self.0.len().checked_sub(1)?;
+        let lo = last.checked_sub(to)?;
+        let hi = last.checked_sub(from)?;
+        memchr::memrchr(b, self.0.get(lo..=hi)?).map(|k| last - (lo + k))
     }
 }
 
@@ -477,24 +536,46 @@ fn walk<H: Hay>(
                     None => h.len(),
                 };
                 let next = elems.get(i + 1);
+                let exact = match next {
+                    Some(Elem::Byte { value, mask: 0xff }) => Some(*value),
+                    _ => None,
+                };
                 let mut p = lo;
                 while p <= hi {
                     if *budget == 0 {
                         return Walk::OutOfBudget;
                     }
                     *budget -= 1;
-                    // A cheap look at the next byte before recursing.
-                    let plausible = match next {
-                        Some(n @ (Elem::Byte { .. } | Elem::Class(_))) => {
-                            p < h.len() && one_byte(n, h.at(p)) == Some(true)
+                    if let Some(b) = exact {
+                        // The next exact byte found by memchr: a long gap costs a fraction
+                        // of a step per byte, still charged to the budget.
+                        let to = hi.min(h.len().saturating_sub(1));
+                        if p > to {
+                            break;
                         }
-                        _ => true,
-                    };
-                    if plausible {
-                        match walk(h, &elems[i + 1..], p, budget, accept) {
-                            Walk::No => {}
-                            r => return r,
+                        let q = h.find_byte(b, p, to);
+                        let skipped = (q.unwrap_or(to) - p) as u64 / 16;
+                        *budget = budget.saturating_sub(skipped);
+                        match q {
+                            Some(q) => p = q,
+                            None => break,
                         }
+                    } else {
+                        // A cheap look at the next byte before recursing.
+                        let plausible = match next {
+                            Some(n @ (Elem::Byte { .. } | Elem::Class(_))) => {
+                                p < h.len() && one_byte(n, h.at(p)) == Some(true)
+                            }
+                            _ => true,
+                        };
+                        if !plausible {
+                            p += 1;
+                            continue;
+                        }
+                    }
+                    match walk(h, &elems[i + 1..], p, budget, accept) {
+                        Walk::No => {}
+                        r => return r,
                     }
                     p += 1;
                 }
