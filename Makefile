@@ -118,7 +118,7 @@ bench-images: build
 # hostel-scan's file-level tier (an ext4 image read in userspace) against clamscan and yara on
 # the same files with the same signatures (findings must be identical), and the streaming
 # matcher; per-core MiB/s from CPU time, alternating rounds (needs clamav, clamav-testfiles, yara).
-BENCH_SCAN_MB ?= 256
+BENCH_SCAN_MB ?= 128
 bench-scan: deps
 	$(CARGO) build --release -p hostel-scan --bin bench-scan
 	$${CARGO_TARGET_DIR:-target}/release/bench-scan --mb $(BENCH_SCAN_MB) --rounds 3 --markdown BENCHMARKS.md

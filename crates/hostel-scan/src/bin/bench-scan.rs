@@ -56,7 +56,7 @@ struct Opts {
 
 fn opts() -> Result<Opts, BenchError> {
     let mut o = Opts {
-        mb: 256,
+        mb: 128,
         rounds: 3,
         markdown: None,
     };
@@ -373,7 +373,7 @@ fn write_section(path: &Path, md: &str) -> Result<(), BenchError> {
             let end = b + "<!-- bench-scan:end -->\n".len();
             format!("{}{}{}", &old[..a], md, old.get(end..).unwrap_or(""))
         }
-        _ => format!("{}\n{}", old.trim_end(), md),
+        _ => format!("{}\n\n{}", old.trim_end(), md),
     };
     std::fs::write(path, new).map_err(io(path.display().to_string()))
 }
