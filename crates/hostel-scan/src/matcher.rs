@@ -636,6 +636,24 @@ mod tests {
     }
 
     #[test]
+    fn target_types_gate_on_the_file_kind() {
+        let s = set(&[
+            "Pe:1:*:4b45524e454c",
+            "Elf:6:*:4b45524e454c",
+            "Any:0:*:4b45524e454c",
+        ]);
+        let mut pe = b"MZ".to_vec();
+        pe.resize(0x40, 0);
+        pe[0x3c] = 0x40;
+        pe.extend_from_slice(b"PE\0\0 KERNEL");
+        let names = |d: &[u8]| hits(&s, d).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(names(&pe), ["Any", "Pe"]);
+        assert_eq!(names(b"\x7fELF KERNEL"), ["Any", "Elf"]);
+        // MZ without a PE header is not PE.
+        assert_eq!(names(b"MZ KERNEL"), ["Any"]);
+    }
+
+    #[test]
     fn hostile_input_is_bounded() {
         let s = set(&["Slow:0:*:6162*6364{5-9}7a7a"]);
         let data = b"ab".repeat(1 << 20);
