@@ -18,6 +18,7 @@ pub mod hashes;
 pub mod inline;
 pub mod matcher;
 pub mod sigs;
+mod verify;
 pub mod yara;
 
 pub use engine::{Engine, FileLimits, FileScan, Finding, SigKind, StreamMatcher};
