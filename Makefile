@@ -3,7 +3,7 @@ CARGO ?= cargo
 GUEST := target/guest
 HOSTEL := target/release/hostel
 
-.PHONY: all deps guest build run run-vm api-venv suricata test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls bench-ids bench-storage
+.PHONY: all deps guest build run run-vm api-venv suricata test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls bench-ids bench-storage bench-scan
 
 all: build
 
@@ -54,7 +54,7 @@ FUZZ_BIN := target/fuzz/x86_64-unknown-linux-gnu/release
 fuzz:
 	RUSTFLAGS="$(FUZZ_FLAGS)" CARGO_TARGET_DIR=target/fuzz $(CARGO) build --release \
 	  --target x86_64-unknown-linux-gnu --manifest-path fuzz/Cargo.toml
-	@for t in frame_parser descriptor_chain vhost_message external_frame firewall_verdict blk_request ids_rules ids_packets; do \
+	@for t in frame_parser descriptor_chain vhost_message external_frame firewall_verdict blk_request ids_rules ids_packets scan_sigs; do \
 	  mkdir -p target/fuzz-corpus/$$t; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
 	  if ! $(FUZZ_BIN)/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
@@ -114,3 +114,11 @@ bench-storage:
 
 bench-images: build
 	$(CARGO) run --release -p hostel-bench --bin bench-images -- --hostel $(HOSTEL) --runs 5 --markdown BENCHMARKS.md
+
+# hostel-scan's file-level tier (an ext4 image read in userspace) against clamscan and yara on
+# the same files with the same signatures (findings must be identical), and the streaming
+# matcher; per-core MiB/s from CPU time, alternating rounds (needs clamav, clamav-testfiles, yara).
+BENCH_SCAN_MB ?= 128
+bench-scan: deps
+	$(CARGO) build --release -p hostel-scan --bin bench-scan
+	$${CARGO_TARGET_DIR:-target}/release/bench-scan --mb $(BENCH_SCAN_MB) --rounds 3 --markdown BENCHMARKS.md

@@ -20,12 +20,15 @@ pkgs=(
   iperf3 openvswitch-switch    # bench-net: iperf3 in the guests, Open vSwitch to compare
   nftables                     # bench-firewall: nftables in a namespace as the kernel reference
   python3 python3-venv         # the OpenAPI conformance run (schemathesis in a virtualenv)
+  clamav clamav-testfiles yara # hostel-scan's references: clamscan (run with --database=DIR only,
+                               # no freshclam), ClamAV's test files, Debian's yara; bench-scan
   ca-certificates
 )
 # Commands the build, the tests and the daemon run; each must start after the install.
 cmds=(cc qemu-system-x86_64 qemu-img busybox depmod lz4 cpio ip debootstrap mkfs.ext4 mkfs.vfat
   mcopy ssh curl psql openssl tcpdump ethtool iperf3 ovs-vswitchd nft python3
-  qemu-storage-daemon losetup)  # bench-storage's reference (qemu-system-common, with qemu-system-x86); hostel-pool's loop-device test
+  qemu-storage-daemon losetup  # bench-storage's reference (qemu-system-common, with qemu-system-x86); hostel-pool's loop-device test
+  clamscan yara debugfs)  # hostel-scan's comparison tests and bench-scan; debugfs edits test images unmounted
 
 installed() { dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null | grep -q "ok installed"; }
 installed_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null; }
@@ -55,6 +58,8 @@ bad=()
 for c in "${cmds[@]}"; do command -v "$c" >/dev/null 2>&1 || bad+=("$c"); done
 qemu-img --version >/dev/null 2>&1 || bad+=("qemu-img (does not start)")
 nft --version >/dev/null 2>&1 || bad+=("nft (does not start)")
+clamscan --version >/dev/null 2>&1 || bad+=("clamscan (does not start)")
+[ -d /usr/share/clamav-testfiles ] || bad+=("/usr/share/clamav-testfiles")
 qemu-system-x86_64 --version >/dev/null 2>&1 || bad+=("qemu-system-x86_64 (does not start)")
 if ((${#bad[@]})); then
   echo "deps: after the install these commands are still missing or broken: ${bad[*]}" >&2

@@ -30,6 +30,8 @@ enum Command {
     Daemon(cmd_daemon::DaemonArgs),
     /// Run the host's switch (the daemon starts it; this is its entry point).
     Switch(cmd_switch::SwitchArgs),
+    /// Offline signature scans (no daemon): `scan file|image PATH --db DIR [--yara FILE]`.
+    Scan(cli::scan::ScanArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd_run::main(args),
         Command::Daemon(args) => cmd_daemon::main(args),
         Command::Switch(args) => cmd_switch::main(args),
+        Command::Scan(args) => cli::scan::main(args),
         Command::Client(cmd) => cli::main(cli.global, cmd),
     };
     match result {

@@ -23,6 +23,7 @@ mod network;
 mod nic_limits;
 mod output;
 mod remote;
+pub mod scan;
 mod tenant;
 mod vm;
 
