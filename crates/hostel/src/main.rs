@@ -3,6 +3,7 @@
 mod cli;
 mod cmd_daemon;
 mod cmd_run;
+mod cmd_storage;
 mod cmd_switch;
 mod console;
 
@@ -30,6 +31,9 @@ enum Command {
     Daemon(cmd_daemon::DaemonArgs),
     /// Run the host's switch (the daemon starts it; this is its entry point).
     Switch(cmd_switch::SwitchArgs),
+    /// Run the host's storage process (the daemon starts it; this is its entry point).
+    #[command(hide = true)]
+    StorageBackend(cmd_storage::StorageArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd_run::main(args),
         Command::Daemon(args) => cmd_daemon::main(args),
         Command::Switch(args) => cmd_switch::main(args),
+        Command::StorageBackend(args) => cmd_storage::main(args),
         Command::Client(cmd) => cli::main(cli.global, cmd),
     };
     match result {
