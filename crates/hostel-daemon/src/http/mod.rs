@@ -19,6 +19,7 @@ mod tenants;
 mod tokens;
 mod views;
 mod vms;
+mod volumes;
 
 use crate::adapters::engine::QemuEngine;
 use crate::error::{ApiError, ApiResult};
@@ -167,6 +168,31 @@ pub fn router(state: AppState) -> Router {
             "/v1/vms/{name}/nics/{index}/limits/ceiling",
             put(nic_limits::set_ceiling).delete(nic_limits::clear_ceiling),
         )
+        .route(
+            "/v1/storage/devices",
+            post(volumes::add_device).get(volumes::list_devices),
+        )
+        .route("/v1/storage/devices/remove", post(volumes::remove_device))
+        .route("/v1/volumes", post(volumes::create).get(volumes::list))
+        .route(
+            "/v1/volumes/{name}",
+            get(volumes::show).delete(volumes::delete),
+        )
+        .route("/v1/volumes/{name}/attach", post(volumes::attach))
+        .route("/v1/volumes/{name}/detach", post(volumes::detach))
+        .route("/v1/volumes/{name}/resize", post(volumes::resize))
+        .route(
+            "/v1/volumes/{name}/snapshots",
+            post(volumes::create_snapshot),
+        )
+        .route(
+            "/v1/volumes/{name}/snapshots/{snapshot}",
+            axum::routing::delete(volumes::delete_snapshot),
+        )
+        .route(
+            "/v1/volumes/{name}/snapshots/{snapshot}/restore",
+            post(volumes::restore_snapshot),
+        )
         .fallback(|| async { ApiError::no_route() })
         .layer(axum::middleware::from_fn(run_changes_to_completion))
         .with_state(state)
@@ -263,6 +289,19 @@ async fn run_changes_to_completion(
         firewall::set_group,
         firewall::delete_group,
         firewall::log,
+        volumes::add_device,
+        volumes::list_devices,
+        volumes::remove_device,
+        volumes::create,
+        volumes::list,
+        volumes::show,
+        volumes::delete,
+        volumes::attach,
+        volumes::detach,
+        volumes::resize,
+        volumes::create_snapshot,
+        volumes::restore_snapshot,
+        volumes::delete_snapshot,
     ),
     components(schemas(hostel_api::ApiErrorBody)),
     modifiers(&Security)
