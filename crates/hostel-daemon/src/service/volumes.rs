@@ -105,7 +105,12 @@ pub async fn add_device(
     let real_s = real.display().to_string();
     running_storage(ctx).await?;
     let p = real_s.clone();
-    ctx.db(move |s| s.add_storage_device(&p, &audit)).await?;
+    ctx.db(move |s| s.add_storage_device(&p, &audit))
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict { .. } => DaemonError::conflict(Some("path"), e.to_string()),
+            other => other.into(),
+        })?;
     let added = ctx
         .storage
         .request(&Request::DeviceAdd { path: real.clone() })
