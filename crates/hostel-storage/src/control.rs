@@ -187,7 +187,7 @@ fn status(st: &State) -> PoolStatus {
     let pool = st.pool.as_ref().map(|o| {
         let p = &o.pool;
         let r = p.remirror_status();
-        let cluster = hostel_pool::CLUSTER_SIZE as u64;
+        let cluster = hostel_pool::CLUSTER_SIZE;
         PoolInfo {
             uuid: p.uuid().to_string(),
             generation: p.generation(),
@@ -326,16 +326,15 @@ fn handle(st: &mut State, req: Request) -> Response {
                 .filter(|d| !d.failed)
                 .count()
                 .clamp(1, 2) as u8;
-            let r = std::fs::File::open(&path)
-                .map_err(|e| Response::err(ErrorKind::Invalid, format!("{}: {e}", path.display())))
-                .and_then(|f| {
+            match std::fs::File::open(&path) {
+                Err(e) => Response::err(ErrorKind::Invalid, format!("{}: {e}", path.display())),
+                Ok(f) => {
                     let mut rd = std::io::BufReader::new(f);
-                    pool.restore_backup(&mut rd, &name, copies)
-                        .map_err(pool_err)
-                });
-            match r {
-                Ok(_) => with_volume(&pool, &name),
-                Err(resp) => resp,
+                    match pool.restore_backup(&mut rd, &name, copies) {
+                        Ok(_) => with_volume(&pool, &name),
+                        Err(e) => pool_err(e),
+                    }
+                }
             }
         }
     }
@@ -350,25 +349,27 @@ fn backup_export(
 ) -> Response {
     // Written aside and renamed when whole: a cut export never looks like a backup.
     let tmp = path.with_extension("partial");
-    let run = || -> Result<(), Response> {
-        let f = std::fs::File::create(&tmp)
-            .map_err(|e| Response::err(ErrorKind::Invalid, format!("{}: {e}", tmp.display())))?;
+    let run = || -> Result<(), Box<Response>> {
+        let other = |e: &dyn std::fmt::Display| Box::new(Response::err(ErrorKind::Other, e));
+        let f = std::fs::File::create(&tmp).map_err(|e| {
+            Box::new(Response::err(
+                ErrorKind::Invalid,
+                format!("{}: {e}", tmp.display()),
+            ))
+        })?;
         let mut w = std::io::BufWriter::new(f);
         pool.export_backup(volume, snap, base, &mut w)
-            .map_err(pool_err)?;
-        let f = w
-            .into_inner()
-            .map_err(|e| Response::err(ErrorKind::Other, e.error().to_string()))?;
-        f.sync_all()
-            .map_err(|e| Response::err(ErrorKind::Other, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Response::err(ErrorKind::Other, e))?;
+            .map_err(|e| Box::new(pool_err(e)))?;
+        let f = w.into_inner().map_err(|e| other(e.error()))?;
+        f.sync_all().map_err(|e| other(&e))?;
+        std::fs::rename(&tmp, path).map_err(|e| other(&e))?;
         Ok(())
     };
     match run() {
         Ok(()) => Response::ok(),
         Err(r) => {
             let _ = std::fs::remove_file(&tmp);
-            r
+            *r
         }
     }
 }

@@ -363,7 +363,7 @@ fn guest_data_survives_storage_kill_detach_daemon_restart_and_snapshot_restore()
     assert!(
         shown
             .allocated_bytes
-            .is_some_and(|a| a >= 1 << 20 && a < VOLUME_BYTES),
+            .is_some_and(|a| (1 << 20..VOLUME_BYTES).contains(&a)),
         "thin: {shown:?}"
     );
     assert!(!shown.degraded, "{shown:?}");

@@ -186,7 +186,7 @@ pub async fn remove_device(ctx: &Ctx, path: &str, audit: NewAuditEntry) -> Resul
 }
 
 fn check_size(size: u64) -> Result<(), DaemonError> {
-    if size == 0 || size % 512 != 0 {
+    if size == 0 || !size.is_multiple_of(512) {
         return Err(DaemonError::invalid(
             "size_bytes",
             "a non-zero multiple of 512",
