@@ -162,4 +162,34 @@ impl Client {
     pub fn delete_snapshot(&self, tenant: Option<&str>, name: &str, snap: &str) -> Result<()> {
         self.delete(&format!("/v1/volumes/{name}/snapshots/{snap}{}", q(tenant)))
     }
+    pub fn create_vm_snapshot(
+        &self,
+        tenant: Option<&str>,
+        vm: &str,
+        snap: &str,
+    ) -> Result<Vec<VolumeView>> {
+        let body = CreateSnapshot {
+            name: snap.to_string(),
+        };
+        self.send(
+            "POST",
+            &format!("/v1/vms/{vm}/snapshots{}", q(tenant)),
+            &body,
+        )
+    }
+    pub fn restore_vm_snapshot(
+        &self,
+        tenant: Option<&str>,
+        vm: &str,
+        snap: &str,
+    ) -> Result<Vec<VolumeView>> {
+        self.send(
+            "POST",
+            &format!("/v1/vms/{vm}/snapshots/{snap}/restore{}", q(tenant)),
+            &serde_json::json!({}),
+        )
+    }
+    pub fn delete_vm_snapshot(&self, tenant: Option<&str>, vm: &str, snap: &str) -> Result<()> {
+        self.delete(&format!("/v1/vms/{vm}/snapshots/{snap}{}", q(tenant)))
+    }
 }

@@ -196,7 +196,7 @@ mod tests {
         };
         let line = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
-        assert!(serde_json::from_str::<Request>(r#"{"op":"status","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"unserve","volume":"v","x":1}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"op":"format_everything"}"#).is_err());
     }
 }

@@ -3,7 +3,8 @@
 //! process. What a guest wrote and flushed reads back after a detach and attach, after
 //! `kill -9` of the storage process in the middle of its writes (the VM keeps its QEMU, the
 //! daemon restarts storage, the guest carries on), after the daemon and the storage process
-//! are both killed and started again, and a snapshot restore gives the exact contents back.
+//! are both killed and started again, and a VM snapshot of the running guest (vCPUs paused
+//! for it) restored gives the exact contents back.
 //! Refusals (bad input, quota, another tenant's volume) are 4xx naming the field and change
 //! nothing. Guests boot under TCG; skipped without the guest assets.
 
@@ -368,9 +369,17 @@ fn guest_data_survives_storage_kill_detach_daemon_restart_and_snapshot_restore()
     );
     assert!(!shown.degraded, "{shown:?}");
 
-    // Detach and attach again, snapshot in between; boot 2 reads what boot 1 wrote.
+    // A VM snapshot of the running guest: its vCPUs paused for the snapshot, then continued
+    // (same QEMU, still running).
+    let vols = c.create_vm_snapshot(None, "vm", "s1").expect("vm snapshot");
+    assert_eq!(vols.len(), 1);
+    assert_eq!(vols[0].snapshots, vec!["s1".to_string()]);
+    refused(c.create_vm_snapshot(None, "vm", "s1"), 409, "snapshot");
+    let v = c.vms(None).show("vm").unwrap();
+    assert_eq!((v.state.as_str(), v.pid), ("running", pid), "{v:?}");
+
+    // Detach and attach again; boot 2 reads what boot 1 wrote.
     stop(&c, "vm");
-    c.create_snapshot(None, "data", "s1").expect("snapshot");
     c.detach_volume(None, "data").expect("detach");
     assert_eq!(c.show_volume(None, "data").unwrap().vm, None);
     c.attach_volume(None, "data", "vm").expect("attach again");
@@ -408,7 +417,7 @@ fn guest_data_survives_storage_kill_detach_daemon_restart_and_snapshot_restore()
     );
 
     // Restore s1: boot 3 reads boot 1's data, not boot 2's.
-    c.restore_snapshot(None, "data", "s1").expect("restore");
+    c.restore_vm_snapshot(None, "vm", "s1").expect("restore");
     start(&c, "vm");
     let boot3 = boot_lines(&c, "vm", 3, BOOT_TIMEOUT + WRITES_TIMEOUT);
     check_boot(&boot3);
@@ -418,4 +427,5 @@ fn guest_data_survives_storage_kill_detach_daemon_restart_and_snapshot_restore()
         "snapshot s1 restored exactly"
     );
     refused(c.restore_snapshot(None, "data", "s1"), 409, "vm");
+    refused(c.restore_vm_snapshot(None, "vm", "s1"), 409, "vm");
 }

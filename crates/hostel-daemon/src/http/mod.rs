@@ -178,6 +178,18 @@ pub fn router(state: AppState) -> Router {
             "/v1/volumes/{name}",
             get(volumes::show).delete(volumes::delete),
         )
+        .route(
+            "/v1/vms/{name}/snapshots",
+            post(volumes::create_vm_snapshot),
+        )
+        .route(
+            "/v1/vms/{name}/snapshots/{snapshot}",
+            axum::routing::delete(volumes::delete_vm_snapshot),
+        )
+        .route(
+            "/v1/vms/{name}/snapshots/{snapshot}/restore",
+            post(volumes::restore_vm_snapshot),
+        )
         .route("/v1/volumes/{name}/attach", post(volumes::attach))
         .route("/v1/volumes/{name}/detach", post(volumes::detach))
         .route("/v1/volumes/{name}/resize", post(volumes::resize))
@@ -302,6 +314,9 @@ async fn run_changes_to_completion(
         volumes::create_snapshot,
         volumes::restore_snapshot,
         volumes::delete_snapshot,
+        volumes::create_vm_snapshot,
+        volumes::restore_vm_snapshot,
+        volumes::delete_vm_snapshot,
     ),
     components(schemas(hostel_api::ApiErrorBody)),
     modifiers(&Security)

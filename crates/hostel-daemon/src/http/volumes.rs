@@ -221,7 +221,7 @@ pub async fn detach(
 }
 
 #[utoipa::path(post, path = "/v1/volumes/{name}/resize", request_body = ResizeVolume,
-    responses((status = 200, body = VolumeView), (status = 400, body = hostel_api::ApiErrorBody),
+    responses((status = 200, body = VolumeView), (status = 400, body = hostel_api::ApiErrorBody), (status = 404, body = hostel_api::ApiErrorBody),
               (status = 409, body = hostel_api::ApiErrorBody, description = "quota, or the VM is running")))]
 pub async fn resize(
     State(state): State<AppState>,
@@ -268,7 +268,7 @@ async fn snapshot_op(
 }
 
 #[utoipa::path(post, path = "/v1/volumes/{name}/snapshots", request_body = CreateSnapshot,
-    responses((status = 201, body = VolumeView), (status = 400, body = hostel_api::ApiErrorBody), (status = 409, body = hostel_api::ApiErrorBody)))]
+    responses((status = 201, body = VolumeView), (status = 400, body = hostel_api::ApiErrorBody), (status = 404, body = hostel_api::ApiErrorBody), (status = 409, body = hostel_api::ApiErrorBody)))]
 pub async fn create_snapshot(
     State(state): State<AppState>,
     auth: Auth,
@@ -326,6 +326,97 @@ pub async fn delete_snapshot(
         &snap,
         SnapshotOp::Delete,
         "volume.snapshot.delete",
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn vm_snapshot_op(
+    state: &AppState,
+    auth: &Auth,
+    q: &TenantQuery,
+    vm: &str,
+    snap: &str,
+    op: svc::VmSnapshotOp,
+    action: &str,
+) -> ApiResult<Vec<VolumeView>> {
+    let tenant = state.scope(auth, q).await?;
+    let target = format!("{vm}@{snap}");
+    let run = |entry| async {
+        let name = VmName::new(vm).map_err(|_| ApiError::not_found("vm", vm))?;
+        let s = volume_name("snapshot", snap)?;
+        svc::vm_snapshot(&state.ctx, &state.supervisor, tenant, name, s, op, entry)
+            .await
+            .map_err(ApiError::from)
+    };
+    let vols = state
+        .audited(auth, Some(tenant), action, &target, run)
+        .await?;
+    Ok(vols.into_iter().map(volume_view).collect())
+}
+
+#[utoipa::path(post, path = "/v1/vms/{name}/snapshots", request_body = CreateSnapshot,
+    responses((status = 201, body = [VolumeView], description = "the VM's volumes, each with the new snapshot"),
+              (status = 400, body = hostel_api::ApiErrorBody), (status = 404, body = hostel_api::ApiErrorBody),
+              (status = 409, body = hostel_api::ApiErrorBody, description = "no pool volumes, or the name is taken")))]
+pub async fn create_vm_snapshot(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+    ApiJson(body): ApiJson<CreateSnapshot>,
+) -> ApiResult<(StatusCode, Json<Vec<VolumeView>>)> {
+    let v = vm_snapshot_op(
+        &state,
+        &auth,
+        &q,
+        &name,
+        &body.name,
+        svc::VmSnapshotOp::Create,
+        "vm.snapshot.create",
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+#[utoipa::path(post, path = "/v1/vms/{name}/snapshots/{snapshot}/restore",
+    responses((status = 200, body = [VolumeView]), (status = 404, body = hostel_api::ApiErrorBody),
+              (status = 409, body = hostel_api::ApiErrorBody, description = "the VM is running")))]
+pub async fn restore_vm_snapshot(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath((name, snap)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+) -> ApiResult<Json<Vec<VolumeView>>> {
+    let v = vm_snapshot_op(
+        &state,
+        &auth,
+        &q,
+        &name,
+        &snap,
+        svc::VmSnapshotOp::Restore,
+        "vm.snapshot.restore",
+    )
+    .await?;
+    Ok(Json(v))
+}
+
+#[utoipa::path(delete, path = "/v1/vms/{name}/snapshots/{snapshot}",
+    responses((status = 204), (status = 404, body = hostel_api::ApiErrorBody), (status = 409, body = hostel_api::ApiErrorBody)))]
+pub async fn delete_vm_snapshot(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath((name, snap)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+) -> ApiResult<StatusCode> {
+    vm_snapshot_op(
+        &state,
+        &auth,
+        &q,
+        &name,
+        &snap,
+        svc::VmSnapshotOp::Delete,
+        "vm.snapshot.delete",
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)

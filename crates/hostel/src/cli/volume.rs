@@ -233,3 +233,63 @@ fn print(format: Format, v: &VolumeView) -> Result<()> {
     ]);
     Ok(())
 }
+
+#[derive(Subcommand, Debug)]
+pub enum VmSnapshotCommand {
+    /// Pause the VM, snapshot each of its volumes, continue it.
+    Create {
+        vm: String,
+        name: String,
+    },
+    /// Snapshots every volume of the VM has.
+    List {
+        vm: String,
+    },
+    /// Restore every volume of the (stopped) VM to the snapshot.
+    Restore {
+        vm: String,
+        name: String,
+    },
+    Delete {
+        vm: String,
+        name: String,
+    },
+}
+
+pub fn vm_snapshot(ctx: &Ctx, tenant: Option<&str>, cmd: VmSnapshotCommand) -> Result<()> {
+    let c = &ctx.client;
+    let vols = match cmd {
+        VmSnapshotCommand::Create { vm, name } => c.create_vm_snapshot(tenant, &vm, &name)?,
+        VmSnapshotCommand::Restore { vm, name } => c.restore_vm_snapshot(tenant, &vm, &name)?,
+        VmSnapshotCommand::Delete { vm, name } => {
+            c.delete_vm_snapshot(tenant, &vm, &name)?;
+            return Ok(());
+        }
+        VmSnapshotCommand::List { vm } => {
+            let vols: Vec<VolumeView> = c
+                .list_volumes(tenant)?
+                .into_iter()
+                .filter(|v| v.vm.as_deref() == Some(vm.as_str()))
+                .collect();
+            let mut common: Vec<String> = vols
+                .first()
+                .map(|v| v.snapshots.clone())
+                .unwrap_or_default();
+            common.retain(|s| vols.iter().all(|v| v.snapshots.contains(s)));
+            if ctx.format == Format::Json {
+                return output::json(&common);
+            }
+            for s in &common {
+                println!("{s}");
+            }
+            return Ok(());
+        }
+    };
+    if ctx.format == Format::Json {
+        return output::json(&vols);
+    }
+    for v in &vols {
+        println!("{}: {}", v.name, v.snapshots.join(", "));
+    }
+    Ok(())
+}
