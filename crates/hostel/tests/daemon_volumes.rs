@@ -10,7 +10,9 @@
 
 mod common;
 
-use common::api::{client, guest_dir, small_vm, stop_body, wait_vm};
+use common::api::{
+    client, daemon_with_failpoints, guest_dir, restart, small_vm, stop_body, wait_vm,
+};
 use common::{alive, boot_slots, poll, sigkill, DaemonCli, HOSTEL};
 use hostel_api::{AddDevice, Client, ClientError, CreateVolume};
 use hostel_testkit::daemon::TestDaemon;
@@ -234,6 +236,15 @@ fn refusals_change_nothing_and_tenants_see_only_their_volumes() {
         409,
         "name",
     );
+    // The operator's metrics show the pool's health and the volume.
+    let metrics = op.get_text("/metrics").unwrap();
+    for want in [
+        "hostel_storage_degraded 0".to_string(),
+        format!("hostel_volume_size_bytes{{tenant=\"acme\",volume=\"data\"}} {VOLUME_BYTES}"),
+        "hostel_volume_degraded_clusters{tenant=\"acme\",volume=\"data\"} 0".to_string(),
+    ] {
+        assert!(metrics.contains(&want), "no {want:?} in\n{metrics}");
+    }
     refused(
         ca.resize_volume(None, "data", VOLUME_BYTES / 2),
         400,
@@ -428,4 +439,46 @@ fn guest_data_survives_storage_kill_detach_daemon_restart_and_snapshot_restore()
     );
     refused(c.restore_snapshot(None, "data", "s1"), 409, "vm");
     refused(c.restore_vm_snapshot(None, "vm", "s1"), 409, "vm");
+}
+
+/// A daemon killed after recording a volume and before the pool made it: the next start
+/// undoes the record (its name and quota are free again); the storage process, which
+/// outlived the daemon, is found and used.
+#[test]
+fn an_interrupted_volume_create_is_undone_at_the_next_start() {
+    let Some(d) = daemon_with_failpoints("vol-cut", "volume.create.recorded") else {
+        return;
+    };
+    let op = client(&d, &d.operator_token);
+    let tmp = tempfile::tempdir().unwrap();
+    for p in sparse_devices(tmp.path(), &["a"]) {
+        op.add_storage_device(&AddDevice { path: p })
+            .expect("device add");
+    }
+    let t = d.tenant("acme", &[]);
+    let c = client(&d, &t.token);
+    let held = std::thread::spawn(move || c.create_volume(None, &volume("cut", VOLUME_BYTES)));
+    poll("the daemon at its failpoint", BOOT_TIMEOUT, || {
+        d.log().contains("holding at a failpoint").then_some(())
+    });
+    let storage = d.storage_pid().expect("storage process");
+    let d = restart(d);
+    assert!(
+        held.join().unwrap().is_err(),
+        "the cut create answered success"
+    );
+    let c = client(&d, &t.token);
+    assert!(
+        c.list_volumes(None).unwrap().is_empty(),
+        "the cut create left a volume"
+    );
+    assert_eq!(
+        d.storage_pid(),
+        Some(storage),
+        "the storage process was restarted"
+    );
+    let v = c
+        .create_volume(None, &volume("cut", VOLUME_BYTES))
+        .expect("create again");
+    assert_eq!((v.state.as_str(), v.copies), ("ready", 1));
 }

@@ -75,6 +75,16 @@ async fn pool_info(ctx: &Ctx) -> Result<Option<PoolInfo>, DaemonError> {
         .pool)
 }
 
+/// The pool's status when a storage process answers; never starts one (for `/metrics`).
+pub async fn pool_info_if_running(ctx: &Ctx) -> Result<Option<PoolInfo>, DaemonError> {
+    Ok(ctx
+        .storage
+        .status()
+        .await
+        .map_err(DaemonError::Storage)?
+        .pool)
+}
+
 /// Adds a device to the pool (the first creates it). The path must exist; it is recorded
 /// as given after resolving symlinks, so the same device cannot be added twice by two names.
 pub async fn add_device(
