@@ -119,7 +119,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     }
     tokio::spawn(adapters::networking::watchdog(ctx.clone()));
     // The pool before the VMs too: a VM with volumes connects to their sockets at launch.
-    service::volumes::reconcile(&ctx).await;
+    service::volume_reconcile::reconcile(&ctx).await;
     if let Err(e) = adapters::storage::sync(&ctx).await {
         tracing::error!(error = %e, "storage process not available; VMs with volumes cannot start");
     }

@@ -337,7 +337,7 @@ async fn vm_snapshot_op(
     q: &TenantQuery,
     vm: &str,
     snap: &str,
-    op: svc::VmSnapshotOp,
+    op: crate::service::vm_snapshot::VmSnapshotOp,
     action: &str,
 ) -> ApiResult<Vec<VolumeView>> {
     let tenant = state.scope(auth, q).await?;
@@ -345,9 +345,17 @@ async fn vm_snapshot_op(
     let run = |entry| async {
         let name = VmName::new(vm).map_err(|_| ApiError::not_found("vm", vm))?;
         let s = volume_name("snapshot", snap)?;
-        svc::vm_snapshot(&state.ctx, &state.supervisor, tenant, name, s, op, entry)
-            .await
-            .map_err(ApiError::from)
+        crate::service::vm_snapshot::vm_snapshot(
+            &state.ctx,
+            &state.supervisor,
+            tenant,
+            name,
+            s,
+            op,
+            entry,
+        )
+        .await
+        .map_err(ApiError::from)
     };
     let vols = state
         .audited(auth, Some(tenant), action, &target, run)
@@ -372,7 +380,7 @@ pub async fn create_vm_snapshot(
         &q,
         &name,
         &body.name,
-        svc::VmSnapshotOp::Create,
+        crate::service::vm_snapshot::VmSnapshotOp::Create,
         "vm.snapshot.create",
     )
     .await?;
@@ -394,7 +402,7 @@ pub async fn restore_vm_snapshot(
         &q,
         &name,
         &snap,
-        svc::VmSnapshotOp::Restore,
+        crate::service::vm_snapshot::VmSnapshotOp::Restore,
         "vm.snapshot.restore",
     )
     .await?;
@@ -415,7 +423,7 @@ pub async fn delete_vm_snapshot(
         &q,
         &name,
         &snap,
-        svc::VmSnapshotOp::Delete,
+        crate::service::vm_snapshot::VmSnapshotOp::Delete,
         "vm.snapshot.delete",
     )
     .await?;

@@ -26,9 +26,11 @@ pub mod standby;
 pub mod tenants;
 pub mod tokens;
 mod vm_create;
+pub mod vm_snapshot;
 #[cfg(test)]
 mod vm_tests;
 pub mod vms;
+pub mod volume_reconcile;
 pub mod volumes;
 
 pub use error::{image_error, DaemonError};

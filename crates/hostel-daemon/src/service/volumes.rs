@@ -1,7 +1,8 @@
 //! The host's storage pool and the tenants' volumes. Each change is recorded in the store
 //! first (a device as `adding`, a volume as `creating` or `deleting`, with its audit entry
 //! and quota check), then carried out by the storage process, then marked done; a daemon
-//! killed between the two is finished or undone by [`reconcile`] at its next start.
+//! killed between the two is finished or undone by [`super::volume_reconcile::reconcile`] at
+//! its next start. VM snapshots: `vm_snapshot.rs`.
 
 use super::DaemonError;
 use crate::adapters::storage_link::StorageLinkError;
@@ -11,7 +12,7 @@ use hostel_state::{
     QuotaViolation, StorageDevice, StoreError, TenantId, Vm, Volume, VolumeName, VolumeState,
 };
 use hostel_storage_proto::{ErrorKind, PoolInfo, Request, VolumeStatus};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Largest volume a tenant may ask for (the pool's own limit is higher).
 pub const MAX_VOLUME_BYTES: u64 = 16 << 40;
@@ -50,11 +51,11 @@ pub struct DeviceView {
     pub pool: Option<hostel_storage_proto::DeviceStatus>,
 }
 
-async fn ready_devices(ctx: &Ctx) -> Result<Vec<PathBuf>, DaemonError> {
+pub(super) async fn ready_devices(ctx: &Ctx) -> Result<Vec<PathBuf>, DaemonError> {
     Ok(crate::adapters::storage::pool_devices(ctx).await?)
 }
 
-async fn running_storage(ctx: &Ctx) -> Result<(), DaemonError> {
+pub(super) async fn running_storage(ctx: &Ctx) -> Result<(), DaemonError> {
     let devices = ready_devices(ctx).await?;
     ctx.storage
         .ensure_running(&devices)
@@ -62,7 +63,7 @@ async fn running_storage(ctx: &Ctx) -> Result<(), DaemonError> {
         .map_err(DaemonError::Storage)
 }
 
-async fn pool_info(ctx: &Ctx) -> Result<Option<PoolInfo>, DaemonError> {
+pub(super) async fn pool_info(ctx: &Ctx) -> Result<Option<PoolInfo>, DaemonError> {
     if ready_devices(ctx).await?.is_empty() {
         return Ok(None);
     }
@@ -212,7 +213,11 @@ fn check_size(size: u64) -> Result<(), DaemonError> {
 }
 
 /// Refuses growth when the tenant's volumes already hold its allocated-bytes quota.
-async fn check_allocated(ctx: &Ctx, tenant: TenantId, pool: &PoolInfo) -> Result<(), DaemonError> {
+pub(super) async fn check_allocated(
+    ctx: &Ctx,
+    tenant: TenantId,
+    pool: &PoolInfo,
+) -> Result<(), DaemonError> {
     let (quota, vols) = ctx
         .db(move |s| Ok::<_, StoreError>((s.get_storage_quota(&tenant)?, s.list_volumes(&tenant)?)))
         .await?;
@@ -310,7 +315,7 @@ pub async fn find(ctx: &Ctx, tenant: TenantId, name: VolumeName) -> Result<Volum
         .await?)
 }
 
-async fn view(ctx: &Ctx, vols: Vec<Volume>) -> Result<Vec<VolumeView>, DaemonError> {
+pub(super) async fn view(ctx: &Ctx, vols: Vec<Volume>) -> Result<Vec<VolumeView>, DaemonError> {
     let pool = pool_info(ctx).await.ok().flatten();
     let mut out = Vec::with_capacity(vols.len());
     for v in vols {
@@ -364,7 +369,7 @@ fn is_up(vm: &Vm) -> bool {
         )
 }
 
-fn must_be_stopped(vm: &Vm, what: &str) -> Result<(), DaemonError> {
+pub(super) fn must_be_stopped(vm: &Vm, what: &str) -> Result<(), DaemonError> {
     if is_up(vm) {
         return Err(DaemonError::conflict(
             Some("vm"),
@@ -484,7 +489,7 @@ pub async fn delete(
     finish_delete(ctx, &v).await
 }
 
-async fn finish_delete(ctx: &Ctx, v: &Volume) -> Result<(), DaemonError> {
+pub(super) async fn finish_delete(ctx: &Ctx, v: &Volume) -> Result<(), DaemonError> {
     running_storage(ctx).await?;
     ctx.storage
         .request(&Request::VolumeDelete {
@@ -547,223 +552,4 @@ pub async fn snapshot(
         vm_name: None,
         pool: r.volume,
     })
-}
-
-/// Finishes or undoes what a daemon killed mid-change left: a device being added is kept
-/// if the pool has it, a volume being created likewise; a volume being deleted is deleted.
-pub async fn reconcile(ctx: &Ctx) {
-    if let Err(e) = reconcile_inner(ctx).await {
-        tracing::error!(error = %e, "storage reconcile failed; retried at the next start");
-    }
-}
-
-async fn reconcile_inner(ctx: &Ctx) -> Result<(), DaemonError> {
-    let devs = ctx.db(|s| s.list_storage_devices()).await?;
-    let vols = ctx.db(|s| s.list_all_volumes()).await?;
-    let pending_dev = devs.iter().any(|d| d.state == DeviceState::Adding);
-    let pending_vol = vols.iter().any(|v| v.state != VolumeState::Ready);
-    if !pending_dev && !pending_vol {
-        return Ok(());
-    }
-    // Devices first: the pool may have taken a device the record calls `adding`; the
-    // storage process is started on the ready ones plus those (a device of another pool,
-    // or never formatted, is refused at open and so known not to be the pool's).
-    for d in devs.iter().filter(|d| d.state == DeviceState::Adding) {
-        let mut with: Vec<PathBuf> = ready_devices(ctx).await?;
-        with.push(PathBuf::from(&d.path));
-        let taken = probe_pool_has(ctx, &with, &d.path).await;
-        let p = d.path.clone();
-        if taken {
-            tracing::info!(device = %d.path, "finishing an interrupted device add");
-            ctx.db(move |s| s.set_storage_device_state(&p, DeviceState::Ready))
-                .await?;
-        } else {
-            tracing::info!(device = %d.path, "undoing an interrupted device add");
-            ctx.db(move |s| s.remove_storage_device(&p, None)).await?;
-        }
-    }
-    let Some(pool) = pool_info(ctx).await? else {
-        return Ok(());
-    };
-    for v in vols {
-        match v.state {
-            VolumeState::Ready => {}
-            VolumeState::Creating => {
-                let id = v.id;
-                let st = pool.volumes.iter().find(|p| p.name == v.pool_name());
-                if st.is_some() {
-                    tracing::info!(volume = %v.id, "finishing an interrupted volume create");
-                    ctx.db(move |s| s.set_volume_state(&id, VolumeState::Ready))
-                        .await?;
-                } else {
-                    tracing::info!(volume = %v.id, "undoing an interrupted volume create");
-                    ctx.db(move |s| s.finish_volume_delete(&id)).await?;
-                }
-            }
-            VolumeState::Deleting => {
-                tracing::info!(volume = %v.id, "finishing an interrupted volume delete");
-                finish_delete(ctx, &v).await?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Whether the pool opened on `devices` lists `path`: a storage process is (re)started on
-/// them if the running one does not list it.
-async fn probe_pool_has(ctx: &Ctx, devices: &[PathBuf], path: &str) -> bool {
-    let listed = |info: &Option<PoolInfo>| {
-        info.as_ref()
-            .is_some_and(|p| p.devices.iter().any(|d| d.path.as_deref() == Some(path)))
-    };
-    if let Ok(st) = ctx.storage.status().await {
-        if listed(&st.pool) {
-            return true;
-        }
-        if st.pool.is_some() {
-            return false;
-        }
-    }
-    // No process (the daemon's start): open the pool with the device among the others.
-    if ctx.storage.ensure_running(devices).await.is_ok() {
-        if let Ok(st) = ctx.storage.status().await {
-            return listed(&st.pool);
-        }
-    }
-    // The device is not part of any pool: the process refused to open with it. Start it
-    // again on the others.
-    let others: Vec<PathBuf> = devices
-        .iter()
-        .filter(|d| Path::new(path) != d.as_path())
-        .cloned()
-        .collect();
-    let _ = ctx.storage.ensure_running(&others).await;
-    false
-}
-
-/// `vm snapshot`: one snapshot of every pool volume of a VM, taken at one instant.
-pub enum VmSnapshotOp {
-    Create,
-    Restore,
-    Delete,
-}
-
-/// Snapshots all of a VM's pool volumes as one. A create on a running VM pauses its vCPUs
-/// (QMP `stop`), snapshots each volume (metadata only: milliseconds each), and continues
-/// it (`cont`) whatever happened: the snapshots are crash-consistent, as if the power had
-/// gone at that instant. A create that fails on one volume deletes the ones it made; a
-/// restore needs the VM stopped.
-pub async fn vm_snapshot(
-    ctx: &Ctx,
-    supervisor: &crate::supervisor::Supervisor,
-    tenant: TenantId,
-    vm_name: hostel_state::VmName,
-    snapshot: VolumeName,
-    op: VmSnapshotOp,
-    audit: NewAuditEntry,
-) -> Result<Vec<VolumeView>, DaemonError> {
-    let vm = ctx.db(move |s| s.get_vm_by_name(&tenant, &vm_name)).await?;
-    let vm_id = vm.id;
-    let vols: Vec<Volume> = ctx
-        .db(move |s| s.list_volumes_of_vm(&vm_id))
-        .await?
-        .into_iter()
-        .filter(|v| v.state == VolumeState::Ready)
-        .collect();
-    if vols.is_empty() {
-        return Err(DaemonError::conflict(
-            Some("name"),
-            format!("VM {} has no pool volumes", vm.name),
-        ));
-    }
-    let Some(pool) = pool_info(ctx).await? else {
-        return Err(DaemonError::conflict(None, "this host has no storage pool"));
-    };
-    let snap = snapshot.as_str().to_string();
-    let has = |v: &Volume| {
-        pool.volumes
-            .iter()
-            .any(|p| p.name == v.pool_name() && p.snapshots.contains(&snap))
-    };
-    match op {
-        VmSnapshotOp::Create => {
-            if let Some(v) = vols.iter().find(|v| has(v)) {
-                return Err(DaemonError::conflict(
-                    Some("snapshot"),
-                    format!("volume {} has a snapshot {snap} already", v.name),
-                ));
-            }
-            check_allocated(ctx, tenant, &pool).await?;
-            supervisor.freeze(&vm, true).await?;
-            let mut made = Vec::new();
-            let mut failed = None;
-            for v in &vols {
-                let r = ctx
-                    .storage
-                    .request(&Request::SnapshotCreate {
-                        volume: v.pool_name(),
-                        snapshot: snap.clone(),
-                    })
-                    .await;
-                match r {
-                    Ok(_) => made.push(v.pool_name()),
-                    Err(e) => {
-                        failed = Some(storage_error(e, "snapshot"));
-                        break;
-                    }
-                }
-            }
-            let resumed = supervisor.freeze(&vm, false).await;
-            if let Some(e) = failed {
-                for name in made {
-                    let _ = ctx
-                        .storage
-                        .request(&Request::SnapshotDelete {
-                            volume: name,
-                            snapshot: snap.clone(),
-                        })
-                        .await;
-                }
-                return Err(e);
-            }
-            resumed?;
-        }
-        VmSnapshotOp::Restore => {
-            must_be_stopped(&vm, "restore its snapshot")?;
-            if let Some(v) = vols.iter().find(|v| !has(v)) {
-                return Err(DaemonError::NotFound {
-                    kind: "snapshot",
-                    name: format!("{}@{snap}", v.name),
-                });
-            }
-            for v in &vols {
-                ctx.storage
-                    .request(&Request::SnapshotRestore {
-                        volume: v.pool_name(),
-                        snapshot: snap.clone(),
-                    })
-                    .await
-                    .map_err(|e| storage_error(e, "snapshot"))?;
-            }
-        }
-        VmSnapshotOp::Delete => {
-            if !vols.iter().any(|v| has(v)) {
-                return Err(DaemonError::NotFound {
-                    kind: "snapshot",
-                    name: snap,
-                });
-            }
-            for v in vols.iter().filter(|v| has(v)) {
-                ctx.storage
-                    .request(&Request::SnapshotDelete {
-                        volume: v.pool_name(),
-                        snapshot: snap.clone(),
-                    })
-                    .await
-                    .map_err(|e| storage_error(e, "snapshot"))?;
-            }
-        }
-    }
-    ctx.db(move |s| s.append_audit(&audit)).await?;
-    view(ctx, vols).await
 }
