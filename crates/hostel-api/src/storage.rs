@@ -193,3 +193,69 @@ impl Client {
         self.delete(&format!("/v1/vms/{vm}/snapshots/{snap}{}", q(tenant)))
     }
 }
+
+/// `POST /v1/volumes/{name}/backups`: a snapshot exported to a backup (full, or only what
+/// changed since `base`, another snapshot of the same volume).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBackup {
+    /// The backup's name (unique in the tenant).
+    pub name: String,
+    pub snapshot: String,
+    #[serde(default)]
+    pub base: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BackupView {
+    pub name: String,
+    pub volume: String,
+    pub snapshot: String,
+    pub base: Option<String>,
+    /// The volume's size when backed up: what a restore provisions.
+    pub size_bytes: u64,
+    pub file_bytes: u64,
+}
+
+/// `POST /v1/backups/{name}/restore`: into a new volume.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreBackup {
+    pub volume: String,
+}
+
+impl Client {
+    pub fn create_backup(
+        &self,
+        tenant: Option<&str>,
+        volume: &str,
+        body: &CreateBackup,
+    ) -> Result<BackupView> {
+        self.send(
+            "POST",
+            &format!("/v1/volumes/{volume}/backups{}", q(tenant)),
+            body,
+        )
+    }
+    pub fn list_backups(&self, tenant: Option<&str>) -> Result<Vec<BackupView>> {
+        self.get(&format!("/v1/backups{}", q(tenant)))
+    }
+    pub fn delete_backup(&self, tenant: Option<&str>, name: &str) -> Result<()> {
+        self.delete(&format!("/v1/backups/{name}{}", q(tenant)))
+    }
+    pub fn restore_backup(
+        &self,
+        tenant: Option<&str>,
+        name: &str,
+        volume: &str,
+    ) -> Result<VolumeView> {
+        let body = RestoreBackup {
+            volume: volume.to_string(),
+        };
+        self.send(
+            "POST",
+            &format!("/v1/backups/{name}/restore{}", q(tenant)),
+            &body,
+        )
+    }
+}

@@ -4,7 +4,8 @@
 //! `kill -9` of the storage process in the middle of its writes (the VM keeps its QEMU, the
 //! daemon restarts storage, the guest carries on), after the daemon and the storage process
 //! are both killed and started again, and a VM snapshot of the running guest (vCPUs paused
-//! for it) restored gives the exact contents back.
+//! for it) restored gives the exact contents back, as does a backup of it restored into a
+//! new volume.
 //! Refusals (bad input, quota, another tenant's volume) are 4xx naming the field and change
 //! nothing. Guests boot under TCG; skipped without the guest assets.
 
@@ -302,6 +303,42 @@ fn refusals_change_nothing_and_tenants_see_only_their_volumes() {
         .expect("snapshot delete");
     assert!(ca.show_volume(None, "data").unwrap().snapshots.is_empty());
 
+    // Backups: of a snapshot only, named uniquely, restored into a new volume (with the
+    // snapshot) within the quota; another tenant sees none of them.
+    ca.create_snapshot(None, "data", "b").expect("snapshot");
+    let bk = |snapshot: &str, name: &str| hostel_api::CreateBackup {
+        name: name.to_string(),
+        snapshot: snapshot.to_string(),
+        base: None,
+    };
+    assert_eq!(
+        ca.create_backup(None, "data", &bk("nosuch", "b0"))
+            .unwrap_err()
+            .status(),
+        Some(404)
+    );
+    let b = ca
+        .create_backup(None, "data", &bk("b", "b1"))
+        .expect("backup");
+    assert_eq!((b.size_bytes, b.snapshot.as_str()), (VOLUME_BYTES, "b"));
+    assert!(b.file_bytes > 0);
+    refused(ca.create_backup(None, "data", &bk("b", "b1")), 409, "name");
+    assert_eq!(ca.list_backups(None).unwrap().len(), 1);
+    assert!(cb.list_backups(None).unwrap().is_empty());
+    assert_eq!(
+        cb.restore_backup(None, "b1", "mine").unwrap_err().status(),
+        Some(404)
+    );
+    refused(ca.restore_backup(None, "b1", "data"), 409, "name");
+    let copy = ca.restore_backup(None, "b1", "copy").expect("restore");
+    assert_eq!(
+        (copy.size_bytes, copy.snapshots.clone()),
+        (VOLUME_BYTES, vec!["b".to_string()])
+    );
+    ca.delete_volume(None, "copy").expect("delete copy");
+    ca.delete_snapshot(None, "data", "b")
+        .expect("snapshot delete");
+
     // Audited, under the tenant.
     let audit = op.audit(Some("acme"), 100).unwrap();
     for action in [
@@ -389,6 +426,14 @@ fn guest_data_survives_storage_kill_detach_daemon_restart_and_snapshot_restore()
     let v = c.vms(None).show("vm").unwrap();
     assert_eq!((v.state.as_str(), v.pid), ("running", pid), "{v:?}");
 
+    // A full backup of that snapshot, restored at the end into a new volume.
+    let backup = hostel_api::CreateBackup {
+        name: "b1".into(),
+        snapshot: "s1".into(),
+        base: None,
+    };
+    c.create_backup(None, "data", &backup).expect("backup");
+
     // Detach and attach again; boot 2 reads what boot 1 wrote.
     stop(&c, "vm");
     c.detach_volume(None, "data").expect("detach");
@@ -439,6 +484,22 @@ fn guest_data_survives_storage_kill_detach_daemon_restart_and_snapshot_restore()
     );
     refused(c.restore_snapshot(None, "data", "s1"), 409, "vm");
     refused(c.restore_vm_snapshot(None, "vm", "s1"), 409, "vm");
+
+    // The backup restored into a new volume, in place of the old one: boot 4 reads boot 1's
+    // data from it.
+    stop(&c, "vm");
+    c.restore_backup(None, "b1", "copy")
+        .expect("restore backup");
+    c.detach_volume(None, "data").expect("detach");
+    c.attach_volume(None, "copy", "vm").expect("attach copy");
+    start(&c, "vm");
+    let boot4 = boot_lines(&c, "vm", 4, BOOT_TIMEOUT + WRITES_TIMEOUT);
+    check_boot(&boot4);
+    assert_eq!(
+        value(&boot4, "BEFORE="),
+        written,
+        "backup b1 restored exactly"
+    );
 }
 
 /// A daemon killed after recording a volume and before the pool made it: the next start

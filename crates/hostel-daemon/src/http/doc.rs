@@ -47,6 +47,7 @@ fn tenant_scoped(path: &str) -> bool {
         || path.starts_with("/v1/addresses")
         || path.starts_with("/v1/firewall")
         || path.starts_with("/v1/volumes")
+        || path.starts_with("/v1/backups")
         || path == "/v1/tokens"
 }
 

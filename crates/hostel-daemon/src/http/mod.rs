@@ -190,6 +190,13 @@ pub fn router(state: AppState) -> Router {
             "/v1/vms/{name}/snapshots/{snapshot}/restore",
             post(volumes::restore_vm_snapshot),
         )
+        .route("/v1/volumes/{name}/backups", post(volumes::create_backup))
+        .route("/v1/backups", get(volumes::list_backups))
+        .route(
+            "/v1/backups/{name}",
+            axum::routing::delete(volumes::delete_backup),
+        )
+        .route("/v1/backups/{name}/restore", post(volumes::restore_backup))
         .route("/v1/volumes/{name}/attach", post(volumes::attach))
         .route("/v1/volumes/{name}/detach", post(volumes::detach))
         .route("/v1/volumes/{name}/resize", post(volumes::resize))
@@ -317,6 +324,10 @@ async fn run_changes_to_completion(
         volumes::create_vm_snapshot,
         volumes::restore_vm_snapshot,
         volumes::delete_vm_snapshot,
+        volumes::create_backup,
+        volumes::list_backups,
+        volumes::delete_backup,
+        volumes::restore_backup,
     ),
     components(schemas(hostel_api::ApiErrorBody)),
     modifiers(&Security)

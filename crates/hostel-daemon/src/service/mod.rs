@@ -13,6 +13,7 @@
 
 pub mod addresses;
 pub mod agent;
+pub mod backups;
 pub mod edge;
 mod error;
 pub mod firewall;

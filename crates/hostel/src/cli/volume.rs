@@ -72,6 +72,30 @@ pub enum VolumeCommand {
     /// Snapshots: create, list, restore (VM stopped), delete.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Export a snapshot to a backup (full, or since --base, another snapshot).
+    Backup {
+        volume: String,
+        #[arg(long)]
+        snapshot: String,
+        /// The backup's name.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        base: Option<String>,
+    },
+    /// Restore a backup into a new volume.
+    Restore {
+        backup: String,
+        /// The new volume's name.
+        #[arg(long)]
+        name: String,
+    },
+    /// List the tenant's backups.
+    Backups,
+    /// Delete a backup.
+    BackupDelete {
+        backup: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -180,6 +204,31 @@ pub fn main(ctx: &Ctx, args: VolumeArgs) -> Result<()> {
         ),
         VolumeCommand::Delete { name } => {
             c.delete_volume(tenant, &name)?;
+            Ok(())
+        }
+        VolumeCommand::Backup {
+            volume,
+            snapshot,
+            name,
+            base,
+        } => {
+            let b = c.create_backup(
+                tenant,
+                &volume,
+                &hostel_api::CreateBackup {
+                    name,
+                    snapshot,
+                    base,
+                },
+            )?;
+            print_backups(ctx.format, &[b])
+        }
+        VolumeCommand::Restore { backup, name } => {
+            print(ctx.format, &c.restore_backup(tenant, &backup, &name)?)
+        }
+        VolumeCommand::Backups => print_backups(ctx.format, &c.list_backups(tenant)?),
+        VolumeCommand::BackupDelete { backup } => {
+            c.delete_backup(tenant, &backup)?;
             Ok(())
         }
         VolumeCommand::Snapshot(s) => match s {
@@ -291,5 +340,24 @@ pub fn vm_snapshot(ctx: &Ctx, tenant: Option<&str>, cmd: VmSnapshotCommand) -> R
     for v in &vols {
         println!("{}: {}", v.name, v.snapshots.join(", "));
     }
+    Ok(())
+}
+
+fn print_backups(format: Format, bs: &[hostel_api::BackupView]) -> Result<()> {
+    if format == Format::Json {
+        return output::json(bs);
+    }
+    let mut t = Table::new(&["name", "volume", "snapshot", "base", "size", "file bytes"]);
+    for b in bs {
+        t.row(vec![
+            b.name.clone(),
+            b.volume.clone(),
+            b.snapshot.clone(),
+            output::opt(b.base.clone()),
+            b.size_bytes.to_string(),
+            b.file_bytes.to_string(),
+        ]);
+    }
+    t.print();
     Ok(())
 }
