@@ -114,7 +114,7 @@ pub async fn vm_snapshot(
             }
         }
         VmSnapshotOp::Delete => {
-            if !vols.iter().any(|v| has(v)) {
+            if !vols.iter().any(&has) {
                 return Err(DaemonError::NotFound {
                     kind: "snapshot",
                     name: snap,
