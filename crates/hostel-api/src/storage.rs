@@ -259,3 +259,27 @@ impl Client {
         )
     }
 }
+
+/// `PUT /v1/tenants/{tenant}/storage_quota` (operator): the tenant's volume limits.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StorageQuotaBody {
+    /// Sum of the sizes of its volumes.
+    pub max_volume_bytes: u64,
+    /// Bytes its volumes (and their snapshots) hold in the pool: creates and snapshots are
+    /// refused once reached.
+    pub max_volume_allocated_bytes: u64,
+}
+
+impl Client {
+    pub fn storage_quota(&self, tenant: &str) -> Result<StorageQuotaBody> {
+        self.get(&format!("/v1/tenants/{tenant}/storage_quota"))
+    }
+    pub fn set_storage_quota(
+        &self,
+        tenant: &str,
+        body: &StorageQuotaBody,
+    ) -> Result<StorageQuotaBody> {
+        self.send("PUT", &format!("/v1/tenants/{tenant}/storage_quota"), body)
+    }
+}

@@ -54,7 +54,7 @@ pub trait Store: Send + Sync {
     /// Replaces the quota. Lowering it below current usage is allowed (it
     /// only blocks growth); existing VMs are never evicted by the store.
     fn set_quota(&self, id: &TenantId, quota: Quota, audit: &NewAuditEntry) -> Result<Tenant>;
-    /// Fails with `Conflict` while the tenant still has VMs or networks, so
+    /// Fails with `Conflict` while the tenant still has VMs, networks or volumes, so
     /// deleting a tenant can never orphan running machines or switch state.
     /// Its tokens are deleted too.
     fn delete_tenant(&self, id: &TenantId) -> Result<()>;

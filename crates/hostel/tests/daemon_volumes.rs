@@ -237,6 +237,25 @@ fn refusals_change_nothing_and_tenants_see_only_their_volumes() {
         409,
         "name",
     );
+    // The operator's storage quota: 128 MiB provisioned leaves no room for 65 MiB more.
+    let out = d.op(&[
+        "quota",
+        "storage",
+        "acme",
+        "--volume-bytes",
+        "128M",
+        "-o",
+        "json",
+    ]);
+    let q: hostel_api::StorageQuotaBody = out.json();
+    assert_eq!(q.max_volume_bytes, 128 << 20);
+    refused(
+        ca.create_volume(None, &volume("two", 65 << 20)),
+        409,
+        "volume_bytes",
+    );
+    assert_eq!(ca.list_volumes(None).unwrap().len(), 1);
+    assert_eq!(ca.storage_quota("acme").unwrap_err().status(), Some(404));
     // The operator's metrics show the pool's health and the volume.
     let metrics = op.get_text("/metrics").unwrap();
     for want in [
@@ -275,6 +294,18 @@ fn refusals_change_nothing_and_tenants_see_only_their_volumes() {
     ] {
         assert_eq!(r.unwrap_err().status(), Some(404));
     }
+    assert!(cb.list_volumes(None).unwrap().is_empty());
+    // A tenant at its allocated-bytes quota (0 here) can create nothing more.
+    let zero = hostel_api::StorageQuotaBody {
+        max_volume_bytes: 1 << 30,
+        max_volume_allocated_bytes: 0,
+    };
+    op.set_storage_quota("bravo", &zero).expect("storage quota");
+    refused(
+        cb.create_volume(None, &volume("b", VOLUME_BYTES)),
+        409,
+        "volume_allocated_bytes",
+    );
     assert!(cb.list_volumes(None).unwrap().is_empty());
     // Nor can acme attach its volume to bravo's VM.
     assert_eq!(

@@ -37,6 +37,8 @@ const OPERATOR_ONLY: &[(&str, &str)] = &[
     ("get", "/v1/storage/devices"),
     ("post", "/v1/storage/devices"),
     ("post", "/v1/storage/devices/remove"),
+    ("get", "/v1/tenants/{tenant}/storage_quota"),
+    ("put", "/v1/tenants/{tenant}/storage_quota"),
 ];
 
 /// Routes acting within one tenant: the operator names it with `?tenant=`.

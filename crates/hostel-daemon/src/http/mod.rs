@@ -193,6 +193,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/volumes/{name}/backups", post(volumes::create_backup))
         .route("/v1/backups", get(volumes::list_backups))
         .route(
+            "/v1/tenants/{tenant}/storage_quota",
+            get(volumes::storage_quota).put(volumes::set_storage_quota),
+        )
+        .route(
             "/v1/backups/{name}",
             axum::routing::delete(volumes::delete_backup),
         )
@@ -328,6 +332,8 @@ async fn run_changes_to_completion(
         volumes::list_backups,
         volumes::delete_backup,
         volumes::restore_backup,
+        volumes::storage_quota,
+        volumes::set_storage_quota,
     ),
     components(schemas(hostel_api::ApiErrorBody)),
     modifiers(&Security)

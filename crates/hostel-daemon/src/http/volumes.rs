@@ -529,3 +529,60 @@ pub async fn restore_backup(
         .await?;
     Ok((StatusCode::CREATED, Json(volume_view(v))))
 }
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/storage_quota",
+    responses((status = 200, body = hostel_api::StorageQuotaBody), (status = 404, body = hostel_api::ApiErrorBody)))]
+pub async fn storage_quota(
+    State(state): State<AppState>,
+    Operator(_): Operator,
+    ApiPath(tenant): ApiPath<String>,
+) -> ApiResult<Json<hostel_api::StorageQuotaBody>> {
+    let t = crate::service::tenants::Tenants::new(&state.ctx.store)
+        .find(None, &tenant)
+        .await?;
+    let q = state.db(move |s| Ok(s.get_storage_quota(&t.id)?)).await?;
+    Ok(Json(hostel_api::StorageQuotaBody {
+        max_volume_bytes: q.max_volume_bytes,
+        max_volume_allocated_bytes: q.max_volume_allocated_bytes,
+    }))
+}
+
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/storage_quota", request_body = hostel_api::StorageQuotaBody,
+    responses((status = 200, body = hostel_api::StorageQuotaBody), (status = 400, body = hostel_api::ApiErrorBody), (status = 404, body = hostel_api::ApiErrorBody)))]
+pub async fn set_storage_quota(
+    State(state): State<AppState>,
+    Operator(auth): Operator,
+    ApiPath(tenant): ApiPath<String>,
+    ApiJson(body): ApiJson<hostel_api::StorageQuotaBody>,
+) -> ApiResult<Json<hostel_api::StorageQuotaBody>> {
+    let set = |entry| async {
+        for (field, v) in [
+            ("max_volume_bytes", body.max_volume_bytes),
+            (
+                "max_volume_allocated_bytes",
+                body.max_volume_allocated_bytes,
+            ),
+        ] {
+            if v > i64::MAX as u64 {
+                return Err(ApiError::invalid(field, "at most 2^63 - 1"));
+            }
+        }
+        let t = crate::service::tenants::Tenants::new(&state.ctx.store)
+            .find(None, &tenant)
+            .await?;
+        let q = hostel_state::StorageQuota {
+            max_volume_bytes: body.max_volume_bytes,
+            max_volume_allocated_bytes: body.max_volume_allocated_bytes,
+        };
+        Ok(state
+            .db(move |s| Ok(s.set_storage_quota(&t.id, q, &entry)?))
+            .await?)
+    };
+    let q = state
+        .audited(&auth, None, "quota.storage.set", &tenant, set)
+        .await?;
+    Ok(Json(hostel_api::StorageQuotaBody {
+        max_volume_bytes: q.max_volume_bytes,
+        max_volume_allocated_bytes: q.max_volume_allocated_bytes,
+    }))
+}

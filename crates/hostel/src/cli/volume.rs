@@ -107,7 +107,7 @@ pub enum SnapshotCommand {
 }
 
 /// `10G` → 10 GiB in bytes.
-fn parse_size(s: &str) -> Result<u64> {
+pub(super) fn parse_size(s: &str) -> Result<u64> {
     let (num, shift) = match s.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
             let shift = match c.to_ascii_uppercase() {
