@@ -62,7 +62,25 @@ struct State {
 pub fn run(control: &Path, devices: &[PathBuf]) -> Result<(), ControlError> {
     let mut state = State::default();
     if !devices.is_empty() {
-        let pool = Arc::new(Pool::open(open_devices(devices)?)?);
+        // A device that cannot be opened (gone, renamed, failed) is left out: the pool
+        // opens degraded on the others and re-mirrors what it held.
+        let mut opened_devs = Vec::new();
+        let mut first_err = None;
+        for d in devices {
+            match open_devices(std::slice::from_ref(d)) {
+                Ok(mut v) => opened_devs.append(&mut v),
+                Err(e) => {
+                    tracing::error!(error = %e, "device left out of the pool");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if opened_devs.is_empty() {
+            if let Some(e) = first_err {
+                return Err(e);
+            }
+        }
+        let pool = Arc::new(Pool::open(opened_devs)?);
         state.pool = Some(opened(pool)?);
     }
     let _ = std::fs::remove_file(control);

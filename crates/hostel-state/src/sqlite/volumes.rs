@@ -299,3 +299,92 @@ pub(super) fn remove(c: &Connection, id: &VolumeId) -> DbResult<()> {
         .execute([id.to_string()])?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        Actor, NewAuditEntry, NewVolume, Quota, SqliteStore, StorageQuota, Store, StoreError,
+        TenantName, VolumeName, VolumeState,
+    };
+
+    #[test]
+    fn quota_names_resizes_deletes_and_device_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let sys = |a: &str| NewAuditEntry::ok(Actor::System, None, a, "t");
+        let quota = Quota {
+            max_vcpus: 1,
+            max_memory_mib: 128,
+            max_disk_gib: 1,
+            max_vms: 1,
+            max_networks: 0,
+            max_uplinks: 0,
+            max_public_addresses: 0,
+        };
+        let t = store
+            .create_tenant(
+                &TenantName::new("acme").unwrap(),
+                quota,
+                &sys("tenant.create"),
+            )
+            .unwrap()
+            .id;
+        let q = StorageQuota {
+            max_volume_bytes: 100,
+            max_volume_allocated_bytes: 100,
+        };
+        store.set_storage_quota(&t, q, &sys("quota")).unwrap();
+        let new = |n: &str, size| NewVolume {
+            name: VolumeName::new(n).unwrap(),
+            size_bytes: size,
+            copies: 1,
+        };
+        let v = store.create_volume(&t, &new("a", 60), &sys("c")).unwrap();
+        assert_eq!(v.state, VolumeState::Creating);
+        // Quota counts every volume of the tenant, the one being created included.
+        let e = store
+            .create_volume(&t, &new("b", 41), &sys("c"))
+            .unwrap_err();
+        assert!(matches!(e, StoreError::QuotaExceeded(_)), "{e}");
+        assert!(matches!(
+            store
+                .create_volume(&t, &new("a", 1), &sys("c"))
+                .unwrap_err(),
+            StoreError::Conflict { .. }
+        ));
+        assert!(
+            matches!(
+                store.resize_volume(&v.id, 101, &sys("r")).unwrap_err(),
+                StoreError::Conflict { .. }
+            ),
+            "a volume still being created cannot be resized"
+        );
+        store.set_volume_state(&v.id, VolumeState::Ready).unwrap();
+        assert!(matches!(
+            store.resize_volume(&v.id, 101, &sys("r")).unwrap_err(),
+            StoreError::QuotaExceeded(_)
+        ));
+        assert_eq!(
+            store
+                .resize_volume(&v.id, 100, &sys("r"))
+                .unwrap()
+                .size_bytes,
+            100
+        );
+        assert_eq!(store.list_volumes(&t).unwrap().len(), 1);
+        assert_eq!(
+            store.begin_volume_delete(&v.id, &sys("d")).unwrap().state,
+            VolumeState::Deleting
+        );
+        store.finish_volume_delete(&v.id).unwrap();
+        assert!(store.list_all_volumes().unwrap().is_empty());
+        // Devices: one record per path.
+        store.add_storage_device("/dev/x", &sys("dev")).unwrap();
+        assert!(matches!(
+            store.add_storage_device("/dev/x", &sys("dev")).unwrap_err(),
+            StoreError::Conflict { .. }
+        ));
+        store.remove_storage_device("/dev/x", None).unwrap();
+        assert!(store.list_storage_devices().unwrap().is_empty());
+    }
+}
