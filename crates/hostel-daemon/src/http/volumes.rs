@@ -574,9 +574,9 @@ pub async fn set_storage_quota(
             max_volume_bytes: body.max_volume_bytes,
             max_volume_allocated_bytes: body.max_volume_allocated_bytes,
         };
-        Ok(state
+        state
             .db(move |s| Ok(s.set_storage_quota(&t.id, q, &entry)?))
-            .await?)
+            .await
     };
     let q = state
         .audited(&auth, None, "quota.storage.set", &tenant, set)
