@@ -4,6 +4,7 @@
 
 mod addresses;
 mod agent;
+mod backups;
 mod console;
 mod doc;
 mod external;
@@ -190,17 +191,17 @@ pub fn router(state: AppState) -> Router {
             "/v1/vms/{name}/snapshots/{snapshot}/restore",
             post(volumes::restore_vm_snapshot),
         )
-        .route("/v1/volumes/{name}/backups", post(volumes::create_backup))
-        .route("/v1/backups", get(volumes::list_backups))
+        .route("/v1/volumes/{name}/backups", post(backups::create_backup))
+        .route("/v1/backups", get(backups::list_backups))
         .route(
             "/v1/tenants/{tenant}/storage_quota",
-            get(volumes::storage_quota).put(volumes::set_storage_quota),
+            get(backups::storage_quota).put(backups::set_storage_quota),
         )
         .route(
             "/v1/backups/{name}",
-            axum::routing::delete(volumes::delete_backup),
+            axum::routing::delete(backups::delete_backup),
         )
-        .route("/v1/backups/{name}/restore", post(volumes::restore_backup))
+        .route("/v1/backups/{name}/restore", post(backups::restore_backup))
         .route("/v1/volumes/{name}/attach", post(volumes::attach))
         .route("/v1/volumes/{name}/detach", post(volumes::detach))
         .route("/v1/volumes/{name}/resize", post(volumes::resize))
@@ -328,12 +329,12 @@ async fn run_changes_to_completion(
         volumes::create_vm_snapshot,
         volumes::restore_vm_snapshot,
         volumes::delete_vm_snapshot,
-        volumes::create_backup,
-        volumes::list_backups,
-        volumes::delete_backup,
-        volumes::restore_backup,
-        volumes::storage_quota,
-        volumes::set_storage_quota,
+        backups::create_backup,
+        backups::list_backups,
+        backups::delete_backup,
+        backups::restore_backup,
+        backups::storage_quota,
+        backups::set_storage_quota,
     ),
     components(schemas(hostel_api::ApiErrorBody)),
     modifiers(&Security)
