@@ -14,6 +14,7 @@ mod edge;
 mod edge_client;
 mod ids;
 mod limits;
+mod storage;
 pub mod tls;
 mod types;
 
@@ -22,4 +23,5 @@ pub use client::{Client, ClientError, VmClient};
 pub use edge::*;
 pub use ids::*;
 pub use limits::*;
+pub use storage::*;
 pub use types::*;

@@ -29,6 +29,9 @@ pub enum LifecycleError {
     StoppedMeanwhile,
     #[error("deleting the VM: {0}")]
     Delete(#[source] Arc<reconcile::DeleteError>),
+    /// QEMU's monitor refused or did not answer a pause or continue.
+    #[error("QEMU monitor: {0}")]
+    Monitor(String),
 }
 
 pub type Reply = oneshot::Sender<Result<(), LifecycleError>>;
@@ -43,6 +46,11 @@ pub enum Command {
     },
     /// Kills QEMU, removes the VM's disks, run directory and record, and ends the actor.
     Remove(Option<Reply>),
+    /// Pauses (`true`: QMP `stop`) or continues (`false`: `cont`) the guest's vCPUs, for a
+    /// crash-consistent snapshot of its disks. Nothing to do without a QEMU. A daemon cut
+    /// between the two finds the QEMU paused at its next start and continues it
+    /// (`reconcile::plan`: paused but wanted running).
+    Freeze(bool, Reply),
 }
 
 /// A crash sooner than this after start counts towards the restart backoff.
@@ -142,6 +150,28 @@ impl Actor {
                     return;
                 }
                 self.stop(force, deadline, reply).await;
+            }
+            Command::Freeze(pause, reply) => {
+                let r = match self.vm.as_ref() {
+                    None => Ok(()),
+                    Some(vm) => {
+                        let op = async {
+                            if pause {
+                                vm.pause().await
+                            } else {
+                                vm.resume().await
+                            }
+                        };
+                        match tokio::time::timeout(QMP_TIMEOUT, op).await {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(e)) => Err(LifecycleError::Monitor(e.to_string())),
+                            Err(_) => Err(LifecycleError::Monitor(format!(
+                                "no answer within {QMP_TIMEOUT:?}"
+                            ))),
+                        }
+                    }
+                };
+                let _ = reply.send(r);
             }
             Command::Remove(reply) => {
                 let waiters = self.removing.get_or_insert_with(Vec::new);

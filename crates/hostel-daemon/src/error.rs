@@ -180,6 +180,18 @@ impl From<crate::service::DaemonError> for ApiError {
                     _ => Self::new(StatusCode::BAD_GATEWAY, "agent_failed", message),
                 }
             }
+            DaemonError::Storage(e) => match e.kind() {
+                Some(hostel_storage_proto::ErrorKind::NoSpace) => {
+                    Self::new(StatusCode::INSUFFICIENT_STORAGE, "no_space", message)
+                }
+                Some(_) => Self::internal(message),
+                None => Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    message,
+                ),
+            },
+            DaemonError::StorageSync(_) => Self::internal(message),
             DaemonError::BuildFailed(_) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "build_failed", message)
             }

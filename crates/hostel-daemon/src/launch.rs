@@ -28,6 +28,8 @@ pub enum LaunchError {
     Image(#[from] hostel_images::ImageError),
     #[error("switch: {0}")]
     Switch(#[from] networking::SyncError),
+    #[error("storage: {0}")]
+    Storage(#[from] crate::adapters::storage_link::StorageLinkError),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -76,6 +78,7 @@ pub async fn launch(ctx: &Ctx, id: VmId) -> Result<Engine, LaunchError> {
     input.vcpus = Some(rec.spec.vcpus());
     input.memory_mib = Some(rec.spec.memory_mib());
     input.nics = nics(ctx, id).await?;
+    input.vhost_disks = volumes(ctx, id).await?;
     let spec = input.validate().map_err(EngineError::from)?;
     let opts = LaunchOptions::new(ctx.layout.vm_run_dir(&id));
     crate::failpoint::hit("launch.before-spawn").await;
@@ -105,6 +108,24 @@ async fn nics(ctx: &Ctx, id: VmId) -> Result<Vec<NicSpec>, LaunchError> {
             mac: Some(n.mac),
         })
         .collect())
+}
+
+/// The VM's attached pool volumes as the storage process's sockets, each served first.
+async fn volumes(ctx: &Ctx, id: VmId) -> Result<Vec<PathBuf>, LaunchError> {
+    let vols = ctx.db(move |store| store.list_volumes_of_vm(&id)).await?;
+    let mut socks = Vec::new();
+    for v in vols
+        .iter()
+        .filter(|v| v.state == hostel_state::VolumeState::Ready)
+    {
+        if !ctx.storage.alive().await {
+            let devices = crate::adapters::storage::pool_devices(ctx).await?;
+            ctx.storage.ensure_running(&devices).await?;
+        }
+        crate::adapters::storage::serve(ctx, v).await?;
+        socks.push(ctx.storage.disk_socket(&v.pool_name()));
+    }
+    Ok(socks)
 }
 
 /// Makes the VM's disk at least `gib` large (sparse); never shrinks, a disk keeps its data.

@@ -42,6 +42,10 @@ impl Layout {
     pub fn switch_dir(&self) -> PathBuf {
         self.root.join("switch")
     }
+    /// The storage process's control socket, log and disk sockets.
+    pub fn storage_dir(&self) -> PathBuf {
+        self.root.join("storage")
+    }
     pub fn vm_run_dir(&self, vm: &VmId) -> PathBuf {
         self.root.join("run").join(vm.to_string())
     }

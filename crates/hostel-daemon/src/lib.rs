@@ -50,6 +50,10 @@ pub struct Ctx {
     /// What the switch was last given, and by which generation.
     pub tables: adapters::networking::Tables,
     pub standby: Arc<standby::StandbyPool>,
+    /// The host's storage process (pool, volumes, vhost-user-blk sockets).
+    pub storage: adapters::storage_link::StorageLink,
+    /// Which storage process serves the attached volumes.
+    pub served: adapters::storage::Served,
 }
 
 impl Ctx {
@@ -105,6 +109,8 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         switch: adapters::switch_link::SwitchLink::new(layout.switch_dir()),
         tables: Default::default(),
         standby: Arc::new(standby::StandbyPool::new(config.standby.clone())),
+        storage: adapters::storage_link::StorageLink::new(layout.storage_dir()),
+        served: Default::default(),
     });
     standby::clean_stale(&ctx).await;
     // The switch first: VMs with NICs need their ports before QEMU connects to them.
@@ -112,6 +118,12 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         tracing::error!(error = %e, "switch not available; VMs with networks cannot start");
     }
     tokio::spawn(adapters::networking::watchdog(ctx.clone()));
+    // The pool before the VMs too: a VM with volumes connects to their sockets at launch.
+    service::volume_reconcile::reconcile(&ctx).await;
+    if let Err(e) = adapters::storage::sync(&ctx).await {
+        tracing::error!(error = %e, "storage process not available; VMs with volumes cannot start");
+    }
+    tokio::spawn(adapters::storage::watchdog(ctx.clone()));
     tokio::spawn(service::ids_eve::run(ctx.clone()));
     let supervisor = supervisor::Supervisor::new(ctx.clone());
     reconcile::at_startup(&ctx, &supervisor).await;

@@ -173,3 +173,73 @@ pub fn edge(
     }
     Ok(out)
 }
+
+/// The storage pool: each device's size, free space and health, each volume's allocation
+/// and degraded clusters (copies short of what it wants), re-mirroring's progress.
+pub fn storage(
+    pool: &hostel_storage_proto::PoolInfo,
+    volumes: &[hostel_state::Volume],
+    tenant_names: &std::collections::HashMap<String, String>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP hostel_storage_degraded 1 when some volume has data short of its copies.\n\
+         # TYPE hostel_storage_degraded gauge\n\
+         hostel_storage_degraded {}\n\
+         # TYPE hostel_storage_device_bytes gauge\n\
+         # TYPE hostel_storage_device_free_bytes gauge\n\
+         # TYPE hostel_storage_device_failed gauge",
+        u8::from(pool.degraded())
+    );
+    for d in &pool.devices {
+        let path = d.path.as_deref().unwrap_or("(missing)");
+        let labels = format!("device=\"{}\",path=\"{path}\"", d.uuid);
+        let _ = writeln!(out, "hostel_storage_device_bytes{{{labels}}} {}", d.bytes);
+        let _ = writeln!(
+            out,
+            "hostel_storage_device_free_bytes{{{labels}}} {}",
+            d.free_bytes
+        );
+        let failed = d.failed || d.path.is_none();
+        let _ = writeln!(
+            out,
+            "hostel_storage_device_failed{{{labels}}} {}",
+            u8::from(failed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE hostel_storage_remirror_to_do gauge\nhostel_storage_remirror_to_do {}\n\
+         # TYPE hostel_storage_remirror_done gauge\nhostel_storage_remirror_done {}",
+        pool.remirror.to_do, pool.remirror.done
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE hostel_volume_size_bytes gauge\n\
+         # TYPE hostel_volume_allocated_bytes gauge\n\
+         # TYPE hostel_volume_degraded_clusters gauge"
+    );
+    for v in volumes {
+        let Some(p) = pool.volumes.iter().find(|p| p.name == v.pool_name()) else {
+            continue;
+        };
+        let tenant = tenant_names
+            .get(&v.tenant.to_string())
+            .map(String::as_str)
+            .unwrap_or("");
+        let labels = format!("tenant=\"{tenant}\",volume=\"{}\"", v.name);
+        let _ = writeln!(out, "hostel_volume_size_bytes{{{labels}}} {}", p.size);
+        let _ = writeln!(
+            out,
+            "hostel_volume_allocated_bytes{{{labels}}} {}",
+            p.allocated
+        );
+        let _ = writeln!(
+            out,
+            "hostel_volume_degraded_clusters{{{labels}}} {}",
+            p.degraded_clusters
+        );
+    }
+    out
+}

@@ -106,6 +106,14 @@ impl Supervisor {
         }
     }
 
+    /// Pauses (`true`) or continues (`false`) a running VM's vCPUs; a VM without a QEMU
+    /// is left alone.
+    pub async fn freeze(&self, vm: &Vm, pause: bool) -> Result<(), VmOpError> {
+        let bound = crate::actor::QMP_TIMEOUT + Duration::from_secs(5);
+        self.ask(vm, bound, |reply| Command::Freeze(pause, reply))
+            .await
+    }
+
     /// The actor went away without an answer: only a delete does that (or a shutdown).
     async fn lost(&self, vm: &Vm) -> VmOpError {
         let id = vm.id;

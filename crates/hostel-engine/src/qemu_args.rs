@@ -74,6 +74,9 @@ pub struct Plumbing<'a> {
     pub nics: Vec<NicAttachment<'a>>,
 }
 
+/// Queues a volume gets at most (the storage process offers this many per socket).
+pub const VHOST_DISK_QUEUES: u32 = 4;
+
 pub fn build(spec: &VmSpec, accel: Accel, p: &Plumbing<'_>) -> Vec<String> {
     let mut a = Args::default();
     let direct = matches!(spec.boot(), Boot::Kernel { .. });
@@ -183,6 +186,27 @@ pub fn build(spec: &VmSpec, accel: Accel, p: &Plumbing<'_>) -> Vec<String> {
             ""
         };
         a.push(["-device", &format!("{blk},drive=disk{i}{boot}")]);
+    }
+    // Pool volumes: the storage process's sockets. `reconnect=1`: a restarted storage
+    // process is found again and the guest's requests carry on (QEMU replays the rings).
+    let vhost_blk = if direct {
+        "vhost-user-blk"
+    } else {
+        "vhost-user-blk-pci"
+    };
+    let queues = spec.vcpus().clamp(1, VHOST_DISK_QUEUES);
+    for (i, sock) in spec.vhost_disks().iter().enumerate() {
+        a.push([
+            "-chardev",
+            &format!(
+                "socket,id=vdisk{i},path={},reconnect=1",
+                escape_opt(&sock.display().to_string())
+            ),
+        ]);
+        a.push([
+            "-device",
+            &format!("{vhost_blk},id=vdisk{i}-dev,chardev=vdisk{i},num-queues={queues}"),
+        ]);
     }
     for (i, (nic, attach)) in spec.nics().iter().zip(&p.nics).enumerate() {
         match attach {

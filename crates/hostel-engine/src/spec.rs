@@ -267,10 +267,16 @@ pub struct VmSpecInput {
     pub disks: Vec<DiskSpec>,
     #[serde(default)]
     pub nics: Vec<NicSpec>,
+    /// vhost-user-blk sockets (pool volumes served by the storage process), after `disks`.
+    #[serde(default)]
+    pub vhost_disks: Vec<PathBuf>,
     pub serial_log: Option<PathBuf>,
     #[serde(default)]
     pub accel: AccelChoice,
 }
+
+/// Volumes (vhost-user-blk disks) a VM may have: virtio-mmio slots on microvm are few.
+pub const MAX_VHOST_DISKS: usize = 8;
 
 /// A validated VM specification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -281,6 +287,7 @@ pub struct VmSpec {
     boot: Boot,
     disks: Vec<DiskSpec>,
     nics: Vec<NicSpec>,
+    vhost_disks: Vec<PathBuf>,
     serial_log: Option<PathBuf>,
     accel: AccelChoice,
 }
@@ -367,6 +374,12 @@ impl VmSpecInput {
                 ));
             }
         }
+        if self.vhost_disks.len() > MAX_VHOST_DISKS {
+            return Err(SpecError::new(
+                "vhost_disks",
+                format!("at most {MAX_VHOST_DISKS} volumes per VM"),
+            ));
+        }
         let mut nics = self.nics;
         for (i, nic) in nics.iter_mut().enumerate() {
             check_unicast(nic.mac.get_or_insert_with(|| MacAddr::derived(&name, i)))?;
@@ -378,6 +391,7 @@ impl VmSpecInput {
             boot,
             disks: self.disks,
             nics,
+            vhost_disks: self.vhost_disks,
             serial_log: self.serial_log,
             accel: self.accel,
         })
@@ -402,6 +416,9 @@ impl VmSpec {
     }
     pub fn nics(&self) -> &[NicSpec] {
         &self.nics
+    }
+    pub fn vhost_disks(&self) -> &[PathBuf] {
+        &self.vhost_disks
     }
     pub fn serial_log(&self) -> Option<&std::path::Path> {
         self.serial_log.as_deref()

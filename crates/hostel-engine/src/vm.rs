@@ -64,6 +64,9 @@ impl Vm {
                 NicBackend::VhostUser(path) => check_vhost_socket(path)?,
             }
         }
+        for path in spec.vhost_disks() {
+            check_vhost_socket(path)?;
+        }
         opts.run_dir.create()?;
         let launched = spawn(spec, opts, &qemu, accel, &disk_formats, taps).await;
         if launched.is_err() {

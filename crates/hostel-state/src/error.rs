@@ -25,6 +25,10 @@ pub enum EntityKind {
     External,
     /// A firewall rule, address set or VM group.
     Firewall,
+    /// A tenant's storage volume.
+    Volume,
+    /// A device of the host's storage pool.
+    Device,
 }
 
 impl fmt::Display for EntityKind {
@@ -39,6 +43,8 @@ impl fmt::Display for EntityKind {
             EntityKind::Address => "address",
             EntityKind::External => "external network",
             EntityKind::Firewall => "firewall",
+            EntityKind::Volume => "volume",
+            EntityKind::Device => "device",
         })
     }
 }
@@ -54,6 +60,10 @@ pub enum QuotaResource {
     Networks,
     Uplinks,
     PublicAddresses,
+    /// Bytes of volumes provisioned (their sizes).
+    VolumeBytes,
+    /// Bytes of volumes allocated in the pool (written clusters, snapshots included).
+    VolumeAllocatedBytes,
 }
 
 impl fmt::Display for QuotaResource {
@@ -66,6 +76,8 @@ impl fmt::Display for QuotaResource {
             QuotaResource::Networks => "networks",
             QuotaResource::Uplinks => "uplinks",
             QuotaResource::PublicAddresses => "public_addresses",
+            QuotaResource::VolumeBytes => "volume_bytes",
+            QuotaResource::VolumeAllocatedBytes => "volume_allocated_bytes",
         })
     }
 }

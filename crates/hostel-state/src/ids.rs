@@ -72,6 +72,12 @@ uuid_id!(
     "network_id"
 );
 uuid_id!(
+    /// Identifies a tenant's storage volume globally; the pool knows it by this id, so two
+    /// tenants' volumes of one name never meet in the pool.
+    VolumeId,
+    "volume_id"
+);
+uuid_id!(
     /// Identifies an API token, so it can be revoked and named in the audit
     /// log without ever exposing its secret.
     TokenId,
@@ -165,6 +171,12 @@ label_name!(
     /// VM name, unique within its tenant; same rules as [`TenantName`].
     VmName,
     "vm name"
+);
+
+label_name!(
+    /// Volume name, unique within its tenant; same rules as [`TenantName`].
+    VolumeName,
+    "volume name"
 );
 
 label_name!(

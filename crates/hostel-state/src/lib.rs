@@ -33,7 +33,10 @@ mod store;
 mod time;
 
 pub use error::{EntityKind, QuotaResource, QuotaViolation, Result, StoreError};
-pub use ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
+pub use ids::{
+    NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName, VolumeId,
+    VolumeName,
+};
 pub use model::audit::{Actor, AuditEntry, AuditQuery, AuditResult, NewAuditEntry};
 pub use model::edge::{
     AddressKind, ExternalSetup, FirewallDoc, NetworkEdge, PublicAddress,
@@ -50,6 +53,10 @@ pub use model::token::{ApiToken, IssuedToken, TokenHash, TokenSecret, SECRET_PRE
 pub use model::vm::{
     DesiredState, IntentOp, NewVm, ObservedState, ObservedStatus, RestartPolicy, Vm, VmIntent,
     VmSpecRecord,
+};
+pub use model::volume::{
+    DeviceState, NewVolume, StorageDevice, StorageQuota, Volume, VolumeState,
+    DEFAULT_MAX_VOLUME_BYTES,
 };
 pub use sqlite::{SqliteStore, DB_FILE_NAME, SCHEMA_VERSION};
 pub use store::Store;

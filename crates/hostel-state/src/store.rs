@@ -9,7 +9,10 @@
 //! (writes wait for an fsync, which must not stall an executor thread).
 
 use crate::error::Result;
-use crate::ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
+use crate::ids::{
+    NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName, VolumeId,
+    VolumeName,
+};
 use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use crate::model::ids::IdsSettings;
 
@@ -19,6 +22,9 @@ use crate::model::nic_limits::{NicLimits, NicLimitsRecord};
 use crate::model::tenant::{Quota, Tenant, Usage};
 use crate::model::token::{validate_token_name, ApiToken, IssuedToken, TokenHash, TokenSecret};
 use crate::model::vm::{DesiredState, IntentOp, NewVm, ObservedStatus, Vm, VmIntent, VmSpecRecord};
+use crate::model::volume::{
+    DeviceState, NewVolume, StorageDevice, StorageQuota, Volume, VolumeState,
+};
 
 /// Desired-state storage. Every write is a single transaction: it either
 /// happens completely and durably, or not at all.
@@ -48,7 +54,7 @@ pub trait Store: Send + Sync {
     /// Replaces the quota. Lowering it below current usage is allowed (it
     /// only blocks growth); existing VMs are never evicted by the store.
     fn set_quota(&self, id: &TenantId, quota: Quota, audit: &NewAuditEntry) -> Result<Tenant>;
-    /// Fails with `Conflict` while the tenant still has VMs or networks, so
+    /// Fails with `Conflict` while the tenant still has VMs, networks or volumes, so
     /// deleting a tenant can never orphan running machines or switch state.
     /// Its tokens are deleted too.
     fn delete_tenant(&self, id: &TenantId) -> Result<()>;
@@ -354,4 +360,52 @@ pub trait Store: Send + Sync {
     ) -> Result<FirewallDoc>;
     /// Every firewall ever written, by tenant.
     fn list_firewalls(&self) -> Result<Vec<(TenantId, FirewallDoc)>>;
+
+    // ---- storage pool ----------------------------------------------------
+
+    /// The devices the operator added, oldest first.
+    fn list_storage_devices(&self) -> Result<Vec<StorageDevice>>;
+    /// Records a device as `adding` (before the storage process formats it). `Conflict`
+    /// if it is recorded already.
+    fn add_storage_device(&self, path: &str, audit: &NewAuditEntry) -> Result<StorageDevice>;
+    fn set_storage_device_state(&self, path: &str, state: DeviceState) -> Result<()>;
+    /// Forgets a device record (an `adding` the pool never got, or an operator's removal).
+    fn remove_storage_device(&self, path: &str, audit: Option<&NewAuditEntry>) -> Result<()>;
+
+    fn get_storage_quota(&self, tenant: &TenantId) -> Result<StorageQuota>;
+    fn set_storage_quota(
+        &self,
+        tenant: &TenantId,
+        quota: StorageQuota,
+        audit: &NewAuditEntry,
+    ) -> Result<StorageQuota>;
+
+    /// Records a volume as `creating`, its provisioned bytes checked against the tenant's
+    /// quota in the same transaction. `Conflict` if the name is taken in the tenant.
+    fn create_volume(
+        &self,
+        tenant: &TenantId,
+        new: &NewVolume,
+        audit: &NewAuditEntry,
+    ) -> Result<Volume>;
+    fn get_volume(&self, id: &VolumeId) -> Result<Volume>;
+    fn get_volume_by_name(&self, tenant: &TenantId, name: &VolumeName) -> Result<Volume>;
+    fn list_volumes(&self, tenant: &TenantId) -> Result<Vec<Volume>>;
+    fn list_all_volumes(&self) -> Result<Vec<Volume>>;
+    fn list_volumes_of_vm(&self, vm: &VmId) -> Result<Vec<Volume>>;
+    fn set_volume_state(&self, id: &VolumeId, state: VolumeState) -> Result<Volume>;
+    /// Attaches the volume to `vm` (of its tenant; refused while attached anywhere or not
+    /// ready), or detaches it (`None`).
+    fn set_volume_vm(
+        &self,
+        id: &VolumeId,
+        vm: Option<&VmId>,
+        audit: &NewAuditEntry,
+    ) -> Result<Volume>;
+    /// A new size, within the tenant's quota.
+    fn resize_volume(&self, id: &VolumeId, size: u64, audit: &NewAuditEntry) -> Result<Volume>;
+    /// Marks the volume `deleting` (refused while attached).
+    fn begin_volume_delete(&self, id: &VolumeId, audit: &NewAuditEntry) -> Result<Volume>;
+    /// Drops the row once the pool no longer has the volume.
+    fn finish_volume_delete(&self, id: &VolumeId) -> Result<()>;
 }

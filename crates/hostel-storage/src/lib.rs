@@ -12,6 +12,7 @@
 //! -device vhost-user-blk-pci,chardev=d0,num-queues=N`.
 
 pub mod backend;
+pub mod control;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod request;

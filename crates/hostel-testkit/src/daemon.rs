@@ -312,6 +312,16 @@ impl TestDaemon {
     }
 }
 
+impl TestDaemon {
+    /// The daemon's storage process, if one runs (its control socket is in the state dir).
+    pub fn storage_pid(&self) -> Option<i32> {
+        let dir = self.state_path();
+        pids_mentioning(&["storage-backend", "--control", &dir.to_string_lossy()])
+            .into_iter()
+            .next()
+    }
+}
+
 impl Drop for TestDaemon {
     fn drop(&mut self) {
         // The daemon first, so it restarts nothing; then everything that names its state

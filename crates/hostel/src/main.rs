@@ -3,6 +3,7 @@
 mod cli;
 mod cmd_daemon;
 mod cmd_run;
+mod cmd_storage;
 mod cmd_switch;
 mod console;
 
@@ -32,6 +33,9 @@ enum Command {
     Switch(cmd_switch::SwitchArgs),
     /// Offline signature scans (no daemon): `scan file|image PATH --db DIR [--yara FILE]`.
     Scan(cli::scan::ScanArgs),
+    /// Run the host's storage process (the daemon starts it; this is its entry point).
+    #[command(hide = true)]
+    StorageBackend(cmd_storage::StorageArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Daemon(args) => cmd_daemon::main(args),
         Command::Switch(args) => cmd_switch::main(args),
         Command::Scan(args) => cli::scan::main(args),
+        Command::StorageBackend(args) => cmd_storage::main(args),
         Command::Client(cmd) => cli::main(cli.global, cmd),
     };
     match result {

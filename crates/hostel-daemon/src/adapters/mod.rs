@@ -5,6 +5,9 @@
 //! - [`networking`]: the store's networks and NICs rendered into the switch's tables, applied
 //!   under one lock with a generation number, and the watchdog that re-applies them to a
 //!   restarted switch;
+//! - [`storage_link`] / [`storage`]: the host's storage process (pool, volumes, disk
+//!   sockets), started with the recorded devices and re-serving attached volumes after a
+//!   restart;
 //! - [`edge`]: the external network, the tenants' edges and their firewall policies, as
 //!   part of those tables.
 //!
@@ -15,6 +18,8 @@ pub mod edge;
 pub mod engine;
 pub mod ids;
 pub mod networking;
+pub mod storage;
+pub mod storage_link;
 pub mod switch_link;
 
 use std::future::Future;

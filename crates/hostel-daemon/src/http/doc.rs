@@ -34,6 +34,11 @@ const OPERATOR_ONLY: &[(&str, &str)] = &[
     ("delete", "/v1/vms/{name}/nics/{index}/limits/ceiling"),
     ("get", "/v1/external"),
     ("put", "/v1/external"),
+    ("get", "/v1/storage/devices"),
+    ("post", "/v1/storage/devices"),
+    ("post", "/v1/storage/devices/remove"),
+    ("get", "/v1/tenants/{tenant}/storage_quota"),
+    ("put", "/v1/tenants/{tenant}/storage_quota"),
 ];
 
 /// Routes acting within one tenant: the operator names it with `?tenant=`.
@@ -43,6 +48,8 @@ fn tenant_scoped(path: &str) -> bool {
         || path.starts_with("/v1/ids")
         || path.starts_with("/v1/addresses")
         || path.starts_with("/v1/firewall")
+        || path.starts_with("/v1/volumes")
+        || path.starts_with("/v1/backups")
         || path == "/v1/tokens"
 }
 

@@ -130,5 +130,10 @@ pub async fn metrics(State(state): State<AppState>, Operator(_): Operator) -> Ap
     if let Some(stats) = stats {
         out.push_str(&super::ids::render_metrics(&stats, &names));
     }
+    // The pool's health; nothing on a host without one (or when storage does not answer).
+    if let Ok(Some(pool)) = crate::service::volumes::pool_info_if_running(&state.ctx).await {
+        let vols = state.db(|store| Ok(store.list_all_volumes()?)).await?;
+        out.push_str(&crate::metrics::storage(&pool, &vols, &names));
+    }
     Ok(out)
 }

@@ -4,6 +4,7 @@
 
 mod addresses;
 mod agent;
+mod backups;
 mod console;
 mod doc;
 mod external;
@@ -19,6 +20,7 @@ mod tenants;
 mod tokens;
 mod views;
 mod vms;
+mod volumes;
 
 use crate::adapters::engine::QemuEngine;
 use crate::error::{ApiError, ApiResult};
@@ -167,6 +169,54 @@ pub fn router(state: AppState) -> Router {
             "/v1/vms/{name}/nics/{index}/limits/ceiling",
             put(nic_limits::set_ceiling).delete(nic_limits::clear_ceiling),
         )
+        .route(
+            "/v1/storage/devices",
+            post(volumes::add_device).get(volumes::list_devices),
+        )
+        .route("/v1/storage/devices/remove", post(volumes::remove_device))
+        .route("/v1/volumes", post(volumes::create).get(volumes::list))
+        .route(
+            "/v1/volumes/{name}",
+            get(volumes::show).delete(volumes::delete),
+        )
+        .route(
+            "/v1/vms/{name}/snapshots",
+            post(volumes::create_vm_snapshot),
+        )
+        .route(
+            "/v1/vms/{name}/snapshots/{snapshot}",
+            axum::routing::delete(volumes::delete_vm_snapshot),
+        )
+        .route(
+            "/v1/vms/{name}/snapshots/{snapshot}/restore",
+            post(volumes::restore_vm_snapshot),
+        )
+        .route("/v1/volumes/{name}/backups", post(backups::create_backup))
+        .route("/v1/backups", get(backups::list_backups))
+        .route(
+            "/v1/tenants/{tenant}/storage_quota",
+            get(backups::storage_quota).put(backups::set_storage_quota),
+        )
+        .route(
+            "/v1/backups/{name}",
+            axum::routing::delete(backups::delete_backup),
+        )
+        .route("/v1/backups/{name}/restore", post(backups::restore_backup))
+        .route("/v1/volumes/{name}/attach", post(volumes::attach))
+        .route("/v1/volumes/{name}/detach", post(volumes::detach))
+        .route("/v1/volumes/{name}/resize", post(volumes::resize))
+        .route(
+            "/v1/volumes/{name}/snapshots",
+            post(volumes::create_snapshot),
+        )
+        .route(
+            "/v1/volumes/{name}/snapshots/{snapshot}",
+            axum::routing::delete(volumes::delete_snapshot),
+        )
+        .route(
+            "/v1/volumes/{name}/snapshots/{snapshot}/restore",
+            post(volumes::restore_snapshot),
+        )
         .fallback(|| async { ApiError::no_route() })
         .layer(axum::middleware::from_fn(run_changes_to_completion))
         .with_state(state)
@@ -263,6 +313,28 @@ async fn run_changes_to_completion(
         firewall::set_group,
         firewall::delete_group,
         firewall::log,
+        volumes::add_device,
+        volumes::list_devices,
+        volumes::remove_device,
+        volumes::create,
+        volumes::list,
+        volumes::show,
+        volumes::delete,
+        volumes::attach,
+        volumes::detach,
+        volumes::resize,
+        volumes::create_snapshot,
+        volumes::restore_snapshot,
+        volumes::delete_snapshot,
+        volumes::create_vm_snapshot,
+        volumes::restore_vm_snapshot,
+        volumes::delete_vm_snapshot,
+        backups::create_backup,
+        backups::list_backups,
+        backups::delete_backup,
+        backups::restore_backup,
+        backups::storage_quota,
+        backups::set_storage_quota,
     ),
     components(schemas(hostel_api::ApiErrorBody)),
     modifiers(&Security)

@@ -58,6 +58,12 @@ pub enum DaemonError {
     /// The guest agent did not answer, misbehaved, or refused (`service/agent.rs`).
     #[error(transparent)]
     Agent(#[from] hostel_engine::agent::AgentError),
+    /// The storage process could not be reached, or failed for a reason not the request's.
+    #[error(transparent)]
+    Storage(crate::adapters::storage_link::StorageLinkError),
+    /// The pool's store records could not be read.
+    #[error(transparent)]
+    StorageSync(#[from] crate::adapters::storage::StorageSyncError),
     #[error("a blocking task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     /// A create that failed after its record existed: everything it made is undone, and

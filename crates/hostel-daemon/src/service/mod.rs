@@ -13,6 +13,7 @@
 
 pub mod addresses;
 pub mod agent;
+pub mod backups;
 pub mod edge;
 mod error;
 pub mod firewall;
@@ -26,9 +27,12 @@ pub mod standby;
 pub mod tenants;
 pub mod tokens;
 mod vm_create;
+pub mod vm_snapshot;
 #[cfg(test)]
 mod vm_tests;
 pub mod vms;
+pub mod volume_reconcile;
+pub mod volumes;
 
 pub use error::{image_error, DaemonError};
 use hostel_state::{Store, StoreError};

@@ -8,6 +8,7 @@ pub mod nic_limits;
 pub mod tenant;
 pub mod token;
 pub mod vm;
+pub mod volume;
 
 /// Declares a fieldless enum that is stored and serialized as a lowercase
 /// word, with one spelling for serde, the database and error messages alike

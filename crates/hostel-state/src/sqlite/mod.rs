@@ -21,6 +21,7 @@ mod tokens;
 #[cfg(test)]
 mod upgrade_tests;
 mod vms;
+mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -32,7 +33,10 @@ pub(crate) use convert::DbResult;
 pub use schema::LATEST_VERSION as SCHEMA_VERSION;
 
 use crate::error::{Result, StoreError};
-use crate::ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
+use crate::ids::{
+    NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName, VolumeId,
+    VolumeName,
+};
 use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use crate::model::edge::{ExternalSetup, FirewallDoc, NetworkEdge, PublicAddress};
 use crate::model::ids::IdsSettings;
@@ -41,6 +45,9 @@ use crate::model::nic_limits::{NicLimits, NicLimitsRecord};
 use crate::model::tenant::{Quota, Tenant, Usage};
 use crate::model::token::{ApiToken, TokenHash};
 use crate::model::vm::{DesiredState, IntentOp, NewVm, ObservedStatus, Vm, VmIntent, VmSpecRecord};
+use crate::model::volume::{
+    DeviceState, NewVolume, StorageDevice, StorageQuota, Volume, VolumeState,
+};
 use crate::store::Store;
 
 /// File name of the database inside the state directory.
@@ -241,6 +248,75 @@ fn restrict_permissions(path: &Path) -> DbResult<()> {
 }
 
 impl Store for SqliteStore {
+    fn list_storage_devices(&self) -> Result<Vec<StorageDevice>> {
+        self.read(volumes::list_devices)
+    }
+    fn add_storage_device(&self, path: &str, audit: &NewAuditEntry) -> Result<StorageDevice> {
+        self.write_audited(audit, |tx| volumes::add_device(tx, path))
+    }
+    fn set_storage_device_state(&self, path: &str, state: DeviceState) -> Result<()> {
+        self.write(|tx| volumes::set_device_state(tx, path, state))
+    }
+    fn remove_storage_device(&self, path: &str, audit: Option<&NewAuditEntry>) -> Result<()> {
+        match audit {
+            Some(a) => self.write_audited(a, |tx| volumes::remove_device(tx, path)),
+            None => self.write(|tx| volumes::remove_device(tx, path)),
+        }
+    }
+    fn get_storage_quota(&self, tenant: &TenantId) -> Result<StorageQuota> {
+        self.read(|c| volumes::storage_quota(c, tenant))
+    }
+    fn set_storage_quota(
+        &self,
+        tenant: &TenantId,
+        quota: StorageQuota,
+        audit: &NewAuditEntry,
+    ) -> Result<StorageQuota> {
+        self.write_audited(audit, |tx| volumes::set_storage_quota(tx, tenant, quota))
+    }
+    fn create_volume(
+        &self,
+        tenant: &TenantId,
+        new: &NewVolume,
+        audit: &NewAuditEntry,
+    ) -> Result<Volume> {
+        self.write_audited(audit, |tx| volumes::insert(tx, tenant, new))
+    }
+    fn get_volume(&self, id: &VolumeId) -> Result<Volume> {
+        self.read(|c| volumes::get(c, id))
+    }
+    fn get_volume_by_name(&self, tenant: &TenantId, name: &VolumeName) -> Result<Volume> {
+        self.read(|c| volumes::get_by_name(c, tenant, name))
+    }
+    fn list_volumes(&self, tenant: &TenantId) -> Result<Vec<Volume>> {
+        self.read(|c| volumes::list_for_tenant(c, tenant))
+    }
+    fn list_all_volumes(&self) -> Result<Vec<Volume>> {
+        self.read(volumes::list_all)
+    }
+    fn list_volumes_of_vm(&self, vm: &VmId) -> Result<Vec<Volume>> {
+        self.read(|c| volumes::list_of_vm(c, vm))
+    }
+    fn set_volume_state(&self, id: &VolumeId, state: VolumeState) -> Result<Volume> {
+        self.write(|tx| volumes::set_state(tx, id, state))
+    }
+    fn set_volume_vm(
+        &self,
+        id: &VolumeId,
+        vm: Option<&VmId>,
+        audit: &NewAuditEntry,
+    ) -> Result<Volume> {
+        self.write_audited(audit, |tx| volumes::set_vm(tx, id, vm))
+    }
+    fn resize_volume(&self, id: &VolumeId, size: u64, audit: &NewAuditEntry) -> Result<Volume> {
+        self.write_audited(audit, |tx| volumes::resize(tx, id, size))
+    }
+    fn begin_volume_delete(&self, id: &VolumeId, audit: &NewAuditEntry) -> Result<Volume> {
+        self.write_audited(audit, |tx| volumes::begin_delete(tx, id))
+    }
+    fn finish_volume_delete(&self, id: &VolumeId) -> Result<()> {
+        self.write(|tx| volumes::remove(tx, id))
+    }
     fn get_external(&self) -> Result<Option<ExternalSetup>> {
         self.read(edge::get_external)
     }

@@ -217,6 +217,38 @@ ALTER TABLE tenants ADD COLUMN max_public_addresses INTEGER NOT NULL DEFAULT 2
     CHECK (max_public_addresses >= 0);
 "#,
     },
+    Migration {
+        version: 9,
+        sql: r#"
+-- The host's storage pool: the devices the operator added ('adding' from the record until
+-- the storage process has formatted it), and the tenants' volumes ('creating' until the
+-- pool has it, 'deleting' from a delete's start until the pool dropped it). The pool's own
+-- metadata lives on its devices; these rows are the intents the reconciler completes.
+CREATE TABLE storage_devices (
+    path     TEXT PRIMARY KEY NOT NULL,
+    state    TEXT NOT NULL CHECK (state IN ('adding', 'ready')),
+    added_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE volumes (
+    id         TEXT PRIMARY KEY NOT NULL,
+    tenant_id  TEXT NOT NULL REFERENCES tenants(id),
+    name       TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL CHECK (size_bytes > 0),
+    copies     INTEGER NOT NULL CHECK (copies IN (1, 2)),
+    vm_id      TEXT REFERENCES vms(id) ON DELETE SET NULL,
+    state      TEXT NOT NULL CHECK (state IN ('creating', 'ready', 'deleting')),
+    created_at INTEGER NOT NULL,
+    UNIQUE (tenant_id, name)
+) STRICT;
+CREATE INDEX volumes_by_vm ON volumes(vm_id);
+
+ALTER TABLE tenants ADD COLUMN max_volume_bytes INTEGER NOT NULL DEFAULT 107374182400
+    CHECK (max_volume_bytes >= 0);
+ALTER TABLE tenants ADD COLUMN max_volume_allocated_bytes INTEGER NOT NULL
+    DEFAULT 107374182400 CHECK (max_volume_allocated_bytes >= 0);
+"#,
+    },
 ];
 
 /// The schema version this build writes.
@@ -275,7 +307,7 @@ mod tests {
     #[test]
     fn migrate_twice_is_a_no_op() {
         let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
         assert!(migrate(&mut conn).unwrap().is_empty());
         assert_eq!(user_version(&conn).unwrap(), LATEST_VERSION);
     }

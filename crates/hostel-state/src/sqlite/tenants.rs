@@ -138,6 +138,18 @@ pub(super) fn delete(c: &Connection, id: &TenantId) -> DbResult<()> {
         )
         .into());
     }
+    // Its volumes hold data in the pool: never dropped with the tenant.
+    let vol_count: i64 = c
+        .prepare_cached("SELECT COUNT(*) FROM volumes WHERE tenant_id = ?1")?
+        .query_row([id.to_string()], |r| r.get(0))?;
+    if vol_count > 0 {
+        return Err(StoreError::conflict(
+            EntityKind::Tenant,
+            &tenant.name,
+            format!("still owns {vol_count} volume(s); delete them first"),
+        )
+        .into());
+    }
     c.prepare_cached("DELETE FROM tenants WHERE id = ?1")?
         .execute([id.to_string()])?;
     Ok(())

@@ -26,6 +26,7 @@ mod remote;
 pub mod scan;
 mod tenant;
 mod vm;
+mod volume;
 
 use clap::{Args, Subcommand};
 use hostel_api::{Client, ClientError};
@@ -73,6 +74,11 @@ pub enum ClientCommand {
     Vm(vm::VmArgs),
     /// A tenant's virtual networks.
     Network(network::NetworkArgs),
+    /// A tenant's volumes in the host's storage pool, and their snapshots.
+    Volume(volume::VolumeArgs),
+    /// The host's storage pool: its devices (operator).
+    #[command(subcommand)]
+    Storage(volume::StorageCommand),
     /// A tenant's public addresses: allocate, attach to a VM NIC, detach, release, list.
     Address(address::AddressArgs),
     /// A tenant's firewall at its edge: rules, defaults, sets, groups, log.
@@ -158,6 +164,8 @@ pub fn main(global: GlobalArgs, cmd: ClientCommand) -> anyhow::Result<ExitCode> 
             ClientCommand::Quota(c) => tenant::quota(&ctx, c),
             ClientCommand::Vm(a) => vm::main(&ctx, a),
             ClientCommand::Network(a) => network::main(&ctx, a),
+            ClientCommand::Volume(a) => volume::main(&ctx, a),
+            ClientCommand::Storage(c) => volume::storage_main(&ctx, c),
             ClientCommand::Address(a) => address::main(&ctx, a),
             ClientCommand::Firewall(a) => firewall::main(&ctx, a),
             ClientCommand::External(c) => external::main(&ctx, c),

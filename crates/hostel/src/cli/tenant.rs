@@ -118,6 +118,16 @@ pub enum QuotaCommand {
         #[command(flatten)]
         quota: QuotaFlags,
     },
+    /// Show or set a tenant's storage quota (volume bytes provisioned and allocated).
+    Storage {
+        tenant: String,
+        /// Sum of its volumes' sizes (K, M, G, T suffixes).
+        #[arg(long)]
+        volume_bytes: Option<String>,
+        /// Bytes its volumes may hold in the pool (K, M, G, T suffixes).
+        #[arg(long)]
+        allocated_bytes: Option<String>,
+    },
 }
 
 pub fn tenant(ctx: &Ctx, cmd: TenantCommand) -> Result<()> {
@@ -185,6 +195,31 @@ pub fn token(ctx: &Ctx, cmd: TokenCommand) -> Result<()> {
 
 pub fn quota(ctx: &Ctx, cmd: QuotaCommand) -> Result<()> {
     match cmd {
+        QuotaCommand::Storage {
+            tenant,
+            volume_bytes,
+            allocated_bytes,
+        } => {
+            let mut q = ctx.client.storage_quota(&tenant)?;
+            if let Some(v) = volume_bytes {
+                q.max_volume_bytes = super::volume::parse_size(&v)?;
+            }
+            if let Some(v) = allocated_bytes {
+                q.max_volume_allocated_bytes = super::volume::parse_size(&v)?;
+            }
+            let q = ctx.client.set_storage_quota(&tenant, &q)?;
+            if ctx.format == Format::Json {
+                return super::output::json(&q);
+            }
+            super::output::print_fields(&[
+                ("max_volume_bytes", q.max_volume_bytes.to_string()),
+                (
+                    "max_volume_allocated_bytes",
+                    q.max_volume_allocated_bytes.to_string(),
+                ),
+            ]);
+            Ok(())
+        }
         QuotaCommand::Set { tenant, quota } => {
             if quota.is_empty() {
                 return Err(invalid(

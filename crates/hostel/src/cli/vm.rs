@@ -74,6 +74,9 @@ pub enum VmCommand {
     },
     /// Delete a VM (stopping it first) and its disk.
     Delete { name: String },
+    /// Snapshots of all of a VM's pool volumes at one instant (crash-consistent).
+    #[command(subcommand)]
+    Snapshot(super::volume::VmSnapshotCommand),
     /// Run a command in the guest through its agent (qemu-guest-agent, in hostel's Debian
     /// images): stdout and stderr come back, the command's exit status is this one's.
     /// Output arrives when the command has ended. No --tty: the agent's channel carries
@@ -211,6 +214,9 @@ fn parse_nic(s: &str) -> Result<NicRequest, ShapeError> {
 pub fn main(ctx: &Ctx, args: VmArgs) -> Result<()> {
     let vms = ctx.client.vms(args.tenant.as_deref());
     let vm = match args.cmd {
+        VmCommand::Snapshot(cmd) => {
+            return super::volume::vm_snapshot(ctx, args.tenant.as_deref(), cmd)
+        }
         VmCommand::Create(a) => vms.create(&CreateVm {
             ssh_keys: read_ssh_keys(&a.ssh_keys)?,
             user_data: a
