@@ -20,12 +20,13 @@ pkgs=(
   iperf3 openvswitch-switch    # bench-net: iperf3 in the guests, Open vSwitch to compare
   nftables                     # bench-firewall: nftables in a namespace as the kernel reference
   python3 python3-venv         # the OpenAPI conformance run (schemathesis in a virtualenv)
+  runc                         # VPSs: the OCI runtime (hostel-vps)
   ca-certificates
 )
 # Commands the build, the tests and the daemon run; each must start after the install.
 cmds=(cc qemu-system-x86_64 qemu-img busybox depmod lz4 cpio ip debootstrap mkfs.ext4 mkfs.vfat
   mcopy ssh curl psql openssl tcpdump ethtool iperf3 ovs-vswitchd nft python3
-  qemu-storage-daemon losetup)  # bench-storage's reference (qemu-system-common, with qemu-system-x86); hostel-pool's loop-device test
+  qemu-storage-daemon losetup runc nsenter)  # bench-storage's reference (qemu-system-common, with qemu-system-x86); hostel-pool's loop-device test
 
 installed() { dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null | grep -q "ok installed"; }
 installed_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null; }
