@@ -16,6 +16,7 @@ mod ids;
 mod limits;
 pub mod tls;
 mod types;
+mod vps;
 
 pub use agent::*;
 pub use client::{Client, ClientError, VmClient};
@@ -23,3 +24,4 @@ pub use edge::*;
 pub use ids::*;
 pub use limits::*;
 pub use types::*;
+pub use vps::*;

@@ -49,7 +49,7 @@ pub use model::tenant::{Quota, Tenant, Usage};
 pub use model::token::{ApiToken, IssuedToken, TokenHash, TokenSecret, SECRET_PREFIX};
 pub use model::vm::{
     DesiredState, IntentOp, NewVm, ObservedState, ObservedStatus, RestartPolicy, Vm, VmIntent,
-    VmSpecRecord,
+    VmSpecRecord, VpsRecord,
 };
 pub use sqlite::{SqliteStore, DB_FILE_NAME, SCHEMA_VERSION};
 pub use store::Store;

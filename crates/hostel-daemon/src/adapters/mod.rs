@@ -16,6 +16,7 @@ pub mod engine;
 pub mod ids;
 pub mod networking;
 pub mod switch_link;
+pub mod vps;
 
 use std::future::Future;
 

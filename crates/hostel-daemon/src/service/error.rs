@@ -58,6 +58,9 @@ pub enum DaemonError {
     /// The guest agent did not answer, misbehaved, or refused (`service/agent.rs`).
     #[error(transparent)]
     Agent(#[from] hostel_engine::agent::AgentError),
+    /// The host could not prepare, run or remove a VPS's container.
+    #[error(transparent)]
+    Vps(#[from] hostel_vps::VpsError),
     #[error("a blocking task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     /// A create that failed after its record existed: everything it made is undone, and

@@ -29,6 +29,7 @@ mod vm_create;
 #[cfg(test)]
 mod vm_tests;
 pub mod vms;
+pub mod vps;
 
 pub use error::{image_error, DaemonError};
 use hostel_state::{Store, StoreError};

@@ -25,6 +25,7 @@ mod output;
 mod remote;
 mod tenant;
 mod vm;
+mod vps;
 
 use clap::{Args, Subcommand};
 use hostel_api::{Client, ClientError};
@@ -70,6 +71,8 @@ pub enum ClientCommand {
     Quota(tenant::QuotaCommand),
     /// Create, inspect and control VMs.
     Vm(vm::VmArgs),
+    /// Create, inspect and control VPSs (system containers).
+    Vps(vps::VpsArgs),
     /// A tenant's virtual networks.
     Network(network::NetworkArgs),
     /// A tenant's public addresses: allocate, attach to a VM NIC, detach, release, list.
@@ -156,6 +159,7 @@ pub fn main(global: GlobalArgs, cmd: ClientCommand) -> anyhow::Result<ExitCode> 
             ClientCommand::Token(c) => tenant::token(&ctx, c),
             ClientCommand::Quota(c) => tenant::quota(&ctx, c),
             ClientCommand::Vm(a) => vm::main(&ctx, a),
+            ClientCommand::Vps(a) => vps::main(&ctx, a),
             ClientCommand::Network(a) => network::main(&ctx, a),
             ClientCommand::Address(a) => address::main(&ctx, a),
             ClientCommand::Firewall(a) => firewall::main(&ctx, a),

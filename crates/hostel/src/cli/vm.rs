@@ -142,7 +142,7 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 }
 
 /// The public keys in each file: one per non-empty, non-comment line.
-fn read_ssh_keys(files: &[PathBuf]) -> Result<Vec<String>> {
+pub(super) fn read_ssh_keys(files: &[PathBuf]) -> Result<Vec<String>> {
     let mut keys = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(f)
@@ -172,7 +172,7 @@ fn read_ssh_keys(files: &[PathBuf]) -> Result<Vec<String>> {
 
 /// `NET`, `NET,ip=IP` (the documented form) or the short `NET=IP`: the address is left for
 /// the daemon to check against the subnet.
-fn parse_nic(s: &str) -> Result<NicRequest, String> {
+pub(super) fn parse_nic(s: &str) -> Result<NicRequest, String> {
     let bad = || format!("{s:?}: expected NET, NET,ip=ADDR or NET=ADDR");
     let (network, ip) = match s.split_once(',') {
         Some((n, opt)) => match opt.split_once('=') {
@@ -329,7 +329,7 @@ fn copy_live(mut stream: impl Read) -> Result<()> {
     }
 }
 
-fn print_list(format: Format, vms: &[VmView]) -> Result<()> {
+pub(super) fn print_list(format: Format, vms: &[VmView]) -> Result<()> {
     if format == Format::Json {
         return output::json(vms);
     }
@@ -354,7 +354,7 @@ fn print_list(format: Format, vms: &[VmView]) -> Result<()> {
     Ok(())
 }
 
-fn print_one(format: Format, v: &VmView) -> Result<()> {
+pub(super) fn print_one(format: Format, v: &VmView) -> Result<()> {
     if format == Format::Json {
         return output::json(v);
     }
