@@ -137,10 +137,13 @@ pub fn cgroup_path(id: &str) -> String {
     format!("/hostel-vps/{id}")
 }
 
-/// Docker's default capability set: root in the VPS keeps what a service manager needs
-/// for its own processes, none of the host-wide powers (they would be bounded by the user
+/// Docker's default capability set, plus NET_ADMIN: root in the VPS keeps what a service
+/// manager needs for its own processes, and configures its own interfaces (the network
+/// namespace is the VPS's own, owned by its user namespace; the switch's anti-spoofing
+/// decides what leaves it). None of the host-wide powers (they would be bounded by the user
 /// namespace anyway).
 const CAPS: &[&str] = &[
+    "CAP_NET_ADMIN",
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_FSETID",

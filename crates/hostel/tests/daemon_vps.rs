@@ -122,12 +122,12 @@ fn a_vps_runs_reaches_its_tenants_vm_survives_the_daemon_and_leaves_nothing() {
 
     // A forged source address from the VPS is dropped by the switch (root in the VPS owns
     // its network namespace, so it can add the address; the switch does not let it out).
-    let (code, out) = sh(
-        &acme,
-        "web",
-        "ip addr add 10.19.0.99/24 dev eth0 && ping -c 2 -W 2 -I 10.19.0.99 10.19.0.20",
-    );
+    let (code, out) = sh(&acme, "web", "ip addr add 10.19.0.99/24 dev eth0");
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = sh(&acme, "web", "ping -c 2 -W 2 -I 10.19.0.99 10.19.0.20");
     assert_ne!(code, Some(0), "a forged source got through: {out}");
+    let (code, out) = sh(&acme, "web", "ip addr del 10.19.0.99/24 dev eth0; ping -c 1 -W 3 10.19.0.20");
+    assert_eq!(code, Some(0), "the VPS's own address stopped working: {out}");
 
     // Another tenant, same subnet: its VPS does not reach acme's, and acme's is not found.
     umbrella.vpss(None).create(&vps("web", "10.19.0.11")).unwrap();
