@@ -24,6 +24,23 @@ fn skip_reason() -> Option<&'static str> {
     None
 }
 
+/// Destroys the VPS when the test ends, passed or failed: runc's state lives in the
+/// temporary directory, so a container left behind would be unreachable afterwards.
+struct Guard(Vps);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.destroy();
+    }
+}
+
+impl std::ops::Deref for Guard {
+    type Target = Vps;
+    fn deref(&self) -> &Vps {
+        &self.0
+    }
+}
+
 struct Host {
     _tmp: tempfile::TempDir,
     base: PathBuf,
@@ -124,7 +141,7 @@ fn wait_gone(pid: u32) {
 fn a_busybox_vps_runs_execs_and_leaves_nothing_behind() {
     let Some(h) = host() else { return };
     let id = format!("bb{}", std::process::id());
-    let v = Vps::new(spec(&id, 0, DEFAULT_PIDS, true), &h.base, h.runc.clone()).unwrap();
+    let v = Guard(Vps::new(spec(&id, 0, DEFAULT_PIDS, true), &h.base, h.runc.clone()).unwrap());
     v.prepare(&h.image).unwrap();
     v.plug().unwrap();
     let pid = v.start().unwrap();
@@ -170,8 +187,8 @@ fn limits_hold_and_root_cannot_escape() {
     let Some(h) = host() else { return };
     let id = format!("lim{}", std::process::id());
     let nid = format!("nb{}", std::process::id());
-    let v = Vps::new(spec(&id, 1, 64, false), &h.base, h.runc.clone()).unwrap();
-    let n = Vps::new(spec(&nid, 2, DEFAULT_PIDS, false), &h.base, h.runc.clone()).unwrap();
+    let v = Guard(Vps::new(spec(&id, 1, 64, false), &h.base, h.runc.clone()).unwrap());
+    let n = Guard(Vps::new(spec(&nid, 2, DEFAULT_PIDS, false), &h.base, h.runc.clone()).unwrap());
     for x in [&v, &n] {
         x.prepare(&h.image).unwrap();
         x.start().unwrap();

@@ -6,7 +6,9 @@
 //! re-adopts it; a delete leaves no process, cgroup, mount or TAP.
 //! Skipped where the host lacks root, runc, busybox-static or the guest assets.
 
-use hostel_api::{Client, CreateNetwork, CreateTenant, CreateToken, CreateVm, ExecVps, NicRequest, QuotaBody};
+use hostel_api::{
+    Client, CreateNetwork, CreateTenant, CreateToken, CreateVm, ExecVps, NicRequest, QuotaBody,
+};
 use hostel_testkit::daemon::TestDaemon;
 use hostel_testkit::{guest_assets, is_root, run_arg, LineWatcher, BOOT_TIMEOUT};
 use std::path::Path;
@@ -94,7 +96,10 @@ fn a_vps_runs_reaches_its_tenants_vm_survives_the_daemon_and_leaves_nothing() {
     assert_eq!(v.nics[0].ipv4.as_deref(), Some("10.19.0.10"));
     let (code, out) = sh(&acme, "web", "id -u; hostname; ip -o -4 addr show dev eth0");
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.starts_with("0\nweb\n") && out.contains("10.19.0.10/24"), "{out}");
+    assert!(
+        out.starts_with("0\nweb\n") && out.contains("10.19.0.10/24"),
+        "{out}"
+    );
 
     // A VM of the same tenant: it pings the VPS, the VPS pings it back.
     let script = "if ping -c 3 -W 3 10.19.0.10 >/dev/null; then echo VM-PING-OK; else echo VM-PING-FAILED; fi; sleep 600";
@@ -126,14 +131,28 @@ fn a_vps_runs_reaches_its_tenants_vm_survives_the_daemon_and_leaves_nothing() {
     assert_eq!(code, Some(0), "{out}");
     let (code, out) = sh(&acme, "web", "ping -c 2 -W 2 -I 10.19.0.99 10.19.0.20");
     assert_ne!(code, Some(0), "a forged source got through: {out}");
-    let (code, out) = sh(&acme, "web", "ip addr del 10.19.0.99/24 dev eth0; ping -c 1 -W 3 10.19.0.20");
-    assert_eq!(code, Some(0), "the VPS's own address stopped working: {out}");
+    let (code, out) = sh(
+        &acme,
+        "web",
+        "ip addr del 10.19.0.99/24 dev eth0; ping -c 1 -W 3 10.19.0.20",
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "the VPS's own address stopped working: {out}"
+    );
 
     // Another tenant, same subnet: its VPS does not reach acme's, and acme's is not found.
-    umbrella.vpss(None).create(&vps("web", "10.19.0.11")).unwrap();
+    umbrella
+        .vpss(None)
+        .create(&vps("web", "10.19.0.11"))
+        .unwrap();
     let (code, _) = sh(&umbrella, "web", "ping -c 2 -W 2 10.19.0.10");
     assert_ne!(code, Some(0), "umbrella reached acme's VPS");
-    assert_eq!(umbrella.vpss(None).show("nothing").unwrap_err().status(), Some(404));
+    assert_eq!(
+        umbrella.vpss(None).show("nothing").unwrap_err().status(),
+        Some(404)
+    );
     let theirs = umbrella.vpss(None).list().unwrap();
     assert_eq!(theirs.len(), 1);
     assert_eq!(theirs[0].nics[0].ipv4.as_deref(), Some("10.19.0.11"));
@@ -147,36 +166,59 @@ fn a_vps_runs_reaches_its_tenants_vm_survives_the_daemon_and_leaves_nothing() {
     }))
     .unwrap();
     op.set_quota("acme", &quota).unwrap();
-    let refused = acme.vpss(None).create(&vps("third", "10.19.0.12")).unwrap_err();
+    let refused = acme
+        .vpss(None)
+        .create(&vps("third", "10.19.0.12"))
+        .unwrap_err();
     assert_eq!(refused.status(), Some(409), "{refused}");
 
     // kill -9 of the daemon: the container keeps running and the next daemon adopts it.
     d.kill9();
-    assert!(Path::new(&format!("/proc/{pid}")).exists(), "the VPS died with the daemon");
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the VPS died with the daemon"
+    );
     d.respawn();
     let again = acme.vpss(None).show("web").unwrap();
     assert_eq!((again.state.as_str(), again.pid), ("running", Some(pid)));
     let (code, _) = sh(&acme, "web", "ping -c 1 -W 3 10.19.0.20");
-    assert_eq!(code, Some(0), "the VPS lost its network across the daemon's restart");
+    assert_eq!(
+        code,
+        Some(0),
+        "the VPS lost its network across the daemon's restart"
+    );
 
     // Delete: no process, cgroup, mount or TAP is left.
     acme.vpss(None).delete("web").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        if stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) {
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+        {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the VPS's PID 1 survived its delete");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the VPS's PID 1 survived its delete"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let id = again.id;
     for c in ["cpu", "memory", "pids", "blkio"] {
-        assert!(!Path::new(&format!("/sys/fs/cgroup/{c}/hostel-vps/{id}")).exists(), "{c} cgroup left");
+        assert!(
+            !Path::new(&format!("/sys/fs/cgroup/{c}/hostel-vps/{id}")).exists(),
+            "{c} cgroup left"
+        );
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&id), "a mount of the VPS is left");
     let tap = format!("hv{}", &id.replace('-', "")[20..]);
-    assert!(!Path::new("/sys/class/net").join(&tap).exists(), "TAP {tap} left");
+    assert!(
+        !Path::new("/sys/class/net").join(&tap).exists(),
+        "TAP {tap} left"
+    );
     assert_eq!(acme.vpss(None).show("web").unwrap_err().status(), Some(404));
     umbrella.vpss(None).delete("web").unwrap();
 }

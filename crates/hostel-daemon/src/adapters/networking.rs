@@ -68,7 +68,8 @@ pub fn switch_config(
         .into_iter()
         .filter(|nic| {
             !vpss.contains(&nic.vm)
-                || (nic.idx == 0 && super::vps::port_attachable(&vps.host, &nic.vm, vps.switch_key.as_deref()))
+                || (nic.idx == 0
+                    && super::vps::port_attachable(&vps.host, &nic.vm, vps.switch_key.as_deref()))
         })
         .map(|nic| {
             let l = limits.get(&(nic.vm, nic.idx)).copied().unwrap_or_default();

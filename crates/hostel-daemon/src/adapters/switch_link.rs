@@ -57,7 +57,10 @@ pub struct SwitchInstance {
 impl SwitchInstance {
     /// The instance as text, to record it in a file (a VPS's TAP attached by this switch).
     pub fn key(&self) -> String {
-        format!("{}:{}:{}.{}", self.dev, self.ino, self.ctime.0, self.ctime.1)
+        format!(
+            "{}:{}:{}.{}",
+            self.dev, self.ino, self.ctime.0, self.ctime.1
+        )
     }
 }
 

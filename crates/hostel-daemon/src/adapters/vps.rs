@@ -55,8 +55,11 @@ impl VpsHost {
         match name {
             "busybox" => {
                 let dir = self.images.join("busybox");
-                std::fs::create_dir_all(&self.images)
-                    .map_err(|source| VpsError::Io { action: "create", path: self.images.clone(), source })?;
+                std::fs::create_dir_all(&self.images).map_err(|source| VpsError::Io {
+                    action: "create",
+                    path: self.images.clone(),
+                    source,
+                })?;
                 image::build_busybox(&dir)?;
                 Ok(dir)
             }
@@ -127,7 +130,12 @@ impl VpsHost {
         blocking(move || runc.stop(&id, STOP_GRACE)).await
     }
 
-    pub async fn exec(&self, id: &VmId, args: Vec<String>, timeout: Duration) -> Result<ExecOutput, VpsError> {
+    pub async fn exec(
+        &self,
+        id: &VmId,
+        args: Vec<String>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, VpsError> {
         let (runc, id) = (self.runc.clone(), container_id(id));
         blocking(move || runc.exec(&id, &args, timeout)).await
     }
@@ -135,7 +143,12 @@ impl VpsHost {
     /// Removes every trace of VPS `id` (processes, cgroups, mounts, disk, namespaces, TAP,
     /// directory); a record is not needed, so an interrupted create or delete is finished.
     pub async fn destroy(&self, id: &VmId) -> Result<(), VpsError> {
-        let (runc, cid, paths, tap) = (self.runc.clone(), container_id(id), self.paths(id), tap_name(id));
+        let (runc, cid, paths, tap) = (
+            self.runc.clone(),
+            container_id(id),
+            self.paths(id),
+            tap_name(id),
+        );
         blocking(move || vps_mod::destroy(&runc, &cid, &paths, Some(&tap))).await
     }
 
@@ -144,7 +157,8 @@ impl VpsHost {
         let Ok(rd) = std::fs::read_dir(&self.base) else {
             return Vec::new();
         };
-        rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+        rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect()
     }
 }
 
@@ -154,7 +168,11 @@ fn init_of(image: &str, cmdline: Option<&str>) -> Vec<String> {
     let _ = image;
     match cmdline {
         Some(c) if !c.trim().is_empty() => vec!["/bin/sh".into(), "-c".into(), c.to_string()],
-        _ => vec!["/bin/sh".into(), "-c".into(), "trap 'exit 0' TERM; while :; do sleep 3600 & wait; done".into()],
+        _ => vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "trap 'exit 0' TERM; while :; do sleep 3600 & wait; done".into(),
+        ],
     }
 }
 

@@ -46,9 +46,13 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<VmView>)> {
     let tenant = state.scope(&auth, &q).await?;
     let vm = state
-        .audited(&auth, Some(tenant), "vps.create", &body.name, |entry| async {
-            Ok(Vpss::new(&state.ctx).create(tenant, &body, entry).await?)
-        })
+        .audited(
+            &auth,
+            Some(tenant),
+            "vps.create",
+            &body.name,
+            |entry| async { Ok(Vpss::new(&state.ctx).create(tenant, &body, entry).await?) },
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(view_of(&state, vm).await?)))
 }
@@ -137,7 +141,9 @@ pub async fn exec(
     let tenant = state.scope(&auth, &q).await?;
     let out = state
         .audited(&auth, Some(tenant), "vps.exec", &name, |entry| async {
-            Ok(Vpss::new(&state.ctx).exec(tenant, &name, &body, entry).await?)
+            Ok(Vpss::new(&state.ctx)
+                .exec(tenant, &name, &body, entry)
+                .await?)
         })
         .await?;
     Ok(Json(out))
@@ -153,7 +159,9 @@ pub async fn console(
     use std::io::{Read, Seek, SeekFrom};
     let tenant = state.scope(&auth, &q).await?;
     let rec = Vpss::new(&state.ctx).find(tenant, &name).await?;
-    let log = crate::adapters::vps::VpsHost::new(&state.ctx.layout).paths(&rec.vm.id).log;
+    let log = crate::adapters::vps::VpsHost::new(&state.ctx.layout)
+        .paths(&rec.vm.id)
+        .log;
     let text = tokio::task::spawn_blocking(move || {
         let Ok(mut f) = std::fs::File::open(&log) else {
             return String::new();

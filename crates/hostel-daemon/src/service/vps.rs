@@ -81,7 +81,10 @@ impl<'a> Vpss<'a> {
             Some(m) => m.to_mib().map_err(|e| DaemonError::invalid("memory", e))?,
         };
         if memory < 16 {
-            return Err(DaemonError::invalid("memory", "a VPS needs at least 16 MiB"));
+            return Err(DaemonError::invalid(
+                "memory",
+                "a VPS needs at least 16 MiB",
+            ));
         }
         let vcpus = req.vcpus.unwrap_or(1);
         let disk_gib = req.disk_gib.unwrap_or(DEFAULT_DISK_GIB);
@@ -90,10 +93,13 @@ impl<'a> Vpss<'a> {
             return Err(DaemonError::invalid("disk_gib", "at most 65536 for a VPS"));
         }
         if req.networks.len() > 1 {
-            return Err(DaemonError::invalid("networks", "a VPS has at most one NIC"));
+            return Err(DaemonError::invalid(
+                "networks",
+                "a VPS has at most one NIC",
+            ));
         }
-        let spec = VmSpecRecord::new(vcpus, memory, disk_gib, image)?
-            .with_cmdline(req.cmdline.clone())?;
+        let spec =
+            VmSpecRecord::new(vcpus, memory, disk_gib, image)?.with_cmdline(req.cmdline.clone())?;
         let start = req.start.unwrap_or(true);
         let new = NewVm {
             id: None,
@@ -116,25 +122,46 @@ impl<'a> Vpss<'a> {
                     let net = NetworkName::new(&r.network)
                         .ok()
                         .and_then(|n| store.get_network_by_name(&tenant, &n).ok())
-                        .ok_or_else(|| DaemonError::invalid(field.clone(), format!("no network {:?}", r.network)))?;
-                    let ipv4 = r
-                        .ip
-                        .as_deref()
-                        .map(|ip| ip.parse().map_err(|_| DaemonError::invalid(field.clone(), format!("{ip:?} is not an IPv4 address"))))
-                        .transpose()?;
-                    Ok(NewNic { network: net.id, ipv4 })
+                        .ok_or_else(|| {
+                            DaemonError::invalid(
+                                field.clone(),
+                                format!("no network {:?}", r.network),
+                            )
+                        })?;
+                    let ipv4 =
+                        r.ip.as_deref()
+                            .map(|ip| {
+                                ip.parse().map_err(|_| {
+                                    DaemonError::invalid(
+                                        field.clone(),
+                                        format!("{ip:?} is not an IPv4 address"),
+                                    )
+                                })
+                            })
+                            .transpose()?;
+                    Ok(NewNic {
+                        network: net.id,
+                        ipv4,
+                    })
                 })
                 .collect::<Result<Vec<_>, DaemonError>>()?;
-            Ok::<_, DaemonError>(store.create_vps_with_nics_within_quota(&tenant, &new, &nics, &entry)?)
+            Ok::<_, DaemonError>(
+                store.create_vps_with_nics_within_quota(&tenant, &new, &nics, &entry)?,
+            )
         })
         .await?;
         let made = async {
             if start {
                 self.bring_up(&rec).await
             } else {
-                let v = self.host.vps(&rec, self.nic_of(rec.vm.id).await?.as_ref())?;
-                self.host.prepare(v, rec.vm.spec.image().to_string()).await?;
-                self.set_observed(rec.vm.id, ObservedState::Stopped, None).await
+                let v = self
+                    .host
+                    .vps(&rec, self.nic_of(rec.vm.id).await?.as_ref())?;
+                self.host
+                    .prepare(v, rec.vm.spec.image().to_string())
+                    .await?;
+                self.set_observed(rec.vm.id, ObservedState::Stopped, None)
+                    .await
             }
         }
         .await;
@@ -149,7 +176,10 @@ impl<'a> Vpss<'a> {
                     rec.vm.id,
                     audit.with_result(AuditResult::Error(format!("{reason} (undone)"))),
                 );
-                let removed = blocking(&self.ctx.store, move |store| store.delete_vm(&id, None, &failed)).await;
+                let removed = blocking(&self.ctx.store, move |store| {
+                    store.delete_vm(&id, None, &failed)
+                })
+                .await;
                 if let Err(e) = removed {
                     tracing::error!(vps = %id, error = %e, "removing the record of a failed VPS create");
                 }
@@ -176,7 +206,10 @@ impl<'a> Vpss<'a> {
     async fn bring_up(&self, rec: &VpsRecord) -> Result<(), DaemonError> {
         let nic = self.nic_of(rec.vm.id).await?;
         let v = self.host.vps(rec, nic.as_ref())?;
-        let v = self.host.prepare(v, rec.vm.spec.image().to_string()).await?;
+        let v = self
+            .host
+            .prepare(v, rec.vm.spec.image().to_string())
+            .await?;
         if nic.is_some() && !v.nic_plugged() {
             networking::sync(self.ctx).await?;
             if let Some(i) = self.ctx.switch.instance() {
@@ -184,10 +217,16 @@ impl<'a> Vpss<'a> {
             }
         }
         let pid = self.host.plug_and_start(v).await?;
-        self.set_observed(rec.vm.id, ObservedState::Running, Some(pid)).await
+        self.set_observed(rec.vm.id, ObservedState::Running, Some(pid))
+            .await
     }
 
-    async fn set_observed(&self, id: VmId, state: ObservedState, pid: Option<u32>) -> Result<(), DaemonError> {
+    async fn set_observed(
+        &self,
+        id: VmId,
+        state: ObservedState,
+        pid: Option<u32>,
+    ) -> Result<(), DaemonError> {
         blocking(&self.ctx.store, move |store| {
             let vm = store.get_vm(&id)?;
             if vm.observed.state == state && vm.observed.pid == pid {
@@ -212,7 +251,12 @@ impl<'a> Vpss<'a> {
         }
     }
 
-    pub async fn start(&self, tenant: TenantId, name: &str, audit: NewAuditEntry) -> Result<Vm, DaemonError> {
+    pub async fn start(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        audit: NewAuditEntry,
+    ) -> Result<Vm, DaemonError> {
         let rec = self.find(tenant, name).await?;
         let id = rec.vm.id;
         blocking(&self.ctx.store, move |store| {
@@ -225,7 +269,12 @@ impl<'a> Vpss<'a> {
 
     /// Stops the container (its disk, namespaces and NIC stay). The intent is on record
     /// first, so a daemon killed meanwhile finishes the stop at its next start.
-    pub async fn stop(&self, tenant: TenantId, name: &str, audit: NewAuditEntry) -> Result<Vm, DaemonError> {
+    pub async fn stop(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        audit: NewAuditEntry,
+    ) -> Result<Vm, DaemonError> {
         let rec = self.find(tenant, name).await?;
         let id = rec.vm.id;
         let intent = VmIntent {
@@ -243,11 +292,19 @@ impl<'a> Vpss<'a> {
     async fn finish_stop(&self, id: VmId) -> Result<(), DaemonError> {
         self.host.stop(&id).await?;
         self.set_observed(id, ObservedState::Stopped, None).await?;
-        blocking(&self.ctx.store, move |store| store.clear_vm_intent(&id, IntentOp::Stop)).await?;
+        blocking(&self.ctx.store, move |store| {
+            store.clear_vm_intent(&id, IntentOp::Stop)
+        })
+        .await?;
         Ok(())
     }
 
-    pub async fn restart(&self, tenant: TenantId, name: &str, audit: NewAuditEntry) -> Result<Vm, DaemonError> {
+    pub async fn restart(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        audit: NewAuditEntry,
+    ) -> Result<Vm, DaemonError> {
         let rec = self.find(tenant, name).await?;
         self.stop(tenant, name, audit.clone()).await?;
         let _ = rec;
@@ -256,7 +313,12 @@ impl<'a> Vpss<'a> {
 
     /// Deletes the VPS: the intent on record, then every trace on the host, then the
     /// record (its addresses freed) and the switch's port.
-    pub async fn delete(&self, tenant: TenantId, name: &str, audit: NewAuditEntry) -> Result<(), DaemonError> {
+    pub async fn delete(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        audit: NewAuditEntry,
+    ) -> Result<(), DaemonError> {
         let rec = self.find(tenant, name).await?;
         let id = rec.vm.id;
         let intent = VmIntent {
@@ -278,19 +340,38 @@ impl<'a> Vpss<'a> {
     }
 
     /// Runs a command in the running VPS as its root.
-    pub async fn exec(&self, tenant: TenantId, name: &str, req: &ExecVps, audit: NewAuditEntry) -> Result<ExecVpsResult, DaemonError> {
+    pub async fn exec(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        req: &ExecVps,
+        audit: NewAuditEntry,
+    ) -> Result<ExecVpsResult, DaemonError> {
         if req.command.is_empty() || req.command.iter().any(|a| a.contains('\0')) {
-            return Err(DaemonError::invalid("command", "a program and its arguments, no NUL"));
+            return Err(DaemonError::invalid(
+                "command",
+                "a program and its arguments, no NUL",
+            ));
         }
-        if req.command.len() > 1024 || req.command.iter().map(String::len).sum::<usize>() > 1 << 16 {
-            return Err(DaemonError::invalid("command", "at most 1024 arguments, 64 KiB"));
+        if req.command.len() > 1024 || req.command.iter().map(String::len).sum::<usize>() > 1 << 16
+        {
+            return Err(DaemonError::invalid(
+                "command",
+                "at most 1024 arguments, 64 KiB",
+            ));
         }
         let secs = req.timeout_secs.unwrap_or(60);
         if secs == 0 || secs > MAX_EXEC_SECS {
-            return Err(DaemonError::invalid("timeout_secs", format!("1 to {MAX_EXEC_SECS}")));
+            return Err(DaemonError::invalid(
+                "timeout_secs",
+                format!("1 to {MAX_EXEC_SECS}"),
+            ));
         }
         let rec = self.find(tenant, name).await?;
-        if !matches!(self.host.status(&rec.vm.id).await?, VpsStatus::Running { .. }) {
+        if !matches!(
+            self.host.status(&rec.vm.id).await?,
+            VpsStatus::Running { .. }
+        ) {
             return Err(DaemonError::Conflict {
                 field: None,
                 message: format!("VPS {name} is not running"),
@@ -349,13 +430,16 @@ impl<'a> Vpss<'a> {
                 (Some(_), _) => self.finish_stop(id).await,
                 (None, DesiredState::Stopped) => match self.host.status(&id).await {
                     Ok(VpsStatus::Running { .. }) => self.host.stop(&id).await.map_err(Into::into),
-                    Ok(VpsStatus::Stopped) => self.set_observed(id, ObservedState::Stopped, None).await,
+                    Ok(VpsStatus::Stopped) => {
+                        self.set_observed(id, ObservedState::Stopped, None).await
+                    }
                     Err(e) => Err(e.into()),
                 },
                 (None, DesiredState::Running) => match self.host.status(&id).await {
                     Ok(VpsStatus::Running { pid }) => {
                         tracing::info!(vps = %id, pid, "re-adopted a running VPS");
-                        self.set_observed(id, ObservedState::Running, Some(pid)).await
+                        self.set_observed(id, ObservedState::Running, Some(pid))
+                            .await
                     }
                     Ok(VpsStatus::Stopped) => self.bring_up(&rec).await,
                     Err(e) => Err(e.into()),

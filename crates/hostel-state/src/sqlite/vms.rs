@@ -23,7 +23,8 @@ pub(super) enum QuotaCheck {
 /// Column list of every VM query. Rows are read by position (see [`col`])
 /// because name lookup dominated the cost of `list_all_vms`; the unit test
 /// below pins the two together.
-pub(super) const COLUMNS: &str = "id, tenant_id, name, vcpus, memory_mib, disk_gib, image, cmdline, \
+pub(super) const COLUMNS: &str =
+    "id, tenant_id, name, vcpus, memory_mib, disk_gib, image, cmdline, \
     restart_policy, desired, observed_state, observed_pid, observed_since, last_exit, \
     restart_count, created_at, generation, intent, intent_deadline";
 
@@ -109,7 +110,8 @@ pub(super) fn get_by_name(c: &Connection, tenant: &TenantId, name: &VmName) -> D
 }
 
 pub(super) fn list_for_tenant(c: &Connection, tenant: &TenantId) -> DbResult<Vec<Vm>> {
-    let sql = format!("SELECT {COLUMNS} FROM vms WHERE tenant_id = ?1 AND kind = 'vm' ORDER BY name");
+    let sql =
+        format!("SELECT {COLUMNS} FROM vms WHERE tenant_id = ?1 AND kind = 'vm' ORDER BY name");
     query_rows(c, &sql, [tenant.to_string()], from_row)
 }
 

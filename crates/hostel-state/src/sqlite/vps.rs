@@ -45,7 +45,9 @@ fn free_slot(c: &Connection) -> DbResult<u32> {
     }
     match u32::try_from(want) {
         Ok(s) if s < MAX_ID_SLOTS => Ok(s),
-        _ => Err(StoreError::conflict(EntityKind::Vm, "id_slot", "no free id range on this host").into()),
+        _ => Err(
+            StoreError::conflict(EntityKind::Vm, "id_slot", "no free id range on this host").into(),
+        ),
     }
 }
 
