@@ -156,11 +156,21 @@ fn a_vps_runs_reaches_its_tenants_vm_survives_the_daemon_and_leaves_nothing() {
     let theirs = umbrella.vpss(None).list().unwrap();
     assert_eq!(theirs.len(), 1);
     assert_eq!(theirs[0].nics[0].ipv4.as_deref(), Some("10.19.0.11"));
+    // Metrics show the VPS with what its cgroups count.
+    let op = Client::new(&d.url, Some(d.operator_token.clone()));
+    let metrics = op.get_text("/metrics").unwrap();
+    assert!(
+        metrics.contains("hostel_vps_running{tenant=\"acme\",vps=\"web\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hostel_vps_memory_bytes{tenant=\"acme\",vps=\"web\"}"),
+        "{metrics}"
+    );
     // A VPS is no VM: the VM routes do not see it.
     assert_eq!(acme.vms(None).show("web").unwrap_err().status(), Some(404));
 
     // Quotas count VPSs together with VMs: acme holds 2 instances, 192 MiB.
-    let op = Client::new(&d.url, Some(d.operator_token.clone()));
     let quota: QuotaBody = serde_json::from_value(serde_json::json!({
         "vcpus": 64, "memory_mib": 65536, "disk_gib": 1000, "vms": 2
     }))

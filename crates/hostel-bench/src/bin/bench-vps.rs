@@ -84,7 +84,9 @@ fn main() -> Result<()> {
     }
     let (v, r) = (Summary::of(&vps), Summary::of(&runc));
     let fmt = |s: Option<Summary>| {
-        s.map_or("-".into(), |s| format!("{:.0} ms ({:.0}–{:.0})", s.median, s.min, s.max))
+        s.map_or("-".into(), |s| {
+            format!("{:.0} ms ({:.0}–{:.0})", s.median, s.min, s.max)
+        })
     };
     let ratio = ratio(v, r).map_or("-".into(), |x| format!("{x:.1}×"));
     let text = format!(
@@ -102,7 +104,10 @@ fn main() -> Result<()> {
     print!("{text}");
     if let Some(md) = args.markdown {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).create(true).open(md)?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(md)?;
         f.write_all(text.as_bytes())?;
     }
     drop(daemon);
