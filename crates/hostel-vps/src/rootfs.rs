@@ -13,7 +13,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// Where a VPS's filesystem pieces live, all under its directory.
+/// Where VPS roots are mounted. Not under the VPS's directory: runc bind-mounts the root from
+/// inside the VPS's user namespace, as the VPS's root, which cannot search the daemon's state
+/// directory (0700, it holds secrets); every component of this path is world-searchable.
+pub const MOUNT_BASE: &str = "/run/hostel-vps";
+
+/// Where a VPS's filesystem pieces live: under its directory, the root's mount point under
+/// [`MOUNT_BASE`].
 #[derive(Debug, Clone)]
 pub struct RootfsPaths {
     /// The ext4 file (sparse, the disk's size).
@@ -32,7 +38,9 @@ impl RootfsPaths {
             disk: dir.join("disk.ext4"),
             data: dir.join("data"),
             lower: dir.join("lower"),
-            root: dir.join("rootfs"),
+            root: Path::new(MOUNT_BASE)
+                .join(dir.file_name().unwrap_or_default())
+                .join("rootfs"),
         }
     }
 
@@ -76,6 +84,13 @@ impl RootfsPaths {
     ) -> Result<(u64, u64), VpsError> {
         for d in [&self.data, &self.lower, &self.root] {
             fs::create_dir_all(d).map_err(VpsError::io("create", d))?;
+        }
+        // Searchable by the VPS's root whatever the umask (see `MOUNT_BASE`).
+        if let Some(parent) = self.root.parent() {
+            for d in [Path::new(MOUNT_BASE), parent] {
+                fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                    .map_err(VpsError::io("chmod", d))?;
+            }
         }
         if !is_mountpoint(&self.data) {
             let disk = self.disk.to_string_lossy();
@@ -128,7 +143,16 @@ impl RootfsPaths {
     /// Unmounts and removes every piece, the disk included.
     pub fn destroy(&self) -> Result<(), VpsError> {
         self.unmount()?;
-        for d in [&self.root, &self.lower, &self.data] {
+        let root_parent = self.root.parent().map(Path::to_path_buf);
+        for d in [
+            Some(&self.root),
+            root_parent.as_ref(),
+            Some(&self.lower),
+            Some(&self.data),
+        ]
+        .into_iter()
+        .flatten()
+        {
             match fs::remove_dir(d) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

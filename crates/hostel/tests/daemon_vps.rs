@@ -87,6 +87,10 @@ fn a_vps_runs_reaches_its_tenants_vm_survives_the_daemon_and_leaves_nothing() {
     let Some(a) = guest_assets() else { return };
     let guest_dir = a.initrd.parent().unwrap_or(Path::new("."));
     let mut d = TestDaemon::start(Path::new(env!("CARGO_BIN_EXE_hostel")), guest_dir, "vps");
+    // A real state directory is 0700 (it holds secrets): the VPS's root, an unprivileged id
+    // outside, must never need to search it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.state_path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let acme = tenant(&d, "acme");
     let umbrella = tenant(&d, "umbrella");
 
