@@ -76,7 +76,7 @@ pub async fn list(
     Ok(Json(views))
 }
 
-#[utoipa::path(get, path = "/v1/vpss/{name}", responses((status = 200, body = VmView), (status = 404, body = hostel_api::ApiErrorBody)))]
+#[utoipa::path(get, path = "/v1/vpss/{name}", responses((status = 200, body = VmView), (status = 404, body = hostel_api::ApiErrorBody), (status = 422, body = hostel_api::ApiErrorBody, description = "runc could not be asked for its state")))]
 pub async fn show(
     State(state): State<AppState>,
     auth: Auth,
@@ -130,7 +130,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/v1/vpss/{name}/exec", request_body = ExecVps, responses((status = 200, body = ExecVpsResult), (status = 400, body = hostel_api::ApiErrorBody), (status = 404, body = hostel_api::ApiErrorBody), (status = 409, body = hostel_api::ApiErrorBody, description = "the VPS is not running")))]
+#[utoipa::path(post, path = "/v1/vpss/{name}/exec", request_body = ExecVps, responses((status = 200, body = ExecVpsResult), (status = 400, body = hostel_api::ApiErrorBody), (status = 404, body = hostel_api::ApiErrorBody), (status = 409, body = hostel_api::ApiErrorBody, description = "the VPS is not running"), (status = 422, body = hostel_api::ApiErrorBody, description = "runc could not run it")))]
 pub async fn exec(
     State(state): State<AppState>,
     auth: Auth,
