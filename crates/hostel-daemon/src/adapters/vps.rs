@@ -100,13 +100,15 @@ impl VpsHost {
     }
 
     /// Makes everything the container needs (idempotent), leaving the NIC's TAP in the
-    /// host's namespace for the switch to attach.
-    pub async fn prepare(&self, v: Vps, image: String) -> Result<Vps, VpsError> {
+    /// host's namespace for the switch to attach; also says whether the NIC is in the VPS
+    /// already (then the switch attached it before).
+    pub async fn prepare(&self, v: Vps, image: String) -> Result<(Vps, bool), VpsError> {
         let host = self.clone();
         blocking(move || {
             let root = host.image_root(&image)?;
             v.prepare(&root)?;
-            Ok(v)
+            let plugged = v.nic_plugged();
+            Ok((v, plugged))
         })
         .await
     }

@@ -206,11 +206,11 @@ impl<'a> Vpss<'a> {
     async fn bring_up(&self, rec: &VpsRecord) -> Result<(), DaemonError> {
         let nic = self.nic_of(rec.vm.id).await?;
         let v = self.host.vps(rec, nic.as_ref())?;
-        let v = self
+        let (v, plugged) = self
             .host
             .prepare(v, rec.vm.spec.image().to_string())
             .await?;
-        if nic.is_some() && !v.nic_plugged() {
+        if nic.is_some() && !plugged {
             networking::sync(self.ctx).await?;
             if let Some(i) = self.ctx.switch.instance() {
                 host_vps::record_switch(&self.host, &rec.vm.id, &i.key());
