@@ -13,7 +13,7 @@ use hostel_testkit::daemon::TestDaemon;
 use hostel_testkit::{guest_assets, is_root, run_arg, LineWatcher, BOOT_TIMEOUT};
 use std::path::Path;
 
-fn tenant(d: &TestDaemon, name: &str) -> Client {
+fn tenant(d: &TestDaemon, name: &str) -> (Client, String) {
     let op = Client::new(&d.url, Some(d.operator_token.clone()));
     op.create_tenant(&CreateTenant {
         name: name.into(),
@@ -21,7 +21,7 @@ fn tenant(d: &TestDaemon, name: &str) -> Client {
     })
     .unwrap();
     let tok = op.create_token(name, &CreateToken::default()).unwrap();
-    let c = Client::new(&d.url, Some(tok.secret));
+    let c = Client::new(&d.url, Some(tok.secret.clone()));
     c.create_network(
         None,
         &CreateNetwork {
@@ -33,7 +33,25 @@ fn tenant(d: &TestDaemon, name: &str) -> Client {
         },
     )
     .unwrap();
-    c
+    (c, tok.secret)
+}
+
+/// `hostel --url URL ARGS…` with `token`, no ambient configuration: exit code and stdout.
+fn cli(url: &str, token: &str, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hostel"))
+        .env_remove("HOSTEL_URL")
+        .env_remove("HOSTEL_REMOTE")
+        .env("HOSTEL_CONFIG", "/nonexistent/hostel-config.toml")
+        .env("HOSTEL_TOKEN", token)
+        .args(["--url", url])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 fn vps(name: &str, ip: &str) -> CreateVm {
@@ -91,8 +109,44 @@ fn a_vps_runs_reaches_its_tenants_vm_survives_the_daemon_and_leaves_nothing() {
     // outside, must never need to search it.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(d.state_path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let acme = tenant(&d, "acme");
-    let umbrella = tenant(&d, "umbrella");
+    let (acme, acme_token) = tenant(&d, "acme");
+    let (umbrella, _) = tenant(&d, "umbrella");
+
+    // The CLI: create with the flags, exec with the command's exit status.
+    let (code, out) = cli(
+        &d.url,
+        &acme_token,
+        &[
+            "vps",
+            "create",
+            "cli1",
+            "--image",
+            "busybox",
+            "--vcpus",
+            "1",
+            "--memory",
+            "64M",
+            "--disk",
+            "1G",
+            "--network",
+            "lan",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(
+        &d.url,
+        &acme_token,
+        &["vps", "exec", "cli1", "--", "id", "-u"],
+    );
+    assert_eq!((code, out.as_str()), (0, "0\n"));
+    let (code, _) = cli(
+        &d.url,
+        &acme_token,
+        &["vps", "exec", "cli1", "--", "sh", "-c", "exit 3"],
+    );
+    assert_eq!(code, 3);
+    let (code, out) = cli(&d.url, &acme_token, &["vps", "delete", "cli1"]);
+    assert_eq!(code, 0, "{out}");
 
     let v = acme.vpss(None).create(&vps("web", "10.19.0.10")).unwrap();
     assert_eq!(v.state, "running", "{v:?}");
