@@ -3,7 +3,7 @@ CARGO ?= cargo
 GUEST := target/guest
 HOSTEL := target/release/hostel
 
-.PHONY: all deps guest build run run-vm api-venv suricata test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls bench-ids bench-storage bench-scan
+.PHONY: all deps guest build run run-vm api-venv suricata test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls bench-ids bench-storage bench-scan bench-vps
 
 all: build
 
@@ -108,6 +108,11 @@ bench-ids: suricata
 
 # The storage backend against qemu-storage-daemon's vhost-user-blk export, by a synthetic
 # frontend (no guest): IOPS and CPU per I/O, single-copy and mirrored; and the metadata commit.
+# A busybox VPS created, started and deleted through the API vs `runc run` of the same
+# root, alternating (root; not in `make test`).
+bench-vps: build
+	$(CARGO) run --release -p hostel-bench --bin bench-vps -- --hostel $(HOSTEL) --rounds 10 --markdown BENCHMARKS.md
+
 bench-storage:
 	$(CARGO) build --release -p hostel-storage --bin hostel-storage
 	$(CARGO) run --release -p hostel-bench --bin bench-storage -- --hostel-storage $${CARGO_TARGET_DIR:-target}/release/hostel-storage --rounds 3 --markdown BENCHMARKS.md

@@ -22,12 +22,13 @@ pkgs=(
   python3 python3-venv         # the OpenAPI conformance run (schemathesis in a virtualenv)
   clamav clamav-testfiles yara # hostel-scan's references: clamscan (run with --database=DIR only,
                                # no freshclam), ClamAV's test files, Debian's yara; bench-scan
+  runc                         # VPSs: the OCI runtime (hostel-vps)
   ca-certificates
 )
 # Commands the build, the tests and the daemon run; each must start after the install.
 cmds=(cc qemu-system-x86_64 qemu-img busybox depmod lz4 cpio ip debootstrap mkfs.ext4 mkfs.vfat
   mcopy ssh curl psql openssl tcpdump ethtool iperf3 ovs-vswitchd nft python3
-  qemu-storage-daemon losetup  # bench-storage's reference (qemu-system-common, with qemu-system-x86); hostel-pool's loop-device test
+  qemu-storage-daemon losetup runc nsenter  # bench-storage's reference (qemu-system-common, with qemu-system-x86); hostel-pool's loop-device test; VPSs (hostel-vps)
   clamscan yara debugfs)  # hostel-scan's comparison tests and bench-scan; debugfs edits test images unmounted
 
 installed() { dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null | grep -q "ok installed"; }

@@ -311,6 +311,17 @@ impl Client {
     pub fn vms(&self, tenant: Option<&str>) -> VmClient<'_> {
         VmClient {
             client: self,
+            base: "/v1/vms",
+            query: tenant.map(|t| format!("?tenant={t}")).unwrap_or_default(),
+        }
+    }
+
+    /// VPS routes: the same calls as VMs' (create, list, show, start, stop, restart,
+    /// delete, console) under `/v1/vpss`, plus [`VmClient::vps_exec`].
+    pub fn vpss(&self, tenant: Option<&str>) -> VmClient<'_> {
+        VmClient {
+            client: self,
+            base: "/v1/vpss",
             query: tenant.map(|t| format!("?tenant={t}")).unwrap_or_default(),
         }
     }
@@ -318,16 +329,18 @@ impl Client {
 
 pub struct VmClient<'a> {
     client: &'a Client,
+    /// `/v1/vms` or `/v1/vpss`.
+    base: &'static str,
     query: String,
 }
 
 impl VmClient<'_> {
     fn path(&self, rest: &str) -> String {
-        format!("/v1/vms{rest}{}", self.query)
+        format!("{}{rest}{}", self.base, self.query)
     }
     fn with(&self, rest: &str, extra: &str) -> String {
         let sep = if self.query.is_empty() { "?" } else { "&" };
-        format!("/v1/vms{rest}{}{sep}{extra}", self.query)
+        format!("{}{rest}{}{sep}{extra}", self.base, self.query)
     }
     pub fn create(&self, body: &CreateVm) -> Result<VmView> {
         self.client.send("POST", &self.path(""), body)
@@ -365,6 +378,11 @@ impl VmClient<'_> {
     ) -> Result<Box<dyn Read + Send + Sync + 'static>> {
         self.client
             .post_stream(&self.path(&format!("/{name}/exec")), body)
+    }
+    /// Runs a command in a VPS (runc exec) and returns its output when it has ended.
+    pub fn vps_exec(&self, name: &str, body: &crate::ExecVps) -> Result<crate::ExecVpsResult> {
+        self.client
+            .send("POST", &self.path(&format!("/{name}/exec")), body)
     }
     /// What the guest's agent reports.
     pub fn guest(&self, name: &str) -> Result<crate::GuestView> {

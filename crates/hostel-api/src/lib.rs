@@ -17,6 +17,7 @@ mod limits;
 mod storage;
 pub mod tls;
 mod types;
+mod vps;
 
 pub use agent::*;
 pub use client::{Client, ClientError, VmClient};
@@ -25,3 +26,4 @@ pub use ids::*;
 pub use limits::*;
 pub use storage::*;
 pub use types::*;
+pub use vps::*;

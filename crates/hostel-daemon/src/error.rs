@@ -195,6 +195,10 @@ impl From<crate::service::DaemonError> for ApiError {
             DaemonError::BuildFailed(_) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "build_failed", message)
             }
+            DaemonError::Vps(hostel_vps::VpsError::Invalid { field, reason }) => {
+                Self::from(DaemonError::invalid(field, reason))
+            }
+            DaemonError::Vps(_) => Self::engine(message),
             DaemonError::Image(_)
             | DaemonError::Engine(_)
             | DaemonError::NoImageStore

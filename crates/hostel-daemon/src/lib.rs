@@ -127,6 +127,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     tokio::spawn(service::ids_eve::run(ctx.clone()));
     let supervisor = supervisor::Supervisor::new(ctx.clone());
     reconcile::at_startup(&ctx, &supervisor).await;
+    service::vps::Vpss::new(&ctx).reconcile().await;
     if let Some(every) = reconcile::sweep::interval_from_env() {
         tokio::spawn(reconcile::sweep::run(ctx.clone(), every));
     }

@@ -243,3 +243,43 @@ pub fn storage(
     }
     out
 }
+
+/// Per-VPS gauges: its recorded state, and what its cgroups say it uses now (memory, tasks,
+/// CPU time). Reads the store and cgroupfs, so it blocks.
+pub fn vps(store: &dyn Store) -> Result<String, hostel_state::StoreError> {
+    let names: std::collections::HashMap<_, _> = store
+        .list_tenants()?
+        .into_iter()
+        .map(|t| (t.id, t.name.to_string()))
+        .collect();
+    let mut out = String::from(
+        "# HELP hostel_vps_running 1 for a VPS recorded running.\n# TYPE hostel_vps_running gauge\n\
+         # TYPE hostel_vps_memory_bytes gauge\n# TYPE hostel_vps_tasks gauge\n\
+         # TYPE hostel_vps_cpu_seconds_total counter\n",
+    );
+    let read = |ctrl: &str, id: &hostel_state::VmId, file: &str| -> Option<u64> {
+        let path = format!("/sys/fs/cgroup/{ctrl}/hostel-vps/{id}/{file}");
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    };
+    for rec in store.list_all_vpss()? {
+        let vm = &rec.vm;
+        let tenant = names.get(&vm.tenant).map(String::as_str).unwrap_or("");
+        let labels = format!("tenant=\"{tenant}\",vps=\"{}\"", vm.name);
+        let running = u8::from(vm.observed.state == ObservedState::Running);
+        let _ = writeln!(out, "hostel_vps_running{{{labels}}} {running}");
+        if let Some(m) = read("memory", &vm.id, "memory.usage_in_bytes") {
+            let _ = writeln!(out, "hostel_vps_memory_bytes{{{labels}}} {m}");
+        }
+        if let Some(p) = read("pids", &vm.id, "pids.current") {
+            let _ = writeln!(out, "hostel_vps_tasks{{{labels}}} {p}");
+        }
+        if let Some(ns) = read("cpuacct", &vm.id, "cpuacct.usage") {
+            let _ = writeln!(
+                out,
+                "hostel_vps_cpu_seconds_total{{{labels}}} {}",
+                ns as f64 / 1e9
+            );
+        }
+    }
+    Ok(out)
+}

@@ -52,7 +52,7 @@ pub use model::tenant::{Quota, Tenant, Usage};
 pub use model::token::{ApiToken, IssuedToken, TokenHash, TokenSecret, SECRET_PREFIX};
 pub use model::vm::{
     DesiredState, IntentOp, NewVm, ObservedState, ObservedStatus, RestartPolicy, Vm, VmIntent,
-    VmSpecRecord,
+    VmSpecRecord, VpsRecord,
 };
 pub use model::volume::{
     DeviceState, NewVolume, StorageDevice, StorageQuota, Volume, VolumeState,

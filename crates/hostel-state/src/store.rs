@@ -21,7 +21,9 @@ use crate::model::network::{Network, NewNetwork, NewNic, VmNic};
 use crate::model::nic_limits::{NicLimits, NicLimitsRecord};
 use crate::model::tenant::{Quota, Tenant, Usage};
 use crate::model::token::{validate_token_name, ApiToken, IssuedToken, TokenHash, TokenSecret};
-use crate::model::vm::{DesiredState, IntentOp, NewVm, ObservedStatus, Vm, VmIntent, VmSpecRecord};
+use crate::model::vm::{
+    DesiredState, IntentOp, NewVm, ObservedStatus, Vm, VmIntent, VmSpecRecord, VpsRecord,
+};
 use crate::model::volume::{
     DeviceState, NewVolume, StorageDevice, StorageQuota, Volume, VolumeState,
 };
@@ -130,6 +132,23 @@ pub trait Store: Send + Sync {
         audit: &NewAuditEntry,
     ) -> Result<(Vm, Vec<VmNic>)>;
     fn get_vm(&self, id: &VmId) -> Result<Vm>;
+    /// A VPS (a system container): recorded like [`Store::create_vm_with_nics_within_quota`]
+    /// (one name space, quota and address pool with the tenant's VMs) and given the lowest
+    /// free slot of host UID/GID ranges, in one transaction. VM queries never return it;
+    /// the by-id calls (`get_vm`, intents, observed state, `delete_vm`) serve both.
+    fn create_vps_with_nics_within_quota(
+        &self,
+        tenant: &TenantId,
+        vm: &NewVm,
+        nics: &[NewNic],
+        audit: &NewAuditEntry,
+    ) -> Result<(VpsRecord, Vec<VmNic>)>;
+    /// A tenant's VPS by name (`NotFound` for a VM of that name or another tenant's).
+    fn get_vps_by_name(&self, tenant: &TenantId, name: &VmName) -> Result<VpsRecord>;
+    /// One tenant's VPSs, ordered by name.
+    fn list_vpss(&self, tenant: &TenantId) -> Result<Vec<VpsRecord>>;
+    /// Every VPS on the host (reconciler, switch tables).
+    fn list_all_vpss(&self) -> Result<Vec<VpsRecord>>;
     fn get_vm_by_name(&self, tenant: &TenantId, name: &VmName) -> Result<Vm>;
     /// One tenant's VMs, ordered by name.
     fn list_vms(&self, tenant: &TenantId) -> Result<Vec<Vm>>;

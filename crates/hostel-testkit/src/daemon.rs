@@ -263,6 +263,23 @@ fn kill_all(daemon: &mut Child, state: &Path) {
     let _ = daemon.kill();
     let _ = daemon.wait();
     kill_processes_mentioning(&state.to_string_lossy());
+    remove_vpss(state);
+}
+
+/// Removes the daemon's VPSs (containers, cgroups, mounts, namespaces): like QEMUs they
+/// outlive the daemon on purpose, and runc's state is in the directory about to go.
+fn remove_vpss(state: &Path) {
+    let Ok(dirs) = std::fs::read_dir(state.join("vps")) else {
+        return;
+    };
+    let runc = hostel_vps::runc::Runc::new(state.join("runc"));
+    for d in dirs.flatten() {
+        let id = d.file_name().to_string_lossy().into_owned();
+        let paths = hostel_vps::VpsPaths::new(d.path());
+        if let Err(e) = hostel_vps::vps::destroy(&runc, &id, &paths, None) {
+            eprintln!("removing VPS {id} of a test daemon: {e}");
+        }
+    }
 }
 
 /// Processes (other than this one) whose command line contains every one of `markers`.

@@ -21,6 +21,7 @@ pub mod networking;
 pub mod storage;
 pub mod storage_link;
 pub mod switch_link;
+pub mod vps;
 
 use std::future::Future;
 

@@ -7,7 +7,14 @@ use super::switch_link::{gateway_mac, LinkError, SwitchInstance, SwitchPaths};
 use crate::standby::StandbyPool;
 use crate::Ctx;
 use hostel_state::{slaac_address, Ipv6Prefix64, NetworkId, NicLimits, Store, VmId, VmNic};
-use hostel_switch_proto::{NetworkConfig, PortConfig, PortLimits, SwitchConfig};
+use hostel_switch_proto::{NetworkConfig, PortConfig, PortKind, PortLimits, SwitchConfig};
+
+/// What the switch's tables need to know of the host's VPSs.
+pub struct VpsPorts {
+    pub host: super::vps::VpsHost,
+    /// The running switch (`SwitchInstance::key`), if any.
+    pub switch_key: Option<String>,
+}
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -20,7 +27,15 @@ pub fn switch_config(
     store: &dyn Store,
     link: &SwitchPaths,
     standby: &StandbyPool,
+    vps: &VpsPorts,
 ) -> hostel_state::Result<SwitchConfig> {
+    // VPS NICs are TAP ports; one whose TAP this switch cannot attach is left out (see
+    // `vps::port_attachable`).
+    let vpss: std::collections::HashSet<VmId> = store
+        .list_all_vpss()?
+        .into_iter()
+        .map(|v| v.vm.id)
+        .collect();
     let all = store.list_all_networks()?;
     let prefixes: HashMap<NetworkId, Ipv6Prefix64> = all
         .iter()
@@ -51,9 +66,21 @@ pub fn switch_config(
     let mut ports: Vec<PortConfig> = store
         .list_all_nics()?
         .into_iter()
+        .filter(|nic| {
+            !vpss.contains(&nic.vm)
+                || (nic.idx == 0
+                    && super::vps::port_attachable(&vps.host, &nic.vm, vps.switch_key.as_deref()))
+        })
         .map(|nic| {
             let l = limits.get(&(nic.vm, nic.idx)).copied().unwrap_or_default();
-            port_config(&nic, prefixes.get(&nic.network), link, l)
+            let mut port = port_config(&nic, prefixes.get(&nic.network), link, l);
+            if vpss.contains(&nic.vm) {
+                port.kind = PortKind::Tap {
+                    device: super::vps::tap_name(&nic.vm),
+                };
+                port.socket = Default::default();
+            }
+            port
         })
         .collect();
     let (standby_nets, standby_ports) = standby.switch_entries(link);
@@ -209,7 +236,12 @@ async fn snapshot(ctx: &Ctx) -> Result<SwitchConfig, SyncError> {
     let store = std::sync::Arc::clone(&ctx.store);
     let paths = ctx.switch.paths();
     let standby = std::sync::Arc::clone(&ctx.standby);
-    let task = tokio::task::spawn_blocking(move || switch_config(store.as_ref(), &paths, &standby));
+    let vps = VpsPorts {
+        host: super::vps::VpsHost::new(&ctx.layout),
+        switch_key: ctx.switch.instance().map(|i| i.key()),
+    };
+    let task =
+        tokio::task::spawn_blocking(move || switch_config(store.as_ref(), &paths, &standby, &vps));
     match task.await {
         Ok(r) => Ok(r?),
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

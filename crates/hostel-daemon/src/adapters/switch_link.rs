@@ -54,6 +54,16 @@ pub struct SwitchInstance {
     ctime: (i64, i64),
 }
 
+impl SwitchInstance {
+    /// The instance as text, to record it in a file (a VPS's TAP attached by this switch).
+    pub fn key(&self) -> String {
+        format!(
+            "{}:{}:{}.{}",
+            self.dev, self.ino, self.ctime.0, self.ctime.1
+        )
+    }
+}
+
 const START_DEADLINE: Duration = Duration::from_secs(10);
 
 impl SwitchLink {

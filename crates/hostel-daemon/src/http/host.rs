@@ -124,6 +124,7 @@ pub async fn metrics(State(state): State<AppState>, Operator(_): Operator) -> Ap
                 .collect();
             let mut out = crate::metrics::render(store)?;
             out.push_str(&crate::metrics::edge(store, &edge_stats)?);
+            out.push_str(&crate::metrics::vps(store)?);
             Ok((out, names))
         })
         .await?;

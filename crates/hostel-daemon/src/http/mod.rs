@@ -21,6 +21,7 @@ mod tokens;
 mod views;
 mod vms;
 mod volumes;
+mod vps;
 
 use crate::adapters::engine::QemuEngine;
 use crate::error::{ApiError, ApiResult};
@@ -149,6 +150,13 @@ pub fn router(state: AppState) -> Router {
             put(firewall::set_group).delete(firewall::delete_group),
         )
         .route("/v1/firewall/log", get(firewall::log))
+        .route("/v1/vpss", post(vps::create).get(vps::list))
+        .route("/v1/vpss/{name}", get(vps::show).delete(vps::delete))
+        .route("/v1/vpss/{name}/start", post(vps::start))
+        .route("/v1/vpss/{name}/stop", post(vps::stop))
+        .route("/v1/vpss/{name}/restart", post(vps::restart))
+        .route("/v1/vpss/{name}/exec", post(vps::exec))
+        .route("/v1/vpss/{name}/console", get(vps::console))
         .route("/v1/vms", post(vms::create).get(vms::list))
         .route(
             "/v1/vms/{name}",
@@ -267,6 +275,15 @@ async fn run_changes_to_completion(
         tenants::create_token,
         tokens::list,
         tokens::delete,
+        vps::create,
+        vps::list,
+        vps::show,
+        vps::start,
+        vps::stop,
+        vps::restart,
+        vps::delete,
+        vps::exec,
+        vps::console,
         vms::create,
         vms::list,
         vms::show,

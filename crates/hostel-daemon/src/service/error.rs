@@ -64,6 +64,9 @@ pub enum DaemonError {
     /// The pool's store records could not be read.
     #[error(transparent)]
     StorageSync(#[from] crate::adapters::storage::StorageSyncError),
+    /// The host could not prepare, run or remove a VPS's container.
+    #[error(transparent)]
+    Vps(#[from] hostel_vps::VpsError),
     #[error("a blocking task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     /// A create that failed after its record existed: everything it made is undone, and

@@ -33,6 +33,7 @@ mod vm_tests;
 pub mod vms;
 pub mod volume_reconcile;
 pub mod volumes;
+pub mod vps;
 
 pub use error::{image_error, DaemonError};
 use hostel_state::{Store, StoreError};

@@ -328,3 +328,10 @@ mod tests {
         assert!(text.len() <= MAX_LAST_EXIT_LEN && text.len() >= MAX_LAST_EXIT_LEN - 1);
     }
 }
+
+/// A VPS: its instance record (kind `vps`) and its slot of host UID/GID ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VpsRecord {
+    pub vm: Vm,
+    pub slot: u32,
+}

@@ -22,6 +22,7 @@ mod tokens;
 mod upgrade_tests;
 mod vms;
 mod volumes;
+mod vps;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -44,7 +45,9 @@ use crate::model::network::{Network, NewNetwork, NewNic, VmNic};
 use crate::model::nic_limits::{NicLimits, NicLimitsRecord};
 use crate::model::tenant::{Quota, Tenant, Usage};
 use crate::model::token::{ApiToken, TokenHash};
-use crate::model::vm::{DesiredState, IntentOp, NewVm, ObservedStatus, Vm, VmIntent, VmSpecRecord};
+use crate::model::vm::{
+    DesiredState, IntentOp, NewVm, ObservedStatus, Vm, VmIntent, VmSpecRecord, VpsRecord,
+};
 use crate::model::volume::{
     DeviceState, NewVolume, StorageDevice, StorageQuota, Volume, VolumeState,
 };
@@ -466,6 +469,29 @@ impl Store for SqliteStore {
     }
     fn get_vm(&self, id: &VmId) -> Result<Vm> {
         self.read(|c| vms::get(c, id))
+    }
+    fn create_vps_with_nics_within_quota(
+        &self,
+        tenant: &TenantId,
+        vm: &NewVm,
+        nics: &[NewNic],
+        audit: &NewAuditEntry,
+    ) -> Result<(VpsRecord, Vec<VmNic>)> {
+        self.write_audited(audit, |tx| {
+            networks::check_nic_count(nics)?;
+            let vps = vps::insert(tx, tenant, vm)?;
+            let nics = networks::attach(tx, tenant, &vps.vm.id, nics)?;
+            Ok((vps, nics))
+        })
+    }
+    fn get_vps_by_name(&self, tenant: &TenantId, name: &VmName) -> Result<VpsRecord> {
+        self.read(|c| vps::get_by_name(c, tenant, name))
+    }
+    fn list_vpss(&self, tenant: &TenantId) -> Result<Vec<VpsRecord>> {
+        self.read(|c| vps::list_for_tenant(c, tenant))
+    }
+    fn list_all_vpss(&self) -> Result<Vec<VpsRecord>> {
+        self.read(vps::list_all)
     }
     fn get_vm_by_name(&self, tenant: &TenantId, name: &VmName) -> Result<Vm> {
         self.read(|c| vms::get_by_name(c, tenant, name))

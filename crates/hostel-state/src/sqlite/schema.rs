@@ -249,6 +249,18 @@ ALTER TABLE tenants ADD COLUMN max_volume_allocated_bytes INTEGER NOT NULL
     DEFAULT 107374182400 CHECK (max_volume_allocated_bytes >= 0);
 "#,
     },
+    Migration {
+        version: 11,
+        sql: r#"
+-- VPSs (system containers) are instances in the same table as VMs: they share names,
+-- quotas, NICs (addresses, MACs, limits, the switch's ports) and the intent columns, and
+-- every VM query names its kind, so the VM machinery never sees a VPS. A VPS holds one slot
+-- of host UID/GID ranges (its user namespace), unique on the host.
+ALTER TABLE vms ADD COLUMN kind TEXT NOT NULL DEFAULT 'vm' CHECK (kind IN ('vm', 'vps'));
+ALTER TABLE vms ADD COLUMN id_slot INTEGER CHECK (id_slot >= 0);
+CREATE UNIQUE INDEX vms_by_id_slot ON vms(id_slot) WHERE id_slot IS NOT NULL;
+"#,
+    },
 ];
 
 /// The schema version this build writes.
@@ -307,7 +319,10 @@ mod tests {
     #[test]
     fn migrate_twice_is_a_no_op() {
         let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(
+            migrate(&mut conn).unwrap(),
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 11]
+        );
         assert!(migrate(&mut conn).unwrap().is_empty());
         assert_eq!(user_version(&conn).unwrap(), LATEST_VERSION);
     }

@@ -23,7 +23,8 @@ pub(super) enum QuotaCheck {
 /// Column list of every VM query. Rows are read by position (see [`col`])
 /// because name lookup dominated the cost of `list_all_vms`; the unit test
 /// below pins the two together.
-const COLUMNS: &str = "id, tenant_id, name, vcpus, memory_mib, disk_gib, image, cmdline, \
+pub(super) const COLUMNS: &str =
+    "id, tenant_id, name, vcpus, memory_mib, disk_gib, image, cmdline, \
     restart_policy, desired, observed_state, observed_pid, observed_since, last_exit, \
     restart_count, created_at, generation, intent, intent_deadline";
 
@@ -56,7 +57,7 @@ mod col {
     pub const INTENT_DEADLINE: usize = 18;
 }
 
-fn from_row(row: &Row<'_>) -> DbResult<Vm> {
+pub(super) fn from_row(row: &Row<'_>) -> DbResult<Vm> {
     let cmdline: Option<String> = row.get(col::CMDLINE)?;
     let spec = VmSpecRecord::new(
         uint(row, col::VCPUS)?,
@@ -102,18 +103,20 @@ pub(super) fn get(c: &Connection, id: &VmId) -> DbResult<Vm> {
 }
 
 pub(super) fn get_by_name(c: &Connection, tenant: &TenantId, name: &VmName) -> DbResult<Vm> {
-    let sql = format!("SELECT {COLUMNS} FROM vms WHERE tenant_id = ?1 AND name = ?2");
+    let sql =
+        format!("SELECT {COLUMNS} FROM vms WHERE tenant_id = ?1 AND name = ?2 AND kind = 'vm'");
     query_first(c, &sql, (tenant.to_string(), name.as_str()), from_row)?
         .ok_or_else(|| StoreError::not_found(EntityKind::Vm, name).into())
 }
 
 pub(super) fn list_for_tenant(c: &Connection, tenant: &TenantId) -> DbResult<Vec<Vm>> {
-    let sql = format!("SELECT {COLUMNS} FROM vms WHERE tenant_id = ?1 ORDER BY name");
+    let sql =
+        format!("SELECT {COLUMNS} FROM vms WHERE tenant_id = ?1 AND kind = 'vm' ORDER BY name");
     query_rows(c, &sql, [tenant.to_string()], from_row)
 }
 
 pub(super) fn list_all(c: &Connection) -> DbResult<Vec<Vm>> {
-    let sql = format!("SELECT {COLUMNS} FROM vms ORDER BY tenant_id, name");
+    let sql = format!("SELECT {COLUMNS} FROM vms WHERE kind = 'vm' ORDER BY tenant_id, name");
     query_rows(c, &sql, [], from_row)
 }
 

@@ -27,6 +27,7 @@ pub mod scan;
 mod tenant;
 mod vm;
 mod volume;
+mod vps;
 
 use clap::{Args, Subcommand};
 use hostel_api::{Client, ClientError};
@@ -72,6 +73,8 @@ pub enum ClientCommand {
     Quota(tenant::QuotaCommand),
     /// Create, inspect and control VMs.
     Vm(vm::VmArgs),
+    /// Create, inspect and control VPSs (system containers).
+    Vps(vps::VpsArgs),
     /// A tenant's virtual networks.
     Network(network::NetworkArgs),
     /// A tenant's volumes in the host's storage pool, and their snapshots.
@@ -163,6 +166,7 @@ pub fn main(global: GlobalArgs, cmd: ClientCommand) -> anyhow::Result<ExitCode> 
             ClientCommand::Token(c) => tenant::token(&ctx, c),
             ClientCommand::Quota(c) => tenant::quota(&ctx, c),
             ClientCommand::Vm(a) => vm::main(&ctx, a),
+            ClientCommand::Vps(a) => vps::main(&ctx, a),
             ClientCommand::Network(a) => network::main(&ctx, a),
             ClientCommand::Volume(a) => volume::main(&ctx, a),
             ClientCommand::Storage(c) => volume::storage_main(&ctx, c),

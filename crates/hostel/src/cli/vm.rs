@@ -156,7 +156,7 @@ fn parse_param(s: &str) -> Result<(String, String), ShapeError> {
 }
 
 /// The public keys in each file: one per non-empty, non-comment line.
-fn read_ssh_keys(files: &[PathBuf]) -> Result<Vec<String>> {
+pub(super) fn read_ssh_keys(files: &[PathBuf]) -> Result<Vec<String>> {
     let mut keys = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(f)
@@ -186,7 +186,7 @@ fn read_ssh_keys(files: &[PathBuf]) -> Result<Vec<String>> {
 
 /// `NET`, `NET,ip=IP` (the documented form) or the short `NET=IP`: the address is left for
 /// the daemon to check against the subnet.
-fn parse_nic(s: &str) -> Result<NicRequest, ShapeError> {
+pub(super) fn parse_nic(s: &str) -> Result<NicRequest, ShapeError> {
     let bad = || ShapeError {
         text: s.to_string(),
         expected: "NET, NET,ip=ADDR or NET=ADDR",
@@ -349,7 +349,7 @@ fn copy_live(mut stream: impl Read) -> Result<()> {
     }
 }
 
-fn print_list(format: Format, vms: &[VmView]) -> Result<()> {
+pub(super) fn print_list(format: Format, vms: &[VmView]) -> Result<()> {
     if format == Format::Json {
         return output::json(vms);
     }
@@ -374,7 +374,7 @@ fn print_list(format: Format, vms: &[VmView]) -> Result<()> {
     Ok(())
 }
 
-fn print_one(format: Format, v: &VmView) -> Result<()> {
+pub(super) fn print_one(format: Format, v: &VmView) -> Result<()> {
     if format == Format::Json {
         return output::json(v);
     }
