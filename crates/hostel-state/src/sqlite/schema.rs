@@ -217,6 +217,19 @@ ALTER TABLE tenants ADD COLUMN max_public_addresses INTEGER NOT NULL DEFAULT 2
     CHECK (max_public_addresses >= 0);
 "#,
     },
+    Migration {
+        version: 10,
+        sql: r#"
+-- What the operator lets a tenant do through its VMs' guest agents (issue 22): run
+-- commands, move files, and the largest file moved. No row: everything allowed, 1 GiB.
+CREATE TABLE tenant_agent (
+    tenant_id      TEXT PRIMARY KEY NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    exec           INTEGER NOT NULL CHECK (exec IN (0, 1)),
+    files          INTEGER NOT NULL CHECK (files IN (0, 1)),
+    max_file_bytes INTEGER NOT NULL CHECK (max_file_bytes > 0)
+) STRICT;
+"#,
+    },
 ];
 
 /// The schema version this build writes.
@@ -275,7 +288,7 @@ mod tests {
     #[test]
     fn migrate_twice_is_a_no_op() {
         let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8, 10]);
         assert!(migrate(&mut conn).unwrap().is_empty());
         assert_eq!(user_version(&conn).unwrap(), LATEST_VERSION);
     }
