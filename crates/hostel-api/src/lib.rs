@@ -18,7 +18,7 @@ pub mod tls;
 mod types;
 
 pub use agent::*;
-pub use client::{Client, ClientError, VmClient};
+pub use client::{Client, ClientError, PulledFile, VmClient};
 pub use edge::*;
 pub use ids::*;
 pub use limits::*;
