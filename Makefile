@@ -54,7 +54,7 @@ FUZZ_BIN := target/fuzz/x86_64-unknown-linux-gnu/release
 fuzz:
 	RUSTFLAGS="$(FUZZ_FLAGS)" CARGO_TARGET_DIR=target/fuzz $(CARGO) build --release \
 	  --target x86_64-unknown-linux-gnu --manifest-path fuzz/Cargo.toml
-	@for t in frame_parser descriptor_chain vhost_message external_frame firewall_verdict blk_request ids_rules ids_packets; do \
+	@for t in frame_parser descriptor_chain vhost_message external_frame firewall_verdict blk_request ids_rules ids_packets qga_reply; do \
 	  mkdir -p target/fuzz-corpus/$$t; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
 	  if ! $(FUZZ_BIN)/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
