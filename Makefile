@@ -3,7 +3,7 @@ CARGO ?= cargo
 GUEST := target/guest
 HOSTEL := target/release/hostel
 
-.PHONY: all deps guest build run run-vm api-venv suricata test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls bench-ids bench-storage
+.PHONY: all deps guest build run run-vm api-venv suricata test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls bench-ids bench-storage bench-exec
 
 all: build
 
@@ -111,6 +111,11 @@ bench-ids: suricata
 bench-storage:
 	$(CARGO) build --release -p hostel-storage --bin hostel-storage
 	$(CARGO) run --release -p hostel-bench --bin bench-storage -- --hostel-storage $${CARGO_TARGET_DIR:-target}/release/hostel-storage --rounds 3 --markdown BENCHMARKS.md
+
+# `hostel vm exec` vs SSH on one Debian 12 VM, alternating: round trip of `true` and
+# throughput of `head -c 200M /dev/zero` (not in `make test`).
+bench-exec: build
+	$(CARGO) run --release -p hostel-bench --bin bench-exec -- --hostel $(HOSTEL) --markdown BENCHMARKS.md
 
 bench-images: build
 	$(CARGO) run --release -p hostel-bench --bin bench-images -- --hostel $(HOSTEL) --runs 5 --markdown BENCHMARKS.md
