@@ -138,7 +138,11 @@ pub fn run(c: &Contenders<'_>, rounds: usize, tp_rounds: usize) -> (Side, Side) 
             let s = if is_exec { &mut exec } else { &mut ssh };
             match c.throughput(is_exec) {
                 Ok(v) => {
-                    eprintln!("throughput round {} {}: {v:.1} MB/s", round + 1, name(is_exec));
+                    eprintln!(
+                        "throughput round {} {}: {v:.1} MB/s",
+                        round + 1,
+                        name(is_exec)
+                    );
                     s.throughput_mbps.push(v)
                 }
                 Err(e) => {

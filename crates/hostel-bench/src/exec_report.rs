@@ -97,7 +97,10 @@ mod tests {
         };
         let s = section(&exec, &ssh, &i);
         assert!(s.starts_with(BEGIN) && s.trim_end().ends_with(END), "{s}");
-        assert!(s.contains("| 50.0 (40.0–60.0) | 100.0 (100.0–100.0) | 0.50 | ≤ 0.50: **met** |"), "{s}");
+        assert!(
+            s.contains("| 50.0 (40.0–60.0) | 100.0 (100.0–100.0) | 0.50 | ≤ 0.50: **met** |"),
+            "{s}"
+        );
         assert!(s.contains("| 0.50 | ≥ 1.00: **missed** |"), "{s}");
         assert!(s.contains("exec 0, ssh 1"), "{s}");
     }

@@ -35,7 +35,11 @@ fn seeds() -> Vec<Vec<u8>> {
         .map(|(which, s)| {
             let mut v = vec![which];
             // "\u{ff}" in a Rust string is two UTF-8 bytes; the agent's delimiter is 0xFF.
-            v.extend(s.replace('\u{ff}', "\u{1}").bytes().map(|b| if b == 1 { 0xFF } else { b }));
+            v.extend(
+                s.replace('\u{ff}', "\u{1}")
+                    .bytes()
+                    .map(|b| if b == 1 { 0xFF } else { b }),
+            );
             v
         })
         .collect()
@@ -48,7 +52,12 @@ fn qga_reply_on_random_inputs() {
     // Every seed's replies are accepted: the harness drives the real parser.
     let want = [1, 1, 1, 2, 1, 1, 2, 2, 2, 4];
     for (s, want) in seeds.iter().zip(want) {
-        assert_eq!(fuzzing::qga_reply(s), want, "seed {:?}", String::from_utf8_lossy(s));
+        assert_eq!(
+            fuzzing::qga_reply(s),
+            want,
+            "seed {:?}",
+            String::from_utf8_lossy(s)
+        );
     }
     for i in 0..20_000 {
         let mut input = seeds[i % seeds.len()].clone();
@@ -61,10 +70,10 @@ fn qga_reply_on_random_inputs() {
                 _ => rng.next() as u8,
             };
         }
-        if rng.next() % 8 == 0 {
+        if rng.next().is_multiple_of(8) {
             input.truncate(1 + (rng.next() % input.len() as u64) as usize);
         }
-        if rng.next() % 16 == 0 {
+        if rng.next().is_multiple_of(16) {
             // A long line: the client must cap it, not wait for the rest.
             input.extend(std::iter::repeat_n(b'x', 70_000));
         }

@@ -10,8 +10,8 @@
 
 use crate::error::Result;
 use crate::ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
-use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use crate::model::agent::AgentSettings;
+use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use crate::model::ids::IdsSettings;
 
 use crate::model::edge::{ExternalSetup, FirewallDoc, NetworkEdge, PublicAddress};

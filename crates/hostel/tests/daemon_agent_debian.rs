@@ -10,11 +10,11 @@ mod files;
 #[path = "agent_debian/hostile.rs"]
 mod hostile;
 
-use hostel_api::{
-    BuildImage, Client, ClientError, CreateNetwork, CreateTenant, CreateToken, CreateVm,
-    ExecEvent, ExecVm, NicRequest, Size,
-};
 use base64::Engine as _;
+use hostel_api::{
+    BuildImage, Client, ClientError, CreateNetwork, CreateTenant, CreateToken, CreateVm, ExecEvent,
+    ExecVm, NicRequest, Size,
+};
 use hostel_testkit::daemon::TestDaemon;
 use hostel_testkit::{guest_assets, is_root, which};
 use std::io::{Read, Write};

@@ -66,7 +66,9 @@ pub async fn push(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<FileTransferView>> {
-    let tenant = state.scope(&auth, &TenantQuery { tenant: q.tenant }).await?;
+    let tenant = state
+        .scope(&auth, &TenantQuery { tenant: q.tenant })
+        .await?;
     let push = FilePush {
         path: q.path,
         mode: q.mode,
@@ -112,7 +114,9 @@ pub async fn pull(
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<PullQuery>,
 ) -> ApiResult<Response> {
-    let tenant = state.scope(&auth, &TenantQuery { tenant: q.tenant }).await?;
+    let tenant = state
+        .scope(&auth, &TenantQuery { tenant: q.tenant })
+        .await?;
     let pull = FilePull { path: q.path };
     let started = state
         .agent()

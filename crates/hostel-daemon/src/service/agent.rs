@@ -117,7 +117,10 @@ impl<'a> GuestAgent<'a> {
                 name: n.clone(),
             };
             let vname = VmName::new(&n).map_err(|_| missing())?;
-            Ok::<_, StoreError>((store.get_vm_by_name(&tenant, &vname)?, store.get_agent(&tenant)?))
+            Ok::<_, StoreError>((
+                store.get_vm_by_name(&tenant, &vname)?,
+                store.get_agent(&tenant)?,
+            ))
         })
         .await?;
         let off = |setting: &'static str, what: &str| DaemonError::Forbidden {

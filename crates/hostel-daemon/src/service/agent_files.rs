@@ -258,7 +258,10 @@ impl GuestAgent<'_> {
         };
         let written = write_body(&ch, handle, body, max).await;
         let closed = match ch.session().await {
-            Ok((_g, mut s)) => s.file_close(handle, CALL_DEADLINE).await.map_err(Into::into),
+            Ok((_g, mut s)) => s
+                .file_close(handle, CALL_DEADLINE)
+                .await
+                .map_err(Into::into),
             Err(e) => Err(e),
         };
         let (size, sum) = match (written, closed) {
@@ -468,7 +471,11 @@ pub enum PullError {
         "the bytes read ({read} bytes, SHA-256 {got}) are not the file the guest hashed \
          (SHA-256 {want}): it changed while it was read"
     )]
-    Mismatch { read: u64, got: String, want: String },
+    Mismatch {
+        read: u64,
+        got: String,
+        want: String,
+    },
 }
 
 impl PullRun {
@@ -580,7 +587,10 @@ mod tests {
     #[test]
     fn sums_are_parsed_only_when_they_are_sums() {
         let s = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert_eq!(parse_sum(format!("{s}  -\n").as_bytes()).as_deref(), Some(s));
+        assert_eq!(
+            parse_sum(format!("{s}  -\n").as_bytes()).as_deref(),
+            Some(s)
+        );
         assert_eq!(parse_sum(s.to_uppercase().as_bytes()).as_deref(), Some(s));
         for bad in ["", "abc  -", "zz", &s[..63], &format!("{s}0")] {
             assert_eq!(parse_sum(bad.as_bytes()), None, "{bad:?}");

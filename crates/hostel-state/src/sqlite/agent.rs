@@ -30,7 +30,10 @@ pub(super) fn set(c: &Connection, tenant: &TenantId, s: &AgentSettings) -> DbRes
     if !(1..=MAX_FILE_BYTES_LIMIT).contains(&s.max_file_bytes) {
         return Err(StoreError::invalid(
             "max_file_bytes",
-            format!("{} is outside 1 to {MAX_FILE_BYTES_LIMIT}", s.max_file_bytes),
+            format!(
+                "{} is outside 1 to {MAX_FILE_BYTES_LIMIT}",
+                s.max_file_bytes
+            ),
         )
         .into());
     }
@@ -71,7 +74,11 @@ mod tests {
             max_public_addresses: 0,
         };
         let t = store
-            .create_tenant(&TenantName::new("acme").unwrap(), quota, &sys("tenant.create"))
+            .create_tenant(
+                &TenantName::new("acme").unwrap(),
+                quota,
+                &sys("tenant.create"),
+            )
             .unwrap()
             .id;
         assert_eq!(store.get_agent(&t).unwrap(), AgentSettings::default());
@@ -80,7 +87,10 @@ mod tests {
             files: true,
             max_file_bytes: 4096,
         };
-        assert_eq!(store.set_agent(&t, &off, &sys("tenant.agent")).unwrap(), off);
+        assert_eq!(
+            store.set_agent(&t, &off, &sys("tenant.agent")).unwrap(),
+            off
+        );
         assert_eq!(store.get_agent(&t).unwrap(), off);
         let audited = store.list_audit(&AuditQuery::newest(10)).unwrap();
         assert_eq!(audited[0].action, "tenant.agent");
@@ -96,10 +106,20 @@ mod tests {
                 )
                 .unwrap_err();
             assert!(
-                matches!(e, StoreError::Invalid { field: "max_file_bytes", .. }),
+                matches!(
+                    e,
+                    StoreError::Invalid {
+                        field: "max_file_bytes",
+                        ..
+                    }
+                ),
                 "{e:?}"
             );
         }
-        assert_eq!(store.get_agent(&t).unwrap(), off, "a refusal changes nothing");
+        assert_eq!(
+            store.get_agent(&t).unwrap(),
+            off,
+            "a refusal changes nothing"
+        );
     }
 }

@@ -34,9 +34,9 @@ pub use schema::LATEST_VERSION as SCHEMA_VERSION;
 
 use crate::error::{Result, StoreError};
 use crate::ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
+use crate::model::agent::AgentSettings;
 use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use crate::model::edge::{ExternalSetup, FirewallDoc, NetworkEdge, PublicAddress};
-use crate::model::agent::AgentSettings;
 use crate::model::ids::IdsSettings;
 use crate::model::network::{Network, NewNetwork, NewNic, VmNic};
 use crate::model::nic_limits::{NicLimits, NicLimitsRecord};

@@ -288,7 +288,10 @@ mod tests {
     #[test]
     fn migrate_twice_is_a_no_op() {
         let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8, 10]);
+        assert_eq!(
+            migrate(&mut conn).unwrap(),
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 10]
+        );
         assert!(migrate(&mut conn).unwrap().is_empty());
         assert_eq!(user_version(&conn).unwrap(), LATEST_VERSION);
     }

@@ -179,14 +179,17 @@ pub fn main(ctx: &Ctx, vms: &VmClient<'_>, cmd: FileCommand) -> Result<()> {
 /// Renames the temporary file over `local` with the usual mode of a new file.
 fn persist(tmp: tempfile::NamedTempFile, local: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    // NamedTempFile is 0600; a pulled file gets what `cp` would give it under the umask.
-    // SAFETY: umask only swaps the process's file mode mask; it is set straight back.
-    let mask = unsafe {
-        let m = libc::umask(0o022);
-        libc::umask(m);
-        m
-    };
-    let mode = 0o666 & !u32::from(mask);
+    // NamedTempFile is 0600; a pulled file gets what `cp` would give it under the umask
+    // (read from /proc: umask(2) can only be read by setting it).
+    let mask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022);
+    let mode = 0o666 & !mask;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))?;
     tmp.persist(local)
         .with_context(|| format!("cannot write {}", local.display()))?;

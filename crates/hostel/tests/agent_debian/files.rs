@@ -42,7 +42,10 @@ fn api_err<T>(r: Result<T, ClientError>) -> (u16, Option<String>, String) {
 /// No file at `path` and no temporary push file in its directory.
 fn assert_absent(acme: &Client, dir: &str, name: &str) {
     let ls = exec_out(acme, &["ls", "-a", dir]);
-    assert!(!ls.lines().any(|l| l == name), "{name} exists in {dir}: {ls}");
+    assert!(
+        !ls.lines().any(|l| l == name),
+        "{name} exists in {dir}: {ls}"
+    );
     assert!(
         !ls.contains(".hostel-push-"),
         "a temporary push file is left in {dir}: {ls}"
@@ -60,7 +63,15 @@ pub fn push_pull(d: &TestDaemon, op: &Client, acme: &Client, token: &str) {
     let out = cli(d, token)
         .args(["vm", "file", "push"])
         .arg(&local)
-        .args(["deb:/root/blob", "--mode", "0640", "--uid", "1000", "--gid", "100"])
+        .args([
+            "deb:/root/blob",
+            "--mode",
+            "0640",
+            "--uid",
+            "1000",
+            "--gid",
+            "100",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -89,7 +100,11 @@ pub fn push_pull(d: &TestDaemon, op: &Client, acme: &Client, token: &str) {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains(&sum), "{stderr}");
     let pulled = std::fs::read(&back).unwrap();
-    assert_eq!(hex(Sha256::digest(&pulled)), sum, "the round trip changed the file");
+    assert_eq!(
+        hex(Sha256::digest(&pulled)),
+        sum,
+        "the round trip changed the file"
+    );
 
     // An empty file too.
     let empty = dir.path().join("empty");
@@ -106,7 +121,10 @@ pub fn push_pull(d: &TestDaemon, op: &Client, acme: &Client, token: &str) {
             0,
         )
         .unwrap();
-    assert_eq!((v.size, v.guest_sha256.as_deref()), (0, Some(v.sha256.as_str())));
+    assert_eq!(
+        (v.size, v.guest_sha256.as_deref()),
+        (0, Some(v.sha256.as_str()))
+    );
 
     // Bad input is named and changes nothing.
     let push = |path: &str, mode: Option<&str>, body: &[u8]| {
@@ -123,7 +141,11 @@ pub fn push_pull(d: &TestDaemon, op: &Client, acme: &Client, token: &str) {
     };
     for bad in ["root/rel", "/root/a\0b", "/root/../etc/x", "/root/"] {
         let (status, field, msg) = api_err(push(bad, None, b"x"));
-        assert_eq!((status, field.as_deref()), (400, Some("path")), "{bad:?}: {msg}");
+        assert_eq!(
+            (status, field.as_deref()),
+            (400, Some("path")),
+            "{bad:?}: {msg}"
+        );
     }
     let (status, field, _) = api_err(push("/root/m", Some("999"), b"x"));
     assert_eq!((status, field.as_deref()), (400, Some("mode")));

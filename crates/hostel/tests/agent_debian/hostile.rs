@@ -107,7 +107,10 @@ pub fn hostile_guest(acme: &Client, other: bool) {
                 }
                 Err(e) => panic!("{mode}: {e}"),
             }
-            assert!(t.elapsed() < PHASE_TIMEOUT, "{mode}: the agent kept answering");
+            assert!(
+                t.elapsed() < PHASE_TIMEOUT,
+                "{mode}: the agent kept answering"
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
         // While it lasts: the other VM's calls are as quick as usual, the hostile VM's
@@ -117,7 +120,10 @@ pub fn hostile_guest(acme: &Client, other: bool) {
             assert!(took < bound, "{mode}: another VM's call took {took:?}");
             let (r, took) = timed(|| acme.vms(None).guest("deb"));
             assert!(r.is_err(), "{mode}: the agent answered mid-phase");
-            assert!(took < AGENT_FAILS_WITHIN, "{mode}: agent call took {took:?}");
+            assert!(
+                took < AGENT_FAILS_WITHIN,
+                "{mode}: agent call took {took:?}"
+            );
             let (r, took) = timed(|| acme.vms(None).show("deb"));
             r.unwrap();
             assert!(took < bound, "{mode}: showing the hostile VM took {took:?}");
@@ -128,7 +134,10 @@ pub fn hostile_guest(acme: &Client, other: bool) {
         // qemu-ga is back: the next session resynchronises past whatever was left.
         let t = Instant::now();
         while acme.vms(None).guest("deb").is_err() {
-            assert!(t.elapsed() < PHASE_TIMEOUT, "{mode}: the agent never came back");
+            assert!(
+                t.elapsed() < PHASE_TIMEOUT,
+                "{mode}: the agent never came back"
+            );
             std::thread::sleep(Duration::from_secs(1));
         }
         eprintln!("{mode}: agent back after {:.1?}", t.elapsed());
