@@ -17,8 +17,9 @@ pub enum FileCommand {
     /// all (written under a temporary name, renamed once the guest's SHA-256 agrees).
     Push {
         local: PathBuf,
+        // Not `remote`: that is the global `--remote`'s id, whose value clap would share.
         #[arg(value_name = "NAME:/PATH")]
-        remote: String,
+        guest: String,
         /// Octal permission bits in the guest (0644, 755).
         #[arg(long)]
         mode: Option<String>,
@@ -33,13 +34,13 @@ pub enum FileCommand {
     /// temporary name beside it, renamed once the guest's SHA-256 agrees).
     Pull {
         #[arg(value_name = "NAME:/PATH")]
-        remote: String,
+        guest: String,
         local: PathBuf,
     },
 }
 
 /// `NAME:/path` split at the first colon.
-fn split_remote(s: &str) -> Result<(&str, &str)> {
+fn split_guest(s: &str) -> Result<(&str, &str)> {
     match s.split_once(':') {
         Some((n, p)) if !n.is_empty() && !p.is_empty() => Ok((n, p)),
         _ => Err(invalid(
@@ -73,12 +74,12 @@ pub fn main(ctx: &Ctx, vms: &VmClient<'_>, cmd: FileCommand) -> Result<()> {
     match cmd {
         FileCommand::Push {
             local,
-            remote,
+            guest,
             mode,
             uid,
             gid,
         } => {
-            let (name, path) = split_remote(&remote)?;
+            let (name, path) = split_guest(&guest)?;
             let f = std::fs::File::open(&local)
                 .with_context(|| format!("cannot open {}", local.display()))?;
             let len = f.metadata()?.len();
@@ -118,8 +119,8 @@ pub fn main(ctx: &Ctx, vms: &VmClient<'_>, cmd: FileCommand) -> Result<()> {
             );
             Ok(())
         }
-        FileCommand::Pull { remote, local } => {
-            let (name, path) = split_remote(&remote)?;
+        FileCommand::Pull { guest, local } => {
+            let (name, path) = split_guest(&guest)?;
             let pulled = vms.pull_file(name, path)?;
             let dir = match local.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
