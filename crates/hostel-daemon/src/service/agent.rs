@@ -160,8 +160,13 @@ impl<'a> GuestAgent<'a> {
         let (_guard, mut s) = ch.session().await?;
         let agent_version = s.info(CALL_DEADLINE).await?;
         let host_name = s.host_name(CALL_DEADLINE).await?;
-        // Older agents lack guest-get-osinfo: the rest still stands.
-        let os = s.os_info(CALL_DEADLINE).await.ok();
+        // Older agents lack guest-get-osinfo: the rest still stands. Any other failure (an
+        // agent that went silent) ends the call, rather than waiting out the next deadline.
+        let os = match s.os_info(CALL_DEADLINE).await {
+            Ok(o) => Some(o),
+            Err(hostel_engine::agent::AgentError::Refused { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
         let interfaces = s
             .interfaces(CALL_DEADLINE)
             .await?

@@ -103,7 +103,8 @@ pub fn hostile_guest(acme: &Client, other: bool) {
                         matches!(status, 502 | 503 | 409),
                         "{mode}: agent call answered {status}"
                     );
-                    assert!(took < AGENT_FAILS_WITHIN, "{mode}: failed after {took:?}");
+                    // Not bounded: this call may have begun while the agent still
+                    // answered and run into its stopping (one call deadline, 10 s).
                     eprintln!("{mode}: agent call failed with {status} in {took:?}");
                     break;
                 }
