@@ -3,7 +3,7 @@ CARGO ?= cargo
 GUEST := target/guest
 HOSTEL := target/release/hostel
 
-.PHONY: all deps guest build run run-vm api-venv suricata test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls bench-ids bench-storage bench-scan bench-vps
+.PHONY: all deps guest build run run-vm api-venv suricata test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls bench-ids bench-storage bench-scan bench-vps bench-exec
 
 all: build
 
@@ -54,7 +54,7 @@ FUZZ_BIN := target/fuzz/x86_64-unknown-linux-gnu/release
 fuzz:
 	RUSTFLAGS="$(FUZZ_FLAGS)" CARGO_TARGET_DIR=target/fuzz $(CARGO) build --release \
 	  --target x86_64-unknown-linux-gnu --manifest-path fuzz/Cargo.toml
-	@for t in frame_parser descriptor_chain vhost_message external_frame firewall_verdict blk_request ids_rules ids_packets scan_sigs; do \
+	@for t in frame_parser descriptor_chain vhost_message external_frame firewall_verdict blk_request ids_rules ids_packets scan_sigs qga_reply; do \
 	  mkdir -p target/fuzz-corpus/$$t; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
 	  if ! $(FUZZ_BIN)/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
@@ -116,6 +116,11 @@ bench-vps: build
 bench-storage:
 	$(CARGO) build --release -p hostel-storage --bin hostel-storage
 	$(CARGO) run --release -p hostel-bench --bin bench-storage -- --hostel-storage $${CARGO_TARGET_DIR:-target}/release/hostel-storage --rounds 3 --markdown BENCHMARKS.md
+
+# `hostel vm exec` vs SSH on one Debian 12 VM, alternating: round trip of `true` and
+# throughput of `head -c 200M /dev/zero` (not in `make test`).
+bench-exec: build
+	$(CARGO) run --release -p hostel-bench --bin bench-exec -- --hostel $(HOSTEL) --markdown BENCHMARKS.md
 
 bench-images: build
 	$(CARGO) run --release -p hostel-bench --bin bench-images -- --hostel $(HOSTEL) --runs 5 --markdown BENCHMARKS.md

@@ -62,3 +62,71 @@ pub struct GuestInterfaceView {
     /// `address/prefix`, IPv4 and IPv6.
     pub addresses: Vec<String>,
 }
+
+/// The header of a pull's answer carrying the file's size in the guest (bytes).
+pub const FILE_SIZE_HEADER: &str = "x-hostel-file-size";
+/// The header of a pull's answer carrying the SHA-256 the guest's own `sha256sum` computed
+/// before the file was read (absent when the guest has no `sha256sum`). The daemon compares
+/// it with its own over the bytes it read and cuts the stream short on a mismatch.
+pub const FILE_SHA256_HEADER: &str = "x-hostel-guest-sha256";
+
+/// Where a pushed file goes and what it becomes (`PUT /v1/vms/{name}/files`, the body is
+/// the file's content, `application/octet-stream`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FilePush {
+    /// The absolute path in the guest; its directory must exist.
+    pub path: String,
+    /// Octal permission bits (`0644`, `755`); the agent's default (0644 less its umask)
+    /// otherwise.
+    pub mode: Option<String>,
+    /// The owner's numeric user id (root's otherwise).
+    pub uid: Option<u32>,
+    /// The owner's numeric group id.
+    pub gid: Option<u32>,
+}
+
+/// The file a pull reads (`GET /v1/vms/{name}/files`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FilePull {
+    /// The absolute path in the guest of a regular file.
+    pub path: String,
+}
+
+/// A finished push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FileTransferView {
+    pub path: String,
+    pub size: u64,
+    /// SHA-256 (hex) of the bytes the daemon wrote.
+    pub sha256: String,
+    /// SHA-256 (hex) the guest's own `sha256sum` computed over the file it holds, which
+    /// equals `sha256` (the push fails otherwise); `None` when the guest has no `sha256sum`.
+    pub guest_sha256: Option<String>,
+    pub mode: Option<String>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// What the operator lets a tenant do through its VMs' guest agents
+/// (`/v1/tenants/{tenant}/agent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TenantAgentView {
+    /// `vm exec` allowed.
+    pub exec: bool,
+    /// `vm file push|pull` allowed.
+    pub files: bool,
+    /// The largest file a push or pull moves, bytes.
+    pub max_file_bytes: u64,
+}
+
+/// A change to a tenant's agent settings: the fields given replace, the others stay.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetTenantAgent {
+    pub exec: Option<bool>,
+    pub files: Option<bool>,
+    /// 1 to 64 GiB.
+    pub max_file_bytes: Option<u64>,
+}

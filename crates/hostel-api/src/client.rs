@@ -277,6 +277,18 @@ impl Client {
         self.delete(&format!("/v1/tenants/{tenant}/nic_ceiling"))
     }
 
+    /// What a tenant may do through its VMs' guest agents (operator only).
+    pub fn tenant_agent(&self, tenant: &str) -> Result<crate::TenantAgentView> {
+        self.get(&format!("/v1/tenants/{tenant}/agent"))
+    }
+    pub fn set_tenant_agent(
+        &self,
+        tenant: &str,
+        body: &crate::SetTenantAgent,
+    ) -> Result<crate::TenantAgentView> {
+        self.send("PUT", &format!("/v1/tenants/{tenant}/agent"), body)
+    }
+
     fn tenant_query(tenant: Option<&str>) -> String {
         tenant.map(|t| format!("?tenant={t}")).unwrap_or_default()
     }
@@ -325,6 +337,14 @@ impl Client {
             query: tenant.map(|t| format!("?tenant={t}")).unwrap_or_default(),
         }
     }
+}
+
+/// A pull's answer: the body is the file's content.
+pub struct PulledFile {
+    pub size: Option<u64>,
+    /// The guest's own SHA-256 of the file (hex), when it has `sha256sum`.
+    pub guest_sha256: Option<String>,
+    pub body: Box<dyn Read + Send + Sync + 'static>,
 }
 
 pub struct VmClient<'a> {
@@ -383,6 +403,49 @@ impl VmClient<'_> {
     pub fn vps_exec(&self, name: &str, body: &crate::ExecVps) -> Result<crate::ExecVpsResult> {
         self.client
             .send("POST", &self.path(&format!("/{name}/exec")), body)
+    }
+    /// Pushes `len` bytes from `body` to `push.path` in the guest (streamed, never held).
+    pub fn push_file(
+        &self,
+        name: &str,
+        push: &crate::FilePush,
+        body: impl Read,
+        len: u64,
+    ) -> Result<crate::FileTransferView> {
+        let mut req = self
+            .client
+            .request("PUT", &self.path(&format!("/{name}/files")))
+            .query("path", &push.path)
+            .set("Content-Type", "application/octet-stream")
+            .set("Content-Length", &len.to_string());
+        if let Some(m) = &push.mode {
+            req = req.query("mode", m);
+        }
+        if let Some(u) = push.uid {
+            req = req.query("uid", &u.to_string());
+        }
+        if let Some(g) = push.gid {
+            req = req.query("gid", &g.to_string());
+        }
+        Client::decode(self.client.handle(req.send(body))?)
+    }
+    /// Pulls `path` from the guest: its size, the guest's SHA-256 and the content.
+    pub fn pull_file(&self, name: &str, path: &str) -> Result<PulledFile> {
+        let resp = self.client.handle(
+            self.client
+                .request("GET", &self.path(&format!("/{name}/files")))
+                .query("path", path)
+                .call(),
+        )?;
+        let size = resp
+            .header(crate::FILE_SIZE_HEADER)
+            .and_then(|v| v.parse().ok());
+        let guest_sha256 = resp.header(crate::FILE_SHA256_HEADER).map(str::to_owned);
+        Ok(PulledFile {
+            size,
+            guest_sha256,
+            body: resp.into_reader(),
+        })
     }
     /// What the guest's agent reports.
     pub fn guest(&self, name: &str) -> Result<crate::GuestView> {

@@ -20,7 +20,7 @@ mod types;
 mod vps;
 
 pub use agent::*;
-pub use client::{Client, ClientError, VmClient};
+pub use client::{Client, ClientError, PulledFile, VmClient};
 pub use edge::*;
 pub use ids::*;
 pub use limits::*;

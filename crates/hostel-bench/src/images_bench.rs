@@ -126,7 +126,7 @@ pub fn ssh_keypair(dir: &Path) -> Result<(PathBuf, PathBuf)> {
 
 /// Waits, from inside `ns`, for port 22 to accept and then for an SSH login with `key` to
 /// succeed; returns both instants.
-fn wait_ssh(ns: &Netns, key: &Path, deadline: Instant) -> Result<(Instant, Instant)> {
+pub fn wait_ssh(ns: &Netns, key: &Path, deadline: Instant) -> Result<(Instant, Instant)> {
     let addr = SocketAddr::from((GUEST_IP, 22));
     let port_at = ns.run_in(move || loop {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
@@ -150,7 +150,7 @@ fn wait_ssh(ns: &Netns, key: &Path, deadline: Instant) -> Result<(Instant, Insta
 }
 
 /// `ssh debian@GUEST_IP CMD` with `key` from inside `ns`, never prompting.
-fn ssh(ns: &Netns, key: &Path, cmd: &str) -> Command {
+pub fn ssh(ns: &Netns, key: &Path, cmd: &str) -> Command {
     let mut c = ns.command("ssh");
     c.arg("-i")
         .arg(key)

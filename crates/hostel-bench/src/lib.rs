@@ -9,6 +9,8 @@ pub mod api_report;
 pub mod boot;
 pub mod command_line;
 pub mod contender;
+pub mod exec_bench;
+pub mod exec_report;
 pub mod images_bench;
 pub mod images_report;
 pub mod machine;

@@ -161,6 +161,12 @@ impl From<crate::service::DaemonError> for ApiError {
                     None => e,
                 }
             }
+            DaemonError::Forbidden { setting, .. } => {
+                Self::new(StatusCode::FORBIDDEN, "forbidden", message).with_field(setting)
+            }
+            DaemonError::TooLarge { field, .. } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message).with_field(field)
+            }
             DaemonError::Image(
                 hostel_images::ImageError::NotRoot(_)
                 | hostel_images::ImageError::ToolMissing { .. }

@@ -578,3 +578,6 @@ fn truncate(mut s: String, max: usize) -> String {
 #[cfg(test)]
 #[path = "agent_tests.rs"]
 mod tests;
+
+#[path = "agent_fuzzing.rs"]
+pub mod fuzzing;

@@ -37,6 +37,7 @@ pub use ids::{
     NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName, VolumeId,
     VolumeName,
 };
+pub use model::agent::{AgentSettings, DEFAULT_MAX_FILE_BYTES, MAX_FILE_BYTES_LIMIT};
 pub use model::audit::{Actor, AuditEntry, AuditQuery, AuditResult, NewAuditEntry};
 pub use model::edge::{
     AddressKind, ExternalSetup, FirewallDoc, NetworkEdge, PublicAddress,

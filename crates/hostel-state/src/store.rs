@@ -13,6 +13,7 @@ use crate::ids::{
     NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName, VolumeId,
     VolumeName,
 };
+use crate::model::agent::AgentSettings;
 use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use crate::model::ids::IdsSettings;
 
@@ -294,6 +295,18 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<NicLimits>>;
     /// Every NIC's effective limits (per field the lower of ceiling and tenant's own).
     fn list_effective_nic_limits(&self) -> Result<Vec<(VmId, u32, NicLimits)>>;
+
+    // --- the guest agent ------------------------------------------------------
+    /// What the tenant may do through its VMs' guest agents (everything, if never set).
+    fn get_agent(&self, tenant: &TenantId) -> Result<AgentSettings>;
+    /// Replaces them with `audit` in the same transaction; `Invalid` naming
+    /// `max_file_bytes` outside 1 to `MAX_FILE_BYTES_LIMIT`.
+    fn set_agent(
+        &self,
+        tenant: &TenantId,
+        settings: &AgentSettings,
+        audit: &NewAuditEntry,
+    ) -> Result<AgentSettings>;
 
     // --- intrusion detection --------------------------------------------------
     /// The tenant's detection settings (the defaults, detection off, if never set).

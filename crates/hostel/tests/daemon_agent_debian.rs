@@ -1,11 +1,19 @@
 //! The guest agent against the real qemu-guest-agent in ONE Debian 12 guest (built through
 //! the API: minutes under TCG; skipped without root or debootstrap): exec's output, exit
 //! status and stdin through the CLI, 100 MB of output with the daemon's memory bounded,
-//! the addresses the guest reports equal to the tenant network's, another tenant's 404.
+//! the addresses the guest reports equal to the tenant network's, another tenant's 404;
+//! file push and pull (`agent_debian/files.rs`), and a hostile process on the guest's
+//! agent port (`agent_debian/hostile.rs`), all on the same guest.
 
+#[path = "agent_debian/files.rs"]
+mod files;
+#[path = "agent_debian/hostile.rs"]
+mod hostile;
+
+use base64::Engine as _;
 use hostel_api::{
-    BuildImage, Client, ClientError, CreateNetwork, CreateTenant, CreateToken, CreateVm, ExecVm,
-    NicRequest, Size,
+    BuildImage, Client, ClientError, CreateNetwork, CreateTenant, CreateToken, CreateVm, ExecEvent,
+    ExecVm, NicRequest, Size,
 };
 use hostel_testkit::daemon::TestDaemon;
 use hostel_testkit::{guest_assets, is_root, which};
@@ -50,6 +58,39 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap()
+}
+
+/// Runs `argv` in the guest through the API; its stdout, the exit status asserted 0.
+fn exec_out(c: &Client, argv: &[&str]) -> String {
+    let r = c
+        .vms(None)
+        .exec(
+            "deb",
+            &ExecVm {
+                command: argv.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    for line in std::io::BufRead::lines(std::io::BufReader::new(r)) {
+        match serde_json::from_str::<ExecEvent>(&line.unwrap()).unwrap() {
+            ExecEvent::Stdout(d) => out.extend(b64.decode(d).unwrap()),
+            ExecEvent::Stderr(d) => err.extend(b64.decode(d).unwrap()),
+            ExecEvent::Exit { code, signal } => {
+                assert_eq!(
+                    (code, signal),
+                    (Some(0), None),
+                    "{argv:?}: {}",
+                    String::from_utf8_lossy(&err)
+                );
+                return String::from_utf8_lossy(&out).into_owned();
+            }
+            ExecEvent::Error(e) => panic!("{argv:?}: {e}"),
+        }
+    }
+    panic!("{argv:?}: the stream ended without an exit status")
 }
 
 fn cli(d: &TestDaemon, token: &str) -> Command {
@@ -248,4 +289,8 @@ fn exec_and_guest_info_through_qemu_guest_agent() {
     let grown = peak_rss_kib(pid).saturating_sub(before);
     eprintln!("100 MB exec: daemon peak RSS grew {grown} KiB");
     assert!(grown < 64 * 1024, "daemon peak RSS grew {grown} KiB");
+
+    files::push_pull(&d, &op, &acme, &acme_token);
+    // Last: it stops the guest.
+    hostile::hostile_guest(&acme, guest_assets().is_some());
 }

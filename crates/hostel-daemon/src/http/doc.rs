@@ -30,6 +30,8 @@ const OPERATOR_ONLY: &[(&str, &str)] = &[
     ("get", "/v1/tenants/{tenant}/nic_ceiling"),
     ("put", "/v1/tenants/{tenant}/nic_ceiling"),
     ("delete", "/v1/tenants/{tenant}/nic_ceiling"),
+    ("get", "/v1/tenants/{tenant}/agent"),
+    ("put", "/v1/tenants/{tenant}/agent"),
     ("put", "/v1/vms/{name}/nics/{index}/limits/ceiling"),
     ("delete", "/v1/vms/{name}/nics/{index}/limits/ceiling"),
     ("get", "/v1/external"),

@@ -5,6 +5,7 @@
 mod addresses;
 mod agent;
 mod backups;
+mod agent_files;
 mod console;
 mod doc;
 mod external;
@@ -101,6 +102,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants/{tenant}/quota", put(tenants::set_quota))
         .route("/v1/tenants/{tenant}/tokens", post(tenants::create_token))
         .route(
+            "/v1/tenants/{tenant}/agent",
+            get(agent_files::show_tenant).put(agent_files::set_tenant),
+        )
+        .route(
             "/v1/tenants/{tenant}/nic_ceiling",
             get(nic_limits::show_tenant)
                 .put(nic_limits::set_tenant)
@@ -169,6 +174,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/vms/{name}/console/attach", get(console::attach))
         .route("/v1/vms/{name}/exec", post(agent::exec))
         .route("/v1/vms/{name}/guest", get(agent::guest))
+        .route(
+            "/v1/vms/{name}/files",
+            put(agent_files::push).get(agent_files::pull),
+        )
         .route(
             "/v1/vms/{name}/nics/{index}/limits",
             get(nic_limits::show).put(nic_limits::set),
@@ -296,6 +305,10 @@ async fn run_changes_to_completion(
         console::attach,
         agent::exec,
         agent::guest,
+        agent_files::push,
+        agent_files::pull,
+        agent_files::show_tenant,
+        agent_files::set_tenant,
         networks::create,
         networks::list,
         networks::show,

@@ -21,7 +21,9 @@ use hostel_api::{
     MAX_EXEC_ARGV_BYTES, MAX_EXEC_TIMEOUT_SECS,
 };
 use hostel_engine::agent::{random_id, Agent, ExecRequest, Session};
-use hostel_state::{EntityKind, ObservedState, Store, StoreError, TenantId, Vm, VmId, VmName};
+use hostel_state::{
+    AgentSettings, EntityKind, ObservedState, Store, StoreError, TenantId, Vm, VmId, VmName,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +31,7 @@ use tokio::sync::{mpsc, OwnedMutexGuard};
 use tokio::time::Instant;
 
 /// One agent command's deadline (a reply within it or the call fails).
-const CALL_DEADLINE: Duration = Duration::from_secs(10);
+pub(super) const CALL_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a call waits for another call on the same VM's channel.
 const LOCK_WAIT: Duration = Duration::from_secs(15);
 /// Output chunk read from the guest per call: its base64 stays far under the agent
@@ -55,13 +57,13 @@ impl AgentChannels {
 
 /// A VM's agent channel, to open sessions on one at a time.
 #[derive(Clone)]
-struct Channel {
+pub(super) struct Channel {
     agent: Agent,
     lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Channel {
-    async fn session(&self) -> Result<(OwnedMutexGuard<()>, Session), DaemonError> {
+    pub(super) async fn session(&self) -> Result<(OwnedMutexGuard<()>, Session), DaemonError> {
         let guard = tokio::time::timeout(LOCK_WAIT, self.lock.clone().lock_owned())
             .await
             .map_err(|_| {
@@ -75,8 +77,17 @@ impl Channel {
     }
 }
 
+/// What a call does through the agent, for the operator's per-tenant switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AgentUse {
+    /// What the guest reports about itself: always allowed.
+    Info,
+    Exec,
+    Files,
+}
+
 pub struct GuestAgent<'a> {
-    store: &'a Arc<dyn Store>,
+    pub(super) store: &'a Arc<dyn Store>,
     layout: &'a Layout,
     channels: &'a AgentChannels,
 }
@@ -90,19 +101,42 @@ impl<'a> GuestAgent<'a> {
         }
     }
 
-    /// The running VM `name` of `tenant` and its channel; another tenant's VM is not found,
-    /// one that is not running is a conflict naming its state.
-    async fn channel(&self, tenant: TenantId, name: &str) -> Result<(Vm, Channel), DaemonError> {
+    /// The running VM `name` of `tenant`, its channel and the tenant's agent settings;
+    /// another tenant's VM is not found, a use the operator turned off for the tenant is
+    /// forbidden naming the setting, a VM that is not running is a conflict naming its state.
+    pub(super) async fn channel(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        usage: AgentUse,
+    ) -> Result<(Vm, Channel, AgentSettings), DaemonError> {
         let n = name.to_owned();
-        let vm = blocking(self.store, move |store| {
+        let (vm, settings) = blocking(self.store, move |store| {
             let missing = || StoreError::NotFound {
                 kind: EntityKind::Vm,
                 name: n.clone(),
             };
             let vname = VmName::new(&n).map_err(|_| missing())?;
-            store.get_vm_by_name(&tenant, &vname)
+            Ok::<_, StoreError>((
+                store.get_vm_by_name(&tenant, &vname)?,
+                store.get_agent(&tenant)?,
+            ))
         })
         .await?;
+        let off = |setting: &'static str, what: &str| DaemonError::Forbidden {
+            setting,
+            message: format!(
+                "{what} is turned off for this tenant by the operator (tenant agent setting \
+                 `{setting}`)"
+            ),
+        };
+        match usage {
+            AgentUse::Exec if !settings.exec => return Err(off("exec", "exec in VMs")),
+            AgentUse::Files if !settings.files => {
+                return Err(off("files", "file transfer to and from VMs"))
+            }
+            _ => {}
+        }
         if vm.observed.state != ObservedState::Running {
             return Err(DaemonError::conflict(
                 None,
@@ -117,17 +151,22 @@ impl<'a> GuestAgent<'a> {
             agent: Agent::new(run.agent_socket()),
             lock: self.channels.lock_of(vm.id),
         };
-        Ok((vm, channel))
+        Ok((vm, channel, settings))
     }
 
     /// What the guest reports: host name, OS, interfaces and addresses.
     pub async fn guest(&self, tenant: TenantId, name: &str) -> Result<GuestView, DaemonError> {
-        let (_, ch) = self.channel(tenant, name).await?;
+        let (_, ch, _) = self.channel(tenant, name, AgentUse::Info).await?;
         let (_guard, mut s) = ch.session().await?;
         let agent_version = s.info(CALL_DEADLINE).await?;
         let host_name = s.host_name(CALL_DEADLINE).await?;
-        // Older agents lack guest-get-osinfo: the rest still stands.
-        let os = s.os_info(CALL_DEADLINE).await.ok();
+        // Older agents lack guest-get-osinfo: the rest still stands. Any other failure (an
+        // agent that went silent) ends the call, rather than waiting out the next deadline.
+        let os = match s.os_info(CALL_DEADLINE).await {
+            Ok(o) => Some(o),
+            Err(hostel_engine::agent::AgentError::Refused { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
         let interfaces = s
             .interfaces(CALL_DEADLINE)
             .await?
@@ -159,7 +198,7 @@ impl<'a> GuestAgent<'a> {
         req: &ExecVm,
     ) -> Result<ExecRun, DaemonError> {
         let checked = check_exec(req)?;
-        let (_, ch) = self.channel(tenant, name).await?;
+        let (_, ch, _) = self.channel(tenant, name, AgentUse::Exec).await?;
         let tag = format!("{:012x}", random_id());
         let out = format!("/tmp/.hostel-exec-{tag}.out");
         let err = format!("/tmp/.hostel-exec-{tag}.err");

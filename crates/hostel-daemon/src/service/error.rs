@@ -37,6 +37,18 @@ pub enum DaemonError {
         field: Option<&'static str>,
         message: String,
     },
+    /// The operator turned off what the call needs for this tenant; `setting` names it.
+    #[error("{message}")]
+    Forbidden {
+        setting: &'static str,
+        message: String,
+    },
+    /// The request carries more than a limit allows; `field` names the limit.
+    #[error("{message}")]
+    TooLarge {
+        field: &'static str,
+        message: String,
+    },
     /// The image library failed for a reason that is not the request's (a tool missing,
     /// a command that failed, I/O in the image store).
     #[error(transparent)]

@@ -3,7 +3,8 @@
 //! workers ([`blocking`]) and the switch through [`crate::adapters::SwitchAdapter`], so
 //! their unit tests run against a real store in a temporary directory and a fake switch.
 //!
-//! The guest agent (`agent.rs`: exec, what the guest reports; off the VM actors' queue).
+//! The guest agent (`agent.rs`: exec, what the guest reports; off the VM actors' queue;
+//! `agent_files.rs`: file push and pull).
 //! VMs (`vms.rs`: lifecycle and resize; `vm_create.rs`: a create and its undo;
 //! `standby.rs`: a create served by a standby), images (`images.rs`), networks, NIC limits,
 //! tenants and tokens, and the edge: the external network and attaching networks to it
@@ -14,6 +15,7 @@
 pub mod addresses;
 pub mod agent;
 pub mod backups;
+pub mod agent_files;
 pub mod edge;
 mod error;
 pub mod firewall;

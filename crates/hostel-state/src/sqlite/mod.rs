@@ -7,6 +7,7 @@
 //! Every write runs in a `BEGIN IMMEDIATE` transaction, which also serializes
 //! against other processes opening the same file (e.g. an admin CLI).
 
+mod agent;
 mod audit;
 mod convert;
 mod edge;
@@ -38,6 +39,7 @@ use crate::ids::{
     NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName, VolumeId,
     VolumeName,
 };
+use crate::model::agent::AgentSettings;
 use crate::model::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use crate::model::edge::{ExternalSetup, FirewallDoc, NetworkEdge, PublicAddress};
 use crate::model::ids::IdsSettings;
@@ -626,6 +628,18 @@ impl Store for SqliteStore {
     }
     fn list_settings(&self) -> Result<Vec<(SettingKey, String)>> {
         self.read(settings::list)
+    }
+
+    fn get_agent(&self, tenant: &TenantId) -> Result<AgentSettings> {
+        self.read(|c| agent::get(c, tenant))
+    }
+    fn set_agent(
+        &self,
+        tenant: &TenantId,
+        settings: &AgentSettings,
+        audit: &NewAuditEntry,
+    ) -> Result<AgentSettings> {
+        self.write_audited(audit, |tx| agent::set(tx, tenant, settings))
     }
 
     fn get_ids(&self, tenant: &TenantId) -> Result<IdsSettings> {

@@ -250,6 +250,19 @@ ALTER TABLE tenants ADD COLUMN max_volume_allocated_bytes INTEGER NOT NULL
 "#,
     },
     Migration {
+        version: 10,
+        sql: r#"
+-- What the operator lets a tenant do through its VMs' guest agents (issue 22): run
+-- commands, move files, and the largest file moved. No row: everything allowed, 1 GiB.
+CREATE TABLE tenant_agent (
+    tenant_id      TEXT PRIMARY KEY NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    exec           INTEGER NOT NULL CHECK (exec IN (0, 1)),
+    files          INTEGER NOT NULL CHECK (files IN (0, 1)),
+    max_file_bytes INTEGER NOT NULL CHECK (max_file_bytes > 0)
+) STRICT;
+"#,
+    },
+    Migration {
         version: 11,
         sql: r#"
 -- VPSs (system containers) are instances in the same table as VMs: they share names,
@@ -321,7 +334,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         assert_eq!(
             migrate(&mut conn).unwrap(),
-            vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 11]
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
         );
         assert!(migrate(&mut conn).unwrap().is_empty());
         assert_eq!(user_version(&conn).unwrap(), LATEST_VERSION);

@@ -16,6 +16,7 @@ mod attach_tls;
 mod config;
 mod exec;
 mod external;
+mod file;
 mod firewall;
 mod ids;
 mod image;

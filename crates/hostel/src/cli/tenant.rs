@@ -87,6 +87,9 @@ pub enum TenantCommand {
     /// Show or set the default rate-limit ceiling of a tenant's NICs (those without one of
     /// their own; see `hostel vm limits --ceiling`). Setting replaces it whole.
     NicCeiling(super::nic_limits::TenantCeilingArgs),
+    /// Show or set what the tenant may do through its VMs' guest agents: exec, file
+    /// transfer (off: 403 naming the setting) and the largest file moved.
+    Agent(super::file::TenantAgentArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -146,6 +149,7 @@ pub fn tenant(ctx: &Ctx, cmd: TenantCommand) -> Result<()> {
             print_tenants(ctx.format, &ts, true)
         }
         TenantCommand::NicCeiling(a) => super::nic_limits::tenant_ceiling(ctx, a),
+        TenantCommand::Agent(a) => super::file::tenant_agent(ctx, a),
     }
 }
 

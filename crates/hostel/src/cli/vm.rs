@@ -82,6 +82,10 @@ pub enum VmCommand {
     /// Output arrives when the command has ended. No --tty: the agent's channel carries
     /// no interactive terminal (use `vm console --attach` or SSH).
     Exec(super::exec::ExecArgs),
+    /// Copy files into (push) and out of (pull) the guest through its agent, with mode,
+    /// owner and a SHA-256 check against the guest's own.
+    #[command(subcommand)]
+    File(super::file::FileCommand),
     /// Print the VM's console log; with --follow, keep streaming until EOF or Ctrl-C; with
     /// --attach, type into the serial console (Ctrl-] detaches, the VM keeps running).
     Console {
@@ -263,6 +267,7 @@ pub fn main(ctx: &Ctx, args: VmArgs) -> Result<()> {
             vm
         }
         VmCommand::Limits(a) => return super::nic_limits::main(ctx, &vms, a),
+        VmCommand::File(c) => return super::file::main(ctx, &vms, c),
         VmCommand::Exec(a) => {
             let code = super::exec::main(&vms, a)?;
             std::io::stdout().flush()?;
