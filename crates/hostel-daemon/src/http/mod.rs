@@ -4,8 +4,8 @@
 
 mod addresses;
 mod agent;
-mod backups;
 mod agent_files;
+mod backups;
 mod console;
 mod doc;
 mod external;

@@ -14,8 +14,8 @@
 
 pub mod addresses;
 pub mod agent;
-pub mod backups;
 pub mod agent_files;
+pub mod backups;
 pub mod edge;
 mod error;
 pub mod firewall;
