@@ -217,6 +217,14 @@ ALTER TABLE tenants ADD COLUMN max_public_addresses INTEGER NOT NULL DEFAULT 2
     CHECK (max_public_addresses >= 0);
 "#,
     },
+    Migration {
+        version: 12,
+        sql: r#"
+-- Issue 16's rest: the networks whose traffic between the tenant's own VMs is inspected too
+-- (a JSON list of network ids, each also in `networks`; empty: off, as before).
+ALTER TABLE ids_settings ADD COLUMN intra_networks TEXT NOT NULL DEFAULT '[]';
+"#,
+    },
 ];
 
 /// The schema version this build writes.
@@ -275,7 +283,10 @@ mod tests {
     #[test]
     fn migrate_twice_is_a_no_op() {
         let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(
+            migrate(&mut conn).unwrap(),
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 12]
+        );
         assert!(migrate(&mut conn).unwrap().is_empty());
         assert_eq!(user_version(&conn).unwrap(), LATEST_VERSION);
     }

@@ -36,6 +36,13 @@ impl Default for Scratch {
     }
 }
 
+impl Scratch {
+    /// A buffer for one whole frame (the edge's, made on first use).
+    pub fn frame_buf(&mut self) -> &mut [u8] {
+        &mut self.edge.get_or_insert_with(Box::default).frame
+    }
+}
+
 /// Where a frame came from: the tables it was judged with, its ingress, and the port that
 /// sent it (which pays for its drops, and gets the switch's replies).
 pub struct Forward<'a> {

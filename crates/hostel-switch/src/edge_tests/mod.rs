@@ -31,6 +31,9 @@ const GW_A: MacAddr = MacAddr([2, 0, 0, 0, 0x0a, 1]);
 const GW_B: MacAddr = MacAddr([2, 0, 0, 0, 0x0b, 1]);
 const VM_A: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0x0a, 2]);
 const VM_B: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0x0b, 2]);
+/// A second VM of tenant t1 on network `a` (VM-to-VM traffic).
+const VM_C: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0x0a, 3]);
+const IP_C: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
 const IP_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const IP_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 18);
 const UPSTREAM: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
@@ -246,6 +249,8 @@ struct Rig {
     ext: Arc<External>,
     a: Vm,
     b: Vm,
+    /// t1's second VM, beside `a` on network `a`.
+    c: Vm,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -261,11 +266,14 @@ impl Rig {
         let ext = External::open(&net.nic).expect("external port on the veth");
         let mut a = Vm::new("a2", ALL);
         let mut b = Vm::new("b2", ALL);
+        let mut c = Vm::new("a3", ALL);
         a.post_rx(64, 2048);
         b.post_rx(64, 2048);
+        c.post_rx(64, 2048);
         let rts: HashMap<String, Arc<PortRuntime>> = [
             ("a2".to_string(), a.rt.clone()),
             ("b2".to_string(), b.rt.clone()),
+            ("a3".to_string(), c.rt.clone()),
         ]
         .into();
         let t = Tables::build(
@@ -284,6 +292,7 @@ impl Rig {
                     ..vm_port("a2", "a", VM_A, IP_A)
                 },
                 vm_port("b2", "b", VM_B, IP_B),
+                vm_port("a3", "a", VM_C, IP_C),
             ],
             |p| rts[&p.id].clone(),
             |_| None,
@@ -315,6 +324,7 @@ impl Rig {
             ext,
             a,
             b,
+            c,
             reader: Some(reader),
         })
     }

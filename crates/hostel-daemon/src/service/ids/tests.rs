@@ -131,6 +131,7 @@ async fn watching_a_network_installs_operator_and_tenant_rules_with_home_net() {
                 mode: IdsMode::Prevent,
                 overload: IdsOverload::FailClosed,
                 networks: vec![NetworkName::new("lan").unwrap()],
+                intra_networks: vec![NetworkName::new("lan").unwrap()],
             },
             audit(&f, "ids.set"),
         )
@@ -150,6 +151,22 @@ async fn watching_a_network_installs_operator_and_tenant_rules_with_home_net() {
         spec.vars.get("HOME_NET").map(String::as_str),
         Some("[10.0.0.0/24]")
     );
+    assert_eq!(st.intra_networks, vec![NetworkName::new("lan").unwrap()]);
+    assert_eq!(
+        spec.intra_networks, spec.networks,
+        "VM-to-VM inspection passed on"
+    );
+    let installed = spec.clone();
+    drop(specs);
+
+    // A restarted switch has none: `restore_all` installs the same spec again, and a
+    // tenant without watched networks is left alone.
+    sw.specs.lock().unwrap().clear();
+    assert_eq!(svc.restore_all().await.unwrap(), 1);
+    let specs = sw.specs.lock().unwrap();
+    assert_eq!(specs.len(), 1);
+    assert_eq!(specs[0].0, f.tenant.to_string());
+    assert_eq!(specs[0].1.as_ref(), Some(&installed));
 }
 
 #[tokio::test]
@@ -166,6 +183,7 @@ async fn another_tenants_network_is_not_found_and_changes_nothing() {
                 mode: IdsMode::Detect,
                 overload: IdsOverload::FailOpen,
                 networks: vec![NetworkName::new("nope").unwrap()],
+                intra_networks: Vec::new(),
             },
             audit(&f, "ids.set"),
         )
@@ -198,6 +216,7 @@ async fn without_an_edge_the_settings_are_kept_and_pending() {
                 mode: IdsMode::Detect,
                 overload: IdsOverload::FailOpen,
                 networks: vec![NetworkName::new("lan").unwrap()],
+                intra_networks: Vec::new(),
             },
             audit(&f, "ids.set"),
         )
