@@ -34,6 +34,7 @@ mod time;
 
 pub use error::{EntityKind, QuotaResource, QuotaViolation, Result, StoreError};
 pub use ids::{NetworkId, NetworkName, SettingKey, TenantId, TenantName, TokenId, VmId, VmName};
+pub use model::appliance::SecurityAppliance;
 pub use model::audit::{Actor, AuditEntry, AuditQuery, AuditResult, NewAuditEntry};
 pub use model::edge::{
     AddressKind, ExternalSetup, FirewallDoc, NetworkEdge, PublicAddress,

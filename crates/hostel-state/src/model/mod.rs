@@ -1,5 +1,6 @@
 //! Backend-independent records the store reads and writes.
 
+pub mod appliance;
 pub mod audit;
 pub mod edge;
 pub mod ids;

@@ -223,6 +223,16 @@ ALTER TABLE tenants ADD COLUMN max_public_addresses INTEGER NOT NULL DEFAULT 2
 -- Issue 16's rest: the networks whose traffic between the tenant's own VMs is inspected too
 -- (a JSON list of network ids, each also in `networks`; empty: off, as before).
 ALTER TABLE ids_settings ADD COLUMN intra_networks TEXT NOT NULL DEFAULT '[]';
+
+-- A network's security appliance (at most one): a NIC of the same tenant on that network,
+-- checked on write. Deleting its VM keeps the row with the NIC columns NULL, so the
+-- network keeps failing closed until the tenant designates another or none.
+CREATE TABLE security_appliances (
+    network_id TEXT PRIMARY KEY NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+    vm_id      TEXT,
+    nic_idx    INTEGER,
+    FOREIGN KEY (vm_id, nic_idx) REFERENCES vm_nics(vm_id, idx) ON DELETE SET NULL
+) STRICT;
 "#,
     },
 ];
