@@ -80,3 +80,106 @@ pub(super) fn set(
     .execute((network.to_string(), vm.to_string(), i64::from(*idx)))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        Actor, DesiredState, NetworkName, NewAuditEntry, NewNetwork, NewNic, NewVm, Quota,
+        SqliteStore, Store, StoreError, TenantName, VmName, VmSpecRecord,
+    };
+
+    #[test]
+    fn an_appliance_is_a_nic_of_the_tenant_on_the_network_and_outlives_its_vm_as_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let sys = |a: &str| NewAuditEntry::ok(Actor::System, None, a, "t");
+        let quota = Quota {
+            max_vcpus: 8,
+            max_memory_mib: 4096,
+            max_disk_gib: 10,
+            max_vms: 4,
+            max_networks: 4,
+            max_uplinks: 0,
+            max_public_addresses: 0,
+        };
+        let t = store
+            .create_tenant(&TenantName::new("acme").unwrap(), quota, &sys("tenant"))
+            .unwrap()
+            .id;
+        let other = store
+            .create_tenant(&TenantName::new("other").unwrap(), quota, &sys("tenant"))
+            .unwrap()
+            .id;
+        let net = |tenant, name: &str, cidr: &str| {
+            let n = NewNetwork::ipv4(NetworkName::new(name).unwrap(), cidr.parse().unwrap());
+            store
+                .create_network(&tenant, &n, &sys("network"))
+                .unwrap()
+                .id
+        };
+        let (lan, dmz, theirs) = (
+            net(t, "lan", "10.0.0.0/24"),
+            net(t, "dmz", "10.0.1.0/24"),
+            net(other, "lan", "10.0.0.0/24"),
+        );
+        let vm = |tenant, name: &str, network| {
+            let new = NewVm {
+                id: None,
+                name: VmName::new(name).unwrap(),
+                spec: VmSpecRecord::new(1, 128, 1, "busybox").unwrap(),
+                desired: DesiredState::Stopped,
+            };
+            let nic = NewNic {
+                network,
+                ipv4: None,
+            };
+            store
+                .create_vm_with_nics_within_quota(&tenant, &new, &[nic], &sys("vm"))
+                .unwrap()
+                .0
+                .id
+        };
+        let fw = vm(t, "fw", lan);
+        let theirs_vm = vm(other, "fw", theirs);
+
+        store
+            .set_appliance(&t, &lan, Some(&(fw, 0)), &sys("appliance"))
+            .unwrap();
+        let all = store.list_appliances().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(
+            (all[0].network, all[0].tenant, all[0].nic),
+            (lan, t, Some((fw, 0)))
+        );
+
+        // Refused, nothing changed: a NIC on another network, a NIC the VM lacks, another
+        // tenant's VM or network.
+        let refused = [
+            store.set_appliance(&t, &dmz, Some(&(fw, 0)), &sys("appliance")),
+            store.set_appliance(&t, &lan, Some(&(fw, 1)), &sys("appliance")),
+            store.set_appliance(&t, &lan, Some(&(theirs_vm, 0)), &sys("appliance")),
+            store.set_appliance(&t, &theirs, None, &sys("appliance")),
+        ];
+        assert!(matches!(
+            refused[0],
+            Err(StoreError::Invalid { field: "nic", .. })
+        ));
+        assert!(matches!(
+            refused[1],
+            Err(StoreError::Invalid { field: "nic", .. })
+        ));
+        assert!(matches!(refused[2], Err(StoreError::NotFound { .. })));
+        assert!(matches!(refused[3], Err(StoreError::NotFound { .. })));
+        assert_eq!(store.list_appliances().unwrap(), all);
+
+        // The VM deleted: the designation stays, without a NIC (the network fails closed).
+        store.delete_vm(&fw, None, &sys("vm.delete")).unwrap();
+        let after = store.list_appliances().unwrap();
+        assert_eq!((after.len(), after[0].nic), (1, None));
+        // Removed.
+        store
+            .set_appliance(&t, &lan, None, &sys("appliance"))
+            .unwrap();
+        assert!(store.list_appliances().unwrap().is_empty());
+    }
+}
