@@ -84,9 +84,12 @@ impl Drop for Internet {
     }
 }
 
-/// (sid, src_ip, dest_ip, dest_port, action) of the tenant's alerts on the switch now;
-/// `None` while the switch has no edge for it (just restarted).
-fn alerts(t: &Tenant) -> Option<Vec<(u64, String, String, u64, String)>> {
+/// (sid, src_ip, dest_ip, dest_port, action) of one alert.
+type Alert = (u64, String, String, u64, String);
+
+/// The tenant's alerts on the switch now; `None` while the switch has no edge for it (just
+/// restarted).
+fn alerts(t: &Tenant) -> Option<Vec<Alert>> {
     let out = t.cli(&["ids", "alerts"]);
     if !out.ok() {
         return None;

@@ -140,10 +140,9 @@ async fn watching_a_network_installs_operator_and_tenant_rules_with_home_net() {
     assert_eq!(st.switch, "applied");
     assert_eq!(st.operator_rules_loaded, 1);
     assert_eq!(st.networks, vec![NetworkName::new("lan").unwrap()]);
-    let specs = sw.specs.lock().unwrap();
-    let (tenant, spec) = specs.last().unwrap();
-    assert_eq!(tenant, &f.tenant.to_string());
-    let spec = spec.as_ref().expect("on");
+    let (tenant, spec) = sw.specs.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(tenant, f.tenant.to_string());
+    let spec = spec.expect("on");
     assert_eq!(spec.mode, IdsMode::Prevent);
     assert_eq!(spec.overload, IdsOverload::FailClosed);
     assert!(spec.rules.contains("sid:9000") && spec.rules.contains("sid:1;"));
@@ -156,8 +155,7 @@ async fn watching_a_network_installs_operator_and_tenant_rules_with_home_net() {
         spec.intra_networks, spec.networks,
         "VM-to-VM inspection passed on"
     );
-    let installed = spec.clone();
-    drop(specs);
+    let installed = spec;
 
     // A restarted switch has none: `restore_all` installs the same spec again, and a
     // tenant without watched networks is left alone.
