@@ -3,7 +3,7 @@ CARGO ?= cargo
 GUEST := target/guest
 HOSTEL := target/release/hostel
 
-.PHONY: all deps guest build run run-vm api-venv suricata test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls bench-ids bench-storage bench-scan bench-vps bench-exec
+.PHONY: all deps guest build run run-vm api-venv suricata test lint fuzz bench-boot bench-api bench-net bench-images bench-firewall bench-tls bench-ids bench-storage bench-scan bench-vps bench-exec bench-ids-inline
 
 all: build
 
@@ -105,6 +105,12 @@ BENCH_IDS_MB ?= 500
 bench-ids: suricata
 	$(CARGO) build --release -p hostel-ids
 	$${CARGO_TARGET_DIR:-target}/release/bench-ids --mb $(BENCH_IDS_MB) --rounds 3
+
+# Inline detection's cost: iperf3 between two TCG guests through the switch with the tenant's
+# VM-to-VM inspection off and on (1,000 rules; 1 MiB stream depth and the whole stream),
+# alternating in each round (needs root; not in `make test`).
+bench-ids-inline: guest build
+	$(CARGO) run --release -p hostel-bench --bin bench-ids-inline -- --hostel $(HOSTEL) --guest $(GUEST) --rules 1000 --rounds 3 --markdown BENCHMARKS.md
 
 # The storage backend against qemu-storage-daemon's vhost-user-blk export, by a synthetic
 # frontend (no guest): IOPS and CPU per I/O, single-copy and mirrored; and the metadata commit.

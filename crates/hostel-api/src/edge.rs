@@ -120,6 +120,31 @@ pub struct AttachExternal {
     pub routed: bool,
 }
 
+/// `PUT /v1/networks/{name}/appliance`: the tenant's VM (one of its NICs, on this network)
+/// that all of the network's traffic to and from the outside goes through.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetAppliance {
+    /// The VM's name.
+    pub vm: String,
+    /// Which of its NICs (default 0); it must be on this network.
+    #[serde(default)]
+    pub nic: u32,
+}
+
+/// A network's security appliance and whether outside traffic flows.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApplianceView {
+    /// The appliance VM's name and NIC; absent once that VM was deleted.
+    #[serde(default)]
+    pub vm: Option<String>,
+    #[serde(default)]
+    pub nic: Option<u32>,
+    /// `up`, or `down: <why>` (the network's outside traffic is stopped: fail closed), or
+    /// `inactive: <why>` (the network has no outside to steer).
+    pub state: String,
+}
+
 /// A network's attachment to the external network.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NetworkExternalView {

@@ -30,6 +30,21 @@ impl Client {
     pub fn detach_network_external(&self, tenant: Option<&str>, network: &str) -> Result<()> {
         self.delete(&format!("/v1/networks/{network}/external{}", q(tenant)))
     }
+    pub fn set_appliance(
+        &self,
+        tenant: Option<&str>,
+        network: &str,
+        body: &SetAppliance,
+    ) -> Result<NetworkView> {
+        self.send(
+            "PUT",
+            &format!("/v1/networks/{network}/appliance{}", q(tenant)),
+            body,
+        )
+    }
+    pub fn clear_appliance(&self, tenant: Option<&str>, network: &str) -> Result<()> {
+        self.delete(&format!("/v1/networks/{network}/appliance{}", q(tenant)))
+    }
     pub fn allocate_address(
         &self,
         tenant: Option<&str>,

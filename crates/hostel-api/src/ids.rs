@@ -20,6 +20,12 @@ pub struct IdsSettingsBody {
     pub overload: Option<String>,
     /// Names of the tenant's networks to watch (traffic crossing its firewall); empty: off.
     pub networks: Vec<String>,
+    /// Of those, the networks whose traffic between the tenant's own VMs (which never crosses
+    /// its firewall) is inspected too, with the same budget and overload behaviour. Default:
+    /// none. Only networks attached to the external network are inspected (the tenant's
+    /// detection runs with its edge).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intra_networks: Vec<String>,
 }
 
 /// `PUT /v1/ids/rules`: the tenant's own rules, one per line (replacing the previous ones).
@@ -45,6 +51,9 @@ pub struct IdsView {
     pub overload: String,
     /// Watched networks, by name.
     pub networks: Vec<String>,
+    /// Watched networks whose VM-to-VM traffic is inspected too.
+    #[serde(default)]
+    pub intra_networks: Vec<String>,
     /// The tenant's rules that load, and those refused (each with its sid and keyword).
     pub rules_loaded: usize,
     pub rules_refused: Vec<IdsRefusalView>,

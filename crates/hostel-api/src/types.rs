@@ -295,6 +295,9 @@ pub struct NetworkView {
     /// Its attachment to the host's external network, if any.
     #[serde(default)]
     pub external: Option<crate::edge::NetworkExternalView>,
+    /// Its security appliance, if one is designated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appliance: Option<crate::edge::ApplianceView>,
     pub ports: Vec<PortView>,
 }
 

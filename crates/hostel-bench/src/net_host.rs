@@ -73,6 +73,17 @@ pub struct SwitchProc {
 
 impl SwitchProc {
     pub fn start(hostel: &Path, dir: &Path) -> Result<SwitchProc> {
+        Self::start_with(hostel, dir, None, None)
+    }
+
+    /// [`SwitchProc::start`], run inside network namespace `netns` (the external interface
+    /// an `external` configuration names lives there), with that external network.
+    pub fn start_with(
+        hostel: &Path,
+        dir: &Path,
+        netns: Option<&str>,
+        external: Option<serde_json::Value>,
+    ) -> Result<SwitchProc> {
         let sockets = [dir.join("vm-a.sock"), dir.join("vm-b.sock")];
         let port = |id: &str, last: u8, sock: &Path| {
             serde_json::json!({
@@ -87,11 +98,23 @@ impl SwitchProc {
             }],
             "ports": [port("vm-a", 2, &sockets[0]), port("vm-b", 3, &sockets[1])],
         });
+        let mut config = config;
+        if let Some(x) = external {
+            config["external"] = x;
+        }
         let cfg = dir.join("switch.json");
         std::fs::write(&cfg, config.to_string())?;
         let control = dir.join("control.sock");
         let log = std::fs::File::create(dir.join("switch.log"))?;
-        let child = Command::new(hostel)
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(hostel);
+                c
+            }
+            None => Command::new(hostel),
+        };
+        let child = cmd
             .arg("switch")
             .arg("--control")
             .arg(&control)
@@ -149,6 +172,19 @@ impl SwitchProc {
                 .filter_map(|d| d.get("no_rx_buffer").and_then(|n| n.as_u64()))
                 .sum(),
         })
+    }
+
+    /// One control request (a JSON object with its `op`); the switch's answer.
+    pub fn request(&self, req: &serde_json::Value) -> Result<serde_json::Value> {
+        let mut s = UnixStream::connect(&self.control)?;
+        s.write_all(format!("{req}\n").as_bytes())?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line)?;
+        let v: serde_json::Value = serde_json::from_str(&line)?;
+        if v["ok"] != true {
+            bail!("switch refused {}: {line}", req["op"]);
+        }
+        Ok(v)
     }
 
     pub fn cpu_seconds(&self) -> Option<f64> {

@@ -38,6 +38,7 @@ pub use ids::{
     VolumeName,
 };
 pub use model::agent::{AgentSettings, DEFAULT_MAX_FILE_BYTES, MAX_FILE_BYTES_LIMIT};
+pub use model::appliance::SecurityAppliance;
 pub use model::audit::{Actor, AuditEntry, AuditQuery, AuditResult, NewAuditEntry};
 pub use model::edge::{
     AddressKind, ExternalSetup, FirewallDoc, NetworkEdge, PublicAddress,

@@ -321,6 +321,19 @@ pub trait Store: Send + Sync {
     ) -> Result<IdsSettings>;
     /// Every tenant's settings that were ever set, for the switch.
     fn list_ids(&self) -> Result<Vec<(TenantId, IdsSettings)>>;
+    /// Designates NIC `nic` (a VM of the tenant, on `network`) as the network's security
+    /// appliance, or with `None` removes it, with `audit` in the same transaction. Another
+    /// tenant's network or VM is not found; a NIC the VM lacks or on another network is
+    /// invalid (`nic`).
+    fn set_appliance(
+        &self,
+        tenant: &TenantId,
+        network: &NetworkId,
+        nic: Option<&(VmId, u32)>,
+        audit: &NewAuditEntry,
+    ) -> Result<()>;
+    /// Every network's appliance, for the switch and `network show`.
+    fn list_appliances(&self) -> Result<Vec<crate::SecurityAppliance>>;
 
     // ---- the edge: external network, public addresses, firewalls ---------
 

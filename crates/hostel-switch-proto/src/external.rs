@@ -88,6 +88,26 @@ pub struct EdgeConfig {
     /// edge first appears: a change takes effect when the switch restarts).
     #[serde(default = "default_conntrack_limit")]
     pub conntrack_limit: u32,
+    /// The tenant's security appliances: per network (one of `networks`), the VM port that
+    /// all of that network's traffic to and from the outside goes through.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub appliances: Vec<ApplianceConfig>,
+}
+
+/// A network's security appliance: a bump in the wire between the network and the edge.
+/// Frames the network's other ports send towards the edge go to the appliance's port
+/// instead (addressed to its MAC), what the appliance sends towards the edge goes on to
+/// it, and what comes in from the edge for the network goes to the appliance, which routes
+/// it on to the VM. The switch tells the directions apart by the sending port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplianceConfig {
+    /// The network (one of the edge's `networks`).
+    pub network: String,
+    /// The appliance's port, on that network. `None`: one was designated but its NIC is
+    /// gone, so the network's outside traffic stops (fail closed).
+    #[serde(default)]
+    pub port: Option<String>,
 }
 
 fn default_conntrack_limit() -> u32 {

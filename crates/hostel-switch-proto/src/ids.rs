@@ -18,6 +18,11 @@ pub struct IdsSpec {
     pub mode: IdsMode,
     #[serde(default)]
     pub overload: IdsOverload,
+    /// Networks whose traffic between the tenant's own VMs (frames from one of its NICs to
+    /// another on that network, which never cross the firewall) is inspected too; off
+    /// (empty) by default. Each carries the same budget and overload behaviour.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intra_networks: Vec<String>,
     /// Rules in Suricata's language, one per line.
     pub rules: String,
     /// Rule variables (`HOME_NET` = the tenant's networks, ...), as `[a,b]` lists or single

@@ -26,7 +26,7 @@ pub mod types;
 pub use config::{NetworkConfig, PortConfig, PortKind, PortLimits, RateLimit, SwitchConfig};
 pub use control::{Client, Request, Response};
 pub use error::{ConfigError, LimitError};
-pub use external::{EdgeConfig, ExternalConfig, FloatingIp};
+pub use external::{ApplianceConfig, EdgeConfig, ExternalConfig, FloatingIp};
 pub use firewall::PolicySpec;
 pub use policy::{Action, IpCidr, PolicyConfig, PolicyScope, RuleConfig};
 pub use stats::{

@@ -89,6 +89,9 @@ drop_reasons! {
     NotForUs = "not_for_us",
     /// A TSO frame an edge cannot pass on whole (IPv6 with extension headers before TCP).
     GsoUnsupported = "gso_unsupported",
+    /// Outside traffic of a network whose security appliance is designated but missing (its
+    /// NIC gone) or not connected (its VM stopped): the network fails closed.
+    ApplianceDown = "appliance_down",
 }
 
 /// Serializable counters; `drops` lists only non-zero reasons.

@@ -112,6 +112,7 @@ fn edge_cfg(policy: PolicySpec, conntrack_limit: u32) -> ExternalConfig {
             snat4: vec![],
             policy,
             conntrack_limit,
+            appliances: Vec::new(),
         }],
     }
 }

@@ -62,6 +62,9 @@ pub struct NetEntry {
     pub policies: Vec<PolicyIdx>,
     /// The tenant edge its off-network traffic goes through (instead of an uplink).
     pub edge: Option<EdgeIdx>,
+    /// The network's security appliance, when it has one: `Some(None)` while the designated
+    /// NIC is gone (outside traffic is dropped).
+    pub appliance: Option<Option<PortIdx>>,
 }
 
 /// One tenant's edge: its config, live state and inside networks.
@@ -112,6 +115,9 @@ pub struct PortEntry {
     pub rt: Arc<PortRuntime>,
     /// Policies attached to the port, in order.
     pub policies: Vec<PolicyIdx>,
+    /// The port is its network's security appliance: it forwards other hosts' packets, so
+    /// its IP sources are not checked against its own addresses (its MAC still is).
+    pub appliance: bool,
 }
 
 impl PortEntry {
@@ -156,6 +162,7 @@ impl Tables {
                 uplink: uplink(n),
                 policies: Vec::new(),
                 edge: None,
+                appliance: None,
             });
         }
         let mut seen_ports: HashMap<&str, ()> = HashMap::new();
@@ -195,6 +202,7 @@ impl Tables {
                 link_local,
                 rt,
                 policies: Vec::new(),
+                appliance: false,
             });
         }
         Ok(t)
@@ -276,6 +284,26 @@ impl Tables {
                 }
                 nets.push(ni);
             }
+            for (j, a) in e.appliances.iter().enumerate() {
+                let field = |f: &str| format!("edges[{i}].appliances[{j}].{f}");
+                let Some(ni) = self.net_by_id(&a.network).filter(|n| nets.contains(n)) else {
+                    if skip_orphans {
+                        continue;
+                    }
+                    return Err(ConfigError::External {
+                        field: field("network"),
+                        reason: format!("{:?} is not one of the edge's networks", a.network),
+                    });
+                };
+                let Some(p) = &a.port else { continue };
+                let on_it = self.port_by_id(p).is_some_and(|pi| self.port(pi).net == ni);
+                if !on_it && !skip_orphans {
+                    return Err(ConfigError::External {
+                        field: field("port"),
+                        reason: format!("port {p:?} is not on network {:?}", a.network),
+                    });
+                }
+            }
             out.push(nets);
         }
         Ok(out)
@@ -312,6 +340,20 @@ impl Tables {
             }
             if let Some(o) = e.outside6 {
                 x.wire6.insert(o, ei);
+            }
+            for a in &e.appliances {
+                let Some(ni) = self.net_by_id(&a.network).filter(|n| nets.contains(n)) else {
+                    continue; // left out while `apply` walks (checked above otherwise)
+                };
+                let pi = a
+                    .port
+                    .as_deref()
+                    .and_then(|p| self.port_by_id(p))
+                    .filter(|&pi| self.port(pi).net == ni);
+                if let Some(pi) = pi {
+                    self.ports[pi as usize].appliance = true;
+                }
+                self.nets[ni as usize].appliance = Some(pi);
             }
             x.routed4.extend(e.routed4.iter().map(|c| (*c, ei)));
             x.routed6.extend(e.routed6.iter().map(|c| (*c, ei)));

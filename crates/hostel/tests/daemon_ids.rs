@@ -84,9 +84,29 @@ fn a_tenants_rules_and_networks_through_the_api_and_cli() {
         .refused("(field: mode)");
     acme.cli(&["ids", "set", "--network", "nope"])
         .refused("nope");
+    acme.cli(&["ids", "set", "--intra-network", "lan"])
+        .refused("(field: intra_networks[0])");
     let now: IdsView = acme.cli(&["ids", "show", "-o", "json"]).json();
     assert_eq!(now.mode, "prevent");
     assert_eq!(now.networks, vec!["lan".to_string()]);
+    assert!(now.intra_networks.is_empty(), "off by default");
+
+    // VM-to-VM inspection of a watched network: stored and shown.
+    let v: IdsView = acme
+        .cli(&[
+            "ids",
+            "set",
+            "--network",
+            "lan",
+            "--intra-network",
+            "lan",
+            "--mode",
+            "prevent",
+            "-o",
+            "json",
+        ])
+        .json();
+    assert_eq!(v.intra_networks, vec!["lan".to_string()]);
 
     // Another tenant sees its own (default) settings, and cannot name acme's network.
     let theirs: IdsView = other.cli(&["ids", "show", "-o", "json"]).json();

@@ -91,6 +91,7 @@ pub fn external_config(store: &dyn Store) -> hostel_state::Result<Option<Externa
     let edges = store.list_network_edges()?;
     let addresses = store.list_public_addresses(None)?;
     let firewalls: HashMap<TenantId, FirewallDoc> = store.list_firewalls()?.into_iter().collect();
+    let appliances = store.list_appliances()?;
     let mut by_tenant: BTreeMap<TenantId, Vec<&NetworkEdge>> = BTreeMap::new();
     for e in &edges {
         by_tenant.entry(e.tenant).or_default().push(e);
@@ -149,6 +150,19 @@ pub fn external_config(store: &dyn Store) -> hostel_state::Result<Option<Externa
             routed6.clear();
         }
         let doc = firewalls.get(&tenant).cloned().unwrap_or_default();
+        // Security appliances of the attached networks: a designation whose VM is gone
+        // stays, with no port, so the switch keeps that network's outside traffic stopped.
+        let appliances = appliances
+            .iter()
+            .filter(|a| nets.iter().any(|e| e.network == a.network))
+            .map(|a| hostel_switch_proto::ApplianceConfig {
+                network: a.network.to_string(),
+                port: a
+                    .nic
+                    .as_ref()
+                    .map(|(vm, idx)| super::networking::port_id(vm, *idx)),
+            })
+            .collect();
         out.push(EdgeConfig {
             tenant: edge_id(&tenant),
             networks: nets.iter().map(|e| e.network.to_string()).collect(),
@@ -161,6 +175,7 @@ pub fn external_config(store: &dyn Store) -> hostel_state::Result<Option<Externa
             snat4,
             policy: policy_spec(store, &tenant, &doc)?,
             conntrack_limit: setup.conntrack_limit,
+            appliances,
         });
     }
     Ok(Some(to_config(&setup, out)))

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use hostel_api::{
     AttachExternal, EdgeView, ExternalSetupBody, ExternalView, HeldAddressView, NetworkView,
+    SetAppliance,
 };
 use hostel_state::{AddressKind, ExternalSetup, MacAddr, Network};
 use hostel_switch_proto::external::DEFAULT_CONNTRACK_LIMIT;
@@ -200,6 +201,55 @@ pub async fn attach(
         .on_named(&auth, tenant, "network.attach", &name, attach)
         .await?;
     Ok(Json(super::networks::view_one(&state, net).await?))
+}
+
+#[utoipa::path(put, path = "/v1/networks/{name}/appliance", request_body = SetAppliance,
+    responses((status = 200, body = NetworkView),
+              (status = 400, body = hostel_api::ApiErrorBody, description = "a malformed VM name, or a NIC the VM lacks or that is on another network (`field`: `vm`, `nic`)"),
+              (status = 404, body = hostel_api::ApiErrorBody, description = "no such network or VM"),
+              (status = 422, body = hostel_api::ApiErrorBody, description = "the switch did not take it")))]
+pub async fn set_appliance(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+    ApiJson(body): ApiJson<SetAppliance>,
+) -> ApiResult<Json<NetworkView>> {
+    let tenant = state.scope(&auth, &q).await?;
+    let vm =
+        hostel_state::VmName::new(&body.vm).map_err(|e| ApiError::invalid("vm", e.to_string()))?;
+    let set = |state: AppState, net: Network, entry| async move {
+        Edge::new(&state.ctx.store, state.ctx.as_ref())
+            .set_appliance(tenant, net.id, Some((vm, body.nic)), entry)
+            .await?;
+        Ok(net)
+    };
+    let net = state
+        .on_named(&auth, tenant, "network.appliance.set", &name, set)
+        .await?;
+    Ok(Json(super::networks::view_one(&state, net).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/networks/{name}/appliance", responses((status = 204),
+    (status = 404, body = hostel_api::ApiErrorBody, description = "no such network"),
+    (status = 422, body = hostel_api::ApiErrorBody, description = "the switch did not take it")))]
+pub async fn clear_appliance(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+) -> ApiResult<StatusCode> {
+    let tenant = state.scope(&auth, &q).await?;
+    let clear = |state: AppState, net: Network, entry| async move {
+        Edge::new(&state.ctx.store, state.ctx.as_ref())
+            .set_appliance(tenant, net.id, None, entry)
+            .await
+            .map_err(ApiError::from)
+    };
+    state
+        .on_named(&auth, tenant, "network.appliance.clear", &name, clear)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(delete, path = "/v1/networks/{name}/external", responses((status = 204),

@@ -19,6 +19,7 @@ fn view(s: IdsState) -> IdsView {
         mode: s.settings.mode.as_str().into(),
         overload: s.settings.overload.as_str().into(),
         networks: s.networks.iter().map(ToString::to_string).collect(),
+        intra_networks: s.intra_networks.iter().map(ToString::to_string).collect(),
         rules_loaded: s.tenant_rules.loaded,
         rules_refused: s
             .tenant_rules
@@ -105,10 +106,27 @@ pub async fn set(
                 .map_err(|e| ApiError::invalid(&format!("networks[{i}]"), e.to_string()))
         })
         .collect::<ApiResult<Vec<_>>>()?;
+    let intra_networks = b
+        .intra_networks
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let name = NetworkName::new(n)
+                .map_err(|e| ApiError::invalid(&format!("intra_networks[{i}]"), e.to_string()))?;
+            if !networks.contains(&name) {
+                return Err(ApiError::invalid(
+                    &format!("intra_networks[{i}]"),
+                    format!("{n} is not among the watched `networks`"),
+                ));
+            }
+            Ok(name)
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
     let what = IdsChange::Settings {
         mode,
         overload,
         networks,
+        intra_networks,
     };
     Ok(Json(change(&state, &auth, tenant, "ids.set", what).await?))
 }

@@ -127,6 +127,10 @@ pub fn router(state: AppState) -> Router {
             put(external::attach).delete(external::detach),
         )
         .route(
+            "/v1/networks/{name}/appliance",
+            put(external::set_appliance).delete(external::clear_appliance),
+        )
+        .route(
             "/v1/addresses",
             post(addresses::allocate).get(addresses::list),
         )
@@ -328,6 +332,8 @@ async fn run_changes_to_completion(
         external::show,
         external::attach,
         external::detach,
+        external::set_appliance,
+        external::clear_appliance,
         addresses::allocate,
         addresses::list,
         addresses::attach,

@@ -81,7 +81,46 @@ fn view(store: &dyn Store, stats: &SwitchStats, net: &Network) -> ApiResult<Netw
             })
         })
         .transpose()?;
+    let appliance = store
+        .list_appliances()?
+        .into_iter()
+        .find(|a| a.network == net.id)
+        .map(|a| -> ApiResult<_> {
+            let Some((vm, idx)) = a.nic else {
+                return Ok(hostel_api::ApplianceView {
+                    vm: None,
+                    nic: None,
+                    state: "down: the appliance's VM was deleted; the network's outside \
+                            traffic is stopped until another appliance (or none) is set"
+                        .into(),
+                });
+            };
+            let v = store.get_vm(&vm)?;
+            let connected = stats
+                .ports
+                .get(&networking::port_id(&vm, idx))
+                .is_some_and(|p| p.connected);
+            let state = if external.is_none() {
+                "inactive: the network is not attached to the external network".to_string()
+            } else if connected {
+                "up".to_string()
+            } else {
+                format!(
+                    "down: the appliance VM {} is {} (its NIC is not connected); the \
+                     network's outside traffic is stopped",
+                    v.name,
+                    v.observed.state.as_str()
+                )
+            };
+            Ok(hostel_api::ApplianceView {
+                vm: Some(v.name.to_string()),
+                nic: Some(idx),
+                state,
+            })
+        })
+        .transpose()?;
     Ok(NetworkView {
+        appliance,
         external,
         id: net.id.to_string(),
         name: net.name.to_string(),

@@ -121,6 +121,27 @@ impl<'a, S: SwitchAdapter> Edge<'a, S> {
         Ok(edge)
     }
 
+    /// Designates NIC `nic` of the tenant's VM as `network`'s security appliance (`None`:
+    /// none), then hands the switch the new steering.
+    pub async fn set_appliance(
+        &self,
+        tenant: hostel_state::TenantId,
+        network: NetworkId,
+        nic: Option<(hostel_state::VmName, u32)>,
+        audit: NewAuditEntry,
+    ) -> Result<(), DaemonError> {
+        blocking(self.store, move |store| {
+            let nic = match nic {
+                Some((name, idx)) => Some((store.get_vm_by_name(&tenant, &name)?.id, idx)),
+                None => None,
+            };
+            store.set_appliance(&tenant, &network, nic.as_ref(), &audit)
+        })
+        .await?;
+        self.switch.sync().await?;
+        Ok(())
+    }
+
     pub async fn detach_network(
         &self,
         network: NetworkId,

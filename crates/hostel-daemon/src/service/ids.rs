@@ -49,12 +49,17 @@ pub fn read_operator_rules(dir: &Path) -> String {
     out
 }
 
+/// The watched networks' names, and those of the ones inspected VM to VM too.
+type Names = (Vec<NetworkName>, Vec<NetworkName>);
+
 /// A tenant's detection as the API shows it.
 #[derive(Debug, Clone)]
 pub struct IdsState {
     pub settings: IdsSettings,
     /// The watched networks' names (a network deleted since is left out).
     pub networks: Vec<NetworkName>,
+    /// Of those, the ones whose VM-to-VM traffic is inspected too.
+    pub intra_networks: Vec<NetworkName>,
     pub tenant_rules: IdsLoadReport,
     pub operator_rules_loaded: usize,
     /// `applied`, `off` or `pending: <why>`.
@@ -67,6 +72,8 @@ pub enum IdsChange {
         mode: IdsMode,
         overload: IdsOverload,
         networks: Vec<NetworkName>,
+        /// Of `networks`, those whose VM-to-VM traffic is inspected too.
+        intra_networks: Vec<NetworkName>,
     },
     Rules(String),
 }
@@ -125,10 +132,15 @@ impl<'a, A: IdsAdapter> IdsService<'a, A> {
                     mode,
                     overload,
                     networks,
+                    intra_networks,
                 } => {
                     s.mode = mode;
                     s.overload = overload;
                     s.networks = networks
+                        .iter()
+                        .map(|n| store.get_network_by_name(&t, n).map(|n| n.id))
+                        .collect::<Result<_, _>>()?;
+                    s.intra_networks = intra_networks
                         .iter()
                         .map(|n| store.get_network_by_name(&t, n).map(|n| n.id))
                         .collect::<Result<_, _>>()?;
@@ -155,7 +167,7 @@ impl<'a, A: IdsAdapter> IdsService<'a, A> {
     async fn load(
         &self,
         tenant: TenantId,
-    ) -> Result<(IdsSettings, Option<String>, Vec<NetworkName>), DaemonError> {
+    ) -> Result<(IdsSettings, Option<String>, Names), DaemonError> {
         let (settings, nets) = blocking(self.store, move |store| {
             Ok::<_, DaemonError>((store.get_ids(&tenant)?, store.list_networks(&tenant)?))
         })
@@ -168,11 +180,15 @@ impl<'a, A: IdsAdapter> IdsService<'a, A> {
             }
         }
         let home = (!cidrs.is_empty()).then(|| format!("[{}]", cidrs.join(",")));
-        let names = settings
-            .networks
-            .iter()
-            .filter_map(|id| nets.iter().find(|n| &n.id == id).map(|n| n.name.clone()))
-            .collect();
+        let names_of = |ids: &[hostel_state::NetworkId]| -> Vec<NetworkName> {
+            ids.iter()
+                .filter_map(|id| nets.iter().find(|n| &n.id == id).map(|n| n.name.clone()))
+                .collect()
+        };
+        let names = (
+            names_of(&settings.networks),
+            names_of(&settings.intra_networks),
+        );
         Ok((settings, home, names))
     }
 
@@ -180,7 +196,7 @@ impl<'a, A: IdsAdapter> IdsService<'a, A> {
         &self,
         settings: IdsSettings,
         home: &Option<String>,
-        networks: Vec<NetworkName>,
+        (networks, intra_networks): Names,
         switch: String,
     ) -> IdsState {
         let mut vars = Vars::default();
@@ -192,13 +208,38 @@ impl<'a, A: IdsAdapter> IdsService<'a, A> {
             operator_rules_loaded: check(&self.operator_rules, &vars).loaded,
             settings,
             networks,
+            intra_networks,
             switch,
         }
     }
 
-    async fn install(&self, tenant: &TenantId, s: &IdsSettings, home: &Option<String>) -> String {
-        let spec = (!s.networks.is_empty()).then(|| IdsSpec {
+    /// Installs every watching tenant's detection again: a restarted switch comes back with
+    /// its tables (the watchdog's apply) but without any tenant's rules, which are not part
+    /// of its config (a table apply would otherwise recompile every tenant's rules each
+    /// time). Returns how many tenants were installed; `Err` when the switch could not be
+    /// reached for one of them, so the caller tries again.
+    pub async fn restore_all(&self) -> Result<usize, DaemonError> {
+        let all = blocking(self.store, |store| store.list_ids()).await?;
+        let mut n = 0;
+        for (tenant, s) in all {
+            if s.networks.is_empty() {
+                continue;
+            }
+            let (settings, home, _) = self.load(tenant).await?;
+            self.switch
+                .set_ids(&tenant.to_string(), self.spec(&settings, &home))
+                .await
+                .map_err(|e| DaemonError::Switch(SyncError::Link(e)))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// What the switch is given for `s` (`None`: detection off).
+    fn spec(&self, s: &IdsSettings, home: &Option<String>) -> Option<IdsSpec> {
+        (!s.networks.is_empty()).then(|| IdsSpec {
             networks: s.networks.iter().map(ToString::to_string).collect(),
+            intra_networks: s.intra_networks.iter().map(ToString::to_string).collect(),
             mode: s.mode,
             overload: s.overload,
             rules: format!("{}\n{}", self.operator_rules, s.rules),
@@ -208,7 +249,11 @@ impl<'a, A: IdsAdapter> IdsService<'a, A> {
                 .collect(),
             stream_depth: None,
             budget_us_per_sec: None,
-        });
+        })
+    }
+
+    async fn install(&self, tenant: &TenantId, s: &IdsSettings, home: &Option<String>) -> String {
+        let spec = self.spec(s, home);
         let on = spec.is_some();
         match self.switch.set_ids(&tenant.to_string(), spec).await {
             Ok(r) if r.active => "applied".into(),

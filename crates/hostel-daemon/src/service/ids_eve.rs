@@ -3,7 +3,8 @@
 //! up to is kept beside it (`eve.cursor`, written after the lines are appended), so a daemon
 //! killed in between writes some lines twice at worst and loses none the switch still holds.
 //! A restarted switch numbers its alerts from 1 again: a cursor above the switch's newest is
-//! reset.
+//! reset. The same loop re-installs every tenant's rules on a switch process it has not
+//! seen before (the watchdog restarts a killed switch with its tables, not its rules).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -70,12 +71,46 @@ pub async fn pass<A: IdsAdapter>(state: &Path, switch: &A, tenants: &[String]) {
     }
 }
 
-/// Runs [`pass`] every second for the tenants with detection settings.
+/// Installs every tenant's detection on a switch process that has not had it yet (one the
+/// watchdog restarted, or the one found at daemon start). Returns whether it is done; a
+/// switch that could not be reached is tried again on the next tick.
+async fn restore(ctx: &crate::Ctx) -> bool {
+    let dir = super::ids::operator_rules_dir(ctx.layout.root());
+    let Ok(operator) =
+        tokio::task::spawn_blocking(move || super::ids::read_operator_rules(&dir)).await
+    else {
+        return false;
+    };
+    match super::ids::IdsService::new(&ctx.store, ctx, operator)
+        .restore_all()
+        .await
+    {
+        Ok(n) => {
+            if n > 0 {
+                tracing::info!(tenants = n, "intrusion detection installed on the switch");
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "intrusion detection not restored yet");
+            false
+        }
+    }
+}
+
+/// Runs [`pass`] every second for the tenants with detection settings, and gives a switch
+/// process it has not seen before (the watchdog's restart of a killed one) every tenant's
+/// rules again: a switch keeps them in memory only.
 pub async fn run(ctx: Arc<crate::Ctx>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut restored = None;
     loop {
         tick.tick().await;
+        let now = ctx.switch.instance();
+        if now.is_some() && now != restored && restore(&ctx).await {
+            restored = now;
+        }
         let tenants = ctx
             .db(|store| store.list_ids())
             .await

@@ -16,6 +16,9 @@ pub struct IdsSettings {
     pub overload: IdsOverload,
     /// The tenant's networks detection is on for (traffic crossing its firewall).
     pub networks: Vec<NetworkId>,
+    /// Of those, the networks whose traffic between the tenant's own VMs is inspected too.
+    #[serde(default)]
+    pub intra_networks: Vec<NetworkId>,
     /// The tenant's own rules, in Suricata's language.
     pub rules: String,
 }

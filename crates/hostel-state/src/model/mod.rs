@@ -1,6 +1,7 @@
 //! Backend-independent records the store reads and writes.
 
 pub mod agent;
+pub mod appliance;
 pub mod audit;
 pub mod edge;
 pub mod ids;

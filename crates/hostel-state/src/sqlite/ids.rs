@@ -15,23 +15,26 @@ fn from_row(row: &Row<'_>) -> DbResult<IdsSettings> {
     let mode: String = row.get("mode")?;
     let overload: String = row.get("overload")?;
     let networks: String = row.get("networks")?;
+    let intra: String = row.get("intra_networks")?;
     let corrupt =
         |col: &str, v: &str| StoreError::Backend(format!("corrupt value in column {col:?}: {v:?}"));
     Ok(IdsSettings {
         mode: IdsMode::parse(&mode).ok_or_else(|| corrupt("mode", &mode))?,
         overload: IdsOverload::parse(&overload).ok_or_else(|| corrupt("overload", &overload))?,
         networks: serde_json::from_str(&networks).map_err(|_| corrupt("networks", &networks))?,
+        intra_networks: serde_json::from_str(&intra)
+            .map_err(|_| corrupt("intra_networks", &intra))?,
         rules: row.get("rules")?,
     })
 }
 
 pub(super) fn get(c: &Connection, tenant: &TenantId) -> DbResult<IdsSettings> {
-    let sql = "SELECT mode, overload, networks, rules FROM ids_settings WHERE tenant_id = ?1";
+    let sql = "SELECT mode, overload, networks, intra_networks, rules FROM ids_settings WHERE tenant_id = ?1";
     Ok(query_first(c, sql, [tenant.to_string()], from_row)?.unwrap_or_default())
 }
 
 pub(super) fn list(c: &Connection) -> DbResult<Vec<(TenantId, IdsSettings)>> {
-    let sql = "SELECT tenant_id, mode, overload, networks, rules FROM ids_settings";
+    let sql = "SELECT tenant_id, mode, overload, networks, intra_networks, rules FROM ids_settings";
     query_rows(c, sql, [], |row| {
         Ok((super::convert::text(row, "tenant_id")?, from_row(row)?))
     })
@@ -57,13 +60,30 @@ pub(super) fn set(c: &Connection, tenant: &TenantId, s: &IdsSettings) -> DbResul
             nets.push(*n);
         }
     }
+    let mut intra: Vec<NetworkId> = Vec::with_capacity(s.intra_networks.len());
+    for n in &s.intra_networks {
+        // Watched networks are the tenant's (checked above), so this also keeps another
+        // tenant's network out.
+        if !nets.contains(n) {
+            return Err(StoreError::invalid(
+                "intra_networks",
+                format!("network {n} is not among the watched networks"),
+            )
+            .into());
+        }
+        if !intra.contains(n) {
+            intra.push(*n);
+        }
+    }
     let encoded = serde_json::to_string(&nets)
         .map_err(|e| StoreError::Backend(format!("encoding networks: {e}")))?;
+    let encoded_intra = serde_json::to_string(&intra)
+        .map_err(|e| StoreError::Backend(format!("encoding intra_networks: {e}")))?;
     c.prepare_cached(
-        "INSERT INTO ids_settings (tenant_id, mode, overload, networks, rules) \
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (tenant_id) DO UPDATE SET \
+        "INSERT INTO ids_settings (tenant_id, mode, overload, networks, rules, intra_networks) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (tenant_id) DO UPDATE SET \
          mode = excluded.mode, overload = excluded.overload, networks = excluded.networks, \
-         rules = excluded.rules",
+         rules = excluded.rules, intra_networks = excluded.intra_networks",
     )?
     .execute((
         tenant.to_string(),
@@ -71,9 +91,11 @@ pub(super) fn set(c: &Connection, tenant: &TenantId, s: &IdsSettings) -> DbResul
         s.overload.as_str(),
         encoded,
         s.rules.as_str(),
+        encoded_intra,
     ))?;
     Ok(IdsSettings {
         networks: nets,
+        intra_networks: intra,
         ..s.clone()
     })
 }
@@ -155,5 +177,29 @@ mod tests {
             store.set_ids(&a, &big, &sys("ids.set")).unwrap_err(),
             StoreError::Invalid { field: "rules", .. }
         ));
+        // VM-to-VM inspection: only of watched networks, duplicates folded, stored.
+        let intra = IdsSettings {
+            intra_networks: vec![net_a, net_a],
+            ..got.clone()
+        };
+        let stored = store.set_ids(&a, &intra, &sys("ids.set")).unwrap();
+        assert_eq!(stored.intra_networks, vec![net_a]);
+        assert_eq!(store.get_ids(&a).unwrap(), stored);
+        let unwatched = IdsSettings {
+            networks: Vec::new(),
+            ..intra
+        };
+        assert!(matches!(
+            store.set_ids(&a, &unwatched, &sys("ids.set")).unwrap_err(),
+            StoreError::Invalid {
+                field: "intra_networks",
+                ..
+            }
+        ));
+        assert_eq!(
+            store.get_ids(&a).unwrap(),
+            stored,
+            "a refusal changes nothing"
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! against other processes opening the same file (e.g. an admin CLI).
 
 mod agent;
+mod appliance;
 mod audit;
 mod convert;
 mod edge;
@@ -655,6 +656,18 @@ impl Store for SqliteStore {
     }
     fn list_ids(&self) -> Result<Vec<(TenantId, IdsSettings)>> {
         self.read(ids::list)
+    }
+    fn set_appliance(
+        &self,
+        tenant: &TenantId,
+        network: &NetworkId,
+        nic: Option<&(VmId, u32)>,
+        audit: &NewAuditEntry,
+    ) -> Result<()> {
+        self.write_audited(audit, |tx| appliance::set(tx, tenant, network, nic))
+    }
+    fn list_appliances(&self) -> Result<Vec<crate::SecurityAppliance>> {
+        self.read(appliance::list)
     }
     fn get_nic_limits(&self, vm: &VmId, idx: u32) -> Result<NicLimitsRecord> {
         self.read(|c| nic_limits::get(c, vm, idx))

@@ -274,6 +274,24 @@ ALTER TABLE vms ADD COLUMN id_slot INTEGER CHECK (id_slot >= 0);
 CREATE UNIQUE INDEX vms_by_id_slot ON vms(id_slot) WHERE id_slot IS NOT NULL;
 "#,
     },
+    Migration {
+        version: 12,
+        sql: r#"
+-- Issue 16's rest: the networks whose traffic between the tenant's own VMs is inspected too
+-- (a JSON list of network ids, each also in `networks`; empty: off, as before).
+ALTER TABLE ids_settings ADD COLUMN intra_networks TEXT NOT NULL DEFAULT '[]';
+
+-- A network's security appliance (at most one): a NIC of the same tenant on that network,
+-- checked on write. Deleting its VM keeps the row with the NIC columns NULL, so the
+-- network keeps failing closed until the tenant designates another or none.
+CREATE TABLE security_appliances (
+    network_id TEXT PRIMARY KEY NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+    vm_id      TEXT,
+    nic_idx    INTEGER,
+    FOREIGN KEY (vm_id, nic_idx) REFERENCES vm_nics(vm_id, idx) ON DELETE SET NULL
+) STRICT;
+"#,
+    },
 ];
 
 /// The schema version this build writes.
@@ -334,7 +352,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         assert_eq!(
             migrate(&mut conn).unwrap(),
-            vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
         );
         assert!(migrate(&mut conn).unwrap().is_empty());
         assert_eq!(user_version(&conn).unwrap(), LATEST_VERSION);

@@ -23,6 +23,9 @@ pub fn check_source(port: &PortEntry, p: &Parsed) -> Result<(), DropReason> {
                 return Err(DropReason::SpoofedSrcIp);
             }
         }
+        // A security appliance forwards its network's and the outside's packets: where they
+        // may go is checked when they leave its network (`forward::appliance_out`).
+        L3::Ipv4(_) | L3::Ipv6(_) if port.appliance => {}
         L3::Ipv4(ip) => {
             if Some(ip.src) != port.cfg.ipv4 && !ip.src.is_unspecified() {
                 return Err(DropReason::SpoofedSrcIp);

@@ -437,12 +437,22 @@ fn deliver_inside(
             if edge.rt.ids.inspect(&net.cfg.id, &buf[ETH_HLEN..]) == super::ids::IdsVerdict::Drop {
                 return Err(DropReason::Filtered);
             }
+            // A network with a security appliance gets its outside traffic through it: to
+            // the appliance's MAC, which routes it on to `q` (fail closed without one).
+            let (q, steered) = match net.appliance {
+                Some(Some(a)) => (a, a != q),
+                Some(None) => return Err(DropReason::ApplianceDown),
+                None => (q, false),
+            };
             let port = t.port(q);
             buf[0..6].copy_from_slice(&port.cfg.mac.0);
             buf[6..12].copy_from_slice(&net.cfg.gateway_mac.0);
             let hdr = offload.finish(buf)?;
             let empty = SegList::default();
-            return with_rx(&port.rt, |s| s.send(hdr, &contiguous(buf, &empty)))?;
+            return match with_rx(&port.rt, |s| s.send(hdr, &contiguous(buf, &empty))) {
+                Err(DropReason::DestinationDown) if steered => Err(DropReason::ApplianceDown),
+                r => r?,
+            };
         }
     }
     Err(DropReason::NoRoute)

@@ -36,6 +36,74 @@ impl Default for Scratch {
     }
 }
 
+/// A frame of network `ni` bound for the outside, sent by another port than the network's
+/// security appliance: it goes to the appliance instead, addressed to its MAC (the appliance
+/// routes it on through the gateway, and the switch then passes it to the edge). An
+/// appliance without a connected guest stops the traffic (`appliance_down`).
+fn to_appliance(
+    t: &Tables,
+    a: PortIdx,
+    hdr: VnetHdr,
+    src: &FrameSrc<'_>,
+    scratch: &mut Scratch,
+) -> Result<(), DropReason> {
+    let buf = scratch.frame_buf();
+    if src.len > buf.len() {
+        return Err(DropReason::TooLong);
+    }
+    let n = src.copy_prefix(buf);
+    if n != src.len || n < 14 {
+        return Err(DropReason::BadDescriptor);
+    }
+    let port = t.port(a);
+    buf[0..6].copy_from_slice(&port.cfg.mac.0);
+    let empty = hostel_virtq::SegList::default();
+    let frame = FrameSrc {
+        head: &buf[..n],
+        tail: &empty,
+        tail_skip: 0,
+        len: n,
+    };
+    match with_rx(&port.rt, |s| s.send(hdr, &frame)) {
+        Ok(r) => r,
+        Err(DropReason::DestinationDown) => Err(DropReason::ApplianceDown),
+        Err(e) => Err(e),
+    }
+}
+
+/// What a security appliance sends towards the outside must come from its own network (its
+/// VMs' packets it forwards, or its own): it may not use the edge to send as anyone else.
+fn appliance_out(t: &Tables, ni: NetIdx, src: &FrameSrc<'_>) -> Result<(), DropReason> {
+    let mut h = [0u8; 38];
+    let n = src.copy_prefix(&mut h);
+    let cfg = &t.net(ni).cfg;
+    let ok = match (n, u16::from_be_bytes([h[12], h[13]])) {
+        (30.., 0x0800) => {
+            let ip = std::net::Ipv4Addr::new(h[26], h[27], h[28], h[29]);
+            cfg.subnet4.is_some_and(|c| c.contains(ip))
+        }
+        (38, 0x86dd) => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&h[22..38]);
+            let ip = std::net::Ipv6Addr::from(a);
+            cfg.subnet6.is_some_and(|c| c.contains(ip))
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(DropReason::SpoofedSrcIp)
+    }
+}
+
+impl Scratch {
+    /// A buffer for one whole frame (the edge's, made on first use).
+    pub fn frame_buf(&mut self) -> &mut [u8] {
+        &mut self.edge.get_or_insert_with(Box::default).frame
+    }
+}
+
 /// Where a frame came from: the tables it was judged with, its ingress, and the port that
 /// sent it (which pays for its drops, and gets the switch's replies).
 pub struct Forward<'a> {
@@ -76,9 +144,18 @@ impl Forward<'_> {
             },
             Decision::Edge => match self.ingress {
                 Ingress::Uplink(_) => Err(DropReason::Hairpin),
-                Ingress::Port(_) => {
+                Ingress::Port(p) => {
+                    let ni = self.net();
+                    match self.tables.net(ni).appliance {
+                        Some(_) if self.tables.port(p).appliance => {
+                            appliance_out(self.tables, ni, src)?;
+                        }
+                        Some(None) => return Err(DropReason::ApplianceDown),
+                        Some(Some(a)) => return to_appliance(self.tables, a, hdr, src, scratch),
+                        None => {}
+                    }
                     let s = scratch.edge.get_or_insert_with(Box::default);
-                    edge::outbound(self.tables, self.net(), self.sender, hdr, src, s)
+                    edge::outbound(self.tables, ni, self.sender, hdr, src, s)
                 }
             },
             Decision::Local(reply) => {

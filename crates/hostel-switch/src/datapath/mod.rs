@@ -7,6 +7,7 @@ pub mod fairness;
 pub mod firewall;
 pub mod forward;
 pub mod ids;
+pub mod ids_intra;
 pub mod local;
 pub mod neigh;
 pub mod pipeline;

@@ -11,6 +11,7 @@ use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
 use crate::datapath::exec::with_rx;
 use crate::datapath::forward::{self, Forward};
+use crate::datapath::ids_intra;
 use crate::datapath::pipeline::{Ctx, Decision, Ingress};
 use crate::datapath::port::{Mem, PortRuntime, Vring};
 use crate::datapath::ratelimit::{self, Class};
@@ -221,6 +222,17 @@ pub fn process_tx(
                 |it| Class::of(&it.decision, it.window[0] & 1 == 1).map(|c| (c, it.frame_len)),
                 |it, r| it.decision = Decision::Drop(r),
             );
+        }
+        // A tenant's VM-to-VM traffic through its detection, when it asked for that.
+        if let Some((ids, net)) = me.and_then(|pi| ids_intra::for_port(&tables, pi)) {
+            let buf = scratch.fwd.frame_buf();
+            for (item, sl) in items[..n].iter_mut().zip(segs.iter()) {
+                if matches!(item.decision, Decision::Unicast(_)) {
+                    if let Some(r) = ids_intra::inspect(ids, net, &item.src(sl), buf) {
+                        item.decision = Decision::Drop(r);
+                    }
+                }
+            }
         }
         if n > 0 {
             execute(&tables, me, port, &items[..n], segs, &mut scratch.fwd);

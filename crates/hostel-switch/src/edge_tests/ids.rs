@@ -128,6 +128,71 @@ fn detect_alerts_and_forwards_prevent_drops_the_rest_of_the_flow() {
 }
 
 #[test]
+fn vm_to_vm_traffic_is_inspected_only_when_asked_and_prevent_drops_it() {
+    let Some(mut rig) = Rig::new() else { return };
+    let rule = "drop udp any any -> any 5353 (msg:\"evil peer\"; content:\"evil\"; sid:202;)\n";
+    let evil = udp_from(
+        40100,
+        udp(VM_A, VM_C, IP_A, IP_C, 5353, b"an evil datagram"),
+    );
+    let got_it = |c: &mut Vm| {
+        c.received()
+            .iter()
+            .any(|(_, f)| payload_is(f, 42, b"an evil datagram"))
+    };
+    // Watched at the edge only (the default): a to c is delivered and not inspected.
+    set(&rig, 0, "a", IdsMode::Prevent, rule);
+    rig.a.queue_tx(VnetHdr::default(), &evil, 1);
+    rig.a.run_tx(&rig.core);
+    assert!(got_it(&mut rig.c), "delivered VM to VM");
+    assert!(
+        alerts(&rig, 0).is_empty(),
+        "VM-to-VM traffic inspected while off"
+    );
+
+    // VM to VM on, detect: alert (the VMs' own addresses) and delivered.
+    let spec = |mode| IdsSpec {
+        networks: vec!["a".into()],
+        intra_networks: vec!["a".into()],
+        mode,
+        rules: rule.into(),
+        ..IdsSpec::default()
+    };
+    ids_of(&rig, 0, |ids| {
+        ids.set(Some(&spec(IdsMode::Detect)));
+    });
+    rig.a.queue_tx(VnetHdr::default(), &evil, 1);
+    rig.a.run_tx(&rig.core);
+    assert!(got_it(&mut rig.c), "detect delivers");
+    assert_eq!(
+        alerts(&rig, 0),
+        vec![(202, IP_A.to_string(), 40100, IP_C.to_string(), 5353)]
+    );
+
+    // Prevent: dropped on the sender (counted `filtered`), never reaches c; the other
+    // tenant's detection saw nothing.
+    ids_of(&rig, 0, |ids| {
+        ids.set(Some(&spec(IdsMode::Prevent)));
+    });
+    let filtered = rig.a.rt.stats.drops(DropReason::Filtered);
+    rig.a.queue_tx(VnetHdr::default(), &evil, 1);
+    rig.a.run_tx(&rig.core);
+    assert_eq!(rig.a.rt.stats.drops(DropReason::Filtered), filtered + 1);
+    assert!(!got_it(&mut rig.c), "prevent let the match through");
+    let fine = udp_from(40101, udp(VM_A, VM_C, IP_A, IP_C, 5353, b"fine datagram"));
+    rig.a.queue_tx(VnetHdr::default(), &fine, 1);
+    rig.a.run_tx(&rig.core);
+    assert!(
+        rig.c
+            .received()
+            .iter()
+            .any(|(_, f)| payload_is(f, 42, b"fine datagram")),
+        "another flow passes"
+    );
+    assert!(alerts(&rig, 1).is_empty());
+}
+
+#[test]
 fn content_split_over_two_tcp_segments_is_found() {
     let Some(mut rig) = Rig::new() else { return };
     let wire = rig.net.wire();

@@ -31,6 +31,9 @@ const GW_A: MacAddr = MacAddr([2, 0, 0, 0, 0x0a, 1]);
 const GW_B: MacAddr = MacAddr([2, 0, 0, 0, 0x0b, 1]);
 const VM_A: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0x0a, 2]);
 const VM_B: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0x0b, 2]);
+/// A second VM of tenant t1 on network `a` (VM-to-VM traffic).
+const VM_C: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0x0a, 3]);
+const IP_C: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
 const IP_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const IP_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 18);
 const UPSTREAM: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
@@ -198,6 +201,7 @@ fn edge_defaults() -> EdgeConfig {
         snat4: vec![],
         policy: Default::default(),
         conntrack_limit: hostel_switch_proto::external::DEFAULT_CONNTRACK_LIMIT,
+        appliances: Vec::new(),
     }
 }
 
@@ -259,6 +263,39 @@ impl EdgeFilter for TestFilter {
     }
 }
 
+/// The rig's tables: networks `a` (t1: ports a2, a3) and `b` (t2: port b2) behind `cfg`.
+fn rig_tables(
+    rts: &HashMap<String, Arc<PortRuntime>>,
+    ext: Arc<External>,
+    cfg: &ExternalConfig,
+    edge_rt: impl FnMut(&EdgeConfig) -> Arc<EdgeRuntime>,
+) -> Tables {
+    Tables::build(
+        &[
+            network6(network(
+                "a",
+                "192.0.2.0/28",
+                Ipv4Addr::new(192, 0, 2, 1),
+                GW_A,
+            )),
+            network("b", "192.0.2.16/28", Ipv4Addr::new(192, 0, 2, 17), GW_B),
+        ],
+        &[
+            PortConfig {
+                ipv6: vec![IP6_A],
+                ..vm_port("a2", "a", VM_A, IP_A)
+            },
+            vm_port("b2", "b", VM_B, IP_B),
+            vm_port("a3", "a", VM_C, IP_C),
+        ],
+        |p| rts[&p.id].clone(),
+        |_| None,
+    )
+    .unwrap()
+    .with_external(cfg, ext, edge_rt, false)
+    .unwrap()
+}
+
 /// Two tenant VMs behind their edges on the external port, with its reader running.
 struct Rig {
     net: Internet,
@@ -266,6 +303,8 @@ struct Rig {
     ext: Arc<External>,
     a: Vm,
     b: Vm,
+    /// t1's second VM, beside `a` on network `a`.
+    c: Vm,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -282,48 +321,24 @@ impl Rig {
         let ext = External::open(&net.nic).expect("external port on the veth");
         let mut a = Vm::new("a2", ALL);
         let mut b = Vm::new("b2", ALL);
+        let mut c = Vm::new("a3", ALL);
         a.post_rx(64, 2048);
         b.post_rx(64, 2048);
+        c.post_rx(64, 2048);
         let rts: HashMap<String, Arc<PortRuntime>> = [
             ("a2".to_string(), a.rt.clone()),
             ("b2".to_string(), b.rt.clone()),
+            ("a3".to_string(), c.rt.clone()),
         ]
         .into();
-        let t = Tables::build(
-            &[
-                network6(network(
-                    "a",
-                    "192.0.2.0/28",
-                    Ipv4Addr::new(192, 0, 2, 1),
-                    GW_A,
-                )),
-                network("b", "192.0.2.16/28", Ipv4Addr::new(192, 0, 2, 17), GW_B),
-            ],
-            &[
-                PortConfig {
-                    ipv6: vec![IP6_A],
-                    ..vm_port("a2", "a", VM_A, IP_A)
-                },
-                vm_port("b2", "b", VM_B, IP_B),
-            ],
-            |p| rts[&p.id].clone(),
-            |_| None,
-        )
-        .unwrap()
-        .with_external(
-            &external_cfg(&net.nic),
-            ext.clone(),
-            |e| {
-                let f: Box<dyn EdgeFilter> = if e.tenant == "t2" {
-                    Box::new(TestFilter)
-                } else {
-                    Box::new(PassFilter)
-                };
-                Arc::new(EdgeRuntime::new(&e.tenant, f))
-            },
-            false,
-        )
-        .unwrap();
+        let t = rig_tables(&rts, ext.clone(), &external_cfg(&net.nic), |e| {
+            let f: Box<dyn EdgeFilter> = if e.tenant == "t2" {
+                Box::new(TestFilter)
+            } else {
+                Box::new(PassFilter)
+            };
+            Arc::new(EdgeRuntime::new(&e.tenant, f))
+        });
         let core = Core::new(Pipeline::new());
         core.publish(t);
         let reader = {
@@ -336,8 +351,33 @@ impl Rig {
             ext,
             a,
             b,
+            c,
             reader: Some(reader),
         })
+    }
+
+    /// Publishes the rig's tables again with external configuration `cfg`, keeping the
+    /// ports' and edges' live state.
+    fn republish(&self, cfg: &ExternalConfig) {
+        let rts: HashMap<String, Arc<PortRuntime>> = [
+            ("a2".to_string(), self.a.rt.clone()),
+            ("b2".to_string(), self.b.rt.clone()),
+            ("a3".to_string(), self.c.rt.clone()),
+        ]
+        .into();
+        let old = self.core.tables();
+        let edges: HashMap<String, Arc<EdgeRuntime>> = old
+            .ext
+            .as_ref()
+            .map(|x| {
+                x.edges
+                    .iter()
+                    .map(|e| (e.cfg.tenant.clone(), e.rt.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let t = rig_tables(&rts, self.ext.clone(), cfg, |e| edges[&e.tenant].clone());
+        self.core.publish(t);
     }
 
     /// Waits until the switch has resolved the upstream gateway by ARP on the wire.
@@ -437,6 +477,7 @@ fn ipv6_of(f: &[u8], off: usize) -> Ipv6Addr {
     Ipv6Addr::from(<[u8; 16]>::try_from(&f[off..off + 16]).unwrap())
 }
 
+mod appliance;
 mod firewall;
 mod flows;
 mod ids;

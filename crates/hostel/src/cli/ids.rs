@@ -38,6 +38,10 @@ pub struct SetArgs {
     /// Networks to watch (repeat; none: detection off).
     #[arg(long = "network")]
     networks: Vec<String>,
+    /// Of those, networks whose traffic between the tenant's own VMs is inspected too
+    /// (repeat; each must also be given with --network).
+    #[arg(long = "intra-network")]
+    intra_networks: Vec<String>,
     /// detect or prevent.
     #[arg(long, default_value = "detect")]
     mode: String,
@@ -87,6 +91,9 @@ fn print_view(ctx: &Ctx, v: &IdsView) -> Result<()> {
     }
     println!("mode:      {} ({})", v.mode, v.overload);
     println!("networks:  {}", v.networks.join(", "));
+    if !v.intra_networks.is_empty() {
+        println!("VM to VM:  {}", v.intra_networks.join(", "));
+    }
     println!(
         "rules:     {} loaded, {} refused; operator rules: {} loaded",
         v.rules_loaded,
@@ -111,6 +118,7 @@ pub fn main(ctx: &Ctx, cmd: IdsCommand) -> Result<()> {
                 mode: a.mode,
                 overload: a.overload,
                 networks: a.networks,
+                intra_networks: a.intra_networks,
             };
             let v: IdsView = ctx
                 .client

@@ -4,7 +4,7 @@ use super::output::{self, Format, Table};
 use super::Ctx;
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use hostel_api::{AttachExternal, CreateNetwork, NetworkView};
+use hostel_api::{AttachExternal, CreateNetwork, NetworkView, SetAppliance};
 
 #[derive(Args, Debug)]
 pub struct NetworkArgs {
@@ -54,6 +54,21 @@ pub enum NetworkCommand {
     },
     /// Detach a network from the external network.
     Detach { name: String },
+    /// Make a VM the network's security appliance: all of the network's traffic to and from
+    /// the outside goes through that VM's NIC (which must be on the network); if it is down,
+    /// that traffic stops. `--none` removes the appliance.
+    Appliance {
+        name: String,
+        /// The appliance VM.
+        #[arg(required_unless_present = "none", conflicts_with = "none")]
+        vm: Option<String>,
+        /// Which of its NICs.
+        #[arg(long, default_value_t = 0)]
+        nic: u32,
+        /// Remove the network's appliance.
+        #[arg(long)]
+        none: bool,
+    },
     /// List networks.
     List,
     /// Show a network: its ports, their addresses and the switch's counters.
@@ -108,6 +123,21 @@ pub fn main(ctx: &Ctx, args: NetworkArgs) -> Result<()> {
             c.detach_network_external(tenant, &name)?;
             Ok(())
         }
+        NetworkCommand::Appliance {
+            name,
+            vm,
+            nic,
+            none,
+        } => match vm {
+            Some(vm) if !none => {
+                let n = c.set_appliance(tenant, &name, &SetAppliance { vm, nic })?;
+                print(ctx.format, &n)
+            }
+            _ => {
+                c.clear_appliance(tenant, &name)?;
+                Ok(())
+            }
+        },
         NetworkCommand::List => {
             let nets = c.list_networks(tenant)?;
             if ctx.format == Format::Json {
@@ -155,6 +185,18 @@ fn print(format: Format, n: &NetworkView) -> Result<()> {
                     } else {
                         ""
                     }
+                ),
+            },
+        ),
+        (
+            "appliance",
+            match &n.appliance {
+                None => "none".to_string(),
+                Some(a) => format!(
+                    "{} nic {}: {}",
+                    a.vm.as_deref().unwrap_or("(deleted)"),
+                    a.nic.map_or("-".to_string(), |i| i.to_string()),
+                    a.state
                 ),
             },
         ),

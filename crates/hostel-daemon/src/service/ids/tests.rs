@@ -131,6 +131,7 @@ async fn watching_a_network_installs_operator_and_tenant_rules_with_home_net() {
                 mode: IdsMode::Prevent,
                 overload: IdsOverload::FailClosed,
                 networks: vec![NetworkName::new("lan").unwrap()],
+                intra_networks: vec![NetworkName::new("lan").unwrap()],
             },
             audit(&f, "ids.set"),
         )
@@ -139,10 +140,9 @@ async fn watching_a_network_installs_operator_and_tenant_rules_with_home_net() {
     assert_eq!(st.switch, "applied");
     assert_eq!(st.operator_rules_loaded, 1);
     assert_eq!(st.networks, vec![NetworkName::new("lan").unwrap()]);
-    let specs = sw.specs.lock().unwrap();
-    let (tenant, spec) = specs.last().unwrap();
-    assert_eq!(tenant, &f.tenant.to_string());
-    let spec = spec.as_ref().expect("on");
+    let (tenant, spec) = sw.specs.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(tenant, f.tenant.to_string());
+    let spec = spec.expect("on");
     assert_eq!(spec.mode, IdsMode::Prevent);
     assert_eq!(spec.overload, IdsOverload::FailClosed);
     assert!(spec.rules.contains("sid:9000") && spec.rules.contains("sid:1;"));
@@ -150,6 +150,21 @@ async fn watching_a_network_installs_operator_and_tenant_rules_with_home_net() {
         spec.vars.get("HOME_NET").map(String::as_str),
         Some("[10.0.0.0/24]")
     );
+    assert_eq!(st.intra_networks, vec![NetworkName::new("lan").unwrap()]);
+    assert_eq!(
+        spec.intra_networks, spec.networks,
+        "VM-to-VM inspection passed on"
+    );
+    let installed = spec;
+
+    // A restarted switch has none: `restore_all` installs the same spec again, and a
+    // tenant without watched networks is left alone.
+    sw.specs.lock().unwrap().clear();
+    assert_eq!(svc.restore_all().await.unwrap(), 1);
+    let specs = sw.specs.lock().unwrap();
+    assert_eq!(specs.len(), 1);
+    assert_eq!(specs[0].0, f.tenant.to_string());
+    assert_eq!(specs[0].1.as_ref(), Some(&installed));
 }
 
 #[tokio::test]
@@ -166,6 +181,7 @@ async fn another_tenants_network_is_not_found_and_changes_nothing() {
                 mode: IdsMode::Detect,
                 overload: IdsOverload::FailOpen,
                 networks: vec![NetworkName::new("nope").unwrap()],
+                intra_networks: Vec::new(),
             },
             audit(&f, "ids.set"),
         )
@@ -198,6 +214,7 @@ async fn without_an_edge_the_settings_are_kept_and_pending() {
                 mode: IdsMode::Detect,
                 overload: IdsOverload::FailOpen,
                 networks: vec![NetworkName::new("lan").unwrap()],
+                intra_networks: Vec::new(),
             },
             audit(&f, "ids.set"),
         )
