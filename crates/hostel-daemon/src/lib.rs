@@ -133,7 +133,13 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     }
     tokio::spawn(ctx.standby.clone().run(ctx.clone()));
 
-    let app = http::router(http::AppState::new(ctx.clone(), supervisor));
+    let state = http::AppState::new(ctx.clone(), supervisor);
+    tokio::spawn(service::agent_freeze::thaw_interrupted(
+        ctx.store.clone(),
+        ctx.layout.clone(),
+        state.agents.clone(),
+    ));
+    let app = http::router(state);
     let tcp = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;

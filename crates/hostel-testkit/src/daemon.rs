@@ -168,6 +168,16 @@ impl TestDaemon {
 
     /// Starts the daemon again after [`TestDaemon::kill9`], on the same state directory and
     /// the same address, so [`TestDaemon::url`] stays valid.
+    /// [`TestDaemon::respawn`] with `env` in place of the daemon's extra environment (for
+    /// this and later starts), e.g. a failpoint for one run.
+    pub fn respawn_with_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.respawn();
+    }
+
     pub fn respawn(&mut self) {
         assert!(
             matches!(self.child.try_wait(), Ok(Some(_))),

@@ -3,12 +3,16 @@
 //! status and stdin through the CLI, 100 MB of output with the daemon's memory bounded,
 //! the addresses the guest reports equal to the tenant network's, another tenant's 404;
 //! file push and pull (`agent_debian/files.rs`), and a hostile process on the guest's
-//! agent port (`agent_debian/hostile.rs`), all on the same guest.
+//! agent port (`agent_debian/hostile.rs`), and a VM snapshot with the guest's filesystems
+//! frozen, cut between freeze and thaw too (`agent_debian/snapshot.rs`), all on the same
+//! guest.
 
 #[path = "agent_debian/files.rs"]
 mod files;
 #[path = "agent_debian/hostile.rs"]
 mod hostile;
+#[path = "agent_debian/snapshot.rs"]
+mod snapshot;
 
 use base64::Engine as _;
 use hostel_api::{
@@ -293,4 +297,5 @@ fn exec_and_guest_info_through_qemu_guest_agent() {
     files::push_pull(&d, &op, &acme, &acme_token);
     // Last: it stops the guest.
     hostile::hostile_guest(&acme, guest_assets().is_some());
+    snapshot::frozen_snapshot(d, &op, &acme);
 }

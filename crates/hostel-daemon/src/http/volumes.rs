@@ -348,8 +348,8 @@ async fn vm_snapshot_op(
         crate::service::vm_snapshot::vm_snapshot(
             &state.ctx,
             &state.supervisor,
-            tenant,
-            name,
+            &state.agent(),
+            (tenant, name),
             s,
             op,
             entry,

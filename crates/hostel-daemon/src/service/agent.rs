@@ -88,8 +88,8 @@ pub(super) enum AgentUse {
 
 pub struct GuestAgent<'a> {
     pub(super) store: &'a Arc<dyn Store>,
-    layout: &'a Layout,
-    channels: &'a AgentChannels,
+    pub(super) layout: &'a Layout,
+    pub(super) channels: &'a AgentChannels,
 }
 
 impl<'a> GuestAgent<'a> {
@@ -146,12 +146,22 @@ impl<'a> GuestAgent<'a> {
                 ),
             ));
         }
-        let run = hostel_engine::RunDir::new(self.layout.vm_run_dir(&vm.id));
-        let channel = Channel {
-            agent: Agent::new(run.agent_socket()),
-            lock: self.channels.lock_of(vm.id),
-        };
+        let channel = self.channel_of(&vm, None);
         Ok((vm, channel, settings))
+    }
+
+    /// The channel of a VM the caller found already; `sync` shortens the wait for an agent
+    /// to answer at all (a VM without one costs a snapshot that much).
+    pub(super) fn channel_of(&self, vm: &Vm, sync: Option<Duration>) -> Channel {
+        let run = hostel_engine::RunDir::new(self.layout.vm_run_dir(&vm.id));
+        let mut agent = Agent::new(run.agent_socket());
+        if let Some(d) = sync {
+            agent = agent.with_sync_deadline(d);
+        }
+        Channel {
+            agent,
+            lock: self.channels.lock_of(vm.id),
+        }
     }
 
     /// What the guest reports: host name, OS, interfaces and addresses.

@@ -15,6 +15,7 @@
 pub mod addresses;
 pub mod agent;
 pub mod agent_files;
+pub mod agent_freeze;
 pub mod backups;
 pub mod edge;
 mod error;

@@ -18,16 +18,17 @@ pub enum VmSnapshotOp {
 /// Snapshots all of a VM's pool volumes as one. A create on a running VM pauses its vCPUs
 /// (QMP `stop`), snapshots each volume (metadata only: milliseconds each), and continues
 /// it (`cont`) whatever happened: the snapshots are crash-consistent, as if the power had
-/// gone at that instant. A create that fails on one volume deletes the ones it made; a
-/// restore needs the VM stopped.
+/// gone at that instant, or filesystem-consistent when the guest's agent froze its
+/// filesystems around it (`agent_freeze.rs`; the audit entry says which). A create that
+/// fails on one volume deletes the ones it made; a restore needs the VM stopped.
 pub async fn vm_snapshot(
     ctx: &Ctx,
     supervisor: &crate::supervisor::Supervisor,
-    tenant: TenantId,
-    vm_name: hostel_state::VmName,
+    agent: &super::agent::GuestAgent<'_>,
+    (tenant, vm_name): (TenantId, hostel_state::VmName),
     snapshot: VolumeName,
     op: VmSnapshotOp,
-    audit: NewAuditEntry,
+    mut audit: NewAuditEntry,
 ) -> Result<Vec<VolumeView>, DaemonError> {
     let vm = ctx.db(move |s| s.get_vm_by_name(&tenant, &vm_name)).await?;
     let vm_id = vm.id;
@@ -61,7 +62,15 @@ pub async fn vm_snapshot(
                 ));
             }
             check_allocated(ctx, tenant, &pool).await?;
-            supervisor.freeze(&vm, true).await?;
+            // The guest's filesystems first (flushed and held), then its vCPUs.
+            let consistency = agent.freeze_for_snapshot(&vm).await;
+            let paused = supervisor.freeze(&vm, true).await;
+            if let Err(e) = paused {
+                if consistency.is_frozen() {
+                    let _ = agent.thaw(&vm).await;
+                }
+                return Err(e.into());
+            }
             let mut made = Vec::new();
             let mut failed = None;
             for v in &vols {
@@ -81,6 +90,13 @@ pub async fn vm_snapshot(
                 }
             }
             let resumed = supervisor.freeze(&vm, false).await;
+            if consistency.is_frozen() {
+                if let Err(e) = agent.thaw(&vm).await {
+                    // The intent stays: the next start thaws it.
+                    tracing::error!(vm = %vm.name, error = %e, "thawing the guest after a snapshot");
+                }
+            }
+            audit.target = format!("{} ({consistency})", audit.target);
             if let Some(e) = failed {
                 for name in made {
                     let _ = ctx
