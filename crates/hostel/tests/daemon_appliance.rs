@@ -14,12 +14,11 @@
 
 mod common;
 
+use common::internet::{snat_lan, Internet};
 use common::{boot_slots, daemon_with_guests, poll, DaemonCli};
 use hostel_api::NetworkView;
-use hostel_testkit::{is_root, run_arg, sh, which, LineWatcher, NetNs, BOOT_TIMEOUT};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use hostel_testkit::{is_root, run_arg, which, LineWatcher, BOOT_TIMEOUT};
+use std::time::Instant;
 
 /// The far host the appliance lets through, and the one it drops.
 const FAR: &str = "198.51.100.7";
@@ -44,56 +43,6 @@ fn web_script() -> String {
          b=$(echo B$i | timeout 4 nc -w 2 {FAR_DROPPED} 8080); echo \"B $i [$b]\"; \
          sleep 1; done"
     )
-}
-
-struct Internet {
-    ns: NetNs,
-    nic: String,
-}
-
-impl Internet {
-    fn new() -> Internet {
-        let tag = std::process::id() % 100_000;
-        let ns = NetNs::new("appl");
-        let (nic, peer) = (format!("hpa{tag}"), format!("hpb{tag}"));
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &nic])
-            .stderr(std::process::Stdio::null())
-            .status();
-        sh(&format!(
-            "ip link add {nic} type veth peer name {peer} && ip link set {peer} netns {} && \
-             sysctl -qw net.ipv6.conf.{nic}.disable_ipv6=1 && ip link set {nic} up",
-            ns.name
-        ));
-        ns.exec(&format!(
-            "ip link set {peer} up && ip addr add 203.0.113.1/24 dev {peer} && \
-             ip addr add {FAR}/32 dev lo && ip addr add {FAR_DROPPED}/32 dev lo"
-        ));
-        Internet { ns, nic }
-    }
-
-    /// A server on `addr` answering each line with `ACK <line>`, for the whole test.
-    fn serve(&self, addr: String) {
-        let _ = self.ns.spawn_in(move || {
-            let l = TcpListener::bind(&addr).expect("bind in the namespace");
-            for s in l.incoming().flatten() {
-                s.set_read_timeout(Some(Duration::from_secs(3))).ok();
-                let mut line = String::new();
-                if BufReader::new(&s).read_line(&mut line).is_ok() {
-                    let _ = (&s).write_all(format!("ACK {line}").as_bytes());
-                }
-            }
-        });
-    }
-}
-
-impl Drop for Internet {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.nic])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
 }
 
 /// Rounds of `web`'s probes: (round, far host A answered, far host B answered).
@@ -163,31 +112,10 @@ fn a_security_appliance_carries_the_networks_outside_traffic_and_fails_closed() 
     let Some(d) = daemon_with_guests("appliance") else {
         return;
     };
-    let net = Internet::new();
-    let ext = d.op(&[
-        "external",
-        "set",
-        "--interface",
-        &net.nic,
-        "--subnet",
-        "203.0.113.0/24",
-        "--gateway",
-        "203.0.113.1",
-        "--pool",
-        "203.0.113.8/29",
-    ]);
-    assert!(ext.ok(), "external set: {ext:?}");
+    let net = Internet::new("appl", "hp", &[FAR, FAR_DROPPED], None);
+    net.set_external(&d, &[]);
     let t = d.tenant("acme", &[]);
-    let made = t.cli(&[
-        "network",
-        "create",
-        "lan",
-        "--subnet",
-        "10.9.0.0/24",
-        "--external",
-        "--snat",
-    ]);
-    assert!(made.ok(), "{made:?}");
+    snat_lan(&t);
     // The firewall lets the replies in (outbound connections are tracked).
     net.serve(format!("{FAR}:8080"));
     net.serve(format!("{FAR_DROPPED}:8080"));

@@ -14,82 +14,15 @@
 
 mod common;
 
+use common::internet::Internet;
 use common::{boot_slots, daemon_with_guests, poll, DaemonCli};
 use hostel_api::{AddressView, FirewallRuleView, NetworkView};
-use hostel_testkit::{is_root, run_arg, sh, which, LineWatcher, NetNs, BOOT_TIMEOUT};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use hostel_testkit::{is_root, run_arg, which, LineWatcher, BOOT_TIMEOUT};
+use std::io::{ErrorKind, Write};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 const FAR: &str = "198.51.100.7";
-
-/// The internet: a namespace holding the far end of a veth pair; the near end is the
-/// switch's external interface. Both go on drop.
-struct Internet {
-    ns: NetNs,
-    nic: String,
-}
-
-impl Internet {
-    fn new() -> Internet {
-        let tag = std::process::id() % 100_000;
-        let ns = NetNs::new("edge");
-        let (nic, peer) = (format!("hxa{tag}"), format!("hxb{tag}"));
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &nic])
-            .stderr(std::process::Stdio::null())
-            .status();
-        sh(&format!(
-            "ip link add {nic} type veth peer name {peer} && ip link set {peer} netns {} && \
-             sysctl -qw net.ipv6.conf.{nic}.disable_ipv6=1 && ip link set {nic} up",
-            ns.name
-        ));
-        // Checksum offload stays on at the namespace's end, as a veth has it by default: its
-        // TCP/UDP segments reach the switch's ring with partial checksums
-        // (TP_STATUS_CSUMNOTREADY), which the switch completes before a guest sees them.
-        ns.exec(&format!(
-            "ip link set {peer} up && ip addr add 203.0.113.1/24 dev {peer} && \
-             ip addr add {FAR}/32 dev lo && \
-             ip addr add 2001:db8:1::1/64 dev {peer} nodad"
-        ));
-        Internet { ns, nic }
-    }
-
-    /// A TCP connection from the external host (3 s to connect); the peer's first line, or
-    /// how the connect failed.
-    fn tcp(&self, to: String) -> Result<String, ErrorKind> {
-        self.ns
-            .spawn_in(move || {
-                // From the namespace's on-link address (203.0.113.1): a host on the
-                // external network, outside every tenant.
-                let addr: SocketAddr = to.parse().expect("address");
-                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-                    .map_err(|e| e.kind())?;
-                s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 256];
-                while !buf.contains(&b'\n') {
-                    match s.read(&mut chunk) {
-                        Ok(0) => break,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        Err(e) => return Err(e.kind()),
-                    }
-                }
-                Ok(String::from_utf8_lossy(&buf).trim().to_string())
-            })
-            .join()
-            .expect("tcp thread")
-    }
-}
-
-impl Drop for Internet {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.nic])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
 
 /// The web VM: three servers, each answering its port's name.
 const WEB: &str = "for p in 22 23 24; do printf '#!/bin/sh\\necho OPEN%s\\n' $p > /tmp/o$p; \
@@ -109,28 +42,20 @@ fn floating_address_firewall_and_source_nat_with_real_guests_survive_a_switch_re
     let Some(d) = daemon_with_guests("edge") else {
         return;
     };
-    let net = Internet::new();
-    let ext = d.op(&[
-        "external",
-        "set",
-        "--interface",
-        &net.nic,
-        "--subnet",
-        "203.0.113.0/24",
-        "--gateway",
-        "203.0.113.1",
-        "--pool",
-        "203.0.113.8/29",
-        "--routed-pool",
-        "192.0.2.0/24",
-        "--subnet6",
-        "2001:db8:1::/64",
-        "--gateway6",
-        "2001:db8:1::1",
-        "--routed-pool6",
-        "2001:db8:2::/48",
-    ]);
-    assert!(ext.ok(), "external set: {ext:?}");
+    let net = Internet::new("edge", "hx", &[FAR], Some("2001:db8:1::1/64"));
+    net.set_external(
+        &d,
+        &[
+            "--routed-pool",
+            "192.0.2.0/24",
+            "--subnet6",
+            "2001:db8:1::/64",
+            "--gateway6",
+            "2001:db8:1::1",
+            "--routed-pool6",
+            "2001:db8:2::/48",
+        ],
+    );
     let t = d.tenant("acme", &[]);
     let made = t.cli(&[
         "network",

@@ -12,9 +12,10 @@
 
 mod common;
 
+use common::internet::{snat_lan, Internet};
 use common::{boot_slots, daemon_with_guests, poll, DaemonCli, Tenant};
 use hostel_api::{NetworkView, VmView};
-use hostel_testkit::{is_root, run_arg, sh, which, LineWatcher, NetNs, BOOT_TIMEOUT};
+use hostel_testkit::{is_root, run_arg, which, LineWatcher, BOOT_TIMEOUT};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -44,44 +45,6 @@ fn client_script(server: &str) -> String {
          b=$(echo HOSTEL-PROBE-OUT-$i | timeout 4 nc -w 2 {FAR} 8080); echo \"OUT $i [$b]\"; \
          sleep 1; done"
     )
-}
-
-/// The internet: a namespace holding the far end of a veth pair; the near end is the
-/// switch's external interface.
-struct Internet {
-    ns: NetNs,
-    nic: String,
-}
-
-impl Internet {
-    fn new() -> Internet {
-        let tag = std::process::id() % 100_000;
-        let ns = NetNs::new("idsl");
-        let (nic, peer) = (format!("hia{tag}"), format!("hib{tag}"));
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &nic])
-            .stderr(std::process::Stdio::null())
-            .status();
-        sh(&format!(
-            "ip link add {nic} type veth peer name {peer} && ip link set {peer} netns {} && \
-             sysctl -qw net.ipv6.conf.{nic}.disable_ipv6=1 && ip link set {nic} up",
-            ns.name
-        ));
-        ns.exec(&format!(
-            "ip link set {peer} up && ip addr add 203.0.113.1/24 dev {peer} && \
-             ip addr add {FAR}/32 dev lo"
-        ));
-        Internet { ns, nic }
-    }
-}
-
-impl Drop for Internet {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.nic])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
 }
 
 /// (sid, src_ip, dest_ip, dest_port, action) of one alert.
@@ -143,31 +106,10 @@ fn edge_detection_survives_a_switch_restart_and_vm_to_vm_inspection_alerts_and_d
     let Some(d) = daemon_with_guests("idslive") else {
         return;
     };
-    let net = Internet::new();
-    let ext = d.op(&[
-        "external",
-        "set",
-        "--interface",
-        &net.nic,
-        "--subnet",
-        "203.0.113.0/24",
-        "--gateway",
-        "203.0.113.1",
-        "--pool",
-        "203.0.113.8/29",
-    ]);
-    assert!(ext.ok(), "external set: {ext:?}");
+    let net = Internet::new("idsl", "hi", &[FAR], None);
+    net.set_external(&d, &[]);
     let t = d.tenant("acme", &[]);
-    let made = t.cli(&[
-        "network",
-        "create",
-        "lan",
-        "--subnet",
-        "10.9.0.0/24",
-        "--external",
-        "--snat",
-    ]);
-    assert!(made.ok(), "{made:?}");
+    snat_lan(&t);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("t.rules");
     std::fs::write(&file, RULES).unwrap();

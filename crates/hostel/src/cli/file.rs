@@ -211,11 +211,11 @@ pub struct TenantAgentArgs {
     max_file_size: Option<String>,
 }
 
-fn on_off(s: &str) -> Result<bool, String> {
+fn on_off(s: &str) -> Result<bool, super::vm::ShapeError> {
     match s {
         "on" | "true" | "yes" => Ok(true),
         "off" | "false" | "no" => Ok(false),
-        _ => Err(format!("{s:?}: say on or off")),
+        _ => Err(super::vm::ShapeError::new(s, "on or off")),
     }
 }
 

@@ -149,6 +149,15 @@ pub struct ShapeError {
     expected: &'static str,
 }
 
+impl ShapeError {
+    pub(super) fn new(text: &str, expected: &'static str) -> Self {
+        Self {
+            text: text.to_string(),
+            expected,
+        }
+    }
+}
+
 fn parse_param(s: &str) -> Result<(String, String), ShapeError> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),

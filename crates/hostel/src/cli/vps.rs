@@ -77,12 +77,12 @@ pub struct CreateArgs {
     ssh_keys: Vec<PathBuf>,
 }
 
-fn parse_gib(s: &str) -> Result<u64, String> {
+fn parse_gib(s: &str) -> Result<u64, super::vm::ShapeError> {
     let t = s.trim();
     let digits = t.strip_suffix(['G', 'g']).unwrap_or(t);
     digits
         .parse()
-        .map_err(|_| format!("{s:?}: expected GiB, such as 4G"))
+        .map_err(|_| super::vm::ShapeError::new(s, "GiB, such as 4G"))
 }
 
 pub fn main(ctx: &Ctx, args: VpsArgs) -> Result<()> {

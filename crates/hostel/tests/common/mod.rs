@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod internet;
 
 use hostel_api::{Client, TenantView, VmView};
 use hostel_testkit::daemon::TestDaemon;
