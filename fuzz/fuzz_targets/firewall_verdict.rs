@@ -310,6 +310,7 @@ fn edge(policy: PolicySpec) -> FirewallFilter {
         snat4: vec![],
         policy,
         conntrack_limit: 32,
+        appliances: vec![],
     })
 }
 
